@@ -1,0 +1,50 @@
+# Two commands for a fresh Debian/Ubuntu machine with Python 3.11: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+STUBS  := $(VENV)/esp32-stubs
+SYSPKG := mosquitto mosquitto-clients socat
+
+.PHONY: demo test lint typecheck bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade --target $(STUBS) 'micropython-esp32-stubs==1.29.*'
+	@touch $@
+
+# Mosquitto (the tests' broker, and the demo's when installed) and socat from Debian.
+system-deps:
+	@missing=""; \
+	for p in mosquitto socat; do \
+	  command -v $$p >/dev/null 2>&1 || test -x /usr/sbin/$$p || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKG) >/dev/null; \
+	  else \
+	    echo "missing:$$missing. Install them as root: sudo apt-get install $(SYSPKG)"; exit 1; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check protocol gateway
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+demo: $(STAMP) system-deps
+	$(BIN)/campusguard demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

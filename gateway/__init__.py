@@ -1,0 +1,1 @@
+"""CampusGuard gateway: serial links -> frames -> events -> incidents -> outbox -> MQTT relay."""
