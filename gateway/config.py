@@ -1,0 +1,335 @@
+"""boards.yaml -> validated, immutable configuration (fields documented in boards.yaml)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.errors import ConfigError
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,47}$")
+_HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ROLES = ("shop", "home", "guard_post", "campus")
+PLAIN_KINDS = ("panic", "medical", "fire", "silent")
+PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
+OPTIONAL_PINS = ("checkin",)
+STEPS = ("prompt_guard", "security_lead", "police")
+
+# name -> (default, minimum, maximum)
+TIMINGS: dict[str, tuple[int, int, int]] = {
+    "heartbeat_s": (60, 10, 3600),
+    "missed_heartbeats": (3, 2, 10),
+    "long_press_ms": (3000, 1000, 10000),
+    "cancel_window_s": (30, 5, 600),
+    "test_interval_h": (24, 1, 168),
+    "incident_window_s": (120, 10, 3600),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One serial link: a UART, an RS-485 bus or a radio modem."""
+
+    id: str
+    port: str
+    baud: int
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A school or kindergarten and its surroundings."""
+
+    id: str
+    name: str
+    address: str
+    security_lead: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One alarm unit as registered; keys are not here."""
+
+    id: str
+    addr: int
+    site: str
+    place: str
+    owner: str
+    role: str
+    link: str
+    pins: dict[str, int]
+    kind: str
+    heartbeat_s: int
+    missed_heartbeats: int
+    long_press_ms: int
+    cancel_window_s: int
+    test_interval_h: int
+    incident_window_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A weekly duty period: on ``days`` (0 = Monday) from ``start`` to ``end`` minutes."""
+
+    days: tuple[int, ...]
+    start_min: int
+    end_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rung of the escalation ladder, ``after_min`` after the missed deadline."""
+
+    step: str
+    after_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A guard post with its shifts and escalation ladder."""
+
+    id: str
+    site: str
+    unit: str
+    checkin_interval_min: int
+    grace_min: int
+    shifts: tuple[Shift, ...]
+    escalation: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole register."""
+
+    path: str
+    gateway_id: str
+    site: str
+    links: dict[str, Link]
+    sites: dict[str, Site]
+    units: dict[str, Unit]
+    posts: dict[str, Post] = field(default_factory=dict)
+
+    def unit_by_addr(self, addr: int) -> Unit | None:
+        """The unit with wire address ``addr``, if registered."""
+        for u in self.units.values():
+            if u.addr == addr:
+                return u
+        return None
+
+
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, where: str, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, where, name, problem)
+
+    def mapping(self, value: Any, where: str, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, name, f"must be a mapping, got {type(value).__name__}")
+        return value
+
+    def seq(self, value: Any, where: str, name: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, name, f"must be a list, got {type(value).__name__}")
+        return value
+
+    def text(self, d: dict[str, Any], where: str, name: str, default: str | None = None) -> str:
+        value = d.get(name, default)
+        if value is None:
+            raise self.fail(where, name, "missing")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, name, "must be a non-empty string")
+        return value
+
+    def ident(self, d: dict[str, Any], where: str, name: str) -> str:
+        value = self.text(d, where, name)
+        if not _ID.match(value):
+            raise self.fail(where, name, f"{value!r}: letters, digits and '-' only, at most 48")
+        return value
+
+    def integer(
+        self, d: dict[str, Any], where: str, name: str, lo: int, hi: int, default: int | None = None
+    ) -> int:
+        value = d.get(name, default)
+        if value is None:
+            raise self.fail(where, name, "missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, name, f"{value!r} is not a whole number")
+        if not lo <= value <= hi:
+            raise self.fail(where, name, f"{value} is outside {lo}..{hi}")
+        return value
+
+    def ref(self, d: dict[str, Any], where: str, name: str, known: dict[str, Any]) -> str:
+        value = self.text(d, where, name)
+        if value not in known:
+            raise self.fail(where, name, f"{value!r} is not defined (known: {', '.join(known)})")
+        return value
+
+
+def _days(r: _Reader, text: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(text, str):
+        raise r.fail(where, "days", "must be a string like 'mon-fri' or 'sat,sun'")
+    out: list[int] = []
+    for part in text.lower().replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a not in DAYS or (b and b not in DAYS):
+            raise r.fail(where, "days", f"{part!r}: use mon..sun, ranges like mon-fri")
+        i, j = DAYS.index(a), DAYS.index(b or a)
+        out.extend(range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)])
+    return tuple(sorted(set(out)))
+
+
+def _minutes(r: _Reader, d: dict[str, Any], where: str, name: str) -> int:
+    value = d.get(name)
+    m = _HHMM.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise r.fail(where, name, f"{value!r}: use HH:MM (24:00 for midnight at the end)")
+    minutes = int(m.group(1)) * 60 + int(m.group(2))
+    if minutes > 24 * 60:
+        raise r.fail(where, name, f"{value!r} is past 24:00")
+    return minutes
+
+
+def parse_config(data: Any, path: str = "boards.yaml") -> Config:
+    """Validate a loaded YAML document; raise :class:`ConfigError` on the first problem."""
+    r = _Reader(path)
+    top = r.mapping(data, "top level", "(document)")
+    if top.get("version", 1) != 1:
+        raise r.fail(
+            "top level", "version", f"{top.get('version')!r}: this gateway reads version 1"
+        )
+    gw = r.mapping(top.get("gateway"), "gateway", "gateway")
+    gateway_id = r.ident(gw, "gateway", "id")
+    defaults = r.mapping(top.get("defaults", {}), "defaults", "defaults")
+    base = {k: r.integer(defaults, "defaults", k, lo, hi, d) for k, (d, lo, hi) in TIMINGS.items()}
+
+    links: dict[str, Link] = {}
+    for i, item in enumerate(r.seq(top.get("links", []), "top level", "links")):
+        where = f"links[{i}]"
+        d = r.mapping(item, where, "links")
+        lid = r.ident(d, where, "id")
+        where = f"link {lid}"
+        if lid in links:
+            raise r.fail(where, "id", "defined twice")
+        links[lid] = Link(lid, r.text(d, where, "port"), r.integer(d, where, "baud", 1200, 921600))
+
+    sites: dict[str, Site] = {}
+    for i, item in enumerate(r.seq(top.get("sites"), "top level", "sites")):
+        d = r.mapping(item, f"sites[{i}]", "sites")
+        sid = r.ident(d, f"sites[{i}]", "id")
+        where = f"site {sid}"
+        if sid in sites:
+            raise r.fail(where, "id", "defined twice")
+        lead = d.get("security_lead") or {}
+        lead = r.mapping(lead, where, "security_lead")
+        sites[sid] = Site(
+            sid,
+            r.text(d, where, "name"),
+            r.text(d, where, "address", ""),
+            {str(k): str(v) for k, v in lead.items()},
+        )
+    site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
+
+    units: dict[str, Unit] = {}
+    addrs: dict[int, str] = {}
+    for i, item in enumerate(r.seq(top.get("units"), "top level", "units")):
+        d = r.mapping(item, f"units[{i}]", "units")
+        uid = r.ident(d, f"units[{i}]", "id")
+        where = f"unit {uid}"
+        if uid in units:
+            raise r.fail(where, "id", "defined twice")
+        if "key" in d:
+            raise r.fail(where, "key", "keys never live in the register: use the key directory")
+        addr = r.integer(d, where, "addr", 1, 65534)
+        if addr in addrs:
+            raise r.fail(where, "addr", f"{addr} is already unit {addrs[addr]}")
+        addrs[addr] = uid
+        role = r.text(d, where, "role")
+        if role not in ROLES:
+            raise r.fail(where, "role", f"{role!r}: one of {', '.join(ROLES)}")
+        kind = r.text(d, where, "kind", "panic")
+        if kind not in PLAIN_KINDS:
+            raise r.fail(where, "kind", f"{kind!r}: one of {', '.join(PLAIN_KINDS)}")
+        pins_in = r.mapping(d.get("pins"), where, "pins")
+        pins: dict[str, int] = {}
+        for name in (*PIN_NAMES, *OPTIONAL_PINS):
+            if name in pins_in or name in PIN_NAMES:
+                pins[name] = r.integer(pins_in, f"{where} pins", name, 0, 39)
+        unknown = set(pins_in) - set(pins)
+        if unknown:
+            raise r.fail(where, "pins", f"unknown pin names: {', '.join(sorted(unknown))}")
+        timings = {k: r.integer(d, where, k, lo, hi, base[k]) for k, (_, lo, hi) in TIMINGS.items()}
+        units[uid] = Unit(
+            id=uid,
+            addr=addr,
+            site=r.ref(d, where, "site", sites),
+            place=r.text(d, where, "place"),
+            owner=r.text(d, where, "owner"),
+            role=role,
+            link=r.ref(d, where, "link", links) if links else r.text(d, where, "link", "default"),
+            pins=pins,
+            kind=kind,
+            **timings,
+        )
+
+    posts: dict[str, Post] = {}
+    for i, item in enumerate(r.seq(top.get("posts", []), "top level", "posts")):
+        d = r.mapping(item, f"posts[{i}]", "posts")
+        pid = r.ident(d, f"posts[{i}]", "id")
+        where = f"post {pid}"
+        if pid in posts:
+            raise r.fail(where, "id", "defined twice")
+        unit_id = r.ref(d, where, "unit", units)
+        if units[unit_id].role != "guard_post":
+            raise r.fail(
+                where, "unit", f"{unit_id!r} has role {units[unit_id].role}, not guard_post"
+            )
+        shifts = []
+        for j, s in enumerate(r.seq(d.get("shifts"), where, "shifts")):
+            sw = f"{where} shifts[{j}]"
+            s = r.mapping(s, sw, "shifts")
+            start, end = _minutes(r, s, sw, "start"), _minutes(r, s, sw, "end")
+            if start == end:
+                raise r.fail(sw, "end", "a shift of zero length")
+            shifts.append(Shift(_days(r, s.get("days"), sw), start, end))
+        ladder = []
+        for j, s in enumerate(r.seq(d.get("escalation", []), where, "escalation")):
+            sw = f"{where} escalation[{j}]"
+            s = r.mapping(s, sw, "escalation")
+            step = r.text(s, sw, "step")
+            if step not in STEPS:
+                raise r.fail(sw, "step", f"{step!r}: one of {', '.join(STEPS)}")
+            ladder.append(Step(step, r.integer(s, sw, "after_min", 0, 24 * 60)))
+        if [s.after_min for s in ladder] != sorted(s.after_min for s in ladder):
+            raise r.fail(where, "escalation", "steps must be in order of after_min")
+        posts[pid] = Post(
+            id=pid,
+            site=r.ref(d, where, "site", sites),
+            unit=unit_id,
+            checkin_interval_min=r.integer(d, where, "checkin_interval_min", 5, 24 * 60, 60),
+            grace_min=r.integer(d, where, "grace_min", 0, 120, 5),
+            shifts=tuple(shifts),
+            escalation=tuple(ladder),
+        )
+    return Config(path, gateway_id, site, links, sites, units, posts)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate boards.yaml; raise :class:`ConfigError` naming file, entry and field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), "file", "(file)", exc.strerror or str(exc)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark is not None else "file"
+        raise ConfigError(str(p), line, "(syntax)", str(getattr(exc, "problem", exc))) from None
+    return parse_config(data, str(p))
