@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ class Config:
     path: str
     gateway_id: str
     site: str
+    timezone: str
     links: dict[str, Link]
     sites: dict[str, Site]
     units: dict[str, Unit]
@@ -205,6 +207,11 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         )
     gw = r.mapping(top.get("gateway"), "gateway", "gateway")
     gateway_id = r.ident(gw, "gateway", "id")
+    timezone = r.text(gw, "gateway", "timezone", "UTC")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise r.fail("gateway", "timezone", f"{timezone!r} is not an IANA time zone") from None
     defaults = r.mapping(top.get("defaults", {}), "defaults", "defaults")
     base = {k: r.integer(defaults, "defaults", k, lo, hi, d) for k, (d, lo, hi) in TIMINGS.items()}
 
@@ -316,7 +323,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             shifts=tuple(shifts),
             escalation=tuple(ladder),
         )
-    return Config(path, gateway_id, site, links, sites, units, posts)
+    return Config(path, gateway_id, site, timezone, links, sites, units, posts)
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,0 +1,176 @@
+"""Helpers for the duty tests: a register, a real journal, a recording Outlet, frames."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, Unit, parse_config
+from gateway.schema import create_shared
+from protocol.messages import Frame, Message, SignalPattern
+
+# 2026-01-05 00:00 Asia/Shanghai (a Monday) = 2026-01-04 16:00 UTC
+MONDAY = 1_767_542_400.0
+TZ = "Asia/Shanghai"
+
+PINS = {
+    "button": 0,
+    "tamper": 4,
+    "led": 2,
+    "buzzer": 15,
+    "battery_adc": 34,
+    "uart_tx": 17,
+    "uart_rx": 16,
+}
+
+
+def register(posts: list[dict[str, Any]] | None = None, **defaults: int) -> Config:
+    """A small register: one site, a shop, a home (300 s heartbeat) and a guard post unit."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        "gateway": {"id": "gw-test", "site": "school"},
+        "defaults": {"heartbeat_s": 60, "missed_heartbeats": 3, "test_interval_h": 24, **defaults},
+        "links": [{"id": "bus", "port": "/dev/null", "baud": 115200}],
+        "sites": [
+            {
+                "id": "school",
+                "name": "Test Boarding School",
+                "address": "1 School Road",
+                "security_lead": {"name": "Lead Li", "phone": "+86 100"},
+            }
+        ],
+        "units": [
+            {
+                "id": "shop",
+                "addr": 10,
+                "site": "school",
+                "place": "Shop at the gate",
+                "owner": "Ms. Shop",
+                "role": "shop",
+                "link": "bus",
+                "pins": PINS,
+            },
+            {
+                "id": "home",
+                "addr": 11,
+                "site": "school",
+                "place": "Home by the wall",
+                "owner": "Family",
+                "role": "home",
+                "link": "bus",
+                "pins": PINS,
+                "heartbeat_s": 300,
+            },
+            {
+                "id": "guard",
+                "addr": 12,
+                "site": "school",
+                "place": "North gate post",
+                "owner": "Post phone +86 200",
+                "role": "guard_post",
+                "link": "bus",
+                "pins": {**PINS, "checkin": 5},
+            },
+        ],
+        "posts": posts if posts is not None else [],
+    }
+    return parse_config(doc, "test-register.yaml")
+
+
+def post(shifts: list[dict[str, str]], **kw: Any) -> dict[str, Any]:
+    return {
+        "id": "gate",
+        "site": "school",
+        "unit": "guard",
+        "checkin_interval_min": 60,
+        "grace_min": 5,
+        "shifts": shifts,
+        "escalation": [
+            {"step": "prompt_guard", "after_min": 0},
+            {"step": "security_lead", "after_min": 5},
+            {"step": "police", "after_min": 10},
+        ],
+        **kw,
+    }
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Open the journal the way the gateway store does: autocommit, WAL, shared tables."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    create_shared(conn)
+    return conn
+
+
+class RecordingOutlet:
+    """Records every call, and journals events into ``events`` like the pipeline does."""
+
+    def __init__(self, conn: sqlite3.Connection | None = None) -> None:
+        self.conn = conn
+        self.events: list[dict[str, Any]] = []
+        self.signals: list[tuple[str, SignalPattern, int]] = []
+        self.fail = False
+
+    def event(
+        self,
+        *,
+        site: str,
+        kind: str,
+        at: float,
+        unit: str | None = None,
+        post: str | None = None,
+        code: int | None = None,
+        qualifier: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+        topic: str = "event",
+    ) -> None:
+        if self.fail:
+            raise sqlite3.OperationalError("disk I/O error (test)")
+        d = dict(detail or {})
+        self.events.append(
+            {
+                "site": site,
+                "kind": kind,
+                "at": at,
+                "unit": unit,
+                "post": post,
+                "code": code,
+                "qualifier": qualifier,
+                "detail": d,
+                "topic": topic,
+            }
+        )
+        if self.conn is not None:
+            self.conn.execute(
+                "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, site, unit, post, kind, code, qualifier, json.dumps(d, sort_keys=True)),
+            )
+
+    def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
+        self.signals.append((unit, pattern, duration_s))
+
+    def kinds(self, *, unit: str | None = None, post: str | None = None) -> list[str]:
+        return [
+            e["kind"]
+            for e in self.events
+            if (unit is None or e["unit"] == unit) and (post is None or e["post"] == post)
+        ]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+
+class Frames:
+    """Builds authentic-looking frames per unit with increasing counters."""
+
+    def __init__(self) -> None:
+        self.seq: dict[int, int] = {}
+
+    def __call__(self, unit: Unit, body: Message) -> Frame:
+        n = self.seq.get(unit.addr, 0) + 1
+        self.seq[unit.addr] = n
+        return Frame(unit.addr, 1, n, body)

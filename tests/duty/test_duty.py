@@ -1,0 +1,505 @@
+"""The guard-duty watchdog: check-ins, missed check-ins, the escalation ladder, shifts,
+restarts. A week of duty runs in seconds on plain ``now`` floats passed to tick()."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.config import Config
+from gateway.duty import DutyWatch
+from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
+from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register
+
+T0 = MONDAY  # Monday 2026-01-05 00:00 in Asia/Shanghai
+M = 60.0
+H = 3600.0
+D = 86400.0
+ACK_TOPIC = "campusguard/school/duty/gate/ack"
+
+
+class Rig:
+    """A DutyWatch on a real SQLite file that can be restarted like the gateway."""
+
+    def __init__(self, path: Path, config: Config, start: float = T0) -> None:
+        self.path = path
+        self.config = config
+        self.frames = Frames()
+        self.outlet = RecordingOutlet()
+        self.conn = open_db(path)
+        self._open(start)
+        self.now = start
+
+    def _open(self, at: float) -> None:
+        self.outlet.conn = self.conn
+        self.watch = DutyWatch(self.config, self.outlet, self.conn, ManualClock(at), tz=TZ)
+
+    def restart(self, at: float) -> None:
+        self.conn.close()
+        self.conn = open_db(self.path)
+        self._open(at)
+        self.now = at
+
+    def checkin(self, at: float, duress: bool = False) -> None:
+        unit = self.config.units["guard"]
+        self.watch.on_frame(unit, self.frames(unit, Checkin(1 if duress else 0, 4000)), at)
+
+    def ack(self, at: float, by: str | None = "Lead Li") -> None:
+        payload = b"" if by is None else json.dumps({"by": by}).encode()
+        self.watch.on_command(ACK_TOPIC, payload, at)
+
+    def run_to(self, until: float, step: float = 1.0) -> None:
+        """Tick every ``step`` seconds up to and including ``until``."""
+        t = self.now
+        while t <= until:
+            self.watch.tick(t)
+            t += step
+        self.now = t
+
+    def duty(self) -> list[tuple[str, float]]:
+        return [(e["kind"], e["at"]) for e in self.outlet.events if e["topic"] == "duty"]
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.duty()]
+
+
+ALL_DAY = [{"days": "mon-sun", "start": "00:00", "end": "24:00"}]
+
+
+def test_a_week_of_on_time_checkins_escalates_nothing(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    checkins = [T0 + k * 50 * M + (k % 7) * 13 for k in range(1, 7 * 24 * 60 // 50 + 1)]
+    for c in checkins:
+        r.run_to(c - 1)
+        r.checkin(c)
+    r.run_to(T0 + 7 * D)  # the last check-in at 167:30 + 78 s is due at 168:31
+    assert r.kinds()[0] == "shift_start"
+    assert r.kinds()[1:] == ["checkin"] * len(checkins)
+    assert {e["detail"]["status"] for e in r.outlet.of("checkin")} == {"on_time"}
+    assert r.outlet.signals == []
+    assert len(checkins) > 200
+
+
+@dataclass
+class Guard:
+    """The expected behaviour of the watch, written out independently of it."""
+
+    periods: list[tuple[float, float]]
+    plan: dict[int, str]  # check-in ordinal -> 'late' | 'lead' | 'police'
+    actions: list[tuple[float, str]] = field(default_factory=list)
+    expected: list[tuple[str, float]] = field(default_factory=list)
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    def build(self, first_clock: float) -> None:
+        n = 0
+        for i, (start, end) in enumerate(self.periods):
+            clock = first_clock if i == 0 else start
+            self.expected.append(("shift_start", clock))
+            while True:
+                due = clock + H
+                if due >= end:
+                    break
+                n += 1
+                plan = self.plan.get(n)
+                missed = due + 5 * M
+                if plan is None:
+                    clock = due - 10 * M
+                    self.actions.append((clock, "checkin"))
+                    self.expected.append(("checkin", clock))
+                elif plan == "late":
+                    clock = due + 3 * M
+                    self.actions.append((clock, "checkin"))
+                    self.expected.append(("checkin", clock))
+                elif plan == "lead":  # the guard answers after the lead was told
+                    clock = missed + 7 * M
+                    self.actions.append((clock, "checkin"))
+                    self.expected += [("missed_checkin", missed), ("escalation", missed)]
+                    self.expected += [("escalation", missed + 5 * M), ("acknowledged", clock)]
+                    self.steps += [("prompt_guard", missed), ("security_lead", missed + 5 * M)]
+                else:  # nobody answers until the duty room acknowledges after the police step
+                    clock = missed + 12 * M
+                    self.actions.append((clock, "ack"))
+                    self.expected += [("missed_checkin", missed), ("escalation", missed)]
+                    self.expected += [
+                        ("escalation", missed + 5 * M),
+                        ("escalation", missed + 10 * M),
+                    ]
+                    self.expected.append(("acknowledged", clock))
+                    self.steps += [
+                        ("prompt_guard", missed),
+                        ("security_lead", missed + 5 * M),
+                        ("police", missed + 10 * M),
+                    ]
+            if end - T0 < 7 * D:
+                self.expected.append(("shift_end", end))
+
+
+def local(day: int, hour: float) -> float:
+    """Local time in the test week: day 0 = Monday 5 January 2026."""
+    return T0 + day * D + hour * H
+
+
+def test_a_week_of_shifts_with_misses_escalates_each_at_the_right_step_and_time(
+    tmp_path: Path,
+) -> None:
+    # weekdays: day shift 07:00-19:00 and a night shift every night 19:00-07:00; so the
+    # post is off duty Saturday and Sunday 07:00-19:00, with hand-overs in between
+    shifts = [
+        {"days": "mon-fri", "start": "07:00", "end": "19:00"},
+        {"days": "mon-sun", "start": "19:00", "end": "07:00"},
+    ]
+    r = Rig(tmp_path / "g.db", register([post(shifts)]))
+    periods = [
+        (local(-1, 19), local(5, 7)),  # Sunday night to Saturday morning
+        (local(5, 19), local(6, 7)),  # Saturday night
+        (local(6, 19), local(12, 7)),  # Sunday night into the next week
+    ]
+    guard = Guard(
+        periods, {3: "late", 7: "lead", 20: "police", 45: "lead", 80: "late", 130: "police"}
+    )
+    guard.build(T0)
+    assert any(a == "ack" for _, a in guard.actions)
+    for at, what in guard.actions:
+        if at > T0 + 7 * D:
+            break
+        r.run_to(at - 1)
+        if what == "checkin":
+            r.checkin(at)
+        else:
+            r.ack(at)
+    r.run_to(T0 + 7 * D)
+    expected = [(k, t) for k, t in guard.expected if t <= T0 + 7 * D]
+    assert r.duty() == sorted(expected, key=lambda x: x[1])
+    steps = [(e["detail"]["step"], e["at"]) for e in r.outlet.of("escalation")]
+    assert steps == [(s, t) for s, t in guard.steps if t <= T0 + 7 * D]
+    statuses = [e["detail"]["status"] for e in r.outlet.of("checkin")]
+    assert statuses.count("late") == 2 and "off_duty" not in statuses
+    # the prompt reached the post unit each time; the duty ack stopped the buzzer
+    prompts = [s for s in r.outlet.signals if s[1] == SignalPattern.PROMPT_CHECKIN]
+    assert len(r.outlet.of("missed_checkin")) == 4 == len(prompts)
+    assert [s for s, _ in steps].count("police") == 2
+    assert all(s == ("guard", SignalPattern.PROMPT_CHECKIN, 0) for s in prompts)
+    assert r.outlet.signals.count(("guard", SignalPattern.STOP, 0)) == 2
+    # nothing at all while off duty
+    for start, end in [(local(5, 7), local(5, 19)), (local(6, 7), local(6, 19))]:
+        assert [k for k, t in r.duty() if start < t < end] == []
+
+
+def test_missed_checkin_is_seen_within_a_second_of_the_grace_end(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 10, step=0.2)
+    c = T0 + 123.37
+    r.run_to(c - 0.1, step=0.2)
+    r.checkin(c)
+    deadline = c + H + 5 * M
+    r.run_to(deadline + 3, step=0.2)
+    missed = r.outlet.of("missed_checkin")
+    assert len(missed) == 1
+    assert 0 <= missed[0]["at"] - deadline < 0.2 + 1e-6
+    assert missed[0]["code"] == 102 and missed[0]["qualifier"] == 1
+    assert missed[0]["detail"]["deadline"] == deadline and missed[0]["detail"]["due_at"] == c + H
+    # the prompt rung (after 0 min) goes out with it
+    assert r.outlet.of("escalation")[0]["detail"]["step"] == "prompt_guard"
+
+
+def test_police_step_tells_the_duty_room_what_to_do(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 15 * M)
+    police = [e for e in r.outlet.of("escalation") if e["detail"]["step"] == "police"]
+    assert len(police) == 1
+    e = police[0]
+    assert (
+        e["topic"] == "duty" and e["post"] == "gate" and e["site"] == "school" and e["unit"] is None
+    )
+    assert e["at"] == T0 + H + 15 * M
+    d = e["detail"]
+    assert d["place"] == "North gate post" and d["unit"] == "guard"
+    assert d["guard_contact"] == "Post phone +86 200"
+    assert d["minutes_overdue"] == 15.0 and d["rung"] == 3 and d["of"] == 3
+    assert d["security_lead"] == {"name": "Lead Li", "phone": "+86 100"}
+    assert "North gate post" in d["action"] and "15.0 min" in d["action"]
+    lead = [e for e in r.outlet.of("escalation") if e["detail"]["step"] == "security_lead"]
+    assert lead[0]["detail"]["security_lead"]["phone"] == "+86 100"
+
+
+def test_duress_checkin_looks_normal_at_the_post(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 30 * M)
+    r.checkin(T0 + 30 * M, duress=True)
+    r.run_to(T0 + 30 * M + H + 4 * M)
+    ev = r.outlet.of("checkin")
+    assert (
+        len(ev) == 1
+        and ev[0]["detail"]["status"] == "on_time"
+        and ev[0]["detail"]["duress"] is True
+    )
+    assert r.outlet.signals == []  # nothing at the post: it shows a normal check-in
+    assert r.outlet.of("missed_checkin") == []  # and the clock restarted as usual
+
+
+def test_duress_checkin_during_escalation_acknowledges_and_says_so(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 6 * M)
+    r.checkin(T0 + H + 6 * M + 30, duress=True)
+    ack = r.outlet.of("acknowledged")
+    assert (
+        len(ack) == 1
+        and ack[0]["detail"]["duress"] is True
+        and ack[0]["detail"]["via"] == "checkin"
+    )
+    assert ack[0]["qualifier"] == 3 and ack[0]["code"] == 102
+    assert ack[0]["detail"]["steps_notified"] == ["prompt_guard"]
+
+
+def test_off_duty_time_raises_nothing_and_checkins_there_change_nothing(tmp_path: Path) -> None:
+    shifts = [{"days": "mon-fri", "start": "08:00", "end": "18:00"}]
+    r = Rig(tmp_path / "g.db", register([post(shifts)]), start=local(5, 0))  # Saturday 00:00
+    r.run_to(local(5, 12), step=5)
+    r.checkin(local(5, 12))  # a guard presses on Saturday: noted, no clock
+    r.run_to(
+        local(
+            7,
+            7,
+        ),
+        step=5,
+    )
+    assert r.duty() == [("checkin", local(5, 12))]
+    assert r.outlet.of("checkin")[0]["detail"]["status"] == "off_duty"
+    r.run_to(local(7, 9) + 5 * M)
+    assert r.duty()[1:] == [
+        ("shift_start", local(7, 8)),
+        ("missed_checkin", local(7, 9) + 5 * M),
+        ("escalation", local(7, 9) + 5 * M),
+    ]
+
+
+def test_shift_end_owes_only_deadlines_before_it(tmp_path: Path) -> None:
+    shifts = [{"days": "mon-fri", "start": "08:00", "end": "18:00"}]
+    r = Rig(tmp_path / "g.db", register([post(shifts)]), start=local(0, 7))
+    # Monday: last check-in at 17:57 -> due 18:57 is after the end: not owed
+    c = local(0, 8)
+    while c + 50 * M < local(0, 18):
+        c += 50 * M
+        r.run_to(c - 1, step=10)
+        r.checkin(c)
+    r.checkin(local(0, 17) + 57 * M)
+    r.run_to(local(1, 7), step=10)
+    assert r.kinds()[-1] == "shift_end"
+    assert r.outlet.of("missed_checkin") == []
+    # Tuesday: last check-in at 16:57 -> due 17:57 is owed, missed at 18:02 after the end
+    r.run_to(local(1, 8), step=10)
+    c = local(1, 8)
+    while c + 50 * M < local(1, 17):
+        c += 50 * M
+        r.run_to(c - 1, step=10)
+        r.checkin(c)
+    r.checkin(local(1, 16) + 57 * M)
+    r.run_to(local(1, 19), step=1)
+    tail = r.duty()[-5:]
+    assert tail[0] == ("shift_end", local(1, 18))
+    assert tail[1] == ("missed_checkin", local(1, 18) + 2 * M)
+    end = next(e for e in r.outlet.of("shift_end") if e["at"] == local(1, 18))
+    assert end["detail"]["still_owed_due"] == local(1, 17) + 57 * M
+    # the ladder ran on after the shift: police told at 18:12, then acknowledged by the lead
+    assert [e["detail"]["step"] for e in r.outlet.of("escalation")] == [
+        "prompt_guard",
+        "security_lead",
+        "police",
+    ]
+    r.ack(local(1, 19), by="Lead Li")
+    assert r.kinds()[-1] == "acknowledged"
+    r.run_to(local(2, 8) + 30 * M, step=10)  # no check-in owed until Wednesday 09:00
+    assert r.kinds()[-1] == "shift_start"
+
+
+def test_restart_keeps_a_pending_deadline_exactly(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 20 * M)
+    r.checkin(T0 + 20 * M)
+    r.run_to(T0 + 40 * M)
+    r.restart(T0 + 50 * M)  # down for ten minutes, deadline 21:25 still ahead
+    r.run_to(T0 + 20 * M + H + 5 * M - 1)
+    assert r.kinds() == ["shift_start", "checkin"]  # no second shift_start, nothing false
+    r.run_to(T0 + 20 * M + H + 5 * M)
+    assert r.duty()[-2:] == [("missed_checkin", T0 + 85 * M), ("escalation", T0 + 85 * M)]
+
+
+def test_restart_after_an_on_time_checkin_raises_nothing(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    t = T0
+    for k in range(1, 30):
+        t = T0 + k * 50 * M
+        r.run_to(t - 1, step=5)
+        r.checkin(t)
+        if k % 5 == 0:
+            r.restart(t + 7 * M)  # a restart every few hours, each with a short outage
+    r.run_to(t + 55 * M, step=5)
+    assert r.kinds() == ["shift_start"] + ["checkin"] * 29
+
+
+def test_restart_mid_escalation_continues_the_ladder(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 7 * M)  # missed at 01:05, prompt then; lead due 01:10
+    r.restart(T0 + H + 8 * M)
+    r.run_to(T0 + H + 20 * M)
+    assert r.duty() == [
+        ("shift_start", T0),
+        ("missed_checkin", T0 + H + 5 * M),
+        ("escalation", T0 + H + 5 * M),
+        ("escalation", T0 + H + 10 * M),
+        ("escalation", T0 + H + 15 * M),
+    ]
+    assert len(r.outlet.signals) == 1  # the prompt was not sent again
+
+
+def test_rungs_due_while_the_gateway_was_down_go_out_at_once_in_order(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 6 * M)
+    r.restart(T0 + H + 30 * M)  # lead (01:10) and police (01:15) fell in the outage
+    r.run_to(T0 + H + 30 * M)
+    steps = [
+        (e["detail"]["step"], e["at"], e["detail"]["scheduled"]) for e in r.outlet.of("escalation")
+    ]
+    assert steps == [
+        ("prompt_guard", T0 + H + 5 * M, T0 + H + 5 * M),
+        ("security_lead", T0 + H + 30 * M, T0 + H + 10 * M),
+        ("police", T0 + H + 30 * M, T0 + H + 15 * M),
+    ]
+
+
+def test_a_deadline_passed_while_down_gives_a_restart_grace(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 30 * M)
+    r.checkin(T0 + 30 * M)  # due 01:30, missed at 01:35
+    r.run_to(T0 + 60 * M)
+    r.restart(T0 + 100 * M)  # back at 01:40: the guard's check-in may have been lost
+    r.run_to(T0 + 104 * M)
+    assert r.outlet.of("missed_checkin") == []
+    r.checkin(T0 + 104 * M)  # comes in within the restart grace: late, not missed
+    r.run_to(T0 + 104 * M + H + 4 * M)
+    last = r.outlet.of("checkin")[-1]
+    assert last["detail"]["status"] == "late" and r.outlet.of("missed_checkin") == []
+    # the same outage without a check-in: missed five minutes after the restart
+    r2 = Rig(tmp_path / "h.db", register([post(ALL_DAY)]))
+    r2.run_to(T0 + 30 * M)
+    r2.checkin(T0 + 30 * M)
+    r2.run_to(T0 + 60 * M)
+    r2.restart(T0 + 100 * M)
+    r2.run_to(T0 + 106 * M)
+    assert r2.duty()[-2:] == [("missed_checkin", T0 + 105 * M), ("escalation", T0 + 105 * M)]
+
+
+def test_a_shift_that_ended_while_down_raises_no_false_alarm(tmp_path: Path) -> None:
+    shifts = [{"days": "mon-fri", "start": "08:00", "end": "18:00"}]
+    r = Rig(tmp_path / "g.db", register([post(shifts)]), start=local(0, 16))
+    r.checkin(local(0, 16) + 30 * M)  # due 17:30, owed
+    r.run_to(local(0, 17))
+    r.restart(local(0, 20))  # down 17:00-20:00: the deadline and the shift's end passed
+    r.run_to(local(1, 7), step=10)
+    assert r.kinds() == ["shift_start", "checkin", "shift_end"]
+    assert r.duty()[-1] == ("shift_end", local(0, 18))
+    # and a shift that began while down is picked up at its real start
+    r.restart(local(1, 9) + 30 * M)
+    r.run_to(local(1, 9) + 30 * M)
+    assert r.duty()[-1] == ("shift_start", local(1, 8))
+    r.run_to(local(1, 9) + 35 * M - 1)
+    assert r.outlet.of("missed_checkin") == []  # deadline 09:05 fell while down: grace
+    r.run_to(local(1, 9) + 35 * M)
+    assert r.duty()[-2:] == [
+        ("missed_checkin", local(1, 9) + 35 * M),
+        ("escalation", local(1, 9) + 35 * M),
+    ]
+
+
+def test_duty_ack_stops_the_ladder_and_restarts_the_clock(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 8 * M)
+    r.ack(T0 + H + 8 * M, by=None)
+    ack = r.outlet.of("acknowledged")[0]
+    assert ack["detail"]["by"] == "duty room" and ack["detail"]["via"] == "duty_ack"
+    assert ack["detail"]["next_due"] == T0 + 2 * H + 8 * M
+    assert r.outlet.signals[-1] == ("guard", SignalPattern.STOP, 0)
+    r.run_to(T0 + 2 * H + 12 * M)
+    assert [e["detail"]["step"] for e in r.outlet.of("escalation")] == ["prompt_guard"]
+    r.run_to(T0 + 2 * H + 13 * M)
+    assert len(r.outlet.of("missed_checkin")) == 2
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("campusguard/other-school/duty/gate/ack", b"{}"),
+        ("campusguard/school/duty/nopost/ack", b"{}"),
+        ("campusguard/school/duty/gate/something", b"{}"),
+        ("ack", b""),
+    ],
+)
+def test_acks_for_other_posts_or_topics_are_ignored(
+    tmp_path: Path, topic: str, payload: bytes
+) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 6 * M)
+    r.watch.on_command(topic, payload, T0 + H + 6 * M)
+    assert r.outlet.of("acknowledged") == []
+
+
+def test_ack_with_nothing_pending_or_bad_json_does_no_harm(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 10 * M)
+    r.ack(T0 + 10 * M)
+    assert r.kinds() == ["shift_start"]
+    r.run_to(T0 + H + 5 * M)
+    r.watch.on_command(ACK_TOPIC, b"\xff not json", T0 + H + 5 * M + 1)
+    assert r.outlet.of("acknowledged")[0]["detail"]["by"] == "duty room"
+
+
+def test_frames_other_than_checkins_and_from_other_units_are_ignored(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0)
+    shop = r.config.units["shop"]
+    r.watch.on_frame(shop, r.frames(shop, Checkin(0, 1)), T0 + 10)
+    guard = r.config.units["guard"]
+    r.watch.on_frame(guard, r.frames(guard, Heartbeat(3900, 1, 1, HeartbeatFlags(0))), T0 + 11)
+    assert r.kinds() == ["shift_start"]
+
+
+def test_failed_outlet_retries_without_losing_the_miss(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H)
+    r.outlet.fail = True
+    r.run_to(T0 + H + 5 * M + 3)
+    r.outlet.fail = False
+    r.run_to(T0 + H + 5 * M + 4)
+    missed = r.outlet.of("missed_checkin")
+    assert len(missed) == 1 and missed[0]["at"] == T0 + H + 5 * M + 4
+    assert missed[0]["detail"]["deadline"] == T0 + H + 5 * M
+
+
+def test_state_is_in_sqlite(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 10)
+    r.checkin(T0 + 20)
+    row = r.conn.execute(
+        "SELECT on_duty, due_at, deadline, last_checkin FROM duty_state"
+    ).fetchone()
+    assert row == (1, T0 + 20 + H, T0 + 20 + H + 5 * M, T0 + 20)
+    assert r.watch.next_deadline() == T0 + 20 + H + 5 * M
+
+
+def test_every_event_is_journalled(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 16 * M, step=2)
+    rows = r.conn.execute(
+        "SELECT kind, post, unit, code, qualifier FROM events ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("shift_start", "gate", None, None, None),
+        ("missed_checkin", "gate", None, 102, 1),
+        ("escalation", "gate", None, None, None),
+        ("escalation", "gate", None, None, None),
+        ("escalation", "gate", None, None, None),
+    ]

@@ -1,0 +1,48 @@
+"""A simulated month through the real watchers into a real journal: the report's figures
+equal the simulation's own tally (bench/duty_sim.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SIM = Path(__file__).resolve().parents[2] / "bench" / "duty_sim.py"
+
+
+@pytest.fixture(scope="module")
+def duty_sim() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("duty_sim", SIM)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["duty_sim"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_simulated_month_reports_what_happened(duty_sim: ModuleType, tmp_path: Path) -> None:
+    sim, report = duty_sim.simulate(tmp_path / "month.db", "2026-01", "Asia/Shanghai", 7)
+    assert duty_sim.check(report, sim) == []
+    site = report["sites"][0]
+    gate = site["duty"][0]
+    # a month of 24-hour duty: at least 24 check-ins a day (the guard checks in early)
+    assert 31 * 24 < gate["due"] < 31 * 36
+    assert (gate["late"], gate["missed"]) == (3, 5)
+    assert gate["by_step"] == {"prompt_guard": 5, "security_lead": 3, "police": 2}
+    units = {u["unit"]: u for u in site["units"]}
+    assert units["shop-fruit"]["offline"] == 1 and units["dorm-b"]["offline"] == 0
+    assert units["home-sun"]["low_battery"] == 1 and units["shop-noodles"]["tamper"] == 1
+    assert sim.frames > 200_000  # every heartbeat of the month went through the watchers
+
+
+def test_the_check_catches_a_wrong_figure(duty_sim: ModuleType, tmp_path: Path) -> None:
+    sim, report = duty_sim.simulate(tmp_path / "month.db", "2026-02", "Asia/Shanghai", 3)
+    assert duty_sim.check(report, sim) == []
+    sim.truth.missed += 1
+    sim.truth.offline_s["shop-fruit"] += 1
+    bad = duty_sim.check(report, sim)
+    assert any(b.startswith("missed:") for b in bad)
+    assert any(b.startswith("shop-fruit offline s") for b in bad)
