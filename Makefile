@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file firmware/mypy.ini
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest -q

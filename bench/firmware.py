@@ -1,0 +1,209 @@
+"""Firmware figures on the real MicroPython binary: encode time, heap, press latency.
+
+    python bench/firmware.py [--json] [--presses N]
+
+encode_us_median   ALARM frame build (struct + HMAC-SHA256 + CRC + COBS) per frame,
+                   median of batches, on `micropython -X heapsize=64K`
+heap_*             gc.mem_alloc() after gc.collect() in a running virtual unit (bytes)
+press_to_first_byte_ms  host writes "button 1" on the control pty -> first byte of the
+                   ALARM at the gateway end of the UART pty (includes the 5 ms debounce)
+mpy_sizes          the firmware as deploy writes it (.mpy, main.py source)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.config import load_config
+from gateway.vboard import (
+    FIRMWARE_DIR,
+    VirtualUnit,
+    compiled_tree,
+    find_micropython,
+    prepare_unit_dir,
+)
+from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
+from protocol.keys import TEST_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAP = "96K"
+
+_ENCODE = """
+import sys, time
+sys.path.insert(0, %r)
+import proto
+enc = proto.Encoder(257, bytes(range(32)))
+out = []
+for b in range(21):
+    t0 = time.ticks_us()
+    for i in range(100):
+        enc.frame(1, 7, i, 0, 1, 123456)
+    out.append(time.ticks_diff(time.ticks_us(), t0) / 100)
+out.sort()
+print(out[10])
+"""
+
+
+def encode_us_median() -> float:
+    res = subprocess.run(
+        [find_micropython(), "-X", "heapsize=64K", "-c", _ENCODE % str(FIRMWARE_DIR)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(res.stdout.strip())
+
+
+class Gateway:
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.codec = Codec({257: TEST_KEY}, gateway=True)
+        self.deframer = Deframer()
+        self.first_byte: float | None = None
+        self.frames: list[Frame] = []
+        self.event = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            return
+        if data and self.first_byte is None:
+            self.first_byte = time.perf_counter()
+        for raw in self.deframer.feed(data):
+            frame = self.codec.decode(raw)
+            self.frames.append(frame)
+            if frame.type in (MsgType.ALARM, MsgType.CANCEL):
+                os.write(
+                    self.fd,
+                    self.codec.encode(
+                        Frame(
+                            257, 1, len(self.frames), Ack(frame.epoch, frame.seq, AckState.RECEIVED)
+                        )
+                    ),
+                )
+        self.event.set()
+
+    async def wait(self, pred: Any, timeout: float = 3.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not pred():
+                self.event.clear()
+                await self.event.wait()
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        os.close(self.fd)
+
+
+async def unit_figures(presses: int) -> dict[str, Any]:
+    cfg = load_config(ROOT / "boards.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = prepare_unit_dir(
+            Path(tmp) / "shop-fruit",
+            cfg.units["shop-fruit"],
+            TEST_KEY,
+            overrides={"heartbeat_ms": 60000, "incident_window_ms": 200},
+            compiled=True,
+            cache=Path(tmp),
+        )
+        vu = VirtualUnit(folder, heapsize=HEAP)
+        gw = Gateway(vu.link_path)
+        try:
+            await vu.start()
+            await gw.wait(lambda: len(gw.frames) >= 1)  # boot heartbeat
+
+            async def mem() -> int:
+                n = len(vu.logs)
+                vu._send("mem")
+                deadline = time.monotonic() + 3
+                while len(vu.logs) == n and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                return int(vu.logs[-1].split()[1])
+
+            await asyncio.sleep(0.3)
+            heap_boot = await mem()
+            lat: list[float] = []
+            alarms = 0
+            for i in range(max(presses, 100)):
+                n = len([f for f in gw.frames if f.type == MsgType.ALARM])
+                gw.first_byte = None
+                t0 = time.perf_counter()
+                await vu.press()
+                await gw.wait(
+                    lambda n=n: len([f for f in gw.frames if f.type == MsgType.ALARM]) > n
+                )
+                if gw.first_byte is not None and i < presses:
+                    lat.append((gw.first_byte - t0) * 1000)
+                await vu.release()
+                alarms += 1
+                await asyncio.sleep(0.03)
+            await asyncio.sleep(0.5)
+            heap_100 = await mem()
+        finally:
+            gw.close()
+            await vu.stop()
+    lat.sort()
+    return {
+        "heap_after_boot_bytes": heap_boot,
+        "heap_after_100_alarms_bytes": heap_100,
+        "alarms": alarms,
+        "press_to_first_byte_ms": {
+            "p50": round(statistics.median(lat), 2),
+            "max": round(max(lat), 2),
+            "n": len(lat),
+        },
+        "heapsize": HEAP,
+    }
+
+
+def mpy_sizes() -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = compiled_tree(Path(tmp))
+        return {
+            p.relative_to(tree).as_posix(): p.stat().st_size
+            for p in sorted(tree.rglob("*"))
+            if p.is_file()
+        }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--presses", type=int, default=30, help="presses timed for latency")
+    args = ap.parse_args()
+    figures: dict[str, Any] = {"encode_us_median": encode_us_median()}
+    figures.update(asyncio.run(unit_figures(args.presses)))
+    sizes = mpy_sizes()
+    figures["mpy_sizes"] = sizes
+    figures["mpy_total_bytes"] = sum(sizes.values())
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    p = figures["press_to_first_byte_ms"]
+    print(f"encode (ALARM, MicroPython):   {figures['encode_us_median']:.1f} us/frame median")
+    print(f"heap after boot:               {figures['heap_after_boot_bytes']} bytes")
+    print(f"heap after 100 alarms:         {figures['heap_after_100_alarms_bytes']} bytes")
+    print(f"press -> first byte:           p50 {p['p50']} ms, max {p['max']} ms (n={p['n']})")
+    print(
+        f"firmware on flash:             {figures['mpy_total_bytes']} bytes in {len(sizes)} files"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+# The real unit: ESP32 + MicroPython. The ONLY module that imports machine/esp32.
+#
+# Wiring (pins from unit.json, i.e. boards.yaml): buttons to GND with the internal
+# pull-up (pressed = 0); tamper switch closed to GND while the case is shut (open = 1);
+# LED and an ACTIVE buzzer on GPIO outputs (high = on); battery through a divider to an
+# ADC1 pin (battery_divider_x1000, default 2.000); UART1 on uart_tx/uart_rx.
+import asyncio
+import sys
+
+import machine
+from machine import ADC, UART, WDT, Pin
+
+_ROOT = "/"
+_MAINTENANCE_WDT_MS = 2 * 60 * 60 * 1000
+
+
+class Input:
+    """A pin whose IRQ only sets a ThreadSafeFlag; value() is 1 while active."""
+
+    def __init__(self, pin_no, active_low):
+        self.flag = asyncio.ThreadSafeFlag()
+        self._set = self.flag.set  # bound once: the handler allocates nothing
+        self._pin = Pin(pin_no, Pin.IN, Pin.PULL_UP)
+        self._invert = 1 if active_low else 0
+        self._pin.irq(handler=self._irq, trigger=Pin.IRQ_FALLING | Pin.IRQ_RISING)
+
+    def _irq(self, pin):
+        self._set()
+
+    def value(self):
+        return self._pin.value() ^ self._invert
+
+
+class Board:
+    def __init__(self, pins=None, divider_x1000=2000):
+        import json
+
+        self.root = _ROOT
+        if pins is None:
+            try:
+                with open(_ROOT + "unit.json") as f:
+                    cfg = json.load(f)
+                pins = cfg.get("pins", {})
+                divider_x1000 = int(cfg.get("battery_divider_x1000", divider_x1000))
+            except (OSError, ValueError):
+                pins = {}
+        self._pins = pins
+        self._divider = divider_x1000
+        self._inputs = {}
+        if "button" in pins:
+            self._inputs["button"] = Input(pins["button"], True)
+        if "checkin" in pins:
+            self._inputs["checkin"] = Input(pins["checkin"], True)
+        if "tamper" in pins:
+            self._inputs["tamper"] = Input(pins["tamper"], False)
+        self._led = Pin(pins["led"], Pin.OUT, value=0) if "led" in pins else None
+        self._buzzer = Pin(pins["buzzer"], Pin.OUT, value=0) if "buzzer" in pins else None
+        self._adc = None
+        if "battery_adc" in pins:
+            self._adc = ADC(Pin(pins["battery_adc"]))
+            self._adc.atten(ADC.ATTN_11DB)
+        self._wdt = None
+        cause = machine.reset_cause()
+        self._cause = "wdt" if cause == machine.WDT_RESET else "power"
+
+    def uart(self, baud):
+        p = self._pins
+        return UART(
+            1, baudrate=baud, tx=p.get("uart_tx", 17), rx=p.get("uart_rx", 16),
+            rxbuf=512, txbuf=512, timeout=0,
+        )
+
+    def input(self, name):
+        return self._inputs.get(name)
+
+    def led(self, level):
+        if self._led is not None:
+            self._led.value(level)
+
+    def buzzer(self, level):
+        if self._buzzer is not None:
+            self._buzzer.value(level)
+
+    def indicate(self, what, name):
+        pass  # the pins show it
+
+    def battery_mv(self):
+        if self._adc is None:
+            return 0
+        return self._adc.read_uv() // 1000 * self._divider // 1000
+
+    def log(self, text):
+        print(text)
+
+    def ready(self, epoch, reloaded):
+        print("campusguard: ready, epoch", epoch, "reloaded", reloaded)
+
+    def reset_cause(self):
+        return self._cause
+
+    def wdt_start(self, timeout_ms):
+        self._wdt = WDT(timeout=timeout_ms)
+
+    def wdt_feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def reset(self):
+        machine.reset()
+
+    def crashed(self, exc):
+        sys.print_exception(exc)
+        machine.reset()
+
+    def unconfigured(self, why):
+        # no key or config: nothing can be sent. Stay at the REPL for `campusguard deploy`
+        print("campusguard: unconfigured:", why)
+        self.led(1)
+
+    def maintenance(self):
+        # Ctrl-C from mpremote (deploy): the hardware WDT cannot be stopped, so stretch it
+        # to two hours; `mpremote reset` after the deploy starts the unit again
+        if self._wdt is not None:
+            self._wdt = WDT(timeout=_MAINTENANCE_WDT_MS)
+        print("campusguard: stopped for maintenance")

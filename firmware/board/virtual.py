@@ -1,0 +1,197 @@
+# The virtual board: the real firmware on the MicroPython unix port.
+#
+#   micropython -X heapsize=64K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
+#
+# UART: a pty opened in raw mode with VMIN=0/VTIME=0 (else a read blocks the loop).
+# Control channel: a second pty carrying text lines (firmware/README.md):
+#   in:  button 0|1, checkin 0|1, tamper 0|1 (1 = case open), battery MV, hang
+#   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt
+# Storage: files in the unit folder. Watchdog: a thread that, if the main loop stops
+# feeding it, records "wdt" as the reset cause and kills the whole process (SIGKILL, as
+# abrupt as a real reset; the host driver reports it as exit code 3).
+import _thread  # host-only: the watchdog thread (the ESP32 has a hardware WDT)
+import asyncio
+import gc
+import os
+import sys
+import termios  # host-only: raw mode on the ptys
+import time
+from micropython import const
+
+_VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
+_VTIME = const(5)
+_CAUSE_FILE = "reset.cause"
+_WDT_POLL_MS = const(50)
+
+
+def _open_raw(path):
+    f = open(path, "r+b")
+    fd = f.fileno()
+    termios.setraw(fd)
+    attr = termios.tcgetattr(fd)
+    attr[6][_VMIN] = 0
+    attr[6][_VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attr)
+    return f
+
+
+class Input:
+    """A simulated input pin: value() is 1 while active; flag is set on every edge."""
+
+    def __init__(self):
+        self.flag = asyncio.ThreadSafeFlag()
+        self.level = 0
+
+    def value(self):
+        return self.level
+
+    def drive(self, level):
+        if level != self.level:
+            self.level = level
+            self.flag.set()
+
+
+class Board:
+    def __init__(self, argv):
+        self.root = os.getcwd()
+        self._uart_path = None
+        self._ctl_path = None
+        i = 0
+        while i < len(argv):
+            if argv[i] == "--uart":
+                self._uart_path = argv[i + 1]
+            elif argv[i] == "--ctl":
+                self._ctl_path = argv[i + 1]
+            i += 2
+        if self._uart_path is None or self._ctl_path is None:
+            raise SystemExit("usage: micropython main.py --uart PTY --ctl PTY")
+        self._ctl = _open_raw(self._ctl_path)
+        self._inputs = {"button": Input(), "checkin": Input(), "tamper": Input()}
+        self._battery_mv = 3700
+        self.led_level = 0
+        self.buzzer_level = 0
+        self._task = None
+        self._wdt_ms = 0
+        self._fed = time.ticks_ms()
+        self._cause = self._take_reset_cause()
+
+    # ---- inputs and outputs ----
+
+    def uart(self, baud):
+        return _open_raw(self._uart_path)
+
+    def input(self, name):
+        return self._inputs.get(name)
+
+    def led(self, level):
+        self.led_level = level
+
+    def buzzer(self, level):
+        self.buzzer_level = level
+
+    def indicate(self, what, name):
+        self._say(what + " " + name)
+
+    def battery_mv(self):
+        return self._battery_mv
+
+    def _say(self, line):
+        self._ctl.write(line.encode() + b"\n")
+
+    def log(self, text):
+        self._say("log " + text)
+
+    def ready(self, epoch, reloaded):
+        self._say("ready %d %d" % (epoch, reloaded))
+
+    # ---- reset and watchdog ----
+
+    def _take_reset_cause(self):
+        try:
+            with open(_CAUSE_FILE) as f:
+                cause = f.read().strip()
+            os.remove(_CAUSE_FILE)
+            return cause
+        except OSError:
+            return "power"
+
+    def reset_cause(self):
+        return self._cause
+
+    def wdt_start(self, timeout_ms):
+        self._wdt_ms = timeout_ms
+        self._fed = time.ticks_ms()
+        _thread.start_new_thread(self._wdt_thread, ())
+
+    def wdt_feed(self):
+        self._fed = time.ticks_ms()
+
+    def _wdt_thread(self):
+        while True:
+            time.sleep_ms(_WDT_POLL_MS)
+            if time.ticks_diff(time.ticks_ms(), self._fed) > self._wdt_ms:
+                self._bite()
+
+    def _bite(self):
+        with open(_CAUSE_FILE, "w") as f:
+            f.write("wdt\n")
+        try:
+            self._ctl.write(b"wdt\n")
+        except OSError:
+            pass
+        # the unix port has no os._exit; the shell's parent is this process
+        os.system("kill -KILL $PPID")
+        while True:
+            time.sleep_ms(1000)
+
+    def reset(self):
+        sys.exit(4)
+
+    def crashed(self, exc):
+        sys.print_exception(exc)
+        self.log("crash: " + repr(exc))
+        sys.exit(4)
+
+    def unconfigured(self, why):
+        self.log("unconfigured: " + why)
+        sys.exit(2)
+
+    def maintenance(self):
+        sys.exit(0)
+
+    # ---- the control channel ----
+
+    def start(self):
+        self._task = asyncio.create_task(self._control())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _control(self):
+        reader = asyncio.StreamReader(self._ctl)
+        while True:
+            line = await reader.readline()
+            if not line:
+                await asyncio.sleep_ms(50)
+                continue
+            self._command(line.decode().strip().split())
+
+    def _command(self, words):
+        if not words:
+            return
+        cmd = words[0]
+        if cmd in self._inputs and len(words) == 2:
+            self._inputs[cmd].drive(1 if words[1] == "1" else 0)
+        elif cmd == "battery" and len(words) == 2:
+            self._battery_mv = int(words[1])
+        elif cmd == "mem":
+            gc.collect()
+            self._say("mem %d %d" % (gc.mem_alloc(), gc.mem_free()))
+        elif cmd == "hang":
+            # test hook: the main loop stops here for good; only the watchdog ends it
+            while True:
+                pass
+        else:
+            self.log("unknown command " + " ".join(words))

@@ -1,0 +1,236 @@
+# Frames that must reach the gateway, sent again until it ACKs them.
+#
+# A frame is kept as its exact wire bytes: a retransmission is the same bytes, the same
+# counter and the same MAC (SPEC.md 1.3). Alarm-class frames (ALARM, CANCEL, CHECKIN) are
+# written to flash BEFORE their first transmission and reloaded after a reboot, so a
+# pending alarm survives power loss and is never re-signed. Retries: first after
+# ~200 ms, then doubling with +-25 % jitter, capped at 30 s, for ever.
+import asyncio
+import random
+import struct
+import time
+from array import array
+from micropython import const
+
+import cobs
+
+_SLOTS = const(24)
+_W = const(32)  # bytes per slot: the longest uplink frame on the wire is 31
+_RECENT = const(16)
+_FILE = "outbox.bin"
+
+# priorities: what is dropped first when every slot is full
+PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
+PRIO_FOLD = const(1)  # a further press of an open series (a later one supersedes it)
+PRIO_INFO = const(2)  # FAULT, TEST: RAM only
+_FREE = const(255)
+
+
+class Outbox:
+    """Up to 24 pending frames in parallel arrays (a few hundred bytes, no per-frame
+    objects). When every slot is taken, the oldest FAULT/TEST, then the oldest further
+    press goes; only if 24 never-drop frames are pending is the oldest of those replaced
+    (counted in `dropped`)."""
+
+    def __init__(self, link, store, retry_first_ms=200, retry_cap_ms=30000):
+        self._link = link
+        self._store = store
+        self._first_ms = retry_first_ms
+        self._cap_ms = retry_cap_ms
+        self._buf = bytearray(_SLOTS * _W)
+        self._mv = memoryview(self._buf)
+        self._views = [self._mv[i * _W : (i + 1) * _W] for i in range(_SLOTS)]
+        self._n = bytearray(_SLOTS)
+        self._type = bytearray(_SLOTS)
+        self._prio = bytearray(b"\xff" * _SLOTS)  # _FREE marks an empty slot
+        self._persist = bytearray(_SLOTS)
+        self._attempts = bytearray(_SLOTS)
+        self._epoch = array("I", bytes(4 * _SLOTS))
+        self._seq = array("H", bytes(2 * _SLOTS))
+        self._due = array("i", bytes(4 * _SLOTS))
+        self._added = array("i", bytes(4 * _SLOTS))
+        # counters recently sent (pending or not): an ACK is taken only for these
+        self._r_epoch = array("I", bytes(4 * _RECENT))
+        self._r_seq = array("H", bytes(2 * _RECENT))
+        self._r_type = bytearray(_RECENT)
+        self._r_next = 0
+        self._task = None
+        self.sent = 0
+        self.retries = 0
+        self.dropped = 0
+
+    # ---- adding and sending ----
+
+    def _oldest(self, prio):
+        best = -1
+        for i in range(_SLOTS):
+            if self._prio[i] == prio and (
+                best < 0 or time.ticks_diff(self._added[i], self._added[best]) < 0
+            ):
+                best = i
+        return best
+
+    def _free_slot(self):
+        for i in range(_SLOTS):
+            if self._prio[i] == _FREE:
+                return i
+        for prio in (PRIO_INFO, PRIO_FOLD, PRIO_KEEP):
+            i = self._oldest(prio)
+            if i >= 0:
+                self.dropped += 1
+                return i
+        return 0
+
+    def remember(self, mtype, epoch, seq):
+        """Note a sent counter so that its ACK will be taken."""
+        i = self._r_next
+        self._r_epoch[i] = epoch
+        self._r_seq[i] = seq
+        self._r_type[i] = mtype
+        self._r_next = (i + 1) % _RECENT
+
+    def recent_type(self, epoch, seq):
+        """The type of a recently sent frame with this counter, or 0."""
+        for i in range(_RECENT):
+            if self._r_type[i] and self._r_epoch[i] == epoch and self._r_seq[i] == seq:
+                return self._r_type[i]
+        return 0
+
+    def _put(self, i, mtype, epoch, seq, n, prio, persist, now):
+        self._n[i] = n
+        self._type[i] = mtype
+        self._epoch[i] = epoch
+        self._seq[i] = seq
+        self._prio[i] = prio
+        self._persist[i] = 1 if persist else 0
+        self._attempts[i] = 0
+        self._added[i] = now
+        self._due[i] = now
+
+    def add(self, mtype, epoch, seq, wire, n, prio, persist):
+        """Queue the frame wire[0:n], store it if `persist`, then send it at once.
+
+        Returns False if it could not be stored (it is still queued and sent: an alarm
+        goes out even when the flash fails, it just would not survive a reboot).
+        """
+        i = self._free_slot()
+        v = self._views[i]
+        for k in range(n):
+            v[k] = wire[k]
+        now = time.ticks_ms()
+        self._put(i, mtype, epoch, seq, n, prio, persist, now)
+        ok = True
+        if persist:
+            ok = self._save()
+        self._send(i, now)
+        return ok
+
+    def _backoff_ms(self, attempts):
+        ms = self._first_ms
+        for _ in range(attempts - 1):
+            ms <<= 1
+            if ms >= self._cap_ms:
+                ms = self._cap_ms
+                break
+        # +-25 % jitter, so units that lost the link together do not retry together
+        return ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
+
+    def _send(self, i, now):
+        self._link.send(self._views[i], self._n[i])
+        self.remember(self._type[i], self._epoch[i], self._seq[i])
+        a = self._attempts[i]
+        if a < 255:
+            a += 1
+            self._attempts[i] = a
+        if a == 1:
+            self.sent += 1
+        else:
+            self.retries += 1
+        self._due[i] = time.ticks_add(now, self._backoff_ms(a))
+
+    # ---- acknowledgement ----
+
+    def ack(self, epoch, seq):
+        """Remove the pending frame with this counter; returns its type or 0."""
+        for i in range(_SLOTS):
+            if self._prio[i] != _FREE and self._epoch[i] == epoch and self._seq[i] == seq:
+                self._prio[i] = _FREE
+                if self._persist[i]:
+                    self._save()
+                return self._type[i]
+        return 0
+
+    def pending(self, mtype=0):
+        """Number of pending frames (of one type, if given)."""
+        n = 0
+        for i in range(_SLOTS):
+            if self._prio[i] != _FREE and (mtype == 0 or self._type[i] == mtype):
+                n += 1
+        return n
+
+    # ---- persistence ----
+
+    def _save(self):
+        out = bytearray()
+        for i in range(_SLOTS):
+            if self._prio[i] != _FREE and self._persist[i]:
+                n = self._n[i]
+                out.append(n)
+                out.append(self._prio[i])
+                out.extend(self._views[i][:n])
+        if not out:
+            self._store.remove(_FILE)
+            return True
+        return self._store.write(_FILE, out)
+
+    def load(self):
+        """Reload the frames still pending before the reboot; they are due at once.
+
+        Returns the number reloaded. Type and counter are read from each frame's own
+        bytes; nothing is re-signed.
+        """
+        data = self._store.read(_FILE)
+        if data is None:
+            return 0
+        tmp = bytearray(_W)
+        pos = 0
+        count = 0
+        now = time.ticks_ms()
+        while pos + 2 <= len(data):
+            n = data[pos]
+            prio = data[pos + 1]
+            pos += 2
+            if n < 22 or n > _W or pos + n > len(data):
+                break
+            tmp[: n - 1] = data[pos : pos + n - 1]  # without the 0x00 delimiter
+            if cobs.decode_inplace(tmp, n - 1) >= 20:
+                i = self._free_slot()
+                self._views[i][:n] = data[pos : pos + n]
+                epoch, seq = struct.unpack_from(">IH", tmp, 4)
+                self._put(i, tmp[1], epoch, seq, n, prio, True, now)
+                count += 1
+            pos += n
+        return count
+
+    # ---- the retransmission task ----
+
+    def start(self):
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def kick(self):
+        """Send every pending frame that is due now, never-drop frames first."""
+        now = time.ticks_ms()
+        for prio in (PRIO_KEEP, PRIO_FOLD, PRIO_INFO):
+            for i in range(_SLOTS):
+                if self._prio[i] == prio and time.ticks_diff(self._due[i], now) <= 0:
+                    self._send(i, now)
+
+    async def _run(self):
+        while True:
+            await asyncio.sleep_ms(20)
+            self.kick()

@@ -1,0 +1,195 @@
+"""``campusguard deploy UNIT --port PORT``: put the firmware, config and key on a unit.
+
+Steps: read the unit from boards.yaml and its key from the key directory; compile the
+firmware with mpy-cross (``main.py`` stays source); write ``unit.json`` (address, role,
+kind, pins, timings, and the sha256 of every firmware file) and ``unit.key``; copy all of
+it with mpremote; check every file on the unit with ``mpremote fs sha256sum``; restart.
+
+On a real ESP32 the restart is ``mpremote reset``. For a virtual board (the MicroPython
+unix port with its REPL on a pty, ``--unix-port``) every mpremote command chain starts
+with ``resume`` (else mpremote soft-resets and the unix process exits) and ``reset``
+does nothing: the harness restarts the unit's process (``VirtualUnit.restart()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import Unit, load_config
+from gateway.errors import ConfigError, GatewayError, KeyMissingError, LinkError
+from gateway.vboard import CONFIG_FILE, KEY_FILE, compiled_tree, unit_config
+from protocol.keys import key_path, read_key
+
+log = logging.getLogger(__name__)
+
+MPREMOTE_TIMEOUT_S = 120.0
+
+
+class DeployError(GatewayError):
+    """A deploy step failed; the message says which and why, in one line."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``campusguard deploy``."""
+    parser.add_argument("unit", help="unit id from boards.yaml")
+    parser.add_argument("--port", required=True, help="serial port of the unit (mpremote)")
+    parser.add_argument("--config", default="boards.yaml", help="the register (boards.yaml)")
+    parser.add_argument("--keydir", default="keys", help="directory of <unit>.key files")
+    parser.add_argument(
+        "--unix-port",
+        action="store_true",
+        help="the unit is the MicroPython unix port (virtual board): 'resume', no reset",
+    )
+    parser.add_argument(
+        "--mpremote", default=None, help="mpremote executable (default: next to python)"
+    )
+
+
+def _mpremote_exe(given: str | None) -> str:
+    if given:
+        return given
+    beside = Path(sys.executable).parent / "mpremote"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpremote") or "mpremote"
+
+
+def stage(unit: Unit, key: bytes, out: Path, cache: Path) -> dict[str, str]:
+    """Fill ``out`` with what the unit's flash must hold; return path -> sha256."""
+    tree = compiled_tree(cache)
+    files: dict[str, str] = {}
+    for src in sorted(p for p in tree.rglob("*") if p.is_file()):
+        rel = src.relative_to(tree).as_posix()
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        files[rel] = hashlib.sha256(src.read_bytes()).hexdigest()
+    cfg = unit_config(unit)
+    cfg["fw_files"] = files
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
+    (out / KEY_FILE).write_text(key.hex() + "\n")
+    (out / KEY_FILE).chmod(0o600)
+    return {
+        rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
+        for rel in [*files, CONFIG_FILE, KEY_FILE]
+    }
+
+
+class Mpremote:
+    """Runs mpremote command chains against one port."""
+
+    def __init__(self, exe: str, port: str, unix_port: bool) -> None:
+        """``unix_port`` adds ``resume`` to every chain."""
+        self.exe = exe
+        self.port = port
+        self.unix_port = unix_port
+
+    def run(self, *chain: Sequence[str]) -> str:
+        """Run commands joined with ``+``; return stdout or raise :class:`DeployError`."""
+        cmd = [self.exe, "connect", self.port]
+        if self.unix_port:
+            cmd.append("resume")
+        for i, part in enumerate(chain):
+            if i or self.unix_port:
+                cmd.append("+")
+            cmd.extend(part)
+        log.debug("running %s", " ".join(cmd))
+        try:
+            res = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=MPREMOTE_TIMEOUT_S, check=False
+            )
+        except FileNotFoundError:
+            raise DeployError(f"mpremote not found ({self.exe})") from None
+        except subprocess.TimeoutExpired:
+            raise LinkError(f"{self.port}: no answer within {MPREMOTE_TIMEOUT_S:.0f} s") from None
+        if res.returncode != 0:
+            text = (res.stderr or res.stdout).strip().splitlines()
+            detail = text[-1] if text else f"exit status {res.returncode}"
+            if "failed to access" in detail or "could not" in detail.lower():
+                raise LinkError(f"cannot reach {self.port}: {detail}")
+            raise DeployError(f"mpremote failed on {self.port}: {detail}")
+        return res.stdout
+
+
+def _cleanup_script(paths: Sequence[str]) -> str:
+    """MicroPython code: make the folders, remove the twin of each file (.py vs .mpy)."""
+    dirs = sorted({str(Path(p).parent) for p in paths if "/" in p})
+    twins = []
+    for p in paths:
+        if p.endswith(".mpy"):
+            twins.append(p[:-4] + ".py")
+        elif p.endswith(".py") and Path(p).name not in ("main.py", "__init__.py"):
+            twins.append(p[:-3] + ".mpy")
+    return (
+        "import os\n"
+        f"for d in {dirs!r}:\n"
+        "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+        f"for f in {twins!r}:\n"
+        "    try:\n        os.remove(f)\n    except OSError:\n        pass\n"
+    )
+
+
+def _parse_sha(out: str) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    current: str | None = None
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("sha256sum :"):
+            current = line[len("sha256sum :") :]
+        elif current is not None and len(line) == 64:
+            sums[current] = line
+            current = None
+    return sums
+
+
+def deploy(unit: Unit, key: bytes, mp: Mpremote, cache: Path | None = None) -> dict[str, str]:
+    """Stage, copy, verify and restart one unit; return the verified path -> sha256."""
+    with tempfile.TemporaryDirectory(prefix="campusguard-deploy-") as tmp:
+        staging = Path(tmp) / "unit"
+        expected = stage(unit, key, staging, cache or Path(tmp))
+        paths = sorted(expected)
+        mp.run(["exec", _cleanup_script(paths)])
+        mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
+    got = _parse_sha(mp.run(["fs", "sha256sum", *(f":{p}" for p in paths)]))
+    bad = [p for p in paths if got.get(p) != expected[p]]
+    if bad:
+        raise DeployError(f"checksum mismatch on the unit for: {', '.join(bad)}")
+    if not mp.unix_port:
+        mp.run(["reset"])
+    return expected
+
+
+def run(args: argparse.Namespace) -> int:
+    """Deploy one unit; exit status 0, or 1 with a one-line message on stderr."""
+    try:
+        cfg = load_config(args.config)
+        unit = cfg.units.get(args.unit)
+        if unit is None:
+            raise DeployError(f"unit {args.unit!r} is not in {args.config}")
+        try:
+            key = read_key(args.keydir, unit.id)
+        except FileNotFoundError:
+            raise KeyMissingError(
+                f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
+                f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
+            ) from None
+        except ValueError as exc:
+            raise KeyMissingError(str(exc)) from None
+        mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
+        files = deploy(unit, key, mp)
+    except (GatewayError, ConfigError) as exc:
+        print(f"campusguard deploy: {exc}", file=sys.stderr)
+        return 1
+    print(f"deployed {unit.id} (addr {unit.addr}) to {args.port}: {len(files)} files verified")
+    if args.unix_port:
+        print("virtual board: restart its process to run the new firmware")
+    return 0

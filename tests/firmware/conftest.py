@@ -1,0 +1,175 @@
+"""Fixtures for the firmware tests: real MicroPython units on ptys, a gateway end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import tty
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.vboard import VirtualUnit, prepare_unit_dir
+from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
+from protocol.keys import TEST_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAP = "96K"
+
+# small timings so a test runs in seconds; the semantics are the same as in service
+FAST: dict[str, Any] = {
+    "heartbeat_ms": 60000,
+    "long_press_ms": 1000,
+    "stuck_ms": 4000,
+    "cancel_window_ms": 10000,
+    "incident_window_ms": 3000,
+    "battery_poll_ms": 100,
+    "wdt_ms": 1500,
+    "retry_first_ms": 200,
+    "retry_cap_ms": 800,
+}
+
+
+@dataclass
+class Arrival:
+    frame: Frame
+    raw: bytes
+    at: float
+
+
+class GatewayEnd:
+    """The gateway's side of one unit's UART: decodes what arrives, sends ACK/SIGNAL."""
+
+    def __init__(self, path: str, addr: int, key: bytes = TEST_KEY) -> None:
+        self.addr = addr
+        self.key = key
+        self.codec = Codec({addr: key}, gateway=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.deframer = Deframer()
+        self.frames: list[Arrival] = []
+        self.rejects: list[ProtocolError] = []
+        self.wire = bytearray()
+        self.first_byte_at: float | None = None
+        self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.fd, self._readable)
+        self._dl_seq = 0
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except (BlockingIOError, OSError):
+            return
+        now = time.monotonic()
+        if data and self.first_byte_at is None:
+            self.first_byte_at = now
+        self.wire += data
+        for raw in self.deframer.feed(data):
+            try:
+                frame = self.codec.decode(raw)
+            except ProtocolError as exc:
+                self.rejects.append(exc)
+                continue
+            self.frames.append(Arrival(frame, raw, now))
+        self._event.set()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+    def of(self, mtype: MsgType) -> list[Arrival]:
+        return [a for a in self.frames if a.frame.type == mtype]
+
+    async def wait(
+        self, pred: Callable[[list[Arrival]], bool], timeout: float = 3.0, what: str = ""
+    ) -> None:
+        async with asyncio.timeout(timeout):
+            while not pred(self.frames):
+                self._event.clear()
+                await self._event.wait()
+
+    async def next(
+        self,
+        mtype: MsgType | None = None,
+        timeout: float = 3.0,
+        after: int | None = None,
+        pred: Callable[[Frame], bool] | None = None,
+    ) -> Arrival:
+        """The first frame (of ``mtype``, matching ``pred``) at index >= ``after``."""
+        start = len(self.frames) if after is None else after
+
+        def found(frames: list[Arrival]) -> bool:
+            return any(
+                (mtype is None or a.frame.type == mtype) and (pred is None or pred(a.frame))
+                for a in frames[start:]
+            )
+
+        try:
+            await self.wait(found, timeout)
+        except TimeoutError:
+            got = [a.frame for a in self.frames[start:]]
+            raise AssertionError(f"no {mtype} within {timeout} s; got {got}") from None
+        return next(
+            a
+            for a in self.frames[start:]
+            if (mtype is None or a.frame.type == mtype) and (pred is None or pred(a.frame))
+        )
+
+    def send_frame(self, body: Ack | Signal, epoch: int = 1, seq: int | None = None) -> bytes:
+        if seq is None:
+            self._dl_seq += 1
+            seq = self._dl_seq
+        wire = self.codec.encode(Frame(self.addr, epoch, seq, body))
+        os.write(self.fd, wire)
+        return wire
+
+    def ack(self, frame: Frame, state: AckState = AckState.RECEIVED) -> bytes:
+        return self.send_frame(Ack(frame.epoch, frame.seq, state))
+
+
+@pytest.fixture(scope="session")
+def register() -> Config:
+    return load_config(ROOT / "boards.yaml")
+
+
+@pytest.fixture(scope="session")
+def fw_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fw-cache")
+
+
+UnitFactory = Callable[..., Awaitable[tuple[VirtualUnit, GatewayEnd]]]
+
+
+@pytest.fixture
+async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIterator[UnitFactory]:
+    made: list[tuple[VirtualUnit, GatewayEnd]] = []
+
+    async def factory(
+        unit_id: str = "shop-fruit", start: bool = True, **overrides: Any
+    ) -> tuple[VirtualUnit, GatewayEnd]:
+        unit = register.units[unit_id]
+        folder = prepare_unit_dir(
+            tmp_path / unit_id,
+            unit,
+            TEST_KEY,
+            overrides={**FAST, **overrides},
+            compiled=True,
+            cache=fw_cache,
+        )
+        vu = VirtualUnit(folder, heapsize=HEAP)
+        gw = GatewayEnd(vu.link_path, unit.addr)  # opened before the unit talks
+        made.append((vu, gw))
+        if start:
+            await vu.start()
+        return vu, gw
+
+    yield factory
+    for vu, gw in made:
+        gw.close()
+        await vu.stop()

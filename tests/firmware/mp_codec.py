@@ -1,0 +1,49 @@
+# Runs ON MicroPython (not CPython): the firmware codec as a batch job for the tests.
+#   micropython mp_codec.py FIRMWARE_DIR JOB.json  -> one JSON object on stdout
+# job: {"encode": [[key_hex, type, unit, epoch, seq, [fields]]],
+#       "decode": [[key_hex, unit, wire_hex]]}
+import binascii
+import json
+import sys
+
+sys.path.insert(0, sys.argv[1])
+import cobs
+import proto
+
+with open(sys.argv[2]) as f:
+    job = json.load(f)
+
+
+def unhex(s):
+    return binascii.unhexlify(s)
+
+
+def tohex(b):
+    return binascii.hexlify(b).decode()
+
+
+encoded = []
+for key, mtype, unit, epoch, seq, fields in job.get("encode", []):
+    enc = proto.Encoder(unit, unhex(key))
+    n = enc.frame(mtype, epoch, seq, *fields)
+    encoded.append(tohex(enc.wire[:n]))
+
+decoded = []
+for key, unit, wire in job.get("decode", []):
+    dec = proto.Decoder(unit, unhex(key))
+    buf = bytearray(unhex(wire))
+    if buf and buf[-1] == 0:
+        buf = buf[:-1]
+    n = cobs.decode_inplace(buf, len(buf))
+    if n < 0:
+        decoded.append([-1, "corrupt", []])
+        continue
+    t = dec.decode(buf, n)
+    if t < 0:
+        decoded.append([-1, proto.REASONS[dec.reason], []])
+    elif t == proto.ACK:
+        decoded.append([t, "", [dec.epoch, dec.seq, dec.ref_epoch, dec.ref_seq, dec.state]])
+    else:
+        decoded.append([t, "", [dec.epoch, dec.seq, dec.pattern, dec.duration_s]])
+
+print(json.dumps({"encoded": encoded, "decoded": decoded}))

@@ -1,0 +1,131 @@
+"""The alarm button on a real MicroPython unit: leading edge, retransmission, ACKs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+from protocol import Ack, AckState, AlarmKind, Codec, Frame, MsgType, to_wire
+from tests.firmware.conftest import UnitFactory
+
+
+async def test_panic_goes_out_on_the_leading_edge(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)  # the boot heartbeat
+    start = len(gw.frames)
+    await vu.press()  # and keep it pressed: nothing waits for the release
+    alarm = await gw.next(MsgType.ALARM, after=start, timeout=1.0)
+    body = alarm.frame.body
+    assert body == type(body)(kind=AlarmKind.PANIC, presses=1, press_ms=body.press_ms)
+    assert alarm.frame.epoch == vu.epoch
+    # while held, the unit shows nothing yet (the hold may still become a duress)
+    assert vu.buzzer == "off"
+    await vu.release()
+    await vu.wait_buzzer("chirp")
+    await vu.wait_led("sending")
+
+
+async def test_retransmits_same_bytes_until_acked(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.click()
+    first = await gw.next(MsgType.ALARM)
+    await gw.wait(lambda fs: len([a for a in fs if a.frame.type == MsgType.ALARM]) >= 3)
+    copies = gw.of(MsgType.ALARM)
+    assert {a.raw for a in copies} == {first.raw}  # same counter, same MAC, same bytes
+    gaps = [b.at - a.at for a, b in itertools.pairwise(copies)]
+    assert 0.1 < gaps[0] < 0.4  # first retry ~200 ms
+    gw.ack(first.frame)
+    await vu.wait_led("received")
+    await vu.wait_buzzer("received")
+    n = len(gw.of(MsgType.ALARM))
+    # after the ACK: no further copy within two full backoff periods (cap 0.8 s)
+    await asyncio.sleep(1.8)
+    assert len(gw.of(MsgType.ALARM)) == n
+    gw.ack(first.frame, AckState.POLICE_ACK)
+    await vu.wait_led("police_ack")
+    await vu.wait_buzzer("police_ack")
+
+
+async def test_forged_ack_does_not_stop_retransmission(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.click()
+    alarm = await gw.next(MsgType.ALARM)
+    forger = Codec({gw.addr: bytes(32)}, gateway=True)  # not the unit's key
+    ack = Ack(alarm.frame.epoch, alarm.frame.seq, AckState.RECEIVED)
+    os.write(gw.fd, forger.encode(Frame(gw.addr, 1, 1, ack)))
+    # an ACK for a counter the unit never sent is ignored too
+    gw.send_frame(Ack(alarm.frame.epoch, alarm.frame.seq + 100, AckState.RECEIVED))
+    # the unit's own ALARM reflected back at it is not an ACK
+    os.write(gw.fd, to_wire(alarm.raw))
+    n = len(gw.of(MsgType.ALARM))
+    await gw.wait(
+        lambda fs: len([a for a in fs if a.frame.type == MsgType.ALARM]) >= n + 3, timeout=4
+    )
+    assert vu.led != "received"
+    gw.ack(alarm.frame)
+    await vu.wait_led("received")
+
+
+async def test_long_press_is_a_silent_duress(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.press()
+    panic = await gw.next(MsgType.ALARM, timeout=1.0)
+    duress = await gw.next(
+        MsgType.ALARM, pred=lambda f: f.body.kind == AlarmKind.DURESS, timeout=2.5
+    )
+    assert duress.frame.body.press_ms == panic.frame.body.press_ms  # same series
+    assert duress.at - panic.at >= 0.9  # long_press_ms = 1000 in the test config
+    await vu.release()
+    gw.ack(panic.frame)
+    gw.ack(duress.frame, AckState.POLICE_ACK)
+    await asyncio.sleep(0.5)
+    # silent at the unit: the buzzer never sounded, the LED never showed the alarm
+    assert set(vu.buzzer_history) == {"off"}
+    assert not {"sending", "received", "police_ack"} & set(vu.led_history)
+
+
+async def test_further_presses_count_up(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.click()
+    first = await gw.next(MsgType.ALARM)
+    gw.ack(first.frame)
+    await vu.wait_led("received")
+    await asyncio.sleep(0.8)  # a pause: a new burst, not the opening one
+    await vu.click()
+    second = await gw.next(MsgType.ALARM, pred=lambda f: f.body.presses == 2)
+    assert second.frame.body.press_ms == first.frame.body.press_ms
+    assert second.frame.seq > first.frame.seq
+
+
+async def test_cancel_gesture_sends_cancel_of_the_alarm(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.click()
+    first = await gw.next(MsgType.ALARM)
+    gw.ack(first.frame)
+    await vu.wait_led("received")
+    await asyncio.sleep(0.8)
+    await vu.click(times=5)
+    cancel = await gw.next(MsgType.CANCEL, timeout=3)
+    assert (cancel.frame.body.ref_epoch, cancel.frame.body.ref_seq) == (
+        first.frame.epoch,
+        first.frame.seq,
+    )
+    presses = [a.frame.body.presses for a in gw.of(MsgType.ALARM)]
+    assert max(presses) == 6  # every press still went out as an ALARM
+    gw.ack(cancel.frame, AckState.CANCELLED)
+    await vu.wait_led("cancelled")
+
+
+async def test_hammering_does_not_cancel(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.click(times=6)  # panicked hammering, straight from the first press
+    await gw.next(MsgType.ALARM, pred=lambda f: f.body.presses == 6)
+    await asyncio.sleep(1.0)
+    assert not gw.of(MsgType.CANCEL)

@@ -1,0 +1,130 @@
+"""campusguard deploy / keygen, through the real mpremote against a unix-port REPL on a
+pty (socat), then the deployed folder is run as a unit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main as cli
+from gateway.vboard import VirtualUnit, find_micropython
+from protocol import MsgType
+from protocol.keys import read_key
+from tests.firmware.conftest import HEAP, ROOT, GatewayEnd
+
+CONFIG = str(ROOT / "boards.yaml")
+
+
+@pytest.fixture
+def repl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (apt-get install socat)")
+    unit_dir = tmp_path / "flash"
+    unit_dir.mkdir()
+    link = tmp_path / "repl"
+    proc = subprocess.Popen(
+        [
+            "socat",
+            f"pty,raw,echo=0,link={link}",
+            f"EXEC:{find_micropython()} -X heapsize=2M,pty,raw,echo=0,stderr,setsid,ctty",
+        ],
+        cwd=unit_dir,
+    )
+    deadline = time.monotonic() + 5
+    while not link.exists():
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("socat did not make the pty")
+        time.sleep(0.02)  # polling a condition with a deadline
+    yield str(link), unit_dir
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+def test_keygen_then_deploy_then_run(
+    repl: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port, flash = repl
+    keys = tmp_path / "keys"
+    assert cli(["keygen", "shop-fruit", "--keydir", str(keys), "--config", CONFIG]) == 0
+    assert (keys / "shop-fruit.key").stat().st_mode & 0o777 == 0o600
+    # a second keygen refuses to overwrite
+    assert cli(["keygen", "shop-fruit", "--keydir", str(keys), "--config", CONFIG]) == 1
+    assert "exists" in capsys.readouterr().err
+    rc = cli(
+        [
+            "deploy",
+            "shop-fruit",
+            "--port",
+            port,
+            "--config",
+            CONFIG,
+            "--keydir",
+            str(keys),
+            "--unix-port",
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "files verified" in out.out
+    assert (flash / "main.py").exists() and (flash / "app.mpy").exists()
+    assert not (flash / "app.py").exists()
+    cfg = json.loads((flash / "unit.json").read_text())
+    assert cfg["addr"] == 257 and cfg["kind"] == "panic" and "app.mpy" in cfg["fw_files"]
+    assert (flash / "unit.key").read_text().strip() == read_key(keys, "shop-fruit").hex()
+
+    async def run_unit() -> None:
+        vu = VirtualUnit(flash, heapsize=HEAP)
+        gw = GatewayEnd(vu.link_path, 257, read_key(keys, "shop-fruit"))
+        try:
+            await vu.start()
+            await gw.next(MsgType.HEARTBEAT)
+            await vu.click()
+            await gw.next(MsgType.ALARM)
+        finally:
+            gw.close()
+            await vu.stop()
+
+    asyncio.run(run_unit())
+
+
+def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys"
+    assert (
+        cli(["deploy", "nope", "--port", "/dev/null", "--config", CONFIG, "--keydir", str(keys)])
+        == 1
+    )
+    assert "'nope' is not in" in capsys.readouterr().err
+    assert (
+        cli(
+            [
+                "deploy",
+                "shop-fruit",
+                "--port",
+                "/dev/null",
+                "--config",
+                CONFIG,
+                "--keydir",
+                str(keys),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "no key for shop-fruit" in err and "keygen" in err
+    assert cli(["keygen", "shop-fruit", "--keydir", str(keys), "--config", CONFIG]) == 0
+    missing = str(tmp_path / "no-such-port")
+    assert (
+        cli(["deploy", "shop-fruit", "--port", missing, "--config", CONFIG, "--keydir", str(keys)])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("campusguard deploy: cannot reach") and "\n" not in err
+    assert "Traceback" not in err

@@ -1,0 +1,55 @@
+"""gateway.vboard: the gateway opens a unit's link_path with pyserial, like a real port."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import serial
+
+from gateway.config import Config
+from gateway.vboard import VirtualUnit, prepare_unit_dir
+from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
+from protocol.keys import TEST_KEY
+from tests.firmware.conftest import FAST, HEAP
+
+
+async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: Path) -> None:
+    folder = prepare_unit_dir(
+        tmp_path / "u",
+        register.units["shop-fruit"],
+        TEST_KEY,
+        overrides=FAST,
+        compiled=True,
+        cache=fw_cache,
+    )
+    vu = VirtualUnit(folder, heapsize=HEAP)
+    port = serial.Serial(vu.link_path, 115200, timeout=0.05)  # opened before the unit talks
+    codec = Codec({257: TEST_KEY}, gateway=True)
+    deframer = Deframer()
+    frames: list[Frame] = []
+
+    async def read_until(mtype: MsgType, timeout: float = 3.0) -> Frame:
+        async with asyncio.timeout(timeout):
+            while True:
+                for f in frames:
+                    if f.type == mtype:
+                        frames.remove(f)
+                        return f
+                data = await asyncio.to_thread(port.read, 256)
+                frames.extend(codec.decode(raw) for raw in deframer.feed(data))
+
+    try:
+        await vu.start()
+        await read_until(MsgType.HEARTBEAT)
+        await vu.click()
+        alarm = await read_until(MsgType.ALARM)
+        port.write(codec.encode(Frame(257, 1, 1, Ack(alarm.epoch, alarm.seq, AckState.POLICE_ACK))))
+        await vu.wait_led("police_ack")
+        # the port stays open across a power cycle of the unit, like a real wire
+        await vu.restart()
+        await read_until(MsgType.HEARTBEAT)
+    finally:
+        port.close()
+        await vu.stop()
+    assert deframer.rejects.total() == 0

@@ -1,0 +1,23 @@
+"""The watchdog: a hung main loop ends the unit; the next boot reports it."""
+
+from __future__ import annotations
+
+from gateway.vboard import WATCHDOG_EXIT
+from protocol import FaultCode, MsgType
+from tests.firmware.conftest import UnitFactory
+
+
+async def test_hung_loop_is_reset_by_the_watchdog(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.hang()
+    assert await vu.wait_exit(timeout=5) == WATCHDOG_EXIT
+    before = len(gw.frames)
+    await vu.restart()
+    fault = await gw.next(MsgType.FAULT, after=before)
+    assert fault.frame.body.code == FaultCode.WATCHDOG_RESET
+    assert fault.frame.body.active == 1
+    await vu.restart()  # a plain power cycle is not a watchdog reset
+    later = len(gw.frames)
+    await gw.next(MsgType.HEARTBEAT, after=later)
+    assert not [a for a in gw.frames[later:] if a.frame.type == MsgType.FAULT]
