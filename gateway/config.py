@@ -18,7 +18,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ROLES = ("shop", "home", "guard_post", "campus")
 PLAIN_KINDS = ("panic", "medical", "fire", "silent")
 PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
-OPTIONAL_PINS = ("checkin",)
+OPTIONAL_PINS = ("checkin", "mains")
 STEPS = ("prompt_guard", "security_lead", "police")
 
 # name -> (default, minimum, maximum)
