@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -94,19 +93,18 @@ def time_per_call(fn, n: int, repeat: int = 7) -> float:  # type: ignore[no-unty
 
 def firmware_encode_us() -> float | None:
     """Median encode time per ALARM frame of firmware/proto.py on the MicroPython binary."""
-    exe = shutil.which("micropython") or str(Path(sys.executable).with_name("micropython"))
-    script = ROOT / "bench" / "_fw_encode.py"
-    if not Path(exe).exists() or not script.exists():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_firmware", ROOT / "bench" / "firmware.py")
+    if spec is None or spec.loader is None:
         return None
-    out = subprocess.run(
-        [exe, "-X", "heapsize=64K", str(script)],
-        cwd=ROOT / "firmware",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["encode_us_median"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return round(float(module.encode_us_median()), 2)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"firmware encode not measured: {exc}", file=sys.stderr)
+        return None
 
 
 def main() -> int:
