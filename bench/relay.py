@@ -1,0 +1,338 @@
+"""Gateway relay latency: frame into a pty -> broker PUBACK, and -> a subscriber.
+
+Runs the real gateway (`campusguard gateway`, a subprocess, journal with synchronous=FULL)
+against its own Mosquitto, with fake units on a pty:
+
+- steady load with 1, 50 and 200 units: ALARM frames at ~100/s round-robin (each opens an
+  incident; the unit cancels it once the police have it, so the next one opens another),
+  with heartbeats from every unit in the background;
+- a burst of 1,000 ALARMs from 200 units within one second (5 presses each);
+- a bare aiomqtt QoS 1 publish loop to the same broker, for comparison;
+- the cost of a durable commit (synchronous FULL vs NORMAL) on the journal's filesystem.
+
+PUBACK latency is the time from writing the frame's bytes into the pty to the moment the
+gateway recorded the broker's PUBACK (outbox.sent_at; same host clock). `--json` prints
+one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiomqtt  # noqa: E402
+
+from protocol import Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags  # noqa: E402
+from tests.support.fakeunit import FakePort, FakeUnit  # noqa: E402
+from tests.support.mosquitto import Mosquitto  # noqa: E402
+
+CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
+GATEWAY = "gw-bench"
+SITE = "bench-school"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": round(pct(values, 50) * 1000, 2),
+        "p99_ms": round(pct(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
+    }
+
+
+def write_site(d: Path, port: Path, n: int) -> tuple[Path, Path, dict[int, bytes]]:
+    keydir = d / "keys"
+    keydir.mkdir()
+    lines = [
+        "version: 1",
+        f"gateway: {{id: {GATEWAY}, site: {SITE}}}",
+        "defaults: {incident_window_s: 10}",
+        "links:",
+        f"  - {{id: bus, port: {port}, baud: 115200}}",
+        "sites:",
+        f"  - {{id: {SITE}, name: Bench, address: x, security_lead: {{name: x, phone: '1'}}}}",
+        "units:",
+    ]
+    keys: dict[int, bytes] = {}
+    for i in range(n):
+        addr = 1000 + i
+        keys[addr] = os.urandom(32)
+        (keydir / f"u{addr}.key").write_text(keys[addr].hex())
+        lines += [
+            f"  - {{id: u{addr}, addr: {addr}, site: {SITE}, place: Shop {i}, owner: o,",
+            "      role: shop, link: bus, pins: {button: 0, tamper: 4, led: 2, buzzer: 15,",
+            "      battery_adc: 34, uart_tx: 17, uart_rx: 16}}",
+        ]
+    cfg = d / "boards.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg, keydir, keys
+
+
+class Run:
+    """One gateway process with N fake units on one pty bus, and a subscriber."""
+
+    def __init__(self, broker: Mosquitto, n: int, tmp: Path, name: str) -> None:
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.port = FakePort(self.dir / "ttyBUS")
+        self.cfg, self.keydir, keys = write_site(self.dir, self.port.path, n)
+        self.units = [FakeUnit(self.port, a, k, epoch=1) for a, k in keys.items()]
+        self.db = self.dir / "gateway.db"
+        self.broker = broker
+        self.received: dict[tuple[str, str], float] = {}
+        self.presses: dict[str, int] = {}
+        self._sub_ready = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                CAMPUSGUARD,
+                "gateway",
+                "--config",
+                str(self.cfg),
+                "--keydir",
+                str(self.keydir),
+                "--db",
+                str(self.db),
+                "--broker",
+                self.broker.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.dir / "gateway.log").open("wb"),
+        )
+        self.sub = asyncio.create_task(self._subscribe())
+        await asyncio.wait_for(self._sub_ready.wait(), 10)
+        warm = self.units[0].make(Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0)))
+        await self.units[0].send_until_acked(warm, timeout=15)
+
+    async def _subscribe(self) -> None:
+        async with aiomqtt.Client(self.broker.host, self.broker.port) as c:
+            await c.subscribe(f"campusguard/{SITE}/alarm/+", qos=1)
+            self._sub_ready.set()
+            async for m in c.messages:
+                d = json.loads(m.payload if isinstance(m.payload, bytes) else b"{}")
+                self.received.setdefault((d["incident"], d["update"]), time.time())
+                self.presses[d["incident"]] = max(self.presses.get(d["incident"], 0), d["presses"])
+                self._changed.set()
+
+    async def wait(self, pred: Any, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not pred():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def sent_at(self) -> dict[str, float]:
+        db = sqlite3.connect(self.db)
+        rows = db.execute(
+            "SELECT incident, min(sent_at) FROM outbox WHERE incident IS NOT NULL"
+            " AND json_extract(payload, '$.update') = 'new' GROUP BY incident"
+        ).fetchall()
+        db.close()
+        return {r[0]: r[1] for r in rows if r[1] is not None}
+
+    async def stop(self) -> None:
+        self.sub.cancel()
+        self.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self.proc.wait, 10)
+        self.port.close()
+
+
+async def steady(broker: Mosquitto, n: int, samples: int, tmp: Path) -> dict[str, Any]:
+    run = Run(broker, n, tmp, f"steady{n}")
+    await run.start()
+    written: dict[str, float] = {}
+    ack_lat: list[float] = []
+    hb_i = 0
+    try:
+        for i in range(samples):
+            u = run.units[i % n]
+            f = u.make(Alarm(AlarmKind.PANIC, 1, 1000 + i))
+            iid = f"{GATEWAY}-u{u.addr}-{f.epoch}-{f.seq}"
+            t0 = time.time()
+            u.resend(f)
+            written[iid] = t0
+            for _ in range(2):  # background heartbeats from the other units
+                hu = run.units[hb_i % n]
+                hb_i += 1
+                hu.send(Heartbeat(3700, 10 + i, 0x0100, HeartbeatFlags(0)))
+            await run.port.wait_ack(f, timeout=5)
+            ack_lat.append(time.time() - t0)
+            await run.wait(lambda iid=iid: (iid, "new") in run.received, 5)  # type: ignore[misc]
+            u.send(Cancel(f.epoch, f.seq))  # so the unit's next press opens a new incident
+            await asyncio.sleep(0.01)
+        await run.wait(lambda: all((i, "cancelled") in run.received for i in written), 10)
+        sent = run.sent_at()
+        puback = [sent[i] - t for i, t in written.items() if i in sent]
+        e2e = [run.received[(i, "new")] - t for i, t in written.items()]
+    finally:
+        await run.stop()
+    return {"units": n, "ack": ms(ack_lat), "puback": ms(puback), "subscriber": ms(e2e)}
+
+
+async def burst(broker: Mosquitto, tmp: Path) -> dict[str, Any]:
+    n, per_unit = 200, 5
+    run = Run(broker, n, tmp, "burst")
+    await run.start()
+    frames = []
+    t_write: dict[tuple[int, int, int], float] = {}
+    first_of: dict[str, float] = {}
+    try:
+        t_start = time.time()
+        idx = 0
+        for k in range(per_unit):
+            for u in run.units:
+                f = u.make(Alarm(AlarmKind.PANIC, k + 1, 5000))
+                now = time.time()
+                u.resend(f)
+                t_write[(f.unit, f.epoch, f.seq)] = now
+                if k == 0:
+                    first_of[f"{GATEWAY}-u{u.addr}-{f.epoch}-{f.seq}"] = now
+                frames.append(f)
+                idx += 1
+                if idx % 10 == 0:  # spread evenly over 0.9 s
+                    await asyncio.sleep(max(0.0, t_start + idx * 0.0009 - time.time()))
+        t_written = time.time() - t_start
+        await run.port.wait_for(lambda: all(run.port.acks_for(f) for f in frames), 30)
+        ack_lat = []
+        for f in frames:
+            at = run.port.first_ack_at(f)
+            assert at is not None
+            ack_lat.append(at - t_write[(f.unit, f.epoch, f.seq)])
+        await run.wait(
+            lambda: len(run.presses) == n and all(p == per_unit for p in run.presses.values()), 30
+        )
+        t_all = time.time() - t_start
+        sent = run.sent_at()
+        puback = [sent[i] - t for i, t in first_of.items() if i in sent]
+        e2e = [run.received[(i, "new")] - t for i, t in first_of.items()]
+        db = sqlite3.connect(run.db)
+        journalled = db.execute("SELECT count(*) FROM frames WHERE type='ALARM'").fetchone()[0]
+        incidents = db.execute("SELECT count(*), sum(presses) FROM incidents").fetchone()
+        db.close()
+    finally:
+        await run.stop()
+    return {
+        "alarms": len(frames),
+        "units": n,
+        "written_in_s": round(t_written, 3),
+        "journalled": journalled,
+        "incidents": incidents[0],
+        "presses_total": incidents[1],
+        "all_delivered_in_s": round(t_all, 3),
+        "ack": ms(ack_lat),
+        "first_press_puback": ms(puback),
+        "first_press_subscriber": ms(e2e),
+    }
+
+
+async def bare(broker: Mosquitto, count: int = 500) -> dict[str, Any]:
+    lat = []
+    async with aiomqtt.Client(broker.host, broker.port) as c:
+        for i in range(count):
+            t0 = time.perf_counter()
+            await c.publish("bench/bare", f"{i}".encode() * 30, qos=1)
+            lat.append(time.perf_counter() - t0)
+    return ms(lat)
+
+
+def commit_cost(directory: Path, count: int = 200) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for level in ("FULL", "NORMAL"):
+        path = directory / f"commit-{level}.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={level}")
+        db.execute("CREATE TABLE t (x BLOB)")
+        lat = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?)", (os.urandom(200),))
+            db.execute("COMMIT")
+            lat.append(time.perf_counter() - t0)
+        db.close()
+        out[level] = ms(lat)
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True, text=True)
+    out["filesystem"] = fs.stdout.strip()
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-relay-", dir=args.dir))
+    result: dict[str, Any] = {"bench": "relay", "python": sys.version.split()[0]}
+    with Mosquitto(tmp / "broker") as broker:
+        result["steady"] = [
+            await steady(broker, 1, args.samples, tmp),
+            await steady(broker, 50, args.samples, tmp),
+            await steady(broker, 200, 200, tmp),
+        ]
+        result["burst"] = await burst(broker, tmp)
+        result["bare_aiomqtt_puback"] = await bare(broker)
+    result["commit"] = commit_cost(tmp)
+    base = result["bare_aiomqtt_puback"]["p50_ms"]
+    result["ratio_gateway_puback_p50_to_bare_p50"] = {
+        str(s["units"]): round(s["puback"]["p50_ms"] / base, 1) for s in result["steady"]
+    }
+    return result
+
+
+def show(r: dict[str, Any]) -> None:
+    print(f"relay bench (python {r['python']})")
+    for s in r["steady"]:
+        print(
+            f"  steady {s['units']:>3} units: frame->ACK p50 {s['ack']['p50_ms']} ms "
+            f"p99 {s['ack']['p99_ms']} ms; frame->PUBACK p50 {s['puback']['p50_ms']} ms "
+            f"p99 {s['puback']['p99_ms']} ms; ->subscriber p99 {s['subscriber']['p99_ms']} ms"
+        )
+    b = r["burst"]
+    print(
+        f"  burst {b['alarms']} alarms / {b['units']} units written in {b['written_in_s']} s: "
+        f"journalled {b['journalled']}, {b['incidents']} incidents, {b['presses_total']} presses, "
+        f"all delivered in {b['all_delivered_in_s']} s; ACK p99 {b['ack']['p99_ms']} ms; "
+        f"first press PUBACK p99 {b['first_press_puback']['p99_ms']} ms"
+    )
+    bare_r = r["bare_aiomqtt_puback"]
+    print(
+        f"  bare aiomqtt QoS1 publish->PUBACK p50 {bare_r['p50_ms']} ms p99 {bare_r['p99_ms']} ms"
+    )
+    print(f"  ratio gateway/bare (p50): {r['ratio_gateway_puback_p50_to_bare_p50']}")
+    c = r["commit"]
+    print(
+        f"  durable commit on {c['filesystem']}: FULL p50 {c['FULL']['p50_ms']} ms, "
+        f"NORMAL p50 {c['NORMAL']['p50_ms']} ms"
+    )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--samples", type=int, default=100, help="alarms per steady run")
+    p.add_argument("--dir", help="where the journal and broker live (default: the temp dir)")
+    a = p.parse_args()
+    res = asyncio.run(main(a))
+    if a.json:
+        print(json.dumps(res))
+    else:
+        show(res)

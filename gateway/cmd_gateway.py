@@ -1,0 +1,132 @@
+"""``campusguard gateway``: run the gateway service (serial links to the police)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway.clock import Clock, ScaledClock, SystemClock
+from gateway.config import Config, Link, load_config
+from gateway.errors import GatewayError
+from gateway.ports import Outlet, Watcher
+from gateway.relay import BrokerSettings
+from gateway.service import Gateway, Settings
+from gateway.store import Store, default_db_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BAUD = 115200
+
+
+def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
+    """The logic that watches the frame stream (unit supervision, guard duty).
+
+    Wired here by the lead; each watcher gets the outlet for events and signals, the
+    store (``store.conn`` for its own tables) and the clock.
+    """
+    return []
+
+
+def default_keydir() -> Path:
+    """``$CREDENTIALS_DIRECTORY`` under systemd (LoadCredential), else ``keys/``."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        return Path(creds)
+    return Path("keys")
+
+
+def parse_serial(specs: list[str]) -> dict[str, Link]:
+    """``PORT[@BAUD]`` options -> links ``serial0``, ``serial1``, ..."""
+    links: dict[str, Link] = {}
+    for i, spec in enumerate(specs):
+        port, sep, baud_text = spec.rpartition("@")
+        if not sep:
+            port, baud_text = spec, str(DEFAULT_BAUD)
+        if not port or not baud_text.isdigit() or not 1200 <= int(baud_text) <= 921600:
+            raise GatewayError(f"--serial {spec!r}: use PORT or PORT@BAUD (1200..921600)")
+        links[f"serial{i}"] = Link(f"serial{i}", port, int(baud_text))
+    return links
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the subcommand's options."""
+    parser.add_argument("--config", default="boards.yaml", help="the register (boards.yaml)")
+    parser.add_argument(
+        "--serial",
+        action="append",
+        default=[],
+        metavar="PORT[@BAUD]",
+        help=f"a serial link (repeatable; replaces boards.yaml's links; baud {DEFAULT_BAUD})",
+    )
+    parser.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="mqtt://host:port or mqtts://user:pass@host:port",
+    )
+    parser.add_argument("--ca-file", help="CA certificate(s) to verify the broker (mqtts)")
+    parser.add_argument("--client-cert", help="client certificate for the broker (mqtts)")
+    parser.add_argument("--client-key", help="key of the client certificate")
+    parser.add_argument("--prefix", default="campusguard", help="MQTT topic prefix")
+    parser.add_argument(
+        "--db", type=Path, help="journal database (default $STATE_DIRECTORY/gateway.db or var/)"
+    )
+    parser.add_argument(
+        "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
+    )
+    parser.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help=argparse.SUPPRESS,  # FULL: durable against power loss (see README)
+    )
+    parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
+
+
+def settings_from(args: argparse.Namespace, password: str | None = None) -> Settings:
+    """Options -> :class:`Settings` (raises GatewayError on a bad option)."""
+    broker = BrokerSettings.from_url(
+        args.broker, ca_file=args.ca_file, client_cert=args.client_cert, client_key=args.client_key
+    )
+    if password and broker.password is None:
+        broker = dataclasses.replace(broker, password=password)
+    clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
+    return Settings(
+        db_path=args.db or default_db_path(),
+        keydir=args.keydir or default_keydir(),
+        broker=broker,
+        links=parse_serial(args.serial) if args.serial else None,
+        prefix=args.prefix,
+        clock=clock,
+        synchronous=args.synchronous,
+    )
+
+
+async def serve(config: Config, settings: Settings) -> None:
+    """Build the gateway with its watchers and run it until SIGTERM/SIGINT."""
+    gw = Gateway(config, settings)
+    gw.attach(build_watchers(config, gw.outlet, gw.store, gw.clock))
+    await gw.run(install_signals=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the service; 2 on a configuration error, 1 if it fails."""
+    try:
+        config = load_config(args.config)
+        password = os.environ.get("CAMPUSGUARD_BROKER_PASSWORD")
+        settings = settings_from(args, password)
+    except GatewayError as exc:
+        print(f"campusguard gateway: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    try:
+        asyncio.run(serve(config, settings))
+    except* GatewayError as group:  # from the constructor, or a task of the TaskGroup
+        for problem in group.exceptions:
+            print(f"campusguard gateway: {problem}", file=sys.stderr)
+        status = 1
+    return status

@@ -1,0 +1,230 @@
+"""The gateway assembled: links -> receiver -> pipeline (journal, incidents) -> relay.
+
+:class:`Gateway` builds every layer in its constructor (the store is opened there, so
+watchers can be built on ``gateway.outlet`` and ``gateway.store`` before it runs) and
+:meth:`Gateway.run` runs them in one TaskGroup until :meth:`Gateway.stop` (SIGTERM or
+SIGINT when ``install_signals``). systemd hears READY=1 once links and journal are up
+(the broker may still be down: messages wait in the outbox), WATCHDOG=1 while the loop is
+responsive and the journal commits, STOPPING=1 on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config, Link
+from gateway.downlink import Downlink
+from gateway.errors import GatewayError
+from gateway.link import SerialLink
+from gateway.pipeline import Pipeline
+from gateway.ports import Outlet, Watcher
+from gateway.receiver import Receiver
+from gateway.relay import BrokerSettings, Relay
+from gateway.sdnotify import Notifier
+from gateway.store import Store
+from protocol import Codec, ReplayGuard
+from protocol.keys import read_key
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2  # watchers' tick: 5x per real second
+WATCHDOG_DEFAULT_S = 10.0  # health check period without systemd's watchdog
+WATCHDOG_FAILURES = 3  # consecutive failed health checks before the service gives up
+LOOP_LAG_LIMIT_S = 2.0  # a loop that late is not healthy
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How to run: where things are (config holds what)."""
+
+    db_path: Path
+    keydir: Path
+    broker: BrokerSettings
+    links: Mapping[str, Link] | None = None  # None: boards.yaml's links
+    prefix: str = "campusguard"
+    clock: Clock = field(default_factory=SystemClock)
+    synchronous: str = "FULL"
+
+
+def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
+    """Every unit's key by address; a missing or broken key is logged and skipped."""
+    keys: dict[int, bytes] = {}
+    missing: list[str] = []
+    for unit in config.units.values():
+        try:
+            keys[unit.addr] = read_key(keydir, unit.id)
+        except (OSError, ValueError) as exc:
+            missing.append(unit.id)
+            log.error(
+                "unit %s (addr %d): no usable key (%s): its frames are rejected as unknown_unit",
+                unit.id,
+                unit.addr,
+                exc,
+            )
+    if missing and len(missing) == len(config.units):
+        log.critical("no unit has a key in %s: every frame will be rejected", keydir)
+    return keys
+
+
+class Gateway:
+    """The whole gateway service, in-process."""
+
+    def __init__(
+        self,
+        config: Config,
+        settings: Settings,
+        *,
+        watchers: Sequence[Watcher] = (),
+        notifier: Notifier | None = None,
+    ) -> None:
+        """Open the journal and build every layer; nothing runs until :meth:`run`."""
+        self.config = config
+        self.settings = settings
+        self.clock = settings.clock
+        self.notifier = notifier or Notifier()
+        links = dict(settings.links) if settings.links is not None else dict(config.links)
+        if not links:
+            raise GatewayError("no serial link: define links in boards.yaml or pass --serial")
+        self.keys = load_keys(config, settings.keydir)
+        self.store = Store(settings.db_path, synchronous=settings.synchronous)
+        self.guard = ReplayGuard()
+        for addr, state in self.store.replay_load_all().items():
+            self.guard.load(addr, state)
+        self.codec = Codec(self.keys, gateway=True)
+        self.links: dict[str, SerialLink] = {}
+        home = {u.addr: u.link for u in config.units.values()}
+        self.downlink = Downlink(self.codec, self.store, self.links, home)
+        self.pipeline = Pipeline(
+            config,
+            self.store,
+            self.guard,
+            self.downlink,
+            self.clock,
+            prefix=settings.prefix,
+            wake_relay=self._wake_relay,
+        )
+        self.receiver = Receiver(self.codec, self.guard, self.pipeline)
+        for lid, link in links.items():
+            self.links[lid] = SerialLink(lid, link.port, link.baud, self.receiver)
+        sites = sorted({config.site, *(u.site for u in config.units.values())})
+        p = settings.prefix
+        self.relay = Relay(
+            self.store,
+            settings.broker,
+            self.clock,
+            client_id=f"campusguard-{config.gateway_id}",
+            subscriptions=[t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")],
+            status_topic=f"{p}/{config.site}/gateway/{config.gateway_id}",
+            on_message=self.pipeline.on_message,
+        )
+        self.pipeline.watchers.extend(watchers)
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.healthy = True
+
+    @property
+    def outlet(self) -> Outlet:
+        """What watchers use to raise events and signal units."""
+        return self.pipeline
+
+    def attach(self, watchers: Sequence[Watcher]) -> None:
+        """Add watchers (before or while running)."""
+        self.pipeline.watchers.extend(watchers)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (safe from a signal handler)."""
+        self._stop.set()
+
+    async def run(self, *, install_signals: bool = False) -> None:
+        """Run until :meth:`stop`; raise if a layer fails for good. Closes the store."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(link.run(), name=f"link-{lid}")
+                    for lid, link in self.links.items()
+                ]
+                tasks.append(tg.create_task(self.relay.run(), name="relay"))
+                tasks.append(tg.create_task(self._ticker(), name="tick"))
+                await self._announce_ready()
+                tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                stopper = tg.create_task(self._stop.wait(), name="stop")
+                await stopper
+                log.info("stopping")
+                self.notifier.stopping()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.5):
+                        await self.relay.say_offline()
+                self.relay.stop()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            self.pipeline.close()
+            self.store.close()
+            self.notifier.close()
+
+    async def _announce_ready(self) -> None:
+        # links get one chance to open; a port that is absent now is retried for ever
+        # and reported as link_down, but must not hold back the rest
+        opened = [asyncio.ensure_future(link.opened.wait()) for link in self.links.values()]
+        _, pending = await asyncio.wait(opened, timeout=1.0)
+        for f in pending:
+            f.cancel()
+        up = sum(1 for link in self.links.values() if link.up)
+        status = (
+            f"{up}/{len(self.links)} links up, {len(self.keys)}/{len(self.config.units)} keys, "
+            f"{self.store.pending_count()} messages waiting"
+        )
+        self.notifier.ready(status)
+        self.ready.set()
+        log.info("ready: %s", status)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.pipeline.tick()
+
+    async def _watchdog(self) -> None:
+        """Feed systemd's watchdog while healthy; after N consecutive failures, give up."""
+        period = (self.notifier.watchdog_s or 2 * WATCHDOG_DEFAULT_S) / 2
+        failures = 0
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(period)
+            lag = time.monotonic() - t0 - period
+            problem = None
+            if lag > LOOP_LAG_LIMIT_S:
+                problem = f"event loop {lag:.1f}s late"
+            else:
+                try:
+                    self.store.probe(self.clock.now())
+                except sqlite3.Error as exc:
+                    problem = f"journal cannot commit: {exc}"
+            if problem is None:
+                failures = 0
+                self.healthy = True
+                self.notifier.watchdog()
+                continue
+            failures += 1
+            self.healthy = False
+            log.error("health check failed (%d/%d): %s", failures, WATCHDOG_FAILURES, problem)
+            if failures >= WATCHDOG_FAILURES:
+                raise GatewayError(f"unhealthy {failures} times in a row: {problem}")
+
+    def _wake_relay(self) -> None:
+        self.relay.wake()

@@ -1,0 +1,362 @@
+"""The gateway's SQLite journal: frames, replay windows, outbox, meta, and the shared tables.
+
+One connection, owned by the event loop's thread. Every change runs in a transaction
+(:meth:`Store.transaction`, re-entrant: inner blocks join the outer one), committed with
+``synchronous=FULL`` in WAL mode: a committed transaction survives SIGKILL *and* power
+loss (see gateway/README.md for what that costs). Nothing is ACKed to a unit before the
+transaction holding its frame has committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import GatewayError
+from gateway.schema import create_shared
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_OWN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- every fresh authentic uplink frame, as received (the gateway's journal)
+CREATE TABLE IF NOT EXISTS frames (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       REAL NOT NULL,
+    link     TEXT NOT NULL,
+    unit     TEXT NOT NULL,
+    addr     INTEGER NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    type     TEXT NOT NULL,
+    body     TEXT NOT NULL,           -- JSON of the message fields
+    incident TEXT,                    -- the incident an ALARM/duress CHECKIN/CANCEL went to
+    UNIQUE (addr, epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS frames_unit_time ON frames(unit, at);
+-- per unit address: the replay window (protocol.ReplayGuard.state) as JSON
+CREATE TABLE IF NOT EXISTS replay (
+    addr    INTEGER PRIMARY KEY,
+    windows TEXT NOT NULL
+);
+-- messages for the broker, in order; sent_at is set on PUBACK
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    topic      TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    qos        INTEGER NOT NULL DEFAULT 1,
+    retain     INTEGER NOT NULL DEFAULT 0,
+    incident   TEXT,
+    sent_at    REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;
+-- bookkeeping of the incident logic that the shared table does not carry
+CREATE TABLE IF NOT EXISTS incident_track (
+    id              TEXT PRIMARY KEY REFERENCES incidents(id),
+    addr            INTEGER NOT NULL,
+    first_press_source TEXT NOT NULL DEFAULT 'received',  -- unit_uptime | received
+    series_press_ms INTEGER,          -- press_ms of the press series last folded in
+    series_presses  INTEGER NOT NULL DEFAULT 0,
+    base_presses    INTEGER NOT NULL DEFAULT 0,  -- presses of earlier series
+    last_alarm_at   REAL NOT NULL,
+    alarm_epoch     INTEGER,          -- counter of the latest ALARM (NULL: opened by CHECKIN)
+    alarm_seq       INTEGER,
+    chatter         INTEGER NOT NULL DEFAULT 0,
+    updates         INTEGER NOT NULL DEFAULT 0
+);
+-- when each boot of a unit began, estimated from HEARTBEAT uptime (for first_press_at)
+CREATE TABLE IF NOT EXISTS unit_boot (
+    addr    INTEGER NOT NULL,
+    epoch   INTEGER NOT NULL,
+    boot_at REAL NOT NULL,
+    PRIMARY KEY (addr, epoch)
+);
+"""
+
+
+class StoreError(GatewayError):
+    """The journal cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One message waiting for the broker."""
+
+    id: int
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+    incident: str | None
+
+
+def default_db_path() -> Path:
+    """``$STATE_DIRECTORY/gateway.db`` under systemd, else ``var/gateway.db``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        # systemd may pass several directories separated by ':'; the first is ours
+        return Path(state.split(":")[0]) / "gateway.db"
+    return Path("var") / "gateway.db"
+
+
+class Store:
+    """The journal database. ``conn`` is public for watchers' own tables (same thread)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        """Open (creating if needed) the database at ``path``; raise :class:`StoreError`."""
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=True, timeout=5.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the journal: {exc}") from exc
+        self.conn = conn
+        self._depth = 0
+        self.commits = 0
+        self.failures = 0
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: WAL mode refused ({mode})")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.executescript(_OWN_SCHEMA)
+            create_shared(conn)
+            with self.transaction():
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot prepare the journal: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL)."""
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work; nested blocks join the outermost, which commits."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth = 0
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+            self.failures += 1
+            raise
+        self._depth = 0
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            self.failures += 1
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self.commits += 1
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`transaction`."""
+        return self._depth > 0
+
+    # -- meta ---------------------------------------------------------------------------
+
+    def meta_get(self, key: str) -> str | None:
+        """A value from the meta table."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Set a value in the meta table (inside the caller's transaction, or its own)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def bump_epoch(self) -> int:
+        """Take the next downlink epoch (SPEC.md 1.3): stored before it is used."""
+        with self.transaction():
+            epoch = int(self.meta_get("downlink_epoch") or "0") + 1
+            if epoch > 0xFFFFFFFF:
+                raise StoreError("downlink epoch exhausted")
+            self.meta_set("downlink_epoch", str(epoch))
+        return epoch
+
+    def probe(self, at: float) -> None:
+        """Prove the journal can still commit (the watchdog's health check)."""
+        with self.transaction():
+            self.meta_set("alive_at", repr(at))
+
+    # -- replay windows -----------------------------------------------------------------
+
+    def replay_load_all(self) -> dict[int, list[tuple[int, int, int]]]:
+        """Every unit's stored replay window."""
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        for addr, text in self.conn.execute("SELECT addr, windows FROM replay"):
+            out[int(addr)] = [(int(e), int(t), int(b)) for e, t, b in json.loads(text)]
+        return out
+
+    def replay_save(self, addr: int, windows: Sequence[tuple[int, int, int]]) -> None:
+        """Store one unit's replay window (call inside the frame's transaction)."""
+        self.conn.execute(
+            "INSERT INTO replay(addr, windows) VALUES (?, ?) "
+            "ON CONFLICT(addr) DO UPDATE SET windows = excluded.windows",
+            (addr, json.dumps([list(w) for w in windows])),
+        )
+
+    # -- frames -------------------------------------------------------------------------
+
+    def journal_frame(
+        self,
+        *,
+        at: float,
+        link: str,
+        unit: str,
+        addr: int,
+        epoch: int,
+        seq: int,
+        type_name: str,
+        body: dict[str, int],
+        incident: str | None = None,
+    ) -> None:
+        """Append one fresh frame to the journal."""
+        self.conn.execute(
+            "INSERT INTO frames(at, link, unit, addr, epoch, seq, type, body, incident) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, link, unit, addr, epoch, seq, type_name, json.dumps(body), incident),
+        )
+
+    def frame_incident(self, addr: int, epoch: int, seq: int) -> str | None:
+        """The incident a journalled frame went to, if any."""
+        row = self.conn.execute(
+            "SELECT incident FROM frames WHERE addr = ? AND epoch = ? AND seq = ?",
+            (addr, epoch, seq),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def cancel_for(self, addr: int, epoch: int, seq: int) -> float | None:
+        """When a CANCEL naming ALARM (epoch, seq) of ``addr`` arrived, if one did."""
+        row = self.conn.execute(
+            "SELECT at FROM frames WHERE addr = ? AND type = 'CANCEL' "
+            "AND json_extract(body, '$.ref_epoch') = ? AND json_extract(body, '$.ref_seq') = ? "
+            "ORDER BY id LIMIT 1",
+            (addr, epoch, seq),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    # -- unit boots (for first_press_at) ------------------------------------------------
+
+    def boot_set(self, addr: int, epoch: int, boot_at: float) -> None:
+        """Remember when a unit's boot (epoch) began; keep the last 8 boots per unit."""
+        self.conn.execute(
+            "INSERT INTO unit_boot(addr, epoch, boot_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(addr, epoch) DO UPDATE SET boot_at = excluded.boot_at",
+            (addr, epoch, boot_at),
+        )
+        self.conn.execute("DELETE FROM unit_boot WHERE addr = ? AND epoch <= ? - 8", (addr, epoch))
+
+    def boot_at(self, addr: int, epoch: int) -> float | None:
+        """The estimated boot time of a unit's epoch, if a heartbeat told it."""
+        row = self.conn.execute(
+            "SELECT boot_at FROM unit_boot WHERE addr = ? AND epoch = ?", (addr, epoch)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    # -- events -------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        *,
+        at: float,
+        site: str,
+        kind: str,
+        unit: str | None,
+        post: str | None,
+        code: int | None,
+        qualifier: int | None,
+        detail: str,
+    ) -> int:
+        """Append to the shared ``events`` table; return the event id."""
+        cur = self.conn.execute(
+            "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, site, unit, post, kind, code, qualifier, detail),
+        )
+        return int(cur.lastrowid or 0)
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        at: float,
+        topic: str,
+        payload: str,
+        qos: int = 1,
+        retain: bool = False,
+        incident: str | None = None,
+    ) -> int:
+        """Queue a message for the broker (inside the caller's transaction)."""
+        cur = self.conn.execute(
+            "INSERT INTO outbox(created_at, topic, payload, qos, retain, incident) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (at, topic, payload, qos, int(retain), incident),
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending(self, limit: int, after: int = 0) -> list[OutboxRow]:
+        """Unsent messages in order, at most ``limit``, with id above ``after``."""
+        rows = self.conn.execute(
+            "SELECT id, topic, payload, qos, retain, incident FROM outbox "
+            "WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [OutboxRow(int(r[0]), r[1], r[2], int(r[3]), bool(r[4]), r[5]) for r in rows]
+
+    def pending_count(self) -> int:
+        """How many messages wait for the broker."""
+        return int(
+            self.conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+        )
+
+    def mark_sent(self, rows: Sequence[OutboxRow], at: float) -> None:
+        """Record the broker's PUBACK for ``rows``; the first one of an incident sets relayed_at."""
+        with self.transaction() as c:
+            c.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(at, r.id) for r in rows])
+            c.executemany(
+                "UPDATE incidents SET relayed_at = ? WHERE id = ? AND relayed_at IS NULL",
+                [(at, r.incident) for r in rows if r.incident],
+            )

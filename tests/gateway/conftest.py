@@ -1,0 +1,217 @@
+"""Fixtures for gateway tests: a real Mosquitto, a register with keys, fake units on ptys,
+an MQTT listener (the police's view) and the gateway run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.relay import BrokerSettings
+from gateway.service import Gateway, Settings
+from tests.support.fakeunit import FakePort, FakeUnit
+from tests.support.mosquitto import Mosquitto
+
+GATEWAY_ID = "gw-test"
+SITE = "test-school"
+
+
+def register_yaml(port_path: Path, units: list[tuple[str, int]], *, window_s: int = 120) -> str:
+    """A small boards.yaml: one link at ``port_path``, one unit per (id, addr)."""
+    lines = [
+        "version: 1",
+        f"gateway: {{id: {GATEWAY_ID}, site: {SITE}}}",
+        f"defaults: {{incident_window_s: {window_s}}}",
+        "links:",
+        f"  - {{id: bus-a, port: {port_path}, baud: 115200}}",
+        "sites:",
+        f"  - {{id: {SITE}, name: Test School, address: 1 Test Road,"
+        " security_lead: {name: Lead, phone: '1'}}",
+        "units:",
+    ]
+    for uid, addr in units:
+        role = "guard_post" if uid.startswith("guard") else "shop"
+        lines += [
+            f"  - id: {uid}",
+            f"    addr: {addr}",
+            f"    site: {SITE}",
+            f"    place: Place of {uid}",
+            f"    owner: Owner of {uid}",
+            f"    role: {role}",
+            "    link: bus-a",
+            "    pins: {button: 0, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
+            " uart_tx: 17, uart_rx: 16}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Site:
+    """A register, its keys and the pty the units talk on."""
+
+    dir: Path
+    config_path: Path
+    keydir: Path
+    db: Path
+    port: FakePort
+    keys: dict[str, bytes]
+    addrs: dict[str, int]
+    config: Config = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = load_config(self.config_path)
+
+    def unit(self, uid: str, epoch: int = 1) -> FakeUnit:
+        return FakeUnit(self.port, self.addrs[uid], self.keys[uid], epoch=epoch)
+
+
+DEFAULT_UNITS = [("shop-a", 257), ("shop-b", 258), ("guard-n", 300)]
+
+
+def make_site(
+    tmp: Path, units: list[tuple[str, int]] | None = None, *, window_s: int = 120
+) -> Site:
+    units = units or DEFAULT_UNITS
+    port = FakePort(tmp / "ttyBUS0")
+    cfg = tmp / "boards.yaml"
+    cfg.write_text(register_yaml(port.path, units, window_s=window_s))
+    keydir = tmp / "keys"
+    keydir.mkdir()
+    keys = {}
+    for uid, _ in units:
+        keys[uid] = secrets.token_bytes(32)
+        (keydir / f"{uid}.key").write_text(keys[uid].hex() + "\n")
+    return Site(tmp, cfg, keydir, tmp / "var" / "gateway.db", port, keys, dict(units))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    s = make_site(tmp_path)
+    yield s
+    s.port.close()
+
+
+class Police:
+    """An MQTT subscriber on ``campusguard/#``: what the duty room receives."""
+
+    def __init__(self, url: str, identifier: str | None = None) -> None:
+        """With ``identifier``: a persistent session (messages queued while away)."""
+        self.settings = BrokerSettings.from_url(url)
+        self.identifier = identifier
+        self.messages: list[tuple[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.settings.host,
+                    self.settings.port,
+                    identifier=self.identifier,
+                    clean_session=self.identifier is None,
+                ) as client:
+                    await client.subscribe("campusguard/#", qos=1)
+                    self.subscribed.set()
+                    async for m in client.messages:
+                        raw = m.payload if isinstance(m.payload, bytes) else b""
+                        try:
+                            data = json.loads(raw) if raw else None
+                        except ValueError:
+                            data = raw
+                        self.messages.append((str(m.topic), data))
+                        self._changed.set()
+            except aiomqtt.MqttError:
+                self.subscribed.clear()
+                await asyncio.sleep(0.05)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="police")
+        async with asyncio.timeout(5):
+            await self.subscribed.wait()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def alarms(self, incident: str | None = None) -> list[dict[str, Any]]:
+        return [
+            d
+            for t, d in self.messages
+            if "/alarm/" in t
+            and isinstance(d, dict)
+            and (incident is None or d["incident"] == incident)
+        ]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [
+            d
+            for t, d in self.messages
+            if "/event/" in t and isinstance(d, dict) and (kind is None or d["kind"] == kind)
+        ]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def ack(self, incident: str, payload: bytes = b"", site: str = SITE) -> None:
+        async with aiomqtt.Client(self.settings.host, self.settings.port) as client:
+            await client.publish(f"campusguard/{site}/ack/{incident}", payload, qos=1)
+
+
+@pytest.fixture
+async def police(broker: Mosquitto) -> AsyncIterator[Police]:
+    p = Police(broker.url)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(site: Site, broker_url: str, **kw: Any) -> AsyncIterator[Gateway]:
+    """The gateway in-process, ready (links and journal up) when entered."""
+    settings = Settings(
+        db_path=site.db, keydir=site.keydir, broker=BrokerSettings.from_url(broker_url), **kw
+    )
+    gw = Gateway(site.config, settings)
+    task = asyncio.create_task(gw.run(), name="gateway")
+    try:
+        async with asyncio.timeout(5):
+            await gw.ready.wait()
+        yield gw
+    finally:
+        gw.stop()
+        try:
+            async with asyncio.timeout(5):
+                await task
+        except TimeoutError:
+            for t in asyncio.all_tasks():
+                t.print_stack()
+            raise
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0, poll: float = 0.01) -> None:
+    """For state with no event to wait on (a journal row, a counter): poll it."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(poll)

@@ -1,0 +1,76 @@
+"""The duty-room console: --json lines, --ack-after back to the unit (ACK state 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.console import Board
+from protocol import AckState, Alarm, AlarmKind
+from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway
+from tests.support.mosquitto import Mosquitto
+
+CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
+
+
+async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
+    unit = site.unit("shop-a", epoch=12)
+    async with running_gateway(site, broker.url) as gw:
+        await gw.relay.connected.wait()
+        proc = await asyncio.create_subprocess_exec(
+            CAMPUSGUARD,
+            "console",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--json",
+            "--ack-after",
+            "50",
+            "--by",
+            "Officer Wu",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        lines: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(10):
+                # the gateway's retained status tells us the console is subscribed
+                while not any(x["kind"] == "gateway" for x in lines):
+                    lines.append(json.loads(await proc.stdout.readline()))
+                assert lines[-1]["payload"]["state"] == "online"
+                frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
+                while not any(
+                    x["kind"] == "alarm" and x["payload"]["update"] == "police_ack" for x in lines
+                ):
+                    lines.append(json.loads(await proc.stdout.readline()))
+            await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=3)
+        finally:
+            proc.terminate()
+            await proc.wait()
+        iid = f"{GATEWAY_ID}-shop-a-12-0"
+        kinds = [(x["kind"], (x["payload"] or {}).get("update")) for x in lines]
+        assert ("alarm", "new") in kinds and ("ack_sent", None) in kinds
+        sent = next(x for x in lines if x["kind"] == "ack_sent")
+        assert sent["topic"] == f"campusguard/{SITE}/ack/{iid}"
+        assert sent["payload"] == {"by": "Officer Wu", "disposition": "genuine"}
+        for x in lines:
+            assert set(x) == {"topic", "kind", "payload", "at"}
+        row = gw.store.conn.execute("SELECT police_ack_by FROM incidents").fetchone()
+        assert row == ("Officer Wu",)
+
+
+def test_board_keeps_the_newest_update_and_numbers_incidents() -> None:
+    b = Board()
+    new = {"incident": "g-u-1-0", "update": "new", "update_no": 1, "presses": 1, "state": "open"}
+    more = {**new, "update": "presses", "update_no": 2, "presses": 3}
+    assert b.take("campusguard/s/alarm/u", new) == "alarm"
+    b.take("campusguard/s/alarm/u", more)
+    b.take("campusguard/s/alarm/u", new)  # a late duplicate of the first
+    assert b.incidents["g-u-1-0"]["presses"] == 3
+    assert b.resolve("1") == "g-u-1-0" and b.resolve("g-u-1-0") == "g-u-1-0"
+    assert b.resolve("2") is None
+    assert "open" in b.render()
