@@ -4,7 +4,18 @@
 
 encode_us_median   ALARM frame build (struct + HMAC-SHA256 + CRC + COBS) per frame,
                    median of batches, on `micropython -X heapsize=64K`
-heap_*             gc.mem_alloc() after gc.collect() in a running virtual unit (bytes)
+heap_*             gc.mem_alloc() after gc.collect() in a running virtual unit (bytes),
+                   on the unix port (64-bit: objects are about twice their ESP32 size)
+heap_after_boot_code_bytes  the part of it taken by importing the firmware's modules at
+                   boot (.mpy bytecode, qstrs, function and class objects; asyncio's
+                   module objects): measured by main.py around the imports
+heap_after_boot_data_bytes  the rest: buffers, tables, objects, tasks, the board's state
+romfs_code_bytes   the same imports from a ROMFS image (mpremote romfs build; bytecode
+                   executes in place), on the unix port's VfsRom, image not counted
+romfs_qstr_bytes   of which qstr pools (a frozen build has them in flash too)
+heap_after_boot_romfs_bytes   data + romfs_code: the heap after boot with a ROMFS partition
+heap_after_boot_frozen_estimate_bytes   data + romfs_code - romfs_qstr: frozen modules
+                   (an estimate: no frozen unix build is measured)
 press_to_first_byte_ms  host writes "button 1" on the control pty -> first byte of the
                    ALARM at the gateway end of the UART pty (includes the 5 ms debounce)
 mpy_sizes          the firmware as deploy writes it (.mpy, main.py source)
@@ -29,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.config import load_config
 from gateway.vboard import (
+    DEFAULT_HEAPSIZE,
     FIRMWARE_DIR,
     VirtualUnit,
     compiled_tree,
@@ -39,7 +51,7 @@ from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAP = "96K"
+HEAP = DEFAULT_HEAPSIZE
 
 _ENCODE = """
 import sys, time
@@ -127,16 +139,8 @@ async def unit_figures(presses: int) -> dict[str, Any]:
             await vu.start()
             await gw.wait(lambda: len(gw.frames) >= 1)  # boot heartbeat
 
-            async def mem() -> int:
-                n = len(vu.logs)
-                vu._send("mem")
-                deadline = time.monotonic() + 3
-                while len(vu.logs) == n and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                return int(vu.logs[-1].split()[1])
-
-            await asyncio.sleep(0.3)
-            heap_boot = await mem()
+            await asyncio.sleep(0.3)  # let the boot's one-off work finish
+            heap_boot, _, code = await vu.mem()
             lat: list[float] = []
             alarms = 0
             for i in range(max(presses, 100)):
@@ -153,13 +157,15 @@ async def unit_figures(presses: int) -> dict[str, Any]:
                 alarms += 1
                 await asyncio.sleep(0.03)
             await asyncio.sleep(0.5)
-            heap_100 = await mem()
+            heap_100, _, _ = await vu.mem()
         finally:
             gw.close()
             await vu.stop()
     lat.sort()
     return {
         "heap_after_boot_bytes": heap_boot,
+        "heap_after_boot_code_bytes": code,
+        "heap_after_boot_data_bytes": heap_boot - code,
         "heap_after_100_alarms_bytes": heap_100,
         "alarms": alarms,
         "press_to_first_byte_ms": {
@@ -169,6 +175,68 @@ async def unit_figures(presses: int) -> dict[str, Any]:
         },
         "heapsize": HEAP,
     }
+
+
+_ROMFS = """
+import gc, sys, vfs, micropython
+with open(%r, "rb") as f:
+    img = f.read()
+vfs.mount(vfs.VfsRom(img), "/rom")
+sys.path[:] = ["/rom", ".frozen"]
+gc.collect()
+micropython.qstr_info()
+gc.collect()
+m0 = gc.mem_alloc()
+import board.virtual
+import app
+gc.collect()
+m1 = gc.mem_alloc()
+micropython.qstr_info()
+print("code", m1 - m0, app.__file__)
+"""
+
+
+def romfs_code() -> tuple[int, int]:
+    """Heap taken by importing the firmware (as main.py does) from a ROMFS image.
+
+    The image is built by ``mpremote romfs build`` (what ``mpremote romfs deploy`` writes
+    to an ESP32's ROMFS partition) and mounted with the unix port's ``vfs.VfsRom``; the
+    image itself is allocated before the measurement starts (it stands for the flash).
+    Returns (bytes, of which qstr pools).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = compiled_tree(Path(tmp))
+        src = Path(tmp) / "rom"
+        for p in tree.rglob("*.mpy"):
+            rel = p.relative_to(tree)
+            if rel.name == "esp32.mpy":
+                continue
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(p.read_bytes())
+        image = Path(tmp) / "fw.romfs"
+        mpremote = Path(sys.executable).parent / "mpremote"
+        subprocess.run(
+            [str(mpremote), "romfs", "-o", str(image), "build", str(src)],
+            capture_output=True,
+            check=True,
+        )
+        res = subprocess.run(
+            [find_micropython(), "-X", "heapsize=256K", "-c", _ROMFS % str(image)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp,
+        )
+    pools = [
+        int(line.split("n_total_bytes=")[1].split(",")[0])
+        for line in res.stdout.splitlines()
+        if "n_total_bytes=" in line
+    ]
+    _, total, where = next(ln for ln in res.stdout.splitlines() if ln.startswith("code")).split()
+    qstr = pools[1] - pools[0]
+    if not where.startswith("/rom/"):
+        raise RuntimeError(f"app was imported from {where}, not from the ROMFS image")
+    return int(total), int(qstr)
 
 
 def mpy_sizes() -> dict[str, int]:
@@ -188,6 +256,12 @@ def main() -> int:
     args = ap.parse_args()
     figures: dict[str, Any] = {"encode_us_median": encode_us_median()}
     figures.update(asyncio.run(unit_figures(args.presses)))
+    rom, qstr = romfs_code()
+    data = figures["heap_after_boot_data_bytes"]
+    figures["romfs_code_bytes"] = rom
+    figures["romfs_qstr_bytes"] = qstr
+    figures["heap_after_boot_romfs_bytes"] = data + rom
+    figures["heap_after_boot_frozen_estimate_bytes"] = data + rom - qstr
     sizes = mpy_sizes()
     figures["mpy_sizes"] = sizes
     figures["mpy_total_bytes"] = sum(sizes.values())
@@ -196,7 +270,18 @@ def main() -> int:
         return 0
     p = figures["press_to_first_byte_ms"]
     print(f"encode (ALARM, MicroPython):   {figures['encode_us_median']:.1f} us/frame median")
-    print(f"heap after boot:               {figures['heap_after_boot_bytes']} bytes")
+    print(
+        f"heap after boot:               {figures['heap_after_boot_bytes']} bytes "
+        f"(code {figures['heap_after_boot_code_bytes']}, "
+        f"data {figures['heap_after_boot_data_bytes']}; heapsize {figures['heapsize']})"
+    )
+    print(
+        f"  with a ROMFS partition:      {figures['heap_after_boot_romfs_bytes']} bytes "
+        f"(code {figures['romfs_code_bytes']}, of which qstrs {figures['romfs_qstr_bytes']})"
+    )
+    print(
+        f"  frozen (estimate):           {figures['heap_after_boot_frozen_estimate_bytes']} bytes"
+    )
     print(f"heap after 100 alarms:         {figures['heap_after_100_alarms_bytes']} bytes")
     print(f"press -> first byte:           p50 {p['p50']} ms, max {p['max']} ms (n={p['n']})")
     print(

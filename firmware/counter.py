@@ -1,15 +1,23 @@
-# The unit's frame counter (SPEC.md 1.3): boot epoch (u32, stored before anything is
-# sent) and seq (u16). One flash write per boot, and one per 65536 frames.
+# The unit's frame counter (SPEC.md 1.3) and its boot record: boot epoch (u32, stored
+# before anything is sent), seq (u16), and the crash-loop count that decides safe mode.
 #
-# The epoch is kept in two records, written one after the other; the larger valid one
+# The boot record is ">IBB": epoch, `unhealthy` (boots in a row, ending with this one,
+# that have not reached a healthy state), flags (bit 0: this boot runs in safe mode). It
+# is written once at boot (epoch + 1, unhealthy + 1), once more when the boot has been
+# healthy for healthy_ms (unhealthy = 0), and once per 65536 frames (next epoch).
+#
+# The record is kept in two files, written one after the other; the larger valid epoch
 # wins at boot. If power fails while one is written, the other still holds an epoch at
-# least as high as any epoch used before, so a counter is never used twice.
+# least as high as any epoch used before, so a counter is never used twice. A 4-byte
+# record (firmware 1.0: the epoch alone) reads as a healthy boot.
 import struct
 from micropython import const
 
 _NAMES = ("epoch.a", "epoch.b")
 _SEQ_MAX = const(0xFFFF)
 _EPOCH_MAX = const(0xFFFFFFFF)
+_FMT = ">IBB"
+_SAFE = const(1)
 
 
 class Counter:
@@ -18,38 +26,66 @@ class Counter:
         self.epoch = 0
         self._seq = 0
         self.ready = False
+        self.unhealthy = 0  # boots in a row before this one that did not become healthy
+        self.safe = False  # this boot runs in safe mode
+        self.was_safe = False  # the boot before this one ran in safe mode
+        self._count = 0  # `unhealthy` as stored for this boot (0 once it is healthy)
 
-    def stored_epoch(self):
-        best = 0
+    def _read(self):
+        best = None
         for name in _NAMES:
             data = self._store.read(name)
-            if data is not None and len(data) == 4:
-                e = struct.unpack(">I", data)[0]
-                if e > best:
-                    best = e
-        return best
+            if data is None:
+                continue
+            if len(data) == 6:
+                rec = struct.unpack(_FMT, data)
+            elif len(data) == 4:
+                rec = (struct.unpack(">I", data)[0], 0, 0)
+            else:
+                continue
+            if best is None or rec[0] > best[0]:
+                best = rec
+        return best or (0, 0, 0)
+
+    def stored_epoch(self):
+        return self._read()[0]
 
     def _store_epoch(self, e):
-        data = struct.pack(">I", e)
+        data = struct.pack(_FMT, e, min(self._count, 255), _SAFE if self.safe else 0)
         ok = True
         for name in _NAMES:
             if not self._store.write(name, data):
                 ok = False
         return ok
 
-    def boot(self):
-        """Take the next epoch and store it. Returns False if storage failed: then no
-        frame may be sent until boot() succeeds (the caller retries with backoff)."""
-        e = self.stored_epoch() + 1
+    def boot(self, crashed, safe_after):
+        """Take the next epoch and store it with this boot counted as not yet healthy.
+
+        `crashed`: the previous boot ended in a crash or a watchdog reset (not a power
+        cut): only then does it count towards safe mode. Safe mode when `safe_after`
+        boots in a row did not become healthy. Returns False if storage failed: then no
+        frame may be sent until boot() succeeds (the caller retries with backoff).
+        """
+        e, n, flags = self._read()
+        e += 1
         if e > _EPOCH_MAX:
             # 2^32 boots: unreachable in service; refuse rather than wrap and reuse
             return False
+        self.unhealthy = n if crashed else 0
+        self.safe = self.unhealthy >= safe_after
+        self.was_safe = bool(flags & _SAFE)
+        self._count = self.unhealthy + 1
         if not self._store_epoch(e):
             return False
         self.epoch = e
         self._seq = 0
         self.ready = True
         return True
+
+    def healthy(self):
+        """This boot has run healthy: the crash-loop count starts again from zero."""
+        self._count = 0
+        return self._store_epoch(self.epoch)
 
     def next(self):
         """The next seq (read `epoch` after it), or -1 if a new epoch could not be stored."""

@@ -4,7 +4,7 @@ import hashlib
 from micropython import const
 
 _BLOCK = const(64)
-MAC_LEN = const(8)
+_MAC_LEN = const(8)
 
 
 class Hmac8:
@@ -33,13 +33,13 @@ class Hmac8:
     def sign_into(self, msg, out, off):
         """Write the 8-byte tag of msg (a memoryview) to out[off:off+8]."""
         d = self._digest(msg)
-        for i in range(MAC_LEN):
+        for i in range(_MAC_LEN):
             out[off + i] = d[i]
 
     def check(self, msg, tag_buf, off):
         """True if tag_buf[off:off+8] is msg's tag; compares in constant time."""
         d = self._digest(msg)
         diff = 0
-        for i in range(MAC_LEN):
+        for i in range(_MAC_LEN):
             diff |= d[i] ^ tag_buf[off + i]
         return diff == 0

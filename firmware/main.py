@@ -3,21 +3,35 @@ import gc
 import sys
 
 
-def _board():
+def _board_class():
     if sys.platform == "esp32":
         from board.esp32 import Board
 
-        return Board()
+        return Board
     from board.virtual import Board
 
-    return Board(sys.argv[1:])
+    return Board
+
+
+def _make(board_class):
+    return board_class() if sys.platform == "esp32" else board_class(sys.argv[1:])
 
 
 def _main():
-    board = _board()
     gc.collect()
-    import app
-
+    before = gc.mem_alloc()
+    board_class = _board_class()
+    try:
+        import app
+    except Exception as e:  # a broken module on flash: reset (and count it) like a crash
+        _make(board_class).crashed(e)
+        return
+    gc.collect()
+    # the firmware's code as loaded into the heap (on an ESP32 with the modules frozen or
+    # on ROMFS, only their function and class objects): bench/firmware.py reports it
+    code = gc.mem_alloc() - before
+    board = _make(board_class)
+    board.code_bytes = code
     gc.collect()
     app.main(board)
 

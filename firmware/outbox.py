@@ -4,7 +4,9 @@
 # counter and the same MAC (SPEC.md 1.3). Alarm-class frames (ALARM, CANCEL, CHECKIN) are
 # written to flash BEFORE their first transmission and reloaded after a reboot, so a
 # pending alarm survives power loss and is never re-signed. Retries: first after
-# ~200 ms, then doubling with +-25 % jitter, capped at 30 s, for ever.
+# ~200 ms, then doubling with +-25 % jitter, capped at 30 s, for ever. Listen before
+# talk: while the link is busy (another unit sending) a frame waits 2-9 ms, at most 10
+# times in a row (a line that never falls quiet must not hold an alarm back).
 import asyncio
 import random
 import struct
@@ -14,23 +16,25 @@ from micropython import const
 
 import cobs
 
-_SLOTS = const(24)
-_W = const(32)  # bytes per slot: the longest uplink frame on the wire is 31
+_SLOTS = const(16)
+_W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 28 on the wire
 _RECENT = const(16)
 _FILE = "outbox.bin"
+_LBT_TRIES = const(10)
+_TICK_MS = const(20)
 
 # priorities: what is dropped first when every slot is full
-PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
-PRIO_FOLD = const(1)  # a further press of an open series (a later one supersedes it)
-PRIO_INFO = const(2)  # FAULT, TEST: RAM only
+_PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
+_PRIO_FOLD = const(1)  # a further press of an open series (a later one supersedes it)
+_PRIO_INFO = const(2)  # FAULT, TEST: RAM only
 _FREE = const(255)
 
 
 class Outbox:
-    """Up to 24 pending frames in parallel arrays (a few hundred bytes, no per-frame
+    """Up to 16 pending frames in parallel arrays (a few hundred bytes, no per-frame
     objects). When every slot is taken, the oldest FAULT/TEST, then the oldest further
-    press goes; only if 24 never-drop frames are pending is the oldest of those replaced
-    (counted in `dropped`)."""
+    press goes; only if 16 never-drop frames are pending is the oldest of those replaced
+    (counted in `dropped`). Priorities: 0 keep, 1 fold (further press), 2 info."""
 
     def __init__(self, link, store, retry_first_ms=200, retry_cap_ms=30000):
         self._link = link
@@ -45,6 +49,7 @@ class Outbox:
         self._prio = bytearray(b"\xff" * _SLOTS)  # _FREE marks an empty slot
         self._persist = bytearray(_SLOTS)
         self._attempts = bytearray(_SLOTS)
+        self._waits = bytearray(_SLOTS)  # listen-before-talk deferrals in a row
         self._epoch = array("I", bytes(4 * _SLOTS))
         self._seq = array("H", bytes(2 * _SLOTS))
         self._due = array("i", bytes(4 * _SLOTS))
@@ -74,7 +79,7 @@ class Outbox:
         for i in range(_SLOTS):
             if self._prio[i] == _FREE:
                 return i
-        for prio in (PRIO_INFO, PRIO_FOLD, PRIO_KEEP):
+        for prio in (_PRIO_INFO, _PRIO_FOLD, _PRIO_KEEP):
             i = self._oldest(prio)
             if i >= 0:
                 self.dropped += 1
@@ -104,6 +109,7 @@ class Outbox:
         self._prio[i] = prio
         self._persist[i] = 1 if persist else 0
         self._attempts[i] = 0
+        self._waits[i] = 0
         self._added[i] = now
         self._due[i] = now
 
@@ -136,6 +142,12 @@ class Outbox:
         return ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
 
     def _send(self, i, now):
+        if self._link.busy() and self._waits[i] < _LBT_TRIES:
+            # listen before talk: somebody else is on the line; try again in 2-9 ms
+            self._waits[i] += 1
+            self._due[i] = time.ticks_add(now, 2 + random.getrandbits(3))
+            return
+        self._waits[i] = 0
         self._link.send(self._views[i], self._n[i])
         self.remember(self._type[i], self._epoch[i], self._seq[i])
         a = self._attempts[i]
@@ -225,12 +237,12 @@ class Outbox:
     def kick(self):
         """Send every pending frame that is due now, never-drop frames first."""
         now = time.ticks_ms()
-        for prio in (PRIO_KEEP, PRIO_FOLD, PRIO_INFO):
+        for prio in (_PRIO_KEEP, _PRIO_FOLD, _PRIO_INFO):
             for i in range(_SLOTS):
                 if self._prio[i] == prio and time.ticks_diff(self._due[i], now) <= 0:
                     self._send(i, now)
 
     async def _run(self):
         while True:
-            await asyncio.sleep_ms(20)
+            await asyncio.sleep_ms(_TICK_MS)
             self.kick()

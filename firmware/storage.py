@@ -54,6 +54,13 @@ class Store:
             return False
         return True
 
+    def exists(self, name):
+        try:
+            os.stat(self._root + name)
+        except OSError:
+            return False
+        return True
+
     def remove(self, name):
         try:
             os.remove(self._root + name)

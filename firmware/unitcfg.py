@@ -57,6 +57,14 @@ class UnitConfig:
         self.battery_divider_x1000 = int(d.get("battery_divider_x1000", 2000))
         self.link_lost_ms = int(d.get("link_lost_ms", 3 * self.heartbeat_ms))
         self.tamper_debounce_ms = int(d.get("tamper_debounce_ms", 20))
+        self.mains_debounce_ms = int(d.get("mains_debounce_ms", 5000))
+        # the first heartbeat goes out at a random moment within boot_spread_ms
+        self.boot_spread_ms = int(d.get("boot_spread_ms", 2000))
+        # safe mode: after safe_after boots in a row that crashed before healthy_ms
+        self.healthy_ms = ms("healthy_ms", "healthy_s", 1000, 60)
+        self.safe_after = int(d.get("safe_after", 3))
+        # test hook: crash the app this long after boot, unless in safe mode (0: never)
+        self.test_crash_ms = int(d.get("test_crash_ms", 0))
 
 
 def load(root):

@@ -2,8 +2,15 @@
 
 Steps: read the unit from boards.yaml and its key from the key directory; compile the
 firmware with mpy-cross (``main.py`` stays source); write ``unit.json`` (address, role,
-kind, pins, timings, and the sha256 of every firmware file) and ``unit.key``; copy all of
-it with mpremote; check every file on the unit with ``mpremote fs sha256sum``; restart.
+kind, pins, timings, and the sha256 of every firmware file), ``unit.key`` and the
+installation-test marker ``install.test`` (the unit sends TEST kind 1, Contact ID 601,
+at its first boot and removes the marker once the gateway ACKed it); copy all of it
+with mpremote; check every file on the unit with ``mpremote fs sha256sum``; restart.
+
+``--config-only`` is for an ESP32 whose MicroPython image has the firmware frozen in
+(``firmware/manifest.py``) or on its ROMFS partition (``mpremote romfs deploy``): only
+``main.py``, ``unit.json``, ``unit.key`` and the marker are written, and firmware modules
+left on the filesystem are removed (they would shadow the frozen ones).
 
 On a real ESP32 the restart is ``mpremote reset``. For a virtual board (the MicroPython
 unix port with its REPL on a pty, ``--unix-port``) every mpremote command chain starts
@@ -26,7 +33,16 @@ from pathlib import Path
 
 from gateway.config import Unit, load_config
 from gateway.errors import ConfigError, GatewayError, KeyMissingError, LinkError
-from gateway.vboard import CONFIG_FILE, KEY_FILE, compiled_tree, unit_config
+from gateway.vboard import (
+    CONFIG_FILE,
+    FIRMWARE_DIR,
+    INSTALL_TEST_FILE,
+    KEY_FILE,
+    SOURCE_ONLY,
+    compiled_tree,
+    firmware_files,
+    unit_config,
+)
 from protocol.keys import key_path, read_key
 
 log = logging.getLogger(__name__)
@@ -52,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mpremote", default=None, help="mpremote executable (default: next to python)"
     )
+    parser.add_argument(
+        "--config-only",
+        action="store_true",
+        help="the firmware is frozen or on ROMFS: write main.py, config and key only",
+    )
 
 
 def _mpremote_exe(given: str | None) -> str:
@@ -63,12 +84,17 @@ def _mpremote_exe(given: str | None) -> str:
     return shutil.which("mpremote") or "mpremote"
 
 
-def stage(unit: Unit, key: bytes, out: Path, cache: Path) -> dict[str, str]:
-    """Fill ``out`` with what the unit's flash must hold; return path -> sha256."""
+def stage(unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True) -> dict[str, str]:
+    """Fill ``out`` with what the unit's flash must hold; return path -> sha256.
+
+    ``code=False``: the modules are frozen or on ROMFS; only ``main.py`` is staged.
+    """
     tree = compiled_tree(cache)
     files: dict[str, str] = {}
     for src in sorted(p for p in tree.rglob("*") if p.is_file()):
         rel = src.relative_to(tree).as_posix()
+        if not code and rel not in SOURCE_ONLY:
+            continue
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -78,9 +104,10 @@ def stage(unit: Unit, key: bytes, out: Path, cache: Path) -> dict[str, str]:
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
     (out / KEY_FILE).write_text(key.hex() + "\n")
     (out / KEY_FILE).chmod(0o600)
+    (out / INSTALL_TEST_FILE).write_text("deploy\n")
     return {
         rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
-        for rel in [*files, CONFIG_FILE, KEY_FILE]
+        for rel in [*files, CONFIG_FILE, KEY_FILE, INSTALL_TEST_FILE]
     }
 
 
@@ -120,10 +147,25 @@ class Mpremote:
         return res.stdout
 
 
-def _cleanup_script(paths: Sequence[str]) -> str:
-    """MicroPython code: make the folders, remove the twin of each file (.py vs .mpy)."""
+def _module_files() -> list[str]:
+    """Every path a firmware module may have on a unit (.py and .mpy), but main.py."""
+    out = []
+    for rel in firmware_files(FIRMWARE_DIR):
+        p = rel.as_posix()
+        if p not in SOURCE_ONLY:
+            out += [p, p[:-3] + ".mpy"]
+    return out
+
+
+def _cleanup_script(paths: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """MicroPython code: make the folders, remove the twin of each file (.py vs .mpy).
+
+    ``extra``: files to remove as well, and then their folders if empty (a ``board``
+    folder left on the filesystem would hide the frozen ``board`` package).
+    """
     dirs = sorted({str(Path(p).parent) for p in paths if "/" in p})
-    twins = []
+    gone_dirs = sorted({str(Path(p).parent) for p in extra if "/" in p} - set(dirs))
+    twins = list(extra)
     for p in paths:
         if p.endswith(".mpy"):
             twins.append(p[:-4] + ".py")
@@ -135,6 +177,8 @@ def _cleanup_script(paths: Sequence[str]) -> str:
         "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
         f"for f in {twins!r}:\n"
         "    try:\n        os.remove(f)\n    except OSError:\n        pass\n"
+        f"for d in {gone_dirs!r}:\n"
+        "    try:\n        os.rmdir(d)\n    except OSError:\n        pass\n"
     )
 
 
@@ -151,13 +195,18 @@ def _parse_sha(out: str) -> dict[str, str]:
     return sums
 
 
-def deploy(unit: Unit, key: bytes, mp: Mpremote, cache: Path | None = None) -> dict[str, str]:
-    """Stage, copy, verify and restart one unit; return the verified path -> sha256."""
+def deploy(
+    unit: Unit, key: bytes, mp: Mpremote, cache: Path | None = None, code: bool = True
+) -> dict[str, str]:
+    """Stage, copy, verify and restart one unit; return the verified path -> sha256.
+
+    ``code=False`` (``--config-only``): the firmware is frozen or on ROMFS.
+    """
     with tempfile.TemporaryDirectory(prefix="campusguard-deploy-") as tmp:
         staging = Path(tmp) / "unit"
-        expected = stage(unit, key, staging, cache or Path(tmp))
+        expected = stage(unit, key, staging, cache or Path(tmp), code)
         paths = sorted(expected)
-        mp.run(["exec", _cleanup_script(paths)])
+        mp.run(["exec", _cleanup_script(paths, () if code else _module_files())])
         mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
     got = _parse_sha(mp.run(["fs", "sha256sum", *(f":{p}" for p in paths)]))
     bad = [p for p in paths if got.get(p) != expected[p]]
@@ -185,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise KeyMissingError(str(exc)) from None
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(unit, key, mp)
+        files = deploy(unit, key, mp, code=not args.config_only)
     except (GatewayError, ConfigError) as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """Virtual alarm units: the real firmware (``firmware/``) on the MicroPython unix port.
 
-A :class:`VirtualUnit` runs ``micropython -X heapsize=64K main.py`` in a unit folder
+A :class:`VirtualUnit` runs ``micropython -X heapsize=80K main.py`` in a unit folder
 prepared by :func:`prepare_unit_dir` (the fast path for fleets; ``campusguard deploy``
 is the real path, through mpremote). It gives the unit two ptys:
 
@@ -12,8 +12,8 @@ is the real path, through mpremote). It gives the unit two ptys:
   gateway side does not read are buffered by the pty and dropped when it is full,
   never blocking the unit.
 * the control channel (text lines, see ``firmware/README.md``): inputs in (button,
-  check-in button, tamper switch, battery voltage, a hang hook), LED and buzzer states
-  out.
+  check-in button, tamper switch, mains sense, battery voltage, the sounder's self-test
+  outcome, the installer's TEST request, a hang hook), LED and buzzer states out.
 
 A watchdog reset ends the process; :attr:`VirtualUnit.exit_code` is then
 :data:`WATCHDOG_EXIT` (3). The unit does not restart by itself: call ``restart()``
@@ -49,10 +49,19 @@ log = logging.getLogger(__name__)
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 WATCHDOG_EXIT = 3
 """``exit_code`` after the firmware's watchdog ended the process."""
+CRASH_EXIT = 4
+"""``exit_code`` after the firmware crashed (an exception reached ``app.main``)."""
 CONFIG_FILE = "unit.json"
 KEY_FILE = "unit.key"
+INSTALL_TEST_FILE = "install.test"
+"""Deploy's marker: the unit sends the installation TEST (kind 1, Contact ID 601) at the
+next boot, and removes the file once the gateway ACKed it."""
+DEFAULT_HEAPSIZE = "80K"
+"""MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses)."""
 SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
+HOST_ONLY = ("manifest.py",)
+"""Files in ``firmware/`` that never go onto a unit (the freeze manifest)."""
 
 _RELAY_CHUNK = 4096
 
@@ -74,7 +83,11 @@ def find_micropython() -> str:
 
 def firmware_files(root: Path = FIRMWARE_DIR) -> list[Path]:
     """The firmware's source files, relative to ``root`` (what goes onto a unit)."""
-    return sorted(p.relative_to(root) for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(root).as_posix() not in HOST_ONLY
+    )
 
 
 def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -147,19 +160,23 @@ def prepare_unit_dir(
     overrides: Mapping[str, Any] | None = None,
     compiled: bool = False,
     cache: str | os.PathLike[str] | None = None,
+    install_test: bool = False,
 ) -> Path:
     """Make ``unit_dir`` what a deployed unit's flash holds: firmware, unit.json, unit.key.
 
     The fast path for virtual fleets (no mpremote); ``campusguard deploy`` is the real
     path. With ``compiled=True`` the modules are ``.mpy`` files as deploy writes them
-    (cached under ``cache``, default ``unit_dir/..``). Existing state (epoch records,
-    pending outbox) in the folder is kept.
+    (cached under ``cache``, default ``unit_dir/..``). With ``install_test`` the folder
+    gets deploy's installation-test marker (:data:`INSTALL_TEST_FILE`). Existing state
+    (epoch records, pending outbox) in the folder is kept.
     """
     d = Path(unit_dir)
     d.mkdir(parents=True, exist_ok=True)
     src = compiled_tree(Path(cache) if cache else d.parent) if compiled else FIRMWARE_DIR
     for rel in sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()):
         if rel.suffix not in (".py", ".mpy") or "__pycache__" in rel.parts:
+            continue
+        if rel.as_posix() in HOST_ONLY:
             continue
         dst = d / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +185,8 @@ def prepare_unit_dir(
     key_file = d / KEY_FILE
     key_file.write_text(key.hex() + "\n")
     key_file.chmod(0o600)
+    if install_test:
+        (d / INSTALL_TEST_FILE).write_text("deploy\n")
     return d
 
 
@@ -238,7 +257,7 @@ class VirtualUnit:
         unit_dir: str | os.PathLike[str],
         *,
         micropython: str | None = None,
-        heapsize: str = "64K",
+        heapsize: str = DEFAULT_HEAPSIZE,
         name: str | None = None,
     ) -> None:
         """``unit_dir`` must have been prepared (:func:`prepare_unit_dir` or deploy)."""
@@ -266,6 +285,7 @@ class VirtualUnit:
         self.led_history: list[str] = []
         self.buzzer_history: list[str] = []
         self.logs: list[str] = []
+        self._mem: tuple[int, int, int] | None = None
         self.epoch: int | None = None
         """The boot epoch the running firmware announced."""
         self.reloaded = 0
@@ -452,9 +472,37 @@ class VirtualUnit:
         """Set the battery voltage the unit's ADC reads (0 = no battery fitted)."""
         self._send(f"battery {int(mv)}")
 
+    async def set_mains(self, present: bool) -> None:
+        """Drive the mains-sense input (the unit needs a ``mains`` pin in its config)."""
+        self._send(f"mains {1 if present else 0}")
+
+    async def set_sounder(self, ok: bool) -> None:
+        """What the unit's sounder self-check finds (TEST result bit 3 when not ok)."""
+        self._send(f"sounder {1 if ok else 0}")
+
+    async def request_test(self) -> None:
+        """The installer asks for a TEST (kind 1, Contact ID 601) now.
+
+        On a real unit: ``mpremote exec "import app; app.request_test()" + reset``.
+        """
+        self._send("test")
+
     async def hang(self) -> None:
         """Test hook: the firmware's main loop stops for good (the watchdog must act)."""
         self._send("hang")
+
+    async def mem(self, timeout: float = 3.0) -> tuple[int, int, int]:
+        """Heap of the running firmware after ``gc.collect()``: (in use, free, code).
+
+        ``code`` is the heap taken by importing the firmware's modules at boot (what
+        freezing them or a ROMFS partition would mostly save); the rest is data.
+        """
+        self._mem = None
+        self._send("mem")
+        await self._wait_for(lambda: self._mem is not None, timeout, "mem")
+        if self._mem is None:  # pragma: no cover - _wait_for raised already
+            raise VirtualUnitError(f"{self.name}: no mem reply")
+        return self._mem
 
     # ------------------------------------------------------------------ outputs
 
@@ -497,7 +545,8 @@ class VirtualUnit:
         elif what == "wdt":
             self._wdt = True
         elif what == "mem":
-            self.logs.append(line)
+            nums = [int(word) for word in rest.split()]
+            self._mem = (nums[0], nums[1], nums[2] if len(nums) > 2 else 0)
         elif what == "log":
             self.logs.append(rest)
             log.info("%s: %s", self.name, rest)
@@ -517,6 +566,10 @@ class VirtualUnit:
     async def wait_led(self, state: str, timeout: float = 5.0) -> None:
         """Wait until the LED shows ``state``; raise :class:`VirtualUnitError` on timeout."""
         await self._wait_for(lambda: self.led == state, timeout, f"led {state}")
+
+    async def wait_log(self, text: str, timeout: float = 5.0) -> None:
+        """Wait until a ``log`` line from the firmware contains ``text``; raise on timeout."""
+        await self._wait_for(lambda: any(text in line for line in self.logs), timeout, text)
 
     async def wait_buzzer(self, state: str, timeout: float = 5.0) -> None:
         """Wait until the buzzer plays ``state``; raise on timeout."""

@@ -2,8 +2,10 @@
 #
 # Wiring (pins from unit.json, i.e. boards.yaml): buttons to GND with the internal
 # pull-up (pressed = 0); tamper switch closed to GND while the case is shut (open = 1);
-# LED and an ACTIVE buzzer on GPIO outputs (high = on); battery through a divider to an
-# ADC1 pin (battery_divider_x1000, default 2.000); UART1 on uart_tx/uart_rx.
+# mains sense (optional) high while mains power is present, with the internal pull-down
+# (a broken wire reads as mains lost); LED and an ACTIVE buzzer on GPIO outputs (high =
+# on); battery through a divider to an ADC1 pin (battery_divider_x1000, default 2.000);
+# UART1 on uart_tx/uart_rx.
 import asyncio
 import sys
 
@@ -17,10 +19,10 @@ _MAINTENANCE_WDT_MS = 2 * 60 * 60 * 1000
 class Input:
     """A pin whose IRQ only sets a ThreadSafeFlag; value() is 1 while active."""
 
-    def __init__(self, pin_no, active_low):
+    def __init__(self, pin_no, active_low, pull=Pin.PULL_UP):
         self.flag = asyncio.ThreadSafeFlag()
         self._set = self.flag.set  # bound once: the handler allocates nothing
-        self._pin = Pin(pin_no, Pin.IN, Pin.PULL_UP)
+        self._pin = Pin(pin_no, Pin.IN, pull)
         self._invert = 1 if active_low else 0
         self._pin.irq(handler=self._irq, trigger=Pin.IRQ_FALLING | Pin.IRQ_RISING)
 
@@ -53,6 +55,8 @@ class Board:
             self._inputs["checkin"] = Input(pins["checkin"], True)
         if "tamper" in pins:
             self._inputs["tamper"] = Input(pins["tamper"], False)
+        if "mains" in pins:
+            self._inputs["mains"] = Input(pins["mains"], False, Pin.PULL_DOWN)
         self._led = Pin(pins["led"], Pin.OUT, value=0) if "led" in pins else None
         self._buzzer = Pin(pins["buzzer"], Pin.OUT, value=0) if "buzzer" in pins else None
         self._adc = None
@@ -60,8 +64,16 @@ class Board:
             self._adc = ADC(Pin(pins["battery_adc"]))
             self._adc.atten(ADC.ATTN_11DB)
         self._wdt = None
+        self.code_bytes = 0
+        # "power": power-on or the reset pin (a power cut is not a crash); "wdt"; any
+        # other reset (machine.reset() after a crash, a panic) counts towards safe mode
         cause = machine.reset_cause()
-        self._cause = "wdt" if cause == machine.WDT_RESET else "power"
+        if cause == machine.WDT_RESET:
+            self._cause = "wdt"
+        elif cause in (machine.PWRON_RESET, machine.HARD_RESET):
+            self._cause = "power"
+        else:
+            self._cause = "crash"
 
     def uart(self, baud):
         p = self._pins
@@ -84,6 +96,21 @@ class Board:
     def indicate(self, what, name):
         pass  # the pins show it
 
+    def sounder_ok(self):
+        """The buzzer's GPIO reads back what is driven (Pin.OUT is input+output on the
+        ESP32): catches a line shorted to GND or 3V3. The 1 is driven for a few us,
+        far too short to sound. It cannot hear the buzzer itself."""
+        p = self._buzzer
+        if p is None:
+            return False
+        level = p.value()
+        p.value(1)
+        high = p.value()
+        p.value(0)
+        low = p.value()
+        p.value(level)
+        return high == 1 and low == 0
+
     def battery_mv(self):
         if self._adc is None:
             return 0
@@ -93,7 +120,7 @@ class Board:
         print(text)
 
     def ready(self, epoch, reloaded):
-        print("campusguard: ready, epoch", epoch, "reloaded", reloaded)
+        print("campusguard: ready, epoch", epoch, "reloaded", reloaded, "code", self.code_bytes)
 
     def reset_cause(self):
         return self._cause
@@ -105,7 +132,7 @@ class Board:
         if self._wdt is not None:
             self._wdt.feed()
 
-    def start(self):
+    def start(self, app):
         pass
 
     def stop(self):

@@ -1,11 +1,13 @@
 # The virtual board: the real firmware on the MicroPython unix port.
 #
-#   micropython -X heapsize=64K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
+#   micropython -X heapsize=80K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
 #
 # UART: a pty opened in raw mode with VMIN=0/VTIME=0 (else a read blocks the loop).
 # Control channel: a second pty carrying text lines (firmware/README.md):
-#   in:  button 0|1, checkin 0|1, tamper 0|1 (1 = case open), battery MV, hang
-#   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt
+#   in:  button 0|1, checkin 0|1, tamper 0|1 (1 = case open), mains 0|1 (0 = lost),
+#        battery MV, sounder 0|1 (0 = the self-test finds it broken), test (installer's
+#        TEST), mem, hang
+#   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt, mem ALLOC FREE CODE
 # Storage: files in the unit folder. Watchdog: a thread that, if the main loop stops
 # feeding it, records "wdt" as the reset cause and kills the whole process (SIGKILL, as
 # abrupt as a real reset; the host driver reports it as exit code 3).
@@ -17,6 +19,8 @@ import sys
 import termios  # host-only: raw mode on the ptys
 import time
 from micropython import const
+
+from link import readable  # asyncio's poller, without loading asyncio.stream
 
 _VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
 _VTIME = const(5)
@@ -66,8 +70,14 @@ class Board:
         if self._uart_path is None or self._ctl_path is None:
             raise SystemExit("usage: micropython main.py --uart PTY --ctl PTY")
         self._ctl = _open_raw(self._ctl_path)
-        self._inputs = {"button": Input(), "checkin": Input(), "tamper": Input()}
+        self._inputs = {
+            "button": Input(), "checkin": Input(), "tamper": Input(), "mains": Input()
+        }
+        self._inputs["mains"].level = 1  # mains present
         self._battery_mv = 3700
+        self._sounder = True
+        self._app = None
+        self.code_bytes = 0  # heap taken by importing the firmware (main.py measures it)
         self.led_level = 0
         self.buzzer_level = 0
         self._task = None
@@ -94,6 +104,9 @@ class Board:
 
     def battery_mv(self):
         return self._battery_mv
+
+    def sounder_ok(self):
+        return self._sounder
 
     def _say(self, line):
         self._ctl.write(line.encode() + b"\n")
@@ -150,6 +163,9 @@ class Board:
     def crashed(self, exc):
         sys.print_exception(exc)
         self.log("crash: " + repr(exc))
+        # what a crash's reset leaves behind (the ESP32 reads machine.reset_cause())
+        with open(_CAUSE_FILE, "w") as f:
+            f.write("crash\n")
         sys.exit(4)
 
     def unconfigured(self, why):
@@ -161,18 +177,21 @@ class Board:
 
     # ---- the control channel ----
 
-    def start(self):
+    def start(self, app):
+        self._app = app
         self._task = asyncio.create_task(self._control())
 
     def stop(self):
+        self._app = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
     async def _control(self):
-        reader = asyncio.StreamReader(self._ctl)
+        ctl = self._ctl
         while True:
-            line = await reader.readline()
+            await readable(ctl)  # type: ignore[misc]  # a generator: MicroPython awaits it
+            line = ctl.readline()  # commands are short lines, written whole by the host
             if not line:
                 await asyncio.sleep_ms(50)
                 continue
@@ -186,9 +205,15 @@ class Board:
             self._inputs[cmd].drive(1 if words[1] == "1" else 0)
         elif cmd == "battery" and len(words) == 2:
             self._battery_mv = int(words[1])
+        elif cmd == "sounder" and len(words) == 2:
+            self._sounder = words[1] == "1"
+        elif cmd == "test":
+            # the installer's TEST (kind 1); on a real unit: app.request_test() at the REPL
+            app = self._app
+            self.log("test " + ("sent" if app is not None and app.manual_test() else "refused"))
         elif cmd == "mem":
             gc.collect()
-            self._say("mem %d %d" % (gc.mem_alloc(), gc.mem_free()))
+            self._say("mem %d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes))
         elif cmd == "hang":
             # test hook: the main loop stops here for good; only the watchdog ends it
             while True:

@@ -19,7 +19,6 @@ from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolErr
 from protocol.keys import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAP = "96K"
 
 # small timings so a test runs in seconds; the semantics are the same as in service
 FAST: dict[str, Any] = {
@@ -32,6 +31,7 @@ FAST: dict[str, Any] = {
     "wdt_ms": 1500,
     "retry_first_ms": 200,
     "retry_cap_ms": 800,
+    "boot_spread_ms": 200,
 }
 
 
@@ -151,7 +151,10 @@ async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIt
     made: list[tuple[VirtualUnit, GatewayEnd]] = []
 
     async def factory(
-        unit_id: str = "shop-fruit", start: bool = True, **overrides: Any
+        unit_id: str = "shop-fruit",
+        start: bool = True,
+        install_test: bool = False,
+        **overrides: Any,
     ) -> tuple[VirtualUnit, GatewayEnd]:
         unit = register.units[unit_id]
         folder = prepare_unit_dir(
@@ -161,8 +164,9 @@ async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIt
             overrides={**FAST, **overrides},
             compiled=True,
             cache=fw_cache,
+            install_test=install_test,
         )
-        vu = VirtualUnit(folder, heapsize=HEAP)
+        vu = VirtualUnit(folder)  # the default heap (DEFAULT_HEAPSIZE) is what a unit gets
         gw = GatewayEnd(vu.link_path, unit.addr)  # opened before the unit talks
         made.append((vu, gw))
         if start:

@@ -41,7 +41,7 @@ for key, unit, wire in job.get("decode", []):
     t = dec.decode(buf, n)
     if t < 0:
         decoded.append([-1, proto.REASONS[dec.reason], []])
-    elif t == proto.ACK:
+    elif t == 0x81:  # ACK
         decoded.append([t, "", [dec.epoch, dec.seq, dec.ref_epoch, dec.ref_seq, dec.state]])
     else:
         decoded.append([t, "", [dec.epoch, dec.seq, dec.pattern, dec.duration_s]])

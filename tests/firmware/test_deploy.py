@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli
-from gateway.vboard import VirtualUnit, find_micropython
-from protocol import MsgType
+from gateway.vboard import INSTALL_TEST_FILE, VirtualUnit, find_micropython
+from protocol import MsgType, TestKind
 from protocol.keys import read_key
-from tests.firmware.conftest import HEAP, ROOT, GatewayEnd
+from tests.firmware.conftest import ROOT, GatewayEnd
 
 CONFIG = str(ROOT / "boards.yaml")
 
@@ -79,20 +79,50 @@ def test_keygen_then_deploy_then_run(
     cfg = json.loads((flash / "unit.json").read_text())
     assert cfg["addr"] == 257 and cfg["kind"] == "panic" and "app.mpy" in cfg["fw_files"]
     assert (flash / "unit.key").read_text().strip() == read_key(keys, "shop-fruit").hex()
+    assert (flash / INSTALL_TEST_FILE).exists()
 
     async def run_unit() -> None:
-        vu = VirtualUnit(flash, heapsize=HEAP)
+        vu = VirtualUnit(flash)
         gw = GatewayEnd(vu.link_path, 257, read_key(keys, "shop-fruit"))
         try:
             await vu.start()
-            await gw.next(MsgType.HEARTBEAT)
+            # the first boot after a deploy sends the installation test (601) ...
+            test = await gw.next(MsgType.TEST, after=0)
+            assert test.frame.body.kind == TestKind.MANUAL
+            gw.ack(test.frame)
+            await gw.next(MsgType.HEARTBEAT, after=0)
             await vu.click()
             await gw.next(MsgType.ALARM)
+            # ... and, once it is ACKed, not again
+            await vu.wait_log("test acked")
+            assert not (flash / INSTALL_TEST_FILE).exists()
         finally:
             gw.close()
             await vu.stop()
 
     asyncio.run(run_unit())
+
+    # a unit whose MicroPython image has the firmware frozen in (firmware/manifest.py)
+    # or on ROMFS: config only, and no module left on the filesystem to shadow it
+    rc = cli(
+        [
+            "deploy",
+            "shop-fruit",
+            "--port",
+            port,
+            "--config",
+            CONFIG,
+            "--keydir",
+            str(keys),
+            "--unix-port",
+            "--config-only",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    left = sorted(p.relative_to(flash).as_posix() for p in flash.rglob("*.*py"))
+    assert left == ["main.py"]
+    assert not (flash / "board").exists()
+    assert json.loads((flash / "unit.json").read_text())["fw_files"].keys() == {"main.py"}
 
 
 def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ async def test_heartbeat_cadence(make_unit: UnitFactory) -> None:
     gaps = [b.at - a.at for a, b in itertools.pairwise(hbs)]
     assert all(0.4 < g < 0.7 for g in gaps), gaps
     body = hbs[-1].frame.body
-    assert body.fw == 0x0100 and body.battery_mv == 3700 and body.flags == 0
+    assert body.fw == 0x0101 and body.battery_mv == 3700 and body.flags == 0
 
 
 async def test_tamper_reported_at_once_and_restored(make_unit: UnitFactory) -> None:

@@ -11,7 +11,7 @@ from gateway.config import Config
 from gateway.vboard import VirtualUnit, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
-from tests.firmware.conftest import FAST, HEAP
+from tests.firmware.conftest import FAST
 
 
 async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: Path) -> None:
@@ -23,7 +23,7 @@ async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: P
         compiled=True,
         cache=fw_cache,
     )
-    vu = VirtualUnit(folder, heapsize=HEAP)
+    vu = VirtualUnit(folder)
     port = serial.Serial(vu.link_path, 115200, timeout=0.05)  # opened before the unit talks
     codec = Codec({257: TEST_KEY}, gateway=True)
     deframer = Deframer()

@@ -1,0 +1,102 @@
+"""Mains sense, and manners on a shared bus: heartbeat jitter, boot offset, listen
+before talk."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+
+from protocol import Codec, FaultCode, Frame, Heartbeat, HeartbeatFlags, MsgType
+from protocol.keys import TEST_KEY
+from tests.firmware.conftest import UnitFactory
+
+MAINS_PINS = {
+    "button": 0,
+    "tamper": 4,
+    "led": 2,
+    "buzzer": 15,
+    "battery_adc": 34,
+    "uart_tx": 17,
+    "uart_rx": 16,
+    "mains": 13,
+}
+
+
+async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit(
+        pins=MAINS_PINS, mains_debounce_ms=600, heartbeat_ms=300, link_lost_ms=60000
+    )
+    await gw.next(MsgType.HEARTBEAT)
+    # a flicker shorter than the debounce is not a mains loss
+    await vu.set_mains(False)
+    await asyncio.sleep(0.2)
+    await vu.set_mains(True)
+    await asyncio.sleep(0.8)
+    assert not gw.of(MsgType.FAULT)
+    t0 = time.monotonic()
+    await vu.set_mains(False)
+    f = await gw.next(MsgType.FAULT, timeout=2)
+    assert (f.frame.body.code, f.frame.body.active) == (FaultCode.MAINS_LOST, 1)
+    assert f.at - t0 >= 0.55
+    await vu.wait_led("fault")
+    hb = await gw.next(MsgType.HEARTBEAT)
+    assert hb.frame.body.flags & HeartbeatFlags.MAINS_LOST
+    gw.ack(f.frame)
+    await vu.set_mains(True)
+    f = await gw.next(MsgType.FAULT, timeout=2, pred=lambda fr: fr.body.active == 0)
+    assert f.frame.body.code == FaultCode.MAINS_LOST
+    hb = await gw.next(MsgType.HEARTBEAT)
+    assert not hb.frame.body.flags & HeartbeatFlags.MAINS_LOST
+    await vu.wait_led("idle")
+
+
+async def test_unit_without_mains_pin_ignores_the_input(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit(mains_debounce_ms=100, heartbeat_ms=300, link_lost_ms=60000)
+    await gw.next(MsgType.HEARTBEAT)
+    await vu.set_mains(False)
+    hb = await gw.next(MsgType.HEARTBEAT)
+    hb = await gw.next(MsgType.HEARTBEAT)
+    assert hb.frame.body.flags == 0 and not gw.of(MsgType.FAULT)
+
+
+async def test_heartbeats_jitter_and_boot_offset(make_unit: UnitFactory) -> None:
+    vu, gw = await make_unit(heartbeat_ms=300, boot_spread_ms=400, start=False)
+    await vu.start()
+    ready = time.monotonic()
+    await gw.wait(lambda fs: len([a for a in fs if a.frame.type == MsgType.HEARTBEAT]) >= 8)
+    hbs = gw.of(MsgType.HEARTBEAT)
+    assert hbs[0].at - ready < 0.4 + 0.15  # within boot_spread_ms of ready
+    gaps = [b.at - a.at for a, b in itertools.pairwise(hbs)]
+    assert all(0.25 < g < 0.36 for g in gaps), gaps  # 300 ms +- 10 %, +- scheduling
+    assert max(gaps) - min(gaps) > 0.005, gaps  # not a fixed period
+
+
+async def test_listen_before_talk_holds_a_frame_while_the_line_is_busy(
+    make_unit: UnitFactory,
+) -> None:
+    vu, gw = await make_unit()
+    await gw.next(MsgType.HEARTBEAT)
+    # another unit (addr 999) talking on the shared line, back to back
+    other = Codec({999: TEST_KEY}, gateway=False)
+    chatter = other.encode(Frame(999, 1, 1, Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0))))
+    stop = asyncio.Event()
+
+    async def talk() -> None:
+        while not stop.is_set():
+            os.write(gw.fd, chatter)
+            await asyncio.sleep(0.001)
+
+    talker = asyncio.create_task(talk())
+    try:
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        await vu.press()
+        alarm = await gw.next(MsgType.ALARM, timeout=1.0)
+    finally:
+        stop.set()
+        await talker
+    await vu.release()
+    # held back while the line was busy (at most ~10 tries), then sent anyway
+    assert 0.04 < alarm.at - t0 < 0.6, alarm.at - t0
