@@ -12,11 +12,13 @@ from pathlib import Path
 
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.config import Config, Link, load_config
+from gateway.duty import DutyWatch
 from gateway.errors import GatewayError
 from gateway.ports import Outlet, Watcher
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.store import Store, default_db_path
+from gateway.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,13 @@ DEFAULT_BAUD = 115200
 def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
     """The logic that watches the frame stream (unit supervision, guard duty).
 
-    Wired here by the lead; each watcher gets the outlet for events and signals, the
-    store (``store.conn`` for its own tables) and the clock.
+    Each watcher gets the outlet for events and signals, the store's connection for its
+    own tables, and the clock. Build them outside a store transaction: they create tables.
     """
-    return []
+    return [
+        Supervisor(config, outlet, store.conn, clock),
+        DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
+    ]
 
 
 def default_keydir() -> Path:
