@@ -1,0 +1,177 @@
+"""Hardware-in-the-loop harness: whole units, the real gateway, a real broker, the police.
+
+Options (in the spirit of Espressif's pytest-embedded):
+
+    --port PORT        a real unit's USB serial port (repeatable, or 'A|B'); with it the
+                       scenarios that a real board can play run on the boards
+    --unit UNIT        the register id of the unit on each --port (same order)
+    --jig-gpio LINE    the Pi's GPIO line wired across each unit's button (same order;
+                       'gpiochip0:17' or a sysfs number '17'); without it the harness
+                       presses through the unit's REPL (see hil_tests/README.md)
+    --hil-config PATH  the register of the real units (default boards.yaml)
+    --hil-keydir DIR   their keys (default keys/)
+
+Without --port every scenario runs on virtual boards: MicroPython processes running the
+real firmware, each deployed through ``campusguard deploy`` (mpremote) once per distinct
+unit image for the session, each with its own pty link; units share links through
+:class:`gateway.fleet.TappedRelay`, as on an RS-485 bus or a radio channel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from gateway.fleet import Fleet, FleetPlan, FleetUnit
+from gateway.localbroker import LocalBroker
+from gateway.police import Police
+from hil_tests.realboard import RealRig, RealUnit, real_rig_options
+
+# One register for every virtual scenario: small timings so each runs in seconds. Every
+# module builds its fleet from this plan (or fewer units of it), so the flash images are
+# the same across modules and each is deployed through mpremote once per session.
+HIL_PLAN = FleetPlan(
+    units=10,
+    links=2,
+    guard_post=True,
+    gateway_id="hil-gw",
+    heartbeat_s=10,
+    missed_heartbeats=3,
+    long_press_ms=1500,
+    cancel_window_s=10,
+    incident_window_s=10,
+    checkin_interval_min=5,
+    grace_min=1,
+    ladder=(("prompt_guard", 0), ("security_lead", 1), ("police", 2)),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("campusguard-hil", "CampusGuard hardware-in-the-loop")
+    group.addoption("--port", action="append", default=[], help="a real unit's serial port")
+    group.addoption("--unit", action="append", default=[], help="register id per --port")
+    group.addoption(
+        "--jig-gpio", action="append", default=[], help="GPIO line across each unit's button"
+    )
+    group.addoption("--hil-config", default="boards.yaml", help="register of the real units")
+    group.addoption("--hil-keydir", default="keys", help="key directory of the real units")
+
+
+def _split(values: list[str]) -> list[str]:
+    return [p for v in values for p in v.split("|") if p]
+
+
+@pytest.fixture(scope="session")
+def real_boards(request: pytest.FixtureRequest) -> list[tuple[str, str, str | None]]:
+    """(port, unit, jig line) per real board; empty: virtual boards."""
+    return real_rig_options(
+        _split(request.config.getoption("--port")),
+        _split(request.config.getoption("--unit")),
+        _split(request.config.getoption("--jig-gpio")),
+    )
+
+
+@pytest.fixture
+def virtual_only(real_boards: list[tuple[str, str, str | None]]) -> None:
+    """Skip a scenario that needs powers a real board does not give the harness."""
+    if real_boards:
+        pytest.skip("needs virtual-only powers (SIGKILL of a unit, an impaired link, a clock)")
+
+
+@pytest.fixture(scope="session")
+def hil_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session folder: one key directory and one image cache for every virtual fleet."""
+    root = tmp_path_factory.mktemp("hil")
+    (root / "keys").mkdir()
+    (root / "images").mkdir()
+    return root
+
+
+def fleet_for(
+    root: Path, name: str, broker_url: str, plan: FleetPlan = HIL_PLAN, **kw: Any
+) -> Fleet:
+    """A virtual fleet for one module, deployed through mpremote (images shared)."""
+    return Fleet(
+        root / name,
+        plan,
+        broker_url=broker_url,
+        provision="mpremote",
+        image_cache=root / "images",
+        keydir=root / "keys",
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A private Mosquitto per module (persistent: a restart keeps sessions)."""
+    with LocalBroker(tmp_path_factory.mktemp("mqtt"), persistent=True) as b:
+        yield b
+
+
+@dataclass
+class VirtualRig:
+    """A fleet and the police, handing each scenario units nobody used yet."""
+
+    fleet: Fleet
+    police: Police
+    used: set[str] = field(default_factory=set)
+
+    async def take(self, link: str | None = None) -> FleetUnit:
+        """A fresh (never pressed) non-guard unit, on ``link`` if given."""
+        for u in self.fleet.units.values():
+            if u.id in self.used or u.spec.role == "guard_post":
+                continue
+            if link is not None and u.link != link:
+                continue
+            self.used.add(u.id)
+            return u
+        raise RuntimeError("the fleet has no unused unit left: raise HIL units")
+
+
+Rig = VirtualRig | RealRig
+Unit = FleetUnit | RealUnit
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def rig(
+    hil_root: Path,
+    broker: LocalBroker,
+    real_boards: list[tuple[str, str, str | None]],
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Rig]:
+    """The module's units, gateway and police: virtual by default, real with --port."""
+    police = Police(broker.url, identifier=f"police-{request.module.__name__}")
+    await police.start()
+    try:
+        if real_boards:
+            real = RealRig(
+                real_boards,
+                Path(request.config.getoption("--hil-config")),
+                Path(request.config.getoption("--hil-keydir")),
+                broker.url,
+                police,
+                hil_root / "real",
+            )
+            async with real:
+                yield real
+            return
+        opts = getattr(request.module, "FLEET", {})
+        fleet = fleet_for(hil_root, request.module.__name__.rsplit(".", 1)[-1], broker.url, **opts)
+        t0 = time.monotonic()
+        async with fleet:
+            if fleet.gateway_mode == "inprocess":
+                await fleet.wait_connected()
+            await police.wait_for(
+                lambda: len(police.events("test")) >= len(fleet.units), 20, "installation tests"
+            )
+            print(f"\nfleet {fleet.dir.name}: up in {time.monotonic() - t0:.1f} s {fleet.timings}")
+            yield VirtualRig(fleet, police)
+    finally:
+        await police.stop()
