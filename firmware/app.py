@@ -2,13 +2,20 @@
 # on the wire, and what the unit shows. README.md explains the gestures.
 #
 # Each layer is handed the next in its constructor: board -> Link (framing) -> Outbox
-# (delivery) -> App (this file). App owns every task it starts and cancels them in stop().
+# (delivery) -> App (this file). Each layer's task is its run(); App starts every task
+# (start()), the supervisor watches them, stop() cancels them.
 # A guard post's check-in button lives in checkin.py, imported only where there is one.
+# The boot sequence (config, epoch, outbox reload, boot frames, tasks) is startup.py,
+# which main() drops once the unit runs: its code does not stay in RAM.
 #
 # Safe mode (README.md): after `safe_after` boots in a row that crashed before running
 # healthy for healthy_ms, the unit runs only what an alarm needs: the alarm button,
 # delivery until ACK, heartbeats (flag SAFE_MODE), FAULT safe_mode. Everything optional
 # (tests, SIGNAL display, check-in, tamper/battery/mains supervision) stays off.
+#
+# RAM: every function costs ~100 bytes beyond its bytecode and every attribute a map
+# entry, so the periodic work (battery, mains, periodic TEST, link lost, the cancel
+# gesture's end, uptime) runs in the supervisor's 100 ms tick rather than in tasks.
 import asyncio
 import gc
 import random
@@ -22,7 +29,6 @@ from feedback import Feedback
 from link import Link
 from outbox import Outbox
 from storage import Store
-from uptime import Uptime
 
 # wire numbers (SPEC.md 2; tests/firmware/test_consts.py checks them against protocol/)
 _ALARM = const(0x01)
@@ -39,9 +45,6 @@ _F_TAMPER = const(1)
 _F_BUTTON_STUCK = const(2)
 _F_LOW_BATTERY = const(3)
 _F_MAINS_LOST = const(4)
-_F_WATCHDOG_RESET = const(5)
-_F_SAFE_MODE = const(6)
-_F_STORAGE = const(7)
 _F_LINK_LOST = const(8)
 _HB_TAMPER = const(0x01)
 _HB_LOW_BATTERY = const(0x02)
@@ -74,12 +77,8 @@ _FW = const((_FW_MAJOR << 8) | _FW_MINOR)
 _SUPERVISE_MS = const(100)
 _GC_EVERY_MS = const(5000)
 _CANCELLED_SHOW_MS = const(5000)
-_STORAGE_RETRY_MAX_MS = const(10000)
-_TEST_STEP_MS = const(60000)  # long waits in steps: asyncio's ticks reach 2^29 ms only
-_MAINS_POLL_MS = const(250)
 _LBT_WAIT_MAX_MS = const(100)
 _INSTALL_TEST = "install.test"  # written by deploy; removed once the TEST is ACKed
-_SELFTEST = "selftest"
 
 _app = None  # the running App (for request_test())
 
@@ -89,26 +88,60 @@ def _rand(n):
     return (n * random.getrandbits(8)) >> 8
 
 
+class Cfg:
+    """unit.json's values (startup.py sets them; the loader is dropped after boot).
+    MicroPython ignores bare annotations: they are for mypy, and cost no RAM."""
+
+    key: bytes
+    addr: int
+    role: str
+    kind: int
+    pins: dict
+    baud: int
+    heartbeat_ms: int
+    long_press_ms: int
+    cancel_window_ms: int
+    incident_window_ms: int
+    test_interval_ms: int
+    debounce_ms: int
+    stuck_ms: int
+    cancel_presses: int
+    cancel_gap_ms: int
+    retry_first_ms: int
+    retry_cap_ms: int
+    wdt_ms: int
+    low_battery_mv: int
+    battery_ok_mv: int
+    battery_poll_ms: int
+    link_lost_ms: int
+    tamper_debounce_ms: int
+    mains_debounce_ms: int
+    boot_spread_ms: int
+    healthy_ms: int
+    safe_after: int
+    test_crash_ms: int
+
+
 class App:
     def __init__(self, board, cfg):
         self.board = board
         self.cfg = cfg
         self.store = Store(board.root)
         self.counter = Counter(self.store)
-        self.uptime = Uptime()
-        self.enc = proto.Encoder(cfg.addr, cfg.key)
-        self.dec = proto.Decoder(cfg.addr, cfg.key)
-        self.link = Link(board.uart(cfg.baud), self.dec, self.on_frame)
+        self.codec = proto.Codec(cfg.addr, cfg.key)  # one key setup for both directions
+        self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame)
         self.outbox = Outbox(self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms)
         self.feedback = Feedback(board)
         self.button = Button(
             board.input("button"), self, cfg.debounce_ms, cfg.long_press_ms, cfg.stuck_ms
         )
         self.checkin = None  # checkin.Checkin on a guard post (not in safe mode)
-        self.tamper_in = board.input("tamper")
-        self.mains_in = board.input("mains") if "mains" in cfg.pins else None
-        self._tasks = []
+        self.tasks = []
         self.safe = False
+        # uptime beyond the 2^30 ms wrap of ticks_ms (folded every supervisor tick)
+        self._up_last = time.ticks_ms()
+        self._up_s = 0
+        self._up_ms = 0
         # the open alarm series
         self._open = False
         self._kind = cfg.kind
@@ -129,19 +162,32 @@ class App:
         self.mains_lost = False
         self.battery_mv = 0
         self.storage_fault = False
-        self._last_ack = time.ticks_ms()
+        self._last_ack = self._up_last
         self._link_lost = False
         self._signal = False
         self._dl_epoch = 0
         self._dl_seq = 0
         self._dl_any = False
-        self._healthy_stored = False
         # the manual TEST awaiting its ACK (-1: none)
         self._mtest_epoch = 0
         self._mtest_seq = -1
         self.last_epoch = 0
         self.last_seq = 0
-        self.heartbeats = 0
+
+    # ---------------------------------------------------------------- uptime
+
+    def ms32(self):
+        """Uptime in ms modulo 2^32 (the wire's press_ms); folds the ticks elapsed into
+        seconds (called at least every 100 ms by the supervisor: ticks wrap at 2^30 ms)."""
+        now = time.ticks_ms()
+        ms = self._up_ms + time.ticks_diff(now, self._up_last)
+        self._up_last = now
+        if ms >= 1000:
+            q = ms // 1000
+            self._up_s += q
+            ms -= q * 1000
+        self._up_ms = ms
+        return (self._up_s * 1000 + ms) & 0xFFFFFFFF
 
     # ---------------------------------------------------------------- sending
 
@@ -153,35 +199,20 @@ class App:
             self.storage_fault = True
             return False
         epoch = self.counter.epoch
-        n = self.enc.frame(mtype, epoch, seq, a, b, c, d)
+        enc = self.codec
+        n = enc.frame(mtype, epoch, seq, a, b, c, d)
         self.last_epoch = epoch
         self.last_seq = seq
         if reliable:
-            if not self.outbox.add(mtype, epoch, seq, self.enc.wire, n, prio, persist):
+            if not self.outbox.add(mtype, epoch, seq, enc.wire, n, prio, persist):
                 self.storage_fault = True
         else:
-            self.link.send(self.enc.wire, n)
+            self.link.send(enc.wire, n)
             self.outbox.remember(mtype, epoch, seq)
         return True
 
     def fault(self, code, active, detail=0):
         self.send(_FAULT, code, 1 if active else 0, detail & 0xFFFF)
-
-    def heartbeat_flags(self):
-        f = 0
-        if self.tamper_open:
-            f |= _HB_TAMPER
-        if self.low_battery:
-            f |= _HB_LOW_BATTERY
-        if self.mains_lost:
-            f |= _HB_MAINS_LOST
-        if self.button_stuck:
-            f |= _HB_BUTTON_STUCK
-        if self.safe:
-            f |= _HB_SAFE_MODE
-        if self.outbox.pending(_ALARM):
-            f |= _HB_ALARM_PENDING
-        return f
 
     # ---------------------------------------------------------------- the alarm button
 
@@ -199,7 +230,7 @@ class App:
             self._quiet = self._kind == _KIND_SILENT
             self._presses = 1
             # press_ms: uptime at the first edge, not after the debounce
-            self._first_ms = (self.uptime.ms32() - time.ticks_diff(now, t0)) & 0xFFFFFFFF
+            self._first_ms = (self.ms32() - time.ticks_diff(now, t0)) & 0xFFFFFFFF
             self._opened = t0
             self._burst = -1  # presses run together with the opening one never cancel
             self._ack_state = 0
@@ -232,17 +263,12 @@ class App:
             return
         self.feedback.show(led=self._series_led(), buzzer="chirp")
 
-    def on_stuck(self, held_ms):
-        self.stuck(True)
-
-    def on_unstuck(self, held_ms):
-        self.stuck(False)
-
     def stuck(self, active):
+        """The button (alarm or check-in) is held for stuck_ms (True) / released (False)."""
         if active != self.button_stuck:
             self.button_stuck = active
             self.fault(_F_BUTTON_STUCK, active)
-            self._show_base()
+            self.show_base()
 
     def _series_led(self):
         s = self._ack_state
@@ -276,9 +302,10 @@ class App:
     # ---------------------------------------------------------------- downlink
 
     def on_frame(self, dec):
-        if dec.mtype == _ACK:
-            self._on_ack(dec.ref_epoch, dec.ref_seq, dec.state)
-        elif dec.mtype == _SIGNAL and not self.safe:
+        """A good downlink frame (ACK or SIGNAL) from the link."""
+        if dec.mtype == _SIGNAL:
+            if self.safe:
+                return
             if self._dl_any and not proto.counter_above(
                 dec.epoch, dec.seq, self._dl_epoch, self._dl_seq
             ):
@@ -287,9 +314,29 @@ class App:
             self._dl_any = True
             self._dl_epoch = dec.epoch
             self._dl_seq = dec.seq
-            self._on_signal(dec.pattern, dec.duration_s)
-
-    def _on_ack(self, epoch, seq, state):
+            pattern = dec.pattern
+            if pattern == _SIG_STOP:
+                self.stop_signal()
+                return
+            if self._open:
+                return  # an alarm in progress keeps the unit's outputs (and duress its silence)
+            name = (
+                "prompt" if pattern == _SIG_PROMPT
+                else "locate" if pattern == _SIG_LOCATE
+                else "escalated" if pattern == _SIG_ESCALATED
+                else None
+            )
+            if name is None:
+                return
+            self._signal = True
+            self.feedback.show(led=name, buzzer=name, duration_ms=dec.duration_s * 1000,
+                               led_then=self._base_led())
+            return
+        if dec.mtype != _ACK:
+            return
+        epoch = dec.ref_epoch
+        seq = dec.ref_seq
+        state = dec.state
         mtype = self.outbox.ack(epoch, seq)
         if mtype == 0:
             mtype = self.outbox.recent_type(epoch, seq)
@@ -299,7 +346,7 @@ class App:
         if self._link_lost:
             self._link_lost = False
             self.fault(_F_LINK_LOST, False, time.ticks_diff(now, self._last_ack) // 1000)
-            self._show_base()
+            self.show_base()
         self._last_ack = now
         if mtype == _ALARM and self._open and not proto.counter_above(
             self._first_epoch, self._first_seq, epoch, seq
@@ -322,24 +369,6 @@ class App:
             self.store.remove(_INSTALL_TEST)
             self.board.log("test acked")
 
-    def _on_signal(self, pattern, duration_s):
-        if pattern == _SIG_STOP:
-            self.stop_signal()
-            return
-        if self._open:
-            return  # an alarm in progress keeps the unit's outputs (and duress its silence)
-        name = (
-            "prompt" if pattern == _SIG_PROMPT
-            else "locate" if pattern == _SIG_LOCATE
-            else "escalated" if pattern == _SIG_ESCALATED
-            else None
-        )
-        if name is None:
-            return
-        self._signal = True
-        self.feedback.show(led=name, buzzer=name, duration_ms=duration_s * 1000,
-                           led_then=self._base_led())
-
     def stop_signal(self):
         if self._signal:
             self._signal = False
@@ -354,7 +383,7 @@ class App:
             return "fault"
         return "idle"
 
-    def _show_base(self):
+    def show_base(self):
         if not self._open and not self._signal:
             self.feedback.show(led=self._base_led())
 
@@ -368,15 +397,17 @@ class App:
             r |= _T_BATTERY
         if self.button_stuck:
             r |= _T_BUTTON
-        if self.storage_fault or not self._storage_ok():
+        mark = bytes((self.counter.epoch & 0xFF, self.last_seq & 0xFF))
+        store = self.store
+        if (
+            self.storage_fault
+            or not store.write("selftest", mark)
+            or store.read("selftest") != mark
+        ):
             r |= _T_STORAGE
         if not self.board.sounder_ok():
             r |= _T_SOUNDER
         return r
-
-    def _storage_ok(self):
-        mark = bytes((self.counter.epoch & 0xFF, self.last_seq & 0xFF))
-        return self.store.write(_SELFTEST, mark) and self.store.read(_SELFTEST) == mark
 
     def manual_test(self):
         """Send TEST kind 1 (Contact ID 601, the installer's test) now. Not in safe mode."""
@@ -388,82 +419,37 @@ class App:
             return True
         return False
 
-    async def _test(self):
-        """Periodic TEST (kind 0) every test_interval_ms of uptime, in steps of at most a
-        minute (a single sleep of 168 h would overflow asyncio's ticks on the ESP32)."""
-        left = self.cfg.test_interval_ms
-        while True:
-            t0 = time.ticks_ms()
-            await asyncio.sleep_ms(left if left < _TEST_STEP_MS else _TEST_STEP_MS)
-            left -= time.ticks_diff(time.ticks_ms(), t0)
-            if left <= 0:
-                left += self.cfg.test_interval_ms
-                if left <= 0:
-                    left = self.cfg.test_interval_ms
-                self.send(_TEST, _TEST_PERIODIC, self.self_test(), self.battery_mv)
+    # ---------------------------------------------------------------- supervision
 
-    # ---------------------------------------------------------------- tasks
-
-    def _start(self, coro):
-        t = asyncio.create_task(coro)
-        self._tasks.append(t)
-        return t
-
-    async def _tamper(self):
-        inp = self.tamper_in
+    async def tamper(self):
+        """The tamper switch's task (normal mode, units with a tamper input)."""
+        inp = self.board.input("tamper")
         while True:
             await inp.flag.wait()
             await asyncio.sleep_ms(self.cfg.tamper_debounce_ms)
-            self._check_tamper()
+            self.check_tamper()
 
-    def _check_tamper(self):
-        v = bool(self.tamper_in.value())
+    def check_tamper(self):
+        v = bool(self.board.input("tamper").value())
         if v != self.tamper_open:
             self.tamper_open = v
             self.fault(_F_TAMPER, v)
-            self._show_base()
+            self.show_base()
 
-    def _check_battery(self):
+    def check_battery(self):
         mv = self.board.battery_mv()
         self.battery_mv = mv
         cfg = self.cfg
         if mv and not self.low_battery and mv < cfg.low_battery_mv:
             self.low_battery = True
             self.fault(_F_LOW_BATTERY, True, mv)
-            self._show_base()
+            self.show_base()
         elif self.low_battery and (mv == 0 or mv >= cfg.battery_ok_mv):
             self.low_battery = False
             self.fault(_F_LOW_BATTERY, False, mv)
-            self._show_base()
+            self.show_base()
 
-    async def _battery(self):
-        while True:
-            await asyncio.sleep_ms(self.cfg.battery_poll_ms)
-            self._check_battery()
-
-    async def _mains(self, inp):
-        """Mains sense (high while present), sampled every 250 ms; a change counts once
-        the new level has held for mains_debounce_ms (a flicker is not a mains loss)."""
-        since = time.ticks_ms()
-        while True:
-            lost = not inp.value()
-            now = time.ticks_ms()
-            if lost == self.mains_lost:
-                since = now
-            elif time.ticks_diff(now, since) >= self.cfg.mains_debounce_ms:
-                self.mains_lost = lost
-                self.fault(_F_MAINS_LOST, lost)
-                self._show_base()
-            await asyncio.sleep_ms(_MAINS_POLL_MS)
-
-    def send_heartbeat(self):
-        self.heartbeats += 1
-        self.send(
-            _HEARTBEAT, self.battery_mv, self.uptime.s(), _FW, self.heartbeat_flags(),
-            reliable=False,
-        )
-
-    async def _heartbeat(self):
+    async def heartbeat(self):
         # units on one bus or radio channel powered up together must not send their
         # heartbeats together for ever: a random offset at boot, then +-10 % each time
         spread = self.cfg.boot_spread_ms
@@ -475,112 +461,107 @@ class App:
                 d = 2 + _rand(8)  # listen before talk: someone else is sending
                 await asyncio.sleep_ms(d)
                 waited += d
-            self.send_heartbeat()
+            f = _HB_ALARM_PENDING if self.outbox.pending(_ALARM) else 0
+            if self.tamper_open:
+                f |= _HB_TAMPER
+            if self.low_battery:
+                f |= _HB_LOW_BATTERY
+            if self.mains_lost:
+                f |= _HB_MAINS_LOST
+            if self.button_stuck:
+                f |= _HB_BUTTON_STUCK
+            if self.safe:
+                f |= _HB_SAFE_MODE
+            self.ms32()
+            self.send(_HEARTBEAT, self.battery_mv, self._up_s, _FW, f, reliable=False)
             hb = self.cfg.heartbeat_ms
             await asyncio.sleep_ms(hb - hb // 10 + _rand(hb // 5))
 
-    def _supervise(self, now):
-        cfg = self.cfg
-        self.uptime.fold()
-        self._maybe_cancel(now)
-        if self.checkin is not None:
-            self.checkin.supervise(now)
-        if self._alarm_owed and self.counter.ready:
-            self._send_alarm(_PRIO_KEEP)
-        if (
-            self._open
-            and not self.button.pressed
-            and self.outbox.pending(_ALARM) == 0
-            and time.ticks_diff(now, self._last_press) > cfg.incident_window_ms
-        ):
-            self._open = False
-            self.feedback.show(led=self._base_led(), buzzer="off")
-        if not self._link_lost and time.ticks_diff(now, self._last_ack) > cfg.link_lost_ms:
-            self._link_lost = True
-            self.fault(_F_LINK_LOST, True, time.ticks_diff(now, self._last_ack) // 1000)
-            self._show_base()
-
-    def _healthy(self):
-        """True while every task of every layer is still running (else: no feed, and the
-        watchdog resets the unit)."""
-        for t in self._tasks:
-            if t.done():
-                return False
-        for part in (self.button, self.outbox, self.link, self.feedback):
-            if part._task is None or part._task.done():
-                return False
-        return self.checkin is None or self.checkin.alive()
-
-    async def _boot(self):
-        """Store the epoch (and count this boot) before anything is sent (SPEC.md 1.3)."""
-        board = self.board
-        cfg = self.cfg
-        crashed = board.reset_cause() != "power"
-        delay = 100
-        while not self.counter.boot(crashed, cfg.safe_after):
-            self.storage_fault = True
-            board.log("storage: cannot store the epoch; nothing is sent until it is")
-            board.wdt_feed()
-            await asyncio.sleep_ms(delay)
-            delay = min(delay * 2, _STORAGE_RETRY_MAX_MS)
-        self.safe = self.counter.safe
-
-    async def run(self):
+    async def run(self, boot):
+        """boot(app): startup.boot, the boot sequence (epoch stored before anything is
+        sent); then the supervisor, every 100 ms: feeds the watchdog while every task is
+        alive, and does the periodic work."""
         global _app
         _app = self
+        reloaded = await boot(self)
+        boot = None  # startup's code can go before the check-in module comes in
+        gc.collect()
         board = self.board
         cfg = self.cfg
-        board.wdt_start(cfg.wdt_ms)
-        self.feedback.start()
-        self.feedback.show(led="idle", buzzer="off")
-        await self._boot()
         safe = self.safe
-        # frames pending before the reboot go out again first, byte for byte
-        reloaded = self.outbox.load()
-        self.link.start()
-        self.outbox.kick()
-        self.outbox.start()
-        # what happened while we were down
-        if self.storage_fault:
-            self.fault(_F_STORAGE, True)
-        if board.reset_cause() == "wdt":
-            self.fault(_F_WATCHDOG_RESET, True)
-        if safe:
-            board.log("safe mode after %d crashed boots in a row" % self.counter.unhealthy)
-            self.fault(_F_SAFE_MODE, True, self.counter.unhealthy)
-        elif self.counter.was_safe:
-            self.fault(_F_SAFE_MODE, False)
-        self.battery_mv = board.battery_mv()
-        if not safe:
-            self._check_battery()
-            if self.tamper_in is not None:
-                self._check_tamper()
-                self._start(self._tamper())
-            if self.mains_in is not None:
-                self._start(self._mains(self.mains_in))
-            if cfg.role == "guard_post" and board.input("checkin") is not None:
-                from checkin import Checkin
+        if not safe and cfg.role == "guard_post" and board.input("checkin") is not None:
+            from checkin import Checkin
 
-                self.checkin = Checkin(self, board.input("checkin"))
-                self.checkin.start()
-            self._start(self._battery())
-            self._start(self._test())
-            if self.store.exists(_INSTALL_TEST):
-                self.manual_test()  # first boot after a deploy: the installation test
-        self.button.start()
-        self._start(self._heartbeat())
+            self.checkin = Checkin(self, board.input("checkin"))
+            self.start(self.checkin.button.run())
         board.start(self)
         board.ready(self.counter.epoch, reloaded)
-        booted = last_gc = time.ticks_ms()
+        mains = None if safe or "mains" not in cfg.pins else board.input("mains")
+        battery_left = cfg.battery_poll_ms
+        test_left = cfg.test_interval_ms  # counted down: 168 h in ticks would overflow
+        healthy_stored = False
+        mains_changed = False  # mains sense differs from mains_lost, first seen at:
+        booted = last = last_gc = mains_since = time.ticks_ms()
         while True:
             await asyncio.sleep_ms(_SUPERVISE_MS)
             now = time.ticks_ms()
-            self._supervise(now)
-            if self._healthy():
+            dt = time.ticks_diff(now, last)
+            last = now
+            self.ms32()
+            self._maybe_cancel(now)
+            if self.checkin is not None:
+                self.checkin.supervise(now)
+            if self._alarm_owed and self.counter.ready:
+                self._send_alarm(_PRIO_KEEP)
+            if (
+                self._open
+                and not self.button.pressed
+                and self.outbox.pending(_ALARM) == 0
+                and time.ticks_diff(now, self._last_press) > cfg.incident_window_ms
+            ):
+                self._open = False
+                self.feedback.show(led=self._base_led(), buzzer="off")
+            if not self._link_lost and time.ticks_diff(now, self._last_ack) > cfg.link_lost_ms:
+                self._link_lost = True
+                self.fault(_F_LINK_LOST, True, time.ticks_diff(now, self._last_ack) // 1000)
+                self.show_base()
+            if not safe:
+                battery_left -= dt
+                if battery_left <= 0:
+                    battery_left = cfg.battery_poll_ms
+                    self.check_battery()
+                if mains is not None:
+                    # mains sense (high while present): a change counts once the new
+                    # level has held for mains_debounce_ms since it was first seen (a
+                    # flicker is not a mains loss)
+                    lost = not mains.value()
+                    if lost == self.mains_lost:
+                        mains_changed = False
+                    elif not mains_changed:
+                        mains_changed = True
+                        mains_since = now
+                    elif time.ticks_diff(now, mains_since) >= cfg.mains_debounce_ms:
+                        mains_changed = False
+                        self.mains_lost = lost
+                        self.fault(_F_MAINS_LOST, lost)
+                        self.show_base()
+                test_left -= dt
+                if test_left <= 0:
+                    test_left += cfg.test_interval_ms
+                    if test_left <= 0:
+                        test_left = cfg.test_interval_ms
+                    self.send(_TEST, _TEST_PERIODIC, self.self_test(), self.battery_mv)
+            # healthy: every task of every layer still running (else: no feed, and the
+            # watchdog resets the unit)
+            ok = True
+            for t in self.tasks:
+                if t.done():
+                    ok = False
+            if ok:
                 board.wdt_feed()
-                if not self._healthy_stored and time.ticks_diff(now, booted) >= cfg.healthy_ms:
+                if not healthy_stored and time.ticks_diff(now, booted) >= cfg.healthy_ms:
                     # the crash-loop count starts again; the next boot is a normal one
-                    self._healthy_stored = self.counter.healthy()
+                    healthy_stored = self.counter.healthy()
                     board.log("healthy: crash-loop count cleared")
             if cfg.test_crash_ms and not safe and time.ticks_diff(now, booted) >= cfg.test_crash_ms:
                 raise RuntimeError("test_crash_ms")  # test hook (unit.json): a crash loop
@@ -588,18 +569,16 @@ class App:
                 last_gc = now
                 gc.collect()
 
+    def start(self, coro):
+        """Run coro as one of the unit's tasks (watched by the supervisor)."""
+        self.tasks.append(asyncio.create_task(coro))
+
     def stop(self):
         global _app
         _app = None
-        for t in self._tasks:
+        for t in self.tasks:
             t.cancel()
-        self._tasks = []
-        self.button.stop()
-        if self.checkin is not None:
-            self.checkin.stop()
-        self.outbox.stop()
-        self.link.stop()
-        self.feedback.stop()
+        self.tasks = []
         self.board.stop()
 
 
@@ -613,29 +592,32 @@ def request_test(root="/"):
     """
     if _app is not None and _app.manual_test():
         return True
-    s = Store(root)
-    s.write(_INSTALL_TEST, b"repl")
+    Store(root).write(_INSTALL_TEST, b"repl")
     return False
 
 
 def main(board):
-    """Load the unit's config and run it; a crash resets the board (the watchdog would)."""
+    """Load the unit's config and run it; a crash resets the board (the watchdog would).
+
+    The boot-only code (startup.py: config loader, epoch, outbox reload, boot frames) is
+    imported here and dropped from sys.modules before the unit runs, so that it is freed
+    once the boot sequence has returned."""
     import sys
 
-    import unitcfg
-
     try:
-        cfg = unitcfg.load(board.root)
-    except (OSError, ValueError, KeyError) as e:
-        board.unconfigured(repr(e))
+        import startup
+    except Exception as e:  # a broken module on flash: a crash, like main.py's imports
+        board.crashed(e)
         return
-    # the loader's code is needed once: free it before the unit starts
-    del unitcfg
-    sys.modules.pop("unitcfg", None)
+    app = startup.build(board)  # None: unconfigured (the board was told)
+    coro = None if app is None else app.run(startup.boot)
+    del startup
+    sys.modules.pop("startup", None)
+    if app is None or coro is None:
+        return
     gc.collect()
-    app = App(board, cfg)
     try:
-        asyncio.run(app.run())
+        asyncio.run(coro)
     except KeyboardInterrupt:
         app.stop()
         board.maintenance()

@@ -10,8 +10,8 @@
 #   on_press(t_ms)           leading edge (t_ms = ticks_ms of the first edge)
 #   on_long(t_ms)            still held at long_ms
 #   on_release(t_ms, held_ms, was_long)
-#   on_stuck(held_ms)        still held at stuck_ms (a fault, not a press)
-#   on_unstuck(held_ms)      released after on_stuck
+#   stuck(True)              still held at stuck_ms (a fault, not a press)
+#   stuck(False)             released after stuck(True)
 import asyncio
 import time
 from micropython import const
@@ -29,18 +29,9 @@ class Button:
         self.stuck_ms = stuck_ms
         self.pressed = False
         self.stuck = False
-        self.presses = 0
-        self._task = None
 
-    def start(self):
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self):
+    async def run(self):
+        """The layer's task (App starts it, watches it and cancels it)."""
         inp = self._inp
         h = self._h
         first = True
@@ -57,7 +48,6 @@ class Button:
             if not inp.value():
                 continue  # bounce or noise shorter than debounce_ms
             self.pressed = True
-            self.presses += 1
             h.on_press(t0)
             was_long = False
             held = 0
@@ -73,9 +63,9 @@ class Button:
                     h.on_long(t0)
                 if not self.stuck and held >= self.stuck_ms:
                     self.stuck = True
-                    h.on_stuck(held)
+                    h.stuck(True)
             self.pressed = False
             h.on_release(t0, held, was_long)
             if self.stuck:
                 self.stuck = False
-                h.on_unstuck(held)
+                h.stuck(False)

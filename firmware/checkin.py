@@ -23,23 +23,13 @@ class Checkin:
         self._acked = False
         self._released = time.ticks_ms()
 
-    def start(self):
-        self.button.start()
-
-    def stop(self):
-        self.button.stop()
-
-    def alive(self):
-        t = self.button._task
-        return t is not None and not t.done()
-
     def send(self, duress):
         app = self._app
         self._pending = True
         self._acked = False
         self._held = duress  # a duress check-in is sent while the button is still held
         app.send(
-            _CHECKIN, 1 if duress else 0, app.uptime.ms32(),
+            _CHECKIN, 1 if duress else 0, app.ms32(),
             prio=_PRIO_KEEP if duress else _PRIO_FOLD, persist=True,
         )
 
@@ -59,11 +49,8 @@ class Checkin:
         if self._pending or self._acked:
             self._app.feedback.show(led="checkin")
 
-    def on_stuck(self, held_ms):
-        self._app.stuck(True)
-
-    def on_unstuck(self, held_ms):
-        self._app.stuck(False)
+    def stuck(self, active):
+        self._app.stuck(active)
 
     # ---- from the app ----
 

@@ -3,8 +3,9 @@
 #
 # The boot record is ">IBB": epoch, `unhealthy` (boots in a row, ending with this one,
 # that have not reached a healthy state), flags (bit 0: this boot runs in safe mode). It
-# is written once at boot (epoch + 1, unhealthy + 1), once more when the boot has been
-# healthy for healthy_ms (unhealthy = 0), and once per 65536 frames (next epoch).
+# is written once at boot (epoch + 1, unhealthy + 1: startup.py reads the record and
+# decides), once more when the boot has been healthy for healthy_ms (unhealthy = 0), and
+# once per 65536 frames (next epoch).
 #
 # The record is kept in two files, written one after the other; the larger valid epoch
 # wins at boot. If power fails while one is written, the other still holds an epoch at
@@ -13,10 +14,8 @@
 import struct
 from micropython import const
 
-_NAMES = ("epoch.a", "epoch.b")
 _SEQ_MAX = const(0xFFFF)
 _EPOCH_MAX = const(0xFFFFFFFF)
-_FMT = ">IBB"
 _SAFE = const(1)
 
 
@@ -24,78 +23,36 @@ class Counter:
     def __init__(self, store):
         self._store = store
         self.epoch = 0
-        self._seq = 0
-        self.ready = False
+        self.seq = 0
+        self.ready = False  # the epoch is stored: counters may be used
         self.unhealthy = 0  # boots in a row before this one that did not become healthy
         self.safe = False  # this boot runs in safe mode
         self.was_safe = False  # the boot before this one ran in safe mode
-        self._count = 0  # `unhealthy` as stored for this boot (0 once it is healthy)
+        self.count = 0  # `unhealthy` as stored for this boot (0 once it is healthy)
 
-    def _read(self):
-        best = None
-        for name in _NAMES:
-            data = self._store.read(name)
-            if data is None:
-                continue
-            if len(data) == 6:
-                rec = struct.unpack(_FMT, data)
-            elif len(data) == 4:
-                rec = (struct.unpack(">I", data)[0], 0, 0)
-            else:
-                continue
-            if best is None or rec[0] > best[0]:
-                best = rec
-        return best or (0, 0, 0)
-
-    def stored_epoch(self):
-        return self._read()[0]
-
-    def _store_epoch(self, e):
-        data = struct.pack(_FMT, e, min(self._count, 255), _SAFE if self.safe else 0)
+    def store(self, e):
+        """Write the boot record with epoch e to both copies; False if either failed."""
+        data = struct.pack(">IBB", e, min(self.count, 255), _SAFE if self.safe else 0)
         ok = True
-        for name in _NAMES:
+        for name in ("epoch.a", "epoch.b"):
             if not self._store.write(name, data):
                 ok = False
         return ok
 
-    def boot(self, crashed, safe_after):
-        """Take the next epoch and store it with this boot counted as not yet healthy.
-
-        `crashed`: the previous boot ended in a crash or a watchdog reset (not a power
-        cut): only then does it count towards safe mode. Safe mode when `safe_after`
-        boots in a row did not become healthy. Returns False if storage failed: then no
-        frame may be sent until boot() succeeds (the caller retries with backoff).
-        """
-        e, n, flags = self._read()
-        e += 1
-        if e > _EPOCH_MAX:
-            # 2^32 boots: unreachable in service; refuse rather than wrap and reuse
-            return False
-        self.unhealthy = n if crashed else 0
-        self.safe = self.unhealthy >= safe_after
-        self.was_safe = bool(flags & _SAFE)
-        self._count = self.unhealthy + 1
-        if not self._store_epoch(e):
-            return False
-        self.epoch = e
-        self._seq = 0
-        self.ready = True
-        return True
-
     def healthy(self):
         """This boot has run healthy: the crash-loop count starts again from zero."""
-        self._count = 0
-        return self._store_epoch(self.epoch)
+        self.count = 0
+        return self.store(self.epoch)
 
     def next(self):
         """The next seq (read `epoch` after it), or -1 if a new epoch could not be stored."""
         if not self.ready:
             return -1
-        if self._seq > _SEQ_MAX:
-            if self.epoch >= _EPOCH_MAX or not self._store_epoch(self.epoch + 1):
+        if self.seq > _SEQ_MAX:
+            if self.epoch >= _EPOCH_MAX or not self.store(self.epoch + 1):
                 return -1
             self.epoch += 1
-            self._seq = 0
-        s = self._seq
-        self._seq = s + 1
+            self.seq = 0
+        s = self.seq
+        self.seq = s + 1
         return s

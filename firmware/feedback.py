@@ -1,129 +1,135 @@
 # What the unit shows: named LED and buzzer patterns (the installer's table is in
-# README.md). A pattern is a tuple of durations in ms, alternating on/off and starting
-# with on; () is off, (x,) is steady on. Repeating patterns loop; one-shot patterns (the
-# buzzer's confirmations) end in "off". The board's indicate() hook hears every change of
-# state by name (the virtual board reports it on its control channel).
+# README.md). A pattern is a run of durations in units of 10 ms, alternating on/off and
+# starting with on; empty is off, one duration is steady on. Repeating patterns loop;
+# one-shot patterns (the buzzer's confirmations) end in "off". The board's indicate()
+# hook hears every change of state by name (the virtual board reports it on its control
+# channel).
+#
+# The tables are one bytes object per output (a length byte, then the durations), found
+# by the name's index in a tuple: no per-pattern objects in RAM.
 import asyncio
 import time
 from micropython import const
 
 _TICK_MS = const(20)
+_UNIT_MS = const(10)
 
-LED = {
-    "off": (),
-    "idle": (40, 2960),  # healthy: a short blink every 3 s
-    "sending": (100, 100),  # alarm sent, the gateway has not confirmed it yet
-    "received": (1000,),  # steady: the gateway has the alarm
-    "police_ack": (150, 150, 150, 850),  # double blink: police have acknowledged
-    "cancelled": (50, 950),  # cancel recorded
-    "checkin": (300, 300),  # check-in sent, waiting
-    "checkin_ok": (1000,),  # check-in recorded (also shown for a duress check-in)
-    "prompt": (500, 500),  # the gateway asks the guard to check in
-    "locate": (50, 50),  # installer's locate
-    "escalated": (250, 250, 250, 1250),
-    "no_link": (1000, 1000),  # no ACK from the gateway for a while
-    "fault": (200, 1800),  # tamper, low battery or stuck button
-}
-BUZZER = {
-    "off": (),
-    "chirp": (60,),  # one short beep: press taken
-    "received": (80, 120, 80),  # two beeps: gateway has it
-    "police_ack": (80, 120, 80, 120, 80),  # three beeps: police acknowledged
-    "cancelled": (400,),
-    "checkin_ok": (60,),
-    "prompt": (200, 800),  # repeating until check-in or the prompt ends
-    "locate": (100, 400),
-    "escalated": (200, 200),
-}
-_REPEAT = ("prompt", "locate", "escalated")
-
-
-class _Output:
-    def __init__(self, what, table, drive, indicate, repeat_all):
-        self.what = what
-        self._table = table
-        self._drive = drive
-        self._indicate = indicate
-        self._repeat_all = repeat_all
-        self.name = ""
-        self._p = ()
-        self._start = time.ticks_ms()
-        self._level = -1
-        self._until = time.ticks_ms()  # when a timed pattern ends
-        self._timed = False
-        self._then = "off"
-
-    def set(self, name, duration_ms=0, then="off"):
-        """Show pattern `name`; after duration_ms (0 = no limit) show `then`."""
-        if name == self.name and duration_ms == 0:
-            return
-        self.name = name
-        self._then = then
-        self._p = self._table[name]
-        self._start = time.ticks_ms()
-        self._until = time.ticks_add(self._start, duration_ms)
-        self._timed = duration_ms > 0
-        self._indicate(self.what, name)
-        self.update(self._start)
-
-    def _write(self, level):
-        if level != self._level:
-            self._level = level
-            self._drive(level)
-
-    def update(self, now):
-        p = self._p
-        if self._timed and time.ticks_diff(now, self._until) >= 0:
-            self._timed = False
-            self.set(self._then)
-            return
-        if not p:
-            self._write(0)
-            return
-        if len(p) == 1 and self._repeat_all:
-            self._write(1)
-            return
-        total = 0
-        for d in p:
-            total += d
-        t = time.ticks_diff(now, self._start)
-        if t >= total:
-            if not (self._repeat_all or self.name in _REPEAT):
-                self.set("off")
-                return
-            t %= total
-        i = 0
-        for d in p:
-            if t < d:
-                break
-            t -= d
-            i += 1
-        self._write(0 if i & 1 else 1)
+_LED_NAMES = (
+    "off", "idle", "sending", "received", "police_ack", "cancelled", "checkin",
+    "checkin_ok", "prompt", "locate", "escalated", "no_link", "fault",
+)
+_LED = (
+    b"\x00"  # off
+    b"\x04\x04\x94\x00\x94"  # idle: 40 on, 2960 off (1480 + 0 on + 1480: a byte holds 2550)
+    b"\x02\x0a\x0a"  # sending: fast blink, the gateway has not confirmed it yet
+    b"\x01\x64"  # received: steady, the gateway has the alarm
+    b"\x04\x0f\x0f\x0f\x55"  # police_ack: double blink
+    b"\x02\x05\x5f"  # cancelled: 50 ms every second
+    b"\x02\x1e\x1e"  # checkin: check-in sent, waiting
+    b"\x01\x64"  # checkin_ok: steady (also shown for a duress check-in)
+    b"\x02\x32\x32"  # prompt: the gateway asks the guard to check in
+    b"\x02\x05\x05"  # locate: installer's locate
+    b"\x04\x19\x19\x19\x7d"  # escalated: triple pattern
+    b"\x02\x64\x64"  # no_link: 1 s on/off, no ACK from the gateway for a while
+    b"\x02\x14\xb4"  # fault: 200 ms every 2 s (tamper, low battery or stuck button)
+)
+_BUZZER_NAMES = (
+    "off", "chirp", "received", "police_ack", "cancelled", "checkin_ok", "prompt",
+    "locate", "escalated",
+)
+_BUZZER = (
+    b"\x00"  # off
+    b"\x01\x06"  # chirp: one short beep, press taken
+    b"\x03\x08\x0c\x08"  # received: two beeps
+    b"\x05\x08\x0c\x08\x0c\x08"  # police_ack: three beeps
+    b"\x01\x28"  # cancelled: long beep
+    b"\x01\x06"  # checkin_ok
+    b"\x02\x14\x50"  # prompt: repeating until check-in or the prompt ends
+    b"\x02\x0a\x28"  # locate
+    b"\x02\x14\x14"  # escalated
+)
+# buzzer patterns from "prompt" on (table offset 17) repeat; LED patterns all repeat
+_BUZZER_REPEAT_AT = const(17)
 
 
 class Feedback:
+    """The LED (output 0, every pattern repeats) and the buzzer (output 1, one-shot but
+    for prompt/locate/escalated). Per output: the pattern's name, its offset in the
+    table, when it started, when a timed one ends and what follows it."""
+
     def __init__(self, board):
-        self.led = _Output("led", LED, board.led, board.indicate, True)
-        self.buzzer = _Output("buzzer", BUZZER, board.buzzer, board.indicate, False)
-        self._task = None
+        self._drive = (board.led, board.buzzer)
+        self._indicate = board.indicate
+        now = time.ticks_ms()
+        self._name = ["", ""]
+        self._then = ["off", "off"]
+        self._at = [0, 0]  # table offset of the pattern's length byte
+        self._start = [now, now]
+        self._until = [now, now]  # when a timed pattern ends
+        self._timed = bytearray(2)
+        self._level = bytearray(b"\xff\xff")
 
     def show(self, led=None, buzzer=None, duration_ms=0, led_then="idle"):
+        """Show the named patterns; after duration_ms (0 = no limit) the LED shows
+        led_then and the buzzer goes off."""
         if led is not None:
-            self.led.set(led, duration_ms, led_then)
+            self._set(0, led, duration_ms, led_then)
         if buzzer is not None:
-            self.buzzer.set(buzzer, duration_ms)
+            self._set(1, buzzer, duration_ms, "off")
 
-    def start(self):
-        self._task = asyncio.create_task(self._run())
+    def _set(self, o, name, duration_ms=0, then="off"):
+        if name == self._name[o] and duration_ms == 0:
+            return
+        table = _BUZZER if o else _LED
+        at = 0
+        for n in _BUZZER_NAMES if o else _LED_NAMES:
+            if n == name:
+                break
+            at += table[at] + 1
+        now = time.ticks_ms()
+        self._name[o] = name
+        self._then[o] = then
+        self._at[o] = at
+        self._start[o] = now
+        self._until[o] = time.ticks_add(now, duration_ms)
+        self._timed[o] = 1 if duration_ms > 0 else 0
+        self._indicate("buzzer" if o else "led", name)
+        self._update(o, now)
 
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    def _update(self, o, now):
+        if self._timed[o] and time.ticks_diff(now, self._until[o]) >= 0:
+            self._timed[o] = 0
+            self._set(o, self._then[o])
+            return
+        table = _BUZZER if o else _LED
+        at = self._at[o]
+        n = table[at]
+        level = 0
+        if n == 1 and not o:
+            level = 1  # steady LED
+        elif n:
+            total = 0
+            for k in range(at + 1, at + 1 + n):
+                total += table[k]
+            t = time.ticks_diff(now, self._start[o]) // _UNIT_MS
+            if t >= total:
+                if o and at < _BUZZER_REPEAT_AT:
+                    self._set(o, "off")
+                    return
+                t %= total
+            k = at + 1
+            while t >= table[k]:
+                t -= table[k]
+                k += 1
+            level = (k - at) & 1  # the 1st, 3rd ... durations are "on"
+        if level != self._level[o]:
+            self._level[o] = level
+            self._drive[o](level)
 
-    async def _run(self):
+    async def run(self):
+        """The layer's task (App starts it, watches it and cancels it)."""
         while True:
             await asyncio.sleep_ms(_TICK_MS)
             now = time.ticks_ms()
-            self.led.update(now)
-            self.buzzer.update(now)
+            self._update(0, now)
+            self._update(1, now)

@@ -13,7 +13,7 @@ import time
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
 
-import cobs
+import proto
 
 _SILENCE_MS = const(1000)
 _MAX_ENCODED = const(80)  # proto.py: the longest frame, COBS-encoded
@@ -44,20 +44,16 @@ class Link:
         self._piece_mv = memoryview(self._piece)
         self._n = 0
         self._discarding = False
-        self._task = None
-        self.tx_bytes = 0
-        self.rx_frames = 0
 
-    def send(self, buf, n):
-        """Write buf[0:n] to the line now."""
+    def send(self, buf, n, off=0):
+        """Write buf[off:off+n] to the line now."""
         now = time.ticks_ms()
         if self._fresh or time.ticks_diff(now, self._last_tx) > _SILENCE_MS:
             self._uart.write(_DELIM)
             self._fresh = False
-        # stream write(buf, max_len): no slice, no allocation (UART and files alike)
-        self._uart.write(buf, n)
+        # stream write(buf, off, max_len): no slice, no allocation (UART and files alike)
+        self._uart.write(buf, off, n)
         self._last_tx = now
-        self.tx_bytes += n
 
     def busy(self):
         """True while somebody else is sending (listen before talk)."""
@@ -80,11 +76,10 @@ class Link:
                     continue
                 if n == 0:
                     continue
-                m = cobs.decode_inplace(piece, n)
+                m = proto.decode_inplace(piece, n)
                 if m < 0:
                     self._dec.rejects[_R_CORRUPT] += 1
                     continue
-                self.rx_frames += 1
                 t = self._dec.decode(piece, m, self._piece_mv)
                 if t > 0:
                     self._on_frame(self._dec)
@@ -99,15 +94,8 @@ class Link:
             piece[self._n] = b
             self._n += 1
 
-    def start(self):
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self):
+    async def run(self):
+        """The layer's task (App starts it, watches it and cancels it)."""
         uart = self._uart
         rx = self._rx
         while True:

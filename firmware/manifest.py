@@ -17,17 +17,13 @@ for _name in (
     "app.py",
     "button.py",
     "checkin.py",
-    "cobs.py",
     "counter.py",
-    "crc16.py",
     "feedback.py",
-    "hmac8.py",
     "link.py",
     "outbox.py",
     "proto.py",
+    "startup.py",
     "storage.py",
-    "unitcfg.py",
-    "uptime.py",
 ):
     module(_name)
 package("board", files=("__init__.py", "esp32.py"))

@@ -9,12 +9,9 @@
 # times in a row (a line that never falls quiet must not hold an alarm back).
 import asyncio
 import random
-import struct
 import time
 from array import array
 from micropython import const
-
-import cobs
 
 _SLOTS = const(16)
 _W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 28 on the wire
@@ -41,9 +38,7 @@ class Outbox:
         self._store = store
         self._first_ms = retry_first_ms
         self._cap_ms = retry_cap_ms
-        self._buf = bytearray(_SLOTS * _W)
-        self._mv = memoryview(self._buf)
-        self._views = [self._mv[i * _W : (i + 1) * _W] for i in range(_SLOTS)]
+        self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
         self._n = bytearray(_SLOTS)
         self._type = bytearray(_SLOTS)
         self._prio = bytearray(b"\xff" * _SLOTS)  # _FREE marks an empty slot
@@ -59,31 +54,26 @@ class Outbox:
         self._r_seq = array("H", bytes(2 * _RECENT))
         self._r_type = bytearray(_RECENT)
         self._r_next = 0
-        self._task = None
-        self.sent = 0
-        self.retries = 0
         self.dropped = 0
 
     # ---- adding and sending ----
 
-    def _oldest(self, prio):
-        best = -1
-        for i in range(_SLOTS):
-            if self._prio[i] == prio and (
-                best < 0 or time.ticks_diff(self._added[i], self._added[best]) < 0
-            ):
-                best = i
-        return best
-
-    def _free_slot(self):
+    def free_slot(self):
+        """A free slot, else the oldest FAULT/TEST, else the oldest further press, else
+        the oldest never-drop frame (counted in `dropped`)."""
         for i in range(_SLOTS):
             if self._prio[i] == _FREE:
                 return i
         for prio in (_PRIO_INFO, _PRIO_FOLD, _PRIO_KEEP):
-            i = self._oldest(prio)
-            if i >= 0:
+            best = -1
+            for i in range(_SLOTS):
+                if self._prio[i] == prio and (
+                    best < 0 or time.ticks_diff(self._added[i], self._added[best]) < 0
+                ):
+                    best = i
+            if best >= 0:
                 self.dropped += 1
-                return i
+                return best
         return 0
 
     def remember(self, mtype, epoch, seq):
@@ -101,7 +91,7 @@ class Outbox:
                 return self._r_type[i]
         return 0
 
-    def _put(self, i, mtype, epoch, seq, n, prio, persist, now):
+    def put(self, i, mtype, epoch, seq, n, prio, persist, now):
         self._n[i] = n
         self._type[i] = mtype
         self._epoch[i] = epoch
@@ -119,27 +109,18 @@ class Outbox:
         Returns False if it could not be stored (it is still queued and sent: an alarm
         goes out even when the flash fails, it just would not survive a reboot).
         """
-        i = self._free_slot()
-        v = self._views[i]
+        i = self.free_slot()
+        buf = self.buf
+        o = i * _W
         for k in range(n):
-            v[k] = wire[k]
+            buf[o + k] = wire[k]
         now = time.ticks_ms()
-        self._put(i, mtype, epoch, seq, n, prio, persist, now)
+        self.put(i, mtype, epoch, seq, n, prio, persist, now)
         ok = True
         if persist:
             ok = self._save()
         self._send(i, now)
         return ok
-
-    def _backoff_ms(self, attempts):
-        ms = self._first_ms
-        for _ in range(attempts - 1):
-            ms <<= 1
-            if ms >= self._cap_ms:
-                ms = self._cap_ms
-                break
-        # +-25 % jitter, so units that lost the link together do not retry together
-        return ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
 
     def _send(self, i, now):
         if self._link.busy() and self._waits[i] < _LBT_TRIES:
@@ -148,17 +129,21 @@ class Outbox:
             self._due[i] = time.ticks_add(now, 2 + random.getrandbits(3))
             return
         self._waits[i] = 0
-        self._link.send(self._views[i], self._n[i])
+        self._link.send(self.buf, self._n[i], i * _W)
         self.remember(self._type[i], self._epoch[i], self._seq[i])
         a = self._attempts[i]
         if a < 255:
             a += 1
             self._attempts[i] = a
-        if a == 1:
-            self.sent += 1
-        else:
-            self.retries += 1
-        self._due[i] = time.ticks_add(now, self._backoff_ms(a))
+        ms = self._first_ms
+        for _ in range(a - 1):
+            ms <<= 1
+            if ms >= self._cap_ms:
+                ms = self._cap_ms
+                break
+        # +-25 % jitter, so units that lost the link together do not retry together
+        ms = ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
+        self._due[i] = time.ticks_add(now, ms)
 
     # ---- acknowledgement ----
 
@@ -183,56 +168,20 @@ class Outbox:
     # ---- persistence ----
 
     def _save(self):
+        """Write every pending alarm-class frame to flash (startup.py reloads them)."""
         out = bytearray()
         for i in range(_SLOTS):
             if self._prio[i] != _FREE and self._persist[i]:
                 n = self._n[i]
                 out.append(n)
                 out.append(self._prio[i])
-                out.extend(self._views[i][:n])
+                out.extend(self.buf[i * _W : i * _W + n])
         if not out:
             self._store.remove(_FILE)
             return True
         return self._store.write(_FILE, out)
 
-    def load(self):
-        """Reload the frames still pending before the reboot; they are due at once.
-
-        Returns the number reloaded. Type and counter are read from each frame's own
-        bytes; nothing is re-signed.
-        """
-        data = self._store.read(_FILE)
-        if data is None:
-            return 0
-        tmp = bytearray(_W)
-        pos = 0
-        count = 0
-        now = time.ticks_ms()
-        while pos + 2 <= len(data):
-            n = data[pos]
-            prio = data[pos + 1]
-            pos += 2
-            if n < 22 or n > _W or pos + n > len(data):
-                break
-            tmp[: n - 1] = data[pos : pos + n - 1]  # without the 0x00 delimiter
-            if cobs.decode_inplace(tmp, n - 1) >= 20:
-                i = self._free_slot()
-                self._views[i][:n] = data[pos : pos + n]
-                epoch, seq = struct.unpack_from(">IH", tmp, 4)
-                self._put(i, tmp[1], epoch, seq, n, prio, True, now)
-                count += 1
-            pos += n
-        return count
-
     # ---- the retransmission task ----
-
-    def start(self):
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     def kick(self):
         """Send every pending frame that is due now, never-drop frames first."""
@@ -242,7 +191,8 @@ class Outbox:
                 if self._prio[i] == prio and time.ticks_diff(self._due[i], now) <= 0:
                     self._send(i, now)
 
-    async def _run(self):
+    async def run(self):
+        """The layer's task (App starts it, watches it and cancels it)."""
         while True:
             await asyncio.sleep_ms(_TICK_MS)
             self.kick()

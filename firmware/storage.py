@@ -3,7 +3,7 @@
 import os
 import struct
 
-from crc16 import crc16
+from proto import crc16
 
 
 class Store:
@@ -11,10 +11,6 @@ class Store:
 
     def __init__(self, root):
         self._root = root if root.endswith("/") else root + "/"
-        self.errors = 0
-
-    def path(self, name):
-        return self._root + name
 
     def read(self, name):
         """The record's payload, or None if it is missing or fails its CRC."""
@@ -31,7 +27,7 @@ class Store:
     def write(self, name, payload):
         """Write payload (+CRC) to a temporary file, then rename it over the record.
 
-        Returns True once the record is stored; False (and counts an error) if the
+        Returns True once the record is stored; False if the
         filesystem refused. littlefs and POSIX rename replace the target atomically, so
         a power cut leaves either the old or the new record, never a mix.
         """
@@ -49,14 +45,6 @@ class Store:
                 # a filesystem whose rename does not replace (FAT): remove, then rename
                 os.remove(path)
                 os.rename(tmp, path)
-        except OSError:
-            self.errors += 1
-            return False
-        return True
-
-    def exists(self, name):
-        try:
-            os.stat(self._root + name)
         except OSError:
             return False
         return True

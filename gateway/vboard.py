@@ -1,6 +1,6 @@
 """Virtual alarm units: the real firmware (``firmware/``) on the MicroPython unix port.
 
-A :class:`VirtualUnit` runs ``micropython -X heapsize=80K main.py`` in a unit folder
+A :class:`VirtualUnit` runs ``micropython -X heapsize=64K main.py`` in a unit folder
 prepared by :func:`prepare_unit_dir` (the fast path for fleets; ``campusguard deploy``
 is the real path, through mpremote). It gives the unit two ptys:
 
@@ -56,7 +56,7 @@ KEY_FILE = "unit.key"
 INSTALL_TEST_FILE = "install.test"
 """Deploy's marker: the unit sends the installation TEST (kind 1, Contact ID 601) at the
 next boot, and removes the file once the gateway ACKed it."""
-DEFAULT_HEAPSIZE = "80K"
+DEFAULT_HEAPSIZE = "64K"
 """MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses)."""
 SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
@@ -552,6 +552,16 @@ class VirtualUnit:
             log.info("%s: %s", self.name, rest)
         elif line:
             log.debug("%s: control line %r", self.name, line)
+
+    async def wait_until(
+        self, cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+    ) -> None:
+        """Wait until ``cond()`` holds, checked after every line the unit reports.
+
+        For states the named waits do not cover (a one-shot buzzer pattern in the
+        history, a log line); raise :class:`VirtualUnitError` naming ``what`` on timeout.
+        """
+        await self._wait_for(cond, timeout, what)
 
     async def _wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         try:

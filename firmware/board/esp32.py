@@ -138,9 +138,6 @@ class Board:
     def stop(self):
         pass
 
-    def reset(self):
-        machine.reset()
-
     def crashed(self, exc):
         sys.print_exception(exc)
         machine.reset()

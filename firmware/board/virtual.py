@@ -1,6 +1,6 @@
 # The virtual board: the real firmware on the MicroPython unix port.
 #
-#   micropython -X heapsize=80K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
+#   micropython -X heapsize=64K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
 #
 # UART: a pty opened in raw mode with VMIN=0/VTIME=0 (else a read blocks the loop).
 # Control channel: a second pty carrying text lines (firmware/README.md):
@@ -40,40 +40,34 @@ def _open_raw(path):
 
 
 class Input:
-    """A simulated input pin: value() is 1 while active; flag is set on every edge."""
+    """A simulated input pin: value() is 1 while active; flag is set on every edge (the
+    control channel drives `level`)."""
 
-    def __init__(self):
+    def __init__(self, level=0):
         self.flag = asyncio.ThreadSafeFlag()
-        self.level = 0
+        self.level = level
 
     def value(self):
         return self.level
-
-    def drive(self, level):
-        if level != self.level:
-            self.level = level
-            self.flag.set()
 
 
 class Board:
     def __init__(self, argv):
         self.root = os.getcwd()
         self._uart_path = None
-        self._ctl_path = None
+        ctl = None
         i = 0
-        while i < len(argv):
+        while i + 1 < len(argv):
             if argv[i] == "--uart":
                 self._uart_path = argv[i + 1]
             elif argv[i] == "--ctl":
-                self._ctl_path = argv[i + 1]
+                ctl = argv[i + 1]
             i += 2
-        if self._uart_path is None or self._ctl_path is None:
+        if self._uart_path is None or ctl is None:
             raise SystemExit("usage: micropython main.py --uart PTY --ctl PTY")
-        self._ctl = _open_raw(self._ctl_path)
-        self._inputs = {
-            "button": Input(), "checkin": Input(), "tamper": Input(), "mains": Input()
-        }
-        self._inputs["mains"].level = 1  # mains present
+        self._ctl = _open_raw(ctl)
+        # mains present at power-up
+        self._inputs = {"button": Input(), "checkin": Input(), "tamper": Input(), "mains": Input(1)}
         self._battery_mv = 3700
         self._sounder = True
         self._app = None
@@ -83,7 +77,13 @@ class Board:
         self._task = None
         self._wdt_ms = 0
         self._fed = time.ticks_ms()
-        self._cause = self._take_reset_cause()
+        # what the last reset left behind (the ESP32 reads machine.reset_cause())
+        try:
+            with open(_CAUSE_FILE) as f:
+                self._cause = f.read().strip()
+            os.remove(_CAUSE_FILE)
+        except OSError:
+            self._cause = "power"
 
     # ---- inputs and outputs ----
 
@@ -100,7 +100,7 @@ class Board:
         self.buzzer_level = level
 
     def indicate(self, what, name):
-        self._say(what + " " + name)
+        self.log(what + " " + name, "")
 
     def battery_mv(self):
         return self._battery_mv
@@ -108,25 +108,14 @@ class Board:
     def sounder_ok(self):
         return self._sounder
 
-    def _say(self, line):
-        self._ctl.write(line.encode() + b"\n")
-
-    def log(self, text):
-        self._say("log " + text)
+    def log(self, text, what="log "):
+        """A line on the control channel (`log TEXT`, or `what` + TEXT)."""
+        self._ctl.write((what + text + "\n").encode())
 
     def ready(self, epoch, reloaded):
-        self._say("ready %d %d" % (epoch, reloaded))
+        self.log("%d %d" % (epoch, reloaded), "ready ")
 
     # ---- reset and watchdog ----
-
-    def _take_reset_cause(self):
-        try:
-            with open(_CAUSE_FILE) as f:
-                cause = f.read().strip()
-            os.remove(_CAUSE_FILE)
-            return cause
-        except OSError:
-            return "power"
 
     def reset_cause(self):
         return self._cause
@@ -140,12 +129,9 @@ class Board:
         self._fed = time.ticks_ms()
 
     def _wdt_thread(self):
-        while True:
+        while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
             time.sleep_ms(_WDT_POLL_MS)
-            if time.ticks_diff(time.ticks_ms(), self._fed) > self._wdt_ms:
-                self._bite()
-
-    def _bite(self):
+        # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "w") as f:
             f.write("wdt\n")
         try:
@@ -156,9 +142,6 @@ class Board:
         os.system("kill -KILL $PPID")
         while True:
             time.sleep_ms(1000)
-
-    def reset(self):
-        sys.exit(4)
 
     def crashed(self, exc):
         sys.print_exception(exc)
@@ -189,34 +172,39 @@ class Board:
 
     async def _control(self):
         ctl = self._ctl
+        inputs = self._inputs
         while True:
             await readable(ctl)  # type: ignore[misc]  # a generator: MicroPython awaits it
             line = ctl.readline()  # commands are short lines, written whole by the host
             if not line:
                 await asyncio.sleep_ms(50)
                 continue
-            self._command(line.decode().strip().split())
-
-    def _command(self, words):
-        if not words:
-            return
-        cmd = words[0]
-        if cmd in self._inputs and len(words) == 2:
-            self._inputs[cmd].drive(1 if words[1] == "1" else 0)
-        elif cmd == "battery" and len(words) == 2:
-            self._battery_mv = int(words[1])
-        elif cmd == "sounder" and len(words) == 2:
-            self._sounder = words[1] == "1"
-        elif cmd == "test":
-            # the installer's TEST (kind 1); on a real unit: app.request_test() at the REPL
-            app = self._app
-            self.log("test " + ("sent" if app is not None and app.manual_test() else "refused"))
-        elif cmd == "mem":
-            gc.collect()
-            self._say("mem %d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes))
-        elif cmd == "hang":
-            # test hook: the main loop stops here for good; only the watchdog ends it
-            while True:
-                pass
-        else:
-            self.log("unknown command " + " ".join(words))
+            words = line.decode().split()
+            if not words:
+                continue
+            cmd = words[0]
+            arg = words[1] if len(words) == 2 else None
+            inp = inputs.get(cmd)
+            if inp is not None and arg is not None:
+                level = 1 if arg == "1" else 0
+                if level != inp.level:
+                    inp.level = level
+                    inp.flag.set()
+            elif cmd == "battery" and arg is not None:
+                self._battery_mv = int(arg)
+            elif cmd == "sounder" and arg is not None:
+                self._sounder = arg == "1"
+            elif cmd == "test":
+                # the installer's TEST (kind 1); on a real unit: app.request_test() at the REPL
+                app = self._app
+                sent = app is not None and app.manual_test()
+                self.log("test " + ("sent" if sent else "refused"))
+            elif cmd == "mem":
+                gc.collect()
+                self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
+            elif cmd == "hang":
+                # test hook: the main loop stops here for good; only the watchdog ends it
+                while True:
+                    pass
+            else:
+                self.log("unknown command " + " ".join(words))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config, load_config
-from gateway.vboard import VirtualUnit, prepare_unit_dir
+from gateway.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
 from protocol.keys import TEST_KEY
 
@@ -121,6 +121,29 @@ class GatewayEnd:
             if (mtype is None or a.frame.type == mtype) and (pred is None or pred(a.frame))
         )
 
+    async def expect_none(
+        self,
+        mtype: MsgType,
+        within: float,
+        pred: Callable[[Frame], bool] | None = None,
+        after: int | None = None,
+    ) -> None:
+        """Expect NO frame of ``mtype`` (matching ``pred``) at index >= ``after`` for
+        ``within`` seconds: waits on the arrival event and fails as soon as one arrives."""
+        start = len(self.frames) if after is None else after
+
+        def found(frames: list[Arrival]) -> bool:
+            return any(
+                a.frame.type == mtype and (pred is None or pred(a.frame)) for a in frames[start:]
+            )
+
+        try:
+            await self.wait(found, within)
+        except TimeoutError:
+            return  # none came: as expected
+        got = [a.frame for a in self.frames[start:] if a.frame.type == mtype]
+        raise AssertionError(f"unexpected {mtype} within {within} s: {got}")
+
     def send_frame(self, body: Ack | Signal, epoch: int = 1, seq: int | None = None) -> bytes:
         if seq is None:
             self._dl_seq += 1
@@ -131,6 +154,25 @@ class GatewayEnd:
 
     def ack(self, frame: Frame, state: AckState = AckState.RECEIVED) -> bytes:
         return self.send_frame(Ack(frame.epoch, frame.seq, state))
+
+
+async def expect_no_output(
+    vu: VirtualUnit, bad: Callable[[VirtualUnit], bool], within: float, what: str
+) -> None:
+    """Expect the unit's LED/buzzer NOT to reach a state (``bad``) for ``within`` seconds:
+    waits on the control channel's change event and fails as soon as it does."""
+    try:
+        await vu.wait_until(lambda: bad(vu), within, what)
+    except VirtualUnitError:
+        return  # it never happened: as expected
+    raise AssertionError(f"unexpected {what}: led {vu.led!r}, buzzer {vu.buzzer!r}")
+
+
+async def pause_between_bursts(cancel_gap_ms: int) -> None:
+    """The user's pause between two bursts of presses, 1.5 x the unit's cancel gap: part
+    of the gesture (stimulus timing, like VirtualUnit.click's gaps), not a wait for the
+    unit. Tests that need it configure a short cancel_gap_ms so that it stays short."""
+    await asyncio.sleep(cancel_gap_ms * 1.5 / 1000)
 
 
 @pytest.fixture(scope="session")

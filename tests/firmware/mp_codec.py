@@ -7,8 +7,20 @@ import json
 import sys
 
 sys.path.insert(0, sys.argv[1])
-import cobs
 import proto
+
+# proto.Decoder.reason indexes (SPEC.md 3); proto.py keeps only the numbers
+REASONS = (
+    "oversize",
+    "corrupt",
+    "truncated",
+    "version",
+    "unknown_type",
+    "malformed",
+    "other_unit",
+    "forged",
+    "replayed",
+)
 
 with open(sys.argv[2]) as f:
     job = json.load(f)
@@ -34,13 +46,13 @@ for key, unit, wire in job.get("decode", []):
     buf = bytearray(unhex(wire))
     if buf and buf[-1] == 0:
         buf = buf[:-1]
-    n = cobs.decode_inplace(buf, len(buf))
+    n = proto.decode_inplace(buf, len(buf))
     if n < 0:
         decoded.append([-1, "corrupt", []])
         continue
     t = dec.decode(buf, n)
     if t < 0:
-        decoded.append([-1, proto.REASONS[dec.reason], []])
+        decoded.append([-1, REASONS[dec.reason], []])
     elif t == 0x81:  # ACK
         decoded.append([t, "", [dec.epoch, dec.seq, dec.ref_epoch, dec.ref_seq, dec.state]])
     else:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 
+from gateway.vboard import VirtualUnit
 from protocol import Ack, AckState, AlarmKind, Codec, Frame, MsgType, to_wire
-from tests.firmware.conftest import UnitFactory
+from tests.firmware.conftest import UnitFactory, expect_no_output, pause_between_bursts
+
+# the cancel gesture's gap, shortened (700 ms in service) so that the pause between
+# bursts is short too; VirtualUnit.click's presses (one every 200 ms) stay well inside it
+GAP_MS = 400
 
 
 async def test_panic_goes_out_on_the_leading_edge(make_unit: UnitFactory) -> None:
@@ -39,10 +43,8 @@ async def test_retransmits_same_bytes_until_acked(make_unit: UnitFactory) -> Non
     gw.ack(first.frame)
     await vu.wait_led("received")
     await vu.wait_buzzer("received")
-    n = len(gw.of(MsgType.ALARM))
     # after the ACK: no further copy within two full backoff periods (cap 0.8 s)
-    await asyncio.sleep(1.8)
-    assert len(gw.of(MsgType.ALARM)) == n
+    await gw.expect_none(MsgType.ALARM, within=1.8)
     gw.ack(first.frame, AckState.POLICE_ACK)
     await vu.wait_led("police_ack")
     await vu.wait_buzzer("police_ack")
@@ -82,20 +84,25 @@ async def test_long_press_is_a_silent_duress(make_unit: UnitFactory) -> None:
     await vu.release()
     gw.ack(panic.frame)
     gw.ack(duress.frame, AckState.POLICE_ACK)
-    await asyncio.sleep(0.5)
-    # silent at the unit: the buzzer never sounded, the LED never showed the alarm
-    assert set(vu.buzzer_history) == {"off"}
-    assert not {"sending", "received", "police_ack"} & set(vu.led_history)
+
+    def shown(u: VirtualUnit) -> bool:
+        return set(u.buzzer_history) != {"off"} or bool(
+            {"sending", "received", "police_ack"} & set(u.led_history)
+        )
+
+    # silent at the unit: the buzzer never sounds, the LED never shows the alarm, also
+    # once the gateway's ACKs (received, police) are in
+    await expect_no_output(vu, shown, within=0.5, what="alarm feedback during duress")
 
 
 async def test_further_presses_count_up(make_unit: UnitFactory) -> None:
-    vu, gw = await make_unit()
+    vu, gw = await make_unit(cancel_gap_ms=GAP_MS)
     await gw.next(MsgType.HEARTBEAT)
     await vu.click()
     first = await gw.next(MsgType.ALARM)
     gw.ack(first.frame)
     await vu.wait_led("received")
-    await asyncio.sleep(0.8)  # a pause: a new burst, not the opening one
+    await pause_between_bursts(GAP_MS)  # a new burst, not the opening one
     await vu.click()
     second = await gw.next(MsgType.ALARM, pred=lambda f: f.body.presses == 2)
     assert second.frame.body.press_ms == first.frame.body.press_ms
@@ -103,14 +110,14 @@ async def test_further_presses_count_up(make_unit: UnitFactory) -> None:
 
 
 async def test_cancel_gesture_sends_cancel_of_the_alarm(make_unit: UnitFactory) -> None:
-    vu, gw = await make_unit()
+    vu, gw = await make_unit(cancel_gap_ms=GAP_MS)
     await gw.next(MsgType.HEARTBEAT)
     await vu.click()
     first = await gw.next(MsgType.ALARM)
     gw.ack(first.frame)
     await vu.wait_led("received")
-    await asyncio.sleep(0.8)
-    await vu.click(times=5)
+    await pause_between_bursts(GAP_MS)  # the burst starts after a pause ...
+    await vu.click(times=5)  # ... and is ended by one
     cancel = await gw.next(MsgType.CANCEL, timeout=3)
     assert (cancel.frame.body.ref_epoch, cancel.frame.body.ref_seq) == (
         first.frame.epoch,
@@ -127,5 +134,5 @@ async def test_hammering_does_not_cancel(make_unit: UnitFactory) -> None:
     await gw.next(MsgType.HEARTBEAT)
     await vu.click(times=6)  # panicked hammering, straight from the first press
     await gw.next(MsgType.ALARM, pred=lambda f: f.body.presses == 6)
-    await asyncio.sleep(1.0)
-    assert not gw.of(MsgType.CANCEL)
+    # the burst's end (a 700 ms pause) passes: still no CANCEL
+    await gw.expect_none(MsgType.CANCEL, within=1.0, after=0)

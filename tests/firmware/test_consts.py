@@ -35,7 +35,7 @@ def _expected(name: str) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("module", ["app.py", "checkin.py", "link.py"])
+@pytest.mark.parametrize("module", ["app.py", "checkin.py", "link.py", "startup.py"])
 def test_private_wire_constants_match_protocol(module: str) -> None:
     checked = 0
     for name, value in CONST.findall((FIRMWARE_DIR / module).read_text()):

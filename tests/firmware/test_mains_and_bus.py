@@ -29,12 +29,12 @@ async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> N
         pins=MAINS_PINS, mains_debounce_ms=600, heartbeat_ms=300, link_lost_ms=60000
     )
     await gw.next(MsgType.HEARTBEAT)
-    # a flicker shorter than the debounce is not a mains loss
+    # a flicker shorter than the debounce is not a mains loss: no FAULT while mains is
+    # gone for 200 ms (a third of mains_debounce_ms), nor after it is back
     await vu.set_mains(False)
-    await asyncio.sleep(0.2)
+    await gw.expect_none(MsgType.FAULT, within=0.2, after=0)
     await vu.set_mains(True)
-    await asyncio.sleep(0.8)
-    assert not gw.of(MsgType.FAULT)
+    await gw.expect_none(MsgType.FAULT, within=0.8, after=0)
     t0 = time.monotonic()
     await vu.set_mains(False)
     f = await gw.next(MsgType.FAULT, timeout=2)
@@ -82,15 +82,21 @@ async def test_listen_before_talk_holds_a_frame_while_the_line_is_busy(
     other = Codec({999: TEST_KEY}, gateway=False)
     chatter = other.encode(Frame(999, 1, 1, Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0))))
     stop = asyncio.Event()
+    talking = asyncio.Event()
 
     async def talk() -> None:
+        n = 0
         while not stop.is_set():
             os.write(gw.fd, chatter)
-            await asyncio.sleep(0.001)
+            n += 1
+            if n == 20:
+                talking.set()  # the line has been busy for a while
+            await asyncio.sleep(0.001)  # the other unit's pace (stimulus, not a wait)
 
     talker = asyncio.create_task(talk())
     try:
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(2):
+            await talking.wait()
         t0 = time.monotonic()
         await vu.press()
         alarm = await gw.next(MsgType.ALARM, timeout=1.0)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.vboard import CRASH_EXIT, WATCHDOG_EXIT
 from protocol import AlarmKind, FaultCode, HeartbeatFlags, MsgType, Signal, SignalPattern
-from tests.firmware.conftest import UnitFactory
+from tests.firmware.conftest import UnitFactory, expect_no_output
 
 
 async def test_crash_loop_starts_safe_mode_that_still_sends_alarms(
@@ -39,8 +37,10 @@ async def test_crash_loop_starts_safe_mode_that_still_sends_alarms(
     await vu.wait_led("received")
     # optional parts are off: a SIGNAL is not shown, the hook does not fire
     gw.send_frame(Signal(SignalPattern.LOCATE, 0), epoch=9, seq=1)
-    await asyncio.sleep(0.3)
-    assert vu.led != "locate" and vu.running
+    await expect_no_output(
+        vu, lambda u: u.led == "locate" or u.buzzer == "locate", within=0.3, what="locate"
+    )
+    assert vu.running
     # healthy for healthy_ms: the crash-loop count is cleared ...
     await vu.wait_log("healthy:", timeout=3)
     # ... so even a watchdog reset now is followed by a normal boot

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 from protocol import FaultCode, HeartbeatFlags, MsgType, Signal, SignalPattern
-from tests.firmware.conftest import UnitFactory
+from tests.firmware.conftest import UnitFactory, expect_no_output
 
 
 async def test_heartbeat_cadence(make_unit: UnitFactory) -> None:
@@ -75,8 +74,9 @@ async def test_signal_prompt_and_replay(make_unit: UnitFactory) -> None:
     import os
 
     os.write(gw.fd, wire)  # a recorded SIGNAL played again: counter not above the last
-    await asyncio.sleep(0.3)
-    assert vu.led == "idle"
+    await expect_no_output(
+        vu, lambda u: u.led != "idle" or u.buzzer != "off", within=0.3, what="replayed prompt"
+    )
     gw.send_frame(Signal(SignalPattern.LOCATE, 1), epoch=5, seq=12)
     await vu.wait_led("locate")
     await vu.wait_led("idle", timeout=2)  # duration_s = 1
