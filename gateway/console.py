@@ -56,6 +56,12 @@ class Board:
     def take(self, topic: str, data: Any) -> str:
         """Fold a message in; return its kind (alarm, event, duty, gateway, other)."""
         parts = topic.split("/")
+        if len(parts) >= 3 and parts[-3] == "gateway" and parts[-1] == "status":
+            # <prefix>/gateway/<gateway-id>/status
+            if isinstance(data, dict):
+                self.gateways[parts[-2]] = str(data.get("state"))
+                return "gateway"
+            return "other"
         kind = parts[-2] if len(parts) >= 2 else "other"
         if kind == "alarm" and isinstance(data, dict) and "incident" in data:
             iid = str(data["incident"])
@@ -156,8 +162,10 @@ class Console:
                 ) as client:
                     self._client = client
                     base = f"{self.args.prefix}/{self.args.site}"
-                    for leaf in ("alarm/+", "event/+", "duty/+", "gateway/+"):
+                    for leaf in ("alarm/+", "event/+", "duty/+"):
                         await client.subscribe(f"{base}/{leaf}", qos=1)
+                    # gateway status is per gateway, not per site (retained: arrives at once)
+                    await client.subscribe(f"{self.args.prefix}/gateway/+/status", qos=1)
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())

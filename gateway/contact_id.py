@@ -56,6 +56,7 @@ KINDS: dict[str, Kind] = {
         Kind("link_down", 350, "communication trouble: serial link down", False, "pipeline"),
         Kind("link_up", 350, "serial link restored", False, "pipeline"),
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
+        Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
     )
 }
 

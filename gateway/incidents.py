@@ -13,6 +13,12 @@ are committed together or not at all. Rules (gateway/README.md has the long form
   ``PRESS_UPDATE_S``; the rest wait for :meth:`IncidentBook.tick`.
 - A chattering button (``CHATTER_PRESSES`` presses within ``CHATTER_WINDOW_S``) is
   reported once per incident as a ``button_chatter`` event (Contact ID 380).
+
+The book keeps the incidents it works on in memory (every open or police-acknowledged
+one, loaded at start, and the most recently touched others), so the alarm path writes
+rows but never reads them back: opening an incident is two INSERTs plus its outbox row,
+folding a press two UPDATEs. The journal stays the truth: after a failed commit the
+pipeline calls :meth:`IncidentBook.reload`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 from gateway.config import Config, Unit
 from gateway.store import Store
-from protocol import Alarm, AlarmKind, Cancel, Frame
+from protocol import AckState, Alarm, AlarmKind, Cancel, Frame
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ CHATTER_WINDOW_S = 10.0
 CID_CHATTER = 380
 CID_CANCEL = 406
 UPGRADABLE = ("panic", "silent", "other")
+OPEN_STATES = ("open", "police_ack")
+CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)
 DISPOSITIONS = ("genuine", "false_alarm", "test")
 _U32 = 1 << 32
 
@@ -60,6 +68,111 @@ class AckTarget:
     seq: int
 
 
+_INC_COLS = (
+    "id",
+    "site",
+    "unit",
+    "place",
+    "kind",
+    "first_press_at",
+    "received_at",
+    "presses",
+    "state",
+    "cancelled_at",
+    "police_ack_at",
+    "police_ack_by",
+    "disposition",
+    "last_epoch",
+    "last_seq",
+)
+_TRACK_COLS = (
+    "addr",
+    "first_press_source",
+    "series_press_ms",
+    "series_presses",
+    "base_presses",
+    "last_alarm_at",
+    "alarm_epoch",
+    "alarm_seq",
+    "chatter",
+    "updates",
+)
+_SELECT = (
+    "SELECT "
+    + ", ".join(f"i.{c}" for c in _INC_COLS)
+    + ", "
+    + ", ".join(f"t.{c}" for c in _TRACK_COLS)
+    + " FROM incidents i JOIN incident_track t ON t.id = i.id"
+)
+_INSERT_INC = (
+    f"INSERT INTO incidents({', '.join(_INC_COLS)}) VALUES ({', '.join('?' * len(_INC_COLS))})"
+)
+_INSERT_TRACK = (
+    f"INSERT INTO incident_track(id, {', '.join(_TRACK_COLS)})"
+    f" VALUES ({', '.join('?' * (len(_TRACK_COLS) + 1))})"
+)
+_UPDATE_INC = (
+    "UPDATE incidents SET " + ", ".join(f"{c} = ?" for c in _INC_COLS[1:]) + " WHERE id = ?"
+)
+_UPDATE_TRACK = (
+    "UPDATE incident_track SET " + ", ".join(f"{c} = ?" for c in _TRACK_COLS) + " WHERE id = ?"
+)
+
+
+@dataclass(slots=True)
+class Incident:
+    """One incident: its ``incidents`` row and its ``incident_track`` bookkeeping."""
+
+    id: str
+    site: str
+    unit: str
+    place: str
+    kind: str
+    first_press_at: float
+    received_at: float
+    presses: int
+    state: str
+    cancelled_at: float | None
+    police_ack_at: float | None
+    police_ack_by: str | None
+    disposition: str | None
+    last_epoch: int
+    last_seq: int
+    addr: int
+    first_press_source: str
+    series_press_ms: int | None
+    series_presses: int
+    base_presses: int
+    last_alarm_at: float
+    alarm_epoch: int | None
+    alarm_seq: int | None
+    chatter: bool
+    updates: int
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Incident:
+        """From a row of ``_SELECT``."""
+        inc = cls(*row)
+        inc.chatter = bool(inc.chatter)
+        return inc
+
+    def inc_values(self) -> tuple[Any, ...]:
+        """The ``incidents`` columns, in ``_INC_COLS`` order."""
+        return tuple(getattr(self, c) for c in _INC_COLS)
+
+    def track_values(self) -> tuple[Any, ...]:
+        """The ``incident_track`` columns, in ``_TRACK_COLS`` order (chatter as 0/1)."""
+        return tuple(int(v) if isinstance(v, bool) else v for v in map(self._get, _TRACK_COLS))
+
+    def _get(self, name: str) -> Any:
+        return getattr(self, name)
+
+    @property
+    def is_open(self) -> bool:
+        """Open or police-acknowledged: further presses fold into it."""
+        return self.state in OPEN_STATES
+
+
 class IncidentBook:
     """The incident rules over the journal; no I/O but SQL."""
 
@@ -72,6 +185,23 @@ class IncidentBook:
         self._due: dict[str, float] = {}  # incident -> when its coalesced update is due
         self._last_pub: dict[str, float] = {}
         self._press_times: dict[str, deque[tuple[float, int]]] = {}
+        self._by_id: dict[str, Incident] = {}
+        self._open_of: dict[str, Incident] = {}  # unit id -> its latest open incident
+        self._orphans: dict[tuple[int, int, int], float] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)load what is open, and CANCELs still waiting for their ALARM, from the journal."""
+        self._by_id.clear()
+        self._open_of.clear()
+        rows = self._store.conn.execute(
+            _SELECT + " WHERE i.state IN ('open', 'police_ack') ORDER BY t.last_alarm_at"
+        ).fetchall()
+        for row in rows:
+            inc = Incident.from_row(row)
+            self._by_id[inc.id] = inc
+            self._open_of[inc.unit] = inc  # ordered by last_alarm_at: the latest wins
+        self._orphans = self._store.orphan_cancels()
 
     # -- uplink -------------------------------------------------------------------------
 
@@ -80,66 +210,50 @@ class IncidentBook:
         kind = alarm.kind.name.lower()
         inc = self._open_for(unit, at)
         if inc is None:
-            return self._open(unit, frame, kind, alarm.presses, alarm.press_ms, at, link)
-        row, track = inc
-        iid = str(row["id"])
-        series_ms, series_presses = track["series_press_ms"], int(track["series_presses"])
-        base = int(track["base_presses"])
-        if series_ms == alarm.press_ms:
-            series_presses = max(series_presses, alarm.presses)
+            return self._open(unit, frame, kind, alarm.presses, alarm.press_ms, at, link).id
+        if inc.series_press_ms == alarm.press_ms:
+            inc.series_presses = max(inc.series_presses, alarm.presses)
         else:
-            base += series_presses
-            series_ms, series_presses = alarm.press_ms, alarm.presses
-        presses = base + series_presses
-        newer = track["alarm_epoch"] is None or (frame.epoch, frame.seq) > (
-            int(track["alarm_epoch"]),
-            int(track["alarm_seq"]),
-        )
-        c = self._store.conn
-        c.execute(
-            "UPDATE incident_track SET series_press_ms = ?, series_presses = ?, base_presses = ?,"
-            " last_alarm_at = ?, alarm_epoch = ?, alarm_seq = ? WHERE id = ?",
-            (
-                series_ms,
-                series_presses,
-                base,
-                at,
-                frame.epoch if newer else track["alarm_epoch"],
-                frame.seq if newer else track["alarm_seq"],
-                iid,
-            ),
-        )
-        if newer:
-            c.execute(
-                "UPDATE incidents SET last_epoch = ?, last_seq = ? WHERE id = ?",
-                (frame.epoch, frame.seq, iid),
+            inc.base_presses += inc.series_presses
+            inc.series_press_ms, inc.series_presses = alarm.press_ms, alarm.presses
+        presses = inc.base_presses + inc.series_presses
+        inc.last_alarm_at = at
+        if (
+            inc.alarm_epoch is None
+            or inc.alarm_seq is None
+            or (frame.epoch, frame.seq)
+            > (
+                inc.alarm_epoch,
+                inc.alarm_seq,
             )
-        upgraded = kind == "duress" and row["kind"] in UPGRADABLE
+        ):
+            inc.alarm_epoch, inc.alarm_seq = frame.epoch, frame.seq
+        if (frame.epoch, frame.seq) > (inc.last_epoch, inc.last_seq):
+            inc.last_epoch, inc.last_seq = frame.epoch, frame.seq
+        upgraded = kind == "duress" and inc.kind in UPGRADABLE
         if upgraded:
-            c.execute("UPDATE incidents SET kind = 'duress' WHERE id = ?", (iid,))
-            self._publish(iid, "kind", at)
-        if presses > int(row["presses"]):
-            c.execute("UPDATE incidents SET presses = ? WHERE id = ?", (presses, iid))
-            self._check_chatter(unit, iid, presses, at, bool(track["chatter"]))
+            inc.kind = "duress"
+            self._publish(inc, "kind", at)
+        if presses > inc.presses:
+            inc.presses = presses
+            self._check_chatter(unit, inc, at)
             if not upgraded:
-                self._press_update(iid, at)
-        return iid
+                self._press_update(inc, at)
+        self._save(inc)
+        return inc.id
 
     def on_duress_checkin(self, unit: Unit, frame: Frame, at: float, link: str) -> str:
         """A guard checked in under duress: upgrade what is open, else open a duress incident."""
         inc = self._open_for(unit, at)
         if inc is None:
             press_ms = int(getattr(frame.body, "press_ms", 0))
-            return self._open(unit, frame, "duress", 1, press_ms, at, link, from_alarm=False)
-        row, _ = inc
-        iid = str(row["id"])
-        self._store.conn.execute(
-            "UPDATE incident_track SET last_alarm_at = ? WHERE id = ?", (at, iid)
-        )
-        if row["kind"] in UPGRADABLE:
-            self._store.conn.execute("UPDATE incidents SET kind = 'duress' WHERE id = ?", (iid,))
-            self._publish(iid, "kind", at)
-        return iid
+            return self._open(unit, frame, "duress", 1, press_ms, at, link, from_alarm=False).id
+        inc.last_alarm_at = at
+        if inc.kind in UPGRADABLE:
+            inc.kind = "duress"
+            self._publish(inc, "kind", at)
+        self._save(inc)
+        return inc.id
 
     def on_cancel(self, unit: Unit, frame: Frame, cancel: Cancel, at: float) -> str | None:
         """The unit cancelled ALARM (ref_epoch, ref_seq); return the incident, if known."""
@@ -152,17 +266,11 @@ class IncidentBook:
                 cancel.ref_epoch,
                 cancel.ref_seq,
             )
-            self._event(
-                site=unit.site,
-                kind="cancel",
-                at=at,
-                unit=unit.id,
-                code=CID_CANCEL,
-                qualifier=1,
-                detail={**detail, "incident": None},
-            )
-            return None
-        self._cancel(iid, at)
+            self._orphans.setdefault((unit.addr, cancel.ref_epoch, cancel.ref_seq), at)
+        else:
+            inc = self._get(iid)
+            if inc is not None and self._cancel(inc, at):
+                self._save(inc)
         self._event(
             site=unit.site,
             kind="cancel",
@@ -173,6 +281,18 @@ class IncidentBook:
             detail={**detail, "incident": iid},
         )
         return iid
+
+    def unit_ack_state(self, iid: str | None) -> AckState:
+        """The ACK state for an ALARM that went to ``iid``: 2 once the police have it.
+
+        An incident opened by a duress check-in never shows anything at the unit.
+        """
+        if iid is None:
+            return AckState.RECEIVED
+        inc = self._get(iid)
+        if inc is not None and inc.police_ack_at is not None and inc.alarm_epoch is not None:
+            return AckState.POLICE_ACK
+        return AckState.RECEIVED
 
     # -- police -------------------------------------------------------------------------
 
@@ -185,30 +305,26 @@ class IncidentBook:
         told again. The target is ``None`` for an unknown incident or one opened by a
         duress check-in (a silent duress must show nothing at the unit).
         """
-        row = self._row(iid)
-        if row is None:
+        inc = self._get(iid)
+        if inc is None:
             log.warning("police ack for unknown incident %s", iid)
             return None, False
-        news = row["police_ack_at"] is None
+        news = inc.police_ack_at is None
         if news:
-            self._store.conn.execute(
-                "UPDATE incidents SET police_ack_at = ?, police_ack_by = ?, disposition = ?,"
-                " state = 'police_ack' WHERE id = ?",
-                (at, by, disposition, iid),
-            )
+            inc.police_ack_at, inc.police_ack_by, inc.disposition = at, by, disposition
+            if inc.state == "open":
+                inc.state = "police_ack"
             self._due.pop(iid, None)
-            self._publish(iid, "police_ack", at)
-        track = self._store.conn.execute(
-            "SELECT addr, alarm_epoch, alarm_seq FROM incident_track WHERE id = ?", (iid,)
-        ).fetchone()
-        if track is None or track[1] is None:
+            self._publish(inc, "police_ack", at)
+            self._save(inc)
+        if inc.alarm_epoch is None or inc.alarm_seq is None:
             return None, news
-        return AckTarget(int(track[0]), int(track[1]), int(track[2])), news
+        return AckTarget(inc.addr, inc.alarm_epoch, inc.alarm_seq), news
 
     def police_acked(self, unit: Unit, iid: str) -> bool:
         """True if the police have acknowledged the incident."""
-        row = self._row(iid)
-        return row is not None and row["police_ack_at"] is not None
+        inc = self._get(iid)
+        return inc is not None and inc.police_ack_at is not None
 
     # -- time ---------------------------------------------------------------------------
 
@@ -220,7 +336,10 @@ class IncidentBook:
         with self._store.transaction():
             for iid in due:
                 del self._due[iid]
-                self._publish(iid, "presses", now)
+                inc = self._get(iid)
+                if inc is not None:
+                    self._publish(inc, "presses", now)
+                    self._save(inc)
         return True
 
     # -- internals ----------------------------------------------------------------------
@@ -236,71 +355,90 @@ class IncidentBook:
         link: str,
         *,
         from_alarm: bool = True,
-    ) -> str:
-        iid = f"{self._config.gateway_id}-{unit.id}-{frame.epoch}-{frame.seq}"
+    ) -> Incident:
         first, source = self._first_press_at(unit.addr, frame.epoch, press_ms, at)
-        c = self._store.conn
-        c.execute(
-            "INSERT INTO incidents(id, site, unit, place, kind, first_press_at, received_at,"
-            " presses, state, last_epoch, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
-            (iid, unit.site, unit.id, unit.place, kind, first, at, presses, frame.epoch, frame.seq),
+        inc = Incident(
+            id=f"{self._config.gateway_id}-{unit.id}-{frame.epoch}-{frame.seq}",
+            site=unit.site,
+            unit=unit.id,
+            place=unit.place,
+            kind=kind,
+            first_press_at=first,
+            received_at=at,
+            presses=presses,
+            state="open",
+            cancelled_at=None,
+            police_ack_at=None,
+            police_ack_by=None,
+            disposition=None,
+            last_epoch=frame.epoch,
+            last_seq=frame.seq,
+            addr=unit.addr,
+            first_press_source=source,
+            series_press_ms=press_ms if from_alarm else None,
+            series_presses=presses if from_alarm else 0,
+            base_presses=0,
+            last_alarm_at=at,
+            alarm_epoch=frame.epoch if from_alarm else None,
+            alarm_seq=frame.seq if from_alarm else None,
+            chatter=False,
+            updates=0,
         )
-        c.execute(
-            "INSERT INTO incident_track(id, addr, first_press_source, series_press_ms,"
-            " series_presses, last_alarm_at, alarm_epoch, alarm_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                iid,
-                unit.addr,
-                source,
-                press_ms if from_alarm else None,
-                presses if from_alarm else 0,
-                at,
-                frame.epoch if from_alarm else None,
-                frame.seq if from_alarm else None,
-            ),
-        )
-        self._press_times[iid] = deque([(at, presses)])
-        self._publish(iid, "new", at, link=link)
-        log.warning("incident %s: %s at %s (%s)", iid, kind, unit.place, unit.id)
+        # the police hear of it first: the publication is queued before anything else
+        self._publish(inc, "new", at, link=link)
         if from_alarm:
-            cancelled_at = self._store.cancel_for(unit.addr, frame.epoch, frame.seq)
+            cancelled_at = self._orphans.pop((unit.addr, frame.epoch, frame.seq), None)
             if cancelled_at is not None:  # the CANCEL overtook its ALARM
-                self._cancel(iid, cancelled_at)
-        return iid
+                self._cancel(inc, cancelled_at)
+        c = self._store.conn
+        c.execute(_INSERT_INC, inc.inc_values())
+        c.execute(_INSERT_TRACK, (inc.id, *inc.track_values()))
+        self._remember(inc)
+        if inc.is_open:
+            self._open_of[unit.id] = inc
+        self._press_times[inc.id] = deque([(at, presses)])
+        log.warning("incident %s: %s at %s (%s)", inc.id, kind, unit.place, unit.id)
+        return inc
 
-    def _cancel(self, iid: str, at: float) -> None:
-        row = self._row(iid)
-        if row is None or row["cancelled_at"] is not None:
-            return
-        self._store.conn.execute(
-            "UPDATE incidents SET cancelled_at = ?, state = 'cancelled' WHERE id = ?", (at, iid)
-        )
-        self._due.pop(iid, None)
-        self._publish(iid, "cancelled", at)
+    def _cancel(self, inc: Incident, at: float) -> bool:
+        if inc.cancelled_at is not None:
+            return False
+        inc.cancelled_at, inc.state = at, "cancelled"
+        if self._open_of.get(inc.unit) is inc:
+            del self._open_of[inc.unit]
+        self._due.pop(inc.id, None)
+        self._publish(inc, "cancelled", at)
+        return True
 
-    def _open_for(self, unit: Unit, at: float) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        cur = self._store.conn.execute(
-            "SELECT i.*, t.series_press_ms, t.series_presses, t.base_presses, t.last_alarm_at,"
-            " t.alarm_epoch, t.alarm_seq, t.chatter FROM incidents i JOIN incident_track t"
-            " ON t.id = i.id WHERE i.unit = ? AND i.state IN ('open', 'police_ack')"
-            " ORDER BY t.last_alarm_at DESC LIMIT 1",
-            (unit.id,),
-        )
-        row = cur.fetchone()
-        if row is None:
-            return None
-        d = dict(zip([x[0] for x in cur.description], row, strict=True))
-        if at - float(d["last_alarm_at"]) > unit.incident_window_s:
-            return None
-        return d, d
+    def _save(self, inc: Incident) -> None:
+        c = self._store.conn
+        c.execute(_UPDATE_INC, (*inc.inc_values()[1:], inc.id))
+        c.execute(_UPDATE_TRACK, (*inc.track_values(), inc.id))
 
-    def _row(self, iid: str) -> dict[str, Any] | None:
-        cur = self._store.conn.execute("SELECT * FROM incidents WHERE id = ?", (iid,))
-        row = cur.fetchone()
-        if row is None:
+    def _get(self, iid: str) -> Incident | None:
+        inc = self._by_id.get(iid)
+        if inc is None:
+            row = self._store.conn.execute(_SELECT + " WHERE i.id = ?", (iid,)).fetchone()
+            if row is None:
+                return None
+            inc = Incident.from_row(row)
+            self._remember(inc)
+        return inc
+
+    def _remember(self, inc: Incident) -> None:
+        self._by_id[inc.id] = inc
+        if len(self._by_id) > CACHE_CLOSED * 2:
+            closed = [k for k, v in self._by_id.items() if not v.is_open]
+            for k in closed[: len(closed) - CACHE_CLOSED]:
+                del self._by_id[k]
+                self._press_times.pop(k, None)
+                self._last_pub.pop(k, None)
+
+    def _open_for(self, unit: Unit, at: float) -> Incident | None:
+        inc = self._open_of.get(unit.id)
+        if inc is None or not inc.is_open or at - inc.last_alarm_at > unit.incident_window_s:
             return None
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
+        return inc
 
     def _first_press_at(self, addr: int, epoch: int, press_ms: int, at: float) -> tuple[float, str]:
         boot = self._store.boot_at(addr, epoch)
@@ -313,15 +451,17 @@ class IncidentBook:
             return at, "received"
         return min(at, boot + full / 1000.0), "unit_uptime"
 
-    def _check_chatter(self, unit: Unit, iid: str, presses: int, at: float, done: bool) -> None:
-        times = self._press_times.setdefault(iid, deque())
-        times.append((at, presses))
+    def _check_chatter(self, unit: Unit, inc: Incident, at: float) -> None:
+        times = self._press_times.setdefault(inc.id, deque())
+        times.append((at, inc.presses))
         while times and at - times[0][0] > CHATTER_WINDOW_S:
             times.popleft()
-        if done or presses - times[0][1] < CHATTER_PRESSES - 1:
+        if inc.chatter or inc.presses - times[0][1] < CHATTER_PRESSES - 1:
             return
-        self._store.conn.execute("UPDATE incident_track SET chatter = 1 WHERE id = ?", (iid,))
-        log.warning("unit %s: button chatter (%d presses in incident %s)", unit.id, presses, iid)
+        inc.chatter = True
+        log.warning(
+            "unit %s: button chatter (%d presses in incident %s)", unit.id, inc.presses, inc.id
+        )
         self._event(
             site=unit.site,
             kind="button_chatter",
@@ -329,59 +469,50 @@ class IncidentBook:
             unit=unit.id,
             code=CID_CHATTER,
             qualifier=1,
-            detail={"incident": iid, "presses": presses, "window_s": CHATTER_WINDOW_S},
+            detail={"incident": inc.id, "presses": inc.presses, "window_s": CHATTER_WINDOW_S},
         )
 
-    def _press_update(self, iid: str, at: float) -> None:
-        last = self._last_pub.get(iid)
+    def _press_update(self, inc: Incident, at: float) -> None:
+        last = self._last_pub.get(inc.id)
         if last is None or at - last >= PRESS_UPDATE_S:
-            self._due.pop(iid, None)
-            self._publish(iid, "presses", at)
+            self._due.pop(inc.id, None)
+            self._publish(inc, "presses", at)
         else:
-            self._due.setdefault(iid, last + PRESS_UPDATE_S)
+            self._due.setdefault(inc.id, last + PRESS_UPDATE_S)
 
-    def _publish(self, iid: str, update: str, at: float, *, link: str | None = None) -> None:
-        row = self._row(iid)
-        if row is None:
-            return
-        unit = self._config.units.get(str(row["unit"]))
-        kind = str(row["kind"])
-        track = self._store.conn.execute(
-            "SELECT updates, first_press_source FROM incident_track WHERE id = ?", (iid,)
-        ).fetchone()
-        n = int(track[0]) + 1 if track is not None else 1
-        source = str(track[1]) if track is not None else "received"
-        self._store.conn.execute("UPDATE incident_track SET updates = ? WHERE id = ?", (n, iid))
+    def _publish(self, inc: Incident, update: str, at: float, *, link: str | None = None) -> None:
+        unit = self._config.units.get(inc.unit)
+        inc.updates += 1
         payload: dict[str, Any] = {
-            "incident": iid,
+            "incident": inc.id,
             "update": update,
-            "update_no": n,
+            "update_no": inc.updates,
             "gateway": self._config.gateway_id,
-            "site": row["site"],
-            "unit": row["unit"],
-            "place": row["place"],
+            "site": inc.site,
+            "unit": inc.unit,
+            "place": inc.place,
             "owner": unit.owner if unit else None,
             "role": unit.role if unit else None,
-            "kind": kind,
-            "contact_id": AlarmKind[kind.upper()].contact_id,
-            "first_press_at": iso(row["first_press_at"]),
-            "first_press_source": source,
-            "received_at": iso(row["received_at"]),
-            "presses": row["presses"],
-            "state": row["state"],
-            "cancelled_at": iso(row["cancelled_at"]),
-            "police_ack_at": iso(row["police_ack_at"]),
-            "police_ack_by": row["police_ack_by"],
-            "disposition": row["disposition"],
+            "kind": inc.kind,
+            "contact_id": AlarmKind[inc.kind.upper()].contact_id,
+            "first_press_at": iso(inc.first_press_at),
+            "first_press_source": inc.first_press_source,
+            "received_at": iso(inc.received_at),
+            "presses": inc.presses,
+            "state": inc.state,
+            "cancelled_at": iso(inc.cancelled_at),
+            "police_ack_at": iso(inc.police_ack_at),
+            "police_ack_by": inc.police_ack_by,
+            "disposition": inc.disposition,
             "published_at": iso(at),
         }
         if link is not None:
             payload["link"] = link
-        self._last_pub[iid] = at
+        self._last_pub[inc.id] = at
         self._store.enqueue(
             at=at,
-            topic=f"{self._prefix}/{row['site']}/alarm/{row['unit']}",
+            topic=f"{self._prefix}/{inc.site}/alarm/{inc.unit}",
             payload=json.dumps(payload, separators=(",", ":")),
             qos=1,
-            incident=iid,
+            incident=inc.id,
         )

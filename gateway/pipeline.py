@@ -1,12 +1,19 @@
 """Authentic frames -> journal, incidents, events, outbox; then ACKs and watchers.
 
 For each batch of frames from one read of a link, in ONE transaction: every fresh frame
-is journalled with its replay window, incidents are opened or updated, events and
-publications are queued in the outbox. Only after the commit are the frames ACKed (state 1,
-or 3 for a recorded cancel), the watchers told and the relay woken. If the commit fails,
-nothing is ACKed and the replay window is rolled back, so the unit's retransmission is
-taken again as fresh. The pipeline is also the :class:`gateway.ports.Outlet` of the
-watchers.
+is journalled, incidents are opened or updated, events and publications are queued in the
+outbox, and each unit's replay window is stored once. Only after the (durable) commit are
+the frames ACKed (state 1, 2 once the police have the incident, or 3 for a recorded
+cancel); the commit itself hands the new outbox rows to the relay in memory
+(:attr:`gateway.store.Store.on_commit`), then the watchers are told. If the commit fails,
+nothing is ACKed and the replay window and the incident book are rolled back, so the
+unit's retransmission is taken again as fresh. The pipeline is also the
+:class:`gateway.ports.Outlet` of the watchers.
+
+Security rejects (a bad MAC, a replayed counter, a frame from an address without a key)
+become a ``forgery`` event per claimed unit address, at most one every
+``SECURITY_EVENT_INTERVAL_S`` with the counts since the last one, so a security office sees
+an attack without an event storm.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway.clock import Clock
@@ -33,6 +42,7 @@ from protocol import (
     Checkin,
     Frame,
     Heartbeat,
+    Reason,
     ReplayGuard,
     Signal,
     SignalPattern,
@@ -42,8 +52,21 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 CID_LINK = 350
+SECURITY_EVENT_INTERVAL_S = 300.0
+SECURITY_REASONS = (Reason.FORGED, Reason.REPLAYED, Reason.UNKNOWN_UNIT)
 # police ACK (state 2) is sent at once and repeated after these delays (a frame can be lost)
 POLICE_ACK_REPEATS_S = (1.0, 3.0)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Security rejects of one claimed unit address since its last ``forgery`` event."""
+
+    last_event: float = -1e18
+    first_at: float | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    links: set[str] = field(default_factory=set)
+    addrs: set[int] = field(default_factory=set)
 
 
 def body_dict(frame: Frame) -> dict[str, int]:
@@ -77,6 +100,9 @@ class Pipeline:
         self.watchers: list[Watcher] = []
         self.incidents = IncidentBook(store, config, prefix=prefix, event=self.event)
         self._timers: set[asyncio.TimerHandle] = set()
+        # claimed unit address (None: any unregistered one) -> last event time, counts since
+        self._security: dict[int | None, _Tally] = {}
+        self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
         self.commit_failures = 0
         self.last_commit_ok = True
@@ -84,12 +110,12 @@ class Pipeline:
     # -- frames (from the receiver) -----------------------------------------------------
 
     def on_frames(self, link: str, items: Sequence[Received]) -> None:
-        """Journal a batch, then ACK it and tell the watchers."""
+        """Journal a batch (one commit), then ACK it and tell the watchers."""
+        t0 = time.perf_counter()
         at = self._clock.now()
         acks: list[tuple[int, int, int, AckState]] = []
         fresh: list[tuple[Unit, Frame]] = []
-        addrs = {it.frame.unit for it in items}
-        snapshot = {a: self._guard.state(a) for a in addrs}
+        touched: dict[int, list[tuple[int, int, int]]] = {}
         try:
             with self._store.transaction():
                 for it in items:
@@ -99,18 +125,25 @@ class Pipeline:
                         continue
                     self._downlink.heard(f.unit, link)
                     if it.verdict is Verdict.FRESH:
+                        if f.unit not in touched:
+                            touched[f.unit] = self._guard.state(f.unit)
                         state = self._fresh(unit, f, at, link)
                         self._guard.record(f.unit, f.epoch, f.seq)
-                        self._store.replay_save(f.unit, self._guard.state(f.unit))
                         fresh.append((unit, f))
                     else:
                         state = self._duplicate_state(f)
                     acks.append((f.unit, f.epoch, f.seq, state))
+                for addr in touched:
+                    self._store.replay_save(addr, self._guard.state(addr))
         except sqlite3.Error:
             self.commit_failures += 1
             self.last_commit_ok = False
-            for a, st in snapshot.items():
-                self._guard.load(a, st)
+            for addr, before in touched.items():
+                self._guard.load(addr, before)
+            try:
+                self.incidents.reload()
+            except sqlite3.Error:
+                log.exception("cannot reload the incident book")
             log.exception(
                 "journal commit failed: %d frames not ACKed (units will retry)", len(items)
             )
@@ -119,6 +152,7 @@ class Pipeline:
         self.journalled += len(fresh)
         for addr, epoch, seq, state in acks:
             self._downlink.ack(addr, epoch, seq, state)
+        self.batch_s.append(time.perf_counter() - t0)
         if fresh:
             self._wake()
         for unit, f in fresh:
@@ -134,6 +168,7 @@ class Pipeline:
         state = AckState.RECEIVED
         if isinstance(body, Alarm):
             incident = self.incidents.on_alarm(unit, f, body, at, link)
+            state = self.incidents.unit_ack_state(incident)
         elif isinstance(body, Checkin) and body.duress:
             incident = self.incidents.on_duress_checkin(unit, f, at, link)
         elif isinstance(body, Cancel):
@@ -156,11 +191,61 @@ class Pipeline:
         return state
 
     def _duplicate_state(self, f: Frame) -> AckState:
+        """The state a retransmission is ACKed with: what the unit should show now."""
         if isinstance(f.body, Cancel):
-            iid = self._store.frame_incident(f.unit, f.epoch, f.seq)
-            if iid is not None:
+            if self._store.frame_incident(f.unit, f.epoch, f.seq) is not None:
                 return AckState.CANCELLED
+        elif isinstance(f.body, Alarm):
+            iid = self._store.frame_incident(f.unit, f.epoch, f.seq)
+            return self.incidents.unit_ack_state(iid)
         return AckState.RECEIVED
+
+    # -- security rejects (from the receiver) ---------------------------------------------
+
+    def on_security_reject(self, link: str, reason: Reason, addr: int | None) -> None:
+        """A forged, replayed or unkeyed frame claiming ``addr``: a rate-limited event."""
+        if reason not in SECURITY_REASONS:
+            return
+        now = self._clock.now()
+        unit = self._units.get(addr) if addr is not None else None
+        key = unit.addr if unit is not None else None  # unregistered addresses: one tally
+        tally = self._security.setdefault(key, _Tally())
+        if not tally.counts:
+            tally.first_at = now
+        tally.counts[reason.value] += 1
+        tally.links.add(link)
+        if addr is not None and unit is None and len(tally.addrs) < 16:
+            tally.addrs.add(addr)
+        if now - tally.last_event >= SECURITY_EVENT_INTERVAL_S:
+            self._security_event(key, tally, now)
+
+    def _security_event(self, key: int | None, tally: _Tally, now: float) -> None:
+        unit = self._units.get(key) if key is not None else None
+        detail: dict[str, Any] = dict(tally.counts)
+        detail["links"] = sorted(tally.links)
+        if unit is not None:
+            detail["addr"] = unit.addr
+            detail["place"] = unit.place
+        else:
+            detail["addrs"] = sorted(tally.addrs)
+        detail["since"] = iso(tally.first_at) if tally.first_at is not None else None
+        detail["window_s"] = SECURITY_EVENT_INTERVAL_S
+        self._security[key] = _Tally(last_event=now)
+        log.warning(
+            "security: frames rejected for %s: %s",
+            unit.id if unit is not None else "unregistered addresses",
+            detail,
+        )
+        try:
+            self.event(
+                site=unit.site if unit is not None else self._config.site,
+                kind="forgery",
+                at=now,
+                unit=unit.id if unit is not None else None,
+                detail=detail,
+            )
+        except sqlite3.Error:
+            log.exception("cannot journal the forgery event")
 
     # -- links --------------------------------------------------------------------------
 
@@ -238,6 +323,10 @@ class Pipeline:
                 self._wake()
         except sqlite3.Error:
             log.exception("cannot journal coalesced press updates")
+            self.incidents.reload()
+        for key, tally in list(self._security.items()):
+            if tally.counts and now - tally.last_event >= SECURITY_EVENT_INTERVAL_S:
+                self._security_event(key, tally, now)
         for w in self.watchers:
             try:
                 w.tick(now)

@@ -1,7 +1,11 @@
 """Line bytes -> authentic frames with a replay verdict, handed on in batches.
 
 One :class:`protocol.Deframer` per link. Every frame the codec or the replay window
-rejects is dropped and counted under its reason (per link); nothing here raises on input.
+rejects is dropped and counted under its reason (per link) and logged at most once per
+``REJECT_LOG_INTERVAL_S`` per link and reason (with the count); security rejects also go
+to the sink (a rate-limited ``forgery`` event). Nothing here raises on input, and a read
+is at most one chunk of the line, so garbage costs time in proportion to its bytes and
+the valid frames around it get through.
 The frames completed by one read from the line go to the pipeline as one batch, so they
 are journalled in one transaction (group commit) and ACKed together.
 """
@@ -21,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # a reject reason is logged at most this often per link (with the count since)
 REJECT_LOG_INTERVAL_S = 10.0
+# rejects that mean someone sends frames in a unit's name without its key or counter
+SECURITY = frozenset({Reason.FORGED, Reason.REPLAYED, Reason.UNKNOWN_UNIT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,10 @@ class FrameSink(Protocol):
 
     def on_link(self, link: str, up: bool) -> None:
         """``link`` went down or came back."""
+        ...
+
+    def on_security_reject(self, link: str, reason: Reason, addr: int | None) -> None:
+        """A frame failed authentication or replay (``addr``: the unit it claimed)."""
         ...
 
 
@@ -107,6 +117,11 @@ class Receiver:
     def _reject(self, link: str, exc: ProtocolError) -> None:
         self._decode_rejects[link][exc.reason] += 1
         self._maybe_log(link, exc.reason, exc)
+        if exc.reason in SECURITY:
+            try:
+                self._sink.on_security_reject(link, exc.reason, exc.unit)
+            except Exception:
+                log.exception("link %s: reporting a %s reject failed", link, exc.reason.value)
 
     def _maybe_log(self, link: str, reason: Reason, exc: ProtocolError | None) -> None:
         total = self._decode_rejects[link][reason] + self._deframers[link].rejects[reason]
@@ -115,9 +130,8 @@ class Receiver:
         if now - last_at < REJECT_LOG_INTERVAL_S or total == last_total:
             return
         self._last_log[(link, reason)] = (now, total)
-        security = reason in (Reason.FORGED, Reason.REPLAYED, Reason.UNKNOWN_UNIT)
         log.log(
-            logging.WARNING if security else logging.INFO,
+            logging.WARNING if reason in SECURITY else logging.INFO,
             "link %s: rejected frame (%s%s), %d %s rejects so far",
             link,
             reason.value,

@@ -1,36 +1,58 @@
 """Outbox -> MQTT broker (QoS 1, in order), and inbound police/duty commands -> pipeline.
 
 aiomqtt's reconnect loop: ``async with client`` inside a retry loop that catches
-``aiomqtt.MqttError``, with capped backoff. While connected, the publisher sends the
-outbox's unsent messages in order, a window at a time, and marks them sent when the
-broker's PUBACKs are in; a message whose PUBACK never came is sent again after the next
-connect (at least once: receivers de-duplicate on ``incident`` + ``update_no`` or
-``event``). The session is persistent (``clean_session=False``, a fixed client id), so
-police acknowledgements published while the gateway was away are delivered on return.
+``aiomqtt.MqttError``, with capped backoff. The outbox table is the truth; the relay keeps
+the part it is working on in memory:
+
+- New messages arrive from the journal's commit (:meth:`Relay.submit`, the store's
+  ``on_commit``), so a committed alarm is published at once, without reading it back.
+- After a (re)connect, everything still unsent is read from the outbox in id order
+  (the backlog) before new messages are taken in memory again: nothing is skipped.
+- The publisher is pipelined: up to ``WINDOW`` publishes in flight, each next one sent as
+  soon as there is room (not a window at a time). A message is handed to the MQTT client
+  and written to the socket in the callback that committed it, and its PUBACK is taken in
+  the callback that reads it (:class:`_Direct`), so no task hop and no other callback of
+  the loop (another link's commit, say) can come between commit and wire. That uses two
+  internals of aiomqtt 2.5 (pinned): its paho client and its table of pending PUBACKs;
+  without them the relay falls back to ``await client.publish`` per message.
+- Each PUBACK's arrival time is kept, and a separate task records them in the outbox
+  (``sent_at``) in batches, off the alarm path and without an fsync of its own. A message
+  whose PUBACK was not recorded (crash, power cut) is published again with the same
+  incident id and ``update_no`` (at least once; receivers de-duplicate).
+
+The session is persistent (``clean_session=False``, a fixed client id), so police
+acknowledgements published while the gateway was away are delivered on return.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.incidents import iso
-from gateway.store import Store
+from gateway.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
 WINDOW = 64  # messages in flight at once
+BACKLOG_PAGE = 256  # outbox rows read at a time after a (re)connect
+MARK_DELAY_S = 0.02  # PUBACKs gathered this long before they are recorded
 PUBLISH_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -82,6 +104,58 @@ class BrokerSettings:
         return ctx
 
 
+class _Direct:
+    """Publish through aiomqtt's paho client at once, PUBACK by callback (no task hops).
+
+    aiomqtt 2.5 calls ``_pending_publishes.pop(mid).set()`` from paho's ``on_publish``
+    when the PUBACK of ``mid`` arrives: an object with a ``set`` method there hears it in
+    the same callback. Both attributes are checked once per connection.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        """Raise AttributeError if this aiomqtt lacks the internals."""
+        self._paho: paho.Client = client._client  # pinned aiomqtt 2.5
+        self._pending: dict[int, Any] = client._pending_publishes
+        if not isinstance(self._paho, paho.Client) or not isinstance(self._pending, dict):
+            raise AttributeError("aiomqtt internals changed")
+
+    def publish(self, row: OutboxRow, on_puback: Callable[[], None]) -> bool:
+        """Queue and write one message; False if the client refused it (not connected)."""
+        info = self._paho.publish(row.topic, row.payload, row.qos, row.retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False
+        self._pending[info.mid] = _OnSet(on_puback)
+        sock = self._paho.socket()
+        # paho asked aiomqtt to watch the socket for writing; aiomqtt does that on the
+        # loop's next turn. Write now instead; if all went out, that watch would outlive
+        # paho's bookkeeping (a writer left on the fd: a busy loop, and a stale fd after a
+        # reconnect), so it is removed right after aiomqtt adds it.
+        self._paho.loop_write()
+        if sock is not None and not self._paho.want_write():
+            asyncio.get_running_loop().call_soon(self._unwatch, sock, sock.fileno())
+        return True
+
+    def _unwatch(self, sock: Any, fd: int) -> None:
+        if self._paho.socket() is sock and self._paho.want_write():
+            return  # more to write since: paho's own watch is wanted
+        asyncio.get_running_loop().remove_writer(fd)
+
+
+class _OnSet:
+    """Looks like the asyncio.Event aiomqtt sets on PUBACK; calls back instead."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+
+    def set(self) -> None:
+        self._fn()
+
+    def is_set(self) -> bool:
+        return False
+
+
 class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
 
@@ -120,9 +194,36 @@ class Relay:
         self.connects = 0
         self.failures = 0
         self._client: aiomqtt.Client | None = None
+        # the working set: rows to publish, in flight, PUBACKed but not yet recorded
+        self._queue: deque[OutboxRow] = deque()
+        self._inflight: dict[int, OutboxRow] = {}
+        self._acked: list[tuple[OutboxRow, float]] = []
+        self._acked_ids: set[int] = set()
+        self._backlog = True  # unsent rows may be in the outbox only: read it first
+        self._cursor = 0  # highest outbox id taken into the working set on this connection
+        self._live = False  # the publisher takes submitted rows in memory
+        self._tg: asyncio.TaskGroup | None = None
+        self._pub_client: aiomqtt.Client | None = None
+        self._direct: _Direct | None = None
+        self._sent_at: dict[int, float] = {}  # in flight: outbox id -> monotonic send time
+        self._broken: str | None = None  # why the publisher must drop the connection
+        self._marks = asyncio.Event()
+        self.puback_s: deque[float] = deque(maxlen=1024)  # publish -> PUBACK, recent
 
     def wake(self) -> None:
-        """New messages are in the outbox."""
+        """New messages may be in the outbox."""
+        self._wake.set()
+
+    def submit(self, rows: Sequence[OutboxRow]) -> None:
+        """Committed outbox rows, in id order: publish them as soon as there is room."""
+        if not rows:
+            return
+        if self._live and not self._backlog and rows[0].id > self._cursor:
+            self._queue.extend(rows)
+            self._cursor = rows[-1].id
+            self._dispatch()  # published from this very callback: no hop through a task
+        else:
+            self._backlog = True  # the publisher reads them from the outbox
         self._wake.set()
 
     def stop(self) -> None:
@@ -130,7 +231,17 @@ class Relay:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Connect, serve, reconnect, for ever (until cancelled)."""
+        """Connect, serve, reconnect, until :meth:`stop` (or cancelled)."""
+        marker = asyncio.create_task(self._marker(), name="relay-marker")
+        try:
+            await self._connect_loop()
+        finally:
+            marker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await marker
+            self._flush_marks()
+
+    async def _connect_loop(self) -> None:
         delay = BACKOFF_MIN_S
         s = self._settings
         while not self._stopping.is_set():
@@ -155,7 +266,7 @@ class Relay:
                     try:
                         await self._serve(client)
                     finally:
-                        self.connected.clear()
+                        self._disconnected()
             except* _Stopped:
                 pass  # the loop ends: _stopping is set
             except* aiomqtt.MqttError as group:
@@ -204,32 +315,141 @@ class Relay:
         await self._stopping.wait()
         raise _Stopped
 
+    def _disconnected(self) -> None:
+        """The connection is gone: what was not PUBACKed is read from the outbox again."""
+        self.connected.clear()
+        self._live = False
+        self._backlog = True
+        self._cursor = 0
+        self._queue.clear()
+        self._inflight.clear()
+        self._sent_at.clear()
+
     async def _publisher(self, client: aiomqtt.Client) -> None:
         for topic in self._subs:
             await client.subscribe(topic, qos=1)
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
+        self._flush_marks()  # so that the backlog does not include what is PUBACKed
+        self._backlog, self._cursor, self._broken = True, 0, None
+        try:
+            self._direct = _Direct(client)
+        except AttributeError:
+            log.warning("aiomqtt internals not found: publishing through tasks (slower)")
+            self._direct = None
         self.connected.set()
+        async with asyncio.TaskGroup() as tg:
+            self._tg, self._pub_client, self._live = tg, client, True
+            try:
+                while True:
+                    self._wake.clear()
+                    if self._broken is not None:
+                        raise aiomqtt.MqttError(self._broken)
+                    if self._backlog and len(self._queue) < BACKLOG_PAGE:
+                        if not self._read_backlog():
+                            await asyncio.sleep(1.0)
+                            continue
+                    self._dispatch()
+                    if self._backlog and not self._queue:
+                        continue  # a page of rows already PUBACKed: read the next one
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
+                    self._check_overdue()
+            finally:
+                self._tg, self._pub_client, self._live, self._direct = None, None, False, None
+
+    def _check_overdue(self) -> None:
+        """A PUBACK missing for PUBLISH_TIMEOUT_S: the connection is broken, drop it."""
+        if self._sent_at:
+            oldest = next(iter(self._sent_at.values()))
+            if time.monotonic() - oldest > PUBLISH_TIMEOUT_S:
+                self._broken = f"no PUBACK within {PUBLISH_TIMEOUT_S:.0f} s"
+                self._wake.set()
+
+    def _dispatch(self) -> None:
+        """Start publishing queued rows, in order, while the window has room."""
+        tg, client, direct = self._tg, self._pub_client, self._direct
+        if tg is None or client is None or self._broken is not None:
+            return
+        while self._queue and len(self._inflight) < WINDOW:
+            row = self._queue[0]
+            if direct is not None:
+                self._inflight[row.id] = row
+                self._sent_at[row.id] = time.monotonic()
+                if not direct.publish(row, functools.partial(self._on_puback, row)):
+                    del self._inflight[row.id], self._sent_at[row.id]
+                    self._broken = "the MQTT client refused a message (connection lost)"
+                    self._wake.set()
+                    return
+            else:
+                try:
+                    tg.create_task(self._publish(client, row), name=f"publish-{row.id}")
+                except RuntimeError:  # the connection is being torn down
+                    return
+                self._inflight[row.id] = row
+                self._sent_at[row.id] = time.monotonic()
+            self._queue.popleft()
+
+    async def _publish(self, client: aiomqtt.Client, row: OutboxRow) -> None:
+        """The fallback path: one task per message, through aiomqtt's public API."""
+        await client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+        self._on_puback(row)
+
+    def _on_puback(self, row: OutboxRow) -> None:
+        """The broker has ``row``: keep the time, make room, record it soon."""
+        at = self._clock.now()
+        sent = self._sent_at.pop(row.id, None)
+        if sent is not None:
+            self.puback_s.append(time.monotonic() - sent)
+        self._inflight.pop(row.id, None)
+        if row.id in self._acked_ids:
+            return  # a late PUBACK of a message already published again
+        self._acked.append((row, at))
+        self._acked_ids.add(row.id)
+        self.published += 1
+        self._marks.set()
+        if self._queue:
+            self._dispatch()  # room for the next one
+        if self._backlog:
+            self._wake.set()
+
+    def _read_backlog(self) -> bool:
+        """Take the next page of unsent outbox rows after the cursor; False on an error."""
+        try:
+            rows = self._store.pending(BACKLOG_PAGE, after=self._cursor)
+        except sqlite3.Error:
+            log.exception("cannot read the outbox (retrying in 1 s)")
+            return False
+        if rows:
+            self._cursor = rows[-1].id
+            self._queue.extend(r for r in rows if r.id not in self._acked_ids)
+        if len(rows) < BACKLOG_PAGE:
+            self._backlog = False  # from here on, new rows come through submit()
+        return True
+
+    async def _marker(self) -> None:
+        """Record PUBACKs in the outbox in batches (never on the alarm path)."""
         while True:
-            self._wake.clear()
-            try:
-                rows = self._store.pending(WINDOW)
-            except sqlite3.Error:
-                log.exception("cannot read the outbox")
+            await self._marks.wait()
+            await asyncio.sleep(MARK_DELAY_S)
+            self._marks.clear()
+            if not self._flush_marks():
                 await asyncio.sleep(1.0)
-                continue
-            if not rows:
-                await self._wake.wait()
-                continue
-            async with asyncio.TaskGroup() as tg:
-                for r in rows:
-                    tg.create_task(client.publish(r.topic, r.payload, qos=r.qos, retain=r.retain))
-            try:
-                self._store.mark_sent(rows, self._clock.now())
-            except sqlite3.Error:
-                log.exception("cannot mark %d messages sent (they will be sent again)", len(rows))
-                await asyncio.sleep(1.0)
-                continue
-            self.published += len(rows)
+                self._marks.set()
+
+    def _flush_marks(self) -> bool:
+        """Write the PUBACKs gathered so far; False if the journal refused."""
+        if not self._acked:
+            return True
+        batch, self._acked = self._acked, []
+        try:
+            self._store.mark_acked(batch)
+        except sqlite3.Error:
+            log.exception("cannot mark %d messages sent (retrying)", len(batch))
+            self._acked[:0] = batch
+            return False
+        self._acked_ids.difference_update(r.id for r, _ in batch)
+        return True
 
     async def _inbound(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sqlite3
@@ -37,6 +38,7 @@ from protocol.keys import read_key
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2  # watchers' tick: 5x per real second
+CHECKPOINT_S = 1.0  # WAL checkpoint period (in a worker thread)
 WATCHDOG_DEFAULT_S = 10.0  # health check period without systemd's watchdog
 WATCHDOG_FAILURES = 3  # consecutive failed health checks before the service gives up
 LOOP_LAG_LIMIT_S = 2.0  # a loop that late is not healthy
@@ -53,6 +55,11 @@ class Settings:
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
     synchronous: str = "FULL"
+
+
+def status_topic(prefix: str, gateway_id: str) -> str:
+    """The gateway's retained ``online``/``offline`` status (its MQTT will)."""
+    return f"{prefix}/gateway/{gateway_id}/status"
 
 
 def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
@@ -123,9 +130,10 @@ class Gateway:
             self.clock,
             client_id=f"campusguard-{config.gateway_id}",
             subscriptions=[t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")],
-            status_topic=f"{p}/{config.site}/gateway/{config.gateway_id}",
+            status_topic=status_topic(p, config.gateway_id),
             on_message=self.pipeline.on_message,
         )
+        self.store.on_commit = self.relay.submit  # committed messages go out at once
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -139,6 +147,30 @@ class Gateway:
     def attach(self, watchers: Sequence[Watcher]) -> None:
         """Add watchers (before or while running)."""
         self.pipeline.watchers.extend(watchers)
+
+    def stats(self) -> dict[str, object]:
+        """Counters and recent latencies (ms, p50/p99) of each stage, for benches and ops."""
+
+        def pct(values: Sequence[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            s = sorted(values)
+            return {
+                "n": len(s),
+                "p50_ms": round(s[(len(s) - 1) // 2] * 1000, 3),
+                "p99_ms": round(s[round(0.99 * (len(s) - 1))] * 1000, 3),
+            }
+
+        return {
+            "frames": self.receiver.frames,
+            "journalled": self.pipeline.journalled,
+            "rejects": dict(self.receiver.rejects()),
+            "commits": self.store.commits,
+            "published": self.relay.published,
+            "batch_frames_to_acks": pct(self.pipeline.batch_s),
+            "commit": pct(self.store.commit_s),
+            "publish_to_puback": pct(self.relay.puback_s),
+        }
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (safe from a signal handler)."""
@@ -158,6 +190,7 @@ class Gateway:
                 ]
                 tasks.append(tg.create_task(self.relay.run(), name="relay"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
+                tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 await self._announce_ready()
                 tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 stopper = tg.create_task(self._stop.wait(), name="stop")
@@ -170,6 +203,10 @@ class Gateway:
                 self.relay.stop()
                 for t in tasks:
                     t.cancel()
+            try:  # for benches and post-mortems: the last run's stage latencies
+                self.store.meta_set("stats", json.dumps(self.stats()))
+            except sqlite3.Error:
+                log.exception("cannot store the run's statistics")
         finally:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -198,6 +235,18 @@ class Gateway:
         while True:
             await asyncio.sleep(TICK_S)
             self.pipeline.tick()
+
+    async def _checkpointer(self) -> None:
+        """Keep the WAL short, off the event loop (see :meth:`Store.checkpoint`)."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_S)
+            if not self.store.unchecked:
+                continue
+            self.store.unchecked = 0
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint failed (retrying): %s", exc)
 
     async def _watchdog(self) -> None:
         """Feed systemd's watchdog while healthy; after N consecutive failures, give up."""

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +129,25 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the journal: {exc}") from exc
         self.conn = conn
+        self._synchronous = synchronous
         self._depth = 0
+        self._queued: list[OutboxRow] = []
+        self.on_commit: Callable[[list[OutboxRow]], None] | None = None
         self.commits = 0
         self.failures = 0
+        self.commit_s: deque[float] = deque(maxlen=4096)  # recent COMMIT durations
+        self.last_commit = 0.0  # time.monotonic() of the last commit
+        self.unchecked = 0  # commits since the last checkpoint
+        self.checkpoints = 0
+        self._boots: dict[tuple[int, int], float] = {}
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: WAL mode refused ({mode})")
             conn.execute(f"PRAGMA synchronous={synchronous}")
+            # checkpoints copy the WAL into the database and fsync it (milliseconds, more on
+            # an SD card): never inside an alarm's commit, see checkpoint()
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.executescript(_OWN_SCHEMA)
             create_shared(conn)
@@ -143,6 +156,10 @@ class Store:
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+            self._boots = {
+                (int(a), int(e)): float(b)
+                for a, e, b in conn.execute("SELECT addr, epoch, boot_at FROM unit_boot")
+            }
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"{self.path}: cannot prepare the journal: {exc}") from exc
@@ -151,9 +168,31 @@ class Store:
         """Close the connection (checkpoints the WAL)."""
         self.conn.close()
 
+    def checkpoint(self) -> int:
+        """Copy committed WAL frames into the database (PASSIVE); return frames copied.
+
+        Automatic checkpoints are off: SQLite would run one inside whichever commit
+        crosses 1000 pages, alarm or not, and it copies pages and fsyncs the database
+        (milliseconds; far more on an SD card). Call this from a worker thread
+        (``asyncio.to_thread``): it uses a connection of its own, never waits for the
+        gateway's writes, and they never wait for it.
+        """
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0.5)
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+        self.checkpoints += 1
+        return int(row[2]) if row is not None and row[2] is not None else 0
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic unit of work; nested blocks join the outermost, which commits."""
+        """One atomic unit of work; nested blocks join the outermost, which commits.
+
+        Messages queued with :meth:`enqueue` inside it go to :attr:`on_commit` right after
+        the commit (never before, never after a rollback): that is how the relay gets new
+        messages in memory without reading the outbox back.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -167,6 +206,7 @@ class Store:
             yield self.conn
         except BaseException:
             self._depth = 0
+            self._queued.clear()
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -174,16 +214,28 @@ class Store:
             self.failures += 1
             raise
         self._depth = 0
+        t0 = time.perf_counter()
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error:
             self.failures += 1
+            self._queued.clear()
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             raise
+        self.commit_s.append(time.perf_counter() - t0)
+        self.last_commit = time.monotonic()
+        self.unchecked += 1
         self.commits += 1
+        if self._queued:
+            rows, self._queued = self._queued, []
+            if self.on_commit is not None:
+                try:
+                    self.on_commit(rows)
+                except Exception:  # the rows are committed: the relay finds them later
+                    log.exception("on_commit hook failed for %d messages", len(rows))
 
     @property
     def in_transaction(self) -> bool:
@@ -267,33 +319,46 @@ class Store:
         ).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
-    def cancel_for(self, addr: int, epoch: int, seq: int) -> float | None:
-        """When a CANCEL naming ALARM (epoch, seq) of ``addr`` arrived, if one did."""
-        row = self.conn.execute(
-            "SELECT at FROM frames WHERE addr = ? AND type = 'CANCEL' "
-            "AND json_extract(body, '$.ref_epoch') = ? AND json_extract(body, '$.ref_seq') = ? "
-            "ORDER BY id LIMIT 1",
-            (addr, epoch, seq),
-        ).fetchone()
-        return None if row is None else float(row[0])
+    def orphan_cancels(self) -> dict[tuple[int, int, int], float]:
+        """CANCELs whose ALARM never arrived: (addr, ref_epoch, ref_seq) -> when (at start)."""
+        rows = self.conn.execute(
+            "SELECT c.addr, json_extract(c.body, '$.ref_epoch') AS e,"
+            " json_extract(c.body, '$.ref_seq') AS q, min(c.at) FROM frames c"
+            " WHERE c.type = 'CANCEL' AND c.incident IS NULL AND NOT EXISTS"
+            " (SELECT 1 FROM frames a WHERE a.addr = c.addr AND a.epoch = e AND a.seq = q)"
+            " GROUP BY 1, 2, 3"
+        ).fetchall()
+        return {(int(a), int(e), int(q)): float(t) for a, e, q, t in rows}
 
     # -- unit boots (for first_press_at) ------------------------------------------------
 
     def boot_set(self, addr: int, epoch: int, boot_at: float) -> None:
-        """Remember when a unit's boot (epoch) began; keep the last 8 boots per unit."""
+        """Remember when a unit's boot (epoch) began; keep the last 8 boots per unit.
+
+        The estimate (``received_at - uptime_s``) wobbles by the heartbeat's 1 s rounding:
+        it is written only for a new boot or when it moved by more than a second (the
+        cache answers :meth:`boot_at` without a query).
+        """
+        key = (addr, epoch)
+        old = self._boots.get(key)
+        if old is not None and abs(old - boot_at) <= 1.0:
+            return
         self.conn.execute(
             "INSERT INTO unit_boot(addr, epoch, boot_at) VALUES (?, ?, ?) "
             "ON CONFLICT(addr, epoch) DO UPDATE SET boot_at = excluded.boot_at",
             (addr, epoch, boot_at),
         )
-        self.conn.execute("DELETE FROM unit_boot WHERE addr = ? AND epoch <= ? - 8", (addr, epoch))
+        self._boots[key] = boot_at
+        if old is None:
+            self.conn.execute(
+                "DELETE FROM unit_boot WHERE addr = ? AND epoch <= ? - 8", (addr, epoch)
+            )
+            for k in [k for k in self._boots if k[0] == addr and k[1] <= epoch - 8]:
+                del self._boots[k]
 
     def boot_at(self, addr: int, epoch: int) -> float | None:
         """The estimated boot time of a unit's epoch, if a heartbeat told it."""
-        row = self.conn.execute(
-            "SELECT boot_at FROM unit_boot WHERE addr = ? AND epoch = ?", (addr, epoch)
-        ).fetchone()
-        return None if row is None else float(row[0])
+        return self._boots.get((addr, epoch))
 
     # -- events -------------------------------------------------------------------------
 
@@ -329,13 +394,22 @@ class Store:
         retain: bool = False,
         incident: str | None = None,
     ) -> int:
-        """Queue a message for the broker (inside the caller's transaction)."""
+        """Queue a message for the broker (inside the caller's transaction).
+
+        The row goes to :attr:`on_commit` once the transaction commits.
+        """
         cur = self.conn.execute(
             "INSERT INTO outbox(created_at, topic, payload, qos, retain, incident) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (at, topic, payload, qos, int(retain), incident),
         )
-        return int(cur.lastrowid or 0)
+        rid = int(cur.lastrowid or 0)
+        row = OutboxRow(rid, topic, payload, qos, retain, incident)
+        if self._depth:
+            self._queued.append(row)
+        elif self.on_commit is not None:  # autocommit: already durable
+            self.on_commit([row])
+        return rid
 
     def pending(self, limit: int, after: int = 0) -> list[OutboxRow]:
         """Unsent messages in order, at most ``limit``, with id above ``after``."""
@@ -353,10 +427,31 @@ class Store:
         )
 
     def mark_sent(self, rows: Sequence[OutboxRow], at: float) -> None:
-        """Record the broker's PUBACK for ``rows``; the first one of an incident sets relayed_at."""
-        with self.transaction() as c:
-            c.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(at, r.id) for r in rows])
-            c.executemany(
-                "UPDATE incidents SET relayed_at = ? WHERE id = ? AND relayed_at IS NULL",
-                [(at, r.incident) for r in rows if r.incident],
-            )
+        """Record the broker's PUBACK for ``rows`` at one time (see :meth:`mark_acked`)."""
+        self.mark_acked([(r, at) for r in rows])
+
+    def mark_acked(self, acked: Sequence[tuple[OutboxRow, float]]) -> None:
+        """Record PUBACKs, each with the time it arrived (sets ``relayed_at`` once).
+
+        This commit is not fsynced on its own (``synchronous=NORMAL`` for this one
+        transaction; the next durable commit syncs it too): losing it to a power cut only
+        means those messages are published again, with the same ids, which the protocol
+        allows (at least once). It keeps the fsync off the alarm path.
+        """
+        if not acked:
+            return
+        relaxed = self._synchronous != "NORMAL"
+        if relaxed:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as c:
+                c.executemany(
+                    "UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, r.id) for r, t in acked]
+                )
+                c.executemany(
+                    "UPDATE incidents SET relayed_at = ? WHERE id = ? AND relayed_at IS NULL",
+                    [(t, r.incident) for r, t in acked if r.incident],
+                )
+        finally:
+            if relaxed:
+                self.conn.execute(f"PRAGMA synchronous={self._synchronous}")

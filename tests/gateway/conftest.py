@@ -100,6 +100,23 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
+def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker that keeps sessions across a (graceful) restart: for outage tests, where a
+    subscriber must not miss what is published before it has reconnected."""
+    with Mosquitto(tmp_path / "pbroker", persistent=True) as b:
+        yield b
+
+
+@pytest.fixture
+async def duty_room(persistent_broker: Mosquitto) -> AsyncIterator[Police]:
+    """The police on a persistent session: messages wait for it while it reconnects."""
+    p = Police(persistent_broker.url, identifier="duty-room")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     s = make_site(tmp_path)
     yield s

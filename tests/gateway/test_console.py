@@ -37,7 +37,7 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         assert proc.stdout is not None
         lines: list[dict[str, Any]] = []
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(20):  # a subprocess start on a loaded machine
                 # the gateway's retained status tells us the console is subscribed
                 while not any(x["kind"] == "gateway" for x in lines):
                     lines.append(json.loads(await proc.stdout.readline()))
