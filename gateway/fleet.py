@@ -49,7 +49,7 @@ from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Link, Unit, load_config
 from gateway.errors import GatewayError
-from gateway.linkrelay import Impairment, LinkRelay, _End
+from gateway.linkrelay import Impairment, LinkRelay
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.vboard import (
@@ -314,15 +314,14 @@ class TappedRelay(LinkRelay):
         seed: int = 0,
     ) -> None:
         """As :class:`LinkRelay`; ``link`` names the link in what is heard."""
-        super().__init__(unit_paths, impairment, seed)
+        super().__init__(unit_paths, impairment, seed, tap=self._hear)
         self.link = link
         self.heard: list[Heard] = []
 
-    def _route(self, src: _End, frame: bytes) -> None:
-        if src.name != "gateway":
-            self.heard.append(Heard(self.link, src.name, frame, time.monotonic(), not self.paused))
+    def _hear(self, sender: str, frame: bytes, paused: bool) -> None:
+        if sender != "gateway":
+            self.heard.append(Heard(self.link, sender, frame, time.monotonic(), not paused))
             del self.heard[:-4096]
-        super()._route(src, frame)
 
 
 class RogueRadio:
@@ -472,7 +471,7 @@ class FleetUnit:
         mark = self._led_mark if what == "led" else self._buzzer_mark
         try:
             # VirtualUnit wakes this condition at every line from the unit's control pty
-            await self.vu._wait_for(lambda: state in history[mark:], within, f"{what} {state}")
+            await self.vu.wait_until(lambda: state in history[mark:], within, f"{what} {state}")
         except VirtualUnitError:
             raise AssertionError(
                 f"{self.id}: {what} never showed {state!r} within {within} s "

@@ -17,6 +17,7 @@ import random
 import termios
 import tty
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,20 @@ class LinkRelay:
     """Relay frames between unit link paths and one gateway-side pty, with impairments."""
 
     def __init__(
-        self, unit_paths: dict[str, str | int], impairment: Impairment | None = None, seed: int = 0
+        self,
+        unit_paths: dict[str, str | int],
+        impairment: Impairment | None = None,
+        seed: int = 0,
+        tap: Callable[[str, bytes, bool], None] | None = None,
     ) -> None:
         """``unit_paths`` maps a unit name to its UART's far end: a tty path or an open fd.
 
         A path is opened (and closed at stop) by the relay; an fd stays the caller's.
+        ``tap(sender, frame, paused)`` hears every frame as sent, before the line's
+        impairments: what a scanner on the radio channel would record (``sender`` is
+        ``"gateway"`` for downlink frames).
         """
+        self.tap = tap
         self._unit_paths = dict(unit_paths)
         self.impairment = impairment or Impairment()
         self._rng = random.Random(seed)
@@ -155,6 +164,8 @@ class LinkRelay:
             asyncio.get_running_loop().add_reader(end.fd, self._readable, end)
 
     def _route(self, src: _End, frame: bytes) -> None:
+        if self.tap is not None:
+            self.tap(src.name, frame, self.paused)
         uplink = src is not self._gateway
         targets = [self._gateway] if uplink else list(self._units)
         direction = "up" if uplink else "down"

@@ -134,3 +134,19 @@ async def test_corruption_is_caught_by_the_codec() -> None:
     assert len(rejected) >= 20  # a flip to 0x00 splits a frame in two pieces
     for fd in (m1, s1):
         os.close(fd)
+
+
+async def test_tap_hears_frames_as_sent_before_the_line_drops_them() -> None:
+    m1, p1, s1 = unit_pty()
+    heard: list[tuple[str, bytes, bool]] = []
+    relay = LinkRelay({"a": p1}, Impairment(drop=1.0), tap=lambda s, f, p: heard.append((s, f, p)))
+    async with relay:
+        gw = await open_gateway(relay.gateway_path)
+        os.write(m1, b"".join(wire(257, s) for s in range(3)))
+        async with asyncio.timeout(5):
+            while relay.stats["up_dropped"] < 3:
+                await asyncio.sleep(0.01)
+        os.close(gw)
+    assert [(s, f, p) for s, f, p in heard] == [("a", wire(257, i), False) for i in range(3)]
+    for fd in (m1, s1):
+        os.close(fd)
