@@ -4,7 +4,7 @@ Contact ID (SIA DC-05) reports an event as a three-digit code and a qualifier: `
 event or the start of a condition, ``3`` its restore. The gateway stores both in the
 ``events`` table (columns ``code`` and ``qualifier``) beside its own readable ``kind``, so
 a duty-room receiver that speaks only Contact ID and a person reading the journal see the
-same thing. gateway/README-supervision.md documents the table below.
+same thing. gateway/README.md ("Supervision, guard duty and reports") documents the table below.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ KINDS: dict[str, Kind] = {
         Kind("link_up", 350, "serial link restored", False, "pipeline"),
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
+        Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
     )
 }
 

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import Config, Unit
+from gateway.contact_id import code_of
 from gateway.store import Store
 from protocol import AckState, Alarm, AlarmKind, Cancel, Frame
 
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 PRESS_UPDATE_S = 1.0
 CHATTER_PRESSES = 10
 CHATTER_WINDOW_S = 10.0
-CID_CHATTER = 380
-CID_CANCEL = 406
+CID_CHATTER = code_of("button_chatter")
+CID_CANCEL = code_of("cancel")
 UPGRADABLE = ("panic", "silent", "other")
 OPEN_STATES = ("open", "police_ack")
 CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)

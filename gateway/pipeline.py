@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.config import Config, Unit
+from gateway.contact_id import code_of
 from gateway.downlink import Downlink
 from gateway.incidents import IncidentBook, iso
 from gateway.ports import Watcher
@@ -51,7 +52,8 @@ from protocol import (
 
 log = logging.getLogger(__name__)
 
-CID_LINK = 350
+CID_LINK = code_of("link_down")
+CID_FORGERY = code_of("forgery")
 SECURITY_EVENT_INTERVAL_S = 300.0
 SECURITY_REASONS = (Reason.FORGED, Reason.REPLAYED, Reason.UNKNOWN_UNIT)
 # police ACK (state 2) is sent at once and repeated after these delays (a frame can be lost)
@@ -240,6 +242,7 @@ class Pipeline:
             self.event(
                 site=unit.site if unit is not None else self._config.site,
                 kind="forgery",
+                code=CID_FORGERY,
                 at=now,
                 unit=unit.id if unit is not None else None,
                 detail=detail,

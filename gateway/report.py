@@ -3,7 +3,8 @@
 The figures come from the journal's shared tables (``incidents`` and ``events``, see
 gateway/schema.py), so any gateway database can be reported on, also a copy taken off the
 Raspberry Pi. Months and days are calendar months and days in the schools' local time
-(``--tz``, default the system's zone). Field meanings are in gateway/README-supervision.md.
+(``--tz``, default the system's zone). Field meanings are in gateway/README.md, section
+"Supervision, guard duty and reports".
 """
 
 from __future__ import annotations
