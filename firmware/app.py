@@ -74,7 +74,8 @@ _PRIO_INFO = const(2)
 _FW_MAJOR = const(1)  # the firmware version: HEARTBEAT `fw` = major << 8 | minor
 _FW_MINOR = const(1)
 _FW = const((_FW_MAJOR << 8) | _FW_MINOR)
-_SUPERVISE_MS = const(100)
+_SUPERVISE_MS = const(100)  # the supervisor's tick while something is timed (a series, ...)
+_IDLE_SUPERVISE_MS = const(500)  # ... and with nothing going on
 _GC_EVERY_MS = const(5000)
 _CANCELLED_SHOW_MS = const(5000)
 _LBT_WAIT_MAX_MS = const(100)
@@ -178,7 +179,7 @@ class App:
 
     def ms32(self):
         """Uptime in ms modulo 2^32 (the wire's press_ms); folds the ticks elapsed into
-        seconds (called at least every 100 ms by the supervisor: ticks wrap at 2^30 ms)."""
+        seconds (called at least every 500 ms by the supervisor: ticks wrap at 2^30 ms)."""
         now = time.ticks_ms()
         ms = self._up_ms + time.ticks_diff(now, self._up_last)
         self._up_last = now
@@ -479,7 +480,7 @@ class App:
 
     async def run(self, boot):
         """boot(app): startup.boot, the boot sequence (epoch stored before anything is
-        sent); then the supervisor, every 100 ms: feeds the watchdog while every task is
+        sent); then the supervisor, every 100 ms (500 ms idle): feeds the watchdog while every task is
         alive, and does the periodic work."""
         global _app
         _app = self
@@ -502,8 +503,9 @@ class App:
         healthy_stored = False
         mains_changed = False  # mains sense differs from mains_lost, first seen at:
         booted = last = last_gc = mains_since = time.ticks_ms()
+        ms = _SUPERVISE_MS
         while True:
-            await asyncio.sleep_ms(_SUPERVISE_MS)
+            await asyncio.sleep_ms(ms)
             now = time.ticks_ms()
             dt = time.ticks_diff(now, last)
             last = now
@@ -568,6 +570,28 @@ class App:
             if time.ticks_diff(now, last_gc) > _GC_EVERY_MS:
                 last_gc = now
                 gc.collect()
+            # idle: a slower tick (fewer wakeups: power on a battery unit). Anything with
+            # a deadline of its own (an open series, a cancel burst, a button down, a
+            # check-in awaiting its ACK or display, a mains change being debounced) keeps
+            # the 100 ms tick from the first tick that sees it
+            # the supervisor's own deadlines (periodic TEST, battery poll, link lost,
+            # healthy, the crash hook) are met on the same 100 ms grid as before
+            ms = _SUPERVISE_MS
+            if not (
+                self._open or self._burst > 0 or self.button.pressed or mains_changed
+                or (self.checkin is not None and self.checkin.busy())
+            ):
+                ms = _IDLE_SUPERVISE_MS
+                if not safe:
+                    ms = min(ms, test_left, battery_left)
+                if not self._link_lost:
+                    ms = min(ms, cfg.link_lost_ms - time.ticks_diff(now, self._last_ack))
+                if not healthy_stored:
+                    ms = min(ms, cfg.healthy_ms - time.ticks_diff(now, booted))
+                if cfg.test_crash_ms and not safe:
+                    ms = min(ms, cfg.test_crash_ms - time.ticks_diff(now, booted))
+                if ms < _SUPERVISE_MS:
+                    ms = _SUPERVISE_MS
 
     def start(self, coro):
         """Run coro as one of the unit's tasks (watched by the supervisor)."""

@@ -38,6 +38,10 @@ class Checkin:
     def on_press(self, t0):
         self._app.stop_signal()
 
+    def busy(self):
+        """Something for supervise() to do soon (the supervisor keeps its 100 ms tick)."""
+        return self._pending or self._acked or self.button.pressed
+
     def on_long(self, t0):
         self.send(True)
 

@@ -9,9 +9,12 @@
 # by the name's index in a tuple: no per-pattern objects in RAM.
 import asyncio
 import time
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
 
-_TICK_MS = const(20)
+from link import wake
+
+_IDLE_MS = const(3600000)  # nothing to step: sleep until show() wakes the task
 _UNIT_MS = const(10)
 
 _LED_NAMES = (
@@ -68,6 +71,7 @@ class Feedback:
         self._until = [now, now]  # when a timed pattern ends
         self._timed = bytearray(2)
         self._level = bytearray(b"\xff\xff")
+        self._task = None  # the run task while it sleeps (show() wakes it)
 
     def show(self, led=None, buzzer=None, duration_ms=0, led_then="idle"):
         """Show the named patterns; after duration_ms (0 = no limit) the LED shows
@@ -76,10 +80,15 @@ class Feedback:
             self._set(0, led, duration_ms, led_then)
         if buzzer is not None:
             self._set(1, buzzer, duration_ms, "off")
+        t = self._task
+        if t is not None:  # the task sleeps until the old pattern's next step: recompute
+            self._task = None
+            wake(t)
 
     def _set(self, o, name, duration_ms=0, then="off"):
+        """Start pattern `name` on output o; returns _update's ms to the next change."""
         if name == self._name[o] and duration_ms == 0:
-            return
+            return self._update(o, time.ticks_ms())
         table = _BUZZER if o else _LED
         at = 0
         for n in _BUZZER_NAMES if o else _LED_NAMES:
@@ -94,42 +103,58 @@ class Feedback:
         self._until[o] = time.ticks_add(now, duration_ms)
         self._timed[o] = 1 if duration_ms > 0 else 0
         self._indicate("buzzer" if o else "led", name)
-        self._update(o, now)
+        return self._update(o, now)
 
     def _update(self, o, now):
+        """Drive output o's level for `now`; returns the ms until it next changes (the
+        next step of the pattern or the end of a timed one), -1 if it never does."""
         if self._timed[o] and time.ticks_diff(now, self._until[o]) >= 0:
             self._timed[o] = 0
-            self._set(o, self._then[o])
-            return
+            return self._set(o, self._then[o])
         table = _BUZZER if o else _LED
         at = self._at[o]
         n = table[at]
         level = 0
+        wait = -1
         if n == 1 and not o:
             level = 1  # steady LED
         elif n:
             total = 0
             for k in range(at + 1, at + 1 + n):
                 total += table[k]
-            t = time.ticks_diff(now, self._start[o]) // _UNIT_MS
-            if t >= total:
+            t = time.ticks_diff(now, self._start[o])  # ms into the pattern
+            if t >= total * _UNIT_MS:
                 if o and at < _BUZZER_REPEAT_AT:
-                    self._set(o, "off")
-                    return
-                t %= total
+                    return self._set(o, "off")
+                t %= total * _UNIT_MS
             k = at + 1
-            while t >= table[k]:
-                t -= table[k]
+            end = table[k] * _UNIT_MS  # where the k-th duration ends
+            while t >= end:
                 k += 1
+                end += table[k] * _UNIT_MS
             level = (k - at) & 1  # the 1st, 3rd ... durations are "on"
+            wait = end - t
         if level != self._level[o]:
             self._level[o] = level
             self._drive[o](level)
+        if self._timed[o]:
+            left = time.ticks_diff(self._until[o], now)
+            if wait < 0 or left < wait:
+                wait = left
+        return wait
 
     async def run(self):
-        """The layer's task (App starts it, watches it and cancels it)."""
+        """The layer's task (App starts it, watches it and cancels it). Sleeps until the
+        next step of a running pattern; with nothing to step it sleeps until show()
+        wakes it (the idle LED's blink is a step every ~1.5 s)."""
         while True:
-            await asyncio.sleep_ms(_TICK_MS)
             now = time.ticks_ms()
-            self._update(0, now)
-            self._update(1, now)
+            a = self._update(0, now)
+            b = self._update(1, now)
+            if a < 0 or 0 <= b < a:
+                a = b
+            self._task = core.cur_task
+            try:
+                await asyncio.sleep_ms(_IDLE_MS if a < 0 else a)
+            finally:
+                self._task = None

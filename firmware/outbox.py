@@ -11,14 +11,18 @@ import asyncio
 import random
 import time
 from array import array
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
+
+from link import wake
 
 _SLOTS = const(16)
 _W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 28 on the wire
 _RECENT = const(16)
 _FILE = "outbox.bin"
 _LBT_TRIES = const(10)
-_TICK_MS = const(20)
+_TICK_MS = const(20)  # at least this between two passes (a listen-before-talk hold)
+_IDLE_MS = const(3600000)  # nothing pending: sleep until add() wakes the task
 
 # priorities: what is dropped first when every slot is full
 _PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
@@ -55,6 +59,7 @@ class Outbox:
         self._r_type = bytearray(_RECENT)
         self._r_next = 0
         self.dropped = 0
+        self._task = None  # the run task while it sleeps (add() wakes it)
 
     # ---- adding and sending ----
 
@@ -120,6 +125,10 @@ class Outbox:
         if persist:
             ok = self._save()
         self._send(i, now)
+        t = self._task
+        if t is not None:  # it sleeps until an older deadline (or for good): recompute
+            self._task = None
+            wake(t)
         return ok
 
     def _send(self, i, now):
@@ -184,15 +193,29 @@ class Outbox:
     # ---- the retransmission task ----
 
     def kick(self):
-        """Send every pending frame that is due now, never-drop frames first."""
+        """Send every pending frame that is due now, never-drop frames first. Returns
+        the ms until the next one is due, -1 if nothing is pending."""
         now = time.ticks_ms()
         for prio in (_PRIO_KEEP, _PRIO_FOLD, _PRIO_INFO):
             for i in range(_SLOTS):
                 if self._prio[i] == prio and time.ticks_diff(self._due[i], now) <= 0:
                     self._send(i, now)
+        wait = -1
+        for i in range(_SLOTS):
+            if self._prio[i] != _FREE:
+                d = time.ticks_diff(self._due[i], now)
+                if wait < 0 or d < wait:
+                    wait = d
+        return wait
 
     async def run(self):
-        """The layer's task (App starts it, watches it and cancels it)."""
+        """The layer's task (App starts it, watches it and cancels it). Sleeps until the
+        next retry is due (at least one tick: a held-back frame waits ~20 ms, as it
+        always has), or, with nothing pending, until add() wakes it."""
         while True:
-            await asyncio.sleep_ms(_TICK_MS)
-            self.kick()
+            wait = self.kick()
+            self._task = core.cur_task
+            try:
+                await asyncio.sleep_ms(_IDLE_MS if wait < 0 else max(wait, _TICK_MS))
+            finally:
+                self._task = None

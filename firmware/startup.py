@@ -7,6 +7,7 @@
 # Times in boards.yaml units (heartbeat_s, ...) with optional *_ms overrides for tests
 # and benches.
 import asyncio
+import gc
 import json
 import os
 import struct
@@ -90,6 +91,7 @@ def build(board):
     except (OSError, ValueError, KeyError) as e:
         board.unconfigured(repr(e))
         return None
+    gc.collect()  # unit.json's parsed dict (fw_files: long strings) is garbage now: the boot peak
     return App(board, cfg)
 
 

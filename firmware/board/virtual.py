@@ -25,7 +25,7 @@ from link import readable  # asyncio's poller, without loading asyncio.stream
 _VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
 _VTIME = const(5)
 _CAUSE_FILE = "reset.cause"
-_WDT_POLL_MS = const(50)
+_WDT_POLL_S = 0.2  # the watchdog thread's poll (time.sleep: one pselect; sleep_ms spins)
 
 
 def _open_raw(path):
@@ -39,13 +39,21 @@ def _open_raw(path):
     return f
 
 
-class Input:
-    """A simulated input pin: value() is 1 while active; flag is set on every edge (the
-    control channel drives `level`)."""
+class Input(asyncio.Event):
+    """A simulated input pin: value() is 1 while active; `flag` (the input itself) is set
+    on every edge by the control task, which drives `level`. It has ThreadSafeFlag's
+    interface (set(); wait() returns once set, and clears it) on an asyncio.Event: the
+    unix port's ThreadSafeFlag is no file descriptor, and while a task waits on one,
+    asyncio's poll() cannot block: it wakes every 1 ms, even in an idle unit."""
 
     def __init__(self, level=0):
-        self.flag = asyncio.ThreadSafeFlag()
+        super().__init__()
+        self.flag = self
         self.level = level
+
+    async def wait(self):  # type: ignore[override]
+        await asyncio.Event.wait(self)
+        self.clear()
 
     def value(self):
         return self.level
@@ -130,7 +138,7 @@ class Board:
 
     def _wdt_thread(self):
         while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
-            time.sleep_ms(_WDT_POLL_MS)
+            time.sleep(_WDT_POLL_S)
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "w") as f:
             f.write("wdt\n")
