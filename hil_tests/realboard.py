@@ -44,6 +44,8 @@ from gateway.police import Police
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 
+CANCEL_PAUSE_S = 0.8  # the firmware's cancel_gap_ms (700) and a margin
+
 HIL_TIMINGS = {"incident_window_s": 10, "long_press_ms": 1500, "cancel_window_s": 10}
 
 # MicroPython, run on the unit by `mpremote exec --no-follow`: the firmware with a soft
@@ -272,8 +274,12 @@ class RealUnit:
                 await asyncio.sleep(up_s)
 
     async def cancel(self, presses: int = 5) -> None:
-        """The cancel gesture: pause, 5 quick presses."""
-        await asyncio.sleep(0.8)
+        """The cancel gesture: after a pause longer than the unit's gap, 5 quick presses."""
+        # the burst must not join the presses before it (firmware/README.md, cancel
+        # gesture): wait only for what is left of the gap since the last press
+        since = time.monotonic() - self.presses[-1] if self.presses else CANCEL_PAUSE_S
+        if since < CANCEL_PAUSE_S:
+            await asyncio.sleep(CANCEL_PAUSE_S - since)
         for i in range(presses):
             await self._tap(0.08)
             if i + 1 < presses:
