@@ -83,12 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
     )
-    parser.add_argument(
-        "--synchronous",
-        choices=("FULL", "NORMAL"),
-        default="FULL",
-        help=argparse.SUPPRESS,  # FULL: durable against power loss (see README)
-    )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
@@ -107,7 +101,6 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,
         clock=clock,
-        synchronous=args.synchronous,
     )
 
 

@@ -2,13 +2,14 @@
 
 For each batch of frames from one read of a link, in ONE transaction: every fresh frame
 is journalled, incidents are opened or updated, events and publications are queued in the
-outbox, and each unit's replay window is stored once. Only after the (durable) commit are
-the frames ACKed (state 1, 2 once the police have the incident, or 3 for a recorded
-cancel); the commit itself hands the new outbox rows to the relay in memory
-(:attr:`gateway.store.Store.on_commit`), then the watchers are told. If the commit fails,
-nothing is ACKed and the replay window and the incident book are rolled back, so the
-unit's retransmission is taken again as fresh. The pipeline is also the
-:class:`gateway.ports.Outlet` of the watchers.
+outbox, and each unit's replay window is stored once. The commit hands the new outbox
+rows to the relay in memory (:attr:`gateway.store.Store.on_commit`), which publishes them
+at once, and the watchers are told. The frames are ACKed (state 1, 2 once the police have
+the incident, or 3 for a recorded cancel) only once the commit is on disk
+(:meth:`gateway.store.Store.when_durable`): the fsync runs in a worker thread while the
+loop reads the broker's PUBACK. If the commit fails, nothing is ACKed and the replay
+window and the incident book are rolled back, so the unit's retransmission is taken
+again as fresh. The pipeline is also the :class:`gateway.ports.Outlet` of the watchers.
 
 Security rejects (a bad MAC, a replayed counter, a frame from an address without a key)
 become a ``forgery`` event per claimed unit address, at most one every
@@ -19,6 +20,7 @@ an attack without an event storm.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -152,9 +154,8 @@ class Pipeline:
             return
         self.last_commit_ok = True
         self.journalled += len(fresh)
-        for addr, epoch, seq, state in acks:
-            self._downlink.ack(addr, epoch, seq, state)
-        self.batch_s.append(time.perf_counter() - t0)
+        # duplicates too: their first copy's commit may still be on its way to the disk
+        self._store.when_durable(functools.partial(self._ack, acks, t0))
         if fresh:
             self._wake()
         for unit, f in fresh:
@@ -163,6 +164,11 @@ class Pipeline:
                     w.on_frame(unit, f, at)
                 except Exception:
                     log.exception("watcher %s failed on a frame", type(w).__name__)
+
+    def _ack(self, acks: Sequence[tuple[int, int, int, AckState]], t0: float) -> None:
+        for addr, epoch, seq, state in acks:
+            self._downlink.ack(addr, epoch, seq, state)
+        self.batch_s.append(time.perf_counter() - t0)
 
     def _fresh(self, unit: Unit, f: Frame, at: float, link: str) -> AckState:
         body = f.body
@@ -305,10 +311,15 @@ class Pipeline:
             self._wake()
         if target is None:
             return
-        self._downlink.ack(target.addr, target.epoch, target.seq, AckState.POLICE_ACK)
+        self._store.when_durable(
+            functools.partial(self._police_ack_out, target.addr, target.epoch, target.seq)
+        )
+
+    def _police_ack_out(self, addr: int, epoch: int, seq: int) -> None:
+        self._downlink.ack(addr, epoch, seq, AckState.POLICE_ACK)
         loop = asyncio.get_running_loop()
         for delay in POLICE_ACK_REPEATS_S:
-            handle = loop.call_later(delay, self._repeat_ack, target.addr, target.epoch, target.seq)
+            handle = loop.call_later(delay, self._repeat_ack, addr, epoch, seq)
             self._timers.add(handle)
 
     def _repeat_ack(self, addr: int, epoch: int, seq: int) -> None:

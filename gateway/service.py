@@ -54,7 +54,6 @@ class Settings:
     links: Mapping[str, Link] | None = None  # None: boards.yaml's links
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
-    synchronous: str = "FULL"
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -102,7 +101,7 @@ class Gateway:
         if not links:
             raise GatewayError("no serial link: define links in boards.yaml or pass --serial")
         self.keys = load_keys(config, settings.keydir)
-        self.store = Store(settings.db_path, synchronous=settings.synchronous)
+        self.store = Store(settings.db_path)
         self.guard = ReplayGuard()
         for addr, state in self.store.replay_load_all().items():
             self.guard.load(addr, state)
@@ -169,6 +168,7 @@ class Gateway:
             "published": self.relay.published,
             "batch_frames_to_acks": pct(self.pipeline.batch_s),
             "commit": pct(self.store.commit_s),
+            "fsync": pct(self.store.wal.sync_s),
             "publish_to_puback": pct(self.relay.puback_s),
         }
 
@@ -257,6 +257,8 @@ class Gateway:
             await asyncio.sleep(period)
             lag = time.monotonic() - t0 - period
             problem = None
+            if self.store.wal.failed is not None:  # never retried: see gateway/walsync.py
+                raise GatewayError(f"journal not durable: {self.store.wal.failed}")
             if lag > LOOP_LAG_LIMIT_S:
                 problem = f"event loop {lag:.1f}s late"
             else:

@@ -1,10 +1,11 @@
 """The gateway's SQLite journal: frames, replay windows, outbox, meta, and the shared tables.
 
 One connection, owned by the event loop's thread. Every change runs in a transaction
-(:meth:`Store.transaction`, re-entrant: inner blocks join the outer one), committed with
-``synchronous=FULL`` in WAL mode: a committed transaction survives SIGKILL *and* power
-loss (see gateway/README.md for what that costs). Nothing is ACKed to a unit before the
-transaction holding its frame has committed.
+(:meth:`Store.transaction`, re-entrant: inner blocks join the outer one), committed in
+WAL mode with ``synchronous=NORMAL``: a committed transaction survives SIGKILL at once,
+and a power cut once the WAL file is fsynced, which :mod:`gateway.walsync` does in a
+worker thread (group commit). Nothing is ACKed to a unit before the transaction holding
+its frame is on disk (:meth:`Store.when_durable`); see gateway/README.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 from gateway.schema import create_shared
+from gateway.walsync import WalSync
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +118,13 @@ def default_db_path() -> Path:
 class Store:
     """The journal database. ``conn`` is public for watchers' own tables (same thread)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
-        """Open (creating if needed) the database at ``path``; raise :class:`StoreError`."""
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: Callable[[int], None] = os.fsync
+    ) -> None:
+        """Open (creating if needed) the database at ``path``; raise :class:`StoreError`.
+
+        ``fsync`` makes the WAL durable (:class:`gateway.walsync.WalSync`); tests replace it.
+        """
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the journal: {exc}") from exc
         self.conn = conn
-        self._synchronous = synchronous
+        self.wal = WalSync(Path(f"{self.path}-wal"), fsync=fsync)
         self._depth = 0
         self._queued: list[OutboxRow] = []
         self.on_commit: Callable[[list[OutboxRow]], None] | None = None
@@ -144,7 +149,8 @@ class Store:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: WAL mode refused ({mode})")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
+            # durability comes from WalSync's fsync, off the event loop, before any ACK
+            conn.execute("PRAGMA synchronous=NORMAL")
             # checkpoints copy the WAL into the database and fsync it (milliseconds, more on
             # an SD card): never inside an alarm's commit, see checkpoint()
             conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -160,13 +166,24 @@ class Store:
                 (int(a), int(e)): float(b)
                 for a, e, b in conn.execute("SELECT addr, epoch, boot_at FROM unit_boot")
             }
-        except sqlite3.Error as exc:
+            self.wal.sync_now()
+        except (OSError, sqlite3.Error) as exc:
+            self.wal.close()
             conn.close()
             raise StoreError(f"{self.path}: cannot prepare the journal: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection (checkpoints the WAL)."""
+        self.wal.close()
         self.conn.close()
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every commit so far is on disk (see :mod:`gateway.walsync`)."""
+        self.wal.when_durable(callback)
+
+    def sync(self) -> None:
+        """Make every commit so far durable now, blocking (rare records, start-up)."""
+        self.wal.sync_now()
 
     def checkpoint(self) -> int:
         """Copy committed WAL frames into the database (PASSIVE); return frames copied.
@@ -225,6 +242,7 @@ class Store:
             except sqlite3.Error:
                 pass
             raise
+        self.wal.committed()
         self.commit_s.append(time.perf_counter() - t0)
         self.last_commit = time.monotonic()
         self.unchecked += 1
@@ -259,12 +277,13 @@ class Store:
             )
 
     def bump_epoch(self) -> int:
-        """Take the next downlink epoch (SPEC.md 1.3): stored before it is used."""
+        """Take the next downlink epoch (SPEC.md 1.3): on disk before it is used."""
         with self.transaction():
             epoch = int(self.meta_get("downlink_epoch") or "0") + 1
             if epoch > 0xFFFFFFFF:
                 raise StoreError("downlink epoch exhausted")
             self.meta_set("downlink_epoch", str(epoch))
+        self.wal.sync_now()  # a counter reused after a power cut would be refused as replay
         return epoch
 
     def probe(self, at: float) -> None:
@@ -433,25 +452,17 @@ class Store:
     def mark_acked(self, acked: Sequence[tuple[OutboxRow, float]]) -> None:
         """Record PUBACKs, each with the time it arrived (sets ``relayed_at`` once).
 
-        This commit is not fsynced on its own (``synchronous=NORMAL`` for this one
-        transaction; the next durable commit syncs it too): losing it to a power cut only
-        means those messages are published again, with the same ids, which the protocol
-        allows (at least once). It keeps the fsync off the alarm path.
+        Nothing waits for this commit's fsync (the next one, or the next checkpoint, takes
+        it along): losing it to a power cut only means those messages are published again,
+        with the same ids, which the protocol allows (at least once).
         """
         if not acked:
             return
-        relaxed = self._synchronous != "NORMAL"
-        if relaxed:
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self.transaction() as c:
-                c.executemany(
-                    "UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, r.id) for r, t in acked]
-                )
-                c.executemany(
-                    "UPDATE incidents SET relayed_at = ? WHERE id = ? AND relayed_at IS NULL",
-                    [(t, r.incident) for r, t in acked if r.incident],
-                )
-        finally:
-            if relaxed:
-                self.conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        with self.transaction() as c:
+            c.executemany(
+                "UPDATE outbox SET sent_at = ? WHERE id = ?", [(t, r.id) for r, t in acked]
+            )
+            c.executemany(
+                "UPDATE incidents SET relayed_at = ? WHERE id = ? AND relayed_at IS NULL",
+                [(t, r.incident) for r, t in acked if r.incident],
+            )
