@@ -5,20 +5,28 @@
 encode_us_median   ALARM frame build (struct + HMAC-SHA256 + CRC + COBS) per frame,
                    median of batches, on `micropython -X heapsize=64K`
 heap_*             gc.mem_alloc() after gc.collect() in a running virtual unit (bytes),
-                   on the unix port (64-bit: objects are about twice their ESP32 size)
+                   on the unix port (64-bit: objects are about twice their ESP32 size),
+                   unit shop-fruit booted from a ROMFS image as `deploy --romfs` leaves
+                   it: the modules' image mapped read-only and mounted at /rom
+                   (gateway/romlaunch.py, as an ESP32 maps its ROMFS partition), .mpy
+                   bytecode executed in place; main.py the only source file
 heap_after_boot_code_bytes  the part of it taken by importing the firmware's modules at
-                   boot (.mpy bytecode, qstrs, function and class objects; asyncio's
-                   module objects): measured by main.py around the imports
+                   boot (qstrs, function and class objects, module globals, asyncio's
+                   module objects; bytecode only where it is not in place): measured
+                   by main.py around the imports
 heap_after_boot_data_bytes  the rest: buffers, tables, objects, tasks, the board's state
-romfs_code_bytes   the same imports from a ROMFS image (mpremote romfs build; bytecode
-                   executes in place), on the unix port's VfsRom, image not counted
-romfs_qstr_bytes   of which qstr pools (a frozen build has them in flash too)
-heap_after_boot_romfs_bytes   data + romfs_code: the heap after boot with a ROMFS partition
-heap_after_boot_frozen_estimate_bytes   data + romfs_code - romfs_qstr: frozen modules
+romfs_qstr_bytes   qstr pools the imports from the image make (part of the code bytes;
+                   a frozen build has them in flash too): micropython.qstr_info()
+                   around the same imports in a separate process
+heap_after_boot_frozen_estimate_bytes   heap_after_boot - romfs_qstr: frozen modules
                    (an estimate: no frozen unix build is measured)
+fs_mpy_heap_*      the same figures with the .mpy modules on the filesystem (`deploy`
+                   without --romfs): imported into RAM, bytecode and all
 press_to_first_byte_ms  host writes "button 1" on the control pty -> first byte of the
-                   ALARM at the gateway end of the UART pty (includes the 5 ms debounce)
-mpy_sizes          the firmware as deploy writes it (.mpy, main.py source)
+                   ALARM at the gateway end of the UART pty (includes the 5 ms debounce),
+                   on the ROMFS unit (fs_mpy_press_to_first_byte_ms: on the other)
+mpy_sizes          the firmware as deploy writes it (.mpy, main.py source);
+                   romfs_image_bytes: the ROMFS image of the modules
 """
 
 from __future__ import annotations
@@ -42,10 +50,12 @@ from gateway.config import load_config
 from gateway.vboard import (
     DEFAULT_HEAPSIZE,
     FIRMWARE_DIR,
+    ROMLAUNCH,
     VirtualUnit,
     compiled_tree,
     find_micropython,
     prepare_unit_dir,
+    romfs_image,
 )
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
@@ -122,7 +132,7 @@ class Gateway:
         os.close(self.fd)
 
 
-async def unit_figures(presses: int) -> dict[str, Any]:
+async def unit_figures(presses: int, romfs: bool) -> dict[str, Any]:
     cfg = load_config(ROOT / "boards.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         folder = prepare_unit_dir(
@@ -132,8 +142,9 @@ async def unit_figures(presses: int) -> dict[str, Any]:
             overrides={"heartbeat_ms": 60000, "incident_window_ms": 200},
             compiled=True,
             cache=Path(tmp),
+            romfs=romfs,
         )
-        vu = VirtualUnit(folder, heapsize=HEAP)
+        vu = VirtualUnit(folder, heapsize=HEAP, romfs=romfs)
         gw = Gateway(vu.link_path)
         try:
             await vu.start()
@@ -177,66 +188,42 @@ async def unit_figures(presses: int) -> dict[str, Any]:
     }
 
 
-_ROMFS = """
-import gc, sys, vfs, micropython
-with open(%r, "rb") as f:
-    img = f.read()
-vfs.mount(vfs.VfsRom(img), "/rom")
-sys.path[:] = ["/rom", ".frozen"]
+_QSTR_PROBE = """
+import gc, micropython
 gc.collect()
 micropython.qstr_info()
-gc.collect()
-m0 = gc.mem_alloc()
 import board.virtual
 import app
 gc.collect()
-m1 = gc.mem_alloc()
 micropython.qstr_info()
-print("code", m1 - m0, app.__file__)
+print("from", app.__file__)
 """
 
 
-def romfs_code() -> tuple[int, int]:
-    """Heap taken by importing the firmware (as main.py does) from a ROMFS image.
-
-    The image is built by ``mpremote romfs build`` (what ``mpremote romfs deploy`` writes
-    to an ESP32's ROMFS partition) and mounted with the unix port's ``vfs.VfsRom``; the
-    image itself is allocated before the measurement starts (it stands for the flash).
-    Returns (bytes, of which qstr pools).
-    """
+def romfs_qstr() -> tuple[int, int]:
+    """qstr pool bytes made by importing the firmware (as main.py does) from its ROMFS
+    image, mapped and mounted at /rom by gateway/romlaunch.py; and the image's size."""
     with tempfile.TemporaryDirectory() as tmp:
-        tree = compiled_tree(Path(tmp))
-        src = Path(tmp) / "rom"
-        for p in tree.rglob("*.mpy"):
-            rel = p.relative_to(tree)
-            if rel.name == "esp32.mpy":
-                continue
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            (src / rel).write_bytes(p.read_bytes())
-        image = Path(tmp) / "fw.romfs"
-        mpremote = Path(sys.executable).parent / "mpremote"
-        subprocess.run(
-            [str(mpremote), "romfs", "-o", str(image), "build", str(src)],
-            capture_output=True,
-            check=True,
-        )
+        image = romfs_image(Path(tmp))
+        probe = Path(tmp) / "probe.py"
+        probe.write_text(_QSTR_PROBE)
         res = subprocess.run(
-            [find_micropython(), "-X", "heapsize=256K", "-c", _ROMFS % str(image)],
+            [sys.executable, str(ROMLAUNCH), str(image), "-X", "heapsize=256K", str(probe)],
             capture_output=True,
             text=True,
             check=True,
             cwd=tmp,
         )
+        size = image.stat().st_size
     pools = [
         int(line.split("n_total_bytes=")[1].split(",")[0])
         for line in res.stdout.splitlines()
         if "n_total_bytes=" in line
     ]
-    _, total, where = next(ln for ln in res.stdout.splitlines() if ln.startswith("code")).split()
-    qstr = pools[1] - pools[0]
+    where = next(ln for ln in res.stdout.splitlines() if ln.startswith("from")).split()[1]
     if not where.startswith("/rom/"):
         raise RuntimeError(f"app was imported from {where}, not from the ROMFS image")
-    return int(total), int(qstr)
+    return pools[1] - pools[0], size
 
 
 def mpy_sizes() -> dict[str, int]:
@@ -255,37 +242,47 @@ def main() -> int:
     ap.add_argument("--presses", type=int, default=30, help="presses timed for latency")
     args = ap.parse_args()
     figures: dict[str, Any] = {"encode_us_median": encode_us_median()}
-    figures.update(asyncio.run(unit_figures(args.presses)))
-    rom, qstr = romfs_code()
-    data = figures["heap_after_boot_data_bytes"]
-    figures["romfs_code_bytes"] = rom
+    figures.update(asyncio.run(unit_figures(args.presses, romfs=True)))
+    fs = asyncio.run(unit_figures(args.presses, romfs=False))
+    for k in (
+        "heap_after_boot_bytes",
+        "heap_after_boot_code_bytes",
+        "heap_after_boot_data_bytes",
+        "heap_after_100_alarms_bytes",
+        "press_to_first_byte_ms",
+    ):
+        figures["fs_mpy_" + k] = fs[k]
+    qstr, image = romfs_qstr()
     figures["romfs_qstr_bytes"] = qstr
-    figures["heap_after_boot_romfs_bytes"] = data + rom
-    figures["heap_after_boot_frozen_estimate_bytes"] = data + rom - qstr
+    figures["heap_after_boot_frozen_estimate_bytes"] = figures["heap_after_boot_bytes"] - qstr
     sizes = mpy_sizes()
     figures["mpy_sizes"] = sizes
     figures["mpy_total_bytes"] = sum(sizes.values())
+    figures["romfs_image_bytes"] = image
     if args.json:
         print(json.dumps(figures))
         return 0
     p = figures["press_to_first_byte_ms"]
     print(f"encode (ALARM, MicroPython):   {figures['encode_us_median']:.1f} us/frame median")
     print(
-        f"heap after boot:               {figures['heap_after_boot_bytes']} bytes "
-        f"(code {figures['heap_after_boot_code_bytes']}, "
-        f"data {figures['heap_after_boot_data_bytes']}; heapsize {figures['heapsize']})"
+        f"heap after boot (ROMFS):       {figures['heap_after_boot_bytes']} bytes "
+        f"(code {figures['heap_after_boot_code_bytes']}, of which qstrs "
+        f"{figures['romfs_qstr_bytes']}; data {figures['heap_after_boot_data_bytes']}; "
+        f"heapsize {figures['heapsize']})"
     )
+    print(f"heap after 100 alarms (ROMFS): {figures['heap_after_100_alarms_bytes']} bytes")
     print(
-        f"  with a ROMFS partition:      {figures['heap_after_boot_romfs_bytes']} bytes "
-        f"(code {figures['romfs_code_bytes']}, of which qstrs {figures['romfs_qstr_bytes']})"
+        f"  .mpy on the filesystem:      {figures['fs_mpy_heap_after_boot_bytes']} bytes "
+        f"(code {figures['fs_mpy_heap_after_boot_code_bytes']}), after 100 alarms "
+        f"{figures['fs_mpy_heap_after_100_alarms_bytes']}"
     )
     print(
         f"  frozen (estimate):           {figures['heap_after_boot_frozen_estimate_bytes']} bytes"
     )
-    print(f"heap after 100 alarms:         {figures['heap_after_100_alarms_bytes']} bytes")
     print(f"press -> first byte:           p50 {p['p50']} ms, max {p['max']} ms (n={p['n']})")
     print(
-        f"firmware on flash:             {figures['mpy_total_bytes']} bytes in {len(sizes)} files"
+        f"firmware on flash:             {figures['mpy_total_bytes']} bytes in {len(sizes)} "
+        f"files; ROMFS image {figures['romfs_image_bytes']} bytes"
     )
     return 0
 

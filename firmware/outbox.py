@@ -31,6 +31,22 @@ _PRIO_INFO = const(2)  # FAULT, TEST: RAM only
 _FREE = const(255)
 
 
+# Per-slot fields live in four arrays, not one array per field: each array costs two
+# heap objects (the array and its items, 32-byte GC blocks on the unix port) and an
+# attribute; thirteen arrays took ~1 KB more. Slots are 0..15; the ring of counters
+# recently sent (pending or not) follows them at 16..31 in the counter arrays.
+# Offsets into _m (a bytearray): one row of 16 per field.
+_M_N = const(0)  # wire length
+_M_TYPE = const(16)
+_M_PRIO = const(32)  # _FREE marks an empty slot
+_M_PERSIST = const(48)
+_M_ATTEMPTS = const(64)
+_M_WAITS = const(80)  # listen-before-talk deferrals in a row
+_M_RTYPE = const(96)  # type of recently sent counter k (0: none yet)
+_M_LEN = const(112)
+_ADDED = const(16)  # _t: due at i, added at 16 + i
+
+
 class Outbox:
     """Up to 16 pending frames in parallel arrays (a few hundred bytes, no per-frame
     objects). When every slot is taken, the oldest FAULT/TEST, then the oldest further
@@ -43,20 +59,12 @@ class Outbox:
         self._first_ms = retry_first_ms
         self._cap_ms = retry_cap_ms
         self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
-        self._n = bytearray(_SLOTS)
-        self._type = bytearray(_SLOTS)
-        self._prio = bytearray(b"\xff" * _SLOTS)  # _FREE marks an empty slot
-        self._persist = bytearray(_SLOTS)
-        self._attempts = bytearray(_SLOTS)
-        self._waits = bytearray(_SLOTS)  # listen-before-talk deferrals in a row
-        self._epoch = array("I", bytes(4 * _SLOTS))
-        self._seq = array("H", bytes(2 * _SLOTS))
-        self._due = array("i", bytes(4 * _SLOTS))
-        self._added = array("i", bytes(4 * _SLOTS))
-        # counters recently sent (pending or not): an ACK is taken only for these
-        self._r_epoch = array("I", bytes(4 * _RECENT))
-        self._r_seq = array("H", bytes(2 * _RECENT))
-        self._r_type = bytearray(_RECENT)
+        m = bytearray(_M_LEN)
+        m[_M_PRIO : _M_PRIO + _SLOTS] = b"\xff" * _SLOTS
+        self._m = m
+        self._epoch = array("I", bytes(4 * (_SLOTS + _RECENT)))
+        self._seq = array("H", bytes(2 * (_SLOTS + _RECENT)))
+        self._t = array("i", bytes(8 * _SLOTS))  # ticks: due, then added
         self._r_next = 0
         self.dropped = 0
         self._task = None  # the run task while it sleeps (add() wakes it)
@@ -66,14 +74,15 @@ class Outbox:
     def free_slot(self):
         """A free slot, else the oldest FAULT/TEST, else the oldest further press, else
         the oldest never-drop frame (counted in `dropped`)."""
+        m = self._m
         for i in range(_SLOTS):
-            if self._prio[i] == _FREE:
+            if m[_M_PRIO + i] == _FREE:
                 return i
         for prio in (_PRIO_INFO, _PRIO_FOLD, _PRIO_KEEP):
             best = -1
             for i in range(_SLOTS):
-                if self._prio[i] == prio and (
-                    best < 0 or time.ticks_diff(self._added[i], self._added[best]) < 0
+                if m[_M_PRIO + i] == prio and (
+                    best < 0 or time.ticks_diff(self._t[_ADDED + i], self._t[_ADDED + best]) < 0
                 ):
                     best = i
             if best >= 0:
@@ -83,30 +92,34 @@ class Outbox:
 
     def remember(self, mtype, epoch, seq):
         """Note a sent counter so that its ACK will be taken."""
+        m = self._m
         i = self._r_next
-        self._r_epoch[i] = epoch
-        self._r_seq[i] = seq
-        self._r_type[i] = mtype
+        self._epoch[_SLOTS + i] = epoch
+        self._seq[_SLOTS + i] = seq
+        m[_M_RTYPE + i] = mtype
         self._r_next = (i + 1) % _RECENT
 
     def recent_type(self, epoch, seq):
         """The type of a recently sent frame with this counter, or 0."""
+        m = self._m
         for i in range(_RECENT):
-            if self._r_type[i] and self._r_epoch[i] == epoch and self._r_seq[i] == seq:
-                return self._r_type[i]
+            k = _SLOTS + i
+            if m[_M_RTYPE + i] and self._epoch[k] == epoch and self._seq[k] == seq:
+                return m[_M_RTYPE + i]
         return 0
 
     def put(self, i, mtype, epoch, seq, n, prio, persist, now):
-        self._n[i] = n
-        self._type[i] = mtype
+        m = self._m
+        m[_M_N + i] = n
+        m[_M_TYPE + i] = mtype
         self._epoch[i] = epoch
         self._seq[i] = seq
-        self._prio[i] = prio
-        self._persist[i] = 1 if persist else 0
-        self._attempts[i] = 0
-        self._waits[i] = 0
-        self._added[i] = now
-        self._due[i] = now
+        m[_M_PRIO + i] = prio
+        m[_M_PERSIST + i] = 1 if persist else 0
+        m[_M_ATTEMPTS + i] = 0
+        m[_M_WAITS + i] = 0
+        self._t[_ADDED + i] = now
+        self._t[i] = now
 
     def add(self, mtype, epoch, seq, wire, n, prio, persist):
         """Queue the frame wire[0:n], store it if `persist`, then send it at once.
@@ -132,18 +145,19 @@ class Outbox:
         return ok
 
     def _send(self, i, now):
-        if self._link.busy() and self._waits[i] < _LBT_TRIES:
+        m = self._m
+        if self._link.busy() and m[_M_WAITS + i] < _LBT_TRIES:
             # listen before talk: somebody else is on the line; try again in 2-9 ms
-            self._waits[i] += 1
-            self._due[i] = time.ticks_add(now, 2 + random.getrandbits(3))
+            m[_M_WAITS + i] += 1
+            self._t[i] = time.ticks_add(now, 2 + random.getrandbits(3))
             return
-        self._waits[i] = 0
-        self._link.send(self.buf, self._n[i], i * _W)
-        self.remember(self._type[i], self._epoch[i], self._seq[i])
-        a = self._attempts[i]
+        m[_M_WAITS + i] = 0
+        self._link.send(self.buf, m[_M_N + i], i * _W)
+        self.remember(m[_M_TYPE + i], self._epoch[i], self._seq[i])
+        a = m[_M_ATTEMPTS + i]
         if a < 255:
             a += 1
-            self._attempts[i] = a
+            m[_M_ATTEMPTS + i] = a
         ms = self._first_ms
         for _ in range(a - 1):
             ms <<= 1
@@ -152,25 +166,27 @@ class Outbox:
                 break
         # +-25 % jitter, so units that lost the link together do not retry together
         ms = ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
-        self._due[i] = time.ticks_add(now, ms)
+        self._t[i] = time.ticks_add(now, ms)
 
     # ---- acknowledgement ----
 
     def ack(self, epoch, seq):
         """Remove the pending frame with this counter; returns its type or 0."""
+        m = self._m
         for i in range(_SLOTS):
-            if self._prio[i] != _FREE and self._epoch[i] == epoch and self._seq[i] == seq:
-                self._prio[i] = _FREE
-                if self._persist[i]:
+            if m[_M_PRIO + i] != _FREE and self._epoch[i] == epoch and self._seq[i] == seq:
+                m[_M_PRIO + i] = _FREE
+                if m[_M_PERSIST + i]:
                     self._save()
-                return self._type[i]
+                return m[_M_TYPE + i]
         return 0
 
     def pending(self, mtype=0):
         """Number of pending frames (of one type, if given)."""
+        m = self._m
         n = 0
         for i in range(_SLOTS):
-            if self._prio[i] != _FREE and (mtype == 0 or self._type[i] == mtype):
+            if m[_M_PRIO + i] != _FREE and (mtype == 0 or m[_M_TYPE + i] == mtype):
                 n += 1
         return n
 
@@ -178,12 +194,13 @@ class Outbox:
 
     def _save(self):
         """Write every pending alarm-class frame to flash (startup.py reloads them)."""
+        m = self._m
         out = bytearray()
         for i in range(_SLOTS):
-            if self._prio[i] != _FREE and self._persist[i]:
-                n = self._n[i]
+            if m[_M_PRIO + i] != _FREE and m[_M_PERSIST + i]:
+                n = m[_M_N + i]
                 out.append(n)
-                out.append(self._prio[i])
+                out.append(m[_M_PRIO + i])
                 out.extend(self.buf[i * _W : i * _W + n])
         if not out:
             self._store.remove(_FILE)
@@ -195,15 +212,16 @@ class Outbox:
     def kick(self):
         """Send every pending frame that is due now, never-drop frames first. Returns
         the ms until the next one is due, -1 if nothing is pending."""
+        m = self._m
         now = time.ticks_ms()
         for prio in (_PRIO_KEEP, _PRIO_FOLD, _PRIO_INFO):
             for i in range(_SLOTS):
-                if self._prio[i] == prio and time.ticks_diff(self._due[i], now) <= 0:
+                if m[_M_PRIO + i] == prio and time.ticks_diff(self._t[i], now) <= 0:
                     self._send(i, now)
         wait = -1
         for i in range(_SLOTS):
-            if self._prio[i] != _FREE:
-                d = time.ticks_diff(self._due[i], now)
+            if m[_M_PRIO + i] != _FREE:
+                d = time.ticks_diff(self._t[i], now)
                 if wait < 0 or d < wait:
                     wait = d
         return wait

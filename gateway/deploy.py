@@ -12,6 +12,12 @@ with mpremote; check every file on the unit with ``mpremote fs sha256sum``; rest
 ``main.py``, ``unit.json``, ``unit.key`` and the marker are written, and firmware modules
 left on the filesystem are removed (they would shadow the frozen ones).
 
+``--romfs`` puts the modules on the ROMFS partition and then deploys as
+``--config-only``: on an ESP32 with a ROMFS partition (MicroPython 1.25+) it runs
+``mpremote romfs deploy IMAGE`` (the image of :func:`gateway.vboard.romfs_image`); on a
+virtual board (``--unix-port``) the image is copied as the file ``romfs.img`` (verified
+like the others), which :class:`gateway.vboard.VirtualUnit` maps and mounts at ``/rom``.
+
 On a real ESP32 the restart is ``mpremote reset``. For a virtual board (the MicroPython
 unix port with its REPL on a pty, ``--unix-port``) every mpremote command chain starts
 with ``resume`` (else mpremote soft-resets and the unix process exits) and ``reset``
@@ -38,9 +44,11 @@ from gateway.vboard import (
     FIRMWARE_DIR,
     INSTALL_TEST_FILE,
     KEY_FILE,
+    ROMFS_IMAGE,
     SOURCE_ONLY,
     compiled_tree,
     firmware_files,
+    romfs_image,
     unit_config,
 )
 from protocol.keys import key_path, read_key
@@ -73,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the firmware is frozen or on ROMFS: write main.py, config and key only",
     )
+    parser.add_argument(
+        "--romfs",
+        action="store_true",
+        help="modules on the ROMFS partition (mpremote romfs deploy; a virtual board: "
+        f"the file {ROMFS_IMAGE}), then main.py, config and key",
+    )
 
 
 def _mpremote_exe(given: str | None) -> str:
@@ -84,10 +98,13 @@ def _mpremote_exe(given: str | None) -> str:
     return shutil.which("mpremote") or "mpremote"
 
 
-def stage(unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True) -> dict[str, str]:
+def stage(
+    unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True, image: Path | None = None
+) -> dict[str, str]:
     """Fill ``out`` with what the unit's flash must hold; return path -> sha256.
 
     ``code=False``: the modules are frozen or on ROMFS; only ``main.py`` is staged.
+    ``image``: a ROMFS image staged as the file :data:`ROMFS_IMAGE` (a virtual board).
     """
     tree = compiled_tree(cache)
     files: dict[str, str] = {}
@@ -99,6 +116,9 @@ def stage(unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True) -> 
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         files[rel] = hashlib.sha256(src.read_bytes()).hexdigest()
+    if image is not None:
+        shutil.copyfile(image, out / ROMFS_IMAGE)
+        files[ROMFS_IMAGE] = hashlib.sha256(image.read_bytes()).hexdigest()
     cfg = unit_config(unit)
     cfg["fw_files"] = files
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
@@ -196,15 +216,26 @@ def _parse_sha(out: str) -> dict[str, str]:
 
 
 def deploy(
-    unit: Unit, key: bytes, mp: Mpremote, cache: Path | None = None, code: bool = True
+    unit: Unit,
+    key: bytes,
+    mp: Mpremote,
+    cache: Path | None = None,
+    code: bool = True,
+    romfs: bool = False,
 ) -> dict[str, str]:
     """Stage, copy, verify and restart one unit; return the verified path -> sha256.
 
     ``code=False`` (``--config-only``): the firmware is frozen or on ROMFS.
+    ``romfs``: write the modules' ROMFS image first (then as ``code=False``).
     """
     with tempfile.TemporaryDirectory(prefix="campusguard-deploy-") as tmp:
         staging = Path(tmp) / "unit"
-        expected = stage(unit, key, staging, cache or Path(tmp), code)
+        image = romfs_image(cache or Path(tmp)) if romfs else None
+        if image is not None and not mp.unix_port:
+            mp.run(["romfs", "deploy", str(image)])
+        code = code and not romfs
+        virtual_image = image if mp.unix_port else None
+        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image)
         paths = sorted(expected)
         mp.run(["exec", _cleanup_script(paths, () if code else _module_files())])
         mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
@@ -234,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise KeyMissingError(str(exc)) from None
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(unit, key, mp, code=not args.config_only)
+        files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
     except (GatewayError, ConfigError) as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,12 @@ is the real path, through mpremote). It gives the unit two ptys:
   check-in button, tamper switch, mains sense, battery voltage, the sounder's self-test
   outcome, the installer's TEST request, a hang hook), LED and buzzer states out.
 
+A unit folder prepared with ``romfs=True`` (or deployed with ``--romfs``) holds the
+modules as a ROMFS image (:data:`ROMFS_IMAGE`); the unit then boots through
+``gateway/romlaunch.py``, which maps the image and mounts it at ``/rom`` as an ESP32
+mounts its ROMFS partition (bytecode executed in place; ``bench/firmware.py`` measures
+the heap that way).
+
 A watchdog reset ends the process; :attr:`VirtualUnit.exit_code` is then
 :data:`WATCHDOG_EXIT` (3). The unit does not restart by itself: call ``restart()``
 (the harness plays the part of the reset circuit).
@@ -62,6 +68,11 @@ SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
 HOST_ONLY = ("manifest.py",)
 """Files in ``firmware/`` that never go onto a unit (the freeze manifest)."""
+ROMFS_IMAGE = "romfs.img"
+"""In a virtual unit's folder: the ROMFS image standing for an ESP32's ROMFS partition
+(``mpremote romfs build`` output; :func:`romfs_image`). A unit whose folder has one boots
+through ``gateway/romlaunch.py``, which maps it read-only and mounts it at ``/rom``."""
+ROMLAUNCH = Path(__file__).resolve().parent / "romlaunch.py"
 
 _RELAY_CHUNK = 4096
 
@@ -152,6 +163,49 @@ def compiled_tree(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
     return out
 
 
+def _mpremote() -> str:
+    beside = Path(sys.executable).parent / "mpremote"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpremote") or "mpremote"
+
+
+def romfs_image(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
+    """The firmware's modules as a ROMFS image (``mpremote romfs build``), cached in ``cache``.
+
+    What ``mpremote romfs deploy`` writes to an ESP32's ROMFS partition: every ``.mpy``
+    of :func:`compiled_tree`. ``main.py`` stays source on the filesystem, and
+    ``board/__init__.py`` (comments only) is left out: ``board`` then imports as a
+    namespace package, and no source file is compiled into RAM.
+    """
+    tree = compiled_tree(cache, root)
+    out = cache / f"{tree.name}.romfs"
+    if out.exists():
+        return out
+    src = cache / f"{tree.name}.romfs.{os.getpid()}.d"
+    tmp = cache / f"{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(src, ignore_errors=True)
+    for p in sorted(tree.rglob("*.mpy")):
+        dst = src / p.relative_to(tree)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+    try:
+        res = subprocess.run(
+            [_mpremote(), "romfs", "--no-mpy", "-o", str(tmp), "build", str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise VirtualUnitError(f"mpremote romfs build: {res.stderr.strip()}")
+        with contextlib.suppress(OSError):
+            tmp.rename(out)  # another process may have won the race: theirs is the same
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def prepare_unit_dir(
     unit_dir: str | os.PathLike[str],
     unit: Unit,
@@ -161,22 +215,29 @@ def prepare_unit_dir(
     compiled: bool = False,
     cache: str | os.PathLike[str] | None = None,
     install_test: bool = False,
+    romfs: bool = False,
 ) -> Path:
     """Make ``unit_dir`` what a deployed unit's flash holds: firmware, unit.json, unit.key.
 
     The fast path for virtual fleets (no mpremote); ``campusguard deploy`` is the real
     path. With ``compiled=True`` the modules are ``.mpy`` files as deploy writes them
     (cached under ``cache``, default ``unit_dir/..``). With ``install_test`` the folder
-    gets deploy's installation-test marker (:data:`INSTALL_TEST_FILE`). Existing state
-    (epoch records, pending outbox) in the folder is kept.
+    gets deploy's installation-test marker (:data:`INSTALL_TEST_FILE`). With ``romfs``
+    the modules go into a ROMFS image (:data:`ROMFS_IMAGE`, :func:`romfs_image`) and
+    ``main.py`` is the only firmware file on the filesystem, as on an ESP32 with a ROMFS
+    partition (``deploy --romfs``). Existing state (epoch records, pending outbox) in the
+    folder is kept.
     """
     d = Path(unit_dir)
     d.mkdir(parents=True, exist_ok=True)
-    src = compiled_tree(Path(cache) if cache else d.parent) if compiled else FIRMWARE_DIR
+    cache_dir = Path(cache) if cache else d.parent
+    src = compiled_tree(cache_dir) if compiled else FIRMWARE_DIR
+    if romfs:
+        shutil.copyfile(romfs_image(cache_dir), d / ROMFS_IMAGE)
     for rel in sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()):
         if rel.suffix not in (".py", ".mpy") or "__pycache__" in rel.parts:
             continue
-        if rel.as_posix() in HOST_ONLY:
+        if rel.as_posix() in HOST_ONLY or (romfs and rel.as_posix() not in SOURCE_ONLY):
             continue
         dst = d / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -259,12 +320,21 @@ class VirtualUnit:
         micropython: str | None = None,
         heapsize: str = DEFAULT_HEAPSIZE,
         name: str | None = None,
+        romfs: bool | None = None,
     ) -> None:
-        """``unit_dir`` must have been prepared (:func:`prepare_unit_dir` or deploy)."""
+        """``unit_dir`` must have been prepared (:func:`prepare_unit_dir` or deploy).
+
+        ``romfs``: boot with the folder's ROMFS image (:data:`ROMFS_IMAGE`) mapped and
+        mounted at ``/rom`` (``gateway/romlaunch.py``, in the Python next to
+        ``micropython``); ``None``: if the folder has one, as a board with a ROMFS
+        partition always mounts it.
+        """
         self.unit_dir = Path(unit_dir)
         self.name = name or self.unit_dir.name
         self._exe = micropython or find_micropython()
         self._heapsize = heapsize
+        self.romfs = (self.unit_dir / ROMFS_IMAGE).exists() if romfs is None else romfs
+        """True if the unit boots with its modules on a ROMFS image (``/rom``)."""
         self._uart = _open_pty()
         self._link = _open_pty()
         self._ctl = _open_pty()
@@ -286,6 +356,7 @@ class VirtualUnit:
         self.buzzer_history: list[str] = []
         self.logs: list[str] = []
         self._mem: tuple[int, int, int] | None = None
+        self._files: dict[str, str] | None = None
         self.epoch: int | None = None
         """The boot epoch the running firmware announced."""
         self.reloaded = 0
@@ -328,9 +399,18 @@ class VirtualUnit:
         self._wdt = False
         self.led = self.buzzer = ""
         console = open(self.unit_dir / "console.log", "ab")  # the child's stdout
+        if self.romfs:
+            # the unix port runs inside CPython: the launcher maps the image in that process
+            python = Path(self._exe).parent / "python"
+            exe = str(python if python.exists() else sys.executable)
+            launch = [str(ROMLAUNCH), ROMFS_IMAGE]
+        else:
+            exe = self._exe
+            launch = []
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self._exe,
+                exe,
+                *launch,
                 "-X",
                 f"heapsize={self._heapsize}",
                 "main.py",
@@ -504,6 +584,18 @@ class VirtualUnit:
             raise VirtualUnitError(f"{self.name}: no mem reply")
         return self._mem
 
+    async def module_files(self, timeout: float = 3.0) -> dict[str, str]:
+        """Where each module the firmware has loaded came from: name -> path.
+
+        ``/rom/app.mpy`` when booted from a ROMFS image, ``app.mpy`` from the folder.
+        """
+        self._files = None
+        self._send("files")
+        await self._wait_for(lambda: self._files is not None, timeout, "files")
+        if self._files is None:  # pragma: no cover - _wait_for raised already
+            raise VirtualUnitError(f"{self.name}: no files reply")
+        return self._files
+
     # ------------------------------------------------------------------ outputs
 
     def _drain_ctl(self) -> None:
@@ -547,6 +639,9 @@ class VirtualUnit:
         elif what == "mem":
             nums = [int(word) for word in rest.split()]
             self._mem = (nums[0], nums[1], nums[2] if len(nums) > 2 else 0)
+        elif what == "files":
+            pairs = (word.partition("=") for word in rest.split())
+            self._files = {name: path for name, _, path in pairs}
         elif what == "log":
             self.logs.append(rest)
             log.info("%s: %s", self.name, rest)

@@ -6,8 +6,9 @@
 # Control channel: a second pty carrying text lines (firmware/README.md):
 #   in:  button 0|1, checkin 0|1, tamper 0|1 (1 = case open), mains 0|1 (0 = lost),
 #        battery MV, sounder 0|1 (0 = the self-test finds it broken), test (installer's
-#        TEST), mem, hang
-#   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt, mem ALLOC FREE CODE
+#        TEST), mem, files, hang
+#   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt, mem ALLOC FREE CODE,
+#        files NAME=PATH... (where each loaded module came from: /rom/... from ROMFS)
 # Storage: files in the unit folder. Watchdog: a thread that, if the main loop stops
 # feeding it, records "wdt" as the reset cause and kills the whole process (SIGKILL, as
 # abrupt as a real reset; the host driver reports it as exit code 3).
@@ -210,6 +211,11 @@ class Board:
             elif cmd == "mem":
                 gc.collect()
                 self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
+            elif cmd == "files":
+                line = "files"
+                for name, m in sys.modules.items():
+                    line += " %s=%s" % (name, getattr(m, "__file__", "-"))
+                self.log(line, "")
             elif cmd == "hang":
                 # test hook: the main loop stops here for good; only the watchdog ends it
                 while True:

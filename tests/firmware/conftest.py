@@ -196,6 +196,7 @@ async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIt
         unit_id: str = "shop-fruit",
         start: bool = True,
         install_test: bool = False,
+        romfs: bool = False,
         **overrides: Any,
     ) -> tuple[VirtualUnit, GatewayEnd]:
         unit = register.units[unit_id]
@@ -207,6 +208,7 @@ async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIt
             compiled=True,
             cache=fw_cache,
             install_test=install_test,
+            romfs=romfs,
         )
         vu = VirtualUnit(folder)  # the default heap (DEFAULT_HEAPSIZE) is what a unit gets
         gw = GatewayEnd(vu.link_path, unit.addr)  # opened before the unit talks

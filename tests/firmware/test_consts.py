@@ -3,6 +3,7 @@ module keeps its own copy) agree with protocol/ (the gateway's single source).""
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -44,3 +45,22 @@ def test_private_wire_constants_match_protocol(module: str) -> None:
             assert int(value, 0) == want, f"{module}: _{name} = {value}, protocol says {want}"
             checked += 1
     assert checked or module != "app.py"
+
+
+def test_crc_tables_are_crc16_ccitt_false() -> None:
+    """proto.py's CRC table, written out as two bytes literals (so that it stays in
+    flash), is the CRC-16/CCITT-FALSE table."""
+    tree = ast.parse((FIRMWARE_DIR / "proto.py").read_text())
+    tables = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("_CRC_HI", "_CRC_LO")
+    }
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+        c &= 0xFFFF
+        assert (tables["_CRC_HI"][i], tables["_CRC_LO"][i]) == (c >> 8, c & 0xFF)

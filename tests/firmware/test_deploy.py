@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli
-from gateway.vboard import INSTALL_TEST_FILE, VirtualUnit, find_micropython
+from gateway.vboard import INSTALL_TEST_FILE, ROMFS_IMAGE, VirtualUnit, find_micropython
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
 from tests.firmware.conftest import ROOT, GatewayEnd
@@ -123,6 +123,44 @@ def test_keygen_then_deploy_then_run(
     assert left == ["main.py"]
     assert not (flash / "board").exists()
     assert json.loads((flash / "unit.json").read_text())["fw_files"].keys() == {"main.py"}
+
+    # the modules on a ROMFS image (an ESP32: mpremote romfs deploy; a virtual board: the
+    # file romfs.img, which VirtualUnit maps and mounts at /rom)
+    rc = cli(
+        [
+            "deploy",
+            "shop-fruit",
+            "--port",
+            port,
+            "--config",
+            CONFIG,
+            "--keydir",
+            str(keys),
+            "--unix-port",
+            "--romfs",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    left = sorted(p.relative_to(flash).as_posix() for p in flash.rglob("*.*py"))
+    assert left == ["main.py"]
+    fw_files = json.loads((flash / "unit.json").read_text())["fw_files"]
+    assert fw_files.keys() == {"main.py", ROMFS_IMAGE}
+
+    async def run_romfs_unit() -> None:
+        vu = VirtualUnit(flash)
+        gw = GatewayEnd(vu.link_path, 257, read_key(keys, "shop-fruit"))
+        try:
+            assert vu.romfs
+            await vu.start()
+            await gw.next(MsgType.HEARTBEAT, after=0)
+            await vu.click()
+            await gw.next(MsgType.ALARM)
+            assert (await vu.module_files())["app"] == "/rom/app.mpy"
+        finally:
+            gw.close()
+            await vu.stop()
+
+    asyncio.run(run_romfs_unit())
 
 
 def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
