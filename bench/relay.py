@@ -321,15 +321,59 @@ ALARM_SIZED = json.dumps(
 )
 
 
-async def bare(broker: Mosquitto, count: int = 500) -> dict[str, Any]:
+async def bare_loop(host: str, port: int, count: int) -> list[float]:
+    """The floor: aiomqtt QoS 1 publishes of an alarm-sized payload, one at a time."""
     lat = []
-    async with aiomqtt.Client(broker.host, broker.port) as c:
+    async with aiomqtt.Client(host, port) as c:
         for _ in range(count):
             t0 = time.perf_counter()
             await c.publish(f"campusguard/{SITE}/alarm/u1000", ALARM_SIZED, qos=1)
             lat.append(time.perf_counter() - t0)
             await asyncio.sleep(0.002)  # one at a time, like alarms under steady load
-    return ms(lat)
+    return lat
+
+
+async def bare(broker: Mosquitto, *, subscribed: bool, count: int = 500) -> dict[str, Any]:
+    """The bare loop in a process of its own, as the gateway is, against the same broker.
+
+    ``subscribed``: this process listens on the alarm topics meanwhile, as it does in the
+    gateway runs, so the broker forwards each message to a subscriber before its PUBACK
+    and a third process competes for the CPUs: the same conditions, minus the gateway.
+    """
+    got = 0
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        nonlocal got
+        async with aiomqtt.Client(broker.host, broker.port) as c:
+            await c.subscribe(f"campusguard/{SITE}/alarm/+", qos=1)
+            ready.set()
+            async for m in c.messages:
+                json.loads(m.payload if isinstance(m.payload, bytes) else b"{}")
+                got += 1
+
+    sub = asyncio.create_task(listen()) if subscribed else None
+    try:
+        if sub is not None:
+            await asyncio.wait_for(ready.wait(), 10)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--bare-loop",
+            f"{broker.host}:{broker.port}:{count}",
+            stdout=subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"bare loop failed ({proc.returncode})")
+        if sub is not None:
+            async with asyncio.timeout(10):
+                while got < count:
+                    await asyncio.sleep(0.05)
+    finally:
+        if sub is not None:
+            sub.cancel()
+    return {**ms(json.loads(out)), "subscriber": subscribed}
 
 
 async def pty_latency(count: int = 300) -> dict[str, Any]:
@@ -414,17 +458,31 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await steady(broker, 200, max(200, args.samples), tmp),
         ]
         result["burst"] = await burst(broker, tmp)
-        result["bare_aiomqtt_puback"] = await bare(broker)
+        result["bare_aiomqtt_puback"] = await bare(broker, subscribed=True)
+        result["bare_aiomqtt_puback_no_subscriber"] = await bare(broker, subscribed=False)
     result["commit"] = commit_cost(tmp)
     result["pty_write_to_read"] = await pty_latency()
     result["deframe_decode"] = decode_cost()
     bare_r = result["bare_aiomqtt_puback"]
+    floor = result["bare_aiomqtt_puback_no_subscriber"]
     result["overhead_ratio"] = {
-        "definition": "gateway frame-in->PUBACK / bare publish->PUBACK, same percentile",
+        "definition": "gateway frame-in->PUBACK / bare publish->PUBACK, same percentile; "
+        "the bare loop runs in its own process with this one subscribed, as in the "
+        "gateway runs",
         **{
             str(s["units"]): {
                 "p50": round(s["puback"]["p50_ms"] / bare_r["p50_ms"], 1),
                 "p99": round(s["puback"]["p99_ms"] / bare_r["p99_ms"], 1),
+            }
+            for s in result["steady"]
+        },
+    }
+    result["overhead_ratio_no_subscriber"] = {
+        "definition": "the same against the bare loop with nobody subscribed (the floor)",
+        **{
+            str(s["units"]): {
+                "p50": round(s["puback"]["p50_ms"] / floor["p50_ms"], 1),
+                "p99": round(s["puback"]["p99_ms"] / floor["p99_ms"], 1),
             }
             for s in result["steady"]
         },
@@ -474,13 +532,16 @@ def show(r: dict[str, Any]) -> None:
         f"first press PUBACK p99 {b['first_press_puback']['p99_ms']} ms"
     )
     bare_r = r["bare_aiomqtt_puback"]
+    floor = r["bare_aiomqtt_puback_no_subscriber"]
     print(
         f"  bare aiomqtt QoS1 publish->PUBACK p50 {bare_r['p50_ms']} ms p99 {bare_r['p99_ms']} ms"
+        f" (nobody subscribed: p50 {floor['p50_ms']} ms p99 {floor['p99_ms']} ms)"
     )
-    print(f"  overhead ratio ({r['overhead_ratio']['definition']}):")
-    for k, v in r["overhead_ratio"].items():
-        if isinstance(v, dict):
-            print(f"    {k:>3} units: p50 {v['p50']}x  p99 {v['p99']}x")
+    for key in ("overhead_ratio", "overhead_ratio_no_subscriber"):
+        print(f"  {key} ({r[key]['definition']}):")
+        for k, v in r[key].items():
+            if isinstance(v, dict):
+                print(f"    {k:>3} units: p50 {v['p50']}x  p99 {v['p99']}x")
     c = r["commit"]
     print(
         f"  durable commit on {c['filesystem']}: FULL p50 {c['FULL']['p50_ms']} ms, "
@@ -495,7 +556,12 @@ if __name__ == "__main__":
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--samples", type=int, default=200, help="alarms per steady run")
     p.add_argument("--dir", help="where the journal and broker live (default: the temp dir)")
+    p.add_argument("--bare-loop", metavar="HOST:PORT:COUNT", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.bare_loop:  # the bare loop's own process (see bare())
+        host, port, count = a.bare_loop.rsplit(":", 2)
+        print(json.dumps(asyncio.run(bare_loop(host, int(port), int(count)))))
+        sys.exit(0)
     res = asyncio.run(main(a))
     if a.json:
         print(json.dumps(res))

@@ -189,10 +189,22 @@ class IncidentBook:
         self._by_id: dict[str, Incident] = {}
         self._open_of: dict[str, Incident] = {}  # unit id -> its latest open incident
         self._orphans: dict[tuple[int, int, int], float] = {}
+        # "incident opened" lines, said once their transaction has committed (see opened())
+        self._opened: list[tuple[str, str, str, str]] = []
         self.reload()
+
+    def log_opened(self) -> None:
+        """Log the incidents opened since the last call, once their commit is done.
+
+        By then the alarm is on its way to the broker, and a rolled-back one never opened.
+        """
+        for iid, kind, place, uid in self._opened:
+            log.warning("incident %s: %s at %s (%s)", iid, kind, place, uid)
+        self._opened.clear()
 
     def reload(self) -> None:
         """(Re)load what is open, and CANCELs still waiting for their ALARM, from the journal."""
+        self._opened.clear()
         self._by_id.clear()
         self._open_of.clear()
         rows = self._store.conn.execute(
@@ -398,7 +410,7 @@ class IncidentBook:
         if inc.is_open:
             self._open_of[unit.id] = inc
         self._press_times[inc.id] = deque([(at, presses)])
-        log.warning("incident %s: %s at %s (%s)", inc.id, kind, unit.place, unit.id)
+        self._opened.append((inc.id, kind, unit.place, unit.id))
         return inc
 
     def _cancel(self, inc: Incident, at: float) -> bool:

@@ -73,9 +73,16 @@ class _Tally:
     addrs: set[int] = field(default_factory=set)
 
 
+_BODY_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def body_dict(frame: Frame) -> dict[str, int]:
     """A frame's body fields as plain integers (for the journal)."""
-    return {f.name: int(getattr(frame.body, f.name)) for f in fields(frame.body)}  # type: ignore[arg-type]
+    body = frame.body
+    names = _BODY_FIELDS.get(type(body))
+    if names is None:
+        names = _BODY_FIELDS[type(body)] = tuple(f.name for f in fields(body))  # type: ignore[arg-type]
+    return {n: int(getattr(body, n)) for n in names}
 
 
 class Pipeline:
@@ -154,6 +161,7 @@ class Pipeline:
             return
         self.last_commit_ok = True
         self.journalled += len(fresh)
+        self.incidents.log_opened()
         # duplicates too: their first copy's commit may still be on its way to the disk
         self._store.when_durable(functools.partial(self._ack, acks, t0))
         if fresh:
