@@ -121,24 +121,26 @@ class _Direct:
 
     def publish(self, row: OutboxRow, on_puback: Callable[[], None]) -> bool:
         """Queue and write one message; False if the client refused it (not connected)."""
-        info = self._paho.publish(row.topic, row.payload, row.qos, row.retain)
+        p = self._paho
+        # Without a register-write hook paho writes the packet itself, in this call. With
+        # aiomqtt's hook it would only ask for a writer watch on the loop's next turn
+        # (a wake-up through the loop's self-pipe, then add_writer and remove_writer):
+        # syscalls on the alarm path for a socket that takes the packet at once anyway.
+        watch = p.on_socket_register_write
+        p.on_socket_register_write = None
+        try:
+            info = p.publish(row.topic, row.payload, row.qos, row.retain)
+            if info.rc == paho.MQTT_ERR_SUCCESS and p.want_write():
+                p.loop_write()  # inside paho's own callback (a PUBACK) publish() only queues
+        finally:
+            p.on_socket_register_write = watch
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return False
         self._pending[info.mid] = _OnSet(on_puback)
-        sock = self._paho.socket()
-        # paho asked aiomqtt to watch the socket for writing; aiomqtt does that on the
-        # loop's next turn. Write now instead; if all went out, that watch would outlive
-        # paho's bookkeeping (a writer left on the fd: a busy loop, and a stale fd after a
-        # reconnect), so it is removed right after aiomqtt adds it.
-        self._paho.loop_write()
-        if sock is not None and not self._paho.want_write():
-            asyncio.get_running_loop().call_soon(self._unwatch, sock, sock.fileno())
+        sock = p.socket()
+        if watch is not None and sock is not None and p.want_write():
+            watch(p, p.user_data_get(), sock)  # the socket is full: the rest when writable
         return True
-
-    def _unwatch(self, sock: Any, fd: int) -> None:
-        if self._paho.socket() is sock and self._paho.want_write():
-            return  # more to write since: paho's own watch is wanted
-        asyncio.get_running_loop().remove_writer(fd)
 
 
 class _OnSet:
