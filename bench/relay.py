@@ -319,6 +319,7 @@ ALARM_SIZED = json.dumps(
         "police_ack_at": None,
         "police_ack_by": None,
         "disposition": None,
+        "closed_at": None,
         "published_at": "2026-11-29T16:05:26.110Z",
         "link": "bus",
     }

@@ -85,6 +85,7 @@ _INC_COLS = (
     "disposition",
     "last_epoch",
     "last_seq",
+    "closed_at",
 )
 _TRACK_COLS = (
     "addr",
@@ -139,6 +140,7 @@ class Incident:
     disposition: str | None
     last_epoch: int
     last_seq: int
+    closed_at: float | None
     addr: int
     first_press_source: str
     series_press_ms: int | None
@@ -342,9 +344,17 @@ class IncidentBook:
     # -- time ---------------------------------------------------------------------------
 
     def tick(self, now: float) -> bool:
-        """Publish coalesced press updates that are due; True if any was queued."""
+        """Publish coalesced press updates that are due, close what is over; True if any.
+
+        An incident is closed once the police have acknowledged it and its unit has been
+        quiet for the incident window: from then on a press opens a new incident (as it
+        would anyway), the close is published (``update: closed``), and the incident no
+        longer counts as open at a restart. One the police have not acknowledged stays
+        open, however old: it must stay on the duty room's screen.
+        """
         due = [iid for iid, t in self._due.items() if t <= now]
-        if not due:
+        over = [inc for inc in self._by_id.values() if self._over(inc, now)]
+        if not due and not over:
             return False
         with self._store.transaction():
             for iid in due:
@@ -353,7 +363,21 @@ class IncidentBook:
                 if inc is not None:
                     self._publish(inc, "presses", now)
                     self._save(inc)
+            for inc in over:
+                inc.state, inc.closed_at = "closed", now
+                if self._open_of.get(inc.unit) is inc:
+                    del self._open_of[inc.unit]
+                self._due.pop(inc.id, None)
+                self._publish(inc, "closed", now)
+                self._save(inc)
         return True
+
+    def _over(self, inc: Incident, now: float) -> bool:
+        if inc.state != "police_ack":
+            return False
+        unit = self._config.units.get(inc.unit)
+        window = unit.incident_window_s if unit is not None else 0.0
+        return now - inc.last_alarm_at > window and inc.id not in self._due
 
     # -- internals ----------------------------------------------------------------------
 
@@ -386,6 +410,7 @@ class IncidentBook:
             disposition=None,
             last_epoch=frame.epoch,
             last_seq=frame.seq,
+            closed_at=None,
             addr=unit.addr,
             first_press_source=source,
             series_press_ms=press_ms if from_alarm else None,
@@ -517,6 +542,7 @@ class IncidentBook:
             "police_ack_at": iso(inc.police_ack_at),
             "police_ack_by": inc.police_ack_by,
             "disposition": inc.disposition,
+            "closed_at": iso(inc.closed_at),
             "published_at": iso(at),
         }
         if link is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from gateway.clock import ManualClock
 from protocol import (
     AckState,
     Alarm,
@@ -255,3 +256,47 @@ async def test_one_byte_at_a_time(site: Site, broker: Mosquitto, police: Police)
         await site.port.wait_ack(frame)
         await police.wait_for(lambda: bool(police.alarms()))
         assert police.alarms()[0]["kind"] == "fire"
+
+
+async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The duty room's list does not grow for ever; an unanswered alarm never leaves it."""
+    acked_unit, left_unit = site.unit("shop-a", epoch=30), site.unit("shop-b", epoch=30)
+    clock = ManualClock()
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        await gw.relay.connected.wait()
+        a = acked_unit.send(Alarm(AlarmKind.PANIC, 1, 100))
+        b = left_unit.send(Alarm(AlarmKind.PANIC, 1, 100))
+        await site.port.wait_ack(a)
+        await site.port.wait_ack(b)
+        acked, left = f"{GATEWAY_ID}-shop-a-30-0", f"{GATEWAY_ID}-shop-b-30-0"
+        await police.wait_for(lambda: bool(police.alarms(acked)) and bool(police.alarms(left)))
+        await police.ack(acked, b'{"by": "Officer Liu", "disposition": "false_alarm"}')
+        await site.port.wait_ack(a, AckState.POLICE_ACK, timeout=3)
+        clock.advance(60)  # inside the 120 s window: still open, a press would fold in
+        again = acked_unit.send(Alarm(AlarmKind.PANIC, 2, 100))
+        await site.port.wait_ack(again, AckState.POLICE_ACK, timeout=3)
+        clock.advance(121)  # quiet for the window since the last press
+        await police.wait_for(lambda: any(m["update"] == "closed" for m in police.alarms()))
+        closed = [m for m in police.alarms() if m["update"] == "closed"]
+        assert [m["incident"] for m in closed] == [acked]
+        assert closed[0]["state"] == "closed" and closed[0]["presses"] == 2
+        assert closed[0]["closed_at"] is not None
+        rows = dict(gw.store.conn.execute("SELECT id, state FROM incidents").fetchall())
+        assert rows == {acked: "closed", left: "open"}
+        # a press now opens a new incident
+        later = acked_unit.send(Alarm(AlarmKind.PANIC, 1, 900))
+        await site.port.wait_ack(later)
+        await police.wait_for(lambda: bool(police.alarms(f"{GATEWAY_ID}-shop-a-30-2")))
+    # after a restart the open incident is open again (a press folds into it), the
+    # closed one stays closed
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        await gw.relay.connected.wait()
+        more = acked_unit.send(Alarm(AlarmKind.PANIC, 2, 900))
+        await site.port.wait_ack(more)
+        await police.wait_for(
+            lambda: any(m["presses"] == 2 for m in police.alarms(f"{GATEWAY_ID}-shop-a-30-2"))
+        )
+        rows = dict(gw.store.conn.execute("SELECT id, state FROM incidents").fetchall())
+        assert rows == {acked: "closed", left: "open", f"{GATEWAY_ID}-shop-a-30-2": "open"}
