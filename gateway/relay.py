@@ -158,6 +158,21 @@ class _OnSet:
         return False
 
 
+def _raise_lost_cancel() -> None:
+    """Raise the cancellation this task was sent but did not get.
+
+    On Python 3.11 ``asyncio.wait_for`` (inside aiomqtt's subscribe and publish) returns
+    the result when the cancellation races with it, and the cancellation is lost: the
+    task's ``cancelling()`` still counts it. Every later ``asyncio.timeout`` in that task
+    then turns its own expiry into a TimeoutError, and the publisher's wait loop (which
+    expects those) would go round for ever while its connection is being torn down (seen
+    as a gateway that did not stop, in tests/gateway/test_integrity.py).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
 
@@ -330,7 +345,9 @@ class Relay:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         for topic in self._subs:
             await client.subscribe(topic, qos=1)
+            _raise_lost_cancel()
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
+        _raise_lost_cancel()
         self._flush_marks()  # so that the backlog does not include what is PUBACKed
         self._backlog, self._cursor, self._broken = True, 0, None
         try:
@@ -343,6 +360,7 @@ class Relay:
             self._tg, self._pub_client, self._live = tg, client, True
             try:
                 while True:
+                    _raise_lost_cancel()
                     self._wake.clear()
                     if self._broken is not None:
                         raise aiomqtt.MqttError(self._broken)

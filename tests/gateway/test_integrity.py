@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import selectors
+from typing import Any
 
+import aiomqtt
 import pytest
 
 from gateway import receiver, relay
 from gateway.clock import ManualClock
 from gateway.pipeline import SECURITY_EVENT_INTERVAL_S
+from gateway.service import Gateway, Settings
 from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway, until
 from tests.support.mosquitto import Mosquitto
@@ -211,3 +214,42 @@ async def test_relay_paths_deliver_in_order_across_a_broker_restart(
         assert not key.events & selectors.EVENT_WRITE
         stats = gw.stats()
         assert stats["publish_to_puback"] is not None and stats["commit"] is not None
+
+
+async def test_gateway_stops_although_python_311_lost_the_publishers_cancel(
+    site: Site, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a stop right after connecting hung the gateway (1 run in ~10).
+
+    On Python 3.11 ``asyncio.wait_for`` inside aiomqtt's publish returns normally when the
+    cancellation races with the PUBACK, and the cancel is lost. Here the publish of the
+    ``online`` status does just that, deterministically.
+    """
+    original = aiomqtt.Client.publish
+    gateways: list[Gateway] = []
+    raced = asyncio.Event()
+
+    async def racing_publish(self: aiomqtt.Client, topic: str, *args: Any, **kw: Any) -> None:
+        if topic.endswith("/status") and not raced.is_set():
+            raced.set()
+            gateways[0].stop()  # the relay's TaskGroup will cancel the publisher
+            try:
+                await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                pass  # what 3.11's wait_for does when the result is there already
+        await original(self, topic, *args, **kw)
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", racing_publish)
+    settings = Settings(
+        db_path=site.db, keydir=site.keydir, broker=relay.BrokerSettings.from_url(broker.url)
+    )
+    gw = Gateway(site.config, settings)
+    gateways.append(gw)
+    run = asyncio.create_task(gw.run())
+    done, _ = await asyncio.wait({run}, timeout=8)
+    if not done:  # the bug: free the publisher's loop so that the test fails, not hangs
+        gw.relay._broken = "test gave up"
+        await asyncio.wait({run}, timeout=8)
+    assert done, "the gateway did not stop"
+    assert raced.is_set()
+    run.result()
