@@ -283,7 +283,7 @@ class Store:
             if epoch > 0xFFFFFFFF:
                 raise StoreError("downlink epoch exhausted")
             self.meta_set("downlink_epoch", str(epoch))
-        self.wal.sync_now()  # a counter reused after a power cut would be refused as replay
+        self.sync()  # a counter reused after a power cut would be refused as replay
         return epoch
 
     def probe(self, at: float) -> None:

@@ -58,19 +58,12 @@ def test_keygen_then_deploy_then_run(
     # a second keygen refuses to overwrite
     assert cli(["keygen", "shop-fruit", "--keydir", str(keys), "--config", CONFIG]) == 1
     assert "exists" in capsys.readouterr().err
-    rc = cli(
-        [
-            "deploy",
-            "shop-fruit",
-            "--port",
-            port,
-            "--config",
-            CONFIG,
-            "--keydir",
-            str(keys),
-            "--unix-port",
-        ]
-    )
+
+    def deploy(*extra: str) -> int:
+        args = ["shop-fruit", "--port", port, "--config", CONFIG, "--keydir", str(keys)]
+        return cli(["deploy", *args, "--unix-port", *extra])
+
+    rc = deploy()
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "files verified" in out.out
@@ -104,20 +97,7 @@ def test_keygen_then_deploy_then_run(
 
     # a unit whose MicroPython image has the firmware frozen in (firmware/manifest.py)
     # or on ROMFS: config only, and no module left on the filesystem to shadow it
-    rc = cli(
-        [
-            "deploy",
-            "shop-fruit",
-            "--port",
-            port,
-            "--config",
-            CONFIG,
-            "--keydir",
-            str(keys),
-            "--unix-port",
-            "--config-only",
-        ]
-    )
+    rc = deploy("--config-only")
     assert rc == 0, capsys.readouterr().err
     left = sorted(p.relative_to(flash).as_posix() for p in flash.rglob("*.*py"))
     assert left == ["main.py"]
@@ -126,20 +106,7 @@ def test_keygen_then_deploy_then_run(
 
     # the modules on a ROMFS image (an ESP32: mpremote romfs deploy; a virtual board: the
     # file romfs.img, which VirtualUnit maps and mounts at /rom)
-    rc = cli(
-        [
-            "deploy",
-            "shop-fruit",
-            "--port",
-            port,
-            "--config",
-            CONFIG,
-            "--keydir",
-            str(keys),
-            "--unix-port",
-            "--romfs",
-        ]
-    )
+    rc = deploy("--romfs")
     assert rc == 0, capsys.readouterr().err
     left = sorted(p.relative_to(flash).as_posix() for p in flash.rglob("*.*py"))
     assert left == ["main.py"]
