@@ -18,8 +18,16 @@ heap_after_boot_data_bytes  the rest: buffers, tables, objects, tasks, the board
 romfs_qstr_bytes   qstr pools the imports from the image make (part of the code bytes;
                    a frozen build has them in flash too): micropython.qstr_info()
                    around the same imports in a separate process
+romfs_qstr_count   qstrs in the heap's pools after those imports (the pools double: a
+                   new pool of ~320 entries, ~3.6 KB on 64 bits, opens at ~304 qstrs)
 heap_after_boot_frozen_estimate_bytes   heap_after_boot - romfs_qstr: frozen modules
                    (an estimate: no frozen unix build is measured)
+interpreter_heap_bytes  what the unit's heap holds before any firmware module is
+                   imported, measured in a bare `micropython -X heapsize=64K`: the
+                   interpreter itself (bare), `import asyncio`, and asyncio.event (the
+                   Event the virtual board's inputs are; the ESP32's ThreadSafeFlag lives
+                   there too); total = their sum, part of heap_after_boot
+heap_after_boot_firmware_bytes  heap_after_boot - interpreter_heap_bytes.total
 fs_mpy_heap_*      the same figures with the .mpy modules on the filesystem (`deploy`
                    without --romfs): imported into RAM, bytecode and all
 press_to_first_byte_ms  host writes "button 1" on the control pty -> first byte of the
@@ -188,6 +196,31 @@ async def unit_figures(presses: int, romfs: bool) -> dict[str, Any]:
     }
 
 
+_FLOOR_PROBE = """
+import gc
+gc.collect()
+bare = gc.mem_alloc()
+import asyncio
+gc.collect()
+aio = gc.mem_alloc()
+asyncio.Event
+gc.collect()
+print(bare, aio - bare, gc.mem_alloc() - aio)
+"""
+
+
+def interpreter_heap() -> dict[str, int]:
+    """The heap a bare unix port holds, then what asyncio and asyncio.event add."""
+    res = subprocess.run(
+        [find_micropython(), "-X", f"heapsize={HEAP}", "-c", _FLOOR_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bare, aio, event = (int(x) for x in res.stdout.split())
+    return {"bare": bare, "asyncio": aio, "asyncio_event": event, "total": bare + aio + event}
+
+
 _QSTR_PROBE = """
 import gc, micropython
 gc.collect()
@@ -200,9 +233,10 @@ print("from", app.__file__)
 """
 
 
-def romfs_qstr() -> tuple[int, int]:
+def romfs_qstr() -> tuple[int, int, int]:
     """qstr pool bytes made by importing the firmware (as main.py does) from its ROMFS
-    image, mapped and mounted at /rom by gateway/romlaunch.py; and the image's size."""
+    image, mapped and mounted at /rom by gateway/romlaunch.py; the number of qstrs in
+    the pools after them; and the image's size."""
     with tempfile.TemporaryDirectory() as tmp:
         image = romfs_image(Path(tmp))
         probe = Path(tmp) / "probe.py"
@@ -215,15 +249,13 @@ def romfs_qstr() -> tuple[int, int]:
             cwd=tmp,
         )
         size = image.stat().st_size
-    pools = [
-        int(line.split("n_total_bytes=")[1].split(",")[0])
-        for line in res.stdout.splitlines()
-        if "n_total_bytes=" in line
-    ]
+    info = [line for line in res.stdout.splitlines() if "n_total_bytes=" in line]
+    pools = [int(line.split("n_total_bytes=")[1].split(",")[0]) for line in info]
+    count = int(info[-1].split("n_qstr=")[1].split(",")[0])
     where = next(ln for ln in res.stdout.splitlines() if ln.startswith("from")).split()[1]
     if not where.startswith("/rom/"):
         raise RuntimeError(f"app was imported from {where}, not from the ROMFS image")
-    return pools[1] - pools[0], size
+    return pools[1] - pools[0], count, size
 
 
 def mpy_sizes() -> dict[str, int]:
@@ -252,9 +284,13 @@ def main() -> int:
         "press_to_first_byte_ms",
     ):
         figures["fs_mpy_" + k] = fs[k]
-    qstr, image = romfs_qstr()
+    qstr, count, image = romfs_qstr()
     figures["romfs_qstr_bytes"] = qstr
+    figures["romfs_qstr_count"] = count
     figures["heap_after_boot_frozen_estimate_bytes"] = figures["heap_after_boot_bytes"] - qstr
+    floor = interpreter_heap()
+    figures["interpreter_heap_bytes"] = floor
+    figures["heap_after_boot_firmware_bytes"] = figures["heap_after_boot_bytes"] - floor["total"]
     sizes = mpy_sizes()
     figures["mpy_sizes"] = sizes
     figures["mpy_total_bytes"] = sum(sizes.values())
@@ -278,6 +314,12 @@ def main() -> int:
     )
     print(
         f"  frozen (estimate):           {figures['heap_after_boot_frozen_estimate_bytes']} bytes"
+    )
+    print(
+        f"  before any firmware module:  {floor['total']} bytes (interpreter {floor['bare']}, "
+        f"asyncio {floor['asyncio']}, asyncio.event {floor['asyncio_event']}); the "
+        f"firmware's own: {figures['heap_after_boot_firmware_bytes']} bytes, "
+        f"{figures['romfs_qstr_count']} qstrs in the pools"
     )
     print(f"press -> first byte:           p50 {p['p50']} ms, max {p['max']} ms (n={p['n']})")
     print(
