@@ -39,13 +39,17 @@ class Board:
 
         self.root = _ROOT
         if pins is None:
+            cfg = {}
             try:
                 with open(_ROOT + "unit.json") as f:
                     cfg = json.load(f)
-                pins = cfg.get("pins", {})
-                divider_x1000 = int(cfg.get("battery_divider_x1000", divider_x1000))
             except (OSError, ValueError):
-                pins = {}
+                pass  # no pins; startup.py finds the same and calls unconfigured()
+            pins = cfg.get("pins", {})
+            try:
+                divider_x1000 = int(cfg.get("battery_divider_x1000", divider_x1000))
+            except (TypeError, ValueError):
+                pass  # a bad divider costs the battery reading, not the unit its button
         self._pins = pins
         self._divider = divider_x1000
         self._inputs = {}
@@ -59,6 +63,7 @@ class Board:
             self._inputs["mains"] = Input(pins["mains"], False, Pin.PULL_DOWN)
         self._led = Pin(pins["led"], Pin.OUT, value=0) if "led" in pins else None
         self._buzzer = Pin(pins["buzzer"], Pin.OUT, value=0) if "buzzer" in pins else None
+        self._buzzer_level = 0  # what buzzer() drives (the pad reads otherwise if shorted)
         self._adc = None
         if "battery_adc" in pins:
             self._adc = ADC(Pin(pins["battery_adc"]))
@@ -91,6 +96,7 @@ class Board:
 
     def buzzer(self, level):
         if self._buzzer is not None:
+            self._buzzer_level = level
             self._buzzer.value(level)
 
     def indicate(self, what, name):
@@ -103,12 +109,14 @@ class Board:
         p = self._buzzer
         if p is None:
             return False
-        level = p.value()
         p.value(1)
         high = p.value()
         p.value(0)
         low = p.value()
-        p.value(level)
+        # back to what buzzer() drives, not to what the pad read: a line shorted high
+        # during the check would leave the buzzer on once the short is gone, and
+        # Feedback (which drives only changes) would not turn it off
+        p.value(self._buzzer_level)
         return high == 1 and low == 0
 
     def battery_mv(self):
