@@ -104,7 +104,7 @@ def write_site(d: Path, port: Path, n: int) -> tuple[Path, Path, dict[int, bytes
         (keydir / f"u{addr}.key").write_text(keys[addr].hex())
         lines += [
             f"  - {{id: u{addr}, addr: {addr}, site: {SITE}, place: Shop {i}, owner: o,",
-            "      role: shop, link: bus, pins: {button: 0, tamper: 4, led: 2, buzzer: 15,",
+            "      role: shop, link: bus, pins: {button: 13, tamper: 4, led: 2, buzzer: 15,",
             "      battery_adc: 34, uart_tx: 17, uart_rx: 16}}",
         ]
     cfg = d / "boards.yaml"

@@ -19,6 +19,55 @@ ROLES = ("shop", "home", "guard_post", "campus")
 PLAIN_KINDS = ("panic", "medical", "fire", "silent")
 PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
 OPTIONAL_PINS = ("checkin", "mains")
+
+# The ESP32 (WROOM/WROVER modules, what firmware/board/esp32.py drives). GPIO 6..11 are
+# the module's SPI flash. 34..39 are inputs without internal pulls. The strapping pins'
+# levels at reset choose how the chip boots: a panic button held on GPIO 0 (or 2) during
+# a reset leaves the unit in the ROM's download mode, no firmware and no watchdog, until
+# someone power-cycles it; GPIO 12 pulled high selects 1.8 V flash and it does not boot.
+ESP32_GPIOS = frozenset((*range(0, 20), 21, 22, 23, 25, 26, 27, *range(32, 40)))
+ESP32_FLASH_GPIOS = frozenset(range(6, 12))
+ESP32_INPUT_ONLY = frozenset(range(34, 40))
+ESP32_STRAPPING = frozenset((0, 2, 5, 12, 15))
+ESP32_ADC1 = frozenset(range(32, 40))
+# inputs that board/esp32.py pulls internally (to 3V3; mains to GND) and that a person
+# or a switch can hold at reset; outputs
+PULLED_INPUTS = ("button", "checkin", "tamper", "mains")
+OUTPUT_PINS = ("led", "buzzer", "uart_tx")
+
+
+def esp32_pin_problem(pins: dict[str, int]) -> str | None:
+    """Why this wiring cannot work on an ESP32, or None if it can.
+
+    Refused: a GPIO the chip lacks or its flash uses, an output or a pulled input on an
+    input-only GPIO, a button or switch on a strapping pin, a battery ADC off ADC1, and
+    one GPIO used twice.
+    """
+    used: dict[int, str] = {}
+    for name, gpio in pins.items():
+        if gpio not in ESP32_GPIOS:
+            return f"{name}: the ESP32 has no GPIO {gpio}"
+        if gpio in ESP32_FLASH_GPIOS:
+            return f"{name}: GPIO {gpio} is wired to the module's flash (6..11)"
+        if gpio in used:
+            return f"{name}: GPIO {gpio} is already {used[gpio]}"
+        used[gpio] = name
+        if name in OUTPUT_PINS and gpio in ESP32_INPUT_ONLY:
+            return f"{name}: GPIO {gpio} is input only (34..39)"
+        if name in PULLED_INPUTS and gpio in ESP32_INPUT_ONLY:
+            return f"{name}: GPIO {gpio} has no internal pull resistor (34..39)"
+        if name in PULLED_INPUTS and gpio in ESP32_STRAPPING:
+            return (
+                f"{name}: GPIO {gpio} is a strapping pin (0, 2, 5, 12, 15): held at a"
+                " reset it stops the unit from booting its firmware"
+            )
+        if name in OUTPUT_PINS and gpio == 12:
+            return f"{name}: GPIO 12 pulled high at reset selects 1.8 V flash"
+        if name == "battery_adc" and gpio not in ESP32_ADC1:
+            return f"{name}: GPIO {gpio} is not on ADC1 (32..39)"
+    return None
+
+
 STEPS = ("prompt_guard", "security_lead", "police")
 
 # name -> (default, minimum, maximum)
@@ -270,6 +319,9 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         unknown = set(pins_in) - set(pins)
         if unknown:
             raise r.fail(where, "pins", f"unknown pin names: {', '.join(sorted(unknown))}")
+        problem = esp32_pin_problem(pins)
+        if problem is not None:
+            raise r.fail(where, "pins", problem)
         timings = {k: r.integer(d, where, k, lo, hi, base[k]) for k, (_, lo, hi) in TIMINGS.items()}
         units[uid] = Unit(
             id=uid,

@@ -79,9 +79,9 @@ _PLACES = {
     "campus": "Campus building {n}, duty desk on the ground floor",
     "guard_post": "North gate guard post (boarding entrance)",
 }
-_PINS = "{button: 0, tamper: 4, led: 2, buzzer: 15, battery_adc: 34, uart_tx: 17, uart_rx: 16}"
+_PINS = "{button: 13, tamper: 4, led: 2, buzzer: 15, battery_adc: 34, uart_tx: 17, uart_rx: 16}"
 _GUARD_PINS = (
-    "{button: 0, checkin: 5, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
+    "{button: 13, checkin: 27, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
     " uart_tx: 17, uart_rx: 16}"
 )
 

@@ -5,7 +5,9 @@
 # mains sense (optional) high while mains power is present, with the internal pull-down
 # (a broken wire reads as mains lost); LED and an ACTIVE buzzer on GPIO outputs (high =
 # on); battery through a divider to an ADC1 pin (battery_divider_x1000, default 2.000);
-# UART1 on uart_tx/uart_rx.
+# UART1 on uart_tx/uart_rx. Never a button or switch on a strapping pin (0, 2, 5, 12, 15):
+# the panic button held on GPIO 0 during a reset would leave the chip in its download mode,
+# with no firmware and no watchdog (gateway/config.py refuses such a boards.yaml).
 import asyncio
 import sys
 

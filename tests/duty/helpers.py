@@ -17,7 +17,7 @@ MONDAY = 1_767_542_400.0
 TZ = "Asia/Shanghai"
 
 PINS = {
-    "button": 0,
+    "button": 13,
     "tamper": 4,
     "led": 2,
     "buzzer": 15,
@@ -72,7 +72,7 @@ def register(posts: list[dict[str, Any]] | None = None, **defaults: int) -> Conf
                 "owner": "Post phone +86 200",
                 "role": "guard_post",
                 "link": "bus",
-                "pins": {**PINS, "checkin": 5},
+                "pins": {**PINS, "checkin": 27},
             },
         ],
         "posts": posts if posts is not None else [],

@@ -132,15 +132,15 @@ def test_inputs_levels_pulls_and_irq(tmp_path: Path) -> None:
     out, _ = run_board(
         tmp_path,
         """
-        b = esp32.Board({"button": 0, "tamper": 4, "mains": 5})
-        for name, n in (("button", 0), ("tamper", 4), ("mains", 5)):
+        b = esp32.Board({"button": 13, "tamper": 4, "mains": 26})
+        for name, n in (("button", 13), ("tamper", 4), ("mains", 26)):
             p = machine.pad(n)
             out[name] = [p.mode, p.pull, p.trigger]
         btn = b.input("button")
         out["button_idle"] = btn.value()  # pulled up: not pressed
-        machine.pad(0).ext = 0  # the button pulls the pad to GND (no edge delivered)
+        machine.pad(13).ext = 0  # the button pulls the pad to GND (no edge delivered)
         out["button_pressed"] = btn.value()
-        machine.pad(0).ext = 1
+        machine.pad(13).ext = 1
         out["button_released"] = btn.value()
         # tamper: closed to GND while the case is shut; the pull-up makes open read 1
         tamper = b.input("tamper")
@@ -150,9 +150,9 @@ def test_inputs_levels_pulls_and_irq(tmp_path: Path) -> None:
         out["tamper_open"] = tamper.value()
         # mains: high while present; a broken wire is pulled down: mains lost
         mains = b.input("mains")
-        machine.pad(5).ext = 1
+        machine.pad(26).ext = 1
         out["mains_present"] = mains.value()
-        machine.pad(5).ext = None
+        machine.pad(26).ext = None
         out["mains_wire_broken"] = mains.value()
         out["no_checkin"] = b.input("checkin") is None
 
@@ -179,14 +179,14 @@ def test_inputs_levels_pulls_and_irq(tmp_path: Path) -> None:
 
 
         out["flag_before"] = asyncio.run(flag_set(30))
-        p = machine.pad(0)
+        p = machine.pad(13)
         out["control"] = allocates(lambda x: [x], 1)  # the lock does catch an allocation
         out["irq_allocates"] = allocates(p.handler, p.pin)  # as the pin's IRQ calls it
         out["flag_after_irq"] = asyncio.run(flag_set(200))
         out["flag_cleared"] = not asyncio.run(flag_set(30))
         # an edge as the ESP32 delivers it (the handler scheduled, a soft IRQ) wakes a
         # task waiting on the flag
-        machine.drive(0, 0)
+        machine.drive(13, 0)
         out["flag_after_edge"] = asyncio.run(flag_set(200))
         """,
     )
@@ -556,7 +556,7 @@ class Driver:
 async def test_firmware_on_esp32_board_sends_alarm(
     tmp_path: Path, register: Config, fw_cache: Path
 ) -> None:
-    unit = register.units["shop-fruit"]  # button on GPIO 0, UART on the default 17/16
+    unit = register.units["shop-fruit"]  # button on GPIO 13, UART on the default 17/16
     folder = prepare_unit_dir(
         tmp_path / unit.id, unit, TEST_KEY, overrides=FAST, compiled=True, cache=fw_cache
     )

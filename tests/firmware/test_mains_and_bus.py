@@ -13,14 +13,14 @@ from protocol.keys import TEST_KEY
 from tests.firmware.conftest import UnitFactory
 
 MAINS_PINS = {
-    "button": 0,
+    "button": 13,
     "tamper": 4,
     "led": 2,
     "buzzer": 15,
     "battery_adc": 34,
     "uart_tx": 17,
     "uart_rx": 16,
-    "mains": 13,
+    "mains": 26,
 }
 
 

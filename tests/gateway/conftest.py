@@ -48,7 +48,7 @@ def register_yaml(port_path: Path, units: list[tuple[str, int]], *, window_s: in
             f"    owner: Owner of {uid}",
             f"    role: {role}",
             "    link: bus-a",
-            "    pins: {button: 0, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
+            "    pins: {button: 13, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
             " uart_tx: 17, uart_rx: 16}",
         ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""boards.yaml's wiring checks: what an ESP32 cannot do is refused when the register loads."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import esp32_pin_problem, load_config, parse_config
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _register() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "boards.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_the_shipped_register_is_wired_for_an_esp32() -> None:
+    config = load_config(ROOT / "boards.yaml")
+    assert config.units
+    for unit in config.units.values():
+        assert esp32_pin_problem(unit.pins) is None, unit.id
+
+
+@pytest.mark.parametrize(
+    ("pins", "words"),
+    [
+        # a panic button held through a reset would leave the unit in download mode
+        ({"button": 0}, "strapping pin"),
+        ({"tamper": 2}, "strapping pin"),
+        ({"checkin": 5}, "strapping pin"),
+        ({"mains": 12}, "strapping pin"),
+        ({"button": 36}, "no internal pull"),
+        ({"led": 35}, "input only"),
+        ({"uart_tx": 39}, "input only"),
+        ({"buzzer": 7}, "flash"),
+        ({"uart_rx": 24}, "no GPIO 24"),
+        ({"battery_adc": 25}, "not on ADC1"),
+        ({"led": 12}, "1.8 V flash"),
+        ({"buzzer": 4}, "already tamper"),
+    ],
+)
+def test_wiring_an_esp32_cannot_have_is_refused(pins: dict[str, int], words: str) -> None:
+    doc = copy.deepcopy(_register())
+    unit = doc["units"][0]
+    unit["pins"] = {**unit["pins"], **pins}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "boards.yaml")
+    text = str(err.value)
+    assert words in text
+    assert unit["id"] in text and "pins" in text
+
+
+def test_inputs_without_pulls_and_strapping_outputs_that_work_are_accepted() -> None:
+    # the UART's RX may sit on an input-only GPIO; a LED on GPIO 2 (the dev boards' own)
+    # and a buzzer on 15 are outputs, which do not hold the pin at reset
+    base = _register()["units"][0]["pins"]
+    assert esp32_pin_problem({**base, "uart_rx": 36, "battery_adc": 39}) is None
+    assert esp32_pin_problem({**base, "led": 2, "buzzer": 15}) is None
