@@ -20,8 +20,9 @@ PLAIN_KINDS = ("panic", "medical", "fire", "silent")
 PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
 OPTIONAL_PINS = ("checkin", "mains")
 
-# The ESP32 (WROOM/WROVER modules, what firmware/board/esp32.py drives). GPIO 6..11 are
-# the module's SPI flash. 34..39 are inputs without internal pulls. The strapping pins'
+# The ESP32 (an ESP32-WROOM-32 module, what firmware/board/esp32.py drives; a WROVER's
+# PSRAM takes GPIO 16 and 17 as well, the default UART pins). GPIO 6..11 are the
+# module's SPI flash. 34..39 are inputs without internal pulls. The strapping pins'
 # levels at reset choose how the chip boots: a panic button held on GPIO 0 (or 2) during
 # a reset leaves the unit in the ROM's download mode, no firmware and no watchdog, until
 # someone power-cycles it; GPIO 12 pulled high selects 1.8 V flash and it does not boot.
