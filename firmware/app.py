@@ -130,7 +130,7 @@ class App:
         self.store = Store(board.root)
         self.counter = Counter(self.store)
         self.codec = proto.Codec(cfg.addr, cfg.key)  # one key setup for both directions
-        self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame)
+        self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame, board.rs485_de())
         self.outbox = Outbox(self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms)
         self.feedback = Feedback(board)
         self.button = Button(

@@ -8,6 +8,10 @@
 # Listen before talk (a shared RS-485 bus or radio channel): busy() is True while bytes
 # are arriving (UART.any() where the UART has it, else bytes read in the last 5 ms);
 # the outbox and the heartbeat hold a frame back a few random ms while it is.
+# RS-485 driver enable (`de`, a pin, where the transceiver has no automatic direction
+# control): high while a frame is written, low once UART.flush() has seen its last stop
+# bit leave (~2.5 ms for a frame at 115200; the loop waits that long). A unit that kept
+# its driver on would hold the whole bus.
 import asyncio
 import time
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
@@ -42,8 +46,9 @@ def wake(task):
 
 
 class Link:
-    def __init__(self, uart, decoder, on_frame):
+    def __init__(self, uart, decoder, on_frame, de=None):
         self._uart = uart
+        self._de = de
         self._dec = decoder
         self._on_frame = on_frame
         self._last_tx = time.ticks_ms()
@@ -59,11 +64,21 @@ class Link:
     def send(self, buf, n, off=0):
         """Write buf[off:off+n] to the line now."""
         now = time.ticks_ms()
-        if self._fresh or time.ticks_diff(now, self._last_tx) > _SILENCE_MS:
-            self._uart.write(_DELIM)
-            self._fresh = False
-        # stream write(buf, off, max_len): no slice, no allocation (UART and files alike)
-        self._uart.write(buf, off, n)
+        uart = self._uart
+        de = self._de
+        if de is not None:
+            de.value(1)
+        try:
+            if self._fresh or time.ticks_diff(now, self._last_tx) > _SILENCE_MS:
+                uart.write(_DELIM)
+                self._fresh = False
+            # stream write(buf, off, max_len): no slice, no allocation (UART and files alike)
+            uart.write(buf, off, n)
+            if de is not None:
+                uart.flush()
+        finally:
+            if de is not None:
+                de.value(0)  # even if flush() timed out: never left holding the bus
         self._last_tx = now
 
     def busy(self):

@@ -18,7 +18,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ROLES = ("shop", "home", "guard_post", "campus")
 PLAIN_KINDS = ("panic", "medical", "fire", "silent")
 PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
-OPTIONAL_PINS = ("checkin", "mains")
+OPTIONAL_PINS = ("checkin", "mains", "rs485_de")
 
 # The ESP32 (an ESP32-WROOM-32 module, what firmware/board/esp32.py drives; a WROVER's
 # PSRAM takes GPIO 16 and 17 as well, the default UART pins). GPIO 6..11 are the
@@ -34,7 +34,10 @@ ESP32_ADC1 = frozenset(range(32, 40))
 # inputs that board/esp32.py pulls internally (to 3V3; mains to GND) and that a person
 # or a switch can hold at reset; outputs
 PULLED_INPUTS = ("button", "checkin", "tamper", "mains")
-OUTPUT_PINS = ("led", "buzzer", "uart_tx")
+OUTPUT_PINS = ("led", "buzzer", "uart_tx", "rs485_de")
+# what holds its pin at a level through a reset: a person, a switch, the mains sense, and
+# the pull-down that keeps an RS-485 driver off while the chip boots
+HELD_AT_RESET = (*PULLED_INPUTS, "rs485_de")
 
 
 def esp32_pin_problem(pins: dict[str, int]) -> str | None:
@@ -57,10 +60,10 @@ def esp32_pin_problem(pins: dict[str, int]) -> str | None:
             return f"{name}: GPIO {gpio} is input only (34..39)"
         if name in PULLED_INPUTS and gpio in ESP32_INPUT_ONLY:
             return f"{name}: GPIO {gpio} has no internal pull resistor (34..39)"
-        if name in PULLED_INPUTS and gpio in ESP32_STRAPPING:
+        if name in HELD_AT_RESET and gpio in ESP32_STRAPPING:
             return (
                 f"{name}: GPIO {gpio} is a strapping pin (0, 2, 5, 12, 15): held at a"
-                " reset it stops the unit from booting its firmware"
+                " reset it can stop the unit from booting its firmware"
             )
         if name in OUTPUT_PINS and gpio == 12:
             return f"{name}: GPIO 12 pulled high at reset selects 1.8 V flash"

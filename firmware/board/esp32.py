@@ -66,6 +66,10 @@ class Board:
         self._led = Pin(pins["led"], Pin.OUT, value=0) if "led" in pins else None
         self._buzzer = Pin(pins["buzzer"], Pin.OUT, value=0) if "buzzer" in pins else None
         self._buzzer_level = 0  # what buzzer() drives (the pad reads otherwise if shorted)
+        # RS-485 transceiver's driver enable (DE and /RE tied), where it has no automatic
+        # direction control: low (listening) from here on; fit a pull-down on the board
+        # so that the driver stays off during the reset and boot before this line runs
+        self._de = Pin(pins["rs485_de"], Pin.OUT, value=0) if "rs485_de" in pins else None
         self._adc = None
         if "battery_adc" in pins:
             self._adc = ADC(Pin(pins["battery_adc"]))
@@ -88,6 +92,9 @@ class Board:
             1, baudrate=baud, tx=p.get("uart_tx", 17), rx=p.get("uart_rx", 16),
             rxbuf=512, txbuf=512, timeout=0,
         )
+
+    def rs485_de(self):
+        return self._de
 
     def input(self, name):
         return self._inputs.get(name)

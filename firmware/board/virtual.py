@@ -99,6 +99,9 @@ class Board:
     def uart(self, baud):
         return _open_raw(self._uart_path)
 
+    def rs485_de(self):
+        return None  # the pty needs no direction switching
+
     def input(self, name):
         return self._inputs.get(name)
 

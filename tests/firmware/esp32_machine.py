@@ -28,6 +28,9 @@ resets = 0  # machine.reset() calls
 uarts = []  # every UART made, in order (its constructor arguments are `args`)
 wdts = []  # every WDT made: the ESP32 has one task watchdog, each WDT() reconfigures it
 wire = None  # a test sets a stream: UART() reads and writes it (the far end of a pty)
+watched = set()  # GPIOs whose output changes go into `events`, with UART writes and flushes
+events = []  # ("pin", gpio, level), ("write", nbytes), ("flush",): in the order they happen
+flush_fails = False  # a test sets it: UART.flush() raises OSError (the port's timeout)
 
 _pads = {}
 _GPIOS = [n for n in range(40) if n not in (20, 24, 28, 29, 30, 31)]  # the ESP32's GPIOs
@@ -116,6 +119,8 @@ class Pin:
         if v is None:
             return p.level()
         p.out = 1 if v else 0
+        if self.id in watched:
+            events.append(("pin", self.id, p.out))
         return None
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
@@ -184,9 +189,20 @@ class UART(io.IOBase):
             off, n = 0, off_n[0] if off_n else len(buf)
         data = memoryview(buf)[off : off + n]
         self.sent.extend(data)
+        if watched:
+            events.append(("write", len(data)))
         if self._wire is not None:
             return self._wire.write(data)
         return len(data)
+
+    def flush(self):
+        # the port waits until the last byte's stop bit has left (uart_wait_tx_done)
+        if watched:
+            events.append(("flush",))
+        if flush_fails:
+            raise OSError(116)  # ETIMEDOUT
+        if self._wire is not None:
+            self._wire.flush()
 
     def readinto(self, buf):
         if self._wire is None:

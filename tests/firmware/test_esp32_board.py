@@ -340,6 +340,43 @@ def test_uart_pins_baud_and_timeout(tmp_path: Path) -> None:
     ]
 
 
+def test_rs485_driver_is_on_only_while_a_frame_is_written(tmp_path: Path) -> None:
+    out, _ = run_board(
+        tmp_path,
+        """
+        from link import Link
+
+        out["without"] = esp32.Board({}).rs485_de() is None
+        b = esp32.Board({"rs485_de": 25})
+        out["at_start"] = [machine.pad(25).mode, machine.pad(25).out]
+        link = Link(b.uart(115200), None, None, b.rs485_de())
+        machine.watched.add(25)
+        link.send(b"\\x01\\x02\\x03", 3)  # the first frame: a 0x00 goes before it
+        link.send(bytearray(b"\\x09\\x04\\x05"), 2, 1)
+        out["events"] = machine.events
+        machine.events = []
+        machine.flush_fails = True
+        try:
+            link.send(b"\\x06", 1)
+        except OSError:
+            out["raised"] = True
+        out["after_timeout"] = machine.events
+        out["sent"] = list(machine.uarts[-1].sent)
+        """,
+    )
+    assert out["without"] is True
+    assert out["at_start"] == [OUT, 0]  # listening from the moment the board starts
+    on, off = ["pin", 25, 1], ["pin", 25, 0]
+    assert out["events"] == [
+        on, ["write", 1], ["write", 3], ["flush"], off,  # delimiter, frame, let go of the bus
+        on, ["write", 2], ["flush"], off,
+    ]  # fmt: skip
+    # a flush that times out still drops the driver: a unit must never hold the bus
+    assert out["raised"] is True
+    assert out["after_timeout"] == [on, ["write", 1], ["flush"], off]
+    assert out["sent"] == [0, 1, 2, 3, 4, 5, 6]
+
+
 # ---------------------------------------------------------------- watchdog, reset
 
 

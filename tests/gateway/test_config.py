@@ -44,6 +44,9 @@ def test_the_shipped_register_is_wired_for_an_esp32() -> None:
         ({"battery_adc": 25}, "not on ADC1"),
         ({"led": 12}, "1.8 V flash"),
         ({"buzzer": 4}, "already tamper"),
+        # the pull-down that keeps an RS-485 driver off at boot would pick download mode
+        ({"rs485_de": 0}, "strapping pin"),
+        ({"rs485_de": 38}, "input only"),
     ],
 )
 def test_wiring_an_esp32_cannot_have_is_refused(pins: dict[str, int], words: str) -> None:
@@ -63,3 +66,4 @@ def test_inputs_without_pulls_and_strapping_outputs_that_work_are_accepted() -> 
     base = _register()["units"][0]["pins"]
     assert esp32_pin_problem({**base, "uart_rx": 36, "battery_adc": 39}) is None
     assert esp32_pin_problem({**base, "led": 2, "buzzer": 15}) is None
+    assert esp32_pin_problem({**base, "rs485_de": 25}) is None
