@@ -54,7 +54,8 @@ _KINDS = {"panic": 0, "silent": 2, "medical": 3, "fire": 4, "other": 5}
 
 def load(root):
     """Read unit.json and unit.key from the unit's root folder into an app.Cfg;
-    ValueError/OSError/KeyError if either is missing or wrong."""
+    ValueError/OSError/KeyError/TypeError if either is missing or wrong (TypeError:
+    valid JSON of the wrong shape, a list or a null where a number belongs)."""
     with open(root + "unit.json") as f:
         d = json.load(f)
     with open(root + "unit.key") as f:
@@ -88,7 +89,7 @@ def build(board):
     root = board.root if board.root.endswith("/") else board.root + "/"
     try:
         cfg = load(root)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         board.unconfigured(repr(e))
         return None
     gc.collect()  # unit.json's parsed dict (fw_files: long strings) is garbage now: the boot peak

@@ -47,7 +47,11 @@ class Board:
                     cfg = json.load(f)
             except (OSError, ValueError):
                 pass  # no pins; startup.py finds the same and calls unconfigured()
+            if not isinstance(cfg, dict):
+                cfg = {}  # valid JSON, but not unit.json: as above
             pins = cfg.get("pins", {})
+            if not isinstance(pins, dict):
+                pins = {}
             try:
                 divider_x1000 = int(cfg.get("battery_divider_x1000", divider_x1000))
             except (TypeError, ValueError):

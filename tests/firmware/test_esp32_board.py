@@ -434,6 +434,10 @@ def test_board_reads_unit_json(tmp_path: Path) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "unit.json").write_text('{"pins": {"button": 13')
     (tmp_path / "empty").mkdir()  # no unit.json at all
+    (tmp_path / "not_object").mkdir()  # valid JSON, not an object
+    (tmp_path / "not_object" / "unit.json").write_text("[13, 4]")
+    (tmp_path / "pins_list").mkdir()
+    (tmp_path / "pins_list" / "unit.json").write_text(json.dumps({"pins": [13, 4]}))
     (tmp_path / "bad_divider").mkdir()
     (tmp_path / "bad_divider" / "unit.json").write_text(
         json.dumps({"pins": pins, "battery_divider_x1000": "2.1"})
@@ -441,7 +445,7 @@ def test_board_reads_unit_json(tmp_path: Path) -> None:
     out, _ = run_board(
         tmp_path,
         f"""
-        for name in ("flash", "broken", "empty", "bad_divider"):
+        for name in ("flash", "broken", "empty", "bad_divider", "not_object", "pins_list"):
             esp32._ROOT = {str(tmp_path) + "/"!r} + name + "/"
             before = machine.pads()
             b = esp32.Board()
@@ -465,7 +469,7 @@ def test_board_reads_unit_json(tmp_path: Path) -> None:
     # button: the default divider, and every pin as configured
     assert out["bad_divider"]["inputs"] == ["button", "tamper"]
     assert out["bad_divider"]["battery"] == 3700
-    for name in ("broken", "empty"):
+    for name in ("broken", "empty", "not_object", "pins_list"):
         assert out[name]["inputs"] == [], name
         assert out[name]["pads"] == [], name
         assert out[name]["battery"] == 0, name

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import serial
 
 from gateway.config import Config
-from gateway.vboard import VirtualUnit, prepare_unit_dir
+from gateway.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
 from tests.firmware.conftest import FAST
@@ -53,3 +54,31 @@ async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: P
         port.close()
         await vu.stop()
     assert deframer.rejects.total() == 0
+
+
+@pytest.mark.parametrize(
+    "unit_json",
+    [
+        "[1, 2]",  # valid JSON, not an object
+        '{"addr": null}',  # a hand-edited file: int(None) is a TypeError, not a ValueError
+        '{"addr": 257, "pins": {}, "heartbeat_s": "often"}',
+        '{"pins": {}}',  # no addr
+        '{"addr": 70000}',
+    ],
+)
+async def test_a_broken_unit_json_is_unconfigured_not_a_crash(
+    tmp_path: Path, register: Config, fw_cache: Path, unit_json: str
+) -> None:
+    # unconfigured: the unit says why and waits for `campusguard deploy` (exit code 2 on
+    # the virtual board; the LED lit on an ESP32); a crash would reset it over and over
+    folder = prepare_unit_dir(
+        tmp_path / "u", register.units["shop-fruit"], TEST_KEY, compiled=True, cache=fw_cache
+    )
+    (folder / "unit.json").write_text(unit_json)
+    vu = VirtualUnit(folder)
+    try:
+        with pytest.raises(VirtualUnitError, match="exited with 2"):
+            await vu.start()
+    finally:
+        await vu.stop()
+    assert any("unconfigured" in line for line in vu.logs), vu.logs
