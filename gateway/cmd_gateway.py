@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
+from gateway.broker import add_broker_options, broker_settings
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.config import Config, Link, load_config
 from gateway.duty import DutyWatch
 from gateway.errors import GatewayError
 from gateway.ports import Outlet, Watcher
-from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.store import Store, default_db_path
 from gateway.supervision import Supervisor
@@ -68,31 +67,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT[@BAUD]",
         help=f"a serial link (repeatable; replaces boards.yaml's links; baud {DEFAULT_BAUD})",
     )
-    parser.add_argument(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        help="mqtt://host:port or mqtts://user:pass@host:port",
-    )
-    parser.add_argument("--ca-file", help="CA certificate(s) to verify the broker (mqtts)")
-    parser.add_argument("--client-cert", help="client certificate for the broker (mqtts)")
-    parser.add_argument("--client-key", help="key of the client certificate")
-    parser.add_argument("--prefix", default="campusguard", help="MQTT topic prefix")
+    add_broker_options(parser)
     parser.add_argument(
         "--db", type=Path, help="journal database (default $STATE_DIRECTORY/gateway.db or var/)"
     )
     parser.add_argument(
-        "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
+        "--keydir",
+        type=Path,
+        help="unit keys, the gateway's signing key, duty-room public keys"
+        " (default $CREDENTIALS_DIRECTORY or keys/)",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
-def settings_from(args: argparse.Namespace, password: str | None = None) -> Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
     """Options -> :class:`Settings` (raises GatewayError on a bad option)."""
-    broker = BrokerSettings.from_url(
-        args.broker, ca_file=args.ca_file, client_cert=args.client_cert, client_key=args.client_key
-    )
-    if password and broker.password is None:
-        broker = dataclasses.replace(broker, password=password)
+    broker, *more = broker_settings(args)
     clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
     return Settings(
         db_path=args.db or default_db_path(),
@@ -101,6 +91,7 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,
         clock=clock,
+        more_brokers=tuple(more),
     )
 
 
@@ -115,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the service; 2 on a configuration error, 1 if it fails."""
     try:
         config = load_config(args.config)
-        password = os.environ.get("CAMPUSGUARD_BROKER_PASSWORD")
-        settings = settings_from(args, password)
+        settings = settings_from(args)
     except GatewayError as exc:
         print(f"campusguard gateway: {exc}", file=sys.stderr)
         return 2

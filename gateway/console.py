@@ -5,6 +5,14 @@ events), redrawn on every message. Type an incident's number or id and Enter to
 acknowledge it (``3 false`` or ``3 test`` sets the disposition; default genuine).
 ``--json`` prints one JSON line per received message instead (for scripts and tests);
 ``--ack-after MS`` acknowledges every new incident after MS milliseconds.
+
+Trust: only what a gateway signed is shown (its public key ``gateway-<id>.pub`` in
+``--keydir``); anything else is dropped and counted (``dropped`` on the screen, a
+``dropped`` line with ``--json``), as is a payload over
+:data:`gateway.envelope.MAX_PAYLOAD_BYTES` (before it is parsed). Acks are signed with
+the duty room's key (``dutyroom-<name>.pem``). A gateway whose signed status is older
+than three status periods shows as ``stale``: a dead gateway cannot hide behind a
+replayed ``online``.
 """
 
 from __future__ import annotations
@@ -18,23 +26,39 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from gateway.relay import BrokerSettings
+from gateway.acks import make_ack
+from gateway.broker import add_broker_options, broker_settings
+from gateway.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
+from gateway.errors import GatewayError
+from gateway.signkeys import KeyFileError, dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
 
 RECENT_EVENTS = 8
 DISPOSITIONS = {"genuine": "genuine", "false": "false_alarm", "test": "test"}
+STALE_PERIODS = 3  # a gateway status older than this many of its periods is stale
+DEFAULT_STATUS_PERIOD_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the subcommand's options."""
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt:// or mqtts:// URL")
-    parser.add_argument("--ca-file", help="CA certificate(s) to verify the broker (mqtts)")
-    parser.add_argument("--prefix", default="campusguard", help="MQTT topic prefix")
+    add_broker_options(parser)
+    parser.add_argument(
+        "--keydir",
+        default="keys",
+        help="the duty room's keys: dutyroom-<name>.pem (signs acks), gateway-<id>.pub"
+        " (the gateways trusted) (default keys)",
+    )
+    parser.add_argument(
+        "--dutyroom",
+        metavar="NAME",
+        help="whose key signs acks: dutyroom-NAME.pem (default: the only one in --keydir)",
+    )
     parser.add_argument("--site", default="+", help="one site id (default: every site)")
     parser.add_argument("--by", default="duty-room", help="who acknowledges (sent with the ack)")
     parser.add_argument(
@@ -52,6 +76,9 @@ class Board:
     numbers: dict[int, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     gateways: dict[str, str] = field(default_factory=dict)
+    # gateway id -> (signed time of its latest status, its period)
+    status_at: dict[str, tuple[float, float]] = field(default_factory=dict)
+    dropped: int = 0  # messages that did not verify, or too large
 
     def take(self, topic: str, data: Any) -> str:
         """Fold a message in; return its kind (alarm, event, duty, gateway, other)."""
@@ -59,7 +86,13 @@ class Board:
         if len(parts) >= 3 and parts[-3] == "gateway" and parts[-1] == "status":
             # <prefix>/gateway/<gateway-id>/status
             if isinstance(data, dict):
-                self.gateways[parts[-2]] = str(data.get("state"))
+                gid, at = parts[-2], _ts(data.get("at"), 0.0)
+                if at < self.status_at.get(gid, (0.0, 0.0))[0]:
+                    return "other"  # older than one already seen: a replay
+                period = data.get("period_s")
+                period = float(period) if isinstance(period, int | float) and period > 0 else 0.0
+                self.status_at[gid] = (at, period or DEFAULT_STATUS_PERIOD_S)
+                self.gateways[gid] = str(data.get("state"))
                 return "gateway"
             return "other"
         kind = parts[-2] if len(parts) >= 2 else "other"
@@ -87,12 +120,21 @@ class Board:
             return self.numbers.get(int(text))
         return text if text in self.incidents else None
 
-    def render(self) -> str:
+    def gateway_state(self, gid: str, now: float) -> str:
+        """``online``/``offline`` as signed, or ``stale`` if its status stopped coming."""
+        state = self.gateways.get(gid, "?")
+        at, period = self.status_at.get(gid, (0.0, DEFAULT_STATUS_PERIOD_S))
+        if state == "online" and now - at > STALE_PERIODS * period:
+            return f"stale (last status {_age(now - at)} ago)"
+        return state
+
+    def render(self, now: float | None = None) -> str:
         """The table as text."""
-        now = time.time()
+        now = time.time() if now is None else now
         lines = [
             f"CampusGuard duty room  {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z  gateways: "
-            + (", ".join(f"{g} {s}" for g, s in self.gateways.items()) or "-"),
+            + (", ".join(f"{g} {self.gateway_state(g, now)}" for g in self.gateways) or "-")
+            + (f"  dropped (not signed): {self.dropped}" if self.dropped else ""),
             "",
             f"{'#':>3}  {'state':<11} {'kind':<8} {'presses':>7} {'age':>7}  place (unit)",
         ]
@@ -111,11 +153,11 @@ class Board:
         return "\n".join(lines)
 
 
-def _ts(text: Any) -> float:
+def _ts(text: Any, default: float | None = None) -> float:
     try:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return time.time()
+        return time.time() if default is None else default
 
 
 def _age(seconds: float) -> str:
@@ -135,7 +177,15 @@ class Console:
     def __init__(self, args: argparse.Namespace) -> None:
         """Options from the command line."""
         self.args = args
-        self.settings = BrokerSettings.from_url(args.broker, ca_file=args.ca_file)
+        self.brokers = broker_settings(args)
+        self.settings = self.brokers[0]
+        self.trusted = gateway_keys(args.keydir)
+        if not self.trusted:
+            raise GatewayError(
+                f"--keydir {args.keydir}: no gateway public key (gateway-<id>.pub): nothing"
+                " could be shown"
+            )
+        self.signer = _signer(args.keydir, args.dutyroom)
         self.board = Board()
         self.count = 0
         self.done = asyncio.Event()
@@ -144,14 +194,15 @@ class Console:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Connect (retrying) until ``--once`` messages or interrupted."""
-        s = self.settings
+        """Connect (retrying, through the brokers in turn) until ``--once`` or interrupted."""
+        node = 0
         loop = asyncio.get_running_loop()
         interactive = not self.args.json and sys.stdin is not None and not sys.stdin.closed
         if interactive:
             with contextlib.suppress(ValueError, OSError, NotImplementedError):
                 loop.add_reader(sys.stdin.fileno(), self._on_stdin)
         while not self.done.is_set():
+            s = self.settings = self.brokers[node]
             try:
                 async with aiomqtt.Client(
                     s.host,
@@ -177,16 +228,30 @@ class Console:
             except aiomqtt.MqttError as exc:
                 self._client = None
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
+                node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(1.0)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for m in client.messages:
             raw = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
-            try:
-                data: Any = json.loads(raw) if raw else None
-            except ValueError:
-                data = raw.decode("utf-8", "replace")
             topic = str(m.topic)
+            if not raw:
+                continue  # a retained topic cleared
+            try:
+                data: Any = open_gateway(topic, raw, self.trusted, MAX_PAYLOAD_BYTES)
+            except EnvelopeError as exc:
+                self.board.dropped += 1
+                log.info("dropped a message on %s: %s", topic, exc)
+                if self.args.json:
+                    self._emit(
+                        {
+                            "topic": topic,
+                            "kind": "dropped",
+                            "payload": {"reason": exc.reason},
+                            "at": _now(),
+                        }
+                    )
+                continue
             kind = self.board.take(topic, data)
             if self.args.json:
                 self._emit({"topic": topic, "kind": kind, "payload": data, "at": _now()})
@@ -214,14 +279,25 @@ class Console:
         client = self._client
         if client is None or incident in self._acked:
             return
-        payload = json.dumps({"by": self.args.by, "disposition": disposition})
-        topic = f"{self.args.prefix}/{site}/ack/{incident}"
+        if self.signer is None:
+            self._redraw(
+                f"cannot acknowledge: no duty-room key in {self.args.keydir}"
+                " (campusguard keygen --dutyroom NAME)"
+            )
+            return
+        topic, payload = make_ack(
+            self.signer,
+            self.args.prefix,
+            site,
+            incident=incident,
+            by=self.args.by,
+            disposition=disposition,
+        )
         await client.publish(topic, payload, qos=1)
         self._acked.add(incident)
         if self.args.json:
-            self._emit(
-                {"topic": topic, "kind": "ack_sent", "payload": json.loads(payload), "at": _now()}
-            )
+            body = json.loads(json.loads(payload)["body"])
+            self._emit({"topic": topic, "kind": "ack_sent", "payload": body, "at": _now()})
         else:
             self._redraw(f"acknowledged {incident}")
 
@@ -259,10 +335,29 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _signer(keydir: str, name: str | None) -> Signer | None:
+    """The duty room's signer: ``dutyroom-<name>.pem``, or the only one in ``keydir``."""
+    if name is not None:
+        return Signer.load(keydir, dutyroom_kid(name))
+    found = sorted(Path(keydir).glob("dutyroom-*.pem"))
+    if len(found) > 1:
+        raise GatewayError(
+            f"--keydir {keydir}: several duty-room keys: choose one with --dutyroom NAME"
+        )
+    if not found:
+        return None  # can watch, cannot acknowledge
+    return Signer.load(keydir, found[0].stem)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the console until interrupted (or ``--once`` messages)."""
+    """Run the console until interrupted (or ``--once`` messages); 2 on a bad option."""
     try:
-        asyncio.run(Console(args).run())
+        console = Console(args)
+    except (GatewayError, KeyFileError) as exc:
+        print(f"campusguard console: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(console.run())
     except KeyboardInterrupt:
         return 130
     return 0

@@ -42,15 +42,17 @@ from the restart, if the duty period still runs, and is dropped if that period i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
+from gateway.acks import ACK_CLOCK_SKEW_S
 from gateway.clock import Clock
 from gateway.config import Config, Post, Unit
 from gateway.contact_id import NEW, RESTORE, code_of
@@ -60,6 +62,8 @@ from gateway.supervision import transaction
 from protocol.messages import Checkin, Frame, SignalPattern
 
 log = logging.getLogger(__name__)
+
+CID_FORGERY = code_of("forgery")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS duty_state (
@@ -237,19 +241,43 @@ class DutyWatch:
             log.warning("duty ack for unknown post %r at site %r", post_id, site)
             return
         by = "duty room"
+        signed_at: float | None = None
         if payload.strip():
             try:
                 doc = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):
                 log.warning("duty ack for %s: payload is not JSON, taken as empty", post_id)
                 doc = {}
             if isinstance(doc, dict) and isinstance(doc.get("by"), str) and doc["by"].strip():
                 by = doc["by"].strip()[:80]
+            if isinstance(doc, dict) and isinstance(doc.get("at"), str):
+                with contextlib.suppress(ValueError):
+                    signed_at = datetime.fromisoformat(doc["at"].replace("Z", "+00:00")).timestamp()
         try:
             self._advance(post, at)
             st = self.state[post.id]
             if not st.escalating:
                 log.info("duty ack for post %s by %s: nothing pending", post.id, by)
+                return
+            # an ack signed before this check-in was missed cannot be an answer to it
+            missed = st.missed_at if st.missed_at is not None else st.missed_deadline
+            if (
+                signed_at is not None
+                and missed is not None
+                and signed_at < missed - ACK_CLOCK_SKEW_S
+            ):
+                log.warning(
+                    "duty ack for post %s signed before the missed check-in: ignored", post.id
+                )
+                self.outlet.event(
+                    site=post.site,
+                    kind="forgery",
+                    at=at,
+                    post=post.id,
+                    code=CID_FORGERY,
+                    qualifier=NEW,
+                    detail={"channel": "mqtt", "predated": 1, "topics": [topic]},
+                )
                 return
             if self._prompted(post, st):
                 self.outlet.signal(post.unit, SignalPattern.STOP, 0)

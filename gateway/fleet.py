@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.broker import BrokerSettings
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Link, Unit, load_config
 from gateway.errors import GatewayError
 from gateway.linkrelay import Impairment, LinkRelay
-from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.vboard import (
     CONFIG_FILE,

@@ -336,6 +336,11 @@ class IncidentBook:
             return None, news
         return AckTarget(inc.addr, inc.alarm_epoch, inc.alarm_seq), news
 
+    def published(self, iid: str) -> tuple[str, float] | None:
+        """(site, time of the first publication) of an incident, if known."""
+        inc = self._get(iid)
+        return None if inc is None else (inc.site, inc.received_at)
+
     def police_acked(self, unit: Unit, iid: str) -> bool:
         """True if the police have acknowledged the incident."""
         inc = self._get(iid)

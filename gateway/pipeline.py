@@ -25,11 +25,12 @@ import json
 import logging
 import sqlite3
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gateway.acks import ACK_CLOCK_SKEW_S, AckRejected, AckVerifier, SignedAck, body_json
 from gateway.clock import Clock
 from gateway.config import Config, Unit
 from gateway.contact_id import code_of
@@ -60,6 +61,11 @@ SECURITY_EVENT_INTERVAL_S = 300.0
 SECURITY_REASONS = (Reason.FORGED, Reason.REPLAYED, Reason.UNKNOWN_UNIT)
 # police ACK (state 2) is sent at once and repeated after these delays (a frame can be lost)
 POLICE_ACK_REPEATS_S = (1.0, 3.0)
+# duplicates (retransmissions, replays) are re-ACKed at most this often per counter ...
+REACK_MIN_INTERVAL_S = 0.5
+# ... and this many times per second per unit
+REACK_PER_UNIT = 4
+REACK_MEMORY = 4096  # counters remembered for the per-counter limit
 
 
 @dataclass(slots=True)
@@ -71,6 +77,7 @@ class _Tally:
     counts: Counter[str] = field(default_factory=Counter)
     links: set[str] = field(default_factory=set)
     addrs: set[int] = field(default_factory=set)
+    kids: set[str] = field(default_factory=set)
 
 
 _BODY_FIELDS: dict[type, tuple[str, ...]] = {}
@@ -98,8 +105,12 @@ class Pipeline:
         *,
         prefix: str,
         wake_relay: Callable[[], None] = lambda: None,
+        acks: AckVerifier | None = None,
     ) -> None:
-        """``wake_relay`` is called after each commit that queued messages."""
+        """``wake_relay`` is called after each commit that queued messages.
+
+        ``acks`` checks duty-room acknowledgements (None: no duty room may acknowledge).
+        """
         self._config = config
         self._store = store
         self._guard = guard
@@ -113,6 +124,11 @@ class Pipeline:
         self._timers: set[asyncio.TimerHandle] = set()
         # claimed unit address (None: any unregistered one) -> last event time, counts since
         self._security: dict[int | None, _Tally] = {}
+        self._mqtt_security: dict[str, _Tally] = {}  # rejected MQTT messages, per site
+        self._reacked: OrderedDict[tuple[int, int, int], float] = OrderedDict()
+        self._reack_unit: dict[int, tuple[float, int]] = {}
+        self.reacks_suppressed = 0
+        self.acks = acks
         self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
         self.commit_failures = 0
@@ -134,15 +150,20 @@ class Pipeline:
                     unit = self._units.get(f.unit)
                     if unit is None:  # a key without a register entry: cannot happen via codec
                         continue
-                    self._downlink.heard(f.unit, link)
                     if it.verdict is Verdict.FRESH:
+                        # only a fresh frame moves the route: a replay recorded on another
+                        # line must not pull the unit's ACKs there
+                        self._downlink.heard(f.unit, link)
                         if f.unit not in touched:
                             touched[f.unit] = self._guard.state(f.unit)
                         state = self._fresh(unit, f, at, link)
                         self._guard.record(f.unit, f.epoch, f.seq)
                         fresh.append((unit, f))
-                    else:
+                    elif self._may_reack(f.unit, f.epoch, f.seq, at):
                         state = self._duplicate_state(f)
+                    else:
+                        self.reacks_suppressed += 1
+                        continue
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
@@ -172,6 +193,30 @@ class Pipeline:
                     w.on_frame(unit, f, at)
                 except Exception:
                     log.exception("watcher %s failed on a frame", type(w).__name__)
+
+    def _may_reack(self, addr: int, epoch: int, seq: int, at: float) -> bool:
+        """May a duplicate of (epoch, seq) be ACKed again now? Counts it if so.
+
+        A unit repeats a frame whose ACK it missed (first after ~200 ms, then backing
+        off), so a genuine retransmission is ACKed; a flood of replays is not answered
+        frame for frame on a half-duplex bus: per counter at most one re-ACK per
+        ``REACK_MIN_INTERVAL_S``, per unit at most ``REACK_PER_UNIT`` per second.
+        """
+        key = (addr, epoch, seq)
+        last = self._reacked.get(key)
+        if last is not None and at - last < REACK_MIN_INTERVAL_S:
+            return False
+        start, count = self._reack_unit.get(addr, (at, 0))
+        if at - start >= 1.0:
+            start, count = at, 0
+        if count >= REACK_PER_UNIT:
+            return False
+        self._reack_unit[addr] = (start, count + 1)
+        self._reacked[key] = at
+        self._reacked.move_to_end(key)
+        while len(self._reacked) > REACK_MEMORY:
+            self._reacked.popitem(last=False)
+        return True
 
     def _ack(self, acks: Sequence[tuple[int, int, int, AckState]], t0: float) -> None:
         for addr, epoch, seq, state in acks:
@@ -289,39 +334,141 @@ class Pipeline:
     # -- inbound MQTT (from the relay) --------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """A police acknowledgement or a duty command arrived."""
+        """A police acknowledgement or a duty acknowledgement arrived (verified here)."""
         at = self._clock.now()
         parts = topic.split("/")
         pre = self._prefix.split("/")
         rest = parts[len(pre) :] if parts[: len(pre)] == pre else []
         if len(rest) == 3 and rest[1] == "ack":
-            self.police_ack(rest[2], payload, at)
+            self.police_ack(topic, rest[0], rest[2], payload, at)
         elif len(rest) == 4 and rest[1] == "duty" and rest[3] == "ack":
-            for w in self.watchers:
-                try:
-                    w.on_command(topic, payload, at)
-                except Exception:
-                    log.exception("watcher %s failed on %s", type(w).__name__, topic)
+            self.duty_ack(topic, rest[0], rest[2], payload, at)
         else:
             log.info("ignoring message on %s", topic)
 
-    def police_ack(self, incident: str, payload: bytes, at: float) -> None:
-        """Record the police acknowledgement and tell the unit (ACK state 2, repeated)."""
-        by, disposition = _parse_ack(payload)
+    def _verified(
+        self, topic: str, payload: bytes, kind: str, site: str, subject: str
+    ) -> SignedAck | None:
+        """The ack if authentic and fresh; otherwise a (rate-limited) forgery event."""
+        if self.acks is None:
+            self.on_bad_ack(site, topic, AckRejected("no_keys", "no duty-room key installed"))
+            return None
+        try:
+            return self.acks.verify(topic, payload, kind=kind, site=site, subject=subject)
+        except AckRejected as exc:
+            self.on_bad_ack(site, topic, exc)
+            return None
+
+    def police_ack(self, topic: str, site: str, incident: str, payload: bytes, at: float) -> None:
+        """Record a verified police acknowledgement and tell the unit (ACK state 2, repeated).
+
+        Anything that does not verify changes nothing: no ACK state at the unit, no
+        close; it is counted in a ``forgery`` event.
+        """
+        ack = self._verified(topic, payload, "police_ack", site, incident)
+        if ack is None or self.acks is None:
+            return
+        published = self.incidents.published(incident)
+        if published is None:
+            log.warning("police ack for unknown incident %s (by %s)", incident, ack.by)
+            return
+        inc_site, first_at = published
+        if inc_site != site:
+            self.on_bad_ack(
+                site, topic, AckRejected("mismatch", f"{incident} is not at {site}", ack.kid)
+            )
+            return
+        if ack.at < first_at - ACK_CLOCK_SKEW_S:
+            self.on_bad_ack(
+                site,
+                topic,
+                AckRejected("predated", f"signed {iso(ack.at)}, incident {iso(first_at)}", ack.kid),
+            )
+            return
+        by, disposition = ack.by, ack.disposition
         try:
             with self._store.transaction():
+                self.acks.record(ack, at)
                 target, news = self.incidents.on_police_ack(incident, by, disposition, at)
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return
         if news:
-            log.warning("incident %s: police acknowledged (by %s, %s)", incident, by, disposition)
+            log.warning(
+                "incident %s: police acknowledged (by %s, %s, key %s)",
+                incident,
+                by,
+                disposition,
+                ack.kid,
+            )
             self._wake()
         if target is None:
             return
         self._store.when_durable(
             functools.partial(self._police_ack_out, target.addr, target.epoch, target.seq)
         )
+
+    def duty_ack(self, topic: str, site: str, post: str, payload: bytes, at: float) -> None:
+        """A verified duty acknowledgement goes to the watchers (the duty watch acts on it)."""
+        ack = self._verified(topic, payload, "duty_ack", site, post)
+        if ack is None or self.acks is None:
+            return
+        try:
+            with self._store.transaction():
+                self.acks.record(ack, at)
+        except sqlite3.Error:
+            log.exception("cannot journal duty ack of %s", post)
+            return
+        body = body_json(ack)
+        for w in self.watchers:
+            try:
+                w.on_command(topic, body, at)
+            except Exception:
+                log.exception("watcher %s failed on %s", type(w).__name__, topic)
+
+    def on_bad_ack(self, site: str, topic: str, exc: AckRejected) -> None:
+        """An MQTT message nobody may act on: counted; a ``forgery`` event per site, limited."""
+        now = self._clock.now()
+        tally = self._mqtt_security.setdefault(site, _Tally())
+        if not tally.counts:
+            tally.first_at = now
+        tally.counts[exc.reason] += 1
+        if len(tally.links) < 16:
+            tally.links.add(topic)
+        if exc.kid is not None and len(tally.kids) < 16:
+            tally.kids.add(exc.kid)
+        log.info("rejected message on %s: %s", topic, exc)
+        if now - tally.last_event >= SECURITY_EVENT_INTERVAL_S:
+            self._mqtt_event(site, tally, now)
+
+    def on_alert(self, kind: str, detail: Mapping[str, Any]) -> None:
+        """A security alert from the relay (forged status, a second gateway, oversized)."""
+        if kind == "oversized_payload":
+            self.on_bad_ack(self._config.site, str(detail.get("topic")), AckRejected("oversized"))
+            return
+        try:
+            self.event(
+                site=self._config.site,
+                kind="forgery",
+                code=CID_FORGERY,
+                at=self._clock.now(),
+                detail={"channel": "mqtt", "reason": kind, **detail},
+            )
+        except sqlite3.Error:
+            log.exception("cannot journal the %s event", kind)
+
+    def _mqtt_event(self, site: str, tally: _Tally, now: float) -> None:
+        detail: dict[str, Any] = {"channel": "mqtt", **tally.counts}
+        detail["topics"] = sorted(tally.links)
+        detail["kids"] = sorted(tally.kids)
+        detail["since"] = iso(tally.first_at) if tally.first_at is not None else None
+        detail["window_s"] = SECURITY_EVENT_INTERVAL_S
+        self._mqtt_security[site] = _Tally(last_event=now)
+        log.warning("security: MQTT messages rejected for site %s: %s", site, detail)
+        try:
+            self.event(site=site, kind="forgery", code=CID_FORGERY, at=now, detail=detail)
+        except sqlite3.Error:
+            log.exception("cannot journal the forgery event")
 
     def _police_ack_out(self, addr: int, epoch: int, seq: int) -> None:
         self._downlink.ack(addr, epoch, seq, AckState.POLICE_ACK)
@@ -349,6 +496,9 @@ class Pipeline:
         for key, tally in list(self._security.items()):
             if tally.counts and now - tally.last_event >= SECURITY_EVENT_INTERVAL_S:
                 self._security_event(key, tally, now)
+        for site, tally in list(self._mqtt_security.items()):
+            if tally.counts and now - tally.last_event >= SECURITY_EVENT_INTERVAL_S:
+                self._mqtt_event(site, tally, now)
         for w in self.watchers:
             try:
                 w.tick(now)
@@ -396,7 +546,7 @@ class Pipeline:
             else:
                 leaf = f"event/{unit or self._config.gateway_id}"
             payload = {
-                "event": eid,
+                "event": f"{self._config.gateway_id}-{eid}",  # unique across gateways
                 "gateway": self._config.gateway_id,
                 "site": site,
                 "unit": unit,
@@ -422,19 +572,3 @@ class Pipeline:
             log.error("signal to unknown unit %s", unit)
             return
         self._downlink.send(u.addr, Signal(pattern=pattern, duration_s=duration_s))
-
-
-def _parse_ack(payload: bytes) -> tuple[str | None, str | None]:
-    """``{"by": ..., "disposition": ...}``; anything else is still an ack (by unknown)."""
-    try:
-        data = json.loads(payload.decode("utf-8")) if payload else None
-    except (UnicodeDecodeError, ValueError):
-        data = None
-    if not isinstance(data, dict):
-        return None, None
-    by = data.get("by")
-    disposition = data.get("disposition")
-    by_text = str(by)[:100] if by is not None else None
-    if disposition not in ("genuine", "false_alarm", "test"):
-        disposition = None
-    return by_text, disposition

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import aiomqtt
 
-from gateway.relay import BrokerSettings
+from gateway.broker import BrokerSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,19 +31,20 @@ import contextlib
 import functools
 import json
 import logging
+import secrets
 import sqlite3
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway.broker import BrokerSettings
 from gateway.clock import Clock
+from gateway.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
 from gateway.errors import GatewayError
 from gateway.incidents import iso
 from gateway.store import OutboxRow, Store
@@ -56,52 +57,9 @@ MARK_DELAY_S = 0.02  # PUBACKs gathered this long before they are recorded
 PUBLISH_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """Where the broker is and how to authenticate."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    keepalive_s: int = 15
-
-    @classmethod
-    def from_url(cls, url: str, **extra: str | None) -> BrokerSettings:
-        """``mqtt://host[:1883]`` or ``mqtts://[user:pass@]host[:8883]``."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise GatewayError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise GatewayError(f"--broker {url!r}: {exc}") from None
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            ca_file=extra.get("ca_file"),
-            client_cert=extra.get("client_cert"),
-            client_key=extra.get("client_key"),
-        )
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """A verifying TLS context, or None for plain TCP."""
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.client_cert:
-            ctx.load_cert_chain(self.client_cert, self.client_key)
-        return ctx
+STATUS_PERIOD_S = 60.0  # the signed status is re-published this often (clients: stale after 3)
+FAILURE_LOG_WINDOW_S = 60.0  # broker failures: one warning per window, with the count
+OVERSIZE_LOG_WINDOW_S = 60.0  # oversized inbound payloads: one warning per window
 
 
 class _Direct:
@@ -177,6 +135,14 @@ class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
 
 
+class DuplicateGatewayError(GatewayError):
+    """Another instance of this gateway (same id, same signing key) is publishing."""
+
+
+Alert = Callable[[str, dict[str, Any]], None]
+"""``alert(kind, detail)``: something the security office must hear of (an event)."""
+
+
 class Relay:
     """Keeps a broker connection; drains the outbox; routes inbound commands.
 
@@ -195,15 +161,35 @@ class Relay:
         subscriptions: Sequence[str],
         status_topic: str,
         on_message: Callable[[str, bytes], None],
+        signer: Signer,
+        gateway_id: str,
+        alert: Alert | None = None,
+        brokers: Sequence[BrokerSettings] = (),
     ) -> None:
-        """``on_message(topic, payload)`` gets every inbound message on ``subscriptions``."""
+        """``on_message(topic, payload)`` gets every inbound message on ``subscriptions``.
+
+        ``signer`` seals the status (the outbox's messages are sealed when queued, see
+        :attr:`gateway.store.Store.seal`); ``alert(kind, detail)`` raises a security
+        event (a forged status, a connection taken over). ``brokers``: further nodes of
+        the same cluster, tried in order after ``settings`` when it is unreachable.
+        """
         self._store = store
         self._settings = settings
+        self._brokers = [settings, *brokers]
         self._clock = clock
         self._client_id = client_id
         self._subs = list(subscriptions)
         self._status = status_topic
         self._on_message = on_message
+        self._signer = signer
+        self._gateway_id = gateway_id
+        self._own_key = {signer.kid: signer.public_key()}
+        self._alert = alert or (lambda kind, detail: None)
+        self.instance = secrets.token_hex(8)  # this run; in every status it publishes
+        self.started_at = clock.now()
+        self.oversized = 0
+        self._oversize_logged = -1e18
+        self._oversize_since = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
@@ -260,8 +246,12 @@ class Relay:
 
     async def _connect_loop(self) -> None:
         delay = BACKOFF_MIN_S
-        s = self._settings
+        node = 0
+        down_since: float | None = None  # time.monotonic() of the first failure in a row
+        logged_at = 0.0  # ... and of the last warning about it
+        outage = 0  # failures in a row
         while not self._stopping.is_set():
+            s = self._brokers[node]
             client = aiomqtt.Client(
                 s.host,
                 s.port,
@@ -279,7 +269,17 @@ class Relay:
                 async with client:
                     self.connects += 1
                     delay = BACKOFF_MIN_S
-                    log.info("broker %s:%d connected", s.host, s.port)
+                    if down_since is not None:
+                        log.warning(
+                            "broker %s:%d connected again after %d failures in %.0f s",
+                            s.host,
+                            s.port,
+                            outage,
+                            time.monotonic() - down_since,
+                        )
+                    else:
+                        log.info("broker %s:%d connected", s.host, s.port)
+                    down_since, outage = None, 0
                     try:
                         await self._serve(client)
                     finally:
@@ -288,16 +288,29 @@ class Relay:
                 pass  # the loop ends: _stopping is set
             except* aiomqtt.MqttError as group:
                 self.failures += 1
-                level = logging.WARNING if self.failures % 20 == 1 else logging.DEBUG
-                log.log(
-                    level,
-                    "broker %s:%d unavailable (%s); %d messages wait in the outbox; retry in %.1fs",
-                    s.host,
-                    s.port,
-                    group.exceptions[0],
-                    self._store.pending_count(),
-                    delay,
-                )
+                outage += 1
+                now = time.monotonic()
+                # the first failure at once, then one line per window with the count: an
+                # outage stays visible however long it lasts, without a line per retry
+                if down_since is None or now - logged_at >= FAILURE_LOG_WINDOW_S:
+                    first = down_since is None
+                    if first:
+                        down_since = now
+                    log.warning(
+                        "broker %s:%d unavailable (%s)%s; %d messages wait in the outbox",
+                        s.host,
+                        s.port,
+                        group.exceptions[0],
+                        ""
+                        if first
+                        else f" for {now - (down_since or now):.0f} s, {outage} failures",
+                        self._store.pending_count(),
+                    )
+                    logged_at = now
+                else:
+                    log.debug("broker %s:%d unavailable (%s)", s.host, s.port, group.exceptions[0])
+                if len(self._brokers) > 1:
+                    node = (node + 1) % len(self._brokers)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
@@ -327,6 +340,19 @@ class Relay:
             tg.create_task(self._inbound(client), name="relay-inbound")
             tg.create_task(self._publisher(client), name="relay-publisher")
             tg.create_task(self._until_stopped(), name="relay-stop")
+            tg.create_task(self._status_loop(client), name="relay-status")
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        """Re-sign and re-publish ``online`` every period.
+
+        A client sees a dead gateway as stale even when someone replays an old retained
+        ``online``: the signed time in it stops moving.
+        """
+        await self.connected.wait()
+        while True:
+            await self._clock.sleep(STATUS_PERIOD_S)
+            await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
+            _raise_lost_cancel()
 
     async def _until_stopped(self) -> None:
         await self._stopping.wait()
@@ -343,7 +369,7 @@ class Relay:
         self._sent_at.clear()
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        for topic in self._subs:
+        for topic in (*self._subs, self._status):  # its own status: see _own_status
             await client.subscribe(topic, qos=1)
             _raise_lost_cancel()
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
@@ -481,10 +507,115 @@ class Relay:
                 if payload is not None
                 else b""
             )
+            topic = str(message.topic)
+            if len(data) > MAX_PAYLOAD_BYTES:
+                self._oversize(topic, len(data))
+                continue
             try:
-                self._on_message(str(message.topic), data)
+                if topic == self._status:
+                    self._own_status(data, bool(message.retain))
+                else:
+                    self._on_message(topic, data)
+            except DuplicateGatewayError:
+                raise
             except Exception:
-                log.exception("handling %s failed", message.topic)
+                log.exception("handling %s failed", topic)
+
+    def _oversize(self, topic: str, size: int) -> None:
+        """Count a payload dropped unparsed; one warning per window."""
+        self.oversized += 1
+        self._oversize_since += 1
+        now = time.monotonic()
+        if now - self._oversize_logged >= OVERSIZE_LOG_WINDOW_S:
+            log.warning(
+                "dropped %d inbound payload(s) over %d bytes unparsed (last: %d bytes on %s);"
+                " %d in all",
+                self._oversize_since,
+                MAX_PAYLOAD_BYTES,
+                size,
+                topic,
+                self.oversized,
+            )
+            self._alert("oversized_payload", {"topic": topic, "bytes": size})
+            self._oversize_logged, self._oversize_since = now, 0
+
+    def _own_status(self, data: bytes, retained: bool) -> None:
+        """Read the gateway's own status back, to see who else publishes as this gateway.
+
+        MQTT 3.1.1 does not tell a client that its session was taken over. A status this
+        run did not sign means someone else holds the topic (and perhaps the client id);
+        a status signed by this gateway's key with another run's ``instance``, dated after
+        this run started, means a second gateway with the same id and key is running:
+        this one stops. The previous run's retained ``online`` (after a power cut) is
+        dated before this run started, and is no reason to stop.
+        """
+        if not data:
+            log.error(
+                "someone cleared the retained status on %s: publishing it again", self._status
+            )
+            self._alert("forged_status", {"topic": self._status, "reason": "cleared"})
+            self._republish_status()
+            return
+        try:
+            body = open_gateway(self._status, data, self._own_key)
+        except EnvelopeError as exc:
+            log.error(
+                "a status on %s not signed by this gateway (%s): someone publishes as"
+                " this gateway; publishing the real status again",
+                self._status,
+                exc.reason,
+            )
+            self._alert("forged_status", {"topic": self._status, "reason": exc.reason})
+            self._republish_status()
+            return
+        instance = body.get("instance")
+        if instance == self.instance:
+            return  # our own, read back
+        at = _parse_time(body.get("at"))
+        if body.get("state") == "online" and at is not None and at >= self.started_at:
+            detail = {"instance": instance, "ours": self.instance, "at": body.get("at")}
+            self._alert("duplicate_gateway", detail)
+            raise DuplicateGatewayError(
+                f"another gateway runs as {self._gateway_id!r} with this gateway's key"
+                f" (instance {instance}, status at {body.get('at')}): stopping this one"
+            )
+        log.info(
+            "status of an earlier run of this gateway (%s, %s)%s",
+            body.get("state"),
+            body.get("at"),
+            " retained" if retained else "",
+        )
+
+    def _republish_status(self) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set() or self._tg is None:
+            return
+        payload = self._status_payload("online")
+
+        async def again() -> None:
+            await client.publish(self._status, payload, qos=1, retain=True)
+
+        with contextlib.suppress(RuntimeError):  # the connection is being torn down
+            self._tg.create_task(again(), name="relay-status-again")
 
     def _status_payload(self, state: str) -> str:
-        return json.dumps({"state": state, "at": iso(self._clock.now())})
+        now = self._clock.now()
+        body = {
+            "gateway": self._gateway_id,
+            "state": state,
+            "at": iso(now),
+            "instance": self.instance,
+            "started_at": iso(self.started_at),
+            "period_s": STATUS_PERIOD_S,
+        }
+        return self._signer.seal(self._status, json.dumps(body, separators=(",", ":")))
+
+
+def _parse_time(text: Any) -> float | None:
+    """An ISO 8601 UTC time (as :func:`gateway.incidents.iso` writes it) -> seconds."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

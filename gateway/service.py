@@ -21,16 +21,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.acks import AckVerifier
+from gateway.broker import BrokerSettings
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
 from gateway.downlink import Downlink
+from gateway.envelope import Signer
 from gateway.errors import GatewayError
 from gateway.link import SerialLink
 from gateway.pipeline import Pipeline
 from gateway.ports import Outlet, Watcher
 from gateway.receiver import Receiver
-from gateway.relay import BrokerSettings, Relay
+from gateway.relay import Relay
 from gateway.sdnotify import Notifier
+from gateway.signkeys import dutyroom_keys, gateway_kid
 from gateway.store import Store
 from protocol import Codec, ReplayGuard
 from protocol.keys import read_key
@@ -54,6 +58,7 @@ class Settings:
     links: Mapping[str, Link] | None = None  # None: boards.yaml's links
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
+    more_brokers: tuple[BrokerSettings, ...] = ()  # further nodes of the cluster, in order
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -101,7 +106,16 @@ class Gateway:
         if not links:
             raise GatewayError("no serial link: define links in boards.yaml or pass --serial")
         self.keys = load_keys(config, settings.keydir)
+        # what it publishes is signed with its own key; acks need a duty room's key
+        self.signer = Signer.load(settings.keydir, gateway_kid(config.gateway_id))
+        dutyrooms = dutyroom_keys(settings.keydir)
+        if not dutyrooms:
+            log.error(
+                "no duty-room key (dutyroom-<name>.pub) in %s: no acknowledgement will be accepted",
+                settings.keydir,
+            )
         self.store = Store(settings.db_path)
+        self.store.seal = self.signer.seal
         self.guard = ReplayGuard()
         for addr, state in self.store.replay_load_all().items():
             self.guard.load(addr, state)
@@ -117,6 +131,7 @@ class Gateway:
             self.clock,
             prefix=settings.prefix,
             wake_relay=self._wake_relay,
+            acks=AckVerifier(self.store.conn, dutyrooms),
         )
         self.receiver = Receiver(self.codec, self.guard, self.pipeline)
         for lid, link in links.items():
@@ -131,6 +146,10 @@ class Gateway:
             subscriptions=[t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")],
             status_topic=status_topic(p, config.gateway_id),
             on_message=self.pipeline.on_message,
+            signer=self.signer,
+            gateway_id=config.gateway_id,
+            alert=self.pipeline.on_alert,
+            brokers=settings.more_brokers,
         )
         self.store.on_commit = self.relay.submit  # committed messages go out at once
         self.pipeline.watchers.extend(watchers)

@@ -138,6 +138,10 @@ class Store:
         self._depth = 0
         self._queued: list[OutboxRow] = []
         self.on_commit: Callable[[list[OutboxRow]], None] | None = None
+        # seal(topic, body) -> payload: every message queued for the broker is signed
+        # here, once, as it is journalled (see gateway/envelope.py); the relay publishes
+        # the stored bytes as they are, and a re-publication is the same bytes
+        self.seal: Callable[[str, str], str] | None = None
         self.commits = 0
         self.failures = 0
         self.commit_s: deque[float] = deque(maxlen=4096)  # recent COMMIT durations
@@ -415,8 +419,12 @@ class Store:
     ) -> int:
         """Queue a message for the broker (inside the caller's transaction).
 
-        The row goes to :attr:`on_commit` once the transaction commits.
+        The row goes to :attr:`on_commit` once the transaction commits. ``payload`` is
+        the message body; with :attr:`seal` set it is stored signed (an empty payload,
+        which clears a retained topic, is stored as it is).
         """
+        if self.seal is not None and payload:
+            payload = self.seal(topic, payload)
         cur = self.conn.execute(
             "INSERT INTO outbox(created_at, topic, payload, qos, retain, incident) "
             "VALUES (?, ?, ?, ?, ?, ?)",

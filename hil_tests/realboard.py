@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.broker import BrokerSettings
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Unit, load_config
 from gateway.police import Police
-from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 
 CANCEL_PAUSE_S = 0.8  # the firmware's cancel_gap_ms (700) and a margin

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +14,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.acks import make_ack
+from gateway.broker import BrokerSettings
 from gateway.config import Config, load_config
-from gateway.relay import BrokerSettings
+from gateway.envelope import EnvelopeError, Signer, open_gateway
 from gateway.service import Gateway, Settings
+from gateway.signkeys import dutyroom_kid, gateway_keys, gateway_kid, public_path, write_pair
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
 
@@ -54,9 +58,16 @@ def register_yaml(port_path: Path, units: list[tuple[str, int]], *, window_s: in
     return "\n".join(lines) + "\n"
 
 
+DUTYROOM = "police"
+
+
 @dataclass
 class Site:
-    """A register, its keys and the pty the units talk on."""
+    """A register, its keys and the pty the units talk on.
+
+    ``keydir`` is the gateway's (unit keys, its signing key, the duty room's public key);
+    ``dutyroom_dir`` the duty room's (its signing key, the gateway's public key).
+    """
 
     dir: Path
     config_path: Path
@@ -65,10 +76,21 @@ class Site:
     port: FakePort
     keys: dict[str, bytes]
     addrs: dict[str, int]
+    dutyroom_dir: Path
     config: Config = field(init=False)
 
     def __post_init__(self) -> None:
         self.config = load_config(self.config_path)
+
+    @property
+    def signer(self) -> Signer:
+        """The duty room's signing key."""
+        return Signer.load(self.dutyroom_dir, dutyroom_kid(DUTYROOM))
+
+    @property
+    def trusted(self) -> dict[str, Ed25519PublicKey]:
+        """The gateways' public keys, as the duty room holds them."""
+        return gateway_keys(self.dutyroom_dir)
 
     def unit(self, uid: str, epoch: int = 1) -> FakeUnit:
         return FakeUnit(self.port, self.addrs[uid], self.keys[uid], epoch=epoch)
@@ -90,7 +112,23 @@ def make_site(
     for uid, _ in units:
         keys[uid] = secrets.token_bytes(32)
         (keydir / f"{uid}.key").write_text(keys[uid].hex() + "\n")
-    return Site(tmp, cfg, keydir, tmp / "var" / "gateway.db", port, keys, dict(units))
+    dutyroom_dir = tmp / "dutyroom"
+    install_signing_keys(keydir, dutyroom_dir, GATEWAY_ID)
+    return Site(
+        tmp, cfg, keydir, tmp / "var" / "gateway.db", port, keys, dict(units), dutyroom_dir
+    )
+
+
+def install_signing_keys(keydir: Path, dutyroom_dir: Path, gateway_id: str) -> None:
+    """The gateway's key pair and the duty room's, each public half where the other reads it."""
+    gw = gateway_kid(gateway_id)
+    write_pair(keydir, gw)
+    write_pair(dutyroom_dir, dutyroom_kid(DUTYROOM))
+    shutil.copy(public_path(keydir, gw), public_path(dutyroom_dir, gw))
+    shutil.copy(
+        public_path(dutyroom_dir, dutyroom_kid(DUTYROOM)),
+        public_path(keydir, dutyroom_kid(DUTYROOM)),
+    )
 
 
 @pytest.fixture
@@ -108,9 +146,9 @@ def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-async def duty_room(persistent_broker: Mosquitto) -> AsyncIterator[Police]:
+async def duty_room(persistent_broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
     """The police on a persistent session: messages wait for it while it reconnects."""
-    p = Police(persistent_broker.url, identifier="duty-room")
+    p = Police(persistent_broker.url, site, identifier="duty-room")
     await p.start()
     yield p
     await p.stop()
@@ -124,13 +162,20 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 class Police:
-    """An MQTT subscriber on ``campusguard/#``: what the duty room receives."""
+    """An MQTT subscriber on ``campusguard/#``: what the duty room receives.
 
-    def __init__(self, url: str, identifier: str | None = None) -> None:
+    Only what the gateway signed is kept (``messages``); everything else is counted in
+    ``dropped``. Acks are signed with the site's duty-room key.
+    """
+
+    def __init__(self, url: str, site: Site, identifier: str | None = None) -> None:
         """With ``identifier``: a persistent session (messages queued while away)."""
         self.settings = BrokerSettings.from_url(url)
         self.identifier = identifier
+        self.site = site
+        self.trusted = site.trusted
         self.messages: list[tuple[str, Any]] = []
+        self.dropped: list[tuple[str, str]] = []  # (topic, reason)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -148,11 +193,15 @@ class Police:
                     self.subscribed.set()
                     async for m in client.messages:
                         raw = m.payload if isinstance(m.payload, bytes) else b""
+                        topic = str(m.topic)
+                        if "/ack" in topic:
+                            continue  # acks are the duty room's own
                         try:
-                            data = json.loads(raw) if raw else None
-                        except ValueError:
-                            data = raw
-                        self.messages.append((str(m.topic), data))
+                            data = open_gateway(topic, raw, self.trusted)
+                        except EnvelopeError as exc:
+                            self.dropped.append((topic, exc.reason))
+                        else:
+                            self.messages.append((topic, data))
                         self._changed.set()
             except aiomqtt.MqttError:
                 self.subscribed.clear()
@@ -191,14 +240,43 @@ class Police:
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def ack(self, incident: str, payload: bytes = b"", site: str = SITE) -> None:
+    async def ack(
+        self,
+        incident: str,
+        *,
+        by: str = "Officer Liu",
+        disposition: str = "genuine",
+        site: str = SITE,
+        at: float | None = None,
+    ) -> str:
+        """Publish a signed police ack; return its payload (to replay it)."""
+        topic, payload = make_ack(
+            self.site.signer,
+            "campusguard",
+            site,
+            incident=incident,
+            by=by,
+            disposition=disposition,
+            at=at,
+        )
+        await self.publish(topic, payload.encode())
+        return payload
+
+    async def ack_duty(self, post: str, *, by: str = "Officer Liu", site: str = SITE) -> str:
+        """Publish a signed duty ack; return its payload."""
+        topic, payload = make_ack(self.site.signer, "campusguard", site, post=post, by=by)
+        await self.publish(topic, payload.encode())
+        return payload
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish anything (a forgery, a replay)."""
         async with aiomqtt.Client(self.settings.host, self.settings.port) as client:
-            await client.publish(f"campusguard/{site}/ack/{incident}", payload, qos=1)
+            await client.publish(topic, payload, qos=1, retain=retain)
 
 
 @pytest.fixture
-async def police(broker: Mosquitto) -> AsyncIterator[Police]:
-    p = Police(broker.url)
+async def police(broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
+    p = Police(broker.url, site)
     await p.start()
     yield p
     await p.stop()

@@ -32,6 +32,8 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
             "50",
             "--by",
             "Officer Wu",
+            "--keydir",
+            str(site.dutyroom_dir),
             stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
@@ -56,7 +58,9 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         assert ("alarm", "new") in kinds and ("ack_sent", None) in kinds
         sent = next(x for x in lines if x["kind"] == "ack_sent")
         assert sent["topic"] == f"campusguard/{SITE}/ack/{iid}"
-        assert sent["payload"] == {"by": "Officer Wu", "disposition": "genuine"}
+        body = sent["payload"]
+        assert (body["kind"], body["site"], body["incident"]) == ("police_ack", SITE, iid)
+        assert (body["by"], body["disposition"]) == ("Officer Wu", "genuine")
         for x in lines:
             assert set(x) == {"topic", "kind", "payload", "at"}
         row = gw.store.conn.execute("SELECT police_ack_by FROM incidents").fetchone()

@@ -32,7 +32,7 @@ async def test_status_topic_is_retained_online_then_offline(
         lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
     )
     # retained: a late subscriber learns the state at once
-    late = Police(broker.url)
+    late = Police(broker.url, site)
     await late.start()
     try:
         await late.wait_for(lambda: any(t == STATUS for t, _ in late.messages))
@@ -134,7 +134,7 @@ async def test_press_after_police_ack_is_acked_police_acknowledged(
         await gw.relay.connected.wait()
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 50))
         await police.wait_for(lambda: bool(police.alarms(iid)))
-        await police.ack(iid, b'{"by": "Sgt Ma"}')
+        await police.ack(iid, by="Sgt Ma")
         await site.port.wait_ack(first, AckState.POLICE_ACK)
         again = unit.send(Alarm(AlarmKind.PANIC, 2, 50))
         await site.port.wait_ack(again, AckState.POLICE_ACK)  # the unit keeps showing it

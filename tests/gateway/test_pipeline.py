@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime
 
 from gateway.clock import ManualClock
+from gateway.pipeline import REACK_MIN_INTERVAL_S
 from protocol import (
     AckState,
     Alarm,
@@ -80,17 +81,21 @@ async def test_retransmission_is_reacked_never_relayed_twice(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-b", epoch=2)
-    async with running_gateway(site, broker.url) as gw:
+    clock = ManualClock()
+    async with running_gateway(site, broker.url, clock=clock) as gw:
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 5000))
         await site.port.wait_ack(frame)
-        for _ in range(3):
+        for n in range(2, 5):  # a unit's retransmissions, its retry timer apart
+            clock.advance(REACK_MIN_INTERVAL_S)
             unit.resend(frame)
-        await site.port.wait_for(lambda: len(site.port.acks_for(frame)) >= 4, timeout=3)
+            await site.port.wait_for(lambda n=n: len(site.port.acks_for(frame)) >= n, timeout=3)
         # and the same bytes twice in one write
+        clock.advance(REACK_MIN_INTERVAL_S)
         unit.port.write(unit.wire(frame) * 2)
-        await site.port.wait_for(lambda: len(site.port.acks_for(frame)) >= 6, timeout=3)
+        await site.port.wait_for(lambda: len(site.port.acks_for(frame)) >= 5, timeout=3)
         hb = unit.send(Heartbeat(3700, 10, 0x0100, HeartbeatFlags(0)))
         await site.port.wait_ack(hb)
+        assert len(site.port.acks_for(frame)) == 5  # one re-ACK for the pair in one write
         await until(lambda: gw.store.pending_count() == 0)
         await police.wait_for(lambda: bool(police.alarms()))
         assert len(police.alarms()) == 1
@@ -173,7 +178,7 @@ async def test_police_ack_goes_back_to_the_unit(
         await site.port.wait_ack(second)
         iid = f"{GATEWAY_ID}-shop-a-21-0"
         await police.wait_for(lambda: bool(police.alarms(iid)))
-        await police.ack(iid, b'{"by": "Officer Liu", "disposition": "genuine"}')
+        await police.ack(iid, by="Officer Liu", disposition="genuine")
         # the unit reads ACK state 2 for the incident's latest ALARM off the pty
         await site.port.wait_ack(second, AckState.POLICE_ACK, timeout=3)
         assert not site.port.acks_for(first, AckState.POLICE_ACK)
@@ -189,8 +194,9 @@ async def test_police_ack_goes_back_to_the_unit(
         await site.port.wait_for(
             lambda: len(site.port.acks_for(second, AckState.POLICE_ACK)) >= 2, timeout=3
         )
-        # an ack with an empty payload is still an ack (idempotent: nothing new published)
-        await police.ack(iid, b"")
+        # a second signed ack (a second officer) is not news: nothing new published,
+        # the unit is told again
+        await police.ack(iid, by="Officer Ma")
         await site.port.wait_for(
             lambda: len(site.port.acks_for(second, AckState.POLICE_ACK)) >= 4, timeout=5
         )
@@ -272,7 +278,7 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
         await site.port.wait_ack(b)
         acked, left = f"{GATEWAY_ID}-shop-a-30-0", f"{GATEWAY_ID}-shop-b-30-0"
         await police.wait_for(lambda: bool(police.alarms(acked)) and bool(police.alarms(left)))
-        await police.ack(acked, b'{"by": "Officer Liu", "disposition": "false_alarm"}')
+        await police.ack(acked, disposition="false_alarm", at=clock.now())
         await site.port.wait_ack(a, AckState.POLICE_ACK, timeout=3)
         clock.advance(60)  # inside the 120 s window: still open, a press would fold in
         again = acked_unit.send(Alarm(AlarmKind.PANIC, 2, 100))

@@ -42,7 +42,7 @@ async def test_unreachable_broker_is_retried_while_alarms_wait(tmp_path: Path, s
     # the duty room's subscription exists (persistent session) before the broker goes away
     broker = Mosquitto(tmp_path / "late-broker", persistent=True)
     broker.start()
-    police = Police(broker.url, identifier="duty-room")
+    police = Police(broker.url, site, identifier="duty-room")
     await police.start()
     await police.stop()
     broker.stop()

@@ -1,0 +1,128 @@
+"""Where the broker is and how to log in: settings, and the option group every client shares.
+
+``campusguard gateway``, ``console`` and ``demo`` (and any later client) declare their
+broker options with :func:`add_broker_options` and read them with :func:`broker_settings`:
+
+    --broker URL       mqtt://host:port or mqtts://user@host:port; repeatable: the nodes
+                       of one broker cluster, tried in order (failover)
+    --ca-file PEM      the CA that signed the broker's certificate (mqtts)
+    --client-cert PEM  this client's certificate, --client-key PEM its key (mqtts)
+    --prefix TEXT      the topic prefix
+
+The password is never an option (it would show in ``ps``): it comes from the URL or from
+the environment variable ``CAMPUSGUARD_BROKER_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+from dataclasses import dataclass, replace
+from urllib.parse import unquote, urlsplit
+
+from gateway.errors import GatewayError
+
+PASSWORD_ENV = "CAMPUSGUARD_BROKER_PASSWORD"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_PREFIX = "campusguard"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where the broker is and how to authenticate."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    keepalive_s: int = 15
+
+    @classmethod
+    def from_url(cls, url: str, **extra: str | None) -> BrokerSettings:
+        """``mqtt://host[:1883]`` or ``mqtts://[user[:pass]@]host[:8883]``."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise GatewayError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise GatewayError(f"--broker {url!r}: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ca_file=extra.get("ca_file"),
+            client_cert=extra.get("client_cert"),
+            client_key=extra.get("client_key"),
+        )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A verifying TLS context, or None for plain TCP."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def add_broker_options(parser: argparse.ArgumentParser) -> None:
+    """Declare the shared broker options (one group, defaults in the help)."""
+    g = parser.add_argument_group(
+        "broker", f"the password comes from the URL or ${PASSWORD_ENV}, never an option"
+    )
+    g.add_argument(
+        "--broker",
+        action="append",
+        metavar="URL",
+        help="mqtt://host:port or mqtts://user@host:port; repeat for the nodes of one"
+        f" cluster, tried in order (default {DEFAULT_BROKER})",
+    )
+    g.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the broker")
+    g.add_argument("--client-cert", metavar="PEM", help="client certificate (mqtts)")
+    g.add_argument("--client-key", metavar="PEM", help="key of the client certificate")
+    g.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"MQTT topic prefix (default {DEFAULT_PREFIX})",
+    )
+
+
+def broker_settings(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> list[BrokerSettings]:
+    """The brokers named on the command line, in order; GatewayError names a bad option.
+
+    Files named by ``--ca-file``, ``--client-cert`` and ``--client-key`` must be readable
+    (checked here, so the error names the path rather than an SSL failure later).
+    """
+    env = os.environ if environ is None else environ
+    for flag, path in (
+        ("--ca-file", args.ca_file),
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+    ):
+        if path is not None and not os.access(path, os.R_OK):
+            raise GatewayError(f"{flag} {path}: no such readable file")
+    if args.client_key and not args.client_cert:
+        raise GatewayError("--client-key needs --client-cert")
+    password = env.get(PASSWORD_ENV) or None
+    out = []
+    for url in args.broker or [DEFAULT_BROKER]:
+        s = BrokerSettings.from_url(
+            url, ca_file=args.ca_file, client_cert=args.client_cert, client_key=args.client_key
+        )
+        if s.password is None and password is not None:
+            s = replace(s, password=password)
+        if (args.ca_file or args.client_cert) and not s.tls:
+            raise GatewayError(f"--broker {url!r}: certificates need mqtts://")
+        out.append(s)
+    return out
