@@ -42,10 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.demo import PressBook  # noqa: E402
-from gateway.fleet import Fleet, FleetPlan, latency_stats  # noqa: E402
+from gateway.fleet import DUTYROOM, Fleet, FleetPlan, latency_stats  # noqa: E402
 from gateway.linkrelay import Impairment  # noqa: E402
 from gateway.localbroker import LocalBroker  # noqa: E402
 from gateway.police import Police  # noqa: E402
+from gateway.signkeys import provision_one_room  # noqa: E402
 from protocol import MsgType  # noqa: E402
 
 ALARM = MsgType.ALARM
@@ -101,7 +102,9 @@ async def one_run(
         concurrency=16,
         gateway=gateway,
     )
-    async with Police(url) as police:
+    # the police emulator reads what the gateway signs and signs its acks (same key folder)
+    provision_one_room(fleet.keydir, plan.gateway_id, DUTYROOM)
+    async with Police(url, keydir=fleet.keydir, dutyroom=DUTYROOM, clock=fleet.clock.now) as police:
         t_up = time.monotonic()
         async with fleet:
             up_s = time.monotonic() - t_up

@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
+from gateway.envelope import open_gateway  # noqa: E402
+from gateway.signkeys import gateway_keys, provision_one_room  # noqa: E402
 from protocol import (  # noqa: E402
     Alarm,
     AlarmKind,
@@ -109,6 +111,7 @@ def write_site(d: Path, port: Path, n: int) -> tuple[Path, Path, dict[int, bytes
         ]
     cfg = d / "boards.yaml"
     cfg.write_text("\n".join(lines) + "\n")
+    provision_one_room(keydir, GATEWAY, "bench")  # the gateway signs what it publishes
     return cfg, keydir, keys
 
 
@@ -154,8 +157,10 @@ class Run:
         async with aiomqtt.Client(self.broker.host, self.broker.port) as c:
             await c.subscribe(f"campusguard/{SITE}/alarm/+", qos=1)
             self._sub_ready.set()
+            trusted = gateway_keys(self.keydir)
             async for m in c.messages:
-                d = json.loads(m.payload if isinstance(m.payload, bytes) else b"{}")
+                raw = m.payload if isinstance(m.payload, bytes) else b""
+                d = open_gateway(str(m.topic), raw, trusted)  # as a duty room checks it
                 self.received.setdefault((d["incident"], d["update"]), time.time())
                 self.presses[d["incident"]] = max(self.presses.get(d["incident"], 0), d["presses"])
                 self._changed.set()
@@ -170,7 +175,8 @@ class Run:
         db = sqlite3.connect(self.db)
         rows = db.execute(
             "SELECT incident, min(sent_at) FROM outbox WHERE incident IS NOT NULL"
-            " AND json_extract(payload, '$.update') = 'new' GROUP BY incident"
+            " AND json_extract(json_extract(payload, '$.body'), '$.update') = 'new'"
+            " GROUP BY incident"
         ).fetchall()
         db.close()
         return {r[0]: r[1] for r in rows if r[1] is not None}

@@ -19,7 +19,7 @@ import argparse
 import os
 import ssl
 from dataclasses import dataclass, replace
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from gateway.errors import GatewayError
 
@@ -64,6 +64,28 @@ class BrokerSettings:
             client_key=extra.get("client_key"),
         )
 
+    @property
+    def url(self) -> str:
+        """The broker's URL, without the password."""
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+    def cli_args(self) -> list[str]:
+        """The shared options that name this broker (the password goes by environment)."""
+        args = ["--broker", self.url]
+        for flag, value in (
+            ("--ca-file", self.ca_file),
+            ("--client-cert", self.client_cert),
+            ("--client-key", self.client_key),
+        ):
+            if value:
+                args += [flag, value]
+        return args
+
+    def environ(self) -> dict[str, str]:
+        """The environment a child client needs for the password (empty without one)."""
+        return {PASSWORD_ENV: self.password} if self.password else {}
+
     def tls_context(self) -> ssl.SSLContext | None:
         """A verifying TLS context, or None for plain TCP."""
         if not self.tls:
@@ -74,7 +96,7 @@ class BrokerSettings:
         return ctx
 
 
-def add_broker_options(parser: argparse.ArgumentParser) -> None:
+def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFAULT_BROKER) -> None:
     """Declare the shared broker options (one group, defaults in the help)."""
     g = parser.add_argument_group(
         "broker", f"the password comes from the URL or ${PASSWORD_ENV}, never an option"
@@ -84,7 +106,7 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="URL",
         help="mqtt://host:port or mqtts://user@host:port; repeat for the nodes of one"
-        f" cluster, tried in order (default {DEFAULT_BROKER})",
+        f" cluster, tried in order (default {default_text})",
     )
     g.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the broker")
     g.add_argument("--client-cert", metavar="PEM", help="client certificate (mqtts)")

@@ -1,8 +1,15 @@
-"""``campusguard keygen UNIT``: make a unit's 32-byte key (``<keydir>/<unit>.key``, 0600).
+"""``campusguard keygen``: make a unit's key, a gateway's signing key or a duty room's.
 
-A key is made once, at enrolment, and never overwritten by accident: replacing it
-(``--force``) means the unit must be deployed again before the gateway will take its
-frames.
+- ``keygen UNIT``: the unit's 32-byte MAC key (``<keydir>/<unit>.key``, 0600).
+- ``keygen --gateway``: the gateway's Ed25519 signing key (``gateway-<id>.pem``, 0600,
+  the id from boards.yaml) and its public key ``gateway-<id>.pub`` for the duty rooms.
+- ``keygen --dutyroom NAME``: a duty room's signing key (``dutyroom-NAME.pem``, made on
+  the duty room's machine) and ``dutyroom-NAME.pub``; install the ``.pub`` in the
+  gateway's key directory (as ``dutyroom-NAME@SITE.pub`` to allow only that site).
+
+A key is made once and never overwritten by accident: replacing a unit key (``--force``)
+means the unit must be deployed again before the gateway will take its frames; see
+gateway/README.md for rotating the signing keys.
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.errors import GatewayError
+from gateway.signkeys import (
+    check_name,
+    dutyroom_kid,
+    gateway_kid,
+    public_path,
+    write_pair,
+)
 from protocol.keys import key_path, write_new_key
 
 log = logging.getLogger(__name__)
@@ -21,10 +35,17 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``campusguard keygen``."""
-    parser.add_argument("unit", help="unit id from boards.yaml")
-    parser.add_argument("--keydir", default="keys", help="directory of <unit>.key files")
+    parser.add_argument("unit", nargs="?", help="unit id from boards.yaml")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--gateway", action="store_true", help="the gateway's signing key (id from --config)"
+    )
+    which.add_argument("--dutyroom", metavar="NAME", help="a duty room's signing key")
+    parser.add_argument("--keydir", default="keys", help="the key directory (default keys)")
     parser.add_argument(
-        "--config", default="boards.yaml", help="the register; the unit must be in it"
+        "--config",
+        default="boards.yaml",
+        help="the register; the unit (or gateway) must be in it (default boards.yaml)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing key (re-deploy the unit)"
@@ -43,9 +64,29 @@ def keygen(unit_id: str, keydir: str | Path, force: bool = False) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the key; exit 0, or 1 with a one-line message."""
+    """Make the key; exit 0, 2 on a usage error, or 1 with a one-line message."""
+    chosen = sum(bool(x) for x in (args.unit, args.gateway, args.dutyroom))
+    if chosen != 1:
+        print("campusguard keygen: give a UNIT, --gateway or --dutyroom NAME", file=sys.stderr)
+        return 2
     try:
+        if args.dutyroom:
+            kid = dutyroom_kid(check_name(args.dutyroom, "--dutyroom"))
+            path = write_pair(args.keydir, kid, force=args.force)
+            print(
+                f"duty-room key {kid} written to {path}; give {public_path(args.keydir, kid)}"
+                " to each gateway's key directory"
+            )
+            return 0
         cfg = load_config(args.config)
+        if args.gateway:
+            kid = gateway_kid(cfg.gateway_id)
+            path = write_pair(args.keydir, kid, force=args.force)
+            print(
+                f"gateway key {kid} written to {path}; give {public_path(args.keydir, kid)}"
+                " to every duty room"
+            )
+            return 0
         if args.unit not in cfg.units:
             raise GatewayError(f"unit {args.unit!r} is not in {args.config}")
         path = keygen(args.unit, args.keydir, args.force)

@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.broker import add_broker_options, broker_settings
 from gateway.errors import GatewayError
-from gateway.fleet import Fleet, FleetPlan, FleetUnit, latency_stats
+from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
 from gateway.linkrelay import Impairment
 from gateway.localbroker import LocalBroker
 from gateway.police import Police, Received
+from gateway.signkeys import provision_one_room
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ class Screen:
         self.book = book
         self.t0 = t0
         self.seen: Counter[str] = Counter()
+        self.gateways: dict[str, str] = {}
 
     def __call__(self, m: Received) -> None:
         """Print one message."""
@@ -157,7 +160,11 @@ class Screen:
             note = detail.get("action") or ""
             line = f"{t}  {m.kind.upper():<5}  {kind:<26} {who:<10} {note}"
         elif m.kind == "gateway":
-            line = f"{t}  GATEWAY {m.topic.rsplit('/', 1)[-1]} {p.get('state')}"
+            gid = m.topic.rsplit("/", 2)[-2]
+            if self.gateways.get(gid) == p.get("state"):
+                return  # the signed status is re-published every period: show changes only
+            self.gateways[gid] = str(p.get("state"))
+            line = f"{t}  GATEWAY {gid} {p.get('state')}"
         else:
             return
         print(line, file=self.out, flush=True)
@@ -168,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", type=int, default=10, help="virtual units (default 10)")
     parser.add_argument("--links", type=int, default=2, help="links they share (default 2)")
     parser.add_argument("--presses", type=int, default=20, help="alarm presses (default 20)")
-    parser.add_argument("--broker", help="mqtt://host:port (default: a private Mosquitto)")
+    add_broker_options(parser, "a private Mosquitto")
     parser.add_argument("--loss", type=float, default=0.0, help="frame loss on every link, 0..1")
     parser.add_argument("--seed", type=int, default=1, help="seed of the link impairment")
     parser.add_argument(
@@ -248,18 +255,23 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cg-demo-")))
-        url = args.broker
-        if url is None:
-            broker = stack.enter_context(LocalBroker(workdir / "mqtt"))
-            url = broker.url
-            print(f"broker: private Mosquitto at {url}", file=out)
+        if args.broker is None:
+            local = stack.enter_context(LocalBroker(workdir / "mqtt"))
+            broker = local.settings()
+            print(f"broker: private Mosquitto at {broker.url}", file=out)
         else:
-            print(f"broker: {url}", file=out)
+            broker = broker_settings(args)[0]
+            print(f"broker: {broker.url}", file=out)
         plan = demo_plan(args.units, args.links)
         t0 = time.monotonic()
         book = PressBook()
         screen = Screen(out, book, t0)
-        police = Police(url, by="Officer Li (demo)")
+        keydir = workdir / "fleet" / "keys"
+        # one machine plays both: the gateway's key pair and the duty room's side by side
+        provision_one_room(keydir, plan.gateway_id, DUTYROOM)
+        police = Police(
+            broker, keydir=keydir, dutyroom=DUTYROOM, prefix=args.prefix, by="Officer Li (demo)"
+        )
         police.listen(screen)
         acks: list[asyncio.Task[None]] = []
 
@@ -271,7 +283,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         fleet = Fleet(
             workdir / "fleet",
             plan,
-            broker_url=url,
+            broker_url=broker,
+            prefix=args.prefix,
             impairment=Impairment(drop=args.loss) if args.loss else None,
             seed=args.seed,
             provision=args.provision,
@@ -279,7 +292,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             install_test=True,
             clock_speed=SPEED,
             concurrency=16,
+            keydir=keydir,
         )
+        police.clock = fleet.clock.now  # acks dated on the demo's accelerated clock
         async with police:
             print(
                 f"starting {args.units} virtual units (real firmware, MicroPython) on "

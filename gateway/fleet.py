@@ -52,6 +52,7 @@ from gateway.config import Config, Link, Unit, load_config
 from gateway.errors import GatewayError
 from gateway.linkrelay import Impairment, LinkRelay
 from gateway.service import Gateway, Settings
+from gateway.signkeys import provision_one_room
 from gateway.vboard import (
     CONFIG_FILE,
     DEFAULT_HEAPSIZE,
@@ -84,6 +85,10 @@ _GUARD_PINS = (
     "{button: 13, checkin: 27, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
     " uart_tx: 17, uart_rx: 16}"
 )
+
+
+DUTYROOM = "police"
+"""The duty room of a fleet: its key pair shares the fleet's key directory."""
 
 
 class FleetError(GatewayError):
@@ -515,12 +520,13 @@ class GatewayProcess:
         register: Path,
         db: Path,
         keydir: Path,
-        broker_url: str,
+        broker: BrokerSettings,
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`."""
+        self.env = {**os.environ, **broker.environ()}
         self.cmd = [
             sys.executable,
             "-m",
@@ -533,8 +539,7 @@ class GatewayProcess:
             str(db),
             "--keydir",
             str(keydir),
-            "--broker",
-            broker_url,
+            *broker.cli_args(),
             "--clock-speed",
             str(clock_speed),
         ]
@@ -554,6 +559,7 @@ class GatewayProcess:
         self.ready.clear()
         self.proc = await asyncio.create_subprocess_exec(
             *self.cmd,
+            env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -623,7 +629,7 @@ class Fleet:
         workdir: str | os.PathLike[str],
         plan: FleetPlan | None = None,
         *,
-        broker_url: str,
+        broker_url: str | BrokerSettings,
         impairment: Impairment | Mapping[str, Impairment] | None = None,
         seed: int = 0,
         provision: Provision = "fast",
@@ -647,7 +653,11 @@ class Fleet:
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
-        self.broker_url = broker_url
+        self.broker = (
+            broker_url
+            if isinstance(broker_url, BrokerSettings)
+            else BrokerSettings.from_url(broker_url)
+        )
         links = self.plan.link_ids()
         if isinstance(impairment, Impairment) or impairment is None:
             self.impairments = {lid: impairment or Impairment() for lid in links}
@@ -761,6 +771,7 @@ class Fleet:
         for uid in config.units:
             if not (self.keydir / f"{uid}.key").exists():
                 write_new_key(self.keydir, uid)
+        provision_one_room(self.keydir, config.gateway_id, DUTYROOM)
         self.timings["keys"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -854,7 +865,7 @@ class Fleet:
                     self.register,
                     self.db,
                     self.keydir,
-                    self.broker_url,
+                    self.broker,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
                 )
@@ -865,7 +876,7 @@ class Fleet:
         settings = Settings(
             db_path=self.db,
             keydir=self.keydir,
-            broker=BrokerSettings.from_url(self.broker_url),
+            broker=self.broker,
             links=links,
             prefix=self.prefix,
             clock=self.clock,

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from gateway.broker import BrokerSettings
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ class LocalBroker:
             "log_type error\nlog_type warning\n"
         )
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def settings(self) -> BrokerSettings:
+        """How a client reaches this broker."""
+        return BrokerSettings.from_url(self.url)
 
     @property
     def url(self) -> str:

@@ -125,6 +125,7 @@ class Pipeline:
         # claimed unit address (None: any unregistered one) -> last event time, counts since
         self._security: dict[int | None, _Tally] = {}
         self._mqtt_security: dict[str, _Tally] = {}  # rejected MQTT messages, per site
+        self.mqtt_rejects: Counter[str] = Counter()  # ... by reason, since the start
         self._reacked: OrderedDict[tuple[int, int, int], float] = OrderedDict()
         self._reack_unit: dict[int, tuple[float, int]] = {}
         self.reacks_suppressed = 0
@@ -433,6 +434,7 @@ class Pipeline:
         if not tally.counts:
             tally.first_at = now
         tally.counts[exc.reason] += 1
+        self.mqtt_rejects[exc.reason] += 1
         if len(tally.links) < 16:
             tally.links.add(topic)
         if exc.kid is not None and len(tally.kids) < 16:
@@ -452,7 +454,7 @@ class Pipeline:
                 kind="forgery",
                 code=CID_FORGERY,
                 at=self._clock.now(),
-                detail={"channel": "mqtt", "reason": kind, **detail},
+                detail={**detail, "channel": "mqtt", "reason": kind},
             )
         except sqlite3.Error:
             log.exception("cannot journal the %s event", kind)

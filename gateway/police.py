@@ -11,22 +11,33 @@ button in the same process measures press-to-police latency on one clock. An ``e
 that is not met raises :class:`ExpectationFailed` (an ``AssertionError``: a test fails
 with the message). With ``identifier`` the subscription is a persistent session
 (``clean_session=False``): with a persistent broker nothing is lost across its restart.
+
+Like a real duty room it keeps only what a gateway signed (``gateway-<id>.pub`` in
+``keydir``; the rest is counted in ``dropped``) and signs its acks with
+``dutyroom-<name>.pem`` from ``keydir``. ``clock`` dates the acks: a harness whose
+gateway runs on an accelerated clock passes that clock, as the acks must not be dated
+before the incidents they answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.acks import make_ack
 from gateway.broker import BrokerSettings
+from gateway.envelope import EnvelopeError, Signer, open_gateway
+from gateway.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +106,29 @@ class Police:
 
     def __init__(
         self,
-        url: str,
+        url: str | BrokerSettings,
         *,
+        keydir: str | os.PathLike[str],
+        dutyroom: str = "police",
         prefix: str = "campusguard",
         site: str = "+",
         identifier: str | None = None,
         by: str = "duty-room",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``identifier``: a persistent session (messages queued while away are delivered)."""
-        self.settings = BrokerSettings.from_url(url)
+        self.settings = url if isinstance(url, BrokerSettings) else BrokerSettings.from_url(url)
+        self.keydir = Path(keydir)
+        self.dutyroom = dutyroom_kid(dutyroom)
         self.prefix = prefix
         self.site = site
         self.identifier = identifier
         self.by = by
+        self.clock = clock
         self.messages: list[Received] = []
+        self.dropped: list[tuple[str, str]] = []  # (topic, reason) of what did not verify
+        self._trusted: dict[str, Ed25519PublicKey] = {}
+        self._trust_read = -1e18
         self.subscribed = asyncio.Event()
         self._changed: asyncio.Future[None] | None = None
         self._client: aiomqtt.Client | None = None
@@ -171,15 +191,29 @@ class Police:
     def _take(self, topic: str, raw_payload: Any) -> None:
         at, wall = time.monotonic(), time.time()
         raw = raw_payload if isinstance(raw_payload, bytes) else str(raw_payload or "").encode()
+        if "/ack/" in topic or topic.endswith("/ack") or not raw:
+            return  # acks are the duty rooms' own; an empty payload clears a retained topic
         try:
-            data: Any = json.loads(raw) if raw else None
-        except ValueError:
-            data = raw.decode("utf-8", "replace")
+            data: Any = open_gateway(topic, raw, self._trust(raw))
+        except EnvelopeError as exc:
+            self.dropped.append((topic, exc.reason))
+            log.info("police: dropped a message on %s: %s", topic, exc)
+            return
         msg = Received(topic, _kind(topic), data, at, wall)
         self.messages.append(msg)
         for cb in self._listeners:
             cb(msg)
         self._wake()
+
+    def _trust(self, raw: bytes) -> dict[str, Ed25519PublicKey]:
+        """The gateways' public keys; read again (at most once a second) for a new one."""
+        now = time.monotonic()
+        if now - self._trust_read >= 1.0 and not any(
+            f'"kid":"{k}"'.encode() in raw[:200] for k in self._trusted
+        ):
+            self._trust_read = now
+            self._trusted = gateway_keys(self.keydir)
+        return self._trusted
 
     def _wake(self) -> None:
         if self._changed is not None and not self._changed.done():
@@ -383,17 +417,29 @@ class Police:
         disposition: str = "genuine",
         site: str | None = None,
     ) -> None:
-        """Acknowledge an incident (``<prefix>/<site>/ack/<incident>``)."""
+        """Acknowledge an incident (``<prefix>/<site>/ack/<incident>``), signed."""
         site = site or self._site_of(incident)
-        payload = json.dumps({"by": by or self.by, "disposition": disposition})
-        await self._publish(f"{self.prefix}/{site}/ack/{incident}", payload)
+        topic, payload = make_ack(
+            self._signer(),
+            self.prefix,
+            site,
+            incident=incident,
+            by=by or self.by,
+            disposition=disposition,
+            at=self.clock(),
+        )
+        await self._publish(topic, payload)
 
     async def ack_duty(self, post: str, *, by: str | None = None, site: str | None = None) -> None:
-        """Answer a missed check-in from the duty room (``.../duty/<post>/ack``)."""
+        """Answer a missed check-in from the duty room (``.../duty/<post>/ack``), signed."""
         site = site or self._site_of_post(post)
-        await self._publish(
-            f"{self.prefix}/{site}/duty/{post}/ack", json.dumps({"by": by or self.by})
+        topic, payload = make_ack(
+            self._signer(), self.prefix, site, post=post, by=by or self.by, at=self.clock()
         )
+        await self._publish(topic, payload)
+
+    def _signer(self) -> Signer:
+        return Signer.load(self.keydir, self.dutyroom)
 
     def _site_of(self, incident: str) -> str:
         for m in self.alarms(incident=incident):

@@ -553,7 +553,7 @@ class Relay:
             log.error(
                 "someone cleared the retained status on %s: publishing it again", self._status
             )
-            self._alert("forged_status", {"topic": self._status, "reason": "cleared"})
+            self._alert("forged_status", {"topic": self._status, "problem": "cleared"})
             self._republish_status()
             return
         try:
@@ -565,7 +565,7 @@ class Relay:
                 self._status,
                 exc.reason,
             )
-            self._alert("forged_status", {"topic": self._status, "reason": exc.reason})
+            self._alert("forged_status", {"topic": self._status, "problem": exc.reason})
             self._republish_status()
             return
         instance = body.get("instance")

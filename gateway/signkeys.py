@@ -186,3 +186,14 @@ def gateway_keys(keydir: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
     except OSError:
         return {}
     return {p.name[: -len(".pub")]: read_public(p) for p in paths}
+
+
+def provision_one_room(keydir: str | os.PathLike[str], gateway_id: str, dutyroom: str) -> None:
+    """A gateway and a duty room sharing one key directory (a demo, a test rig).
+
+    Makes whichever of the two key pairs is missing. A real installation keeps the two
+    apart: the gateway holds ``gateway-<id>.pem`` and ``dutyroom-<name>.pub``, the duty
+    room ``dutyroom-<name>.pem`` and ``gateway-<id>.pub``.
+    """
+    ensure_pair(keydir, gateway_kid(gateway_id))
+    ensure_pair(keydir, dutyroom_kid(dutyroom))

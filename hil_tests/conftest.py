@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway.fleet import Fleet, FleetPlan, FleetUnit
+from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
 from gateway.localbroker import LocalBroker
 from gateway.police import Police
 from hil_tests.realboard import RealRig, RealUnit, real_rig_options
@@ -147,7 +147,13 @@ async def rig(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Rig]:
     """The module's units, gateway and police: virtual by default, real with --port."""
-    police = Police(broker.url, identifier=f"police-{request.module.__name__}")
+    keydir = Path(request.config.getoption("--hil-keydir")) if real_boards else hil_root / "keys"
+    police = Police(
+        broker.url,
+        keydir=keydir,
+        dutyroom=DUTYROOM,
+        identifier=f"police-{request.module.__name__}",
+    )
     await police.start()
     try:
         if real_boards:
@@ -164,6 +170,7 @@ async def rig(
             return
         opts = getattr(request.module, "FLEET", {})
         fleet = fleet_for(hil_root, request.module.__name__.rsplit(".", 1)[-1], broker.url, **opts)
+        police.clock = fleet.clock.now  # acks dated on the fleet's (perhaps faster) clock
         t0 = time.monotonic()
         async with fleet:
             if fleet.gateway_mode == "inprocess":

@@ -41,8 +41,10 @@ import yaml
 from gateway.broker import BrokerSettings
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Unit, load_config
+from gateway.fleet import DUTYROOM
 from gateway.police import Police
 from gateway.service import Gateway, Settings
+from gateway.signkeys import provision_one_room
 
 CANCEL_PAUSE_S = 0.8  # the firmware's cancel_gap_ms (700) and a margin
 
@@ -351,6 +353,7 @@ class RealRig:
         unknown = [u for _, u, _ in self.boards if u not in self.config.units]
         if unknown:
             raise RealBoardError(f"--unit {', '.join(unknown)}: not in {self.register}")
+        provision_one_room(self.keydir, self.config.gateway_id, DUTYROOM)
         settings = Settings(
             db_path=self.dir / "gateway.db",
             keydir=self.keydir,
