@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.console import Board
+from gateway.incidents import iso
 from protocol import AckState, Alarm, AlarmKind
-from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway
+from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 
 
-async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
+async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto, police: Police) -> None:
     unit = site.unit("shop-a", epoch=12)
     async with running_gateway(site, broker.url) as gw:
         await gw.relay.connected.wait()
@@ -44,6 +45,14 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
                 while not any(x["kind"] == "gateway" for x in lines):
                     lines.append(json.loads(await proc.stdout.readline()))
                 assert lines[-1]["payload"]["state"] == "online"
+                # what the gateway did not sign is never shown (nor acked), and nothing
+                # kills the console: a fake alarm, deep nesting, an oversized payload
+                fake = {"incident": "fake-1", "update": "new", "gateway": GATEWAY_ID}
+                alarm_topic = f"campusguard/{SITE}/alarm/shop-b"
+                for payload in (json.dumps(fake).encode(), b"[" * 5000, b"x" * 100_000):
+                    await police.publish(alarm_topic, payload)
+                while sum(x["kind"] == "dropped" for x in lines) < 3:
+                    lines.append(json.loads(await proc.stdout.readline()))
                 frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
                 while not any(
                     x["kind"] == "alarm" and x["payload"]["update"] == "police_ack" for x in lines
@@ -56,6 +65,9 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         iid = f"{GATEWAY_ID}-shop-a-12-0"
         kinds = [(x["kind"], (x["payload"] or {}).get("update")) for x in lines]
         assert ("alarm", "new") in kinds and ("ack_sent", None) in kinds
+        reasons = [x["payload"]["reason"] for x in lines if x["kind"] == "dropped"]
+        assert reasons == ["malformed", "malformed", "oversized"]
+        assert not any(x["kind"] == "alarm" and x["payload"]["incident"] == "fake-1" for x in lines)
         sent = next(x for x in lines if x["kind"] == "ack_sent")
         assert sent["topic"] == f"campusguard/{SITE}/ack/{iid}"
         body = sent["payload"]
@@ -78,3 +90,21 @@ def test_board_keeps_the_newest_update_and_numbers_incidents() -> None:
     assert b.resolve("1") == "g-u-1-0" and b.resolve("g-u-1-0") == "g-u-1-0"
     assert b.resolve("2") is None
     assert "open" in b.render()
+
+
+def test_a_gateway_whose_signed_status_stops_is_stale_and_a_replay_does_not_revive_it() -> None:
+    b = Board()
+    t0 = 1_800_000_000.0
+    status = "campusguard/gateway/gw1/status"
+
+    def online(at: float) -> dict[str, Any]:
+        return {"gateway": "gw1", "state": "online", "at": iso(at), "period_s": 60.0}
+
+    assert b.take(status, online(t0)) == "gateway"
+    assert b.gateway_state("gw1", t0 + 179) == "online"
+    assert b.gateway_state("gw1", t0 + 181).startswith("stale")
+    assert b.take(status, online(t0 - 600)) == "other"  # an older status, replayed
+    assert b.gateway_state("gw1", t0 + 181).startswith("stale")
+    b.take(status, online(t0 + 180))  # the next period's status
+    assert b.gateway_state("gw1", t0 + 200) == "online"
+    assert "gw1 stale" in b.render(now=t0 + 1000)
