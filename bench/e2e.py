@@ -41,6 +41,7 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.brokerconfig import Accounts  # noqa: E402
 from gateway.demo import PressBook  # noqa: E402
 from gateway.fleet import DUTYROOM, Fleet, FleetPlan, latency_stats  # noqa: E402
 from gateway.linkrelay import Impairment  # noqa: E402
@@ -82,7 +83,7 @@ async def one_run(
     loss: float,
     presses: int,
     rate: float,
-    url: str,
+    broker: LocalBroker,
     workdir: Path,
     seed: int,
     gateway: Literal["inprocess", "process"],
@@ -92,7 +93,7 @@ async def one_run(
     fleet = Fleet(
         workdir,
         plan,
-        broker_url=url,
+        broker_url=broker.settings(f"gateway-{plan.gateway_id}"),
         impairment=Impairment(drop=loss) if loss else None,
         seed=seed,
         provision="fast",
@@ -104,7 +105,13 @@ async def one_run(
     )
     # the police emulator reads what the gateway signs and signs its acks (same key folder)
     provision_one_room(fleet.keydir, plan.gateway_id, DUTYROOM)
-    async with Police(url, keydir=fleet.keydir, dutyroom=DUTYROOM, clock=fleet.clock.now) as police:
+    police = Police(
+        broker.settings(f"dutyroom-{DUTYROOM}"),
+        keydir=fleet.keydir,
+        dutyroom=DUTYROOM,
+        clock=fleet.clock.now,
+    )
+    async with police:
         t_up = time.monotonic()
         async with fleet:
             up_s = time.monotonic() - t_up
@@ -172,7 +179,12 @@ async def one_run(
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
-    with tempfile.TemporaryDirectory(prefix="cg-e2e-") as tmp, LocalBroker(Path(tmp) / "mqtt") as b:
+    # the broker as broker-config writes it (TLS, a user per client, the ACL)
+    accounts = Accounts(gateways={"bench-gw": ["+"]}, dutyrooms={DUTYROOM: ["+"]})
+    with (
+        tempfile.TemporaryDirectory(prefix="cg-e2e-") as tmp,
+        LocalBroker(Path(tmp) / "mqtt", accounts=accounts) as b,
+    ):
         configs = [(10, 0.0), (10, 0.1), (100, 0.0), (100, 0.1)]
         if args.only:
             n, _, drop = args.only.partition(":")
@@ -183,7 +195,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 loss,
                 args.presses,
                 args.rate,
-                b.url,
+                b,
                 Path(tmp) / f"run{i}",
                 seed=i + 1,
                 gateway=args.gateway,

@@ -471,7 +471,9 @@ def commit_cost(directory: Path, count: int = 200) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-relay-", dir=args.dir))
     result: dict[str, Any] = {"bench": "relay", "python": sys.version.split()[0]}
-    with Mosquitto(tmp / "broker") as broker:
+    # plain TCP, anonymous: the same broker as before signing, so that before/after
+    # compare the gateway's own path (the TLS broker's cost is bench/e2e.py's)
+    with Mosquitto(tmp / "broker", anonymous=True) as broker:
         result["steady"] = [
             await steady(broker, 1, args.samples, tmp),
             await steady(broker, 50, args.samples, tmp),

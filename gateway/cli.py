@@ -16,7 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cmd_gateway", "run the gateway service: serial links to the police"),
     "console": ("gateway.console", "the police duty-room view: live alarms, acknowledge"),
     "deploy": ("gateway.deploy", "flash a unit with its config and key (mpremote)"),
-    "keygen": ("gateway.cmd_keygen", "make a new key for a unit"),
+    "keygen": (
+        "gateway.cmd_keygen",
+        "make a unit's key, or a gateway's or duty room's signing key",
+    ),
+    "broker-config": ("gateway.cmd_brokerconfig", "Mosquitto locked down: TLS, users, ACL"),
     "report": ("gateway.report", "monthly statistics and the daily duty log"),
     "demo": ("gateway.demo", "the whole path on this machine: units, gateway, broker, police"),
     "decode": ("gateway.cmd_decode", "decode frames (hex or wire bytes) with the gateway codec"),

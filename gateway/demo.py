@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.broker import add_broker_options, broker_settings
+from gateway.brokerconfig import Accounts
 from gateway.errors import GatewayError
 from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
 from gateway.linkrelay import Impairment
@@ -255,14 +256,21 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cg-demo-")))
-        if args.broker is None:
-            local = stack.enter_context(LocalBroker(workdir / "mqtt"))
-            broker = local.settings()
-            print(f"broker: private Mosquitto at {broker.url}", file=out)
-        else:
-            broker = broker_settings(args)[0]
-            print(f"broker: {broker.url}", file=out)
         plan = demo_plan(args.units, args.links)
+        if args.broker is None:
+            # locked down as broker-config writes it: TLS, a user per client, the ACL
+            accounts = Accounts(
+                prefix=args.prefix,
+                gateways={plan.gateway_id: [plan.site]},
+                dutyrooms={DUTYROOM: [plan.site]},
+            )
+            local = stack.enter_context(LocalBroker(workdir / "mqtt", accounts=accounts))
+            broker = local.settings(f"gateway-{plan.gateway_id}")
+            police_broker = local.settings(f"dutyroom-{DUTYROOM}")
+            print(f"broker: private Mosquitto at {broker.url} (TLS, passwords, ACL)", file=out)
+        else:
+            broker = police_broker = broker_settings(args)[0]
+            print(f"broker: {broker.url}", file=out)
         t0 = time.monotonic()
         book = PressBook()
         screen = Screen(out, book, t0)
@@ -270,7 +278,11 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         # one machine plays both: the gateway's key pair and the duty room's side by side
         provision_one_room(keydir, plan.gateway_id, DUTYROOM)
         police = Police(
-            broker, keydir=keydir, dutyroom=DUTYROOM, prefix=args.prefix, by="Officer Li (demo)"
+            police_broker,
+            keydir=keydir,
+            dutyroom=DUTYROOM,
+            prefix=args.prefix,
+            by="Officer Li (demo)",
         )
         police.listen(screen)
         acks: list[asyncio.Task[None]] = []

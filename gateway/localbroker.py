@@ -6,9 +6,13 @@
 
 Mosquitto (Debian's ``mosquitto`` package, which ``make demo`` installs) is the broker the
 police run, so the demo and the tests speak to the real thing; it starts from a config
-file in ~25 ms. Anonymous access on 127.0.0.1 only, on a free port. With
-``persistent=True`` sessions and queued QoS 1 messages survive a stop/start (a persistent
-subscriber misses nothing while the broker was down).
+file in ~25 ms, on 127.0.0.1 and a free port. It runs locked down as shipped
+(:mod:`gateway.brokerconfig`: TLS with a private CA, passwords, client certificates, the
+ACL for ``accounts``, no anonymous clients); :meth:`LocalBroker.settings` gives a user's
+way in. ``anonymous=True`` (plain TCP, anyone may do anything) exists for the one test
+that shows what an open broker allows. With ``persistent=True`` sessions and queued QoS 1
+messages survive a stop/start (a persistent subscriber misses nothing while the broker
+was down).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.broker import BrokerSettings
+from gateway.brokerconfig import Accounts, BrokerFiles, write_broker_config
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -69,8 +74,17 @@ class LocalBroker:
         *,
         persistent: bool = False,
         exe: str | None = None,
+        accounts: Accounts | None = None,
+        anonymous: bool = False,
+        ca_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Write the config (``workdir`` default: a temporary folder, removed at exit)."""
+        """Write the config (``workdir`` default: a temporary folder, removed at exit).
+
+        ``accounts``: who may connect and do what (required unless ``anonymous``);
+        ``ca_dir``: where the CA is kept (default ``workdir``; tests share one).
+        """
+        if accounts is None and not anonymous:
+            raise ValueError("a LocalBroker needs accounts (or anonymous=True)")
         self.exe = exe or find_mosquitto()
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mqtt-"))
@@ -84,27 +98,54 @@ class LocalBroker:
             if persistent
             else "persistence false\n"
         )
-        self.conf.write_text(
-            f"listener {self.port} {self.host}\n"
+        common = (
             # as root Mosquitto would drop to user 'mosquitto', who cannot write here
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-            "allow_anonymous true\n"
             f"{persistence}"
             "max_inflight_messages 0\n"
             "max_queued_messages 100000\n"
             f"log_dest file {self.log_file}\n"
             "log_type error\nlog_type warning\n"
         )
+        self.files: BrokerFiles | None = None
+        if accounts is None:
+            self.conf.write_text(
+                f"listener {self.port} {self.host}\nallow_anonymous true\n{common}"
+            )
+        else:
+            self.files = write_broker_config(
+                self.dir,
+                accounts,
+                port=self.port,
+                bind=self.host,
+                hosts=(self.host, "localhost"),
+                ca_dir=ca_dir,
+                extra=common,
+            )
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def settings(self) -> BrokerSettings:
-        """How a client reaches this broker."""
-        return BrokerSettings.from_url(self.url)
+    def settings(self, user: str | None = None) -> BrokerSettings:
+        """How ``user`` (e.g. ``gateway-<id>``, ``dutyroom-<name>``) reaches this broker."""
+        if self.files is None:
+            return BrokerSettings(self.host, self.port)
+        if user is None:
+            raise ValueError("this broker takes no anonymous clients: name a user")
+        cert = self.files.client(user)
+        return BrokerSettings(
+            self.host,
+            self.port,
+            tls=True,
+            username=user,
+            password=self.files.password(user),
+            ca_file=str(self.files.ca.cert),
+            client_cert=str(cert.cert),
+            client_key=str(cert.key),
+        )
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:PORT``."""
-        return f"mqtt://{self.host}:{self.port}"
+        """``mqtt://127.0.0.1:PORT``, or ``mqtts://`` when locked down (see :meth:`settings`)."""
+        return f"{'mqtt' if self.files is None else 'mqtts'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:

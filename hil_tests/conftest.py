@@ -28,6 +28,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from gateway.broker import BrokerSettings
+from gateway.brokerconfig import Accounts
+from gateway.config import load_config
 from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
 from gateway.localbroker import LocalBroker
 from gateway.police import Police
@@ -93,8 +96,16 @@ def hil_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _real_gateway(request: pytest.FixtureRequest) -> dict[str, list[str]]:
+    """The real boards' register's gateway, which needs a broker account too."""
+    path = request.config.getoption("--hil-config", default=None)
+    if not request.config.getoption("--port", default=None) or not path:
+        return {}
+    return {load_config(path).gateway_id: ["+"]}
+
+
 def fleet_for(
-    root: Path, name: str, broker_url: str, plan: FleetPlan = HIL_PLAN, **kw: Any
+    root: Path, name: str, broker_url: str | BrokerSettings, plan: FleetPlan = HIL_PLAN, **kw: Any
 ) -> Fleet:
     """A virtual fleet for one module, deployed through mpremote (images shared)."""
     return Fleet(
@@ -109,9 +120,16 @@ def fleet_for(
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    """A private Mosquitto per module (persistent: a restart keeps sessions)."""
-    with LocalBroker(tmp_path_factory.mktemp("mqtt"), persistent=True) as b:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalBroker]:
+    """A private Mosquitto per module (persistent: a restart keeps sessions), locked down
+    as broker-config writes it (TLS, a user per client, the ACL)."""
+    accounts = Accounts(
+        gateways={HIL_PLAN.gateway_id: ["+"], **_real_gateway(request)},
+        dutyrooms={DUTYROOM: ["+"]},
+    )
+    with LocalBroker(tmp_path_factory.mktemp("mqtt"), persistent=True, accounts=accounts) as b:
         yield b
 
 
@@ -149,7 +167,7 @@ async def rig(
     """The module's units, gateway and police: virtual by default, real with --port."""
     keydir = Path(request.config.getoption("--hil-keydir")) if real_boards else hil_root / "keys"
     police = Police(
-        broker.url,
+        broker.settings(f"dutyroom-{DUTYROOM}"),
         keydir=keydir,
         dutyroom=DUTYROOM,
         identifier=f"police-{request.module.__name__}",
@@ -161,7 +179,7 @@ async def rig(
                 real_boards,
                 Path(request.config.getoption("--hil-config")),
                 Path(request.config.getoption("--hil-keydir")),
-                broker.url,
+                broker,
                 police,
                 hil_root / "real",
             )
@@ -169,7 +187,8 @@ async def rig(
                 yield real
             return
         opts = getattr(request.module, "FLEET", {})
-        fleet = fleet_for(hil_root, request.module.__name__.rsplit(".", 1)[-1], broker.url, **opts)
+        name = request.module.__name__.rsplit(".", 1)[-1]
+        fleet = fleet_for(hil_root, name, broker.settings(f"gateway-{HIL_PLAN.gateway_id}"), **opts)
         police.clock = fleet.clock.now  # acks dated on the fleet's (perhaps faster) clock
         t0 = time.monotonic()
         async with fleet:

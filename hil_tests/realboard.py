@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.broker import BrokerSettings
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Unit, load_config
 from gateway.fleet import DUTYROOM
+from gateway.localbroker import LocalBroker
 from gateway.police import Police
 from gateway.service import Gateway, Settings
 from gateway.signkeys import provision_one_room
@@ -322,14 +322,14 @@ class RealRig:
         boards: list[tuple[str, str, str | None]],
         config: Path,
         keydir: Path,
-        broker_url: str,
+        broker: LocalBroker,
         police: Police,
         workdir: Path,
     ) -> None:
         """``boards``: (port, unit id, jig line or None) per board."""
         self.boards = boards
         self.keydir = keydir
-        self.broker_url = broker_url
+        self.broker = broker
         self.police = police
         self.dir = workdir
         self.register = hil_register(config, [u for _, u, _ in boards], workdir / "boards-hil.yaml")
@@ -357,7 +357,7 @@ class RealRig:
         settings = Settings(
             db_path=self.dir / "gateway.db",
             keydir=self.keydir,
-            broker=BrokerSettings.from_url(self.broker_url),
+            broker=self.broker.settings(f"gateway-{self.config.gateway_id}"),
         )
         gw = Gateway(self.config, settings)
         gw.attach(build_watchers(self.config, gw.outlet, gw.store, gw.clock))

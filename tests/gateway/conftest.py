@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.acks import make_ack
 from gateway.broker import BrokerSettings
+from gateway.brokerconfig import Accounts
 from gateway.config import Config, load_config
 from gateway.envelope import EnvelopeError, Signer, open_gateway
 from gateway.service import Gateway, Settings
@@ -114,9 +115,7 @@ def make_site(
         (keydir / f"{uid}.key").write_text(keys[uid].hex() + "\n")
     dutyroom_dir = tmp / "dutyroom"
     install_signing_keys(keydir, dutyroom_dir, GATEWAY_ID)
-    return Site(
-        tmp, cfg, keydir, tmp / "var" / "gateway.db", port, keys, dict(units), dutyroom_dir
-    )
+    return Site(tmp, cfg, keydir, tmp / "var" / "gateway.db", port, keys, dict(units), dutyroom_dir)
 
 
 def install_signing_keys(keydir: Path, dutyroom_dir: Path, gateway_id: str) -> None:
@@ -131,24 +130,48 @@ def install_signing_keys(keydir: Path, dutyroom_dir: Path, gateway_id: str) -> N
     )
 
 
+# the broker's accounts in every test: this gateway, the duty room, a viewer (any site)
+ACCOUNTS = Accounts(
+    # "intruder": a broker account that may write this site's topics (a compromised
+    # gateway account) but holds no signing key
+    gateways={GATEWAY_ID: [SITE, "other-school"], "intruder": [SITE]},
+    dutyrooms={DUTYROOM: ["+"], "desk2": ["+"]},
+    viewers={"press": ["+"]},
+)
+GATEWAY_USER = f"gateway-{GATEWAY_ID}"
+DUTYROOM_USER = f"dutyroom-{DUTYROOM}"
+INTRUDER = "gateway-intruder"
+
+
+@pytest.fixture(scope="session")
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private CA for the whole session (each broker gets its own certificate)."""
+    return tmp_path_factory.mktemp("ca")
+
+
+def locked_broker(workdir: Path, ca_dir: Path, **kw: Any) -> Mosquitto:
+    """Mosquitto as broker-config writes it: TLS, passwords, certificates, the ACL."""
+    return Mosquitto(workdir, accounts=ACCOUNTS, ca_dir=ca_dir, **kw)
+
+
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
+def broker(tmp_path: Path, ca_dir: Path) -> Iterator[Mosquitto]:
+    with locked_broker(tmp_path / "broker", ca_dir) as b:
         yield b
 
 
 @pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def persistent_broker(tmp_path: Path, ca_dir: Path) -> Iterator[Mosquitto]:
     """A broker that keeps sessions across a (graceful) restart: for outage tests, where a
     subscriber must not miss what is published before it has reconnected."""
-    with Mosquitto(tmp_path / "pbroker", persistent=True) as b:
+    with locked_broker(tmp_path / "pbroker", ca_dir, persistent=True) as b:
         yield b
 
 
 @pytest.fixture
 async def duty_room(persistent_broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
     """The police on a persistent session: messages wait for it while it reconnects."""
-    p = Police(persistent_broker.url, site, identifier="duty-room")
+    p = Police(persistent_broker, site, identifier="duty-room")
     await p.start()
     yield p
     await p.stop()
@@ -168,14 +191,16 @@ class Police:
     ``dropped``. Acks are signed with the site's duty-room key.
     """
 
-    def __init__(self, url: str, site: Site, identifier: str | None = None) -> None:
+    def __init__(self, broker: Mosquitto, site: Site, identifier: str | None = None) -> None:
         """With ``identifier``: a persistent session (messages queued while away)."""
-        self.settings = BrokerSettings.from_url(url)
+        self.broker = broker
+        self.settings = broker.settings(DUTYROOM_USER)
         self.identifier = identifier
         self.site = site
         self.trusted = site.trusted
         self.messages: list[tuple[str, Any]] = []
         self.dropped: list[tuple[str, str]] = []  # (topic, reason)
+        self.client: aiomqtt.Client | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -183,13 +208,11 @@ class Police:
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(
-                    self.settings.host,
-                    self.settings.port,
-                    identifier=self.identifier,
-                    clean_session=self.identifier is None,
+                async with client_for(
+                    self.settings, identifier=self.identifier, clean_session=self.identifier is None
                 ) as client:
                     await client.subscribe("campusguard/#", qos=1)
+                    self.client = client
                     self.subscribed.set()
                     async for m in client.messages:
                         raw = m.payload if isinstance(m.payload, bytes) else b""
@@ -204,6 +227,7 @@ class Police:
                             self.messages.append((topic, data))
                         self._changed.set()
             except aiomqtt.MqttError:
+                self.client = None
                 self.subscribed.clear()
                 await asyncio.sleep(0.05)
 
@@ -268,25 +292,46 @@ class Police:
         await self.publish(topic, payload.encode())
         return payload
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish anything (a forgery, a replay)."""
-        async with aiomqtt.Client(self.settings.host, self.settings.port) as client:
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, user: str = DUTYROOM_USER
+    ) -> None:
+        """Publish anything (a forgery, a replay), as ``user`` of the broker.
+
+        The broker binds client ids to user names: as the duty room, publish on the
+        subscriber's own connection (a second one would take its session over).
+        """
+        if user == DUTYROOM_USER and self.client is not None:
+            await self.client.publish(topic, payload, qos=1, retain=retain)
+            return
+        async with client_for(self.broker.settings(user)) as client:
             await client.publish(topic, payload, qos=1, retain=retain)
+
+
+def client_for(s: BrokerSettings, **kw: Any) -> aiomqtt.Client:
+    """An aiomqtt client with these settings (TLS, user, password)."""
+    return aiomqtt.Client(
+        s.host,
+        s.port,
+        username=s.username,
+        password=s.password,
+        tls_context=s.tls_context(),
+        **kw,
+    )
 
 
 @pytest.fixture
 async def police(broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
-    p = Police(broker.url, site)
+    p = Police(broker, site)
     await p.start()
     yield p
     await p.stop()
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(site: Site, broker_url: str, **kw: Any) -> AsyncIterator[Gateway]:
+async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIterator[Gateway]:
     """The gateway in-process, ready (links and journal up) when entered."""
     settings = Settings(
-        db_path=site.db, keydir=site.keydir, broker=BrokerSettings.from_url(broker_url), **kw
+        db_path=site.db, keydir=site.keydir, broker=broker.settings(GATEWAY_USER), **kw
     )
     gw = Gateway(site.config, settings)
     task = asyncio.create_task(gw.run(), name="gateway")

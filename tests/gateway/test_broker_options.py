@@ -14,7 +14,7 @@ import pytest
 from gateway.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
 from gateway.errors import GatewayError
 from gateway.signkeys import dutyroom_keys, gateway_keys, read_private
-from tests.gateway.conftest import Site, running_gateway
+from tests.gateway.conftest import GATEWAY_USER, Site, locked_broker, running_gateway
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -73,12 +73,10 @@ def test_console_with_a_missing_ca_file_says_so_and_exits_2() -> None:
 
 
 async def test_the_gateway_fails_over_to_the_next_broker(
-    site: Site, broker: Mosquitto, tmp_path: Path
+    site: Site, broker: Mosquitto, tmp_path: Path, ca_dir: Path
 ) -> None:
-    dead = Mosquitto(tmp_path / "dead")  # never started
-    async with running_gateway(
-        site, dead.url, more_brokers=(BrokerSettings.from_url(broker.url),)
-    ) as gw:
+    dead = locked_broker(tmp_path / "dead", ca_dir)  # never started
+    async with running_gateway(site, dead, more_brokers=(broker.settings(GATEWAY_USER),)) as gw:
         await gw.relay.connected.wait()
         assert gw.relay.failures >= 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from gateway.console import Board
 from gateway.incidents import iso
 from protocol import AckState, Alarm, AlarmKind
-from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway
+from tests.gateway.conftest import GATEWAY_ID, INTRUDER, SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -19,13 +20,13 @@ CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 
 async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto, police: Police) -> None:
     unit = site.unit("shop-a", epoch=12)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
+        s = broker.settings("dutyroom-desk2")  # a second desk: its own broker account
         proc = await asyncio.create_subprocess_exec(
             CAMPUSGUARD,
             "console",
-            "--broker",
-            broker.url,
+            *s.cli_args(),
             "--site",
             SITE,
             "--json",
@@ -36,6 +37,7 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto, police: 
             "--keydir",
             str(site.dutyroom_dir),
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, **s.environ()},
         )
         assert proc.stdout is not None
         lines: list[dict[str, Any]] = []
@@ -47,10 +49,12 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto, police: 
                 assert lines[-1]["payload"]["state"] == "online"
                 # what the gateway did not sign is never shown (nor acked), and nothing
                 # kills the console: a fake alarm, deep nesting, an oversized payload
+                # (under the broker's packet limit), from a broker account that may
+                # write the site's topics but holds no signing key
                 fake = {"incident": "fake-1", "update": "new", "gateway": GATEWAY_ID}
                 alarm_topic = f"campusguard/{SITE}/alarm/shop-b"
-                for payload in (json.dumps(fake).encode(), b"[" * 5000, b"x" * 100_000):
-                    await police.publish(alarm_topic, payload)
+                for payload in (json.dumps(fake).encode(), b"[" * 5000, b"x" * 12_000):
+                    await police.publish(alarm_topic, payload, user=INTRUDER)
                 while sum(x["kind"] == "dropped" for x in lines) < 3:
                     lines.append(json.loads(await proc.stdout.readline()))
                 frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))

@@ -15,7 +15,15 @@ from gateway.clock import ManualClock
 from gateway.pipeline import SECURITY_EVENT_INTERVAL_S
 from gateway.service import Gateway, Settings
 from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
-from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway, until
+from tests.gateway.conftest import (
+    GATEWAY_ID,
+    GATEWAY_USER,
+    SITE,
+    Police,
+    Site,
+    running_gateway,
+    until,
+)
 from tests.support.mosquitto import Mosquitto
 
 STATUS = f"campusguard/gateway/{GATEWAY_ID}/status"
@@ -24,7 +32,7 @@ STATUS = f"campusguard/gateway/{GATEWAY_ID}/status"
 async def test_status_topic_is_retained_online_then_offline(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         await police.wait_for(lambda: any(t == STATUS for t, _ in police.messages))
         assert [d["state"] for t, d in police.messages if t == STATUS] == ["online"]
@@ -32,7 +40,7 @@ async def test_status_topic_is_retained_online_then_offline(
         lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
     )
     # retained: a late subscriber learns the state at once
-    late = Police(broker.url, site)
+    late = Police(broker, site)
     await late.start()
     try:
         await late.wait_for(lambda: any(t == STATUS for t, _ in late.messages))
@@ -48,7 +56,7 @@ async def test_garbage_flood_does_not_starve_alarms_and_logs_are_rate_limited(
     units = [site.unit("shop-a", epoch=2), site.unit("shop-b", epoch=2)]
     caplog.set_level(logging.INFO, logger=receiver.__name__)
     garbage = (bytes(range(1, 256)) * 8 + b"\x00") + (b"\x05\x01\x02\x03\x00" * 200)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         frames = []
         for i in range(20):
             site.port.write(garbage)  # ~3 KB of oversize and corrupt pieces
@@ -80,7 +88,7 @@ async def test_forged_and_replayed_frames_make_one_rate_limited_forgery_event(
     forger = site.unit("shop-a", epoch=20)
     forger.key = bytes(32)  # claims shop-a's address without its key
     clock = ManualClock()
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         good = real.send(Alarm(AlarmKind.PANIC, 1, 10))
         await site.port.wait_ack(good)
         for i in range(30):
@@ -109,11 +117,11 @@ async def test_restart_keeps_replay_window_and_open_incident(
 ) -> None:
     unit = site.unit("shop-a", epoch=6)
     iid = f"{GATEWAY_ID}-shop-a-6-0"
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 300))
         await site.port.wait_ack(first)
         await until(lambda: gw.store.pending_count() == 0)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         unit.resend(first)  # the unit missed the ACK: a retransmission after the restart
         await site.port.wait_for(lambda: len(site.port.acks_for(first)) >= 2, timeout=3)
         second = unit.send(Alarm(AlarmKind.PANIC, 2, 300))
@@ -130,7 +138,7 @@ async def test_press_after_police_ack_is_acked_police_acknowledged(
 ) -> None:
     unit = site.unit("shop-b", epoch=3)
     iid = f"{GATEWAY_ID}-shop-b-3-0"
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 50))
         await police.wait_for(lambda: bool(police.alarms(iid)))
@@ -152,10 +160,10 @@ async def test_cancel_that_overtakes_its_alarm(
     alarm = unit.make(Alarm(AlarmKind.PANIC, 1, 70))
     cancel = unit.make(Cancel(alarm.epoch, alarm.seq))
     iid = f"{GATEWAY_ID}-shop-a-9-0"
-    async with running_gateway(site, broker.url):
+    async with running_gateway(site, broker):
         site.port.write(unit.wire(cancel))
         await site.port.wait_ack(cancel, AckState.RECEIVED)
-    async with running_gateway(site, broker.url):  # kept across a restart, too
+    async with running_gateway(site, broker):  # kept across a restart, too
         site.port.write(unit.wire(alarm))
         await site.port.wait_ack(alarm)
         await police.wait_for(lambda: len(police.alarms(iid)) == 2)
@@ -181,7 +189,7 @@ async def test_relay_paths_deliver_in_order_across_a_broker_restart(
 
         monkeypatch.setattr(relay._Direct, "__init__", no_internals)
     units = [site.unit(u, epoch=4) for u in ("shop-a", "shop-b", "guard-n")]
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         assert (gw.relay._direct is not None) == direct
         first = [u.send(Alarm(AlarmKind.PANIC, 1, 10)) for u in units]
@@ -240,9 +248,7 @@ async def test_gateway_stops_although_python_311_lost_the_publishers_cancel(
         await original(self, topic, *args, **kw)
 
     monkeypatch.setattr(aiomqtt.Client, "publish", racing_publish)
-    settings = Settings(
-        db_path=site.db, keydir=site.keydir, broker=relay.BrokerSettings.from_url(broker.url)
-    )
+    settings = Settings(db_path=site.db, keydir=site.keydir, broker=broker.settings(GATEWAY_USER))
     gw = Gateway(site.config, settings)
     gateways.append(gw)
     run = asyncio.create_task(gw.run())

@@ -28,7 +28,7 @@ async def test_press_is_acked_journalled_and_relayed(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-a", epoch=7)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 123_456))
         await site.port.wait_ack(frame, AckState.RECEIVED, timeout=2)
         await police.wait_for(lambda: bool(police.alarms()), timeout=2)
@@ -64,7 +64,7 @@ async def test_first_press_at_from_heartbeat_uptime(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-a", epoch=3)
-    async with running_gateway(site, broker.url):
+    async with running_gateway(site, broker):
         hb = unit.send(Heartbeat(3700, 100, 0x0100, HeartbeatFlags(0)))
         await site.port.wait_ack(hb)
         # pressed at uptime 95.5 s: 4.5 s before the heartbeat said 100 s
@@ -82,7 +82,7 @@ async def test_retransmission_is_reacked_never_relayed_twice(
 ) -> None:
     unit = site.unit("shop-b", epoch=2)
     clock = ManualClock()
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 5000))
         await site.port.wait_ack(frame)
         for n in range(2, 5):  # a unit's retransmissions, its retry timer apart
@@ -107,7 +107,7 @@ async def test_presses_fold_into_one_incident_and_coalesce(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-a", epoch=4)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 1000))
         await site.port.wait_ack(first)
         frames = [unit.send(Alarm(AlarmKind.PANIC, n, 1000)) for n in range(2, 6)]
@@ -130,7 +130,7 @@ async def test_chattering_button_is_reported_once(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-a", epoch=9)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         frames = [unit.send(Alarm(AlarmKind.PANIC, n, 777)) for n in range(1, 41)]
         await site.port.wait_for(lambda: all(site.port.acks_for(f) for f in frames), timeout=5)
         await police.wait_for(lambda: bool(police.events("button_chatter")), timeout=3)
@@ -149,7 +149,7 @@ async def test_cancel_is_recorded_published_and_acked_state_3(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-b", epoch=11)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         alarm = unit.send(Alarm(AlarmKind.PANIC, 1, 2000))
         await site.port.wait_ack(alarm)
         cancel = unit.send(Cancel(alarm.epoch, alarm.seq))
@@ -171,7 +171,7 @@ async def test_police_ack_goes_back_to_the_unit(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
     unit = site.unit("shop-a", epoch=21)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 100))
         second = unit.send(Alarm(AlarmKind.PANIC, 2, 100))
@@ -208,7 +208,7 @@ async def test_duress_checkin_opens_silent_incident_and_upgrades_panic(
 ) -> None:
     guard = site.unit("guard-n", epoch=5)
     shop = site.unit("shop-a", epoch=6)
-    async with running_gateway(site, broker.url):
+    async with running_gateway(site, broker):
         c = guard.send(Checkin(flags=1, press_ms=5000))
         await site.port.wait_ack(c)
         await police.wait_for(lambda: bool(police.alarms()))
@@ -233,7 +233,7 @@ async def test_garbage_between_frames_is_counted_not_fatal(
     unit = site.unit("shop-a", epoch=1)
     stranger = site.unit("shop-b", epoch=1)
     stranger.key = bytes(32)  # a forger without the key
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         site.port.write(b"\x00\xff\xfe garbage \x01\x02\x00" + bytes(range(1, 200)) + b"\x00")
         forged = stranger.make(Alarm(AlarmKind.PANIC, 1, 1))
         site.port.write(stranger.wire(forged))
@@ -254,7 +254,7 @@ async def test_garbage_between_frames_is_counted_not_fatal(
 
 async def test_one_byte_at_a_time(site: Site, broker: Mosquitto, police: Police) -> None:
     unit = site.unit("shop-a", epoch=1)
-    async with running_gateway(site, broker.url):
+    async with running_gateway(site, broker):
         frame = unit.make(Alarm(AlarmKind.FIRE, 1, 1))
         for b in unit.wire(frame):
             site.port.write(bytes([b]))
@@ -270,7 +270,7 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
     """The duty room's list does not grow for ever; an unanswered alarm never leaves it."""
     acked_unit, left_unit = site.unit("shop-a", epoch=30), site.unit("shop-b", epoch=30)
     clock = ManualClock()
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         await gw.relay.connected.wait()
         a = acked_unit.send(Alarm(AlarmKind.PANIC, 1, 100))
         b = left_unit.send(Alarm(AlarmKind.PANIC, 1, 100))
@@ -297,7 +297,7 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
         await police.wait_for(lambda: bool(police.alarms(f"{GATEWAY_ID}-shop-a-30-2")))
     # after a restart the open incident is open again (a press folds into it), the
     # closed one stays closed
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         await gw.relay.connected.wait()
         more = acked_unit.send(Alarm(AlarmKind.PANIC, 2, 900))
         await site.port.wait_ack(more)

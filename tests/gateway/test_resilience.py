@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags
-from tests.gateway.conftest import GATEWAY_ID, Police, Site, running_gateway, until
+from tests.gateway.conftest import (
+    GATEWAY_ID,
+    GATEWAY_USER,
+    Police,
+    Site,
+    locked_broker,
+    running_gateway,
+    until,
+)
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -24,7 +32,7 @@ async def test_broker_down_then_up_nothing_lost(
     # publishes before the duty room has reconnected
     broker, police = persistent_broker, duty_room
     units = [site.unit(u, epoch=3) for u in ("shop-a", "shop-b")]
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         broker.stop()
         await until(lambda: not gw.relay.connected.is_set())
@@ -38,17 +46,19 @@ async def test_broker_down_then_up_nothing_lost(
         assert {m["unit"] for m in police.alarms()} == {"shop-a", "shop-b"}
 
 
-async def test_unreachable_broker_is_retried_while_alarms_wait(tmp_path: Path, site: Site) -> None:
+async def test_unreachable_broker_is_retried_while_alarms_wait(
+    tmp_path: Path, site: Site, ca_dir: Path
+) -> None:
     # the duty room's subscription exists (persistent session) before the broker goes away
-    broker = Mosquitto(tmp_path / "late-broker", persistent=True)
+    broker = locked_broker(tmp_path / "late-broker", ca_dir, persistent=True)
     broker.start()
-    police = Police(broker.url, site, identifier="duty-room")
+    police = Police(broker, site, identifier="duty-room")
     await police.start()
     await police.stop()
     broker.stop()
     unit = site.unit("shop-a", epoch=2)
     try:
-        async with running_gateway(site, broker.url) as gw:
+        async with running_gateway(site, broker) as gw:
             frame = unit.send(Alarm(AlarmKind.MEDICAL, 1, 10))
             await site.port.wait_ack(frame)  # READY and ACKing without any broker
             await until(lambda: gw.relay.failures >= 2, timeout=5)
@@ -65,7 +75,7 @@ async def test_unreachable_broker_is_retried_while_alarms_wait(tmp_path: Path, s
 
 async def test_port_vanishes_and_returns(site: Site, broker: Mosquitto, police: Police) -> None:
     unit = site.unit("shop-a", epoch=4)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         link = gw.links["bus-a"]
         site.port.vanish()
         await police.wait_for(lambda: bool(police.events("link_down")), timeout=5)
@@ -90,7 +100,7 @@ async def test_missing_key_rejects_that_unit_only(
 ) -> None:
     (site.keydir / "shop-b.key").unlink()
     a, b = site.unit("shop-a", epoch=1), site.unit("shop-b", epoch=1)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         fb = b.send(Alarm(AlarmKind.PANIC, 1, 1))
         fa = a.send(Alarm(AlarmKind.PANIC, 1, 1))
         await site.port.wait_ack(fa)
@@ -98,7 +108,8 @@ async def test_missing_key_rejects_that_unit_only(
         assert not site.port.acks_for(fb)
 
 
-def _gateway_proc(site: Site, broker_url: str, log: Path) -> subprocess.Popen[bytes]:
+def _gateway_proc(site: Site, broker: Mosquitto, log: Path) -> subprocess.Popen[bytes]:
+    s = broker.settings(GATEWAY_USER)
     return subprocess.Popen(
         [
             CAMPUSGUARD,
@@ -110,12 +121,11 @@ def _gateway_proc(site: Site, broker_url: str, log: Path) -> subprocess.Popen[by
             str(site.keydir),
             "--db",
             str(site.db),
-            "--broker",
-            broker_url,
+            *s.cli_args(),
         ],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
-        env={k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET",)},
+        env={**{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}, **s.environ()},
     )
 
 
@@ -125,7 +135,7 @@ async def test_sigkill_mid_burst_then_restart(
     """Units retransmit until ACKed, as the firmware does; the gateway dies mid-burst."""
     units = [site.unit(u, epoch=8) for u in ("shop-a", "shop-b", "guard-n")]
     log = tmp_path / "gateway.log"
-    proc = _gateway_proc(site, broker.url, log)
+    proc = _gateway_proc(site, broker, log)
     try:
         warm = units[0].make(Heartbeat(3700, 5, 0x0100, HeartbeatFlags(0)))
         await units[0].send_until_acked(warm, timeout=10)  # the gateway is up
@@ -142,7 +152,7 @@ async def test_sigkill_mid_burst_then_restart(
             by_addr[f.unit].resend(f)
         acked_before = sum(1 for f in frames if site.port.acks_for(f))
         assert 12 <= acked_before < len(frames)
-        proc = _gateway_proc(site, broker.url, log)
+        proc = _gateway_proc(site, broker, log)
         # every unit retransmits what is not ACKed yet, until it is
         await asyncio.gather(*(by_addr[f.unit].send_until_acked(f, timeout=20) for f in frames))
         # one incident per unit, opened by its first ALARM: never a second id

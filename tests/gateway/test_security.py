@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from gateway.clock import ManualClock
@@ -26,9 +28,11 @@ from gateway.signkeys import gateway_kid, write_pair
 from protocol import AckState, Alarm, AlarmKind, Frame
 from tests.gateway.conftest import (
     GATEWAY_ID,
+    GATEWAY_USER,
     SITE,
     Police,
     Site,
+    locked_broker,
     make_site,
     running_gateway,
     until,
@@ -53,7 +57,7 @@ async def test_forged_police_acks_change_nothing_and_raise_one_forgery_event(
     stranger = Signer.load(
         write_pair(site.dir / "stranger", "dutyroom-police").parent, "dutyroom-police"
     )  # same name, another key
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         await gw.relay.connected.wait()
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 100))
         await site.port.wait_ack(frame)
@@ -111,7 +115,7 @@ async def test_replayed_and_predated_acks_are_refused(
 ) -> None:
     a, b = site.unit("shop-a", epoch=41), site.unit("shop-b", epoch=41)
     ia, ib = f"{GATEWAY_ID}-shop-a-41-0", f"{GATEWAY_ID}-shop-b-41-0"
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         fa, fb = a.send(Alarm(AlarmKind.PANIC, 1, 1)), b.send(Alarm(AlarmKind.PANIC, 1, 1))
         await police.wait_for(lambda: bool(police.alarms(ia)) and bool(police.alarms(ib)))
@@ -134,17 +138,17 @@ async def test_ack_sent_while_the_gateway_was_away_counts(
     site: Site, persistent_broker: Mosquitto
 ) -> None:
     """No wall-clock window: the persistent session delivers it, signed and fresh."""
-    police = Police(persistent_broker.url, site)
+    police = Police(persistent_broker, site)
     await police.start()
     unit = site.unit("shop-a", epoch=42)
     iid = f"{GATEWAY_ID}-shop-a-42-0"
     try:
-        async with running_gateway(site, persistent_broker.url) as gw:
+        async with running_gateway(site, persistent_broker) as gw:
             await gw.relay.connected.wait()
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
             await police.wait_for(lambda: bool(police.alarms(iid)))
         await police.ack(iid, by="Officer Liu")  # the gateway is down
-        async with running_gateway(site, persistent_broker.url) as gw:
+        async with running_gateway(site, persistent_broker) as gw:
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
             row = gw.store.conn.execute("SELECT police_ack_by FROM incidents").fetchone()
             assert row == ("Officer Liu",)
@@ -176,7 +180,7 @@ async def test_forged_duty_ack_never_reaches_the_duty_watch(
 ) -> None:
     log = CommandLog()
     topic = f"campusguard/{SITE}/duty/gate/ack"
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         gw.attach([log])
         await gw.relay.connected.wait()
         await police.publish(topic, b'{"by": "Mallory"}')
@@ -194,11 +198,13 @@ async def test_oversized_payload_is_dropped_unparsed_and_the_alarm_path_holds(
 ) -> None:
     caplog.set_level(logging.WARNING)
     unit = site.unit("shop-b", epoch=43)
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
-        for _ in range(3):
-            await police.publish(ACK + "x", b"{" + b" " * 2_000_000 + b"}")
+        for _ in range(3):  # under the broker's packet limit, over the gateway's
+            await police.publish(ACK + "x", b"{" + b" " * 12_000 + b"}")
         await until(lambda: gw.relay.oversized == 3)
+        with pytest.raises(aiomqtt.MqttError):  # 20 MB: the broker drops the sender
+            await police.publish(ACK + "y", b"x" * 20_000_000, user="dutyroom-desk2")
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
         await site.port.wait_ack(frame)
         await police.wait_for(lambda: bool(police.alarms()))
@@ -227,7 +233,7 @@ async def test_replay_on_another_line_does_not_move_the_downlink_and_is_not_acke
     unit = site.unit("shop-a", epoch=44)
     attacker = FakeUnit(other, site.addrs["shop-a"], b"\0" * 32)  # wire bytes only
     try:
-        async with running_gateway(site, broker.url) as gw:
+        async with running_gateway(site, broker) as gw:
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
             await site.port.wait_ack(frame)
             recorded = unit.wire(frame)
@@ -255,8 +261,10 @@ async def test_previous_runs_retained_online_does_not_block_a_restart(
         "at": iso(time.time() - 30),
         "started_at": iso(time.time() - 3600),
     }
-    await police.publish(STATUS, signer.seal_obj(STATUS, before).encode(), retain=True)
-    async with running_gateway(site, broker.url) as gw:
+    await police.publish(
+        STATUS, signer.seal_obj(STATUS, before).encode(), retain=True, user=GATEWAY_USER
+    )
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         mine = gw.relay.instance
         await police.wait_for(
@@ -272,7 +280,7 @@ async def test_a_second_instance_with_our_id_stops_the_gateway_loudly(
 ) -> None:
     signer = Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
     with pytest.raises(ExceptionGroup) as info:
-        async with running_gateway(site, broker.url) as gw:
+        async with running_gateway(site, broker) as gw:
             await gw.relay.connected.wait()
             rival = {
                 "gateway": GATEWAY_ID,
@@ -281,21 +289,25 @@ async def test_a_second_instance_with_our_id_stops_the_gateway_loudly(
                 "at": iso(time.time() + 1),
                 "started_at": iso(time.time()),
             }
-            await police.publish(STATUS, signer.seal_obj(STATUS, rival).encode(), retain=True)
+            await police.publish(
+                STATUS, signer.seal_obj(STATUS, rival).encode(), retain=True, user=GATEWAY_USER
+            )
             await asyncio.wait_for(asyncio.Event().wait(), 10)  # the gateway must stop first
     assert info.group_contains(DuplicateGatewayError)
-    await police.wait_for(
-        lambda: any(e["detail"].get("reason") == "duplicate_gateway" for e in forgeries(police))
-    )
+    db = sqlite3.connect(site.db)  # journalled: published at the next start
+    kinds = [json.loads(d)["reason"] for (d,) in db.execute("SELECT detail FROM events")]
+    db.close()
+    assert "duplicate_gateway" in kinds
 
 
 async def test_forged_status_on_our_topic_is_reported_and_corrected(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         forged = json.dumps({"state": "online", "at": iso(time.time())}).encode()
-        await police.publish(STATUS, forged, retain=True)
+        # someone with the gateway's broker password, not its signing key
+        await police.publish(STATUS, forged, retain=True, user=GATEWAY_USER)
         await police.wait_for(
             lambda: any(e["detail"].get("reason") == "forged_status" for e in forgeries(police))
         )
@@ -305,11 +317,11 @@ async def test_forged_status_on_our_topic_is_reported_and_corrected(
 
 
 async def test_broker_failures_are_logged_once_per_window(
-    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    site: Site, tmp_path: Path, ca_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    dead = Mosquitto(tmp_path / "dead")  # configured, never started
-    async with running_gateway(site, dead.url) as gw:
+    dead = locked_broker(tmp_path / "dead", ca_dir)  # configured, never started
+    async with running_gateway(site, dead) as gw:
         await until(lambda: gw.relay.failures >= 4, timeout=10)
     lines = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(lines) == 1  # was: one in 20 failures, whatever the time
@@ -318,7 +330,7 @@ async def test_broker_failures_are_logged_once_per_window(
 async def test_event_ids_carry_the_gateway_id(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         await police.publish(ACK + "x", b"{}")
         await police.wait_for(lambda: bool(forgeries(police)))

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.sdnotify import Notifier
 from protocol import Alarm, AlarmKind
-from tests.gateway.conftest import Site
+from tests.gateway.conftest import GATEWAY_USER, Site
 from tests.support.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +48,10 @@ async def test_sd_notify_ready_watchdog_stopping_on_sigterm(
     tmp_path: Path, site: Site, broker: Mosquitto
 ) -> None:
     ns = NotifySocket(tmp_path / "notify.sock")
+    s = broker.settings(GATEWAY_USER)
     env = {
         **os.environ,
+        **s.environ(),
         "NOTIFY_SOCKET": str(ns.path),
         "WATCHDOG_USEC": "400000",  # a WATCHDOG=1 every 0.2 s
         "STATE_DIRECTORY": str(tmp_path / "state"),
@@ -57,7 +59,7 @@ async def test_sd_notify_ready_watchdog_stopping_on_sigterm(
     }
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
-        [CAMPUSGUARD, "gateway", "--config", str(site.config_path), "--broker", broker.url],
+        [CAMPUSGUARD, "gateway", "--config", str(site.config_path), *s.cli_args()],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -135,7 +135,7 @@ async def test_alarm_reaches_police_before_the_fsync_and_unit_ack_after(
     unit = site.unit("shop-a", epoch=3)
     gate = Gate()
     gate.hold()
-    async with running_gateway(site, broker.url) as gw:
+    async with running_gateway(site, broker) as gw:
         gw.store.wal.fsync = gate
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1000))
         await police.wait_for(lambda: bool(police.alarms()), timeout=3)

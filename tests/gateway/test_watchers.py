@@ -49,7 +49,7 @@ async def test_missed_checkin_walks_the_ladder_then_checkin_acknowledges(
     site.config = load_config(site.config_path)
     clock = ManualClock()
     guard = site.unit("guard-n", epoch=4)
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         gw.attach(build_watchers(site.config, gw.outlet, gw.store, clock))
         await gw.relay.connected.wait()
         guard.send(Checkin(0, 1000))
@@ -109,7 +109,7 @@ async def test_silent_unit_goes_offline_once_and_comes_back(
     clock = ManualClock()
     shop = site.unit("shop-a", epoch=2)
     ticks = TickCounter()
-    async with running_gateway(site, broker.url, clock=clock) as gw:
+    async with running_gateway(site, broker, clock=clock) as gw:
         gw.attach([*build_watchers(site.config, gw.outlet, gw.store, clock), ticks])
         await gw.relay.connected.wait()
         await site.port.wait_ack(shop.send(Heartbeat(3700, 10, 0x0100, HeartbeatFlags(0))))

@@ -1,0 +1,166 @@
+"""The broker as broker-config writes it, on a real Mosquitto, against the open one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from gateway.brokerconfig import password_hash
+from protocol import AckState, Alarm, AlarmKind
+from tests.gateway.conftest import (
+    DUTYROOM_USER,
+    GATEWAY_ID,
+    GATEWAY_USER,
+    SITE,
+    Police,
+    Site,
+    client_for,
+    running_gateway,
+)
+from tests.support.mosquitto import Mosquitto
+
+CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
+ALARMS = f"campusguard/{SITE}/alarm/+"
+
+
+async def delivered(broker: Mosquitto, writer: str, topic: str, reader: str, sub: str) -> bool:
+    """Does a message ``writer`` publishes on ``topic`` reach ``reader`` subscribed to ``sub``?"""
+    async with client_for(broker.settings(reader)) as r:
+        await r.subscribe(sub, qos=1)
+        async with client_for(broker.settings(writer)) as w:
+            await w.publish(topic, b"probe", qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # an absence: nothing to wait on but time
+                async for m in r.messages:
+                    return str(m.topic) == topic
+    return False
+
+
+async def test_who_may_publish_and_read_what(broker: Mosquitto) -> None:
+    ack = f"campusguard/{SITE}/ack/x"
+    status = f"campusguard/gateway/{GATEWAY_ID}/status"
+    # the gateway writes its alarms and status; a duty room reads them
+    assert await delivered(
+        broker, GATEWAY_USER, f"campusguard/{SITE}/alarm/u", DUTYROOM_USER, ALARMS
+    )
+    assert await delivered(broker, GATEWAY_USER, status, DUTYROOM_USER, status)
+    # a duty room writes acks, the gateway reads them
+    assert await delivered(broker, DUTYROOM_USER, ack, GATEWAY_USER, f"campusguard/{SITE}/ack/+")
+    # and nothing else: no fake alarms or status from a duty room, no acks from the
+    # gateway, nothing at all from a viewer, no alarms read by the gateway
+    assert not await delivered(
+        broker, DUTYROOM_USER, f"campusguard/{SITE}/alarm/u", "viewer-press", ALARMS
+    )
+    assert not await delivered(broker, DUTYROOM_USER, status, "viewer-press", status)
+    assert not await delivered(broker, GATEWAY_USER, ack, DUTYROOM_USER, ack)
+    assert not await delivered(broker, "viewer-press", ack, GATEWAY_USER, ack)
+    assert not await delivered(
+        broker, "gateway-intruder", f"campusguard/{SITE}/alarm/u", GATEWAY_USER, ALARMS
+    )
+
+
+async def test_anonymous_and_unknown_clients_are_refused(broker: Mosquitto) -> None:
+    s = broker.settings(DUTYROOM_USER)
+    for user, password in ((None, None), (DUTYROOM_USER, "wrong"), ("nobody", "x")):
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(
+                s.host, s.port, username=user, password=password, tls_context=s.tls_context()
+            ):
+                pass
+    with pytest.raises(aiomqtt.MqttError):  # the password without a client certificate
+        async with aiomqtt.Client(
+            s.host, s.port, username=s.username, password=s.password,
+            tls_context=ssl.create_default_context(cafile=s.ca_file),
+        ):  # fmt: skip
+            pass
+
+
+async def test_the_gateways_client_id_cannot_be_taken_over(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """Client ids are the user names: claiming the gateway's id takes nothing over.
+
+    Was: connecting as ``campusguard-<gateway id>`` with a persistent session received
+    the real police ack instead of the gateway.
+    """
+    unit = site.unit("shop-a", epoch=51)
+    iid = f"{GATEWAY_ID}-shop-a-51-0"
+    async with running_gateway(site, broker) as gw:
+        await gw.relay.connected.wait()
+        async with client_for(
+            broker.settings("dutyroom-desk2"), identifier=f"campusguard-{GATEWAY_ID}",
+            clean_session=False,
+        ) as thief:  # fmt: skip
+            await thief.subscribe(f"campusguard/{SITE}/ack/+", qos=1)
+            frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
+            await police.wait_for(lambda: bool(police.alarms(iid)))
+            await police.ack(iid)
+            await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
+        assert gw.relay.connects == 1  # never kicked off
+
+
+async def test_an_open_broker_lets_anyone_in_but_acks_still_need_a_key(
+    site: Site, tmp_path: Path
+) -> None:
+    """The one anonymous broker: what it allows (everything), what it cannot (acks)."""
+    with Mosquitto(tmp_path / "open", anonymous=True) as open_broker:
+        anyone = open_broker.settings()
+        assert anyone.username is None and not anyone.tls
+        police = Police(open_broker, site)
+        await police.start()
+        try:
+            async with running_gateway(site, open_broker) as gw:
+                await gw.relay.connected.wait()
+                # an anonymous stranger reads the alarm with the owner's phone number ...
+                async with client_for(anyone) as stranger:
+                    await stranger.subscribe(ALARMS, qos=1)
+                    frame = site.unit("shop-a", epoch=50).send(Alarm(AlarmKind.PANIC, 1, 1))
+                    await site.port.wait_ack(frame)
+                    async with asyncio.timeout(5):
+                        async for m in stranger.messages:
+                            assert b"Owner of shop-a" in bytes(m.payload)  # type: ignore[arg-type]
+                            break
+                    # ... and can publish an ack, which the gateway refuses
+                    iid = f"{GATEWAY_ID}-shop-a-50-0"
+                    await stranger.publish(f"campusguard/{SITE}/ack/{iid}", b'{"by":"x"}', qos=1)
+                await police.wait_for(lambda: bool(police.events("forgery")))
+                row = gw.store.conn.execute("SELECT state FROM incidents").fetchone()
+                assert row == ("open",)
+        finally:
+            await police.stop()
+
+
+def test_password_file_hashes_are_mosquittos_format() -> None:
+    h = password_hash("secret", salt=bytes(12))
+    kind, iterations, salt, digest = h.split("$")[1:]
+    assert (kind, iterations, salt) == ("7", "101", "AAAAAAAAAAAAAAAA")
+    assert len(digest) == 88  # 64 bytes of PBKDF2-SHA512, base64
+
+
+def test_broker_config_command_writes_a_broker_mosquitto_accepts(tmp_path: Path) -> None:
+    cfg = Path(__file__).resolve().parents[2] / "boards.yaml"
+    out = tmp_path / "broker"
+    cmd = [CAMPUSGUARD, "broker-config", "--config", str(cfg), "--out", str(out)]
+    res = subprocess.run([*cmd, "--dutyroom", "police-hexi", "--viewer", "press"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    acl = (out / "acl").read_text()
+    assert "user gateway-hx-gw1" in acl and "topic write campusguard/hexi-primary/ack/+" in acl
+    conf = (out / "mosquitto.conf").read_text()
+    for line in ("allow_anonymous false", "use_username_as_clientid true", "max_packet_size"):
+        assert line in conf
+    password = (out / "credentials" / "dutyroom-police-hexi.password").read_text()
+    again = subprocess.run([*cmd, "--dutyroom", "police-hexi", "--rotate", "viewer-press",
+                            "--viewer", "press"], capture_output=True, check=True)  # fmt: skip
+    assert again.returncode == 0
+    assert (out / "credentials" / "dutyroom-police-hexi.password").read_text() == password
+    bad = subprocess.run([*cmd, "--dutyroom", "x=no-such-site"], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert bad.returncode == 2 and "no-such-site" in bad.stderr
