@@ -132,6 +132,25 @@ def verify(topic: str, env: Envelope, key: Ed25519PublicKey) -> dict[str, Any]:
     return body
 
 
+def reseal(signer: Signer, topic: str, payload: str) -> str | None:
+    """``payload`` signed by ``signer`` for ``topic``: None if it already is.
+
+    An unsigned (older) payload is sealed as it is; an envelope by another key (a
+    rotated one) is sealed again around the same body.
+    """
+    if not payload:
+        return None
+    try:
+        env = parse(payload.encode(), limit=1 << 30)
+    except EnvelopeError:
+        return signer.seal(topic, payload)
+    try:
+        verify(topic, env, signer.public_key())
+    except EnvelopeError:
+        return signer.seal(topic, env.body)
+    return None
+
+
 def open_gateway(
     topic: str, raw: bytes, keys: Mapping[str, Ed25519PublicKey], limit: int = MAX_PAYLOAD_BYTES
 ) -> dict[str, Any]:

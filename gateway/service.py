@@ -26,7 +26,7 @@ from gateway.broker import BrokerSettings
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
 from gateway.downlink import Downlink
-from gateway.envelope import Signer
+from gateway.envelope import Signer, reseal
 from gateway.errors import GatewayError
 from gateway.link import SerialLink
 from gateway.pipeline import Pipeline
@@ -116,6 +116,11 @@ class Gateway:
             )
         self.store = Store(settings.db_path)
         self.store.seal = self.signer.seal
+        resealed = self.store.reseal_pending(
+            lambda row: reseal(self.signer, row.topic, row.payload)
+        )
+        if resealed:
+            log.warning("%d waiting messages signed again with %s", resealed, self.signer.kid)
         self.guard = ReplayGuard()
         for addr, state in self.store.replay_load_all().items():
             self.guard.load(addr, state)

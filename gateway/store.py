@@ -447,6 +447,21 @@ class Store:
         ).fetchall()
         return [OutboxRow(int(r[0]), r[1], r[2], int(r[3]), bool(r[4]), r[5]) for r in rows]
 
+    def reseal_pending(self, reseal: Callable[[OutboxRow], str | None]) -> int:
+        """Rewrite unsent payloads for which ``reseal(row)`` gives a new one; return how many.
+
+        At start: rows queued before an upgrade (unsigned) or before a key rotation
+        (signed with the old key) are signed again, or clients would drop them.
+        """
+        changed = 0
+        with self.transaction() as c:
+            for row in self.pending(1_000_000):
+                new = reseal(row)
+                if new is not None and new != row.payload:
+                    c.execute("UPDATE outbox SET payload = ? WHERE id = ?", (new, row.id))
+                    changed += 1
+        return changed
+
     def pending_count(self) -> int:
         """How many messages wait for the broker."""
         return int(

@@ -350,3 +350,24 @@ async def test_what_the_gateway_publishes_is_signed_for_its_topic(tmp_path: Path
     with pytest.raises(ValueError, match="wrong_signer"):
         open_gateway("p/s/alarm/u", signer.seal_obj("p/s/alarm/u", other).encode(), site.trusted)
     site.port.close()
+
+
+async def test_messages_waiting_from_before_signing_or_a_key_rotation_are_signed_again(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    from gateway.store import Store
+
+    old = Signer.load(write_pair(site.dir / "old", gateway_kid(GATEWAY_ID)).parent,
+                      gateway_kid(GATEWAY_ID))  # fmt: skip
+    store = Store(site.db)
+    topic = f"campusguard/{SITE}/event/{GATEWAY_ID}"
+    body = {"event": "x", "gateway": GATEWAY_ID, "kind": "test_plain"}
+    with store.transaction():
+        store.enqueue(at=0.0, topic=topic, payload=json.dumps(body))  # an older version's
+        store.enqueue(at=0.0, topic=topic, payload=old.seal_obj(topic, {**body, "kind": "k2"}))
+    store.close()
+    async with running_gateway(site, broker) as gw:
+        await gw.relay.connected.wait()
+        await police.wait_for(lambda: len(police.events()) >= 2)
+    assert [e["kind"] for e in police.events()][:2] == ["test_plain", "k2"]
+    assert not police.dropped
