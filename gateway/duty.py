@@ -23,8 +23,10 @@ the pipeline on ``<prefix>/<site>/duty/<post>``):
   ``police`` gives the duty room what it needs to act (post, place, guard unit and its
   contact, minutes overdue, the security lead). The post itself stays quiet after the
   prompt, in case the guard is under threat.
-- ``acknowledged`` (102, qualifier 3) when a check-in arrives or someone acknowledges on
-  ``<prefix>/<site>/duty/<post>/ack`` (JSON ``{"by": "..."}`` or empty). It stops the
+- ``acknowledged`` (102, qualifier 3) when a check-in arrives or a duty room acknowledges
+  on ``<prefix>/<site>/duty/<post>/ack``: the pipeline verifies the signed ack
+  (:mod:`gateway.acks`) and hands on its fields (``{"by", "at", "nonce", "kid"}``); an ack
+  signed before the check-in was missed is refused (a ``forgery`` event). It stops the
   ladder, and the clock restarts from that moment.
 
 A deadline owed in a duty period (due before the period ends) is still watched after the

@@ -14,7 +14,13 @@ again as fresh. The pipeline is also the :class:`gateway.ports.Outlet` of the wa
 Security rejects (a bad MAC, a replayed counter, a frame from an address without a key)
 become a ``forgery`` event per claimed unit address, at most one every
 ``SECURITY_EVENT_INTERVAL_S`` with the counts since the last one, so a security office sees
-an attack without an event storm.
+an attack without an event storm. Only a fresh frame moves a unit's downlink route, and
+duplicates are re-ACKed at a limited rate (:meth:`Pipeline._may_reack`).
+
+Acks from the broker are verified before anything acts on them (:mod:`gateway.acks`:
+a duty room's signature for this site, topic and incident or post, a nonce never seen,
+not dated before the incident); one that fails changes nothing and is counted in a
+rate-limited ``forgery`` event per site (``channel: mqtt``).
 """
 
 from __future__ import annotations
