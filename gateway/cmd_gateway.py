@@ -114,7 +114,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config, settings))
     except* GatewayError as group:  # from the constructor, or a task of the TaskGroup
-        for problem in group.exceptions:
+        for problem in _leaves(group):
             print(f"campusguard gateway: {problem}", file=sys.stderr)
         status = 1
     return status
+
+
+def _leaves(group: BaseExceptionGroup[GatewayError]) -> list[BaseException]:
+    """The errors in a group of (nested) task groups, one line each."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

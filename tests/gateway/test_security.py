@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -371,3 +373,47 @@ async def test_messages_waiting_from_before_signing_or_a_key_rotation_are_signed
         await police.wait_for(lambda: len(police.events()) >= 2)
     assert [e["kind"] for e in police.events()][:2] == ["test_plain", "k2"]
     assert not police.dropped
+
+
+async def test_two_gateway_processes_with_one_id_one_stops_with_one_line(
+    site: Site, broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Was: 116 status messages in 12 s and a retained offline while one ran."""
+    s = broker.settings(GATEWAY_USER)
+    procs = []
+    for name in ("a", "b"):
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("campusguard")),
+                "gateway",
+                "--config",
+                str(site.config_path),
+                "--keydir",
+                str(site.keydir),
+                "--db",
+                str(tmp_path / f"{name}.db"),
+                *s.cli_args(),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **s.environ()},
+            )
+        )
+    try:
+        done, _ = await asyncio.wait(
+            [asyncio.ensure_future(p.wait()) for p in procs],
+            timeout=30,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        assert done, "neither gateway noticed the other"
+        stopped = next(p for p in procs if p.returncode is not None)
+        assert stopped.returncode == 1
+        assert stopped.stderr is not None
+        text = (await stopped.stderr.read()).decode()
+        last = text.strip().splitlines()[-1]
+        assert last.startswith("campusguard gateway: another gateway runs as 'gw-test'"), text
+        assert "Traceback" not in text
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+                await p.wait()
