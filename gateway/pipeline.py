@@ -451,8 +451,9 @@ class Pipeline:
 
     def on_alert(self, kind: str, detail: Mapping[str, Any]) -> None:
         """A security alert from the relay (forged status, a second gateway, oversized)."""
-        if kind == "oversized_payload":
-            self.on_bad_ack(self._config.site, str(detail.get("topic")), AckRejected("oversized"))
+        if kind in ("oversized_payload", "forged_status"):  # counted, one event per window
+            reason = "oversized" if kind == "oversized_payload" else "forged_status"
+            self.on_bad_ack(self._config.site, str(detail.get("topic")), AckRejected(reason))
             return
         try:
             self.event(

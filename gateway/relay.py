@@ -60,6 +60,7 @@ BACKOFF_MAX_S = 5.0
 STATUS_PERIOD_S = 60.0  # the signed status is re-published this often (clients: stale after 3)
 FAILURE_LOG_WINDOW_S = 60.0  # broker failures: one warning per window, with the count
 OVERSIZE_LOG_WINDOW_S = 60.0  # oversized inbound payloads: one warning per window
+FORGED_STATUS_LOG_WINDOW_S = 60.0  # a status someone else wrote: one error per window
 
 
 class _Direct:
@@ -190,6 +191,9 @@ class Relay:
         self.oversized = 0
         self._oversize_logged = -1e18
         self._oversize_since = 0
+        self._forged_logged = -1e18
+        self._forged_since = 0
+        self._republished = -1e18
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
@@ -549,24 +553,10 @@ class Relay:
         this one stops. The previous run's retained ``online`` (after a power cut) is
         dated before this run started, and is no reason to stop.
         """
-        if not data:
-            log.error(
-                "someone cleared the retained status on %s: publishing it again", self._status
-            )
-            self._alert("forged_status", {"topic": self._status, "problem": "cleared"})
-            self._republish_status()
-            return
         try:
             body = open_gateway(self._status, data, self._own_key)
         except EnvelopeError as exc:
-            log.error(
-                "a status on %s not signed by this gateway (%s): someone publishes as"
-                " this gateway; publishing the real status again",
-                self._status,
-                exc.reason,
-            )
-            self._alert("forged_status", {"topic": self._status, "problem": exc.reason})
-            self._republish_status()
+            self._forged_status("cleared" if not data else exc.reason)
             return
         instance = body.get("instance")
         if instance == self.instance:
@@ -585,6 +575,28 @@ class Relay:
             body.get("at"),
             " retained" if retained else "",
         )
+
+    def _forged_status(self, problem: str) -> None:
+        """Someone else writes this gateway's status: say so, and put the real one back.
+
+        Logged at ERROR at once and then at most once a minute; the event is rate-limited
+        by the pipeline; the real status goes out again at most once a second.
+        """
+        now = time.monotonic()
+        self._forged_since += 1
+        if now - self._forged_logged >= FORGED_STATUS_LOG_WINDOW_S:
+            log.error(
+                "%d status message(s) on %s not signed by this gateway (%s): someone"
+                " publishes as this gateway (its broker account); publishing the real status",
+                self._forged_since,
+                self._status,
+                problem,
+            )
+            self._forged_logged, self._forged_since = now, 0
+        self._alert("forged_status", {"topic": self._status, "problem": problem})
+        if now - self._republished >= 1.0:
+            self._republished = now
+            self._republish_status()
 
     def _republish_status(self) -> None:
         client = self._client
