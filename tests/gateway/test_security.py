@@ -24,7 +24,7 @@ from gateway.clock import ManualClock
 from gateway.config import Unit
 from gateway.envelope import Signer, open_gateway
 from gateway.incidents import iso
-from gateway.relay import DuplicateGatewayError
+from gateway.relay import STATUS_PERIOD_S, DuplicateGatewayError
 from gateway.service import status_topic
 from gateway.signkeys import gateway_kid, write_pair
 from protocol import AckState, Alarm, AlarmKind, Frame
@@ -417,3 +417,26 @@ async def test_two_gateway_processes_with_one_id_one_stops_with_one_line(
             if p.returncode is None:
                 p.terminate()
                 await p.wait()
+
+
+async def test_status_is_signed_again_every_period(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    clock = ManualClock()
+    async with running_gateway(site, broker, clock=clock) as gw:
+        await gw.relay.connected.wait()
+
+        def statuses() -> list[dict[str, Any]]:
+            return [d for t, d in police.messages if t == STATUS]
+
+        await police.wait_for(lambda: len(statuses()) == 1)
+
+        def a_second_later() -> bool:  # the gateway's clock moves on until the next status
+            clock.advance(1.0)
+            return len(statuses()) >= 2
+
+        await until(a_second_later, timeout=10)
+        assert clock.now() - 1_767_225_600.0 >= STATUS_PERIOD_S
+        first, again = statuses()
+        assert again["state"] == "online" and again["instance"] == first["instance"]
+        assert again["at"] > first["at"] and again["period_s"] == STATUS_PERIOD_S
