@@ -13,6 +13,9 @@ Every secret and public key lives in one key directory (``--keydir``; under syst
 
 A key's id (``kid`` in a signed payload) is its file name without the extension:
 ``gateway-hx-gw1``, ``dutyroom-police-hexi``. Keys never live in boards.yaml.
+
+systemd's ``LoadCredential=keys:/etc/campusguard/keys`` hands each file over as
+``keys_<file>``: every name here is also found with that prefix.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gateway.errors import GatewayError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,47}$")
-_DUTYROOM_PUB = re.compile(r"^(dutyroom-[A-Za-z0-9][A-Za-z0-9-]{0,47})(?:@([A-Za-z0-9-]+))?\.pub$")
+_DUTYROOM_PUB = re.compile(
+    r"^(?:keys_)?(dutyroom-[A-Za-z0-9][A-Za-z0-9-]{0,47})(?:@([A-Za-z0-9-]+))?\.pub$"
+)
+_GATEWAY_PUB = re.compile(r"^(?:keys_)?(gateway-[A-Za-z0-9][A-Za-z0-9-]{0,47})\.pub$")
+SYSTEMD_PREFIX = "keys_"  # LoadCredential=keys:DIR names each file keys_<file>
 
 
 class KeyFileError(GatewayError):
@@ -54,8 +61,10 @@ def check_name(name: str, what: str) -> str:
 
 
 def private_path(keydir: str | os.PathLike[str], kid: str) -> Path:
-    """Where the private key ``kid`` lives."""
-    return Path(keydir) / f"{kid}.pem"
+    """Where the private key ``kid`` lives (``keys_<kid>.pem`` as systemd hands it over)."""
+    plain = Path(keydir) / f"{kid}.pem"
+    credential = Path(keydir) / f"{SYSTEMD_PREFIX}{kid}.pem"
+    return credential if not plain.exists() and credential.exists() else plain
 
 
 def public_path(keydir: str | os.PathLike[str], kid: str, site: str | None = None) -> Path:
@@ -182,10 +191,15 @@ def gateway_keys(keydir: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
     """Every gateway public key (``gateway-<id>.pub``) in ``keydir``, by key id."""
     d = Path(keydir)
     try:
-        paths = sorted(d.glob("gateway-*.pub"))
+        names = sorted(p.name for p in d.iterdir())
     except OSError:
         return {}
-    return {p.name[: -len(".pub")]: read_public(p) for p in paths}
+    out = {}
+    for name in names:
+        m = _GATEWAY_PUB.match(name)
+        if m is not None:
+            out[m.group(1)] = read_public(d / name)
+    return out
 
 
 def provision_one_room(keydir: str | os.PathLike[str], gateway_id: str, dutyroom: str) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
+from gateway.envelope import Signer
 from gateway.errors import GatewayError
-from gateway.signkeys import dutyroom_keys, gateway_keys, read_private
+from gateway.signkeys import dutyroom_keys, gateway_keys, read_private, write_pair
 from tests.gateway.conftest import GATEWAY_USER, Site, locked_broker, running_gateway
 from tests.support.mosquitto import Mosquitto
 
@@ -111,3 +112,17 @@ def test_duty_room_keys_per_site(tmp_path: Path) -> None:
     east = dutyroom_keys(tmp_path)["dutyroom-east"]
     assert east.may_act_for("site-a") and east.may_act_for("site-b")
     assert not east.may_act_for("site-c")
+
+
+def test_signing_keys_are_found_as_systemd_hands_them_over(tmp_path: Path) -> None:
+    """LoadCredential=keys:DIR names each file keys_<file>."""
+    made = tmp_path / "made"
+    for kid in ("gateway-gw1", "dutyroom-east"):
+        write_pair(made, kid)
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for f in made.iterdir():
+        (creds / f"keys_{f.name}").write_bytes(f.read_bytes())
+    assert Signer.load(creds, "gateway-gw1").kid == "gateway-gw1"
+    assert set(dutyroom_keys(creds)) == {"dutyroom-east"}
+    assert set(gateway_keys(creds)) == {"gateway-gw1"}
