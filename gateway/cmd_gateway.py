@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.config import Config, Link, load_config
+from gateway.credentials import unit_keydir
 from gateway.duty import DutyWatch
 from gateway.errors import GatewayError
 from gateway.ports import Outlet, Watcher
@@ -35,14 +36,6 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
         Supervisor(config, outlet, store.conn, clock),
         DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
     ]
-
-
-def default_keydir() -> Path:
-    """``$CREDENTIALS_DIRECTORY`` under systemd (LoadCredential), else ``keys/``."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        return Path(creds)
-    return Path("keys")
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -81,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", type=Path, help="journal database (default $STATE_DIRECTORY/gateway.db or var/)"
     )
     parser.add_argument(
-        "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
+        "--keydir",
+        type=Path,
+        help="directory of <unit>.key files (default: systemd's credentials "
+        "$CREDENTIALS_DIRECTORY/keys_<unit>.key, else keys/)",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -96,7 +92,7 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
     clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
     return Settings(
         db_path=args.db or default_db_path(),
-        keydir=args.keydir or default_keydir(),
+        keydir=unit_keydir(args.keydir),
         broker=broker,
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
+from gateway.credentials import SecretDir
 from gateway.downlink import Downlink
 from gateway.errors import GatewayError
 from gateway.link import SerialLink
@@ -33,7 +34,7 @@ from gateway.relay import BrokerSettings, Relay
 from gateway.sdnotify import Notifier
 from gateway.store import Store
 from protocol import Codec, ReplayGuard
-from protocol.keys import read_key
+from protocol.keys import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Settings:
     """How to run: where things are (config holds what)."""
 
     db_path: Path
-    keydir: Path
+    keydir: Path | SecretDir  # a plain path holds <unit>.key files
     broker: BrokerSettings
     links: Mapping[str, Link] | None = None  # None: boards.yaml's links
     prefix: str = "campusguard"
@@ -61,13 +62,15 @@ def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/gateway/{gateway_id}/status"
 
 
-def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
+def load_keys(config: Config, keydir: Path | SecretDir) -> dict[int, bytes]:
     """Every unit's key by address; a missing or broken key is logged and skipped."""
+    source = keydir if isinstance(keydir, SecretDir) else SecretDir(keydir)
     keys: dict[int, bytes] = {}
     missing: list[str] = []
     for unit in config.units.values():
+        path = source.unit_key(unit.id)
         try:
-            keys[unit.addr] = read_key(keydir, unit.id)
+            keys[unit.addr] = parse_key(path.read_text(), str(path))
         except (OSError, ValueError) as exc:
             missing.append(unit.id)
             log.error(
@@ -77,7 +80,7 @@ def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
                 exc,
             )
     if missing and len(missing) == len(config.units):
-        log.critical("no unit has a key in %s: every frame will be rejected", keydir)
+        log.critical("no unit has a key in %s: every frame will be rejected", source)
     return keys
 
 
