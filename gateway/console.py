@@ -169,9 +169,14 @@ class Console:
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())
-                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for t in (reader, stopper):
-                        t.cancel()
+                    try:
+                        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        # also on Ctrl-C (this task cancelled): the reader must not outlive
+                        # the connection and die unobserved of its disconnect
+                        for t in (reader, stopper):
+                            t.cancel()
+                        await asyncio.gather(reader, stopper, return_exceptions=True)
                     if reader.done() and not reader.cancelled() and reader.exception():
                         raise reader.exception()  # type: ignore[misc]
             except aiomqtt.MqttError as exc:
