@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.mqttsocket import guard_write_watch
 from gateway.relay import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -153,12 +154,14 @@ class Console:
                 loop.add_reader(sys.stdin.fileno(), self._on_stdin)
         while not self.done.is_set():
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                    )
                 ) as client:
                     self._client = client
                     base = f"{self.args.prefix}/{self.args.site}"

@@ -47,6 +47,7 @@ import paho.mqtt.client as paho
 from gateway.clock import Clock
 from gateway.errors import UsageError
 from gateway.incidents import iso
+from gateway.mqttsocket import guard_write_watch
 from gateway.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -292,18 +293,20 @@ class Relay:
         delay = BACKOFF_MIN_S
         s = self._settings
         while not self._stopping.is_set():
-            client = aiomqtt.Client(
-                s.host,
-                s.port,
-                username=s.username,
-                password=s.password,
-                identifier=self._client_id,
-                clean_session=False,
-                keepalive=s.keepalive_s,
-                timeout=PUBLISH_TIMEOUT_S,
-                tls_context=s.tls_context(),
-                will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
-                max_inflight_messages=WINDOW,
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    identifier=self._client_id,
+                    clean_session=False,
+                    keepalive=s.keepalive_s,
+                    timeout=PUBLISH_TIMEOUT_S,
+                    tls_context=s.tls_context(),
+                    will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
+                    max_inflight_messages=WINDOW,
+                )
             )
             try:
                 async with client:
