@@ -179,7 +179,10 @@ class Board:
     def stop(self):
         self._app = None
         if self._task is not None:
-            self._task.cancel()
+            try:
+                self._task.cancel()
+            except RuntimeError:  # the task a Ctrl-C interrupted (see App.stop)
+                pass
             self._task = None
 
     async def _control(self):

@@ -61,8 +61,8 @@ def test_wheel_builds_without_setuptools_warnings(wheel: tuple[Path, str]) -> No
 
 def test_deploy_from_installed_wheel(
     wheel: tuple[Path, str],
-    repl: tuple[str, Path],
-    tmp_path: Path,  # noqa: F811
+    repl: tuple[str, Path],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     port, flash = repl
     env_dir = tmp_path / "pi" / "venv"
