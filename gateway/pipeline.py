@@ -76,6 +76,11 @@ class _Tally:
 _BODY_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def rekey_hint(unit_id: str) -> str:
+    """What a bad MAC from a registered unit may mean besides forgery, and what to do."""
+    return f"if this unit was re-keyed, deploy it again (campusguard deploy {unit_id})"
+
+
 def body_dict(frame: Frame) -> dict[str, int]:
     """A frame's body fields as plain integers (for the journal)."""
     body = frame.body
@@ -242,6 +247,10 @@ class Pipeline:
         if unit is not None:
             detail["addr"] = unit.addr
             detail["place"] = unit.place
+            if tally.counts[Reason.FORGED.value]:
+                # a bad MAC from a registered unit is also what a unit still carrying its
+                # old key looks like after `campusguard keygen --force`
+                detail["hint"] = rekey_hint(unit.id)
         else:
             detail["addrs"] = sorted(tally.addrs)
         detail["since"] = iso(tally.first_at) if tally.first_at is not None else None
