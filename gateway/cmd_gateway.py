@@ -14,11 +14,11 @@ from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.config import Config, Link, load_config
 from gateway.credentials import unit_keydir
 from gateway.duty import DutyWatch
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UsageError
 from gateway.ports import Outlet, Watcher
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
-from gateway.store import Store, default_db_path
+from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory of <unit>.key files (default: systemd's credentials "
         "$CREDENTIALS_DIRECTORY/keys_<unit>.key, else keys/)",
     )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=RETENTION_DAYS,
+        metavar="DAYS",
+        help="frames and delivered messages older than this are deleted from the journal "
+        "(they carry owners' phone numbers); incidents and events stay",
+    )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
@@ -89,6 +97,8 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
     )
     if password and broker.password is None:
         broker = dataclasses.replace(broker, password=password)
+    if not args.retention_days > 0:
+        raise UsageError(f"--retention-days {args.retention_days:g}: give a number of days > 0")
     clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
     return Settings(
         db_path=args.db or default_db_path(),
@@ -97,6 +107,7 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,
         clock=clock,
+        retention_days=args.retention_days,
     )
 
 

@@ -32,7 +32,7 @@ from gateway.ports import Outlet, Watcher
 from gateway.receiver import Receiver
 from gateway.relay import BrokerSettings, Relay
 from gateway.sdnotify import Notifier
-from gateway.store import Store
+from gateway.store import RETENTION_DAYS, Store
 from protocol import Codec, ReplayGuard
 from protocol.keys import parse_key
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2  # watchers' tick: 5x per real second
 CHECKPOINT_S = 1.0  # WAL checkpoint period (in a worker thread)
+PRUNE_EVERY_S = 3600.0  # retention pruning: at start, then hourly
 WATCHDOG_DEFAULT_S = 10.0  # health check period without systemd's watchdog
 WATCHDOG_FAILURES = 3  # consecutive failed health checks before the service gives up
 LOOP_LAG_LIMIT_S = 2.0  # a loop that late is not healthy
@@ -55,6 +56,7 @@ class Settings:
     links: Mapping[str, Link] | None = None  # None: boards.yaml's links
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
+    retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -194,6 +196,7 @@ class Gateway:
                 tasks.append(tg.create_task(self.relay.run(), name="relay"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
+                tasks.append(tg.create_task(self._pruner(), name="prune"))
                 await self._announce_ready()
                 tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 stopper = tg.create_task(self._stop.wait(), name="stop")
@@ -250,6 +253,22 @@ class Gateway:
                 await asyncio.to_thread(self.store.checkpoint)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (retrying): %s", exc)
+
+    async def _pruner(self) -> None:
+        """Drop frames and delivered outbox rows past the retention, a batch at a time."""
+        days = self.settings.retention_days
+        while True:
+            before = self.clock.now() - days * 86400.0
+            gone = 0
+            try:
+                while n := self.store.prune(before):
+                    gone += n
+                    await asyncio.sleep(0)  # alarms go first
+            except sqlite3.Error as exc:
+                log.warning("pruning the journal failed (next try in an hour): %s", exc)
+            if gone:
+                log.info("journal: pruned %d rows older than %g days", gone, days)
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def _watchdog(self) -> None:
         """Feed systemd's watchdog while healthy; after N consecutive failures, give up."""
