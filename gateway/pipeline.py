@@ -120,6 +120,7 @@ class Pipeline:
         self._security: dict[int | None, _Tally] = {}
         self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
+        self.retries: Counter[str] = Counter()  # retransmissions seen, by unit id
         self.commit_failures = 0
         self.last_commit_ok = True
 
@@ -148,6 +149,7 @@ class Pipeline:
                         fresh.append((unit, f))
                     else:
                         state = self._duplicate_state(f)
+                        self.retries[unit.id] += 1
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))

@@ -32,6 +32,7 @@ from gateway.ports import Outlet, Watcher
 from gateway.receiver import Receiver
 from gateway.relay import BrokerSettings, Relay
 from gateway.sdnotify import Notifier
+from gateway.status import STATUS_EVERY_S, STATUS_KEY, LinkCounters, snapshot_json
 from gateway.store import RETENTION_DAYS, Store
 from protocol import Codec, ReplayGuard
 from protocol.keys import parse_key
@@ -140,6 +141,7 @@ class Gateway:
         self.store.on_commit = self.relay.submit  # committed messages go out at once
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
+        self.started_at = self.clock.now()
         self._stop = asyncio.Event()
         self.healthy = True
 
@@ -197,6 +199,7 @@ class Gateway:
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
+                tasks.append(tg.create_task(self._status_writer(), name="status"))
                 await self._announce_ready()
                 tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 stopper = tg.create_task(self._stop.wait(), name="stop")
@@ -211,6 +214,7 @@ class Gateway:
                     t.cancel()
             try:  # for benches and post-mortems: the last run's stage latencies
                 self.store.meta_set("stats", json.dumps(self.stats()))
+                self.store.meta_set(STATUS_KEY, self.status_json())
             except sqlite3.Error:
                 log.exception("cannot store the run's statistics")
         finally:
@@ -253,6 +257,29 @@ class Gateway:
                 await asyncio.to_thread(self.store.checkpoint)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (retrying): %s", exc)
+
+    def status_json(self) -> str:
+        """The snapshot ``campusguard status`` reads (:mod:`gateway.status`)."""
+        links = {
+            lid: LinkCounters(
+                up=link.up,
+                port=link.port,
+                bytes_in=link.bytes_in,
+                bytes_out=link.bytes_out,
+                frames=self.receiver.link_frames[lid],
+                rejects=self.receiver.rejects(lid),
+            )
+            for lid, link in self.links.items()
+        }
+        return snapshot_json(self.clock.now(), self.started_at, links, self.pipeline.retries)
+
+    async def _status_writer(self) -> None:
+        while True:
+            try:
+                self.store.meta_set(STATUS_KEY, self.status_json())
+            except sqlite3.Error as exc:
+                log.warning("cannot write the status snapshot: %s", exc)
+            await asyncio.sleep(STATUS_EVERY_S)
 
     async def _pruner(self) -> None:
         """Drop frames and delivered outbox rows past the retention, a batch at a time."""
