@@ -45,7 +45,10 @@ class HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "default" in text
-            or default in (None, False, [], argparse.SUPPRESS)
+            or default is None
+            or default is False
+            or default == []
+            or default == argparse.SUPPRESS
             or not action.option_strings
             or action.nargs == 0
         ):

@@ -28,7 +28,7 @@ from gateway.walsync import WalSync
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-RETENTION_DAYS = 90.0
+RETENTION_DAYS = 90
 """Default age after which frames and delivered outbox rows are pruned."""
 PRUNE_BATCH = 500  # rows per pruning transaction (a few ms on the event loop)
 
