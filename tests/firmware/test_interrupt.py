@@ -7,11 +7,17 @@ can't cancel self`` from ``app.stop()`` / ``board.stop()`` (2 of 4 tries by hand
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+from pathlib import Path
 
+from gateway.config import Config
+from gateway.vboard import find_micropython, prepare_unit_dir
 from protocol import MsgType
-from tests.firmware.conftest import UnitFactory
+from protocol.keys import TEST_KEY
+from tests.firmware.conftest import FAST, GatewayEnd, UnitFactory
+from tests.firmware.test_esp32_board import DRIVER, E2E_HEAPSIZE, HERE, Driver
 
 
 async def test_ctrl_c_after_the_control_task_ran_is_a_clean_maintenance_stop(
@@ -42,3 +48,56 @@ async def test_ctrl_c_after_the_supervisor_ran_is_a_clean_maintenance_stop(
     console = (vu.unit_dir / "console.log").read_text()
     assert "can't cancel self" not in console and "Traceback" not in console, console
     assert code == 0, console
+
+
+async def test_ctrl_c_on_an_esp32_board_stops_for_maintenance(
+    tmp_path: Path, register: Config, fw_cache: Path
+) -> None:
+    """mpremote's Ctrl-C before a deploy: the firmware on board.esp32 (stand-in machine)
+    interrupted right after its own tasks sent an alarm stops for maintenance (watchdog
+    stretched), not with "can't cancel self"."""
+    unit = register.units["shop-fruit"]
+    folder = prepare_unit_dir(
+        tmp_path / unit.id, unit, TEST_KEY, overrides=FAST, compiled=True, cache=fw_cache
+    )
+    driver_py = tmp_path / "esp32_driver.py"
+    driver_py.write_text(DRIVER)
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    try:
+        gw = GatewayEnd(os.ttyname(slave), unit.addr)
+    finally:
+        os.close(slave)
+    proc = await asyncio.create_subprocess_exec(
+        find_micropython(),
+        "-X",
+        f"heapsize={E2E_HEAPSIZE}",
+        str(driver_py),
+        str(folder),
+        str(master),
+        str(HERE),
+        f"{unit.pins['tamper']}=0",
+        cwd=folder,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        pass_fds=(master,),
+    )
+    drv = Driver(proc)
+    try:
+        await drv.line("campusguard: ready")
+        await gw.next(MsgType.HEARTBEAT, timeout=5.0)
+        start = len(gw.frames)
+        drv.send(f"pin {unit.pins['button']} 0")
+        await gw.next(MsgType.ALARM, after=start, timeout=2.0)
+        proc.send_signal(signal.SIGINT)
+        await drv.line("campusguard: stopped for maintenance", timeout=5.0)
+    except AssertionError as exc:
+        await drv.stop()
+        raise AssertionError(f"{exc}\n--- micropython:\n" + "\n".join(drv.lines)) from None
+    finally:
+        await drv.stop()
+        gw.close()
+        os.close(master)
+    out = "\n".join(drv.lines)
+    assert "can't cancel self" not in out and "Traceback" not in out, out
