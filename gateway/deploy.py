@@ -255,15 +255,15 @@ def run(args: argparse.Namespace) -> int:
     if unit is None:
         raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
     try:
-        try:
-            key = read_key(args.keydir, unit.id)
-        except FileNotFoundError:
-            raise KeyMissingError(
-                f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
-                f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
-            ) from None
-        except ValueError as exc:
-            raise KeyMissingError(str(exc)) from None
+        key = read_key(args.keydir, unit.id)
+    except FileNotFoundError:
+        raise KeyMissingError(
+            f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
+            f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
+        ) from None
+    except ValueError as exc:
+        raise KeyMissingError(str(exc)) from None
+    try:
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
         files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
     except GatewayError as exc:

@@ -27,8 +27,8 @@ class ConfigError(GatewayError):
         self.problem = problem
 
 
-class KeyMissingError(GatewayError):
-    """A unit's key file is missing or unreadable."""
+class KeyMissingError(UsageError):
+    """A unit's key file is missing or unreadable (run keygen first): exit status 2."""
 
 
 class LinkError(GatewayError):
