@@ -20,6 +20,16 @@ from tests.firmware.conftest import FAST, GatewayEnd, UnitFactory
 from tests.firmware.test_esp32_board import DRIVER, E2E_HEAPSIZE, HERE, Driver
 
 
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """Send ``sig`` to one thread of another process (Linux tgkill)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = 234 if os.uname().machine == "x86_64" else 131  # aarch64: 131
+    if libc.syscall(sys_tgkill, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
 async def test_ctrl_c_after_the_control_task_ran_is_a_clean_maintenance_stop(
     make_unit: UnitFactory,
 ) -> None:
@@ -28,7 +38,7 @@ async def test_ctrl_c_after_the_control_task_ran_is_a_clean_maintenance_stop(
     # MicroPython's asyncio still calls current when the interrupt ends asyncio.run
     await vu.mem()
     assert vu.pid is not None
-    os.kill(vu.pid, signal.SIGINT)
+    _tgkill(vu.pid, vu.pid, signal.SIGINT)  # the main thread, as the terminal's Ctrl-C mostly
     code = await vu.wait_exit()
     console = (vu.unit_dir / "console.log").read_text()
     assert "can't cancel self" not in console, console
@@ -43,7 +53,7 @@ async def test_ctrl_c_after_the_supervisor_ran_is_a_clean_maintenance_stop(
     await vu.click()
     await gw.next(MsgType.ALARM)
     assert vu.pid is not None
-    os.kill(vu.pid, signal.SIGINT)
+    _tgkill(vu.pid, vu.pid, signal.SIGINT)  # the main thread, as the terminal's Ctrl-C mostly
     code = await vu.wait_exit()
     console = (vu.unit_dir / "console.log").read_text()
     assert "can't cancel self" not in console and "Traceback" not in console, console
@@ -90,7 +100,7 @@ async def test_ctrl_c_on_an_esp32_board_stops_for_maintenance(
         start = len(gw.frames)
         drv.send(f"pin {unit.pins['button']} 0")
         await gw.next(MsgType.ALARM, after=start, timeout=2.0)
-        proc.send_signal(signal.SIGINT)
+        _tgkill(proc.pid, proc.pid, signal.SIGINT)  # mpremote's Ctrl-C: the main VM
         await drv.line("campusguard: stopped for maintenance", timeout=5.0)
     except AssertionError as exc:
         await drv.stop()
@@ -101,3 +111,20 @@ async def test_ctrl_c_on_an_esp32_board_stops_for_maintenance(
         os.close(master)
     out = "\n".join(drv.lines)
     assert "can't cancel self" not in out and "Traceback" not in out, out
+
+
+async def test_ctrl_c_landing_in_the_watchdog_thread_still_stops_the_unit(
+    make_unit: UnitFactory,
+) -> None:
+    """SIGINT goes to any thread of the process; in the virtual board's watchdog thread
+    it ended that thread (no watchdog any more) and the unit ran on (~1 in 6 tries)."""
+    vu, _ = await make_unit()
+    assert vu.pid is not None
+    threads = sorted(int(t) for t in os.listdir(f"/proc/{vu.pid}/task"))
+    others = [t for t in threads if t != vu.pid]
+    assert len(others) == 1, threads  # the watchdog thread
+    _tgkill(vu.pid, others[0], signal.SIGINT)
+    code = await vu.wait_exit()
+    console = (vu.unit_dir / "console.log").read_text()
+    assert "Unhandled exception in thread" not in console, console
+    assert code == 0, console
