@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2  # watchers' tick: 5x per real second
 CHECKPOINT_S = 1.0  # WAL checkpoint period (in a worker thread)
 PRUNE_EVERY_S = 3600.0  # retention pruning: at start, then hourly
+PRUNE_PAUSE_S = 0.05  # between two pruning batches: the loop stays free for alarms
 WATCHDOG_DEFAULT_S = 10.0  # health check period without systemd's watchdog
 WATCHDOG_FAILURES = 3  # consecutive failed health checks before the service gives up
 LOOP_LAG_LIMIT_S = 2.0  # a loop that late is not healthy
@@ -290,7 +291,7 @@ class Gateway:
             try:
                 while n := self.store.prune(before):
                     gone += n
-                    await asyncio.sleep(0)  # alarms go first
+                    await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
             except sqlite3.Error as exc:
                 log.warning("pruning the journal failed (next try in an hour): %s", exc)
             if gone:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 RETENTION_DAYS = 90
 """Default age after which frames and delivered outbox rows are pruned."""
-PRUNE_BATCH = 500  # rows per pruning transaction (a few ms on the event loop)
+PRUNE_BATCH = 200  # rows per pruning transaction: ~5-10 ms on the event loop (bench/journal.py)
 
 _OWN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
