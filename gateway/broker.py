@@ -21,7 +21,7 @@ import ssl
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote, urlsplit
 
-from gateway.errors import GatewayError
+from gateway.errors import UsageError
 
 PASSWORD_ENV = "CAMPUSGUARD_BROKER_PASSWORD"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -44,16 +44,24 @@ class BrokerSettings:
 
     @classmethod
     def from_url(cls, url: str, **extra: str | None) -> BrokerSettings:
-        """``mqtt://host[:1883]`` or ``mqtts://[user[:pass]@]host[:8883]``."""
+        """``mqtt://host[:1883]`` or ``mqtts://[user[:pass]@]host[:8883]``.
+
+        Raises :class:`UsageError` for a bad URL, certificates without TLS, and a
+        certificate file that cannot be used (named, now rather than at connect).
+        """
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise GatewayError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
+            raise UsageError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
-            raise GatewayError(f"--broker {url!r}: {exc}") from None
-        return cls(
+            raise UsageError(f"--broker {url!r}: {exc}") from None
+        files = {k: v for k, v in extra.items() if k in _TLS_FILES and v is not None}
+        if files and not tls:
+            option = _TLS_FILES[next(iter(files))]
+            raise UsageError(f"{option} is for TLS: use --broker mqtts://{parts.netloc}")
+        settings = cls(
             host=parts.hostname,
             port=port,
             tls=tls,
@@ -63,6 +71,8 @@ class BrokerSettings:
             client_cert=extra.get("client_cert"),
             client_key=extra.get("client_key"),
         )
+        settings.tls_context()  # a missing or broken file is an error now, not at connect
+        return settings
 
     @property
     def url(self) -> str:
@@ -87,13 +97,36 @@ class BrokerSettings:
         return {PASSWORD_ENV: self.password} if self.password else {}
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """A verifying TLS context, or None for plain TCP."""
+        """A verifying TLS context, or None for plain TCP.
+
+        Raises :class:`UsageError` naming the option and file that cannot be used.
+        """
         if not self.tls:
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(_file_problem("--ca-file", self.ca_file, exc)) from None
         if self.client_cert:
-            ctx.load_cert_chain(self.client_cert, self.client_key)
+            try:
+                ctx.load_cert_chain(self.client_cert, self.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                cert_or_key = (
+                    ("--client-key", self.client_key)
+                    if self.client_key and not os.access(self.client_key, os.R_OK)
+                    else ("--client-cert", self.client_cert)
+                )
+                raise UsageError(_file_problem(*cert_or_key, exc)) from None
         return ctx
+
+
+_TLS_FILES = {"ca_file": "--ca-file", "client_cert": "--client-cert", "client_key": "--client-key"}
+
+
+def _file_problem(option: str, path: str | None, exc: Exception) -> str:
+    if not isinstance(exc, ssl.SSLError) and isinstance(exc, OSError) and exc.errno is not None:
+        return f"{option} {path}: {os.strerror(exc.errno)}"
+    return f"{option} {path}: not a usable PEM file ({exc})"
 
 
 def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFAULT_BROKER) -> None:
@@ -105,8 +138,8 @@ def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFA
         "--broker",
         action="append",
         metavar="URL",
-        help="mqtt://host:port or mqtts://user@host:port; repeat for the nodes of one"
-        f" cluster, tried in order (default {default_text})",
+        help="mqtt[s]://[user@]host:port; repeat for cluster nodes,"
+        f" in order (default: {default_text})",
     )
     g.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the broker")
     g.add_argument("--client-cert", metavar="PEM", help="client certificate (mqtts)")
@@ -114,28 +147,21 @@ def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFA
     g.add_argument(
         "--prefix",
         default=DEFAULT_PREFIX,
-        help=f"MQTT topic prefix (default {DEFAULT_PREFIX})",
+        help="MQTT topic prefix",
     )
 
 
 def broker_settings(
     args: argparse.Namespace, environ: dict[str, str] | None = None
 ) -> list[BrokerSettings]:
-    """The brokers named on the command line, in order; GatewayError names a bad option.
+    """The brokers named on the command line, in order; :class:`UsageError` names a bad one.
 
-    Files named by ``--ca-file``, ``--client-cert`` and ``--client-key`` must be readable
+    Files named by ``--ca-file``, ``--client-cert`` and ``--client-key`` must be usable
     (checked here, so the error names the path rather than an SSL failure later).
     """
     env = os.environ if environ is None else environ
-    for flag, path in (
-        ("--ca-file", args.ca_file),
-        ("--client-cert", args.client_cert),
-        ("--client-key", args.client_key),
-    ):
-        if path is not None and not os.access(path, os.R_OK):
-            raise GatewayError(f"{flag} {path}: no such readable file")
     if args.client_key and not args.client_cert:
-        raise GatewayError("--client-key needs --client-cert")
+        raise UsageError("--client-key needs --client-cert")
     password = env.get(PASSWORD_ENV) or None
     out = []
     for url in args.broker or [DEFAULT_BROKER]:
@@ -144,7 +170,5 @@ def broker_settings(
         )
         if s.password is None and password is not None:
             s = replace(s, password=password)
-        if (args.ca_file or args.client_cert) and not s.tls:
-            raise GatewayError(f"--broker {url!r}: certificates need mqtts://")
         out.append(s)
     return out

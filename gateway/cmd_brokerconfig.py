@@ -21,12 +21,8 @@ from gateway.signkeys import KeyFileError, check_name
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``campusguard broker-config``."""
-    parser.add_argument(
-        "--config", default="boards.yaml", help="the register (default boards.yaml)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("broker"), help="output folder (default broker)"
-    )
+    parser.add_argument("--config", default="boards.yaml", help="the register")
+    parser.add_argument("--out", type=Path, default=Path("broker"), help="output folder")
     parser.add_argument(
         "--dutyroom",
         action="append",
@@ -48,11 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a name or address clients use for the broker (repeatable; default localhost"
         " and 127.0.0.1)",
     )
-    parser.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
-    parser.add_argument("--bind", default="0.0.0.0", help="listen address (default 0.0.0.0)")
-    parser.add_argument(
-        "--prefix", default="campusguard", help="MQTT topic prefix (default campusguard)"
-    )
+    parser.add_argument("--port", type=int, default=8883, help="TLS listener port")
+    parser.add_argument("--bind", default="0.0.0.0", help="listen address")
+    parser.add_argument("--prefix", default="campusguard", help="MQTT topic prefix")
     parser.add_argument(
         "--rotate",
         action="append",

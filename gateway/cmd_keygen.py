@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.config import load_config
-from gateway.errors import GatewayError
+from gateway.config import load_config, unit_not_found
+from gateway.errors import GatewayError, UsageError
 from gateway.signkeys import (
     check_name,
     dutyroom_kid,
@@ -41,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gateway", action="store_true", help="the gateway's signing key (id from --config)"
     )
     which.add_argument("--dutyroom", metavar="NAME", help="a duty room's signing key")
-    parser.add_argument("--keydir", default="keys", help="the key directory (default keys)")
+    parser.add_argument("--keydir", default="keys", help="the key directory")
     parser.add_argument(
         "--config",
         default="boards.yaml",
-        help="the register; the unit (or gateway) must be in it (default boards.yaml)",
+        help="the register",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing key (re-deploy the unit)"
@@ -64,11 +64,15 @@ def keygen(unit_id: str, keydir: str | Path, force: bool = False) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the key; exit 0, 2 on a usage error, or 1 with a one-line message."""
+    """Make the key; exit 0, 2 on a usage or register error, 1 if it cannot be written."""
     chosen = sum(bool(x) for x in (args.unit, args.gateway, args.dutyroom))
     if chosen != 1:
-        print("campusguard keygen: give a UNIT, --gateway or --dutyroom NAME", file=sys.stderr)
-        return 2
+        raise UsageError("give a UNIT, --gateway or --dutyroom NAME")
+    if args.dutyroom:
+        check_name(args.dutyroom, "--dutyroom")
+    cfg = None if args.dutyroom else load_config(args.config)
+    if args.unit and cfg is not None and args.unit not in cfg.units:
+        raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
     try:
         if args.dutyroom:
             kid = dutyroom_kid(check_name(args.dutyroom, "--dutyroom"))
@@ -78,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 " to each gateway's key directory"
             )
             return 0
-        cfg = load_config(args.config)
-        if args.gateway:
+        if args.gateway and cfg is not None:
             kid = gateway_kid(cfg.gateway_id)
             path = write_pair(args.keydir, kid, force=args.force)
             print(
@@ -87,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
                 " to every duty room"
             )
             return 0
-        if args.unit not in cfg.units:
-            raise GatewayError(f"unit {args.unit!r} is not in {args.config}")
         path = keygen(args.unit, args.keydir, args.force)
     except (GatewayError, OSError) as exc:
         print(f"campusguard keygen: {exc}", file=sys.stderr)

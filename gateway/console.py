@@ -35,6 +35,7 @@ from gateway.acks import make_ack
 from gateway.broker import add_broker_options, broker_settings
 from gateway.envelope import EnvelopeError, Signer, open_gateway
 from gateway.errors import GatewayError
+from gateway.mqttsocket import guard_write_watch
 from gateway.signkeys import KeyFileError, dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keydir",
         default="keys",
         help="the duty room's keys: dutyroom-<name>.pem (signs acks), gateway-<id>.pub"
-        " (the gateways trusted) (default keys)",
+        " (the gateways trusted)",
     )
     parser.add_argument(
         "--dutyroom",
@@ -204,12 +205,14 @@ class Console:
         while not self.done.is_set():
             s = self.settings = self.brokers[node]
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                    )
                 ) as client:
                     self._client = client
                     base = f"{self.args.prefix}/{self.args.site}"
@@ -220,9 +223,14 @@ class Console:
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())
-                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for t in (reader, stopper):
-                        t.cancel()
+                    try:
+                        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        # also on Ctrl-C (this task cancelled): the reader must not outlive
+                        # the connection and die unobserved of its disconnect
+                        for t in (reader, stopper):
+                            t.cancel()
+                        await asyncio.gather(reader, stopper, return_exceptions=True)
                     if reader.done() and not reader.cancelled() and reader.exception():
                         raise reader.exception()  # type: ignore[misc]
             except aiomqtt.MqttError as exc:

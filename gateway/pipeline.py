@@ -89,6 +89,11 @@ class _Tally:
 _BODY_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def rekey_hint(unit_id: str) -> str:
+    """What a bad MAC from a registered unit may mean besides forgery, and what to do."""
+    return f"if this unit was re-keyed, deploy it again (campusguard deploy {unit_id})"
+
+
 def body_dict(frame: Frame) -> dict[str, int]:
     """A frame's body fields as plain integers (for the journal)."""
     body = frame.body
@@ -138,6 +143,7 @@ class Pipeline:
         self.acks = acks
         self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
+        self.retries: Counter[str] = Counter()  # retransmissions seen, by unit id
         self.commit_failures = 0
         self.last_commit_ok = True
 
@@ -166,11 +172,12 @@ class Pipeline:
                         state = self._fresh(unit, f, at, link)
                         self._guard.record(f.unit, f.epoch, f.seq)
                         fresh.append((unit, f))
-                    elif self._may_reack(f.unit, f.epoch, f.seq, at):
-                        state = self._duplicate_state(f)
                     else:
-                        self.reacks_suppressed += 1
-                        continue
+                        self.retries[unit.id] += 1
+                        if not self._may_reack(f.unit, f.epoch, f.seq, at):
+                            self.reacks_suppressed += 1
+                            continue
+                        state = self._duplicate_state(f)
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
@@ -294,6 +301,10 @@ class Pipeline:
         if unit is not None:
             detail["addr"] = unit.addr
             detail["place"] = unit.place
+            if tally.counts[Reason.FORGED.value]:
+                # a bad MAC from a registered unit is also what a unit still carrying its
+                # old key looks like after `campusguard keygen --force`
+                detail["hint"] = rekey_hint(unit.id)
         else:
             detail["addrs"] = sorted(tally.addrs)
         detail["since"] = iso(tally.first_at) if tally.first_at is not None else None

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.acks import make_ack
 from gateway.broker import BrokerSettings
 from gateway.envelope import EnvelopeError, Signer, open_gateway
+from gateway.mqttsocket import guard_write_watch
 from gateway.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
@@ -168,14 +169,16 @@ class Police:
         s = self.settings
         while True:
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                    identifier=self.identifier,
-                    clean_session=self.identifier is None,
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                        identifier=self.identifier,
+                        clean_session=self.identifier is None,
+                    )
                 ) as client:
                     await client.subscribe(f"{self.prefix}/{self.site}/#", qos=1)
                     self._client = client
@@ -404,8 +407,14 @@ class Police:
             await client.publish(topic, payload, qos=1)
             return
         s = self.settings
-        async with aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password, tls_context=s.tls_context()
+        async with guard_write_watch(
+            aiomqtt.Client(
+                s.host,
+                s.port,
+                username=s.username,
+                password=s.password,
+                tls_context=s.tls_context(),
+            )
         ) as one_off:
             await one_off.publish(topic, payload, qos=1)
 

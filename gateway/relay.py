@@ -47,6 +47,7 @@ from gateway.clock import Clock
 from gateway.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
 from gateway.errors import GatewayError
 from gateway.incidents import iso
+from gateway.mqttsocket import guard_write_watch
 from gateway.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -256,18 +257,20 @@ class Relay:
         outage = 0  # failures in a row
         while not self._stopping.is_set():
             s = self._brokers[node]
-            client = aiomqtt.Client(
-                s.host,
-                s.port,
-                username=s.username,
-                password=s.password,
-                identifier=self._client_id,
-                clean_session=False,
-                keepalive=s.keepalive_s,
-                timeout=PUBLISH_TIMEOUT_S,
-                tls_context=s.tls_context(),
-                will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
-                max_inflight_messages=WINDOW,
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    identifier=self._client_id,
+                    clean_session=False,
+                    keepalive=s.keepalive_s,
+                    timeout=PUBLISH_TIMEOUT_S,
+                    tls_context=s.tls_context(),
+                    will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
+                    max_inflight_messages=WINDOW,
+                )
             )
             try:
                 async with client:

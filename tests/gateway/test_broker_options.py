@@ -14,6 +14,7 @@ import pytest
 from gateway.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
 from gateway.envelope import Signer
 from gateway.errors import GatewayError
+from gateway.pki import ensure_ca
 from gateway.signkeys import dutyroom_keys, gateway_keys, read_private, write_pair
 from tests.gateway.conftest import GATEWAY_USER, Site, locked_broker, running_gateway
 from tests.support.mosquitto import Mosquitto
@@ -43,8 +44,9 @@ def test_a_missing_certificate_file_is_named() -> None:
         broker_settings(parse("--ca-file", __file__), {})
 
 
-def test_settings_round_trip_through_the_options() -> None:
-    s = BrokerSettings("h", 8883, tls=True, username="dutyroom-x", password="pw", ca_file=__file__)
+def test_settings_round_trip_through_the_options(tmp_path: Path) -> None:
+    ca = str(ensure_ca(tmp_path).cert)
+    s = BrokerSettings("h", 8883, tls=True, username="dutyroom-x", password="pw", ca_file=ca)
     args = parse(*s.cli_args())
     (back,) = broker_settings(args, s.environ())
     assert back == s
@@ -57,7 +59,7 @@ def test_every_client_shows_the_same_broker_group_with_defaults(command: str) ->
     ).stdout
     for flag in ("--broker URL", "--ca-file PEM", "--client-cert PEM", "--client-key PEM"):
         assert flag in out
-    assert PASSWORD_ENV in out and "(default campusguard)" in out
+    assert PASSWORD_ENV in out and "(default: campusguard)" in out
 
 
 def test_console_with_a_missing_ca_file_says_so_and_exits_2() -> None:
@@ -69,7 +71,7 @@ def test_console_with_a_missing_ca_file_says_so_and_exits_2() -> None:
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "campusguard console: --ca-file /nonexistent.pem: no such readable file"
+        "campusguard console: --ca-file /nonexistent.pem: No such file or directory"
     ]
 
 
