@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ OPEN_STATES = ("open", "police_ack")
 CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)
 DISPOSITIONS = ("genuine", "false_alarm", "test")
 _U32 = 1 << 32
+PRESS_AHEAD_MS = 2000.0
+"""How far a press may lie ahead of the boot estimate's uptime (its rounding and drift)."""
 
 EventFn = Callable[..., None]
 
@@ -479,13 +482,20 @@ class IncidentBook:
         return inc
 
     def _first_press_at(self, addr: int, epoch: int, press_ms: int, at: float) -> tuple[float, str]:
+        """When the first press was, from the unit's uptime (``press_ms``, mod 2^32).
+
+        The boot estimate comes from a heartbeat's whole-second uptime, so the uptime it
+        gives now may be up to ~1 s (plus the estimate's hysteresis) short of the real one:
+        a press just after a heartbeat can look a little *ahead* of now. The 2^32 cycle
+        taken is the one nearest the estimated uptime, allowing the press up to
+        ``PRESS_AHEAD_MS`` ahead of it; never the previous cycle, 49.7 days early.
+        """
         boot = self._store.boot_at(addr, epoch)
         if boot is None or boot > at:
             return at, "received"
         uptime_ms = (at - boot) * 1000.0
-        # press_ms is uptime mod 2^32: take the latest value not after now
-        full = press_ms + _U32 * int((uptime_ms - press_ms) // _U32)
-        if full > uptime_ms + 1000.0:  # more than the heartbeat's rounding in the future
+        full = press_ms + _U32 * math.floor((uptime_ms + PRESS_AHEAD_MS - press_ms) / _U32)
+        if full < 0:  # pressed before this boot began: the estimate cannot be right
             return at, "received"
         return min(at, boot + full / 1000.0), "unit_uptime"
 
