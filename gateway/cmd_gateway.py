@@ -31,10 +31,11 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     Each watcher gets the outlet for events and signals, the store's connection for its
     own tables, and the clock. Build them outside a store transaction: they create tables.
     """
-    return [
-        Supervisor(config, outlet, store.conn, clock),
-        DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
-    ]
+    supervisor = Supervisor(config, outlet, store.conn, clock)
+    duty = DutyWatch(
+        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
+    )
+    return [supervisor, duty]
 
 
 def default_keydir() -> Path:

@@ -45,6 +45,13 @@ KINDS: dict[str, Kind] = {
         Kind("test", 602, "periodic test report (601 manual test)", False, "supervision"),
         Kind("test_failed", 307, "self-test failure", True, "supervision"),
         Kind("test_missing", 354, "periodic test report missing", True, "supervision"),
+        Kind(
+            "not_installed",
+            None,
+            "registered unit never heard: not installed",
+            False,
+            "supervision",
+        ),
         # guard duty (gateway/duty.py), published on the duty topic
         Kind("shift_start", None, "guard post duty period begins", False, "duty"),
         Kind("shift_end", None, "guard post duty period ends", False, "duty"),

@@ -46,6 +46,8 @@ CID_CHATTER = code_of("button_chatter")
 CID_CANCEL = code_of("cancel")
 UPGRADABLE = ("panic", "silent", "other")
 OPEN_STATES = ("open", "police_ack")
+BOARD_STATES = ("open", "police_ack", "cancelled")
+"""States kept on the duty room's board (retained on ``open/<incident>``) until closed."""
 CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)
 DISPOSITIONS = ("genuine", "false_alarm", "test")
 _U32 = 1 << 32
@@ -213,12 +215,15 @@ class IncidentBook:
         self._by_id.clear()
         self._open_of.clear()
         rows = self._store.conn.execute(
-            _SELECT + " WHERE i.state IN ('open', 'police_ack') ORDER BY t.last_alarm_at"
+            _SELECT
+            + " WHERE i.state IN ('open', 'police_ack', 'cancelled') AND i.closed_at IS NULL"
+            " ORDER BY t.last_alarm_at"
         ).fetchall()
         for row in rows:
             inc = Incident.from_row(row)
             self._by_id[inc.id] = inc
-            self._open_of[inc.unit] = inc  # ordered by last_alarm_at: the latest wins
+            if inc.is_open:
+                self._open_of[inc.unit] = inc  # ordered by last_alarm_at: the latest wins
         self._orphans = self._store.orphan_cancels()
 
     # -- uplink -------------------------------------------------------------------------
@@ -349,11 +354,12 @@ class IncidentBook:
     def tick(self, now: float) -> bool:
         """Publish coalesced press updates that are due, close what is over; True if any.
 
-        An incident is closed once the police have acknowledged it and its unit has been
-        quiet for the incident window: from then on a press opens a new incident (as it
-        would anyway), the close is published (``update: closed``), and the incident no
-        longer counts as open at a restart. One the police have not acknowledged stays
-        open, however old: it must stay on the duty room's screen.
+        An incident (open or cancelled) is closed once the police have acknowledged it and
+        its unit has been quiet for the incident window: from then on a press opens a new
+        incident (as it would anyway), the close is published (``update: closed``, and the
+        retained ``open/<incident>`` is cleared), and the incident no longer counts at a
+        restart. One the police have not acknowledged stays, however old: it must stay on
+        the duty room's board.
         """
         due = [iid for iid, t in self._due.items() if t <= now]
         over = [inc for inc in self._by_id.values() if self._over(inc, now)]
@@ -376,7 +382,7 @@ class IncidentBook:
         return True
 
     def _over(self, inc: Incident, now: float) -> bool:
-        if inc.state != "police_ack":
+        if inc.state not in ("police_ack", "cancelled") or inc.police_ack_at is None:
             return False
         unit = self._config.units.get(inc.unit)
         window = unit.incident_window_s if unit is not None else 0.0
@@ -469,7 +475,8 @@ class IncidentBook:
     def _remember(self, inc: Incident) -> None:
         self._by_id[inc.id] = inc
         if len(self._by_id) > CACHE_CLOSED * 2:
-            closed = [k for k, v in self._by_id.items() if not v.is_open]
+            # an incident still on the board stays: tick() closes it from here
+            closed = [k for k, v in self._by_id.items() if v.state not in BOARD_STATES]
             for k in closed[: len(closed) - CACHE_CLOSED]:
                 del self._by_id[k]
                 self._press_times.pop(k, None)
@@ -558,10 +565,20 @@ class IncidentBook:
         if link is not None:
             payload["link"] = link
         self._last_pub[inc.id] = at
+        text = json.dumps(payload, separators=(",", ":"))
         self._store.enqueue(
             at=at,
             topic=f"{self._prefix}/{inc.site}/alarm/{inc.unit}",
-            payload=json.dumps(payload, separators=(",", ":")),
+            payload=text,
             qos=1,
             incident=inc.id,
+        )
+        # the board of a duty room that (re)connects: the latest update of every incident
+        # not yet closed, retained; an empty retained message at the close removes it
+        self._store.enqueue(
+            at=at,
+            topic=f"{self._prefix}/{inc.site}/open/{inc.id}",
+            payload=text if inc.state in BOARD_STATES else "",
+            qos=1,
+            retain=True,
         )

@@ -415,6 +415,21 @@ class Pipeline:
         if not self._store.in_transaction:
             self._wake()
 
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        """Queue a retained state message (``unit/<id>/state``, ``post/<id>/state``)."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] not in ("unit", "post") or parts[2] != "state":
+            raise ValueError(f"topic must be unit/<id>/state or post/<id>/state, not {topic!r}")
+        with self._store.transaction():
+            self._store.enqueue(
+                at=at,
+                topic=f"{self._prefix}/{site}/{topic}",
+                payload=json.dumps(dict(payload), separators=(",", ":"), default=str),
+                retain=True,
+            )
+        if not self._store.in_transaction:
+            self._wake()
+
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
         """Send a SIGNAL frame (best effort)."""
         u = self._config.units.get(unit)
