@@ -1,142 +1,213 @@
-"""The duty room's boards on retained topics: what a (re)connecting client gets at once.
-
-``<prefix>/<site>/open/<incident>``: the latest full alarm payload of every incident not
-yet closed (open, police-acknowledged or cancelled), cleared at the close;
-``<prefix>/<site>/unit/<unit>/state`` and ``<prefix>/<site>/post/<post>/state``.
-Real Mosquitto, the gateway in-process with its watchers, a fresh MQTT client each time.
-"""
+"""The duty room's board (gateway/board.py): the model and its rendering, on plain values."""
 
 from __future__ import annotations
 
-import json
-import secrets
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import aiomqtt
+from gateway.board import CLOSED_KEEP_S, Board, Target, event_text
+from gateway.incidents import iso
 
-from gateway.clock import ManualClock
-from gateway.cmd_gateway import build_watchers
-from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
-from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway, until
-from tests.support.mosquitto import Mosquitto
-
-BOARD = ("campusguard/+/open/+", "campusguard/+/unit/+/state", "campusguard/+/post/+/state")
+T = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+P = "campusguard/school"
 
 
-async def retained(url: str) -> dict[str, Any]:
-    """Connect as a duty-room client would and return the retained board topics.
-
-    The broker sends retained messages right after the SUBSCRIBE; a marker published on
-    the same connection afterwards arrives after them, so its arrival ends the wait.
-    """
-    host, port = url.removeprefix("mqtt://").split(":")
-    marker = f"campusguard-test/marker/{secrets.token_hex(4)}"
-    out: dict[str, Any] = {}
-    async with aiomqtt.Client(host, int(port)) as client:
-        for t in BOARD:
-            await client.subscribe(t, qos=1)
-        await client.subscribe(marker, qos=1)
-        await client.publish(marker, b"end", qos=1)
-        async for m in client.messages:
-            topic = str(m.topic)
-            if topic == marker:
-                break
-            raw = m.payload if isinstance(m.payload, bytes) else b""
-            out[topic] = json.loads(raw) if raw else None
-    return out
-
-
-def open_of(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    prefix = f"campusguard/{SITE}/open/"
-    return {t.removeprefix(prefix): d for t, d in board.items() if t.startswith(prefix)}
+def alarm(n: int, update_no: int = 1, **kw: Any) -> dict[str, Any]:
+    """An alarm payload as the gateway publishes it, incident ``n`` opened at T + n."""
+    at = iso(T + n)
+    d: dict[str, Any] = {
+        "incident": f"gw-u{n}-1-0",
+        "update": "new",
+        "update_no": update_no,
+        "site": "school",
+        "unit": f"u{n}",
+        "place": f"Place {n}",
+        "kind": "panic",
+        "first_press_at": at,
+        "received_at": at,
+        "presses": 1,
+        "state": "open",
+        "police_ack_at": None,
+        "disposition": None,
+    }
+    d.update(kw)
+    return d
 
 
-async def test_a_reconnecting_duty_room_gets_every_open_incident_at_once(
-    site: Site, broker: Mosquitto, police: Police
-) -> None:
-    clock = ManualClock()
-    a, b = site.unit("shop-a", epoch=5), site.unit("shop-b", epoch=5)
-    ia, ib = f"{GATEWAY_ID}-shop-a-5-0", f"{GATEWAY_ID}-shop-b-5-0"
-    async with running_gateway(site, broker.url, clock=clock) as gw:
-        await gw.relay.connected.wait()
-        a.send(Alarm(AlarmKind.PANIC, 1, 100))
-        alarm_a = a.send(Alarm(AlarmKind.PANIC, 2, 100))
-        await site.port.wait_ack(alarm_a)
-        alarm_b = b.send(Alarm(AlarmKind.PANIC, 1, 100))
-        await site.port.wait_ack(alarm_b)
-        await site.port.wait_ack(b.send(Cancel(alarm_b.epoch, alarm_b.seq)), AckState.CANCELLED)
-        await police.wait_for(lambda: any(m["update"] == "cancelled" for m in police.alarms()))
-        clock.advance(1)  # the coalesced press update of shop-a falls due
-        await police.wait_for(lambda: any(m["update"] == "presses" for m in police.alarms()))
-        await until(lambda: gw.store.pending_count() == 0)
-
-        board = open_of(await retained(broker.url))
-        assert set(board) == {ia, ib}
-        latest_a = max(police.alarms(ia), key=lambda m: m["update_no"])
-        assert board[ia] == latest_a  # the full payload, the latest update_no
-        assert board[ia]["presses"] == 2 and board[ia]["state"] == "open"
-        assert board[ib]["state"] == "cancelled"
-
-        # the ack of each: the retained copy follows
-        await police.ack(ia, b'{"by": "Officer Liu"}')
-        await police.ack(ib, b'{"by": "Officer Liu", "disposition": "false_alarm"}')
-        await site.port.wait_ack(alarm_a, AckState.POLICE_ACK, timeout=3)
-        await police.wait_for(lambda: len(police.alarms()) >= 5)
-        await until(lambda: gw.store.pending_count() == 0)
-        board = open_of(await retained(broker.url))
-        assert board[ia]["state"] == "police_ack" and board[ia]["police_ack_by"] == "Officer Liu"
-        # a cancelled incident stays cancelled when acknowledged, and on the board
-        assert board[ib]["state"] == "cancelled" and board[ib]["disposition"] == "false_alarm"
-
-        # quiet for the incident window: both close (the cancelled one too) and leave
-        clock.advance(121)
-        await police.wait_for(
-            lambda: {m["incident"] for m in police.alarms() if m["update"] == "closed"} == {ia, ib}
-        )
-        await until(lambda: gw.store.pending_count() == 0)
-        assert open_of(await retained(broker.url)) == {}
-        rows = dict(gw.store.conn.execute("SELECT id, state FROM incidents").fetchall())
-        assert rows == {ia: "closed", ib: "closed"}
+def acked(n: int, update_no: int = 2, **kw: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "update": "police_ack",
+        "state": "police_ack",
+        "police_ack_at": iso(T + n + 5),
+        **kw,
+    }
+    return alarm(n, update_no, **fields)
 
 
-async def test_an_unacknowledged_cancelled_incident_stays_on_the_board_across_restarts(
-    site: Site, broker: Mosquitto, police: Police
-) -> None:
-    clock = ManualClock()
-    b = site.unit("shop-b", epoch=6)
-    ib = f"{GATEWAY_ID}-shop-b-6-0"
-    async with running_gateway(site, broker.url, clock=clock) as gw:
-        await gw.relay.connected.wait()
-        alarm = b.send(Alarm(AlarmKind.PANIC, 1, 100))
-        await site.port.wait_ack(b.send(Cancel(alarm.epoch, alarm.seq)), AckState.CANCELLED)
-        clock.advance(3600)
-        await police.wait_for(lambda: any(m["update"] == "cancelled" for m in police.alarms()))
-        await until(lambda: gw.store.pending_count() == 0)
-    async with running_gateway(site, broker.url, clock=clock) as gw:
-        await gw.relay.connected.wait()
-        await police.ack(ib, b'{"by": "Officer Liu"}')
-        await police.wait_for(lambda: any(m["update"] == "police_ack" for m in police.alarms()))
-        clock.advance(1)  # acknowledged, and quiet for far longer than its window: closes
-        await police.wait_for(lambda: any(m["update"] == "closed" for m in police.alarms()))
-        await until(lambda: gw.store.pending_count() == 0)
-        assert open_of(await retained(broker.url)) == {}
+def lines_of(text: str) -> list[str]:
+    return text.split("\n")
 
 
-async def test_unit_and_post_states_are_retained(
-    site: Site, broker: Mosquitto, police: Police
-) -> None:
-    clock = ManualClock()
-    a = site.unit("shop-a", epoch=2)
-    async with running_gateway(site, broker.url, clock=clock) as gw:
-        gw.attach(build_watchers(site.config, gw.outlet, gw.store, clock))
-        await gw.relay.connected.wait()
-        hb = a.send(Heartbeat(3650, 10, 0x0102, HeartbeatFlags.TAMPER))
-        await site.port.wait_ack(hb)
-        await police.wait_for(lambda: bool(police.events("tamper")))
-        await until(lambda: gw.store.pending_count() == 0)
-        board = await retained(broker.url)
-        shop = board[f"campusguard/{SITE}/unit/shop-a/state"]
-        assert shop["state"] == "online" and shop["battery_mv"] == 3650
-        assert shop["tamper"] is True and shop["last_heard"] is not None
-        assert board[f"campusguard/{SITE}/unit/shop-b/state"]["state"] == "not_installed"
-        assert board[f"campusguard/{SITE}/unit/guard-n/state"]["state"] == "not_installed"
+def test_a_restarted_console_rebuilds_from_retained_topics_and_can_ack() -> None:
+    b = Board()
+    b.take(f"{P}/open/gw-u1-1-0", alarm(1), T + 10)
+    b.take(f"{P}/open/gw-u2-1-0", acked(2), T + 10)
+    assert b.resolve("1") == Target("incident", "gw-u1-1-0", "school")
+    assert b.resolve("gw-u2-1-0") == Target("incident", "gw-u2-1-0", "school")
+    # a reconnect forgets what the retained topics will say again, keeping the numbers
+    b.reconnected()
+    assert b.incidents == {}
+    b.take(f"{P}/open/gw-u2-1-0", acked(2), T + 20)
+    assert b.resolve("2") == Target("incident", "gw-u2-1-0", "school")
+    assert b.resolve("1") is None  # it closed while we were away: not on the board
+
+
+def test_waiting_first_then_newest_and_the_header_stays_on_a_24_line_terminal() -> None:
+    b = Board()
+    for n in range(1, 12):  # 11 incidents: the old ones acknowledged, the new ones not
+        b.take(f"{P}/alarm/u{n}", alarm(n), T + n)
+        if n <= 8:
+            b.take(f"{P}/alarm/u{n}", acked(n), T + n + 5)
+    b.take(f"{P}/alarm/u1", acked(1, 3, state="closed", update="closed"), T + 30)
+    order = [r.number for r in b.ordered()]
+    assert order[:3] == [11, 10, 9]  # waiting, newest first
+    assert order[3:] == [8, 7, 6, 5, 4, 3, 2, 1]
+    text = b.render(T + 40, tz=UTC, width=120, height=24)
+    out = lines_of(text)
+    assert len(out) <= 24
+    assert out[0].startswith("CampusGuard duty room  2026-12-01 12:00:40 UTC")
+    assert "3 waiting for acknowledgement" in out[1]
+    assert out[3].lstrip().startswith("11  OPEN")  # the newest waiting one, right under it
+    assert out[5].lstrip().startswith("9  OPEN")
+    # with 14 lines the oldest rows give way, never the header or the waiting ones
+    small = lines_of(b.render(T + 40, tz=UTC, width=120, height=10))
+    assert len(small) <= 10 and small[0].startswith("CampusGuard")
+    assert any(line.lstrip().startswith("9  OPEN") for line in small)
+    assert any("more incidents below" in line for line in small)
+
+
+def test_a_closed_incident_leaves_the_board_after_a_minute() -> None:
+    b = Board()
+    b.take(f"{P}/alarm/u1", acked(1), T)
+    b.take(f"{P}/alarm/u1", acked(1, 3, state="closed", update="closed"), T + 10)
+    assert "gw-u1-1-0" in b.incidents
+    b.render(T + 10 + CLOSED_KEEP_S)
+    assert "gw-u1-1-0" in b.incidents
+    b.render(T + 11 + CLOSED_KEEP_S)
+    assert "gw-u1-1-0" not in b.incidents
+    # the empty retained message of a close does the same
+    b.take(f"{P}/open/gw-u2-1-0", acked(2), T)
+    b.take(f"{P}/open/gw-u2-1-0", None, T + 100)
+    assert b.incidents["gw-u2-1-0"].data["state"] == "closed"
+    b.prune(T + 101 + CLOSED_KEEP_S)
+    assert "gw-u2-1-0" not in b.incidents
+
+
+def test_duplicates_keep_the_newest_and_only_news_rings_the_bell() -> None:
+    b = Board()
+    assert b.take(f"{P}/alarm/u1", alarm(1), T).alert is True  # a new alarm: the bell
+    assert b.take(f"{P}/open/gw-u1-1-0", alarm(1), T).alert is False  # its retained copy
+    more = alarm(1, 2, update="presses", presses=3)
+    assert b.take(f"{P}/alarm/u1", more, T).alert is False
+    b.take(f"{P}/alarm/u1", alarm(1), T)  # a late duplicate of the first
+    assert b.incidents["gw-u1-1-0"].data["presses"] == 3
+    assert b.take(f"{P}/alarm/u2", acked(2), T).alert is False  # already answered
+
+
+def test_duress_upgrade_of_an_acknowledged_incident_realerts() -> None:
+    b = Board()
+    b.take(f"{P}/alarm/u1", alarm(1), T)
+    b.take(f"{P}/alarm/u1", acked(1), T + 5)
+    b.take(f"{P}/alarm/u2", alarm(2), T + 6)
+    assert [r.number for r in b.ordered()] == [2, 1]
+    taken = b.take(f"{P}/alarm/u1", acked(1, 3, update="kind", kind="duress"), T + 7)
+    assert taken.alert is True
+    assert [r.number for r in b.ordered()] == [2, 1]  # both waiting now: newest first
+    row = b.incidents["gw-u1-1-0"]
+    assert row.waiting and row.realert
+    assert "DURESS!" in b.render(T + 8, tz=UTC)
+    b.acked("gw-u1-1-0")
+    assert not b.incidents["gw-u1-1-0"].waiting
+    assert "DURESS!" not in b.render(T + 9, tz=UTC)
+
+
+def test_missed_checkin_shows_rung_and_action_and_can_be_acknowledged() -> None:
+    b = Board()
+    missed = {
+        "site": "school",
+        "post": "north-gate",
+        "kind": "missed_checkin",
+        "qualifier": 1,
+        "at": iso(T),
+        "detail": {"place": "North gate post", "minutes_overdue": 5.0},
+    }
+    assert b.take(f"{P}/duty/north-gate", missed, T).alert is True
+    police = {
+        **missed,
+        "kind": "escalation",
+        "qualifier": None,
+        "detail": {
+            "step": "police",
+            "rung": 3,
+            "of": 3,
+            "place": "North gate post",
+            "action": "Guard at North gate post has not checked in for 15.0 min; check the post.",
+        },
+    }
+    assert b.take(f"{P}/duty/north-gate", police, T + 600).alert is True
+    text = b.render(T + 900, tz=UTC, width=200)
+    line = next(x for x in lines_of(text) if "north-gate" in x and "MISSED" in x)
+    assert "P1" in line and "rung 3/3 police" in line and "check the post." in line
+    assert "15m00s" in line  # missed 15 minutes ago
+    assert b.resolve("P1") == Target("post", "north-gate", "school")
+    assert b.resolve("p1") == Target("post", "north-gate", "school")
+    b.take(f"{P}/duty/north-gate", {**missed, "kind": "acknowledged", "qualifier": 3}, T + 950)
+    assert "MISSED" not in b.render(T + 960, tz=UTC, width=200)
+
+
+def test_a_missed_checkin_is_rebuilt_from_the_retained_post_state() -> None:
+    b = Board()
+    state = {
+        "post": "north-gate",
+        "site": "school",
+        "place": "North gate post",
+        "escalating": True,
+        "missed_deadline": iso(T),
+        "rung": 2,
+        "of": 3,
+        "step": "security_lead",
+    }
+    b.take(f"{P}/post/north-gate/state", state, T + 60)
+    text = b.render(T + 60, tz=UTC, width=200)
+    assert "rung 2/3 security_lead" in text
+    assert b.resolve("P1") == Target("post", "north-gate", "school")
+    b.take(f"{P}/post/north-gate/state", {**state, "escalating": False, "rung": 0}, T + 90)
+    assert "MISSED" not in b.render(T + 90, tz=UTC, width=200)
+
+
+def test_tamper_open_reads_apart_from_its_restore() -> None:
+    e = {"kind": "tamper", "qualifier": 1, "unit": "u1", "at": iso(T)}
+    assert event_text(e) == "TAMPER: case opened"
+    assert event_text({**e, "qualifier": 3}) == "tamper restored: case closed"
+    assert event_text({"kind": "mains_lost", "qualifier": 3}) == "mains_lost restored"
+    b = Board()
+    b.take(f"{P}/event/u1", e, T)
+    b.take(f"{P}/unit/u1/state", {"state": "online", "tamper": True, "place": "Shop"}, T)
+    b.take(f"{P}/unit/u2/state", {"state": "offline", "since": iso(T - 60)}, T)
+    b.take(f"{P}/unit/u3/state", {"state": "not_installed"}, T)
+    text = b.render(T, tz=UTC, width=200)
+    assert "TAMPER: case opened" in text and "TAMPER: case open " in text
+    assert "units: 1 not installed, 1 offline, 1 online" in text
+    assert "OFFLINE since 11:59:00" in text
+
+
+def test_local_time_ages_and_disposition() -> None:
+    b = Board()
+    b.take(f"{P}/alarm/u1", acked(1, disposition="false_alarm"), T + 10)
+    sh = b.render(T + 61, tz=ZoneInfo("Asia/Shanghai"))
+    assert lines_of(sh)[0].startswith("CampusGuard duty room  2026-12-01 20:01:01 CST")
+    row = next(x for x in lines_of(sh) if x.lstrip().startswith("1 "))
+    assert " 1m00s " in row and " false " in row
+    later = b.render(T + 71, tz=ZoneInfo("Asia/Shanghai"))
+    assert "20:01:11" in later and " 1m10s " in later  # the clock and the ages move

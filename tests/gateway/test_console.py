@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import pty
+import struct
 import sys
+import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.console import Board
 from protocol import AckState, Alarm, AlarmKind
-from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway
+from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway, until
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -63,14 +68,104 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         assert row == ("Officer Wu",)
 
 
-def test_board_keeps_the_newest_update_and_numbers_incidents() -> None:
-    b = Board()
-    new = {"incident": "g-u-1-0", "update": "new", "update_no": 1, "presses": 1, "state": "open"}
-    more = {**new, "update": "presses", "update_no": 2, "presses": 3}
-    assert b.take("campusguard/s/alarm/u", new) == "alarm"
-    b.take("campusguard/s/alarm/u", more)
-    b.take("campusguard/s/alarm/u", new)  # a late duplicate of the first
-    assert b.incidents["g-u-1-0"]["presses"] == 3
-    assert b.resolve("1") == "g-u-1-0" and b.resolve("g-u-1-0") == "g-u-1-0"
-    assert b.resolve("2") is None
-    assert "open" in b.render()
+class Terminal:
+    """A real pseudo-terminal (24 x 120) with the console on its other side."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        self.out = b""
+        self._changed = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.master, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # the console side closed
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.master)
+        self.out += chunk
+        self._changed.set()
+
+    def screen(self) -> str:
+        """The last full drawing (after the last clear-screen)."""
+        return self.out.decode("utf-8", "replace").rsplit("\x1b[2J", 1)[-1]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+
+
+async def test_restarted_console_on_a_terminal_shows_the_open_incident_and_acks_it(
+    site: Site, broker: Mosquitto
+) -> None:
+    """The console starts after the alarm: it rebuilds from the retained topics, rings,
+    redraws its clock every second, and its ack reaches the unit."""
+    unit = site.unit("shop-a", epoch=14)
+    iid = f"{GATEWAY_ID}-shop-a-14-0"
+    async with running_gateway(site, broker.url) as gw:
+        await gw.relay.connected.wait()
+        frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
+        await site.port.wait_ack(frame)
+        await until(lambda: gw.store.pending_count() == 0)
+        term = Terminal()
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        proc = await asyncio.create_subprocess_exec(
+            CAMPUSGUARD,
+            "console",
+            "--broker",
+            broker.url,
+            "--tz",
+            "Asia/Shanghai",
+            "--by",
+            "Officer Wu",
+            stdin=term.slave,
+            stdout=term.slave,
+            stderr=term.slave,
+            env={**env, "TERM": "xterm"},
+        )
+        os.close(term.slave)
+        try:
+            await term.wait_for(lambda: " 1  OPEN" in term.screen())
+            screen = term.screen()
+            assert "Place of shop-a (shop-a)" in screen
+            assert "CST" in screen.split("\n", 1)[0]  # --tz: the header in local time
+            assert b"\a" in term.out  # the bell: a new alarm on the board
+            assert all(len(line) <= 120 for line in screen.split("\n"))
+            first_clock = screen.split("\n", 1)[0]
+            await term.wait_for(lambda: term.screen().split("\n", 1)[0] != first_clock)
+            term.type("1\n")
+            await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=10)
+            await term.wait_for(lambda: " 1  police_ack" in term.screen())
+        finally:
+            proc.terminate()
+            await proc.wait()
+            term.close()
+        row = gw.store.conn.execute(
+            "SELECT police_ack_by, disposition FROM incidents WHERE id = ?", (iid,)
+        ).fetchone()
+        assert row == ("Officer Wu", "genuine")
+
+
+def test_unknown_time_zone_is_one_line_and_exit_2() -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [CAMPUSGUARD, "console", "--tz", "Mars/Olympus", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "campusguard console: --tz 'Mars/Olympus': unknown time zone"
