@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.clock import Clock, ScaledClock, SystemClock
+from gateway.clockwatch import ClockWatch, kernel_synced
 from gateway.config import Config, Link, load_config
 from gateway.duty import DutyWatch
 from gateway.errors import GatewayError
@@ -35,7 +36,9 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     duty = DutyWatch(
         config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
     )
-    return [supervisor, duty]
+    # the kernel knows about the system clock only: a scaled or manual one is not it
+    kernel = kernel_synced if isinstance(clock, SystemClock) else None
+    return [supervisor, duty, ClockWatch(config, outlet, store, kernel=kernel)]
 
 
 def default_keydir() -> Path:
