@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("gateway.report", "monthly statistics and the daily duty log"),
     "demo": ("gateway.demo", "the whole path on this machine: units, gateway, broker, police"),
     "decode": ("gateway.cmd_decode", "decode frames (hex or wire bytes) with the gateway codec"),
+    "test-mode": ("gateway.cmd_testmode", "put a unit or a site in test mode for a while"),
 }
 
 

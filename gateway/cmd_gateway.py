@@ -20,6 +20,7 @@ from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.store import Store, default_db_path
 from gateway.supervision import Supervisor
+from gateway.testmode import TestModeWatch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,12 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     )
     # the kernel knows about the system clock only: a scaled or manual one is not it
     kernel = kernel_synced if isinstance(clock, SystemClock) else None
-    return [supervisor, duty, ClockWatch(config, outlet, store, kernel=kernel)]
+    return [
+        supervisor,
+        duty,
+        ClockWatch(config, outlet, store, kernel=kernel),
+        TestModeWatch(config, outlet, store.conn),
+    ]
 
 
 def default_keydir() -> Path:

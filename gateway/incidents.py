@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import testmode
 from gateway.config import Config, Unit
 from gateway.contact_id import code_of
 from gateway.store import Store
@@ -91,6 +92,7 @@ _INC_COLS = (
     "last_epoch",
     "last_seq",
     "closed_at",
+    "test",
 )
 _TRACK_COLS = (
     "addr",
@@ -146,6 +148,7 @@ class Incident:
     last_epoch: int
     last_seq: int
     closed_at: float | None
+    test: bool
     addr: int
     first_press_source: str
     series_press_ms: int | None
@@ -162,11 +165,12 @@ class Incident:
         """From a row of ``_SELECT``."""
         inc = cls(*row)
         inc.chatter = bool(inc.chatter)
+        inc.test = bool(inc.test)
         return inc
 
     def inc_values(self) -> tuple[Any, ...]:
-        """The ``incidents`` columns, in ``_INC_COLS`` order."""
-        return tuple(getattr(self, c) for c in _INC_COLS)
+        """The ``incidents`` columns, in ``_INC_COLS`` order (test as 0/1)."""
+        return tuple(int(v) if isinstance(v, bool) else v for v in map(self._get, _INC_COLS))
 
     def track_values(self) -> tuple[Any, ...]:
         """The ``incident_track`` columns, in ``_TRACK_COLS`` order (chatter as 0/1)."""
@@ -198,6 +202,7 @@ class IncidentBook:
         self._orphans: dict[tuple[int, int, int], float] = {}
         # "incident opened" lines, said once their transaction has committed (see opened())
         self._opened: list[tuple[str, str, str, str]] = []
+        testmode.create(store.conn)
         self.reload()
 
     def log_opened(self) -> None:
@@ -403,6 +408,7 @@ class IncidentBook:
         from_alarm: bool = True,
     ) -> Incident:
         first, source = self._first_press_at(unit.addr, frame.epoch, press_ms, at)
+        test = testmode.unit_mode(self._store.conn, unit, at) is not None
         inc = Incident(
             id=f"{self._config.gateway_id}-{unit.id}-{frame.epoch}-{frame.seq}",
             site=unit.site,
@@ -420,6 +426,7 @@ class IncidentBook:
             last_epoch=frame.epoch,
             last_seq=frame.seq,
             closed_at=None,
+            test=test,
             addr=unit.addr,
             first_press_source=source,
             series_press_ms=press_ms if from_alarm else None,
@@ -560,6 +567,7 @@ class IncidentBook:
             "police_ack_by": inc.police_ack_by,
             "disposition": inc.disposition,
             "closed_at": iso(inc.closed_at),
+            "test": inc.test,
             "published_at": iso(at),
         }
         if link is not None:
