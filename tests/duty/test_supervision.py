@@ -3,8 +3,11 @@ restart without repeats. Real SQLite, a recording Outlet, times passed to tick()
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.clock import ManualClock
 from gateway.contact_id import KINDS, NEW, RESTORE
@@ -388,3 +391,19 @@ def test_every_emitted_kind_is_in_the_vocabulary(tmp_path: Path) -> None:
     for e in r.outlet.events:
         assert e["kind"] in KINDS
         assert e["code"] in (KINDS[e["kind"]].code, 601)
+
+
+def test_start_up_line_names_units_not_installed_and_what_to_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+        r = Rig(tmp_path / "g.db")
+    line = next(m for m in caplog.messages if "not installed yet" in m)
+    assert "shop, home, guard" in line
+    assert "campusguard keygen UNIT" in line and "campusguard deploy UNIT" in line
+    r.send("shop", hb(), T0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+        r.restart(T0 + 60)
+    line = next(m for m in caplog.messages if "not installed yet" in m)
+    assert "home, guard" in line and "shop" not in line

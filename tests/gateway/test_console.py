@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway, until
 from tests.support.mosquitto import Mosquitto
@@ -169,3 +171,73 @@ def test_unknown_time_zone_is_one_line_and_exit_2() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "campusguard console: --tz 'Mars/Olympus': unknown time zone"
+
+
+async def test_console_answers_a_missed_checkin_and_realerts_a_duress_upgrade(
+    broker: Mosquitto,
+) -> None:
+    """Retained post state and incident as the gateway leaves them; P1 answers the post."""
+    host, port = broker.url.removeprefix("mqtt://").split(":")
+    post_state = {
+        "post": "north-gate",
+        "site": SITE,
+        "place": "North gate post",
+        "escalating": True,
+        "missed_deadline": "2026-12-01T12:00:00.000Z",
+        "rung": 3,
+        "of": 3,
+        "step": "police",
+    }
+    acked = {
+        "incident": "gw-shop-a-1-0",
+        "update": "police_ack",
+        "update_no": 2,
+        "site": SITE,
+        "unit": "shop-a",
+        "place": "Shop A",
+        "kind": "panic",
+        "received_at": "2026-12-01T12:00:00.000Z",
+        "presses": 1,
+        "state": "police_ack",
+        "police_ack_at": "2026-12-01T12:00:05.000Z",
+        "disposition": "genuine",
+    }
+    async with aiomqtt.Client(host, int(port)) as gw:
+        await gw.publish(
+            f"campusguard/{SITE}/post/north-gate/state", json.dumps(post_state), qos=1, retain=True
+        )
+        await gw.publish(
+            f"campusguard/{SITE}/open/gw-shop-a-1-0", json.dumps(acked), qos=1, retain=True
+        )
+        await gw.subscribe(f"campusguard/{SITE}/duty/+/ack", qos=1)
+        term = Terminal()
+        proc = await asyncio.create_subprocess_exec(
+            CAMPUSGUARD,
+            "console",
+            "--broker",
+            broker.url,
+            "--by",
+            "Officer Wu",
+            stdin=term.slave,
+            stdout=term.slave,
+            stderr=term.slave,
+            env={**os.environ, "TERM": "xterm"},
+        )
+        os.close(term.slave)
+        try:
+            await term.wait_for(lambda: "rung 3/3 police" in term.screen())
+            assert " 1  police_ack" in term.screen()
+            rang = term.out.count(b"\a")
+            upgrade = {**acked, "update": "kind", "update_no": 3, "kind": "duress"}
+            await gw.publish(f"campusguard/{SITE}/alarm/shop-a", json.dumps(upgrade), qos=1)
+            await term.wait_for(lambda: " 1  DURESS!" in term.screen())
+            assert term.out.count(b"\a") > rang  # the bell again
+            term.type("P1\n")
+            async with asyncio.timeout(10):
+                message = await anext(aiter(gw.messages))
+            assert str(message.topic) == f"campusguard/{SITE}/duty/north-gate/ack"
+            assert json.loads(message.payload) == {"by": "Officer Wu"}  # type: ignore[arg-type]
+        finally:
+            proc.terminate()
+            await proc.wait()
+            term.close()
