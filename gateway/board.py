@@ -100,8 +100,18 @@ class Board:
         self.post_alerts.clear()
 
     def take(self, topic: str, data: Any, now: float | None = None) -> Taken:
-        """Fold a message in; say what it was and whether to ring the bell."""
+        """Fold a message in; say what it was and whether to ring the bell.
+
+        Whatever is on the broker is untrusted: a payload of the wrong shape is
+        ``other`` and changes nothing, it never raises.
+        """
         now = time.time() if now is None else now
+        try:
+            return self._take(topic, data, now)
+        except (TypeError, ValueError, AttributeError, OverflowError):
+            return Taken("other")
+
+    def _take(self, topic: str, data: Any, now: float) -> Taken:
         parts = topic.split("/")
         if len(parts) >= 3 and parts[-3] == "gateway" and parts[-1] == "status":
             if isinstance(data, dict):
@@ -142,7 +152,7 @@ class Board:
                 row.closed_seen_at = now
             return row.waiting
         # updates can arrive twice (at least once), and the retained copy beside them
-        if int(data.get("update_no", 0)) < int(row.data.get("update_no", 0)):
+        if _int(data.get("update_no")) < _int(row.data.get("update_no")):
             return False
         old_kind = row.data.get("kind")
         row.data, row.seen_at = data, now
@@ -168,8 +178,8 @@ class Board:
                 alert = self._alert_of(site, ident)
                 alert.place = str(data.get("place") or alert.place)
                 alert.since = data.get("missed_deadline") or alert.since
-                alert.rung = int(data.get("rung") or 0)
-                alert.of = int(data.get("of") or 0)
+                alert.rung = _int(data.get("rung"))
+                alert.of = _int(data.get("of"))
                 alert.step = data.get("step") or alert.step
             else:
                 self.post_alerts.pop(ident, None)
@@ -179,7 +189,9 @@ class Board:
         post = e.get("post")
         if not post:
             return False
-        detail = e.get("detail") or {}
+        detail = e.get("detail")
+        if not isinstance(detail, dict):
+            detail = {}
         kind = e.get("kind")
         site = str(e.get("site", ""))
         if kind == "missed_checkin":
@@ -192,8 +204,8 @@ class Board:
             alert = self._alert_of(site, str(post))
             alert.since = alert.since or detail.get("missed_deadline_at") or e.get("at")
             alert.place = str(detail.get("place") or alert.place)
-            alert.rung = int(detail.get("rung") or 0)
-            alert.of = int(detail.get("of") or 0)
+            alert.rung = _int(detail.get("rung"))
+            alert.of = _int(detail.get("of"))
             alert.step = detail.get("step")
             alert.action = detail.get("action") or alert.action
             alert.minutes_overdue = detail.get("minutes_overdue")
@@ -304,8 +316,8 @@ class Board:
         first = _ts(d.get("first_press_at") or d.get("received_at"), r.seen_at)
         disposition = _DISPOSITION_SHORT.get(str(d.get("disposition")), "")
         return (
-            f"{r.number:>3}  {state:<11} {d.get('kind', '?')!s:<7} {d.get('presses', 0):>7} "
-            f"{_age(now - first):>7} {disposition:<11} {d.get('place')} ({d.get('unit')})"
+            f"{r.number:>3}  {state:<11} {d.get('kind', '?')!s:<7} {_int(d.get('presses')):>7} "
+            f"{_age(now - first):>7} {disposition:<11} {d.get('place')!s} ({d.get('unit')!s})"
         )
 
     def _post_lines(self, now: float, tz: tzinfo | None) -> list[str]:
@@ -356,7 +368,9 @@ class Board:
 def event_text(e: dict[str, Any]) -> str:
     """An event in words: a tamper opening reads apart from its restore."""
     kind = str(e.get("kind", "?"))
-    detail = e.get("detail") or {}
+    detail = e.get("detail")
+    if not isinstance(detail, dict):
+        detail = {}
     q = e.get("qualifier")
     if kind == "tamper":
         return "TAMPER: case opened" if q != 3 else "tamper restored: case closed"
@@ -367,6 +381,14 @@ def event_text(e: dict[str, Any]) -> str:
     if q == 3:
         return f"{kind} restored"
     return kind
+
+
+def _int(value: Any) -> int:
+    """A number from the broker, or 0."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _ts(text: Any, default: float) -> float:

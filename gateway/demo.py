@@ -363,7 +363,8 @@ def _summary(
         "incidents": len(incidents),
         "police_acknowledged": sum(1 for d in incidents.values() if d.get("police_ack_at")),
         "duress": sum(1 for d in incidents.values() if d.get("kind") == "duress"),
-        "cancelled": sum(1 for d in incidents.values() if d.get("state") == "cancelled"),
+        # a cancelled incident also closes once acknowledged and quiet: count cancelled_at
+        "cancelled": sum(1 for d in incidents.values() if d.get("cancelled_at")),
         "cancel": cancel,
         "missed_checkin": screen.seen["missed_checkin"],
         "escalation_police": screen.seen["escalation:police"],
@@ -397,7 +398,7 @@ def _cancel_outcome(book: PressBook, police: Police, fleet: Fleet) -> dict[str, 
     uid = book.cancel_unit
     if uid is None:
         return {"scripted": False, "landed": False, "why_not": "no cancel in this script"}
-    cancelled = [d for d in police.incidents(uid).values() if d.get("state") == "cancelled"]
+    cancelled = [d for d in police.incidents(uid).values() if d.get("cancelled_at")]
     if cancelled:
         return {"scripted": True, "unit": uid, "landed": True, "why_not": None}
     sent = any(f.type.name == "CANCEL" for _, f in fleet.heard(uid))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,7 +322,13 @@ class Supervisor:
             self._announced = True
             self._announce(now)
         for unit_id, st in self.units.items():
-            if not st.online or not st.installed:
+            if not st.installed:
+                if not st.noticed and now >= self.started_at + offline_after(
+                    self.config.units[unit_id]
+                ):
+                    self._safely(self._notice_not_installed, unit_id, now)
+                continue
+            if not st.online:
                 continue
             unit = self.config.units[unit_id]
             try:
@@ -413,13 +419,25 @@ class Supervisor:
         for unit_id, st in self.units.items():
             unit = self.config.units[unit_id]
             try:
-                if not st.installed and not st.noticed:
-                    self._notice_not_installed(unit, st, now)
                 self._publish_state(unit, st, now, force=True)
             except Exception:
                 log.exception("supervision of unit %s: state not published", unit_id)
 
-    def _notice_not_installed(self, unit: Unit, st: _UnitState, now: float) -> None:
+    def _safely(self, fn: Callable[[str, float], None], unit_id: str, now: float) -> None:
+        try:
+            fn(unit_id, now)
+        except Exception:
+            log.exception("supervision of unit %s failed at %.3f", unit_id, now)
+
+    def _notice_not_installed(self, unit_id: str, now: float) -> None:
+        """Tell the security lead, once, of a unit not heard in a window after the start.
+
+        Not at once: at the first start of a new gateway its units are heard within a
+        heartbeat or so; only a unit still silent after its supervision window waits
+        for someone to install it.
+        """
+        unit = self.config.units[unit_id]
+        st = self.units[unit_id]
         site = self.config.sites.get(unit.site)
         self._emit(
             unit,

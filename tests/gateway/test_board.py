@@ -211,3 +211,39 @@ def test_local_time_ages_and_disposition() -> None:
     assert " 1m00s " in row and " false " in row
     later = b.render(T + 71, tz=ZoneInfo("Asia/Shanghai"))
     assert "20:01:11" in later and " 1m10s " in later  # the clock and the ages move
+
+
+def test_garbage_from_the_broker_never_breaks_the_board() -> None:
+    """Whoever can publish can send anything: the board neither raises nor draws badly."""
+    b = Board()
+    b.take(f"{P}/alarm/u1", alarm(1), T)
+    junk: list[Any] = [
+        None,
+        "text",
+        42,
+        [1, 2],
+        {"incident": ["x"]},
+        {"incident": "gw-u1-1-0", "update_no": "many", "presses": {"a": 1}},
+        {"incident": "gw-u9", "presses": [1], "received_at": 5, "place": {"x": 1}},
+        {"kind": "escalation", "post": "p", "detail": [1], "at": 7},
+        {"kind": "tamper", "detail": "x", "qualifier": "q", "at": {"t": 1}},
+        {"post": "p", "escalating": True, "rung": "three", "of": None},
+        {"state": ["online"], "tamper": "yes", "since": 12},
+    ]
+    topics = [
+        f"{P}/alarm/u1",
+        f"{P}/open/gw-u1-1-0",
+        f"{P}/event/u1",
+        f"{P}/duty/p",
+        f"{P}/unit/u1/state",
+        f"{P}/post/p/state",
+        "campusguard/gateway/gw/status",
+        "x",
+        "",
+    ]
+    for topic in topics:
+        for data in junk:
+            b.take(topic, data, T)
+            text = b.render(T + 1, tz=UTC, width=80, height=20)
+            assert text.startswith("CampusGuard duty room")
+    assert b.incidents["gw-u1-1-0"].data["update_no"] in (1, "many")
