@@ -221,7 +221,10 @@ class IncidentBook:
         self._open_of.clear()
         rows = self._store.conn.execute(
             _SELECT
-            + " WHERE i.state IN ('open', 'police_ack', 'cancelled') AND i.closed_at IS NULL"
+            + " WHERE (i.state IN ('open', 'police_ack') OR (i.state = 'cancelled'"
+            " AND i.police_ack_at IS NOT NULL)) AND i.closed_at IS NULL"
+            # a cancelled one the police have not acknowledged waits for their ack, which
+            # loads it (_get); then tick() closes it
             " ORDER BY t.last_alarm_at"
         ).fetchall()
         for row in rows:
