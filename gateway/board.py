@@ -48,7 +48,7 @@ class PostAlert:
     site: str
     post: str
     place: str = ""
-    since: str | None = None
+    since: str | float | None = None
     rung: int = 0
     of: int = 0
     step: str | None = None
@@ -202,7 +202,7 @@ class Board:
             return True
         if kind == "escalation":
             alert = self._alert_of(site, str(post))
-            alert.since = alert.since or detail.get("missed_deadline_at") or e.get("at")
+            alert.since = alert.since or detail.get("missed_deadline") or e.get("at")
             alert.place = str(detail.get("place") or alert.place)
             alert.rung = _int(detail.get("rung"))
             alert.of = _int(detail.get("of"))
@@ -392,6 +392,9 @@ def _int(value: Any) -> int:
 
 
 def _ts(text: Any, default: float) -> float:
+    """An ISO 8601 time (or seconds since the epoch, as duty details carry) as seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
     try:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -404,11 +407,16 @@ def _clock(text: Any, tz: tzinfo | None) -> str:
     t = _ts(text, 0.0)
     if not t:
         return str(text)
-    return f"{datetime.fromtimestamp(t, tz).astimezone(tz):%H:%M:%S}"
+    try:
+        return f"{datetime.fromtimestamp(t, tz).astimezone(tz):%H:%M:%S}"
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def _age(seconds: float) -> str:
-    s = max(0, int(seconds))
+    if not 0 <= seconds < 1e9:  # not a number, or a time from another century
+        return "?" if seconds == seconds and seconds > 0 else "0s"
+    s = int(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

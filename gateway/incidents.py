@@ -220,8 +220,7 @@ class IncidentBook:
         self._by_id.clear()
         self._open_of.clear()
         rows = self._store.conn.execute(
-            _SELECT
-            + " WHERE (i.state IN ('open', 'police_ack') OR (i.state = 'cancelled'"
+            _SELECT + " WHERE (i.state IN ('open', 'police_ack') OR (i.state = 'cancelled'"
             " AND i.police_ack_at IS NOT NULL)) AND i.closed_at IS NULL"
             # a cancelled one the police have not acknowledged waits for their ack, which
             # loads it (_get); then tick() closes it

@@ -229,6 +229,9 @@ def test_garbage_from_the_broker_never_breaks_the_board() -> None:
         {"kind": "tamper", "detail": "x", "qualifier": "q", "at": {"t": 1}},
         {"post": "p", "escalating": True, "rung": "three", "of": None},
         {"state": ["online"], "tamper": "yes", "since": 12},
+        {"incident": "gw-u8", "received_at": 1e300, "first_press_at": float("nan"), "at": -1e300},
+        {"kind": "escalation", "post": "q", "detail": {"missed_deadline": 1e308}, "at": 1e308},
+        {"state": "offline", "since": float("inf"), "at": float("-inf")},
     ]
     topics = [
         f"{P}/alarm/u1",
