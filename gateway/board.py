@@ -365,6 +365,23 @@ class Board:
         return out
 
 
+def paint(text: str, rows: int, *, full: bool, bell: bool = False) -> str:
+    """Terminal output that shows ``text`` on the rows above the prompt (the last row).
+
+    A full paint clears the screen and ends after a fresh ``> `` prompt. An update
+    rewrites only the rows above the prompt and puts the cursor back where it was, so
+    what the operator is typing there stays on the screen while the clock moves.
+    """
+    rows = max(2, rows)
+    lines = text.split("\n")[: rows - 1]
+    lines += [""] * (rows - 1 - len(lines))
+    body = "".join(f"\x1b[{i};1H{line}\x1b[K" for i, line in enumerate(lines, 1))
+    ring = "\a" if bell else ""
+    if full:
+        return f"{ring}\x1b[H\x1b[2J{body}\x1b[{rows};1H> "
+    return f"{ring}\x1b7{body}\x1b8"
+
+
 def event_text(e: dict[str, Any]) -> str:
     """An event in words: a tamper opening reads apart from its restore."""
     kind = str(e.get("kind", "?"))

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiomqtt
 
-from gateway.board import DISPOSITION_WORDS, Board
+from gateway.board import DISPOSITION_WORDS, Board, paint
 from gateway.errors import GatewayError
 from gateway.relay import BrokerSettings
 
@@ -64,6 +65,7 @@ class Console:
         self.tz = zone_of(getattr(args, "tz", None))
         self.board = Board()
         self._note = ""
+        self._size: os.terminal_size | None = None
         self.count = 0
         self.done = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -180,6 +182,7 @@ class Console:
         if not line:
             asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
             return
+        self._redraw(full=True)  # the Enter moved the cursor off the prompt line
         words = line.split()
         if not words:
             return
@@ -205,16 +208,19 @@ class Console:
         await client.publish(topic, json.dumps({"by": self.args.by}), qos=1)
         self._redraw(f"acknowledged the missed check-in at {post}")
 
-    def _redraw(self, note: str = "", *, bell: bool = False) -> None:
+    def _redraw(self, note: str = "", *, bell: bool = False, full: bool = False) -> None:
+        """Draw the board above the prompt; ``full`` also clears and redraws the prompt."""
         if self.args.json:
             return
         if note:
             self._note = note
         size = shutil.get_terminal_size((100, 40))
+        full = full or size != self._size  # the first paint, or the terminal was resized
+        self._size = size
         text = self.board.render(
             time.time(), tz=self.tz, width=size.columns, height=size.lines - 1, note=self._note
         )
-        sys.stdout.write(("\a" if bell else "") + "\x1b[H\x1b[2J" + text + "\n> ")
+        sys.stdout.write(paint(text, size.lines, full=full, bell=bell))
         sys.stdout.flush()
 
     def _emit(self, obj: dict[str, Any]) -> None:

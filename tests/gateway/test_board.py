@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.board import CLOSED_KEEP_S, Board, Target, event_text
+from gateway.board import CLOSED_KEEP_S, Board, Target, event_text, paint
 from gateway.incidents import iso
 
 T = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -250,3 +250,12 @@ def test_garbage_from_the_broker_never_breaks_the_board() -> None:
             text = b.render(T + 1, tz=UTC, width=80, height=20)
             assert text.startswith("CampusGuard duty room")
     assert b.incidents["gw-u1-1-0"].data["update_no"] in (1, "many")
+
+
+def test_paint_keeps_the_prompt_row_for_the_operator() -> None:
+    full = paint("a\nb", 4, full=True, bell=True)
+    assert full.startswith("\a\x1b[H\x1b[2J") and full.endswith("\x1b[4;1H> ")
+    assert "\x1b[1;1Ha\x1b[K\x1b[2;1Hb\x1b[K\x1b[3;1H\x1b[K" in full
+    update = paint("a\nb\nc\nd\ne", 4, full=False)
+    # rows 1..3 only (the board is cut above the prompt), and the cursor goes back
+    assert update == "\x1b7\x1b[1;1Ha\x1b[K\x1b[2;1Hb\x1b[K\x1b[3;1Hc\x1b[K\x1b8"

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import struct
 import sys
 import termios
@@ -70,12 +71,61 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         assert row == ("Officer Wu",)
 
 
+ROWS, COLS = 24, 120
+_CSI = re.compile(r"\x1b\[([0-9;]*)([A-Za-z])")
+
+
+def emulate(out: str, rows: int = ROWS, cols: int = COLS) -> list[str]:
+    """What a VT100 shows after ``out``: only the sequences the console (and the tty's
+    echo) use: CUP, ED 2, EL, DECSC/DECRC, CR, LF (scrolling), BS, BEL."""
+    grid = [[" "] * cols for _ in range(rows)]
+    r = c = 0
+    saved = (0, 0)
+    i = 0
+    while i < len(out):
+        ch = out[i]
+        if ch == "\x1b":
+            if out[i + 1 : i + 2] in ("7", "8"):
+                if out[i + 1] == "7":
+                    saved = (r, c)
+                else:
+                    r, c = saved
+                i += 2
+                continue
+            m = _CSI.match(out, i)
+            assert m is not None, repr(out[i : i + 10])
+            params, cmd = m.groups()
+            if cmd == "H":
+                nums = [int(p) if p else 1 for p in params.split(";")] if params else [1, 1]
+                r, c = nums[0] - 1, (nums[1] if len(nums) > 1 else 1) - 1
+            elif cmd == "J" and params == "2":
+                grid = [[" "] * cols for _ in range(rows)]
+            elif cmd == "K":
+                grid[r][c:] = [" "] * (cols - c)
+            i = m.end()
+            continue
+        if ch == "\r":
+            c = 0
+        elif ch == "\n":
+            r += 1
+            if r == rows:
+                grid = [*grid[1:], [" "] * cols]
+                r = rows - 1
+        elif ch == "\b":
+            c = max(0, c - 1)
+        elif ch >= " " and c < cols:
+            grid[r][c] = ch
+            c += 1
+        i += 1
+    return ["".join(row).rstrip() for row in grid]
+
+
 class Terminal:
     """A real pseudo-terminal (24 x 120) with the console on its other side."""
 
     def __init__(self) -> None:
         self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.out = b""
         self._changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(self.master, self._read)
@@ -91,8 +141,8 @@ class Terminal:
         self._changed.set()
 
     def screen(self) -> str:
-        """The last full drawing (after the last clear-screen)."""
-        return self.out.decode("utf-8", "replace").rsplit("\x1b[2J", 1)[-1]
+        """What the terminal shows now, row by row."""
+        return "\n".join(emulate(self.out.decode("utf-8", "replace")))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         async with asyncio.timeout(timeout):
@@ -144,11 +194,16 @@ async def test_restarted_console_on_a_terminal_shows_the_open_incident_and_acks_
             assert "CST" in screen.split("\n", 1)[0]  # --tz: the header in local time
             assert b"\a" in term.out  # the bell: a new alarm on the board
             assert all(len(line) <= 120 for line in screen.split("\n"))
-            first_clock = screen.split("\n", 1)[0]
+            # the operator starts typing; the clock moves on, and the typing stays in view
+            term.type("1")
+            await term.wait_for(lambda: term.screen().split("\n")[-1] == "> 1")
+            first_clock = term.screen().split("\n", 1)[0]
             await term.wait_for(lambda: term.screen().split("\n", 1)[0] != first_clock)
-            term.type("1\n")
+            assert term.screen().split("\n")[-1] == "> 1"
+            term.type("\n")
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=10)
             await term.wait_for(lambda: " 1  police_ack" in term.screen())
+            assert term.screen().split("\n")[-1] == ">"  # a fresh prompt after the Enter
         finally:
             proc.terminate()
             await proc.wait()
