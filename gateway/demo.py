@@ -235,12 +235,30 @@ async def _script(fleet: Fleet, police: Police, book: PressBook, presses: int, o
         with contextlib.suppress(AssertionError):
             await police.expect_alarm(u, update="cancelled", within=10.0, since=opened)
 
+    # a unit in the middle of a gesture (the duress hold, the cancel burst and its pause)
+    # is not pressed by the next person: a press there would spoil the gesture (a sixth
+    # press in a burst of five is no cancel)
+    gestures: dict[str, asyncio.Task[None]] = {}
+
+    async def free_unit(k: int) -> FleetUnit:
+        n = len(alarm_units)
+        for i in range(n):
+            u = alarm_units[(k + i) % n]
+            busy = gestures.get(u.id)
+            if busy is None or busy.done():
+                return u
+        u = alarm_units[k % n]
+        await asyncio.wait({gestures[u.id]})
+        return u
+
     for k in range(presses):
-        u = alarm_units[k % len(alarm_units)]
+        u = await free_unit(k)
         if k == duress_at:
             tasks.append(await pressed(u.hold(u.spec.long_press_ms / 1000 + 0.4), u))
+            gestures[u.id] = tasks[-1]
         elif k == cancel_at:
             tasks.append(asyncio.create_task(cancelled(u)))
+            gestures[u.id] = tasks[-1]
         else:
             tasks.append(await pressed(u.press(), u))
         await asyncio.sleep(gap)  # the next person presses a moment later
