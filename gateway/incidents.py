@@ -202,6 +202,8 @@ class IncidentBook:
         self._orphans: dict[tuple[int, int, int], float] = {}
         # "incident opened" lines, said once their transaction has committed (see opened())
         self._opened: list[tuple[str, str, str, str]] = []
+        # retained board copies of this transaction: incident -> (site, latest payload or "")
+        self._board: dict[str, tuple[str, str]] = {}
         testmode.create(store.conn)
         self.reload()
 
@@ -217,6 +219,7 @@ class IncidentBook:
     def reload(self) -> None:
         """(Re)load what is open, and CANCELs still waiting for their ALARM, from the journal."""
         self._opened.clear()
+        self._board.clear()
         self._by_id.clear()
         self._open_of.clear()
         rows = self._store.conn.execute(
@@ -386,6 +389,7 @@ class IncidentBook:
                 self._due.pop(inc.id, None)
                 self._publish(inc, "closed", now)
                 self._save(inc)
+            self.flush_board(now)
         return True
 
     def _over(self, inc: Incident, now: float) -> bool:
@@ -583,12 +587,20 @@ class IncidentBook:
             qos=1,
             incident=inc.id,
         )
-        # the board of a duty room that (re)connects: the latest update of every incident
-        # not yet closed, retained; an empty retained message at the close removes it
-        self._store.enqueue(
-            at=at,
-            topic=f"{self._prefix}/{inc.site}/open/{inc.id}",
-            payload=text if inc.state in BOARD_STATES else "",
-            qos=1,
-            retain=True,
-        )
+        self._board[inc.id] = (inc.site, text if inc.state in BOARD_STATES else "")
+        if not self._store.in_transaction:
+            self.flush_board(at)
+
+    def flush_board(self, at: float) -> None:
+        """Queue the retained board copies of this transaction; call it before the commit.
+
+        The board of a duty room that (re)connects: ``open/<incident>`` retains the latest
+        update of every incident not yet closed; an empty retained message at the close
+        removes it. One copy per incident and transaction, after all of the
+        transaction's alarm updates: in a burst of alarms the copies do not delay them.
+        """
+        for iid, (site, text) in self._board.items():
+            self._store.enqueue(
+                at=at, topic=f"{self._prefix}/{site}/open/{iid}", payload=text, retain=True
+            )
+        self._board.clear()

@@ -146,6 +146,7 @@ class Pipeline:
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             self.commit_failures += 1
             self.last_commit_ok = False
@@ -311,6 +312,7 @@ class Pipeline:
         try:
             with self._store.transaction():
                 target, news = self.incidents.on_police_ack(incident, by, disposition, at)
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS supervision_install (
 );
 """
 
+STATES_PER_TICK = 10
+"""Retained unit states published per tick at most (the pipeline ticks 5 times a second)."""
 STATE_REFRESH_S = 600.0
 """A unit's retained state is published on every change, and at least this often while it
 is heard (so ``last_heard`` on a duty room's board is never older than this)."""
@@ -277,6 +279,7 @@ class Supervisor:
                 ", ".join(waiting),
             )
         self._announced = False
+        self._dirty: set[str] = set()  # units whose retained state may have changed
 
     # -- Watcher -------------------------------------------------------------------------
 
@@ -291,7 +294,7 @@ class Supervisor:
                 self._install(unit, st, at)
         except Exception:
             log.exception("supervision of unit %s: first frame not recorded", unit.id)
-        self.tick(at)
+        self._deadlines(at)
         try:
             self._heard(unit, st, at)
             body = frame.body
@@ -301,7 +304,7 @@ class Supervisor:
                 self._fault(unit, st, body, at)
             elif isinstance(body, Test):
                 self._test(unit, st, body, at)
-            self._publish_state(unit, st, at)
+            self._dirty.add(unit.id)  # its retained state goes out at the next tick
         except Exception:
             log.exception("supervision of unit %s failed on a %s frame", unit.id, frame.type.name)
 
@@ -321,6 +324,14 @@ class Supervisor:
         if not self._announced:
             self._announced = True
             self._announce(now)
+        self._deadlines(now)
+        # retained states after the frames' own messages, one per unit and tick and at
+        # most STATES_PER_TICK: in a burst of alarms they trickle out behind the alarms
+        for unit_id in sorted(self._dirty)[:STATES_PER_TICK]:
+            self._dirty.discard(unit_id)
+            self._safely(self._state_of, unit_id, now)
+
+    def _deadlines(self, now: float) -> None:
         for unit_id, st in self.units.items():
             if not st.installed:
                 if not st.noticed and now >= self.started_at + offline_after(
@@ -459,6 +470,9 @@ class Supervisor:
                 (unit.id, now),
             )
 
+    def _state_of(self, unit_id: str, at: float) -> None:
+        self._publish_state(self.config.units[unit_id], self.units[unit_id], at)
+
     def _publish_state(self, unit: Unit, st: _UnitState, at: float, force: bool = False) -> None:
         """Publish the retained unit state on a change, else at most every STATE_REFRESH_S."""
         key = (
@@ -532,7 +546,7 @@ class Supervisor:
         st.changed_at = now
         st.back_first = st.back_last = None
         self._save_unit(unit, st)
-        self._publish_state(unit, st, now)
+        self._dirty.add(unit.id)
 
     def _heartbeat(self, unit: Unit, st: _UnitState, hb: Heartbeat, at: float) -> None:
         st.battery_mv, st.fw = hb.battery_mv, hb.fw_version

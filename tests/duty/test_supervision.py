@@ -119,6 +119,7 @@ def test_a_unit_never_heard_is_not_installed_not_offline(tmp_path: Path) -> None
     t1 = T0 + 5 * 86400
     r.send("shop", hb(), t1)
     assert r.sup.is_installed("shop")
+    r.sup.tick(t1)  # retained states go out at the tick after the frame
     assert r.outlet.retained["unit/shop/state"]["state"] == "online"
     r.sup.tick(t1 + 210)
     assert r.mine("shop") == [("offline", NEW, t1 + 210)]
@@ -151,27 +152,37 @@ def test_units_heard_before_the_upgrade_stay_installed(tmp_path: Path) -> None:
 def test_unit_state_is_retained_on_every_change(tmp_path: Path) -> None:
     """unit/<unit>/state: online/offline, battery, tamper open vs closed, mains, last heard."""
     r = Rig(tmp_path / "g.db")
-    r.send("shop", hb(mv=3900), T0)
-    st = r.outlet.retained["unit/shop/state"]
+
+    def state(body: object, at: float) -> dict[str, object]:
+        r.send("shop", body, at)
+        r.sup.tick(at)  # the retained state goes out at the tick after the frame
+        return r.outlet.retained["unit/shop/state"]
+
+    st = state(hb(mv=3900), T0)
     assert st["state"] == "online" and st["battery_mv"] == 3900 and st["fw"] == "1.2"
     assert st["tamper"] is False and st["mains_lost"] is False and st["low_battery"] is False
     assert st["last_heard"] == iso(T0) and st["place"] == "Shop at the gate"
-    r.send("shop", hb(F.TAMPER | F.MAINS_LOST), T0 + 60)
-    st = r.outlet.retained["unit/shop/state"]
+    st = state(hb(F.TAMPER | F.MAINS_LOST), T0 + 60)
     assert st["tamper"] is True and st["mains_lost"] is True
-    assert set(st["conditions"]) == {"tamper", "mains_lost"}
+    assert set(st["conditions"]) == {"tamper", "mains_lost"}  # type: ignore[arg-type]
     n = len(r.outlet.retained_log)
-    r.send("shop", hb(F.TAMPER | F.MAINS_LOST), T0 + 120)  # nothing changed: not again
+    state(hb(F.TAMPER | F.MAINS_LOST), T0 + 120)  # nothing changed: not again
     assert len(r.outlet.retained_log) == n
-    r.send("shop", hb(), T0 + 180)
-    r.send("shop", hb(), T0 + 240)  # two clear heartbeats restore
-    st = r.outlet.retained["unit/shop/state"]
+    state(hb(), T0 + 180)
+    st = state(hb(), T0 + 240)  # two clear heartbeats restore
     assert st["tamper"] is False and st["mains_lost"] is False
     # heard, unchanged, for longer than the refresh: last_heard is refreshed
     t = r.beat("shop", T0 + 300, T0 + 300 + STATE_REFRESH_S + 60, 60)
-    assert r.outlet.retained["unit/shop/state"]["last_heard"] >= iso(T0 + 240 + STATE_REFRESH_S)
+    last = r.outlet.retained["unit/shop/state"]["last_heard"]
+    assert last >= iso(T0 + 240 + STATE_REFRESH_S)
     r.sup.tick(t + 300)
     assert r.outlet.retained["unit/shop/state"]["state"] == "offline"
+    # several frames between two ticks: one retained message
+    n = len(r.outlet.retained_log)
+    r.send("shop", hb(F.TAMPER), t + 400)
+    r.send("shop", hb(F.TAMPER | F.LOW_BATTERY), t + 401)
+    r.sup.tick(t + 401)
+    assert len(r.outlet.retained_log) == n + 1
 
 
 def test_online_needs_half_a_heartbeat_of_frames(tmp_path: Path) -> None:

@@ -133,6 +133,10 @@ async def test_unit_and_post_states_are_retained(
         hb = a.send(Heartbeat(3650, 10, 0x0102, HeartbeatFlags.TAMPER))
         await site.port.wait_ack(hb)
         await police.wait_for(lambda: bool(police.events("tamper")))
+        shop_state = f"campusguard/{SITE}/unit/shop-a/state"
+        await police.wait_for(
+            lambda: any(t == shop_state and d["state"] == "online" for t, d in police.messages)
+        )
         await until(lambda: gw.store.pending_count() == 0)
         board = await retained(broker.url)
         shop = board[f"campusguard/{SITE}/unit/shop-a/state"]
