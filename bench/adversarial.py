@@ -225,6 +225,12 @@ async def scenario(
     other = FakeUnit(port_a, addr["shop-b"], keys["shop-b"], epoch=1)
     forger = {u: FakeUnit(port_b, addr[u], os.urandom(32), epoch=9) for u in addr}
     stop = asyncio.Event()
+    # the guard posts' units are installed (a unit never heard has no check-ins to miss)
+    for uid in ("guard-gate", "guard-yard"):
+        guard = FakeUnit(port_a, addr[uid], keys[uid], epoch=1)
+        await guard.send_until_acked(
+            guard.make(Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0))), timeout=10
+        )
 
     # a genuine incident of shop-b, and a genuine ack of it (to move and to replay)
     fb = other.send(Alarm(AlarmKind.PANIC, 1, 1))
