@@ -121,6 +121,7 @@ class Cfg:
     healthy_ms: int
     safe_after: int
     test_crash_ms: int
+    test_uptime_s: int
 
 
 class App:
@@ -141,14 +142,17 @@ class App:
         self.safe = False
         # uptime beyond the 2^30 ms wrap of ticks_ms (folded every supervisor tick)
         self._up_last = time.ticks_ms()
-        self._up_s = 0
+        self._up_s = cfg.test_uptime_s  # test hook (unit.json): boot as if up that long
         self._up_ms = 0
+        self.up_hi = 0  # stamp(): press_ms in 16-bit halves
+        self.up_lo = 0
         # the open alarm series
         self._open = False
         self._kind = cfg.kind
         self._quiet = False
         self._presses = 0
-        self._first_ms = 0
+        self._first_hi = 0  # the series' press_ms, in 16-bit halves (stamp())
+        self._first_lo = 0
         self._first_epoch = 0
         self._first_seq = 0
         self._opened = 0
@@ -177,9 +181,9 @@ class App:
 
     # ---------------------------------------------------------------- uptime
 
-    def ms32(self):
-        """Uptime in ms modulo 2^32 (the wire's press_ms); folds the ticks elapsed into
-        seconds (called at least every 500 ms by the supervisor: ticks wrap at 2^30 ms)."""
+    def uptime(self):
+        """Fold the ticks elapsed into seconds and ms (called at least every 500 ms by the
+        supervisor: ticks wrap at 2^30 ms)."""
         now = time.ticks_ms()
         ms = self._up_ms + time.ticks_diff(now, self._up_last)
         self._up_last = now
@@ -188,7 +192,19 @@ class App:
             self._up_s += q
             ms -= q * 1000
         self._up_ms = ms
-        return (self._up_s * 1000 + ms) & 0xFFFFFFFF
+
+    def stamp(self, back_ms=0):
+        """Uptime minus back_ms, in ms modulo 2^32 (the wire's press_ms), into up_hi and
+        up_lo, its 16-bit halves. On a 32-bit port small ints end at 2^30 (12.4 days of
+        uptime in ms): every value here stays below that ((s & 0xFFFF) * 1000 < 2^26), so
+        the alarm path makes no big int and allocates nothing."""
+        self.uptime()
+        s = self._up_s
+        lo = (s & 0xFFFF) * 1000 + self._up_ms - back_ms
+        # s * 1000 = (s >> 16) * 1000 * 2^16 + (s & 0xFFFF) * 1000; a negative lo
+        # borrows from hi (>> floors), and & 0xFFFF wraps both modulo 2^16
+        self.up_hi = ((s >> 16) * 1000 + (lo >> 16)) & 0xFFFF
+        self.up_lo = lo & 0xFFFF
 
     # ---------------------------------------------------------------- sending
 
@@ -218,7 +234,10 @@ class App:
     # ---------------------------------------------------------------- the alarm button
 
     def _send_alarm(self, prio):
-        ok = self.send(_ALARM, self._kind, self._presses, self._first_ms, prio=prio, persist=True)
+        ok = self.send(
+            _ALARM, self._kind, self._presses, self._first_hi, self._first_lo,
+            prio=prio, persist=True,
+        )
         self._alarm_owed = not ok
         return ok
 
@@ -231,7 +250,9 @@ class App:
             self._quiet = self._kind == _KIND_SILENT
             self._presses = 1
             # press_ms: uptime at the first edge, not after the debounce
-            self._first_ms = (self.ms32() - time.ticks_diff(now, t0)) & 0xFFFFFFFF
+            self.stamp(time.ticks_diff(now, t0))
+            self._first_hi = self.up_hi
+            self._first_lo = self.up_lo
             self._opened = t0
             self._burst = -1  # presses run together with the opening one never cancel
             self._ack_state = 0
@@ -473,7 +494,7 @@ class App:
                 f |= _HB_BUTTON_STUCK
             if self.safe:
                 f |= _HB_SAFE_MODE
-            self.ms32()
+            self.uptime()
             self.send(_HEARTBEAT, self.battery_mv, self._up_s, _FW, f, reliable=False)
             hb = self.cfg.heartbeat_ms
             await asyncio.sleep_ms(hb - hb // 10 + _rand(hb // 5))
@@ -509,7 +530,7 @@ class App:
             now = time.ticks_ms()
             dt = time.ticks_diff(now, last)
             last = now
-            self.ms32()
+            self.uptime()
             self._maybe_cancel(now)
             if self.checkin is not None:
                 self.checkin.supervise(now)

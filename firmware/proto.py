@@ -49,11 +49,13 @@ _R_REPLAYED = const(8)
 _REASONS = const(9)
 
 _HEADER = ">BBHIH"
-# type -> (struct format of the body, body length, number of fields)
+# type -> (struct format of the body, body length, number of fields). press_ms (ALARM,
+# CHECKIN) goes as its 16-bit halves: a 32-bit port makes every int >= 2^30 a heap big
+# int, and uptime in ms passes 2^30 after 12.4 days (App.stamp()).
 BODY = {
-    _ALARM: (">BBI", 6, 3),
+    _ALARM: (">BBHH", 6, 4),
     _CANCEL: (">IH", 6, 2),
-    _CHECKIN: (">BI", 5, 2),
+    _CHECKIN: (">BHH", 5, 3),
     _HEARTBEAT: (">HIHB", 9, 4),
     _TEST: (">BBH", 4, 3),
     _FAULT: (">BBH", 4, 3),

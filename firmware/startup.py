@@ -40,6 +40,8 @@ _INTS = (
     ("safe_after", 3),
     # test hook: crash the app this long after boot, unless in safe mode (0: never)
     ("test_crash_ms", 0),
+    # test hook: the uptime the unit starts from, in s (press_ms past 2^30, 2^31, 2^32)
+    ("test_uptime_s", 0),
 )
 # name_ms, or name_s / name_h (unit, factor), default in that unit
 _TIMES = (

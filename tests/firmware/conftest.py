@@ -199,13 +199,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "mp64_only: a virtual-board test that runs on the 64-bit interpreter only"
     )
+    config.addinivalue_line(
+        "markers", "frozen32_only: a virtual-board test of the 32-bit frozen build only"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # the virtual-board suite runs on both interpreters
-    if "make_unit" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
-        "mp64_only"
-    ):
+    if "make_unit" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("frozen32_only"):
+        metafunc.parametrize("interp", (FROZEN32,), indirect=True)
+    elif not metafunc.definition.get_closest_marker("mp64_only"):
         metafunc.parametrize("interp", INTERPRETERS, indirect=True)
 
 
