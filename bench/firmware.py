@@ -26,7 +26,7 @@ frozen32_heap_*    the same unit on the 32-bit unix port with asyncio and the fi
                    frozen in (`make firmware32`, the ESP32 image's shape: 32-bit objects,
                    bytecode and qstrs in the image); None without a MicroPython source
 interpreter_heap_bytes  what the unit's heap holds before any firmware module is
-                   imported, measured in a bare `micropython -X heapsize=64K`: the
+                   imported, measured in a bare `micropython` with the unit's heap: the
                    interpreter itself (bare), `import asyncio`, and asyncio.event (the
                    Event the virtual board's inputs are; the ESP32's ThreadSafeFlag lives
                    there too); total = their sum, part of heap_after_boot
@@ -181,7 +181,9 @@ async def unit_figures(presses: int, romfs: bool, exe: str | None = None) -> dic
                     lat.append((gw.first_byte - t0) * 1000)
                 await vu.release()
                 alarms += 1
-                await asyncio.sleep(0.03)
+                # up for longer than the button's 20 ms poll + 5 ms debounce, with room for
+                # a loaded host: a shorter gap is no release at all to the unit
+                await asyncio.sleep(0.06)
             await asyncio.sleep(0.5)
             heap_100, _, _ = await vu.mem()
         finally:

@@ -29,6 +29,7 @@ for _name in (
     "link.py",
     "outbox.py",
     "proto.py",
+    "sleeper.py",
     "startup.py",
     "storage.py",
 ):

@@ -536,7 +536,7 @@ app.main(b)
 """
 
 
-# a unit's heap (DEFAULT_HEAPSIZE, 64K) and room for what an ESP32 does not carry: the
+# a unit's heap (DEFAULT_HEAPSIZE, 80K) and room for what an ESP32 does not carry: the
 # stand-in machine module compiled from source (~8 KB), the driver, JSON and a thread
 E2E_HEAPSIZE = "96K"
 

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.frozen32_only
 
 HEAP_AFTER_BOOT_MAX = 20 * 1024
 """The issue's target for the unit's heap after boot, on the ESP32's shape."""
+TRANSIENT_MAX = 512
+"""Heap that may differ between two idle moments without being growth (sleeper.py's
+timer tasks come and go): below the 1 600 bytes one leaked block per alarm would make."""
 
 
 async def test_frozen_unit_runs_its_frozen_modules(make_unit: UnitFactory) -> None:
@@ -60,7 +63,9 @@ async def test_heap_under_20k_after_boot_and_flat_over_100_alarms(make_unit: Uni
         await vu.wait_until(lambda c=chirps: vu.buzzer_history.count("chirp") > c, 3, "chirp")
     await vu.wait_led("idle")  # the series closed: nothing left pending
     after_100, _, _ = await vu.mem()
-    assert after_100 <= after_boot, (after_boot, after_100)
+    # a leak of one 16-byte GC block per alarm would be 1 600 bytes by now; what moves
+    # less is transient (a sleeping task's timer Task and coroutine alive or not)
+    assert after_100 <= after_boot + TRANSIENT_MAX, (after_boot, after_100)
 
 
 @pytest.mark.parametrize("boundary", [2**30, 2**31, 2**32], ids=["2^30", "2^31", "2^32"])
