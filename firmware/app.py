@@ -6,7 +6,8 @@
 # (start()), the supervisor watches them, stop() cancels them.
 # A guard post's check-in button lives in checkin.py, imported only where there is one.
 # The boot sequence (config, epoch, outbox reload, boot frames, tasks) is startup.py,
-# which main() drops once the unit runs: its code does not stay in RAM.
+# which main.py wires to App and drops once the unit runs: its code does not stay in
+# RAM. App never imports startup (startup imports App: no import circle).
 #
 # Safe mode (README.md): after `safe_after` boots in a row that crashed before running
 # healthy for healthy_ms, the unit runs only what an alarm needs: the alarm button,
@@ -197,7 +198,7 @@ class App:
         """Uptime minus back_ms, in ms modulo 2^32 (the wire's press_ms), into up_hi and
         up_lo, its 16-bit halves. On a 32-bit port small ints end at 2^30 (12.4 days of
         uptime in ms): every value here stays below that ((s & 0xFFFF) * 1000 < 2^26), so
-        the alarm path makes no big int and allocates nothing."""
+        this makes no big int and allocates nothing."""
         self.uptime()
         s = self._up_s
         lo = (s & 0xFFFF) * 1000 + self._up_ms - back_ms
@@ -639,32 +640,3 @@ def request_test(root="/"):
         return True
     Store(root).write(_INSTALL_TEST, b"repl")
     return False
-
-
-def main(board):
-    """Load the unit's config and run it; a crash resets the board (the watchdog would).
-
-    The boot-only code (startup.py: config loader, epoch, outbox reload, boot frames) is
-    imported here and dropped from sys.modules before the unit runs, so that it is freed
-    once the boot sequence has returned."""
-    import sys
-
-    try:
-        import startup
-    except Exception as e:  # a broken module on flash: a crash, like main.py's imports
-        board.crashed(e)
-        return
-    app = startup.build(board)  # None: unconfigured (the board was told)
-    coro = None if app is None else app.run(startup.boot)
-    del startup
-    sys.modules.pop("startup", None)
-    if app is None or coro is None:
-        return
-    gc.collect()
-    try:
-        asyncio.run(coro)
-    except KeyboardInterrupt:
-        app.stop()
-        board.maintenance()
-    except Exception as e:  # any bug: log it and restart clean, as the watchdog would
-        board.crashed(e)

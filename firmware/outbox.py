@@ -8,10 +8,12 @@
 # talk: while the link is busy (another unit sending) a frame waits 2-9 ms, at most 10
 # times in a row (a line that never falls quiet must not hold an alarm back).
 import random
+import struct
 import time
 from array import array
 from micropython import const
 
+import proto
 from sleeper import Sleeper
 
 _SLOTS = const(16)
@@ -201,6 +203,33 @@ class Outbox:
             self._store.remove(_FILE)
             return True
         return self._store.write(_FILE, out)
+
+    def reload(self):
+        """Reload the frames still pending before the reboot (what _save() wrote); they
+        are due at once. Type and counter are read from each frame's own bytes; nothing
+        is re-signed. Returns the number reloaded. Boot only."""
+        data = self._store.read(_FILE)
+        if data is None:
+            return 0
+        tmp = bytearray(_W)
+        pos = 0
+        count = 0
+        now = time.ticks_ms()
+        while pos + 2 <= len(data):
+            n = data[pos]
+            prio = data[pos + 1]
+            pos += 2
+            if n < 22 or n > _W or pos + n > len(data):
+                break
+            tmp[: n - 1] = data[pos : pos + n - 1]  # without the 0x00 delimiter
+            if proto.decode_inplace(tmp, n - 1) >= 20:
+                i = self.free_slot()
+                self.buf[i * _W : i * _W + n] = data[pos : pos + n]
+                epoch, seq = struct.unpack_from(">IH", tmp, 4)
+                self.put(i, tmp[1], epoch, seq, n, prio, True, now)
+                count += 1
+            pos += n
+        return count
 
     # ---- the retransmission task ----
 

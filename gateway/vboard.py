@@ -68,8 +68,9 @@ the 64-bit port's objects are about twice an ESP32's, and a unit with its .mpy f
 the filesystem holds ~59 KB after boot there (an ESP32 gives MicroPython ~110 KB)."""
 SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
-HOST_ONLY = ("manifest.py", "manifest_virtual.py")
-"""Files in ``firmware/`` that never go onto a unit (the freeze manifests)."""
+HOST_ONLY = ("manifest.py", "manifest_virtual.py", "board/conform.py")
+"""Files in ``firmware/`` that never go onto a unit (the freeze manifests, and the check
+of both boards against the board interface, ``board/iface.pyi``)."""
 ROMFS_IMAGE = "romfs.img"
 """In a virtual unit's folder: the ROMFS image standing for an ESP32's ROMFS partition
 (``mpremote romfs build`` output; :func:`romfs_image`). A unit whose folder has one boots

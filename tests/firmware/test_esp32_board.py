@@ -489,6 +489,7 @@ def test_board_reads_unit_json(tmp_path: Path) -> None:
 # ESP32 port's ISR does), "report" prints what the board did as one JSON line.
 DRIVER = """\
 import _thread
+import asyncio
 import json
 import sys
 
@@ -529,10 +530,12 @@ def outside():
 
 
 import app
+import startup
 
 b = board.esp32.Board()
 _thread.start_new_thread(outside, ())
-app.main(b)
+unit = startup.build(b)  # what main.py does on an ESP32
+asyncio.run(unit.run(startup.boot))
 """
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from protocol import MsgType
-from tests.firmware.conftest import UnitFactory
+from tests.firmware.conftest import GatewayEnd, UnitFactory
 
 pytestmark = pytest.mark.frozen32_only
 
@@ -24,6 +24,18 @@ HEAP_AFTER_BOOT_MAX = 20 * 1024
 TRANSIENT_MAX = 512
 """Heap that may differ between two idle moments without being growth (sleeper.py's
 timer tasks come and go): below the 1 600 bytes one leaked block per alarm would make."""
+
+
+async def ack_every_alarm(gw: GatewayEnd) -> None:
+    """The gateway's part: ACK every ALARM as it arrives, resent copies too (a pty drops
+    what a unit too slow to read leaves in it: an ACK can be lost under load)."""
+    done = 0
+    while True:
+        await gw.wait(lambda frames, seen=done: len(frames) > seen, timeout=3600)
+        for a in gw.frames[done:]:
+            if a.frame.type == MsgType.ALARM:
+                gw.ack(a.frame)
+        done = len(gw.frames)
 
 
 async def test_frozen_unit_runs_its_frozen_modules(make_unit: UnitFactory) -> None:
@@ -49,19 +61,20 @@ async def test_heap_under_20k_after_boot_and_flat_over_100_alarms(make_unit: Uni
     after_boot, _, code = await vu.mem()
     assert after_boot < HEAP_AFTER_BOOT_MAX, (after_boot, code)
     seen: set[int] = set()
+    acker = asyncio.create_task(ack_every_alarm(gw))
     for _ in range(100):
         start = len(gw.frames)
         await vu.press()
         # this press's ALARM (under load a late ACK lets the last one be resent)
         alarm = await gw.next(MsgType.ALARM, after=start, pred=lambda f: f.seq not in seen)
         seen.add(alarm.frame.seq)
-        gw.ack(alarm.frame)
         await vu.wait_buzzer("off")  # the last release's chirp is over: this one shows
         chirps = vu.buzzer_history.count("chirp")
         await vu.release()
         # the unit has taken the release (its chirp) before the next press
         await vu.wait_until(lambda c=chirps: vu.buzzer_history.count("chirp") > c, 3, "chirp")
     await vu.wait_led("idle")  # the series closed: nothing left pending
+    acker.cancel()
     after_100, _, _ = await vu.mem()
     # a leak of one 16-byte GC block per alarm would be 1 600 bytes by now; what moves
     # less is transient (a sleeping task's timer Task and coroutine alive or not)
@@ -80,12 +93,13 @@ async def test_press_ms_right_across_uptime_boundary(make_unit: UnitFactory, bou
     t_ready = time.monotonic()
     crossing = (boundary - start_s * 1000) / 1000
 
+    acker = asyncio.create_task(ack_every_alarm(gw))
+
     async def press_ms() -> tuple[int, float, float]:
         at = len(gw.frames)
         t_press = time.monotonic()
         await vu.press()
         alarm = await gw.next(MsgType.ALARM, after=at)
-        gw.ack(alarm.frame)
         await vu.release()
         await vu.wait_led("idle")  # series closed: the next press opens a new one
         return alarm.frame.body.press_ms, t_press, alarm.at
@@ -102,6 +116,7 @@ async def test_press_ms_right_across_uptime_boundary(make_unit: UnitFactory, bou
         # the user presses again once the unit's uptime is past the boundary (stimulus
         # timing: uptime >= time since ready)
         await asyncio.sleep(max(0.0, crossing + 0.1 - (time.monotonic() - t_ready)))
+    acker.cancel()
     assert since > crossing * 1000, "no press after the boundary"
     assert got == (start_s * 1000 + since) % 2**32
 
@@ -175,3 +190,71 @@ def test_stamp_allocates_nothing_past_2_30_2_31_2_32(tmp_path: Path, frozen32_bi
         # the lock does catch what the old arithmetic allocated: on a 32-bit build the
         # 0xFFFFFFFF mask itself is a big int, so it allocated on every alarm
         assert not old_ok, (s, ms)
+
+
+ALLOC_JOB = """
+import gc, json, micropython
+import proto
+
+enc = proto.Codec(257, bytes(range(32)))
+buf = bytearray(80)
+out = {}
+
+def locked(f, arg):
+    micropython.heap_lock()
+    try:
+        f(arg)
+    except MemoryError:
+        micropython.heap_unlock()
+        return False
+    micropython.heap_unlock()
+    return True
+
+def crc(n):
+    proto.crc16(enc.wire, n)
+
+def cobs(n):
+    proto.encode_into(enc.wire, n, buf)
+
+def decode(n):
+    proto.decode_inplace(buf, n)
+
+def allocated(f, *args):
+    f(*args)  # once before: first-call effects are not per frame
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    for i in range(50):
+        f(*args)
+    b = gc.mem_alloc()
+    gc.enable()
+    return (b - a) // 50
+
+n = enc.frame(1, 7, 3, 0, 1, 1, 2)
+out["crc16"] = locked(crc, 20)
+out["encode_into"] = locked(cobs, 20)
+m = proto.encode_into(enc.wire, 20, buf) - 1
+out["decode_inplace"] = locked(decode, m)
+out["frame"] = allocated(enc.frame, 1, 7, 3, 0, 1, 1, 2)
+out["mac"] = allocated(enc._mac._digest, enc._signed[2])
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_allocates_nothing_claims_hold(tmp_path: Path, frozen32_binary: Path) -> None:
+    """proto.py's "allocates nothing" (CRC, COBS both ways) under heap_lock on the frozen
+    32-bit build; a frame allocates exactly what its MAC does (hashlib), as it says."""
+    script = tmp_path / "alloc.py"
+    script.write_text(ALLOC_JOB)
+    res = subprocess.run(
+        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    out = json.loads(line.removeprefix("RESULT "))
+    assert out["crc16"] and out["encode_into"] and out["decode_inplace"], out
+    assert out["frame"] == out["mac"] > 0, out
