@@ -56,7 +56,7 @@ FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 WATCHDOG_EXIT = 3
 """``exit_code`` after the firmware's watchdog ended the process."""
 CRASH_EXIT = 4
-"""``exit_code`` after the firmware crashed (an exception reached ``app.main``)."""
+"""``exit_code`` after the firmware crashed (an exception reached ``main.py``)."""
 CONFIG_FILE = "unit.json"
 KEY_FILE = "unit.key"
 INSTALL_TEST_FILE = "install.test"

@@ -53,7 +53,7 @@ HIL_TIMINGS = {"incident_window_s": 10, "long_press_ms": 1500, "cancel_window_s"
 REPL_DRIVER = """
 import sys, asyncio, select
 from board.esp32 import Board
-import app
+import startup
 
 class _Soft:
     def __init__(self):
@@ -87,7 +87,9 @@ class _JigBoard(Board):
                 b.flag.set()
                 print("jig button", b.level)
 
-app.main(_JigBoard())
+_unit = startup.build(_JigBoard())  # main.py's wiring, with the jig's board
+if _unit is not None:
+    asyncio.run(_unit.run(startup.boot))
 """
 
 
