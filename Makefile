@@ -59,4 +59,4 @@ demo: $(STAMP) system-deps
 	$(BIN)/campusguard demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build/firmware32
