@@ -12,12 +12,13 @@ from pathlib import Path
 
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.config import Config, Link, load_config
+from gateway.credentials import unit_keydir
 from gateway.duty import DutyWatch
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UsageError
 from gateway.ports import Outlet, Watcher
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
-from gateway.store import Store, default_db_path
+from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,6 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
         Supervisor(config, outlet, store.conn, clock),
         DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
     ]
-
-
-def default_keydir() -> Path:
-    """``$CREDENTIALS_DIRECTORY`` under systemd (LoadCredential), else ``keys/``."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        return Path(creds)
-    return Path("keys")
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -81,7 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", type=Path, help="journal database (default $STATE_DIRECTORY/gateway.db or var/)"
     )
     parser.add_argument(
-        "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
+        "--keydir",
+        type=Path,
+        help="directory of <unit>.key files (default: systemd's credentials "
+        "$CREDENTIALS_DIRECTORY/keys_<unit>.key, else keys/)",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=RETENTION_DAYS,
+        metavar="DAYS",
+        help="frames and delivered messages older than this are deleted from the journal "
+        "(they carry owners' phone numbers); incidents and events stay",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -93,14 +97,17 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
     )
     if password and broker.password is None:
         broker = dataclasses.replace(broker, password=password)
+    if not args.retention_days > 0:
+        raise UsageError(f"--retention-days {args.retention_days:g}: give a number of days > 0")
     clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
     return Settings(
         db_path=args.db or default_db_path(),
-        keydir=args.keydir or default_keydir(),
+        keydir=unit_keydir(args.keydir),
         broker=broker,
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,
         clock=clock,
+        retention_days=args.retention_days,
     )
 
 

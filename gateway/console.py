@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.mqttsocket import guard_write_watch
 from gateway.relay import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -153,12 +154,14 @@ class Console:
                 loop.add_reader(sys.stdin.fileno(), self._on_stdin)
         while not self.done.is_set():
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                    )
                 ) as client:
                     self._client = client
                     base = f"{self.args.prefix}/{self.args.site}"
@@ -169,9 +172,14 @@ class Console:
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())
-                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for t in (reader, stopper):
-                        t.cancel()
+                    try:
+                        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        # also on Ctrl-C (this task cancelled): the reader must not outlive
+                        # the connection and die unobserved of its disconnect
+                        for t in (reader, stopper):
+                            t.cancel()
+                        await asyncio.gather(reader, stopper, return_exceptions=True)
                     if reader.done() and not reader.cancelled() and reader.exception():
                         raise reader.exception()  # type: ignore[misc]
             except aiomqtt.MqttError as exc:

@@ -76,6 +76,11 @@ class _Tally:
 _BODY_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def rekey_hint(unit_id: str) -> str:
+    """What a bad MAC from a registered unit may mean besides forgery, and what to do."""
+    return f"if this unit was re-keyed, deploy it again (campusguard deploy {unit_id})"
+
+
 def body_dict(frame: Frame) -> dict[str, int]:
     """A frame's body fields as plain integers (for the journal)."""
     body = frame.body
@@ -115,6 +120,7 @@ class Pipeline:
         self._security: dict[int | None, _Tally] = {}
         self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
+        self.retries: Counter[str] = Counter()  # retransmissions seen, by unit id
         self.commit_failures = 0
         self.last_commit_ok = True
 
@@ -143,6 +149,7 @@ class Pipeline:
                         fresh.append((unit, f))
                     else:
                         state = self._duplicate_state(f)
+                        self.retries[unit.id] += 1
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
@@ -242,6 +249,10 @@ class Pipeline:
         if unit is not None:
             detail["addr"] = unit.addr
             detail["place"] = unit.place
+            if tally.counts[Reason.FORGED.value]:
+                # a bad MAC from a registered unit is also what a unit still carrying its
+                # old key looks like after `campusguard keygen --force`
+                detail["hint"] = rekey_hint(unit.id)
         else:
             detail["addrs"] = sorted(tally.addrs)
         detail["since"] = iso(tally.first_at) if tally.first_at is not None else None
