@@ -138,7 +138,7 @@ class Board:
         _thread.start_new_thread(self._wdt_thread, ())
 
     def wdt_feed(self):
-        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (app.main)
+        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (main.py)
             self._interrupted = False
             raise KeyboardInterrupt
         self._fed = time.ticks_ms()
