@@ -87,9 +87,14 @@ class _JigBoard(Board):
                 b.flag.set()
                 print("jig button", b.level)
 
-_unit = startup.build(_JigBoard())  # main.py's wiring, with the jig's board
+_board = _JigBoard()
+_unit = startup.build(_board)  # main.py's wiring, with the jig's board
 if _unit is not None:
-    asyncio.run(_unit.run(startup.boot))
+    try:
+        asyncio.run(_unit.run(startup.boot))
+    except KeyboardInterrupt:  # mpremote's Ctrl-C: stop for maintenance, as main.py does
+        _unit.stop()
+        _board.maintenance()
 """
 
 

@@ -535,7 +535,11 @@ import startup
 b = board.esp32.Board()
 _thread.start_new_thread(outside, ())
 unit = startup.build(b)  # what main.py does on an ESP32
-asyncio.run(unit.run(startup.boot))
+try:
+    asyncio.run(unit.run(startup.boot))
+except KeyboardInterrupt:
+    unit.stop()
+    b.maintenance()
 """
 
 
