@@ -73,7 +73,7 @@ next boot, and removes the file once the gateway ACKed it."""
 DEFAULT_HEAPSIZE = "80K"
 """MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses). 80K:
 the 64-bit port's objects are about twice an ESP32's, and a unit with its .mpy files on
-the filesystem holds ~59 KB after boot there (an ESP32 gives MicroPython ~110 KB)."""
+the filesystem holds ~60 KB after boot there (an ESP32 gives MicroPython ~110 KB)."""
 SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
 HOST_ONLY = ("manifest.py", "manifest_virtual.py", "board/conform.py")
