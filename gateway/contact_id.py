@@ -58,6 +58,9 @@ KINDS: dict[str, Kind] = {
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
+        # the alarm receiving centre's paths (gateway/arc.py): 351 primary, 352 backup
+        Kind("arc_path", 351, "receiving centre path lost (3: restored; 352 backup)", False, "arc"),
+        Kind("arc_rejected", 354, "receiving centre refused a message (DUH)", False, "arc"),
     )
 }
 
