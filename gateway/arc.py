@@ -11,8 +11,9 @@ message of :class:`gateway.arcqueue.ArcQueue`, one at a time, and waits for the 
   given up after ``duh_limit`` (left in the journal, reported as ``arc_rejected``).
 - No reply, a closed connection, a garbage reply: a failure of that path. After
   ``failover_after`` failures in a row the path is down (``arc_path`` event, qualifier 1)
-  and the next one (a backup receiver) takes the traffic; a down path is tried again
-  after ``retry_s`` and by its NULL supervision, and comes back (qualifier 3) on an ACK.
+  and the next one (a backup receiver) takes the traffic. A down path is probed by its
+  NULL supervision (every ``retry_s`` at most), or without NULLs by the next message after
+  ``retry_s``, and comes back (qualifier 3) on an ACK.
 
 Each path is supervised on its own with NULL messages every ``null_interval_s`` of
 silence, so the ARC sees a dead path and so do we. DC-09 timestamps come from ``wall``
@@ -235,6 +236,10 @@ class Transmitter:
 
     def _pick(self) -> _Path:
         now = time.monotonic()
+        up = [p for p in self.paths if not p.down]
+        if up and self.settings.null_interval_s > 0:
+            # down receivers are probed by their NULLs, never by holding back an alarm
+            return up[0]
         for p in self.paths:
             if not p.down or now >= p.retry_at:
                 return p
