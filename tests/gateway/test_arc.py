@@ -124,6 +124,23 @@ async def test_pysiaalarm_gets_every_alarm_encrypted_in_order(store: Store) -> N
     assert rows == [(i, s, f"127.0.0.1:{port}") for i, s in zip(ids, seqs, strict=True)]
 
 
+async def test_sia_dcs_receiver_gets_sia_codes(store: Store) -> None:
+    q = ArcQueue(store)
+    got: asyncio.Queue[SIAEvent] = asyncio.Queue()
+    async with pysia_server(got) as port:
+        q.add(arc="arc", at=0.0, account="1234", qualifier=1, code=121, grp=3, zone=7)
+        q.add(arc="arc", at=0.0, account="1234", qualifier=3, code=302, grp=3, zone=7)
+        tx = Transmitter(settings(port, token=Token.SIA_DCS), q)
+        async with running(tx):
+            tx.wake()
+            await until(tx, lambda: q.waiting("arc") == 0)
+    events = [got.get_nowait() for _ in range(got.qsize())]
+    assert [(e.message_type.value, e.code, e.ri, e.message) for e in events] == [
+        ("SIA-DCS", "HA", "3", "007"),
+        ("SIA-DCS", "YR", "3", "007"),
+    ]
+
+
 async def test_sequence_numbers_survive_a_restart(tmp_path: Path) -> None:
     s = Store(tmp_path / "j.db", fsync=lambda fd: None)
     assert [ArcQueue(s).take_seq("arc") for _ in range(3)] == [1, 2, 3]

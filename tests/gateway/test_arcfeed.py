@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from gateway.arcsetup import plan_arc
 from gateway.config import load_config, parse_config
 from gateway.store import Store
 from protocol import Alarm, AlarmKind
-from tests.gateway.conftest import Site, running_gateway
+from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,3 +216,29 @@ async def test_a_units_alarm_reaches_pysiaalarm_encrypted(
         "002",
         True,
     )
+
+
+async def test_a_dead_arc_path_is_an_event_for_the_police(
+    site: Site, broker: Mosquitto, police: Police, tmp_path: Path
+) -> None:
+    with_arc_fields(site)
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # a port nobody listens on: connections are refused
+    port = dead.getsockname()[1]
+    (tmp_path / "arc.key").write_text("ABCDEFGHIJKLMNOP")
+    plan = plan_arc(
+        site.config, site.keydir, [f"dc09+tcp://1234@127.0.0.1:{port}"], tmp_path / "arc.key"
+    )
+    try:
+        async with running_gateway(site, broker.url, arc=plan) as gw:
+            unit = site.unit("shop-a", epoch=2)
+            await unit.send_until_acked(unit.make(Alarm(AlarmKind.PANIC, 1, 1)), timeout=5)
+            await police.wait_for(lambda: bool(police.events("arc_path")), timeout=30)
+            assert gw.arc is not None
+            assert gw.arc.queue.waiting("arc") >= 1  # the alarm waits for the centre
+    finally:
+        dead.close()
+    ev = police.events("arc_path")[0]
+    assert (ev["code"], ev["qualifier"]) == (351, 1)
+    assert ev["detail"]["receiver"] == f"127.0.0.1:{port}"
+    assert police.alarms()  # the police got the alarm regardless
