@@ -9,8 +9,9 @@ loopback, AES-128, in one process:
 - burst: 1,000 alarms journalled back to back, then all waited for.
 
 Latency is from the commit of the alarm's transaction to the moment the ACK was
-recorded in the ARC queue. ``lost`` counts alarms not ACKed (still queued) at the end.
-Goal: lost 0, p99 < 10 ms idle. ``--json`` prints one JSON object.
+recorded in the ARC queue; ``exchange_ms`` the part of it from writing the frame to
+reading the receiver's ACK (the receiver's share). ``lost`` counts alarms not ACKed
+(still queued) at the end. Goal: lost 0, p99 < 10 ms idle. ``--json`` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ async def main(idle: int, burst: int) -> dict[str, Any]:
                 row, t = journal_alarm(store, n)
                 await asyncio.wait_for(tx.wait_until(lambda r=row: r in queue.acked_at), 30)
                 lat.append(queue.acked_at[row] - t)
+            exchange = list(tx.ack_s)  # frame written -> ACK decoded, idle
             t0 = time.perf_counter()
             sent = [journal_alarm(store, idle + n) for n in range(burst)]
             with contextlib.suppress(TimeoutError):
@@ -131,6 +133,7 @@ async def main(idle: int, burst: int) -> dict[str, Any]:
         "encryption": "AES-128-CBC",
         "receiver": "pysiaalarm 3.2 TCP, loopback",
         "latency_ms": pct(lat),
+        "exchange_ms": pct(exchange),
         "burst": {
             "alarms": burst,
             "seconds": round(burst_s, 3),

@@ -247,9 +247,11 @@ class Transmitter:
 
     async def _send_row(self, path: _Path, row: Queued) -> Outcome:
         s = self.settings
-        seq = row.seq if row.seq is not None else self.queue.take_seq(s.name, row.id)
-        for _ in range(s.nak_limit + 1):
-            self.queue.attempt(row.id)
+        first = row.seq is None
+        seq = self.queue.take_seq(s.name, row.id) if row.seq is None else row.seq
+        for i in range(s.nak_limit + 1):
+            if i or not first:  # take_seq counted the first send
+                self.queue.attempt(row.id)
             t0 = time.perf_counter()
             outcome = await self._exchange(path, s.token, seq, row.account, self._data(row))
             if outcome is Outcome.ACK:

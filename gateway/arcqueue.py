@@ -124,7 +124,10 @@ class ArcQueue:
         )
 
     def take_seq(self, arc: str, row: int | None = None) -> int:
-        """The next sequence number of ``arc`` (0001-9999), persisted; fixed on ``row``."""
+        """The next sequence number of ``arc`` (0001-9999), persisted; fixed on ``row``.
+
+        With ``row`` this also counts its first send (see :meth:`attempt`).
+        """
         with self._store.transaction() as c:
             got = c.execute("SELECT seq FROM arc_seq WHERE arc = ?", (arc,)).fetchone()
             seq = next_seq(0 if got is None else int(got[0]))
@@ -134,8 +137,26 @@ class ArcQueue:
                 (arc, seq),
             )
             if row is not None:
-                c.execute("UPDATE arc_queue SET seq = ? WHERE id = ?", (seq, row))
+                # the first send: one commit for both (each commit is on the alarm's path)
+                c.execute(
+                    "UPDATE arc_queue SET seq = ?, attempts = attempts + 1 WHERE id = ?",
+                    (seq, row),
+                )
         return seq
+
+    def prune(self, before: float, batch: int = 200) -> int:
+        """Delete up to ``batch`` ACKed rows created before ``before``; return how many.
+
+        Rows still waiting, and rows given up (the record of what the centre refused),
+        stay however old.
+        """
+        with self._store.transaction() as c:
+            gone = c.execute(
+                "DELETE FROM arc_queue WHERE id IN (SELECT id FROM arc_queue"
+                " WHERE acked_at IS NOT NULL AND created_at < ? ORDER BY id LIMIT ?)",
+                (before, batch),
+            ).rowcount
+        return int(gone)
 
     def attempt(self, row: int) -> None:
         """Count one send of ``row``."""

@@ -298,7 +298,9 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before):
+                while n := self.store.prune(before) + (
+                    self.arc.queue.prune(before) if self.arc is not None else 0
+                ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
             except sqlite3.Error as exc:

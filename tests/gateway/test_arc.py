@@ -124,6 +124,24 @@ async def test_pysiaalarm_gets_every_alarm_encrypted_in_order(store: Store) -> N
     assert rows == [(i, s, f"127.0.0.1:{port}") for i, s in zip(ids, seqs, strict=True)]
 
 
+def test_prune_keeps_what_waits_and_what_was_refused(store: Store) -> None:
+    q = ArcQueue(store)
+    old = [
+        q.add(arc="arc", at=100.0, account="1234", qualifier=1, code=120, grp=1, zone=z)
+        for z in (1, 2, 3)
+    ]
+    new = q.add(arc="arc", at=900.0, account="1234", qualifier=1, code=120, grp=1, zone=4)
+    q.acked(old[0], 101.0, "p")
+    q.give_up(old[1], 101.0, "DUH")
+    q.acked(new, 901.0, "p")
+    assert q.prune(before=500.0) == 1
+    assert [r[0] for r in store.conn.execute("SELECT id FROM arc_queue ORDER BY id")] == [
+        old[1],
+        old[2],
+        new,
+    ]
+
+
 async def test_sia_dcs_receiver_gets_sia_codes(store: Store) -> None:
     q = ArcQueue(store)
     got: asyncio.Queue[SIAEvent] = asyncio.Queue()
