@@ -13,7 +13,8 @@ journal without also reaching the ARC queue. What goes:
 
 Group is the site's ``partition``, zone the unit's ``zone`` (a guard post's unit for
 duty events, 000 for the gateway's own), account the site's ``account`` or the ARC's
-default. The payloads parsed here are the gateway's own, built a moment earlier.
+default. Only ``alarm/``, ``event/`` and ``duty/`` messages count: the retained board
+copies repeat them. The payloads parsed here are the gateway's own, built a moment earlier.
 """
 
 from __future__ import annotations
@@ -139,6 +140,11 @@ class ArcFeed:
 
     def on_enqueue(self, row: OutboxRow, at: float) -> None:
         """Called by the store inside the transaction that queues ``row`` for MQTT."""
+        parts = row.topic.split("/")
+        # alarm/<unit>, event/<unit>, duty/<post>; never the retained board copies
+        # (open/<incident>, unit/<id>/state, post/<id>/state), which repeat them
+        if row.retain or len(parts) < 2 or parts[-2] not in ("alarm", "event", "duty"):
+            return
         try:
             payload = json.loads(row.payload)
             report = self.report_for(payload) if isinstance(payload, dict) else None

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("gateway.cmd_decode", "decode frames (hex or wire bytes) with the gateway codec"),
     "status": ("gateway.cmd_status", "per unit and link: last heard, battery, retries, rejects"),
     "backup": ("gateway.cmd_backup", "a consistent copy of the live journal (SQLite backup)"),
+    "test-mode": ("gateway.cmd_testmode", "put a unit or a site in test mode for a while"),
 }
 
 

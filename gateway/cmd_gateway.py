@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.arcsetup import plan_arc
 from gateway.clock import Clock, ScaledClock, SystemClock
+from gateway.clockwatch import ClockWatch, kernel_synced
 from gateway.config import Config, Link, load_config
 from gateway.credentials import unit_keydir
 from gateway.duty import DutyWatch
@@ -21,6 +22,7 @@ from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
 from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
+from gateway.testmode import TestModeWatch
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,17 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     Each watcher gets the outlet for events and signals, the store's connection for its
     own tables, and the clock. Build them outside a store transaction: they create tables.
     """
+    supervisor = Supervisor(config, outlet, store.conn, clock)
+    duty = DutyWatch(
+        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
+    )
+    # the kernel knows about the system clock only: a scaled or manual one is not it
+    kernel = kernel_synced if isinstance(clock, SystemClock) else None
     return [
-        Supervisor(config, outlet, store.conn, clock),
-        DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
+        supervisor,
+        duty,
+        ClockWatch(config, outlet, store, kernel=kernel),
+        TestModeWatch(config, outlet, store.conn),
     ]
 
 

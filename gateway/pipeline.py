@@ -153,6 +153,7 @@ class Pipeline:
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             self.commit_failures += 1
             self.last_commit_ok = False
@@ -322,6 +323,7 @@ class Pipeline:
         try:
             with self._store.transaction():
                 target, news = self.incidents.on_police_ack(incident, by, disposition, at)
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return
@@ -422,6 +424,21 @@ class Pipeline:
                 at=at,
                 topic=f"{self._prefix}/{site}/{leaf}",
                 payload=json.dumps(payload, separators=(",", ":")),
+            )
+        if not self._store.in_transaction:
+            self._wake()
+
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        """Queue a retained state message (``unit/<id>/state``, ``post/<id>/state``)."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] not in ("unit", "post") or parts[2] != "state":
+            raise ValueError(f"topic must be unit/<id>/state or post/<id>/state, not {topic!r}")
+        with self._store.transaction():
+            self._store.enqueue(
+                at=at,
+                topic=f"{self._prefix}/{site}/{topic}",
+                payload=json.dumps(dict(payload), separators=(",", ":"), default=str),
+                retain=True,
             )
         if not self._store.in_transaction:
             self._wake()

@@ -317,6 +317,19 @@ class Store:
         with self.transaction():
             self.meta_set("alive_at", repr(at))
 
+    def last_record_at(self) -> float | None:
+        """The time of the journal's latest record (frame, event, health probe), if any.
+
+        A clock that reads earlier than this at a start has gone back: the Pi booted
+        without an RTC and without time sync yet (gateway/clockwatch.py).
+        """
+        row = self.conn.execute(
+            "SELECT max(t) FROM (SELECT max(at) AS t FROM frames UNION ALL "
+            "SELECT max(at) FROM events UNION ALL "
+            "SELECT CAST(value AS REAL) FROM meta WHERE key = 'alive_at')"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     # -- replay windows -----------------------------------------------------------------
 
     def replay_load_all(self) -> dict[int, list[tuple[int, int, int]]]:

@@ -56,9 +56,9 @@ def rows(store: Store) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def enqueue(store: Store, payload: dict[str, Any]) -> None:
+def enqueue(store: Store, payload: dict[str, Any], topic: str = "cg/s/event/u") -> None:
     with store.transaction():
-        store.enqueue(at=time.time(), topic="t", payload=json.dumps(payload))
+        store.enqueue(at=time.time(), topic=topic, payload=json.dumps(payload))
 
 
 def test_the_shipped_register_has_arc_addresses() -> None:
@@ -132,6 +132,25 @@ def test_incidents_and_coded_events_are_queued_as_contact_id(
     assert q.waiting("arc") == 5
 
 
+def test_retained_board_copies_are_not_reported_again(
+    feed: tuple[Store, ArcQueue, ArcFeed],
+) -> None:
+    store, _, f = feed
+    alarm = {
+        "incident": "i1",
+        "update": "new",
+        "contact_id": 120,
+        "site": next(iter(f.addressing.groups)),
+        "unit": next(iter(f.addressing.zones)),
+    }
+    enqueue(store, alarm, "cg/s/alarm/u")
+    with store.transaction():
+        store.enqueue(at=0.0, topic="cg/s/open/i1", payload=json.dumps(alarm), retain=True)
+        store.enqueue(at=0.0, topic="cg/s/unit/u/state", payload=json.dumps(alarm), retain=True)
+    enqueue(store, alarm, "cg/s/status/u")  # not an alarm, event or duty topic
+    assert len(rows(store)) == 1
+
+
 def test_duty_events_use_the_post_units_zone(feed: tuple[Store, ArcQueue, ArcFeed]) -> None:
     store, _, f = feed
     post, unit = next(iter(f.addressing.post_units.items()))
@@ -157,7 +176,7 @@ def test_a_rolled_back_journal_entry_leaves_nothing_for_the_arc(
     with pytest.raises(RuntimeError), store.transaction():
         store.enqueue(
             at=0.0,
-            topic="t",
+            topic="cg/s/alarm/u",
             payload=json.dumps(
                 {"incident": "i", "update": "new", "contact_id": 120, "site": "x", "unit": "y"}
             ),
@@ -173,7 +192,7 @@ def test_an_unreadable_payload_never_undoes_the_journal(
     store, _, f = feed
     enqueue(store, {"incident": "i", "update": "new", "contact_id": "x"})
     with store.transaction():
-        store.enqueue(at=0.0, topic="t", payload="not json")
+        store.enqueue(at=0.0, topic="cg/s/event/u", payload="not json")
     assert store.pending_count() == 2 and rows(store) == [] and f.errors == 2
 
 
