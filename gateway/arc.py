@@ -3,8 +3,9 @@
 One :class:`Transmitter` per alarm receiving centre (ARC). It sends the oldest waiting
 message of :class:`gateway.arcqueue.ArcQueue`, one at a time, and waits for the reply:
 
-- ACK with the message's sequence and account (encrypted when we encrypt): delivered.
-  Any other ACK is logged and ignored; the wait goes on until the timeout.
+- ACK with the message's sequence and account (encrypted when we encrypt, then dated
+  within :data:`ACK_AGE_LIMIT_S` of the receiver's time): delivered. Any other ACK is
+  logged and ignored; the wait goes on until the timeout.
 - NAK carrying the receiver's time: our timestamp was outside its window. The offset is
   kept for that path and the message goes again at once (at most ``nak_limit`` times).
 - DUH: the receiver understood the frame, not the message. Repeated with back-off and
@@ -68,6 +69,8 @@ SIA_CODES: dict[int, tuple[str, str]] = {
 }
 """SIA codes for the Contact ID events the gateway reports (others go as ``UX``)."""
 
+ACK_AGE_LIMIT_S = 600.0
+"""An encrypted ACK dated further than this from the receiver's time is taken for a replay."""
 PATH_CODES = (351, 352)
 """Contact ID codes of a lost path: 351 the primary receiver, 352 a backup."""
 REJECTED_CODE = 354
@@ -389,7 +392,17 @@ class Transmitter:
                         and reply.account == account.upper()
                         and reply.encrypted == (path.endpoint.key is not None)
                     ):
-                        return Outcome.ACK, ""
+                        if self._fresh(path, reply):
+                            return Outcome.ACK, ""
+                        self.counts["ack_stale"] += 1
+                        log.warning(
+                            "ARC %s: %s ACK for %04d dated %s: a replay? ignored",
+                            s.name,
+                            path.endpoint.name,
+                            seq,
+                            reply.timestamp,
+                        )
+                        continue
                     self.counts["ack_mismatch"] += 1
                     log.warning(
                         "ARC %s: %s ACKed seq %04d account %s (encrypted %s), we wait for "
@@ -425,6 +438,20 @@ class Transmitter:
                 log.warning(
                     "ARC %s: unexpected %s from %s", s.name, reply.token, path.endpoint.name
                 )
+
+    def _fresh(self, path: _Path, reply: Frame) -> bool:
+        """An encrypted ACK must be dated near the receiver's time as we know it.
+
+        Sequence numbers wrap every 9999 messages (a week of NULLs at 60 s), so an ACK
+        recorded once could otherwise be replayed later for a new message with the same
+        number. The margin is wide: a receiver that never NAKed may have a clock minutes
+        off, and refusing its genuine ACKs would hold back every alarm.
+        """
+        if path.endpoint.key is None:
+            return True  # a plain ACK carries nothing to check (and anyone can forge it)
+        if reply.timestamp is None:
+            return False
+        return abs(reply.timestamp - (self.wall() + path.offset)) <= ACK_AGE_LIMIT_S
 
     # -- health ---------------------------------------------------------------------------
 

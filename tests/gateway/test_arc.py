@@ -245,7 +245,12 @@ class Receiver:
 
 
 def ack(
-    f: Frame, key: bytes | None = RAW, *, seq: int | None = None, account: str | None = None
+    f: Frame,
+    key: bytes | None = RAW,
+    *,
+    seq: int | None = None,
+    account: str | None = None,
+    age_s: float = 0.0,
 ) -> bytes:
     return Frame(
         Token.ACK,
@@ -253,7 +258,7 @@ def ack(
         account or f.account,
         line=f.line,
         receiver=f.receiver,
-        timestamp=time.time(),
+        timestamp=time.time() - age_s,
     ).encode(key)
 
 
@@ -301,6 +306,23 @@ async def test_duh_is_given_up_and_reported_and_does_not_block_the_queue(store: 
         "SELECT acked_at IS NOT NULL FROM arc_queue WHERE id = ?", (good,)
     ).fetchone() == (1,)
     assert events.kinds() == [("arc_rejected", 354, 1)]
+
+
+async def test_a_replayed_old_ack_is_not_a_delivery(store: Store) -> None:
+    async def reply(f: Frame, n: int) -> bytes:
+        # the ACK an attacker recorded a week ago for the same sequence number
+        return ack(f, age_s=7 * 86400) if n == 1 else ack(f)
+
+    rx = Receiver(reply)
+    q = ArcQueue(store)
+    tx = Transmitter(settings(await rx.start(), ack_timeout_s=0.3), q)
+    queue_alarms(q, 1)
+    async with running(tx):
+        tx.wake()
+        await until(tx, lambda: q.waiting("arc") == 0)
+    await rx.stop()
+    assert [f.seq for f in rx.messages()] == [1, 1]
+    assert tx.counts["ack_stale"] == 1
 
 
 @pytest.mark.parametrize("wrong", ["seq", "account", "plain"])
