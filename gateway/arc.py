@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class Outcome(Enum):
     NAK = "nak"
     DUH = "duh"
     FAILED = "failed"
+    GIVEN_UP = "given_up"  # the message is left in the journal, the queue moves on
 
 
 class _Path:
@@ -215,23 +217,29 @@ class Transmitter:
     async def _sender(self) -> None:
         failures = 0
         while True:
-            row = self.queue.head(self.settings.name)
-            if row is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            path = self._pick()
-            if path.down and path.retry_at > time.monotonic():
-                # every path is down: wait for the first one due again (or its NULL)
-                await asyncio.sleep(path.retry_at - time.monotonic())
-            outcome = await self._send_row(path, row)
+            try:
+                row = self.queue.head(self.settings.name)
+                if row is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                path = self._pick()
+                if path.down and path.retry_at > time.monotonic():
+                    # every path is down: wait for the first one due again (or its NULL)
+                    await asyncio.sleep(path.retry_at - time.monotonic())
+                outcome = await self._send_row(path, row)
+            except sqlite3.Error as exc:  # the journal's trouble is the watchdog's to judge
+                log.error(
+                    "ARC %s: the queue cannot be read or written: %s", self.settings.name, exc
+                )
+                outcome, path = Outcome.FAILED, None
             self._progressed()
-            if outcome is Outcome.ACK:
+            if outcome in (Outcome.ACK, Outcome.GIVEN_UP):
                 failures = 0
                 continue
-            failures += 1
+            failures = min(failures + 1, 16)  # 2**15 x backoff_s is past any backoff_max_s
             nxt = self._pick()
-            if nxt is path or nxt.down:
+            if path is None or nxt is path or nxt.down:
                 delay = min(
                     self.settings.backoff_max_s, self.settings.backoff_s * 2 ** (failures - 1)
                 )
@@ -250,13 +258,21 @@ class Transmitter:
 
     async def _send_row(self, path: _Path, row: Queued) -> Outcome:
         s = self.settings
+        try:
+            data = self._data(row)
+        except DC09Error as exc:  # nothing a receiver could take: record it, move on
+            log.error("ARC %s: message %d cannot be sent: %s", s.name, row.id, exc)
+            self.queue.give_up(row.id, self.wall(), str(exc))
+            self.counts["given_up"] += 1
+            self._event("arc_rejected", REJECTED_CODE, 1, {"message": row.id, "reason": str(exc)})
+            return Outcome.GIVEN_UP
         first = row.seq is None
         seq = self.queue.take_seq(s.name, row.id) if row.seq is None else row.seq
         for i in range(s.nak_limit + 1):
             if i or not first:  # take_seq counted the first send
                 self.queue.attempt(row.id)
             t0 = time.perf_counter()
-            outcome = await self._exchange(path, s.token, seq, row.account, self._data(row))
+            outcome = await self._exchange(path, s.token, seq, row.account, data)
             if outcome is Outcome.ACK:
                 self.ack_s.append(time.perf_counter() - t0)
                 self.queue.acked(row.id, self.wall(), path.endpoint.name)
@@ -268,12 +284,13 @@ class Transmitter:
                         "ARC %s: message %d (%s) refused %d times with DUH: given up",
                         s.name,
                         row.id,
-                        self._data(row),
+                        data,
                         s.duh_limit,
                     )
                     self.queue.give_up(row.id, self.wall(), "DUH")
                     self.counts["given_up"] += 1
                     self._event("arc_rejected", REJECTED_CODE, 1, {"message": row.id})
+                    return Outcome.GIVEN_UP
                 return outcome
             if outcome is not Outcome.NAK:
                 return outcome
@@ -297,8 +314,13 @@ class Transmitter:
             if idle < interval:
                 await asyncio.sleep(interval - idle)
                 continue
-            account = self._null_account()
-            seq = self.queue.take_seq(self.settings.name)
+            try:
+                account = self._null_account()
+                seq = self.queue.take_seq(self.settings.name)
+            except sqlite3.Error as exc:
+                log.error("ARC %s: no sequence number for a NULL: %s", self.settings.name, exc)
+                await asyncio.sleep(interval)
+                continue
             outcome = await self._exchange(path, Token.NULL, seq, account, "")
             self._progressed()
             if outcome is not Outcome.ACK:

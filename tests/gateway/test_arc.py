@@ -325,6 +325,23 @@ async def test_a_replayed_old_ack_is_not_a_delivery(store: Store) -> None:
     assert tx.counts["ack_stale"] == 1
 
 
+async def test_a_message_that_cannot_be_framed_is_given_up_not_a_crash(store: Store) -> None:
+    rx = Receiver(always_ack)
+    q = ArcQueue(store)
+    events = Events()
+    tx = Transmitter(settings(await rx.start()), q, outlet=events, site="s")
+    bad = q.add(arc="arc", at=0.0, account="1234", qualifier=1, code=1000, grp=1, zone=1)
+    queue_alarms(q, 1)
+    async with running(tx):
+        tx.wake()
+        await until(tx, lambda: q.waiting("arc") == 0)
+    await rx.stop()
+    assert [f.data for f in rx.messages()] == ["#1234|1120 01 001"]
+    failure = store.conn.execute("SELECT failure FROM arc_queue WHERE id = ?", (bad,)).fetchone()
+    assert "out of range" in failure[0]
+    assert events.kinds() == [("arc_rejected", 354, 1)]
+
+
 @pytest.mark.parametrize("wrong", ["seq", "account", "plain"])
 async def test_an_ack_that_does_not_match_is_not_a_delivery(store: Store, wrong: str) -> None:
     async def reply(f: Frame, n: int) -> bytes:
