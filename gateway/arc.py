@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from gateway import dc09
 from gateway.arcqueue import ArcQueue, Queued
@@ -195,6 +196,22 @@ class Transmitter:
     def wake(self) -> None:
         """New messages were committed to the queue."""
         self._wake.set()
+
+    def state(self) -> dict[str, Any]:
+        """For ``campusguard status``: each receiver's health, and the counters."""
+        return {
+            "arc": self.settings.name,
+            "paths": [
+                {
+                    "receiver": p.endpoint.name,
+                    "up": not p.down,
+                    "failures": p.failures,
+                    "clock_offset_s": round(p.offset, 1),
+                }
+                for p in self.paths
+            ],
+            "counts": dict(self.counts),
+        }
 
     def path_down(self, index: int) -> bool:
         """Whether path ``index`` (0 = primary) is considered dead."""

@@ -10,7 +10,9 @@ survives restarts. This module is the only one that writes these tables.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.dc09 import next_seq
 from gateway.store import Store
@@ -182,3 +184,30 @@ class ArcQueue:
             c.execute(
                 "UPDATE arc_queue SET failed_at = ?, failure = ? WHERE id = ?", (at, why, row)
             )
+
+
+def summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Per ARC: messages waiting, the oldest waiting one's age, the last ACK, given up.
+
+    Reads the journal read-only (``campusguard status``); {} when no ARC ever ran on it.
+    """
+    known = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arc_queue'"
+    ).fetchone()
+    if known is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for arc, waiting, oldest, last_ack, given_up in conn.execute(
+        "SELECT arc,"
+        " sum(acked_at IS NULL AND failed_at IS NULL),"
+        " min(CASE WHEN acked_at IS NULL AND failed_at IS NULL THEN created_at END),"
+        " max(acked_at), sum(failed_at IS NOT NULL)"
+        " FROM arc_queue GROUP BY arc"
+    ):
+        out[str(arc)] = {
+            "waiting": int(waiting or 0),
+            "oldest_waiting_at": oldest,
+            "last_ack_at": last_ack,
+            "given_up": int(given_up or 0),
+        }
+    return out

@@ -281,7 +281,10 @@ class Gateway:
             )
             for lid, link in self.links.items()
         }
-        return snapshot_json(self.clock.now(), self.started_at, links, self.pipeline.retries)
+        arc = self.arc.transmitter.state() if self.arc is not None else None
+        return snapshot_json(
+            self.clock.now(), self.started_at, links, self.pipeline.retries, arc=arc
+        )
 
     async def _status_writer(self) -> None:
         while True:

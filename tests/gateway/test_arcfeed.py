@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from pysiaalarm.event import SIAEvent
 from gateway.arcfeed import Addressing, ArcFeed
 from gateway.arcqueue import ArcQueue
 from gateway.arcsetup import plan_arc
+from gateway.cmd_status import render
 from gateway.config import load_config, parse_config
+from gateway.status import read
 from gateway.store import Store
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
@@ -261,3 +264,13 @@ async def test_a_dead_arc_path_is_an_event_for_the_police(
     assert (ev["code"], ev["qualifier"]) == (351, 1)
     assert ev["detail"]["receiver"] == f"127.0.0.1:{port}"
     assert police.alarms()  # the police got the alarm regardless
+    # the installer sees it in campusguard status (snapshot written at the stop)
+    conn = sqlite3.connect(site.db)
+    try:
+        state = read(conn, site.config, time.time())
+    finally:
+        conn.close()
+    assert state["arc"]["paths"][0]["up"] is False
+    assert state["arc"]["queues"]["arc"]["waiting"] >= 1
+    text = render(state)
+    assert f"127.0.0.1:{port}" in text and "DOWN" in text and "queue arc: " in text
