@@ -71,7 +71,8 @@ def journal_alarm(store: Store, n: int) -> tuple[int, float]:
         "kind": "panic",
     }
     with store.transaction():
-        store.enqueue(at=time.time(), topic="bench", payload=json.dumps(payload))
+        topic = f"campusguard/bench/alarm/{payload['unit']}"
+        store.enqueue(at=time.time(), topic=topic, payload=json.dumps(payload))
     t = time.perf_counter()
     row = int(store.conn.execute("SELECT max(id) FROM arc_queue").fetchone()[0])
     return row, t
