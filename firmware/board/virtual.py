@@ -1,6 +1,6 @@
 # The virtual board: the real firmware on the MicroPython unix port.
 #
-#   micropython -X heapsize=64K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
+#   micropython -X heapsize=80K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
 #
 # UART: a pty opened in raw mode with VMIN=0/VTIME=0 (else a read blocks the loop).
 # Control channel: a second pty carrying text lines (firmware/README.md):
@@ -21,7 +21,6 @@ import termios  # host-only: raw mode on the ptys
 import time
 from micropython import const
 
-from link import readable  # asyncio's poller, without loading asyncio.stream
 
 _VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
 _VTIME = const(5)
@@ -151,7 +150,7 @@ class Board:
             done.acquire()
 
     def wdt_feed(self):
-        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (app.main)
+        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (main.py)
             self._interrupted = False
             raise KeyboardInterrupt
         self._fed = time.ticks_ms()
@@ -214,11 +213,10 @@ class Board:
             self._task = None
 
     async def _control(self):
-        ctl = self._ctl
+        ctl = asyncio.StreamReader(self._ctl)
         inputs = self._inputs
         while True:
-            await readable(ctl)  # type: ignore[misc]  # a generator: MicroPython awaits it
-            line = ctl.readline()  # commands are short lines, written whole by the host
+            line = await ctl.readline()  # commands are short lines, written whole
             if not line:
                 await asyncio.sleep_ms(50)
                 continue
@@ -246,10 +244,10 @@ class Board:
                 gc.collect()
                 self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
             elif cmd == "files":
-                line = "files"
+                out = "files"
                 for name, m in sys.modules.items():
-                    line += " %s=%s" % (name, getattr(m, "__file__", "-"))
-                self.log(line, "")
+                    out += " %s=%s" % (name, getattr(m, "__file__", "-"))
+                self.log(out, "")
             elif cmd == "hang":
                 # test hook: the main loop stops here for good; only the watchdog ends it
                 while True:
