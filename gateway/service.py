@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.acks import AckVerifier
+from gateway.arcsetup import ArcLink, ArcPlan
 from gateway.broker import BrokerSettings
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
@@ -64,6 +65,7 @@ class Settings:
     clock: Clock = field(default_factory=SystemClock)
     more_brokers: tuple[BrokerSettings, ...] = ()  # further nodes of the cluster, in order
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
+    arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -170,6 +172,11 @@ class Gateway:
             brokers=settings.more_brokers,
         )
         self.store.on_commit = self.relay.submit  # committed messages go out at once
+        self.arc = (  # hooks into the journal: every alarm and event also queued for the ARC
+            ArcLink(settings.arc, config, self.store, outlet=self.pipeline, now=self.clock.now)
+            if settings.arc is not None
+            else None
+        )
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
@@ -227,6 +234,8 @@ class Gateway:
                     for lid, link in self.links.items()
                 ]
                 tasks.append(tg.create_task(self.relay.run(), name="relay"))
+                if self.arc is not None:
+                    tasks.append(tg.create_task(self.arc.run(), name="arc"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
@@ -302,7 +311,10 @@ class Gateway:
             )
             for lid, link in self.links.items()
         }
-        return snapshot_json(self.clock.now(), self.started_at, links, self.pipeline.retries)
+        arc = self.arc.transmitter.state() if self.arc is not None else None
+        return snapshot_json(
+            self.clock.now(), self.started_at, links, self.pipeline.retries, arc=arc
+        )
 
     async def _status_writer(self) -> None:
         while True:
@@ -319,7 +331,9 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before):
+                while n := self.store.prune(before) + (
+                    self.arc.queue.prune(before) if self.arc is not None else 0
+                ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
             except sqlite3.Error as exc:

@@ -164,6 +164,8 @@ class Store:
         # here, once, as it is journalled (see gateway/envelope.py); the relay publishes
         # the stored bytes as they are, and a re-publication is the same bytes
         self.seal: Callable[[str, str], str] | None = None
+        # inside the transaction of each queued message: the ARC feed (gateway/arcfeed.py)
+        self.on_enqueue: Callable[[OutboxRow, float], None] | None = None
         self.commits = 0
         self.failures = 0
         self.commit_s: deque[float] = deque(maxlen=4096)  # recent COMMIT durations
@@ -482,6 +484,7 @@ class Store:
         the message body; with :attr:`seal` set it is stored signed (an empty payload,
         which clears a retained topic, is stored as it is).
         """
+        body = payload
         if self.seal is not None and payload:
             payload = self.seal(topic, payload)
         cur = self.conn.execute(
@@ -491,6 +494,8 @@ class Store:
         )
         rid = int(cur.lastrowid or 0)
         row = OutboxRow(rid, topic, payload, qos, retain, incident)
+        if self.on_enqueue is not None:  # sees the message itself, not its envelope
+            self.on_enqueue(OutboxRow(rid, topic, body, qos, retain, incident), at)
         if self._depth:
             self._queued.append(row)
         elif self.on_commit is not None:  # autocommit: already durable
