@@ -407,3 +407,10 @@ def test_enum_fields_decode_as_their_enums() -> None:
     assert isinstance(ack.body, Ack) and ack.body.state is AckState.CANCELLED
     ci = decode(encode(Frame(257, 1, 1, Checkin(1, 5)), TEST_KEY), keys)
     assert isinstance(ci.body, Checkin) and type(ci.body.flags) is int
+
+
+def test_codec_is_the_gateway_side_by_default() -> None:
+    alarm = Frame(257, 7, 42, Alarm(AlarmKind.PANIC, 1, 5))
+    assert Codec({257: TEST_KEY}).decode(encode(alarm, TEST_KEY)) == alarm
+    with pytest.raises(ValueError):
+        Codec({257: TEST_KEY}).encode(alarm)

@@ -140,3 +140,11 @@ def test_default_bound_is_the_spec_bound() -> None:
     assert d.rejects == {Reason.CORRUPT: 1}  # 80 bytes kept, and decoded (code past end)
     assert d.feed(piece + b"\x00") == []
     assert d.rejects == {Reason.CORRUPT: 1, Reason.OVERSIZE: 1}
+
+
+def test_each_oversize_piece_counts_once() -> None:
+    d = Deframer(max_encoded=80)
+    for _ in range(3):
+        assert d.feed(bytes([0x55]) * 100 + b"\x00") == []
+    assert d.rejects == {Reason.OVERSIZE: 3}
+    assert d.feed(to_wire(FRAMES[0])) == [FRAMES[0]]

@@ -202,3 +202,7 @@ def test_defaults_are_a_64_frame_window_and_8_epochs() -> None:
     from protocol import replay
 
     assert (replay.WINDOW, replay.EPOCHS) == (64, 8)
+
+
+def test_state_of_an_unknown_unit_is_empty() -> None:
+    assert ReplayGuard().state(99) == []
