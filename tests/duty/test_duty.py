@@ -503,3 +503,11 @@ def test_every_event_is_journalled(tmp_path: Path) -> None:
         ("escalation", "gate", None, None, None),
         ("escalation", "gate", None, None, None),
     ]
+
+
+def test_nothing_scheduled_without_posts(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "gw.db")
+    watch = DutyWatch(register(), RecordingOutlet(conn), conn, ManualClock(T0), tz=TZ)
+    assert watch.next_deadline() is None
+    watch.tick(T0 + 3600)
+    conn.close()

@@ -8,6 +8,7 @@ to its own tests (issue 11).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ class Book:
         self.events = EventLog()
         self.book = IncidentBook(store, cfg, prefix=PREFIX, event=self.events)
         self.shop = cfg.units["shop"]
-        self.home = cfg.units["home"]
+        self.home = cfg.units.get("home", self.shop)
 
     def press(self, seq: int, at: float, unit: str = "shop", **kw: object) -> str:
         u = self.cfg.units[unit]
@@ -361,3 +362,108 @@ def test_closed_incidents_are_still_found_for_late_acks(b: Book) -> None:
     target, news = again.police(iid, T0 + 5)
     assert news and target == AckTarget(b.shop.addr, 1, 1)
     assert again.row(iid)["state"] == "cancelled"  # acknowledged, but stays cancelled
+
+
+# Further cases the mutation run asked for (issue 19).
+
+
+def test_chatter_already_reported_stays_reported_after_a_restart(b: Book) -> None:
+    for n in range(CHATTER_PRESSES):
+        b.press(n + 1, T0 + n)
+    again = Book(b.store, b.cfg)
+    for n in range(CHATTER_PRESSES, 3 * CHATTER_PRESSES):
+        again.press(n + 1, T0 + n * 0.1)
+    assert b.events.kinds() == ["button_chatter"] and again.events.kinds() == []
+
+
+def test_chatter_window_includes_a_press_exactly_ten_seconds_back(b: Book) -> None:
+    times = [*range(CHATTER_PRESSES - 1), CHATTER_WINDOW_S]
+    for n, t in enumerate(times):
+        b.press(n + 1, T0 + t)
+    (e,) = b.events.events
+    assert e["at"] == T0 + CHATTER_WINDOW_S
+
+
+def test_press_exactly_a_second_after_the_last_update_is_published_at_once(b: Book) -> None:
+    b.press(1, T0)
+    b.press(2, T0 + 0.5)  # due at T0 + 1
+    b.press(3, T0 + PRESS_UPDATE_S)  # a second after "new": published now, with 3 presses
+    assert updates(b.store) == ["new", "presses"]
+    assert publications(b.store)[-1]["presses"] == 3
+    assert not b.book.tick(T0 + PRESS_UPDATE_S)  # and not a second time from the tick
+    assert updates(b.store) == ["new", "presses"]
+
+
+def test_cancel_drops_a_pending_press_update(b: Book) -> None:
+    b.press(1, T0)
+    b.press(2, T0 + 0.5)  # due at T0 + 1
+    b.cancel(3, 1, T0 + 0.6)
+    b.book.tick(T0 + 5)
+    assert updates(b.store) == ["new", "cancelled"]
+
+
+def test_duress_checkin_incident_counts_one_press_then_alarm_presses(b: Book) -> None:
+    iid = b.duress(1, T0)
+    (p,) = publications(b.store)
+    assert (p["presses"], p["link"], p["state"]) == (1, "bus", "open")
+    assert b.press(2, T0 + 1, presses=1, press_ms=2000) == iid
+    assert b.row(iid)["presses"] == 1  # the alarm's first press is that same press
+    b.press(3, T0 + 2, presses=2, press_ms=2000)
+    assert b.row(iid)["presses"] == 2
+
+
+def test_every_publication_carries_its_times(b: Book) -> None:
+    iid = b.press(1, T0)
+    b.police(iid, T0 + 1)
+    b.book.tick(T0 + 1 + b.shop.incident_window_s + 1)
+    new, ack, closed = publications(b.store)
+    assert new["published_at"] == iso(T0) and new["first_press_source"] == "received"
+    assert ack["published_at"] == iso(T0 + 1)
+    assert closed["closed_at"] == closed["published_at"] == iso(T0 + 2 + b.shop.incident_window_s)
+    assert [p["update_no"] for p in (new, ack, closed)] == [1, 2, 3]
+
+
+def test_closing_an_old_incident_keeps_the_newer_one_open(b: Book) -> None:
+    window = b.shop.incident_window_s
+    old = b.press(1, T0)
+    b.police(old, T0 + 1)
+    new = b.press(2, T0 + window + 5)  # quiet long enough: a new incident, not yet ticked
+    assert new != old
+    b.book.tick(T0 + window + 6)  # closes the old one
+    assert b.row(old)["state"] == "closed"
+    assert b.press(3, T0 + window + 7) == new
+
+
+def test_incident_of_a_unit_gone_from_the_register(b: Book) -> None:
+    iid = b.press(1, T0, unit="home")
+    units = {k: v for k, v in b.cfg.units.items() if k != "home"}
+    gone = Book(b.store, replace(b.cfg, units=units))
+    gone.police(iid, T0 + 1)
+    p = publications(b.store)[-1]
+    assert (p["update"], p["owner"], p["role"], p["place"]) == (
+        "police_ack",
+        None,
+        None,
+        "Home by the wall",
+    )
+    assert gone.book.tick(T0 + 1.5)  # no window to wait for: closed at once
+    assert gone.row(iid)["state"] == "closed"
+
+
+def test_memory_keeps_open_incidents_however_many_are_closed(b: Book) -> None:
+    from gateway.incidents import CACHE_CLOSED
+
+    waiting = b.press(1, T0, unit="home")
+    for n in range(2 * CACHE_CLOSED + 20):
+        at = T0 + 1 + n * 0.1
+        b.press(2 * n + 1, at)
+        b.cancel(2 * n + 2, 2 * n + 1, at)
+    assert len(b.book._by_id) <= 2 * CACHE_CLOSED + 1
+    assert b.press(2, T0 + 60, unit="home") == waiting  # still folds
+    target, news = b.police(waiting, T0 + 61)
+    assert news and target == AckTarget(b.home.addr, 1, 2)
+    assert b.book.unit_ack_state(waiting) is AckState.POLICE_ACK
+    assert b.row(waiting)["presses"] == 2
+    first = "gw-test-shop-1-1"  # long evicted from memory, read back from the journal
+    assert b.police(first, T0 + 62)[1]
+    assert b.row(first)["state"] == "cancelled"

@@ -20,6 +20,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.config import Unit
 from gateway.downlink import Downlink
+from gateway.incidents import iso
 from gateway.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
 from gateway.receiver import Received
 from gateway.store import Store
@@ -83,15 +84,19 @@ class Watch:
     links: list[tuple[str, bool]] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     ticks: list[float] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     def on_frame(self, unit: Unit, frame: Frame, at: float) -> None:
         self.frames.append(frame)
+        self.calls.append(("frame", unit.id, at))
 
     def on_link(self, link: str, up: bool, at: float) -> None:
         self.links.append((link, up))
+        self.calls.append(("link", at))
 
     def on_command(self, topic: str, payload: bytes, at: float) -> None:
         self.commands.append(topic)
+        self.calls.append(("command", payload, at))
 
     def tick(self, now: float) -> None:
         self.ticks.append(now)
@@ -369,10 +374,12 @@ async def test_link_changes_are_events_and_reach_the_watchers(rig: Rig) -> None:
 async def test_inbound_messages_are_routed_by_topic(rig: Rig) -> None:
     duty = f"{PREFIX}/school/duty/gate/ack"
     rig.pipe.on_message(duty, b"{}")
-    rig.pipe.on_message("other/school/duty/gate/ack", b"{}")  # not under our prefix
+    rig.pipe.on_message("other/v1/school/duty/gate/ack", b"{}")  # not under our prefix
+    rig.pipe.on_message("other/v1/school/ack/gw-test-shop-1-1", b"{}")
     rig.pipe.on_message(f"{PREFIX}/school/duty/gate", b"{}")
     rig.pipe.on_message(f"{PREFIX}/school/alarm/shop", b"{}")
     assert rig.watch.commands == [duty]
+    assert rig.watch.calls == [("command", b"{}", T0)]
 
 
 async def test_tick_reaches_the_watchers_and_publishes_due_updates(rig: Rig) -> None:
@@ -435,3 +442,127 @@ async def test_police_ack_records_who_and_what_defensively(
     police_ack(rig, "gw-test-shop-1-1", by=by, disposition=disposition)
     p = publications(rig.store)[-1]
     assert (p["update"], p["police_ack_by"], p["disposition"]) == ("police_ack", *expect)
+
+
+# Further cases the mutation run asked for (issue 19).
+
+
+async def test_journal_row_and_publication_of_a_fresh_alarm(rig: Rig) -> None:
+    assert rig.pipe.last_commit_ok is True  # healthy before the first frame
+    shop = rig.unit("shop")
+    rig.clock.advance(2)
+    rig.feed(alarm(shop, 5, press_ms=777)[0])
+    row = rig.store.conn.execute("SELECT at, link, unit, body, incident FROM frames").fetchone()
+    assert row[:3] == (T0 + 2, "bus", "shop")
+    assert json.loads(row[3]) == {"kind": 0, "presses": 1, "press_ms": 777}
+    assert row[4] == "gw-test-shop-1-5"
+    (only,) = outbox(rig.store)
+    assert only.topic == f"{PREFIX}/school/alarm/shop"
+    assert json.loads(only.payload)["link"] == "bus"
+    assert rig.watch.calls == [("frame", "shop", T0 + 2)]
+    await rig.link.wait_for(1)
+    assert len(rig.pipe.batch_s) == 1 and rig.pipe.batch_s[0] >= 0
+    assert rig.pipe.batch_s.maxlen == 4096
+
+
+async def test_duress_checkin_publication_names_its_link(rig: Rig) -> None:
+    rig.feed(duress_checkin(rig.unit("guard"), 1))
+    (p,) = publications(rig.store)
+    assert p["link"] == "bus"
+
+
+async def test_a_frame_without_a_register_entry_does_not_stop_the_batch(rig: Rig) -> None:
+    stray = Frame(99, 1, 1, alarm(rig.unit("shop"), 1)[1])
+    frame, _ = alarm(rig.unit("shop"), 1)
+    rig.pipe.on_frames(
+        "bus", [Received("bus", stray, Verdict.FRESH), Received("bus", frame, Verdict.FRESH)]
+    )
+    assert rig.journalled() == [(rig.unit("shop").addr, 1, 1, "ALARM")]
+
+
+async def test_failed_commit_takes_back_every_frame_of_the_batch(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.store.conn.execute(
+        "CREATE TEMP TRIGGER full BEFORE INSERT ON frames WHEN NEW.seq = 3"
+        " BEGIN SELECT RAISE(ABORT, 'disk'); END"
+    )
+    rig.feed(alarm(shop, 2)[0], alarm(shop, 3)[0])  # the second one fails the whole commit
+    rig.feed(alarm(shop, 3)[0])
+    assert rig.pipe.commit_failures == 2
+    assert rig.pipe.last_commit_ok is False
+    assert rig.guard.check(shop.addr, 1, 2) is Verdict.FRESH  # recorded, then taken back
+    assert rig.guard.state(shop.addr) == []
+    assert rig.journalled() == [] and outbox(rig.store) == []
+    assert rig.link.frames == []
+
+
+async def test_acks_go_back_on_the_link_the_unit_spoke_on(tmp_path: Path) -> None:
+    cfg = config()
+    store = Store(tmp_path / "gw.db")
+    links = {"bus": RecordingLink(), "bus2": RecordingLink()}
+    keys = {u.addr: TEST_KEY for u in cfg.units.values()}
+    downlink = Downlink(Codec(keys, gateway=True), store, links, {})
+    pipe = Pipeline(cfg, store, ReplayGuard(), downlink, ManualClock(T0), prefix=PREFIX)
+    shop = cfg.units["shop"]
+    frame, _ = alarm(shop, 1)
+    pipe.on_frames("bus2", [Received("bus2", frame, Verdict.FRESH)])
+    await links["bus2"].wait_for(1)
+    assert links["bus2"].acks() == [(shop.addr, 1, 1, AckState.RECEIVED)]
+    assert links["bus"].frames == []
+    row = store.conn.execute("SELECT link FROM frames").fetchone()
+    assert row == ("bus2",)
+    pipe.close()
+    store.close()
+
+
+async def test_security_event_says_since_when_and_where(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    (first,) = rig.events()
+    assert first["detail"]["since"] == iso(T0) and first["detail"]["place"] == shop.place
+    rig.clock.advance(100)
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    rig.clock.advance(50)
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S - 150)  # exactly the interval after the first
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)  # due now: no tick needed
+    second = rig.events()[-1]
+    assert second["detail"]["forged"] == 3
+    assert second["detail"]["since"] == iso(T0 + 100)
+    assert second["at"] == iso(T0 + SECURITY_EVENT_INTERVAL_S)
+
+
+async def test_police_ack_is_repeated_twice_to_the_unit(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    police_ack(rig, "gw-test-shop-1-1")
+    await rig.link.wait_for(4)  # the ACK and its two repeats (after 1 s and 3 s)
+    assert rig.link.acks()[1:] == [(shop.addr, 1, 1, AckState.POLICE_ACK)] * 3
+
+
+async def test_events_are_journalled_with_every_field(rig: Rig) -> None:
+    rig.pipe.event(
+        site="school",
+        kind="k",
+        at=T0 + 1,
+        unit="shop",
+        post="gate",
+        code=602,
+        qualifier=3,
+        detail={"path": Path("/x"), "n": 1},
+    )
+    rig.pipe.event(site="school", kind="d", at=T0 + 2, unit="guard", topic="duty")
+    cur = rig.store.conn.execute(
+        "SELECT id, at, site, unit, post, kind, code, qualifier, detail FROM events ORDER BY id"
+    )
+    eid, *row, detail = cur.fetchall()[0]
+    assert row == [T0 + 1, "school", "shop", "gate", "k", 602, 3]
+    assert json.loads(detail) == {"path": "/x", "n": 1}
+    first, duty = (json.loads(r.payload) for r in outbox(rig.store))
+    assert (first["event"], first["at"], first["detail"]) == (
+        eid,
+        iso(T0 + 1),
+        {"path": "/x", "n": 1},
+    )
+    assert outbox(rig.store)[1].topic == f"{PREFIX}/school/duty/guard"
+    assert duty["event"] == eid + 1

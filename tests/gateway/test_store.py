@@ -266,3 +266,16 @@ def test_default_db_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_db_path() == Path("/var/lib/cg/gateway.db")
     monkeypatch.delenv("STATE_DIRECTORY")
     assert default_db_path() == Path("var/gateway.db")
+
+
+def test_the_last_downlink_epoch_is_usable(store: Store) -> None:
+    store.meta_set("downlink_epoch", str(0xFFFFFFFE))
+    assert store.bump_epoch() == 0xFFFFFFFF
+    with pytest.raises(StoreError):
+        store.bump_epoch()
+
+
+def test_a_boot_moved_by_exactly_a_second_is_not_rewritten(store: Store) -> None:
+    store.boot_set(10, 1, 1000.0)
+    store.boot_set(10, 1, 1001.0)
+    assert store.boot_at(10, 1) == 1000.0
