@@ -10,9 +10,10 @@ Two mutators, one report:
   a copy of the tree.
 
 A survivor that cannot change behaviour is listed in ``bench/mutation_accepted.json`` with a
-one-line reason (keyed by mutant name); a survivor that only changes the text of an
-exception is accepted by rule. The score of an area counts only the others:
-``(killed + timeout) / (mutants - accepted)``.
+one-line reason (keyed by mutant name); two rules accept the rest of that kind: a mutant
+that only changes the text of an exception it raises, and one that only changes the letter
+case of SQL (outside quoted values). Log calls are not mutated at all (pyproject). The
+score of an area counts only the others: ``(killed + timeout) / (mutants - accepted)``.
 
 Writes ``bench/mutation.json``. Not part of ``make test``: minutes of CPU.
 
@@ -282,6 +283,20 @@ def text_only(m: Mutant) -> bool:
     return skeleton(parts[0]) == skeleton(parts[1])
 
 
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def sql_case_only(m: Mutant) -> bool:
+    """The mutant changes only the letter case of SQL outside its quoted values."""
+    parts = m.change.split(" // ")
+    if len(parts) != 2 or not all(_SQL.search(p) for p in parts):
+        return False
+    old, new = (p[1:].strip() for p in parts)
+    same_values = _QUOTED.findall(old) == _QUOTED.findall(new)
+    return old != new and old.lower() == new.lower() and same_values
+
+
 def report(mutants: list[Mutant]) -> dict[str, Any]:
     """The JSON document of ``bench/mutation.json``."""
     accepted_reasons: dict[str, str] = json.loads(ACCEPTED.read_text()) if ACCEPTED.exists() else {}
@@ -298,6 +313,8 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
             reason = accepted_reasons.get(m.name)
             if reason is None and text_only(m):
                 reason = "text only: the message of an exception; reason and type are unchanged"
+            if reason is None and sql_case_only(m):
+                reason = "equivalent: SQL keywords and names are case-insensitive"
             entry = {"mutant": m.name, "module": m.module, "change": m.change}
             if reason is not None:
                 accepted.append({**entry, "reason": reason})

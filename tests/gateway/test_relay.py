@@ -182,6 +182,12 @@ async def test_status_is_online_while_connected_and_offline_after(
             lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
         )
     assert states(police) == ["online", "offline"]
+    late = Police(broker.url)  # a duty room that connects later sees the retained state
+    await late.start()
+    try:
+        await late.wait_for(lambda: states(late) == ["offline"])
+    finally:
+        await late.stop()
     first = next(d for t, d in police.messages if t == STATUS)
     assert first["at"] == "2026-01-01T00:00:00.000Z"
 
