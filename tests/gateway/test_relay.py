@@ -103,6 +103,8 @@ async def test_backlog_of_several_pages_then_live_rows_in_order(
         await police.wait_for(lambda: len(numbers(police)) >= total + 5, timeout=20)
         await until(lambda: store.pending_count() == 0)  # every PUBACK recorded
     assert numbers(police) == list(range(total + 5))
+    assert (relay.connects, relay.failures) == (1, 0)
+    assert len(relay.puback_s) == total + 5  # one publish -> PUBACK time per message
     assert relay.published == total + 5
 
 
