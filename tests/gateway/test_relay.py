@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from gateway import relay as relay_module
 from gateway.clock import ManualClock
 from gateway.relay import BACKLOG_PAGE, BrokerSettings, Relay
 from gateway.store import Store
@@ -214,3 +216,109 @@ def test_bad_broker_urls_are_one_clear_error(url: str) -> None:
 
     with pytest.raises(GatewayError, match="--broker"):
         BrokerSettings.from_url(url)
+
+
+# Further cases the mutation run asked for (issue 19).
+
+
+async def test_police_acks_sent_while_the_gateway_was_away_arrive_on_return(
+    store: Store, persistent_broker: Mosquitto, duty_room: Police
+) -> None:
+    inbound = Inbound()
+    async with relaying(store, persistent_broker.url, inbound) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+    # the gateway is away; its session (QoS 1 subscription) stays on the broker
+    await duty_room.ack("inc-7", b'{"by": "desk"}', site="school")
+    async with relaying(store, persistent_broker.url, inbound):
+        async with asyncio.timeout(10):
+            await inbound.arrived.wait()
+    assert inbound.messages == [("campusguard/school/ack/inc-7", b'{"by": "desk"}')]
+
+
+async def test_an_abrupt_loss_leaves_the_will_offline_then_online_again(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        await police.wait_for(lambda: states(police) == ["online"])
+        client = relay._client
+        assert client is not None
+        sock = client._client.socket()  # the TCP connection dies without a DISCONNECT
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)
+        await police.wait_for(lambda: states(police)[1:2] == ["offline"], timeout=10)
+        await police.wait_for(lambda: states(police)[-1:] == ["online"], timeout=10)
+        late = Police(broker.url)  # retained: a duty room connecting now sees it
+        await late.start()
+        try:
+            await late.wait_for(lambda: states(late) == ["online"])
+        finally:
+            await late.stop()
+    offline = [d for t, d in police.messages if t == STATUS][1]
+    assert offline == {"state": "offline", "at": "2026-01-01T00:00:00.000Z"}
+
+
+async def test_retries_go_on_while_the_broker_stays_away(store: Store, tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "late") as late:
+        url = late.url
+        late.stop()
+        enqueue(store, 0)
+        async with relaying(store, url) as relay:
+            await until(lambda: relay.failures >= 3)  # backoff 0.1, 0.2, 0.4 s
+            late.start()
+            async with asyncio.timeout(15):
+                await relay.connected.wait()
+            await until(lambda: store.pending_count() == 0)
+
+
+async def test_marks_that_the_journal_refuses_are_kept_and_written_later(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    store.conn.execute(
+        "CREATE TEMP TRIGGER nomark BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, 'io'); END"
+    )
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        for n in range(3):
+            enqueue(store, n)
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2])
+        enqueue(store, 3)  # still publishing while the marks cannot be written
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2, 3])
+        assert store.pending_count() == 4
+        store.conn.execute("DROP TRIGGER nomark")
+        await until(lambda: store.pending_count() == 0)  # retried: nothing marked twice
+    assert relay.published == 4
+
+
+async def test_without_the_fast_path_the_same_rows_go_out_in_order(
+    store: Store, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_internals(client: object) -> None:
+        raise AttributeError("aiomqtt internals changed")
+
+    monkeypatch.setattr(relay_module, "_Direct", no_internals)
+    for n in range(5):
+        enqueue(store, n)
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        for n in range(5, 10):
+            enqueue(store, n)
+        await police.wait_for(lambda: len(numbers(police)) == 10)
+        await until(lambda: store.pending_count() == 0)
+    assert numbers(police) == list(range(10))
+    assert relay.published == 10 and len(relay.puback_s) == 10
+
+
+def test_tls_files_are_passed_on(tmp_path: Path) -> None:
+    s = BrokerSettings.from_url(
+        "mqtts://broker", ca_file="ca.pem", client_cert="c.pem", client_key="k.pem"
+    )
+    assert (s.ca_file, s.client_cert, s.client_key) == ("ca.pem", "c.pem", "k.pem")
+    with pytest.raises(FileNotFoundError):
+        BrokerSettings("b", 8883, tls=True, ca_file=str(tmp_path / "none.pem")).tls_context()
+    with pytest.raises(FileNotFoundError):
+        BrokerSettings("b", 8883, tls=True, client_cert=str(tmp_path / "c.pem")).tls_context()
