@@ -81,11 +81,12 @@ class Mutant:
 # -- mutmut -------------------------------------------------------------------------------
 
 
-def run_mutmut(jobs: int, log_path: Path) -> None:
-    """A fresh ``mutmut run`` (old results would hide a test that changed)."""
-    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+def run_mutmut(jobs: int, log_path: Path, *, fresh: bool = True) -> None:
+    """``mutmut run``, fresh by default (old results would hide a test that changed)."""
+    if fresh:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
-    with log_path.open("w") as log:
+    with log_path.open("a" if not fresh else "w") as log:  # git-ignored, like mutants/
         rc = subprocess.call(
             [str(mutmut), "run", "--max-children", str(jobs)], cwd=ROOT, stdout=log, stderr=log
         )
@@ -357,6 +358,11 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="tests run in parallel (default 2)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "mutation.json")
     p.add_argument("--reuse", action="store_true", help="report the last run again")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted mutmut run (keeping its results), then the constants",
+    )
     p.add_argument("--only", action="append", default=[], help="module path prefix (repeat)")
     args = p.parse_args()
     ONLY[:] = args.only
@@ -366,7 +372,7 @@ def main() -> int:
             print("no previous run: run without --reuse first", file=sys.stderr)
             return 2
     else:
-        run_mutmut(args.jobs, ROOT / "mutants.log")  # git-ignored, like mutants/
+        run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
         consts = run_constants(args.jobs)
         cache.write_text(json.dumps([m.__dict__ for m in consts]))
     consts = [Mutant(**d) for d in json.loads(cache.read_text())]
