@@ -116,6 +116,8 @@ def mutmut_results() -> Iterator[Mutant]:
                 yield Mutant(name, module, "killed", "")
             elif status == "timeout":
                 yield Mutant(name, module, "timeout", "")
+            elif status == "not checked":  # an interrupted run: reported apart, not scored
+                yield Mutant(name, module, "not_checked", "")
             else:  # survived, no tests, suspicious, skipped, not checked
                 change = one_line(get_diff_for_mutant(name, path=module))
                 yield Mutant(name, module, "survived", change)
@@ -305,7 +307,11 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
     area: dict[str, list[int]] = {a: [0, 0] for a in GOALS}  # detected, counted
     survivors: list[dict[str, str]] = []
     accepted: list[dict[str, str]] = []
+    not_checked: dict[str, int] = {}
     for m in mutants:
+        if m.status == "not_checked":
+            not_checked[m.module] = not_checked.get(m.module, 0) + 1
+            continue
         row = per.setdefault(m.module, {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0})
         row["mutants"] += 1
         row[m.status] += 1
@@ -326,7 +332,7 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
     stale = sorted(set(accepted_reasons) - {m.name for m in mutants if m.status == "survived"})
     if ONLY:
         area = {a: v for a, v in area.items() if any(o.startswith(a) for o in ONLY)}
-    return {
+    doc: dict[str, Any] = {
         "tool": tool_name(),
         "modules": per,
         "score": {a: round(d / n, 4) if n else None for a, (d, n) in area.items()},
@@ -334,6 +340,9 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
         "accepted": accepted,
         "accepted_but_killed_or_gone": stale,
     }
+    if not_checked:  # only after an interrupted run
+        doc["not_checked"] = not_checked
+    return doc
 
 
 def tool_name() -> str:
@@ -349,6 +358,8 @@ def print_table(doc: dict[str, Any]) -> None:
     for a, s in doc["score"].items():
         print(f"score {a}: {s} (goal {GOALS[a]})")
     print(f"accepted survivors: {len(doc['accepted'])}, other survivors: {len(doc['survivors'])}")
+    for module, n in doc.get("not_checked", {}).items():
+        print(f"NOT CHECKED (interrupted run): {module}: {n} mutants")
     for s in doc["survivors"]:
         print(f"  {s['mutant']}: {s['change']}")
 
@@ -363,6 +374,11 @@ def main() -> int:
         action="store_true",
         help="finish an interrupted mutmut run (keeping its results), then the constants",
     )
+    p.add_argument(
+        "--no-mutmut",
+        action="store_true",
+        help="keep mutmut's last results (an interrupted run counts as not checked)",
+    )
     p.add_argument("--only", action="append", default=[], help="module path prefix (repeat)")
     args = p.parse_args()
     ONLY[:] = args.only
@@ -372,7 +388,8 @@ def main() -> int:
             print("no previous run: run without --reuse first", file=sys.stderr)
             return 2
     else:
-        run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
+        if not args.no_mutmut:
+            run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
         consts = run_constants(args.jobs)
         cache.write_text(json.dumps([m.__dict__ for m in consts]))
     consts = [Mutant(**d) for d in json.loads(cache.read_text())]
