@@ -86,6 +86,7 @@ class Board:
         self._task = None
         self._wdt_ms = 0
         self._fed = time.ticks_ms()
+        self._interrupted = False  # a Ctrl-C the watchdog thread caught, for the main one
         # what the last reset left behind (the ESP32 reads machine.reset_cause())
         try:
             with open(_CAUSE_FILE) as f:
@@ -138,11 +139,19 @@ class Board:
         _thread.start_new_thread(self._wdt_thread, ())
 
     def wdt_feed(self):
+        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (app.main)
+            self._interrupted = False
+            raise KeyboardInterrupt
         self._fed = time.ticks_ms()
 
     def _wdt_thread(self):
         while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
-            time.sleep(_WDT_POLL_S)
+            try:
+                time.sleep(_WDT_POLL_S)
+            except KeyboardInterrupt:
+                # SIGINT may land in this thread: it would end it (no watchdog any more)
+                # and the unit would run on; the next feed raises it in the main thread
+                self._interrupted = True
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "w") as f:
             f.write("wdt\n")
@@ -179,7 +188,10 @@ class Board:
     def stop(self):
         self._app = None
         if self._task is not None:
-            self._task.cancel()
+            try:
+                self._task.cancel()
+            except RuntimeError:  # the task a Ctrl-C interrupted (see App.stop)
+                pass
             self._task = None
 
     async def _control(self):

@@ -453,17 +453,20 @@ def test_incident_of_a_unit_gone_from_the_register(b: Book) -> None:
 def test_memory_keeps_open_incidents_however_many_are_closed(b: Book) -> None:
     from gateway.incidents import CACHE_CLOSED
 
-    waiting = b.press(1, T0, unit="home")
-    for n in range(2 * CACHE_CLOSED + 20):
+    for n in range(2 * CACHE_CLOSED + 20):  # cancelled, acknowledged, then closed below
         at = T0 + 1 + n * 0.1
-        b.press(2 * n + 1, at)
+        iid = b.press(2 * n + 1, at)
         b.cancel(2 * n + 2, 2 * n + 1, at)
+        b.police(iid, at)
+    with b.store.transaction():
+        assert b.book.tick(T0 + 200)
+    waiting = b.press(1, T0 + 201, unit="home")  # a new incident: the cache is trimmed
     assert len(b.book._by_id) <= 2 * CACHE_CLOSED + 1
-    assert b.press(2, T0 + 60, unit="home") == waiting  # still folds
-    target, news = b.police(waiting, T0 + 61)
+    assert b.press(2, T0 + 260, unit="home") == waiting  # still folds
+    target, news = b.police(waiting, T0 + 261)
     assert news and target == AckTarget(b.home.addr, 1, 2)
     assert b.book.unit_ack_state(waiting) is AckState.POLICE_ACK
     assert b.row(waiting)["presses"] == 2
     first = "gw-test-shop-1-1"  # long evicted from memory, read back from the journal
-    assert b.police(first, T0 + 62)[1]
-    assert b.row(first)["state"] == "cancelled"
+    assert b.police(first, T0 + 262) == (AckTarget(b.shop.addr, 1, 1), False)
+    assert b.row(first)["state"] == "closed"
