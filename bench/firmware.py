@@ -21,9 +21,12 @@ romfs_qstr_bytes   qstr pools the imports from the image make (part of the code 
 romfs_qstr_count   qstrs in the heap's pools after those imports (the pools double: a
                    new pool of ~320 entries, ~3.6 KB on 64 bits, opens at ~304 qstrs)
 heap_after_boot_frozen_estimate_bytes   heap_after_boot - romfs_qstr: frozen modules
-                   (an estimate: no frozen unix build is measured)
+                   on the 64-bit port (an estimate)
+frozen32_heap_*    the same unit on the 32-bit unix port with asyncio and the firmware
+                   frozen in (`make firmware32`, the ESP32 image's shape: 32-bit objects,
+                   bytecode and qstrs in the image); None without a MicroPython source
 interpreter_heap_bytes  what the unit's heap holds before any firmware module is
-                   imported, measured in a bare `micropython -X heapsize=64K`: the
+                   imported, measured in a bare `micropython` with the unit's heap: the
                    interpreter itself (bare), `import asyncio`, and asyncio.event (the
                    Event the virtual board's inputs are; the ESP32's ThreadSafeFlag lives
                    there too); total = their sum, part of heap_after_boot
@@ -54,6 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway import frozen32
 from gateway.config import load_config
 from gateway.vboard import (
     DEFAULT_HEAPSIZE,
@@ -80,7 +84,7 @@ out = []
 for b in range(21):
     t0 = time.ticks_us()
     for i in range(100):
-        enc.frame(1, 7, i, 0, 1, 123456)
+        enc.frame(1, 7, i, 0, 1, 1, 57920)
     out.append(time.ticks_diff(time.ticks_us(), t0) / 100)
 out.sort()
 print(out[10])
@@ -140,7 +144,9 @@ class Gateway:
         os.close(self.fd)
 
 
-async def unit_figures(presses: int, romfs: bool) -> dict[str, Any]:
+async def unit_figures(presses: int, romfs: bool, exe: str | None = None) -> dict[str, Any]:
+    """Heap and press latency of one unit; ``exe``: an interpreter with the firmware
+    frozen in (``make firmware32``), the unit folder then holds only main.py."""
     cfg = load_config(ROOT / "boards.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         folder = prepare_unit_dir(
@@ -151,8 +157,9 @@ async def unit_figures(presses: int, romfs: bool) -> dict[str, Any]:
             compiled=True,
             cache=Path(tmp),
             romfs=romfs,
+            frozen=exe is not None,
         )
-        vu = VirtualUnit(folder, heapsize=HEAP, romfs=romfs)
+        vu = VirtualUnit(folder, heapsize=HEAP, romfs=romfs, micropython=exe)
         gw = Gateway(vu.link_path)
         try:
             await vu.start()
@@ -174,7 +181,9 @@ async def unit_figures(presses: int, romfs: bool) -> dict[str, Any]:
                     lat.append((gw.first_byte - t0) * 1000)
                 await vu.release()
                 alarms += 1
-                await asyncio.sleep(0.03)
+                # up for longer than the button's 20 ms poll + 5 ms debounce, with room for
+                # a loaded host: a shorter gap is no release at all to the unit
+                await asyncio.sleep(0.06)
             await asyncio.sleep(0.5)
             heap_100, _, _ = await vu.mem()
         finally:
@@ -268,6 +277,20 @@ def mpy_sizes() -> dict[str, int]:
         }
 
 
+def frozen32_figures(presses: int) -> dict[str, Any]:
+    """The unit on the 32-bit build with asyncio and the firmware frozen in (``make
+    firmware32``, built here if needed); None with one line on stderr without a source."""
+    keys = ("heap_after_boot_bytes", "heap_after_boot_code_bytes", "heap_after_boot_data_bytes")
+    keys += ("heap_after_100_alarms_bytes", "press_to_first_byte_ms")
+    try:
+        exe = str(frozen32.ensure())
+    except frozen32.BuildError as exc:
+        print(exc, file=sys.stderr)
+        return {"frozen32_" + k: None for k in keys}
+    got = asyncio.run(unit_figures(presses, romfs=False, exe=exe))
+    return {"frozen32_" + k: got[k] for k in keys}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -295,6 +318,7 @@ def main() -> int:
     figures["mpy_sizes"] = sizes
     figures["mpy_total_bytes"] = sum(sizes.values())
     figures["romfs_image_bytes"] = image
+    figures.update(frozen32_figures(args.presses))
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -321,6 +345,12 @@ def main() -> int:
         f"firmware's own: {figures['heap_after_boot_firmware_bytes']} bytes, "
         f"{figures['romfs_qstr_count']} qstrs in the pools"
     )
+    if figures["frozen32_heap_after_boot_bytes"] is not None:
+        print(
+            f"32-bit, frozen (firmware32):   {figures['frozen32_heap_after_boot_bytes']} bytes "
+            f"(code {figures['frozen32_heap_after_boot_code_bytes']}), after 100 alarms "
+            f"{figures['frozen32_heap_after_100_alarms_bytes']}"
+        )
     print(f"press -> first byte:           p50 {p['p50']} ms, max {p['max']} ms (n={p['n']})")
     print(
         f"firmware on flash:             {figures['mpy_total_bytes']} bytes in {len(sizes)} "

@@ -6,7 +6,8 @@
 # (start()), the supervisor watches them, stop() cancels them.
 # A guard post's check-in button lives in checkin.py, imported only where there is one.
 # The boot sequence (config, epoch, outbox reload, boot frames, tasks) is startup.py,
-# which main() drops once the unit runs: its code does not stay in RAM.
+# which main.py wires to App and drops once the unit runs: its code does not stay in
+# RAM. App never imports startup (startup imports App: no import circle).
 #
 # Safe mode (README.md): after `safe_after` boots in a row that crashed before running
 # healthy for healthy_ms, the unit runs only what an alarm needs: the alarm button,
@@ -121,6 +122,7 @@ class Cfg:
     healthy_ms: int
     safe_after: int
     test_crash_ms: int
+    test_uptime_s: int
 
 
 class App:
@@ -141,14 +143,17 @@ class App:
         self.safe = False
         # uptime beyond the 2^30 ms wrap of ticks_ms (folded every supervisor tick)
         self._up_last = time.ticks_ms()
-        self._up_s = 0
+        self._up_s = cfg.test_uptime_s  # test hook (unit.json): boot as if up that long
         self._up_ms = 0
+        self.up_hi = 0  # stamp(): press_ms in 16-bit halves
+        self.up_lo = 0
         # the open alarm series
         self._open = False
         self._kind = cfg.kind
         self._quiet = False
         self._presses = 0
-        self._first_ms = 0
+        self._first_hi = 0  # the series' press_ms, in 16-bit halves (stamp())
+        self._first_lo = 0
         self._first_epoch = 0
         self._first_seq = 0
         self._opened = 0
@@ -177,9 +182,9 @@ class App:
 
     # ---------------------------------------------------------------- uptime
 
-    def ms32(self):
-        """Uptime in ms modulo 2^32 (the wire's press_ms); folds the ticks elapsed into
-        seconds (called at least every 500 ms by the supervisor: ticks wrap at 2^30 ms)."""
+    def uptime(self):
+        """Fold the ticks elapsed into seconds and ms (called at least every 500 ms by the
+        supervisor: ticks wrap at 2^30 ms)."""
         now = time.ticks_ms()
         ms = self._up_ms + time.ticks_diff(now, self._up_last)
         self._up_last = now
@@ -188,7 +193,19 @@ class App:
             self._up_s += q
             ms -= q * 1000
         self._up_ms = ms
-        return (self._up_s * 1000 + ms) & 0xFFFFFFFF
+
+    def stamp(self, back_ms=0):
+        """Uptime minus back_ms, in ms modulo 2^32 (the wire's press_ms), into up_hi and
+        up_lo, its 16-bit halves. On a 32-bit port small ints end at 2^30 (12.4 days of
+        uptime in ms): every value here stays below that ((s & 0xFFFF) * 1000 < 2^26), so
+        this makes no big int and allocates nothing."""
+        self.uptime()
+        s = self._up_s
+        lo = (s & 0xFFFF) * 1000 + self._up_ms - back_ms
+        # s * 1000 = (s >> 16) * 1000 * 2^16 + (s & 0xFFFF) * 1000; a negative lo
+        # borrows from hi (>> floors), and & 0xFFFF wraps both modulo 2^16
+        self.up_hi = ((s >> 16) * 1000 + (lo >> 16)) & 0xFFFF
+        self.up_lo = lo & 0xFFFF
 
     # ---------------------------------------------------------------- sending
 
@@ -218,7 +235,10 @@ class App:
     # ---------------------------------------------------------------- the alarm button
 
     def _send_alarm(self, prio):
-        ok = self.send(_ALARM, self._kind, self._presses, self._first_ms, prio=prio, persist=True)
+        ok = self.send(
+            _ALARM, self._kind, self._presses, self._first_hi, self._first_lo,
+            prio=prio, persist=True,
+        )
         self._alarm_owed = not ok
         return ok
 
@@ -231,7 +251,9 @@ class App:
             self._quiet = self._kind == _KIND_SILENT
             self._presses = 1
             # press_ms: uptime at the first edge, not after the debounce
-            self._first_ms = (self.ms32() - time.ticks_diff(now, t0)) & 0xFFFFFFFF
+            self.stamp(time.ticks_diff(now, t0))
+            self._first_hi = self.up_hi
+            self._first_lo = self.up_lo
             self._opened = t0
             self._burst = -1  # presses run together with the opening one never cancel
             self._ack_state = 0
@@ -473,7 +495,7 @@ class App:
                 f |= _HB_BUTTON_STUCK
             if self.safe:
                 f |= _HB_SAFE_MODE
-            self.ms32()
+            self.uptime()
             self.send(_HEARTBEAT, self.battery_mv, self._up_s, _FW, f, reliable=False)
             hb = self.cfg.heartbeat_ms
             await asyncio.sleep_ms(hb - hb // 10 + _rand(hb // 5))
@@ -509,7 +531,7 @@ class App:
             now = time.ticks_ms()
             dt = time.ticks_diff(now, last)
             last = now
-            self.ms32()
+            self.uptime()
             self._maybe_cancel(now)
             if self.checkin is not None:
                 self.checkin.supervise(now)
@@ -621,32 +643,3 @@ def request_test(root="/"):
         return True
     Store(root).write(_INSTALL_TEST, b"repl")
     return False
-
-
-def main(board):
-    """Load the unit's config and run it; a crash resets the board (the watchdog would).
-
-    The boot-only code (startup.py: config loader, epoch, outbox reload, boot frames) is
-    imported here and dropped from sys.modules before the unit runs, so that it is freed
-    once the boot sequence has returned."""
-    import sys
-
-    try:
-        import startup
-    except Exception as e:  # a broken module on flash: a crash, like main.py's imports
-        board.crashed(e)
-        return
-    app = startup.build(board)  # None: unconfigured (the board was told)
-    coro = None if app is None else app.run(startup.boot)
-    del startup
-    sys.modules.pop("startup", None)
-    if app is None or coro is None:
-        return
-    gc.collect()
-    try:
-        asyncio.run(coro)
-    except KeyboardInterrupt:
-        app.stop()
-        board.maintenance()
-    except Exception as e:  # any bug: log it and restart clean, as the watchdog would
-        board.crashed(e)

@@ -28,8 +28,9 @@ class Checkin:
         self._pending = True
         self._acked = False
         self._held = duress  # a duress check-in is sent while the button is still held
+        app.stamp()
         app.send(
-            _CHECKIN, 1 if duress else 0, app.ms32(),
+            _CHECKIN, 1 if duress else 0, app.up_hi, app.up_lo,
             prio=_PRIO_KEEP if duress else _PRIO_FOLD, persist=True,
         )
 

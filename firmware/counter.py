@@ -3,7 +3,7 @@
 #
 # The boot record is ">IBB": epoch, `unhealthy` (boots in a row, ending with this one,
 # that have not reached a healthy state), flags (bit 0: this boot runs in safe mode). It
-# is written once at boot (epoch + 1, unhealthy + 1: startup.py reads the record and
+# is written once at boot (epoch + 1, unhealthy + 1: begin() reads the record and
 # decides), once more when the boot has been healthy for healthy_ms (unhealthy = 0), and
 # once per 65536 frames (next epoch).
 #
@@ -29,6 +29,42 @@ class Counter:
         self.safe = False  # this boot runs in safe mode
         self.was_safe = False  # the boot before this one ran in safe mode
         self.count = 0  # `unhealthy` as stored for this boot (0 once it is healthy)
+
+    def begin(self, crashed, safe_after):
+        """Take the next epoch and store it with this boot counted as not yet healthy.
+
+        The boot record's larger valid epoch wins. `crashed`: the previous boot ended in a
+        crash or a watchdog reset (not a power cut): only then does it count towards safe
+        mode. Safe mode when `safe_after` boots in a row did not become healthy. False if
+        storage failed: then no frame may be sent until this succeeds (startup retries).
+        """
+        e, n, flags = 0, 0, 0
+        for name in ("epoch.a", "epoch.b"):
+            data = self._store.read(name)
+            if data is None:
+                continue
+            if len(data) == 6:
+                rec = struct.unpack(">IBB", data)
+            elif len(data) == 4:
+                rec = (struct.unpack(">I", data)[0], 0, 0)  # firmware 1.0: a healthy boot
+            else:
+                continue
+            if rec[0] > e:
+                e, n, flags = rec
+        e += 1
+        if e > _EPOCH_MAX:
+            # 2^32 boots: unreachable in service; refuse rather than wrap and reuse
+            return False
+        self.unhealthy = n if crashed else 0
+        self.safe = self.unhealthy >= safe_after
+        self.was_safe = bool(flags & _SAFE)
+        self.count = self.unhealthy + 1
+        if not self.store(e):
+            return False
+        self.epoch = e
+        self.seq = 0
+        self.ready = True
+        return True
 
     def store(self, e):
         """Write the boot record with epoch e to both copies; False if either failed."""

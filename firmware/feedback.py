@@ -7,14 +7,11 @@
 #
 # The tables are one bytes object per output (a length byte, then the durations), found
 # by the name's index in a tuple: no per-pattern objects in RAM.
-import asyncio
 import time
-from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
 
-from link import wake
+from sleeper import Sleeper
 
-_IDLE_MS = const(3600000)  # nothing to step: sleep until show() wakes the task
 _UNIT_MS = const(10)
 
 _LED_NAMES = (
@@ -71,7 +68,7 @@ class Feedback:
         self._until = [now, now]  # when a timed pattern ends
         self._timed = bytearray(2)
         self._level = bytearray(b"\xff\xff")
-        self._task = None  # the run task while it sleeps (show() wakes it)
+        self._sleep = Sleeper()  # the run task sleeps on it (show() wakes it)
 
     def show(self, led=None, buzzer=None, duration_ms=0, led_then="idle"):
         """Show the named patterns; after duration_ms (0 = no limit) the LED shows
@@ -80,10 +77,8 @@ class Feedback:
             self._set(0, led, duration_ms, led_then)
         if buzzer is not None:
             self._set(1, buzzer, duration_ms, "off")
-        t = self._task
-        if t is not None:  # the task sleeps until the old pattern's next step: recompute
-            self._task = None
-            wake(t)
+        # the task sleeps until the old pattern's next step: recompute
+        self._sleep.wake()
 
     def _set(self, o, name, duration_ms=0, then="off"):
         """Start pattern `name` on output o; returns _update's ms to the next change."""
@@ -153,8 +148,4 @@ class Feedback:
             b = self._update(1, now)
             if a < 0 or 0 <= b < a:
                 a = b
-            self._task = core.cur_task
-            try:
-                await asyncio.sleep_ms(_IDLE_MS if a < 0 else a)
-            finally:
-                self._task = None
+            await self._sleep.sleep_ms(a)  # a < 0: nothing to step, until show()

@@ -14,7 +14,6 @@
 # its driver on would hold the whole bus.
 import asyncio
 import time
-from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
 
 import proto
@@ -27,27 +26,12 @@ _QUIET_MS = const(5)  # the line counts as busy this long after the last byte in
 _DELIM = b"\x00"
 
 
-def readable(stream):
-    """Await it to park the task until `stream` has bytes: the one `yield` to asyncio's
-    poller that asyncio.StreamReader.readinto() makes, without loading asyncio.stream
-    (~1.9 KB of heap on the unix port)."""
-    yield core._io_queue.queue_read(stream)
-
-
-def wake(task):
-    """Bring `task`, parked in asyncio.sleep_ms(), forward to now: its sleep returns at
-    once (what Task.cancel() does to a sleeping task, without the exception). Lets a
-    task sleep until its next deadline and still be hurried along when work arrives,
-    without a wait_for's Task and exception per wait. Only for a task parked in
-    sleep_ms (on asyncio's main queue), never the running one."""
-    q = core._task_queue
-    q.remove(task)
-    q.push(task)
-
-
 class Link:
     def __init__(self, uart, decoder, on_frame, de=None):
         self._uart = uart
+        # asyncio's stream: the public way to wait until the UART has bytes (its
+        # readinto() parks the task on asyncio's poller; a generator per call)
+        self._rx_stream = asyncio.StreamReader(uart)
         self._de = de
         self._dec = decoder
         self._on_frame = on_frame
@@ -122,11 +106,10 @@ class Link:
 
     async def run(self):
         """The layer's task (App starts it, watches it and cancels it)."""
-        uart = self._uart
+        stream = self._rx_stream
         rx = self._rx
         while True:
-            await readable(uart)  # type: ignore[misc]  # a generator: MicroPython awaits it
-            n = uart.readinto(rx)
+            n = await stream.readinto(rx)
             if n:
                 self._last_rx = time.ticks_ms()
                 self.feed(rx, n)

@@ -1,5 +1,10 @@
 # CampusGuard alarm unit. Stays source on the board (deploy compiles the rest to .mpy).
 # No functions here: this module's code stays in RAM while the unit runs.
+#
+# The wiring: the board (picked by sys.platform), app (the unit's logic) and startup
+# (boot-only: config, epoch, outbox reload, boot frames, tasks). startup imports app,
+# never the other way; startup is dropped from sys.modules once the unit runs, so its
+# code is freed after boot.
 import gc
 import sys
 
@@ -24,5 +29,25 @@ else:
     _code = gc.mem_alloc() - _before
     _board = Board(*_args)
     _board.code_bytes = _code
+    import asyncio
+
+    _unit = None
+    _coro = None
+    try:
+        import startup
+    except Exception as e:  # a broken module on flash: a crash, like app's
+        _board.crashed(e)
+    else:
+        _unit = startup.build(_board)  # None: unconfigured (the board was told)
+        _coro = None if _unit is None else _unit.run(startup.boot)
+        del startup
+        sys.modules.pop("startup", None)
     gc.collect()
-    app.main(_board)
+    if _unit is not None and _coro is not None:
+        try:
+            asyncio.run(_coro)
+        except KeyboardInterrupt:
+            _unit.stop()
+            _board.maintenance()
+        except Exception as e:  # any bug: log it and restart clean, as the watchdog would
+            _board.crashed(e)

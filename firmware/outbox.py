@@ -7,14 +7,14 @@
 # ~200 ms, then doubling with +-25 % jitter, capped at 30 s, for ever. Listen before
 # talk: while the link is busy (another unit sending) a frame waits 2-9 ms, at most 10
 # times in a row (a line that never falls quiet must not hold an alarm back).
-import asyncio
 import random
+import struct
 import time
 from array import array
-from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio internals
 from micropython import const
 
-from link import wake
+import proto
+from sleeper import Sleeper
 
 _SLOTS = const(16)
 _W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 28 on the wire
@@ -22,7 +22,6 @@ _RECENT = const(16)
 _FILE = "outbox.bin"
 _LBT_TRIES = const(10)
 _TICK_MS = const(20)  # at least this between two passes (a listen-before-talk hold)
-_IDLE_MS = const(3600000)  # nothing pending: sleep until add() wakes the task
 
 # priorities: what is dropped first when every slot is full
 _PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
@@ -67,7 +66,7 @@ class Outbox:
         self._t = array("i", bytes(8 * _SLOTS))  # ticks: due, then added
         self._r_next = 0
         self.dropped = 0
-        self._task = None  # the run task while it sleeps (add() wakes it)
+        self._sleep = Sleeper()  # the run task sleeps on it (add() wakes it)
 
     # ---- adding and sending ----
 
@@ -138,10 +137,8 @@ class Outbox:
         if persist:
             ok = self._save()
         self._send(i, now)
-        t = self._task
-        if t is not None:  # it sleeps until an older deadline (or for good): recompute
-            self._task = None
-            wake(t)
+        # the task sleeps until an older deadline (or for good): recompute
+        self._sleep.wake()
         return ok
 
     def _send(self, i, now):
@@ -207,6 +204,33 @@ class Outbox:
             return True
         return self._store.write(_FILE, out)
 
+    def reload(self):
+        """Reload the frames still pending before the reboot (what _save() wrote); they
+        are due at once. Type and counter are read from each frame's own bytes; nothing
+        is re-signed. Returns the number reloaded. Boot only."""
+        data = self._store.read(_FILE)
+        if data is None:
+            return 0
+        tmp = bytearray(_W)
+        pos = 0
+        count = 0
+        now = time.ticks_ms()
+        while pos + 2 <= len(data):
+            n = data[pos]
+            prio = data[pos + 1]
+            pos += 2
+            if n < 22 or n > _W or pos + n > len(data):
+                break
+            tmp[: n - 1] = data[pos : pos + n - 1]  # without the 0x00 delimiter
+            if proto.decode_inplace(tmp, n - 1) >= 20:
+                i = self.free_slot()
+                self.buf[i * _W : i * _W + n] = data[pos : pos + n]
+                epoch, seq = struct.unpack_from(">IH", tmp, 4)
+                self.put(i, tmp[1], epoch, seq, n, prio, True, now)
+                count += 1
+            pos += n
+        return count
+
     # ---- the retransmission task ----
 
     def kick(self):
@@ -232,8 +256,4 @@ class Outbox:
         always has), or, with nothing pending, until add() wakes it."""
         while True:
             wait = self.kick()
-            self._task = core.cur_task
-            try:
-                await asyncio.sleep_ms(_IDLE_MS if wait < 0 else max(wait, _TICK_MS))
-            finally:
-                self._task = None
+            await self._sleep.sleep_ms(-1 if wait < 0 else max(wait, _TICK_MS))

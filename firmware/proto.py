@@ -1,9 +1,13 @@
 # The wire protocol v1 (protocol/SPEC.md), unit side: hand-written with struct, checked
 # against the golden vectors in protocol/vectors/vectors.json by tests/firmware.
 #
-# The send path allocates nothing: each frame is packed into one preallocated buffer,
-# signed, CRC'd and COBS-encoded into a second one (`wire`), whose first `n` bytes are
-# then written to the line. The receive path decodes in place.
+# The send path allocates nothing but the MAC: each frame is packed into one preallocated
+# buffer, signed, CRC'd and COBS-encoded into a second one (`wire`), whose first `n`
+# bytes are then written to the line. The receive path decodes in place. The MAC costs
+# 384 bytes of garbage per frame on a 32-bit build (448 on the 64-bit unix port): two
+# hashlib.sha256 objects and their digests, since MicroPython's sha256 has no copy() to
+# reuse the key's padded blocks and gives digest() once (tests/firmware/test_frozen32.py
+# measures it; the supervisor's gc.collect() takes it back).
 #
 # COBS (SPEC.md 1.1), CRC-16/CCITT-FALSE (1.2) and the truncated HMAC-SHA256 live here too:
 # one module instead of four saves the per-module RAM (module object, globals, names).
@@ -49,11 +53,13 @@ _R_REPLAYED = const(8)
 _REASONS = const(9)
 
 _HEADER = ">BBHIH"
-# type -> (struct format of the body, body length, number of fields)
+# type -> (struct format of the body, body length, number of fields). press_ms (ALARM,
+# CHECKIN) goes as its 16-bit halves: a 32-bit port makes every int >= 2^30 a heap big
+# int, and uptime in ms passes 2^30 after 12.4 days (App.stamp()).
 BODY = {
-    _ALARM: (">BBI", 6, 3),
+    _ALARM: (">BBHH", 6, 4),
     _CANCEL: (">IH", 6, 2),
-    _CHECKIN: (">BI", 5, 2),
+    _CHECKIN: (">BHH", 5, 3),
     _HEARTBEAT: (">HIHB", 9, 4),
     _TEST: (">BBH", 4, 3),
     _FAULT: (">BBH", 4, 3),

@@ -1,7 +1,7 @@
 # Boot-only code: the unit's configuration (unit.json + unit.key, written by `campusguard
 # deploy` or gateway.vboard.prepare_unit_dir), the boot record (epoch + 1 stored before
 # anything is sent, the crash-loop count, safe mode), the outbox reload, the boot frames
-# and the tasks. app.main() imports it and drops it from sys.modules; once boot() has
+# and the tasks. main.py imports it and drops it from sys.modules; once boot() has
 # returned nothing refers to this module and its code is freed (README.md, "Memory").
 #
 # Times in boards.yaml units (heartbeat_s, ...) with optional *_ms overrides for tests
@@ -10,20 +10,14 @@ import asyncio
 import gc
 import json
 import os
-import struct
-import time
 from micropython import const
 
-import proto
 from app import App, Cfg
 
 _FAULT = const(0x06)
 _F_WATCHDOG_RESET = const(5)
 _F_SAFE_MODE = const(6)
 _F_STORAGE = const(7)
-_SAFE = const(1)  # boot record flags: this boot ran in safe mode
-_EPOCH_MAX = const(0xFFFFFFFF)
-_W = const(28)  # outbox.py: bytes per slot
 _STORAGE_RETRY_MAX_MS = const(10000)
 
 # unit.json: name -> default, in ms where a name ends in _ms ("*_s"/"*_h" in
@@ -40,6 +34,8 @@ _INTS = (
     ("safe_after", 3),
     # test hook: crash the app this long after boot, unless in safe mode (0: never)
     ("test_crash_ms", 0),
+    # test hook: the uptime the unit starts from, in s (press_ms past 2^30, 2^31, 2^32)
+    ("test_uptime_s", 0),
 )
 # name_ms, or name_s / name_h (unit, factor), default in that unit
 _TIMES = (
@@ -96,71 +92,6 @@ def build(board):
     return App(board, cfg)
 
 
-def _epoch(counter, store, crashed, safe_after):
-    """Take the next epoch and store it with this boot counted as not yet healthy.
-
-    The boot record's larger valid epoch wins. `crashed`: the previous boot ended in a
-    crash or a watchdog reset (not a power cut): only then does it count towards safe
-    mode. Safe mode when `safe_after` boots in a row did not become healthy. False if
-    storage failed: then no frame may be sent until this succeeds (boot() retries).
-    """
-    e, n, flags = 0, 0, 0
-    for name in ("epoch.a", "epoch.b"):
-        data = store.read(name)
-        if data is None:
-            continue
-        if len(data) == 6:
-            rec = struct.unpack(">IBB", data)
-        elif len(data) == 4:
-            rec = (struct.unpack(">I", data)[0], 0, 0)  # firmware 1.0: a healthy boot
-        else:
-            continue
-        if rec[0] > e:
-            e, n, flags = rec
-    e += 1
-    if e > _EPOCH_MAX:
-        # 2^32 boots: unreachable in service; refuse rather than wrap and reuse
-        return False
-    counter.unhealthy = n if crashed else 0
-    counter.safe = counter.unhealthy >= safe_after
-    counter.was_safe = bool(flags & _SAFE)
-    counter.count = counter.unhealthy + 1
-    if not counter.store(e):
-        return False
-    counter.epoch = e
-    counter.seq = 0
-    counter.ready = True
-    return True
-
-
-def _reload(outbox, store):
-    """Reload the frames still pending before the reboot (outbox.bin); they are due at
-    once. Type and counter are read from each frame's own bytes; nothing is re-signed.
-    Returns the number reloaded."""
-    data = store.read("outbox.bin")
-    if data is None:
-        return 0
-    tmp = bytearray(_W)
-    pos = 0
-    count = 0
-    now = time.ticks_ms()
-    while pos + 2 <= len(data):
-        n = data[pos]
-        prio = data[pos + 1]
-        pos += 2
-        if n < 22 or n > _W or pos + n > len(data):
-            break
-        tmp[: n - 1] = data[pos : pos + n - 1]  # without the 0x00 delimiter
-        if proto.decode_inplace(tmp, n - 1) >= 20:
-            i = outbox.free_slot()
-            outbox.buf[i * _W : i * _W + n] = data[pos : pos + n]
-            epoch, seq = struct.unpack_from(">IH", tmp, 4)
-            outbox.put(i, tmp[1], epoch, seq, n, prio, True, now)
-            count += 1
-        pos += n
-    return count
-
-
 async def boot(app):
     """Store the epoch (and count this boot) before anything is sent (SPEC.md 1.3), send
     what happened while the unit was down, start the tasks. Returns the number of
@@ -172,7 +103,7 @@ async def boot(app):
     app.feedback.show(led="idle", buzzer="off")
     crashed = board.reset_cause() != "power"
     delay = 100
-    while not _epoch(app.counter, app.store, crashed, cfg.safe_after):
+    while not app.counter.begin(crashed, cfg.safe_after):
         app.storage_fault = True
         board.log("storage: cannot store the epoch; nothing is sent until it is")
         board.wdt_feed()
@@ -181,7 +112,7 @@ async def boot(app):
     counter = app.counter
     safe = app.safe = counter.safe
     # frames pending before the reboot go out again first, byte for byte
-    reloaded = _reload(app.outbox, app.store)
+    reloaded = app.outbox.reload()
     app.start(app.link.run())
     app.outbox.kick()
     app.start(app.outbox.run())

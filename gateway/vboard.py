@@ -1,6 +1,6 @@
 """Virtual alarm units: the real firmware (``firmware/``) on the MicroPython unix port.
 
-A :class:`VirtualUnit` runs ``micropython -X heapsize=64K main.py`` in a unit folder
+A :class:`VirtualUnit` runs ``micropython -X heapsize=80K main.py`` in a unit folder
 prepared by :func:`prepare_unit_dir` (the fast path for fleets; ``campusguard deploy``
 is the real path, through mpremote). It gives the unit two ptys:
 
@@ -64,18 +64,21 @@ FIRMWARE_DIR = _firmware_dir()
 WATCHDOG_EXIT = 3
 """``exit_code`` after the firmware's watchdog ended the process."""
 CRASH_EXIT = 4
-"""``exit_code`` after the firmware crashed (an exception reached ``app.main``)."""
+"""``exit_code`` after the firmware crashed (an exception reached ``main.py``)."""
 CONFIG_FILE = "unit.json"
 KEY_FILE = "unit.key"
 INSTALL_TEST_FILE = "install.test"
 """Deploy's marker: the unit sends the installation TEST (kind 1, Contact ID 601) at the
 next boot, and removes the file once the gateway ACKed it."""
-DEFAULT_HEAPSIZE = "64K"
-"""MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses)."""
+DEFAULT_HEAPSIZE = "80K"
+"""MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses). 80K:
+the 64-bit port's objects are about twice an ESP32's, and a unit with its .mpy files on
+the filesystem holds ~60 KB after boot there (an ESP32 gives MicroPython ~110 KB)."""
 SOURCE_ONLY = ("main.py",)
 """Files that stay source on a unit (everything else may be mpy-cross compiled)."""
-HOST_ONLY = ("manifest.py",)
-"""Files in ``firmware/`` that never go onto a unit (the freeze manifest)."""
+HOST_ONLY = ("manifest.py", "manifest_virtual.py", "board/conform.py")
+"""Files in ``firmware/`` that never go onto a unit (the freeze manifests, and the check
+of both boards against the board interface, ``board/iface.pyi``)."""
 ROMFS_IMAGE = "romfs.img"
 """In a virtual unit's folder: the ROMFS image standing for an ESP32's ROMFS partition
 (``mpremote romfs build`` output; :func:`romfs_image`). A unit whose folder has one boots
@@ -227,6 +230,7 @@ def prepare_unit_dir(
     cache: str | os.PathLike[str] | None = None,
     install_test: bool = False,
     romfs: bool = False,
+    frozen: bool = False,
 ) -> Path:
     """Make ``unit_dir`` what a deployed unit's flash holds: firmware, unit.json, unit.key.
 
@@ -236,7 +240,9 @@ def prepare_unit_dir(
     gets deploy's installation-test marker (:data:`INSTALL_TEST_FILE`). With ``romfs``
     the modules go into a ROMFS image (:data:`ROMFS_IMAGE`, :func:`romfs_image`) and
     ``main.py`` is the only firmware file on the filesystem, as on an ESP32 with a ROMFS
-    partition (``deploy --romfs``). Existing state (epoch records, pending outbox) in the
+    partition (``deploy --romfs``). With ``frozen`` only ``main.py`` is written: for an
+    interpreter with the firmware frozen in (``make firmware32``, ``deploy
+    --config-only`` on an ESP32 image). Existing state (epoch records, pending outbox) in the
     folder is kept.
     """
     d = Path(unit_dir)
@@ -248,7 +254,8 @@ def prepare_unit_dir(
     for rel in sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()):
         if rel.suffix not in (".py", ".mpy") or "__pycache__" in rel.parts:
             continue
-        if rel.as_posix() in HOST_ONLY or (romfs and rel.as_posix() not in SOURCE_ONLY):
+        bare = romfs or frozen  # the modules are elsewhere: only main.py is a file
+        if rel.as_posix() in HOST_ONLY or (bare and rel.as_posix() not in SOURCE_ONLY):
             continue
         dst = d / rel
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ HIL_TIMINGS = {"incident_window_s": 10, "long_press_ms": 1500, "cancel_window_s"
 REPL_DRIVER = """
 import sys, asyncio, select
 from board.esp32 import Board
-import app
+import startup
 
 class _Soft:
     def __init__(self):
@@ -87,7 +87,14 @@ class _JigBoard(Board):
                 b.flag.set()
                 print("jig button", b.level)
 
-app.main(_JigBoard())
+_board = _JigBoard()
+_unit = startup.build(_board)  # main.py's wiring, with the jig's board
+if _unit is not None:
+    try:
+        asyncio.run(_unit.run(startup.boot))
+    except KeyboardInterrupt:  # mpremote's Ctrl-C: stop for maintenance, as main.py does
+        _unit.stop()
+        _board.maintenance()
 """
 
 

@@ -1,6 +1,6 @@
 # The virtual board: the real firmware on the MicroPython unix port.
 #
-#   micropython -X heapsize=64K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
+#   micropython -X heapsize=80K main.py --uart PTY --ctl PTY     (cwd = the unit folder)
 #
 # UART: a pty opened in raw mode with VMIN=0/VTIME=0 (else a read blocks the loop).
 # Control channel: a second pty carrying text lines (firmware/README.md):
@@ -21,7 +21,6 @@ import termios  # host-only: raw mode on the ptys
 import time
 from micropython import const
 
-from link import readable  # asyncio's poller, without loading asyncio.stream
 
 _VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
 _VTIME = const(5)
@@ -87,6 +86,7 @@ class Board:
         self._wdt_ms = 0
         self._fed = time.ticks_ms()
         self._interrupted = False  # a Ctrl-C the watchdog thread caught, for the main one
+        self._wdt_ended = None  # a lock the watchdog thread holds while it runs
         # what the last reset left behind (the ESP32 reads machine.reset_cause())
         try:
             with open(_CAUSE_FILE) as f:
@@ -136,15 +136,27 @@ class Board:
     def wdt_start(self, timeout_ms):
         self._wdt_ms = timeout_ms
         self._fed = time.ticks_ms()
+        self._wdt_ended = _thread.allocate_lock()
+        self._wdt_ended.acquire()
         _thread.start_new_thread(self._wdt_thread, ())
 
+    def _end_wdt(self):
+        # The unix port can crash (SIGSEGV) tearing itself down under a thread that still
+        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing)
+        done = self._wdt_ended
+        if done is not None:
+            self._wdt_ended = None
+            self._wdt_ms = -1
+            done.acquire()
+
     def wdt_feed(self):
-        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (app.main)
+        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (main.py)
             self._interrupted = False
             raise KeyboardInterrupt
         self._fed = time.ticks_ms()
 
     def _wdt_thread(self):
+        ended = self._wdt_ended
         while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
             try:
                 time.sleep(_WDT_POLL_S)
@@ -152,6 +164,9 @@ class Board:
                 # SIGINT may land in this thread: it would end it (no watchdog any more)
                 # and the unit would run on; the next feed raises it in the main thread
                 self._interrupted = True
+        if self._wdt_ms < 0 and ended is not None:  # ended for a clean exit (_end_wdt)
+            ended.release()
+            return
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "w") as f:
             f.write("wdt\n")
@@ -170,13 +185,16 @@ class Board:
         # what a crash's reset leaves behind (the ESP32 reads machine.reset_cause())
         with open(_CAUSE_FILE, "w") as f:
             f.write("crash\n")
+        self._end_wdt()
         sys.exit(4)
 
     def unconfigured(self, why):
         self.log("unconfigured: " + why)
+        self._end_wdt()
         sys.exit(2)
 
     def maintenance(self):
+        self._end_wdt()
         sys.exit(0)
 
     # ---- the control channel ----
@@ -195,11 +213,10 @@ class Board:
             self._task = None
 
     async def _control(self):
-        ctl = self._ctl
+        ctl = asyncio.StreamReader(self._ctl)
         inputs = self._inputs
         while True:
-            await readable(ctl)  # type: ignore[misc]  # a generator: MicroPython awaits it
-            line = ctl.readline()  # commands are short lines, written whole by the host
+            line = await ctl.readline()  # commands are short lines, written whole
             if not line:
                 await asyncio.sleep_ms(50)
                 continue
@@ -227,10 +244,10 @@ class Board:
                 gc.collect()
                 self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
             elif cmd == "files":
-                line = "files"
+                out = "files"
                 for name, m in sys.modules.items():
-                    line += " %s=%s" % (name, getattr(m, "__file__", "-"))
-                self.log(line, "")
+                    out += " %s=%s" % (name, getattr(m, "__file__", "-"))
+                self.log(out, "")
             elif cmd == "hang":
                 # test hook: the main loop stops here for good; only the watchdog ends it
                 while True:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway import frozen32
 from gateway.config import Config, load_config
 from gateway.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
@@ -187,10 +188,56 @@ def fw_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 UnitFactory = Callable[..., Awaitable[tuple[VirtualUnit, GatewayEnd]]]
 
+MP64 = "mp64"
+"""The PyPI MicroPython (64-bit unix port, modules loaded as .mpy): the default."""
+FROZEN32 = "frozen32"
+"""``make firmware32``: 32-bit, asyncio and the firmware frozen in (the ESP32's shape)."""
+INTERPRETERS = (MP64, FROZEN32)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mp64_only: a virtual-board test that runs on the 64-bit interpreter only"
+    )
+    config.addinivalue_line(
+        "markers", "frozen32_only: a virtual-board test of the 32-bit frozen build only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # the virtual-board suite runs on both interpreters
+    if "make_unit" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("frozen32_only"):
+        metafunc.parametrize("interp", (FROZEN32,), indirect=True)
+    elif not metafunc.definition.get_closest_marker("mp64_only"):
+        metafunc.parametrize("interp", INTERPRETERS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def frozen32_binary() -> Path:
+    """The 32-bit frozen interpreter, built once (and cached in build/firmware32); the
+    tests skip with one line without a MicroPython source, and fail under CI=true."""
+    try:
+        return frozen32.ensure()
+    except frozen32.BuildError as exc:
+        if frozen32.in_ci() or frozen32.find_source() is not None:
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+
 
 @pytest.fixture
-async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIterator[UnitFactory]:
+def interp(request: pytest.FixtureRequest) -> str:
+    """Which interpreter ``make_unit`` runs the firmware on (``mp64`` unless parametrised)."""
+    return str(getattr(request, "param", MP64))
+
+
+@pytest.fixture
+async def make_unit(
+    tmp_path: Path, register: Config, fw_cache: Path, interp: str, request: pytest.FixtureRequest
+) -> AsyncIterator[UnitFactory]:
     made: list[tuple[VirtualUnit, GatewayEnd]] = []
+    exe = str(request.getfixturevalue("frozen32_binary")) if interp == FROZEN32 else None
 
     async def factory(
         unit_id: str = "shop-fruit",
@@ -209,8 +256,10 @@ async def make_unit(tmp_path: Path, register: Config, fw_cache: Path) -> AsyncIt
             cache=fw_cache,
             install_test=install_test,
             romfs=romfs,
+            frozen=exe is not None,
         )
-        vu = VirtualUnit(folder)  # the default heap (DEFAULT_HEAPSIZE) is what a unit gets
+        # the default heap (DEFAULT_HEAPSIZE) is what a unit gets
+        vu = VirtualUnit(folder, micropython=exe, romfs=False if exe else None)
         gw = GatewayEnd(vu.link_path, unit.addr)  # opened before the unit talks
         made.append((vu, gw))
         if start:

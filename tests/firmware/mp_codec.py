@@ -38,6 +38,8 @@ def tohex(b):
 encoded = []
 for key, mtype, unit, epoch, seq, fields in job.get("encode", []):
     enc = proto.Encoder(unit, unhex(key))
+    if mtype in (0x01, 0x03):  # ALARM, CHECKIN: the firmware passes press_ms in halves
+        fields = fields[:-1] + [fields[-1] >> 16, fields[-1] & 0xFFFF]
     n = enc.frame(mtype, epoch, seq, *fields)
     encoded.append(tohex(enc.wire[:n]))
 

@@ -489,6 +489,7 @@ def test_board_reads_unit_json(tmp_path: Path) -> None:
 # ESP32 port's ISR does), "report" prints what the board did as one JSON line.
 DRIVER = """\
 import _thread
+import asyncio
 import json
 import sys
 
@@ -529,14 +530,20 @@ def outside():
 
 
 import app
+import startup
 
 b = board.esp32.Board()
 _thread.start_new_thread(outside, ())
-app.main(b)
+unit = startup.build(b)  # what main.py does on an ESP32
+try:
+    asyncio.run(unit.run(startup.boot))
+except KeyboardInterrupt:
+    unit.stop()
+    b.maintenance()
 """
 
 
-# a unit's heap (DEFAULT_HEAPSIZE, 64K) and room for what an ESP32 does not carry: the
+# a unit's heap (DEFAULT_HEAPSIZE, 80K) and room for what an ESP32 does not carry: the
 # stand-in machine module compiled from source (~8 KB), the driver, JSON and a thread
 E2E_HEAPSIZE = "96K"
 

@@ -4,6 +4,8 @@ bytecode in place."""
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.vboard import ROMFS_IMAGE
 from protocol import AlarmKind, MsgType
 from tests.firmware.conftest import UnitFactory
@@ -12,6 +14,8 @@ FIRMWARE_MODULES = {
     "app", "board.virtual", "button", "counter", "feedback", "link", "outbox", "proto",
     "storage",
 }  # fmt: skip
+
+pytestmark = pytest.mark.mp64_only  # ROMFS images are the 64-bit PyPI port's path
 
 
 async def test_unit_booted_from_romfs_sends_an_alarm(make_unit: UnitFactory) -> None:

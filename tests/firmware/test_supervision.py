@@ -90,6 +90,8 @@ async def test_checkin_and_duress_checkin_look_the_same(make_unit: UnitFactory) 
     assert ci.frame.body.flags == 0
     gw.ack(ci.frame)
     await vu.wait_led("checkin_ok")
+    # the buzzer's line comes right after the LED's: wait for it, not for a chunk boundary
+    await vu.wait_until(lambda: "checkin_ok" in vu.buzzer_history, 3, "buzzer checkin_ok")
     normal_leds = vu.led_history[-2:]
     normal_buzz = [b for b in vu.buzzer_history if b != "off"]
     await vu.wait_led("idle", timeout=5)
@@ -99,6 +101,7 @@ async def test_checkin_and_duress_checkin_look_the_same(make_unit: UnitFactory) 
     ci = await gw.next(MsgType.CHECKIN, pred=lambda f: f.body.flags == 1)
     gw.ack(ci.frame)
     await vu.wait_led("checkin_ok")
+    await vu.wait_until(lambda: "checkin_ok" in vu.buzzer_history, 3, "buzzer checkin_ok")
     assert vu.led_history[-2:] == normal_leds == ["checkin", "checkin_ok"]
     assert [b for b in vu.buzzer_history if b != "off"] == normal_buzz
     assert not gw.of(MsgType.ALARM)
