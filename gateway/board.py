@@ -395,6 +395,9 @@ def event_text(e: dict[str, Any]) -> str:
         return f"escalation {detail.get('rung', '?')}/{detail.get('of', '?')} {detail.get('step')}"
     if kind == "checkin" and detail.get("duress"):
         return "checkin (DURESS)"
+    if kind == "arc_path":  # the alarm receiving centre no longer hears this gateway
+        where = detail.get("receiver", "?")
+        return f"receiving centre {where} back" if q == 3 else f"RECEIVING CENTRE {where} LOST"
     if q == 3:
         return f"{kind} restored"
     return kind

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.arcsetup import plan_arc
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.clockwatch import ClockWatch, kernel_synced
 from gateway.config import Config, Link, load_config
@@ -97,6 +98,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames and delivered messages older than this are deleted from the journal "
         "(they carry owners' phone numbers); incidents and events stay",
     )
+    parser.add_argument(
+        "--arc",
+        action="append",
+        default=[],
+        metavar="dc09+tcp://ACCOUNT@HOST:PORT",
+        help="an alarm receiving centre's SIA DC-09 receiver (repeatable, primary first; "
+        "replaces boards.yaml's arc receivers; ACCOUNT for sites without one)",
+    )
+    parser.add_argument(
+        "--arc-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the DC-09 AES key for a single --arc: 16/24/32 characters or 32/48/64 hex "
+        "digits (default: dc09-<receiver>.key in the key directory)",
+    )
+    parser.add_argument(
+        "--arc-key-format",
+        choices=("auto", "text", "hex"),
+        default="auto",
+        help="how --arc-key-file holds the key (auto: 32 hex digits are ambiguous)",
+    )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
@@ -134,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         password = os.environ.get("CAMPUSGUARD_BROKER_PASSWORD")
         settings = settings_from(args, password)
+        arc = plan_arc(config, settings.keydir, args.arc, args.arc_key_file, args.arc_key_format)
+        settings = dataclasses.replace(settings, arc=arc)
     except GatewayError as exc:
         print(f"campusguard gateway: {exc}", file=sys.stderr)
         return 2

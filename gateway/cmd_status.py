@@ -81,6 +81,18 @@ def render(state: dict[str, Any]) -> str:
             f"out {link['bytes_out']} B, {link['frames']} frames; "
             f"rejects: {rejects or 'none'}"
         )
+    arc = state.get("arc")
+    if arc:
+        out.append(f"receiving centre {arc.get('arc', '')}:".replace(" :", ":"))
+        for p in arc.get("paths", []):
+            up = "up" if p["up"] else f"DOWN ({p['failures']} failures in a row)"
+            out.append(f"  {p['receiver']:<24} {up}; clock offset {p['clock_offset_s']:+} s")
+        for name, q in sorted(arc.get("queues", {}).items()):
+            out.append(
+                f"  queue {name}: {q['waiting']} waiting"
+                + (f" (oldest {_when(q['oldest_waiting_at'], now)})" if q["waiting"] else "")
+                + f"; last ACK {_when(q['last_ack_at'], now)}; given up {q['given_up']}"
+            )
     out.append("units:")
     for uid, u in sorted(state["units"].items()):
         battery = f"{u['battery_mv']} mV" if u.get("battery_mv") is not None else "-"

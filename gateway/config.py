@@ -87,11 +87,22 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
 
 # the fields each kind of entry may have: any other name is a mistake (a misspelt
 # `heartbeat_s` would otherwise leave the default in force without a word)
-TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts")
+TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts", "arc")
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
-SITE_FIELDS = ("id", "name", "address", "security_lead")
-UNIT_FIELDS = ("id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", *TIMINGS)
+SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
+UNIT_FIELDS = (
+    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", *TIMINGS,
+)  # fmt: skip
+_ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
+ARC_FIELDS = (
+    "id", "account", "protocol", "key_format", "null_interval_s", "ack_timeout_s",
+    "failover_after", "retry_s", "receivers",
+)  # fmt: skip
+RECEIVER_FIELDS = ("id", "host", "port", "receiver", "line")
+ARC_PROTOCOLS = ("adm-cid", "sia-dcs")
+KEY_FORMATS = ("text", "hex", "none")
+_HEX_ID = re.compile(r"^[0-9A-Fa-f]{1,6}$")
 POST_FIELDS = ("id", "site", "unit", "checkin_interval_min", "grace_min", "shifts", "escalation")
 SHIFT_FIELDS = ("days", "start", "end")
 STEP_FIELDS = ("step", "after_min")
@@ -114,6 +125,8 @@ class Site:
     name: str
     address: str
     security_lead: dict[str, str]
+    account: str | None = None  # SIA DC-09 account at the alarm receiving centre (hex)
+    partition: int = 1  # Contact ID group of the site's reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,7 @@ class Unit:
     cancel_window_s: int
     test_interval_h: int
     incident_window_s: int
+    zone: int | None = None  # Contact ID zone at the receiving centre, unique per account
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,32 @@ class Post:
 
 
 @dataclass(frozen=True, slots=True)
+class ArcReceiver:
+    """One receiver of the alarm receiving centre; its key is ``dc09-<id>.key``."""
+
+    id: str
+    host: str
+    port: int
+    receiver: str = "0"  # DC-09 receiver number (hex)
+    line: str = "0"  # DC-09 line prefix (hex)
+
+
+@dataclass(frozen=True, slots=True)
+class Arc:
+    """The alarm receiving centre: receivers (primary first), protocol, key form, timings."""
+
+    id: str
+    receivers: tuple[ArcReceiver, ...]
+    account: str | None = None  # for sites without their own
+    protocol: str = "adm-cid"
+    key_format: str = "text"  # text | hex | none (no encryption)
+    null_interval_s: int = 60
+    ack_timeout_s: int = 10
+    failover_after: int = 3
+    retry_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole register."""
 
@@ -179,6 +219,7 @@ class Config:
     sites: dict[str, Site]
     units: dict[str, Unit]
     posts: dict[str, Post] = field(default_factory=dict)
+    arc: Arc | None = None
 
     def unit_by_addr(self, addr: int) -> Unit | None:
         """The unit with wire address ``addr``, if registered."""
@@ -328,16 +369,20 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             raise r.fail(where, "id", "defined twice")
         lead = d.get("security_lead") or {}
         lead = r.mapping(lead, where, "security_lead")
+        account = _account(r, d, where)
         sites[sid] = Site(
             sid,
             r.text(d, where, "name"),
             r.text(d, where, "address", ""),
             {str(k): str(v) for k, v in lead.items()},
+            account=account.upper() if account else None,
+            partition=r.integer(d, where, "partition", 0, 99, 1),
         )
     site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
 
     units: dict[str, Unit] = {}
     addrs: dict[int, str] = {}
+    zones: dict[tuple[str | None, int], str] = {}  # (site's account, zone) -> unit
     for i, item in enumerate(r.seq(top.get("units"), "top level", "units")):
         d = r.mapping(item, f"units[{i}]", "units")
         uid = r.ident(d, f"units[{i}]", "id")
@@ -370,10 +415,19 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         if problem is not None:
             raise r.fail(where, "pins", problem)
         timings = {k: r.integer(d, where, k, lo, hi, base[k]) for k, (_, lo, hi) in TIMINGS.items()}
+        unit_site = r.ref(d, where, "site", sites)
+        zone = r.integer(d, where, "zone", 1, 999) if "zone" in d else None
+        if zone is not None:
+            key = (sites[unit_site].account, zone)
+            if key in zones:
+                raise r.fail(
+                    where, "zone", f"{zone:03d} is already unit {zones[key]}'s (same account)"
+                )
+            zones[key] = uid
         units[uid] = Unit(
             id=uid,
             addr=addr,
-            site=r.ref(d, where, "site", sites),
+            site=unit_site,
             place=r.text(d, where, "place"),
             owner=r.text(d, where, "owner"),
             role=role,
@@ -381,6 +435,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             pins=pins,
             kind=kind,
             **timings,
+            zone=zone,
         )
 
     posts: dict[str, Post] = {}
@@ -423,7 +478,67 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             shifts=tuple(shifts),
             escalation=tuple(ladder),
         )
-    return Config(path, gateway_id, site, timezone, links, sites, units, posts)
+    arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
+    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc)
+
+
+def _account(r: _Reader, d: dict[str, Any], where: str) -> str | None:
+    account = d.get("account")
+    if isinstance(account, int) and not isinstance(account, bool):
+        account = str(account)  # YAML reads 1234 as a number; 0123 must be quoted
+    if account is not None and (not isinstance(account, str) or not _ACCOUNT.match(account)):
+        raise r.fail(where, "account", f"{account!r}: 3-16 hex digits (quote it in YAML)")
+    return account.upper() if account else None
+
+
+def _hex_id(r: _Reader, d: dict[str, Any], where: str, name: str) -> str:
+    value = d.get(name, "0")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _HEX_ID.match(value):
+        raise r.fail(where, name, f"{value!r}: 1-6 hex digits")
+    return value.upper()
+
+
+def _arc(r: _Reader, value: Any) -> Arc:
+    d = r.mapping(value, "arc", "arc", ARC_FIELDS)
+    aid = r.ident(d, "arc", "id")
+    where = f"arc {aid}"
+    protocol = r.text(d, where, "protocol", "adm-cid")
+    if protocol not in ARC_PROTOCOLS:
+        raise r.fail(where, "protocol", f"{protocol!r}: one of {', '.join(ARC_PROTOCOLS)}")
+    key_format = r.text(d, where, "key_format", "text")
+    if key_format not in KEY_FORMATS:
+        raise r.fail(where, "key_format", f"{key_format!r}: one of {', '.join(KEY_FORMATS)}")
+    receivers: list[ArcReceiver] = []
+    for i, item in enumerate(r.seq(d.get("receivers"), where, "receivers")):
+        rw = f"{where} receivers[{i}]"
+        rd = r.mapping(item, rw, "receivers", RECEIVER_FIELDS)
+        rid = r.ident(rd, rw, "id")
+        if any(x.id == rid for x in receivers):
+            raise r.fail(rw, "id", f"{rid!r} defined twice")
+        receivers.append(
+            ArcReceiver(
+                rid,
+                r.text(rd, rw, "host"),
+                r.integer(rd, rw, "port", 1, 65535),
+                _hex_id(r, rd, rw, "receiver"),
+                _hex_id(r, rd, rw, "line"),
+            )
+        )
+    if not receivers:
+        raise r.fail(where, "receivers", "at least one (the primary)")
+    return Arc(
+        aid,
+        tuple(receivers),
+        account=_account(r, d, where),
+        protocol=protocol,
+        key_format=key_format,
+        null_interval_s=r.integer(d, where, "null_interval_s", 0, 86400, 60),
+        ack_timeout_s=r.integer(d, where, "ack_timeout_s", 1, 120, 10),
+        failover_after=r.integer(d, where, "failover_after", 1, 100, 3),
+        retry_s=r.integer(d, where, "retry_s", 5, 86400, 60),
+    )
 
 
 def load_config(path: str | Path) -> Config:

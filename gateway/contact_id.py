@@ -68,6 +68,9 @@ KINDS: dict[str, Kind] = {
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
         # the gateway's own clock (gateway/clockwatch.py)
         Kind("clock_unsynced", 626, "time/date inaccurate: gateway clock", True, "gateway"),
+        # the alarm receiving centre's paths (gateway/arc.py): 351 primary, 352 backup
+        Kind("arc_path", 351, "receiving centre path lost (3: restored; 352 backup)", False, "arc"),
+        Kind("arc_rejected", 354, "receiving centre refused a message (DUH)", False, "arc"),
     )
 }
 

@@ -189,6 +189,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", type=Path, help="keep the fleet's folder here (journal, logs)")
     parser.add_argument(
+        "--arc",
+        action="append",
+        default=[],
+        metavar="dc09+tcp://ACCOUNT@HOST:PORT",
+        help="also report to an alarm receiving centre over SIA DC-09 (repeatable, primary "
+        "first; timestamps from the real clock although the demo's runs faster)",
+    )
+    parser.add_argument(
+        "--arc-key-file", type=Path, metavar="FILE", help="the AES key for a single --arc"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object (progress to stderr)"
     )
 
@@ -319,6 +330,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             install_test=True,
             clock_speed=speed,
             concurrency=16,
+            arc=args.arc,
+            arc_key_file=args.arc_key_file,
         )
         async with police:
             print(
@@ -337,6 +350,12 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
                     await police.wait_for(
                         lambda: book.delivered(police) >= book.total, 30.0, "every press"
                     )
+                arc = fleet.gateway.arc
+                if arc is not None:  # what the police have, the receiving centre has too
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(30.0):
+                            name = arc.transmitter.settings.name
+                            await arc.transmitter.wait_until(lambda: arc.queue.waiting(name) == 0)
                 for t in acks:
                     t.cancel()
                 await asyncio.gather(*acks, return_exceptions=True)
@@ -389,6 +408,20 @@ def _summary(
         "installation_tests": screen.seen["test"],
         "loss": args.loss,
         "checks": checks,
+        **({"arc": _arc_counts(fleet)} if args.arc else {}),
+    }
+
+
+def _arc_counts(fleet: Fleet) -> dict[str, int]:
+    """Messages the receiving centre ACKed, those still queued, and its NAKs."""
+    arc = fleet.gateway.arc
+    if arc is None:
+        return {}
+    t = arc.transmitter
+    return {
+        "acked": t.counts["acked"],
+        "waiting": arc.queue.waiting(t.settings.name),
+        "nak": t.counts["nak"],  # > 0: our timestamps were off (they use the real clock)
     }
 
 
@@ -492,5 +525,11 @@ def run(args: argparse.Namespace) -> int:
         cancel = summary["cancel"]
         if cancel["scripted"] and not cancel["landed"]:
             print(f"         the scripted cancel did not land: {cancel['why_not']}")
+        if "arc" in summary:
+            arc = summary["arc"]
+            print(
+                f"         receiving centre: {arc.get('acked', 0)} messages ACKed, "
+                f"{arc.get('waiting', 0)} still queued"
+            )
     failed = [k for k, v in summary["checks"].items() if v is False]
     return 0 if summary["lost"] == 0 and not failed else 1

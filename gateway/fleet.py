@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.arcsetup import plan_arc
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.cmd_gateway import build_watchers
 from gateway.config import Config, Link, Unit, load_config
@@ -168,6 +169,7 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
         lines += [
             f"  - id: {uid}",
             f"    addr: {256 + i + 1}",
+            f"    zone: {i + 1}",
             f"    site: {plan.site}",
             f"    place: '{_PLACES[role].format(n=i + 1)}'",
             f"    owner: 'Holder of {uid}, +86 138 0000 {i + 1:04d}'",
@@ -637,13 +639,16 @@ class Fleet:
         prefix: str = "campusguard",
         rogues: Sequence[str] = (),
         concurrency: int = 8,
+        arc: Sequence[str] = (),
+        arc_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """Describe the fleet; :meth:`start` (or ``async with``) builds and runs it.
 
         ``firmware``: keys merged into every unit.json (timings the register cannot
         express, e.g. ``heartbeat_ms`` for a unit living on the accelerated clock).
         ``keydir``: reuse keys there (missing ones are made). ``rogues``: link ids that
-        carry a :class:`RogueRadio`.
+        carry a :class:`RogueRadio`. ``arc``: ``--arc`` URLs of a receiving centre
+        (in-process gateway only), with ``arc_key_file`` for a single one.
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
@@ -665,6 +670,10 @@ class Fleet:
         self.heapsize = heapsize
         self.prefix = prefix
         self.concurrency = concurrency
+        self.arc = tuple(arc)
+        if self.arc and gateway != "inprocess":
+            raise FleetError("arc: only with the in-process gateway")
+        self.arc_key_file = Path(arc_key_file) if arc_key_file else None
         self.register = self.dir / "boards.yaml"
         self.db = self.dir / "var" / "gateway.db"
         self.units: dict[str, FleetUnit] = {}
@@ -869,6 +878,9 @@ class Fleet:
             links=links,
             prefix=self.prefix,
             clock=self.clock,
+            arc=plan_arc(self.config, self.keydir, self.arc, self.arc_key_file)
+            if self.arc
+            else None,
         )
         gw = Gateway(self.config, settings)
         gw.attach(build_watchers(self.config, gw.outlet, gw.store, gw.clock))

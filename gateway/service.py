@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.arcsetup import ArcLink, ArcPlan
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
 from gateway.credentials import SecretDir
@@ -59,6 +60,7 @@ class Settings:
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
+    arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -140,6 +142,11 @@ class Gateway:
             on_message=self.pipeline.on_message,
         )
         self.store.on_commit = self.relay.submit  # committed messages go out at once
+        self.arc = (  # hooks into the journal: every alarm and event also queued for the ARC
+            ArcLink(settings.arc, config, self.store, outlet=self.pipeline, now=self.clock.now)
+            if settings.arc is not None
+            else None
+        )
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
@@ -197,6 +204,8 @@ class Gateway:
                     for lid, link in self.links.items()
                 ]
                 tasks.append(tg.create_task(self.relay.run(), name="relay"))
+                if self.arc is not None:
+                    tasks.append(tg.create_task(self.arc.run(), name="arc"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
@@ -272,7 +281,10 @@ class Gateway:
             )
             for lid, link in self.links.items()
         }
-        return snapshot_json(self.clock.now(), self.started_at, links, self.pipeline.retries)
+        arc = self.arc.transmitter.state() if self.arc is not None else None
+        return snapshot_json(
+            self.clock.now(), self.started_at, links, self.pipeline.retries, arc=arc
+        )
 
     async def _status_writer(self) -> None:
         while True:
@@ -289,7 +301,9 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before):
+                while n := self.store.prune(before) + (
+                    self.arc.queue.prune(before) if self.arc is not None else 0
+                ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
             except sqlite3.Error as exc:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.arcqueue import summary as arc_summary
 from gateway.config import Config
 
 STATUS_KEY = "status"
@@ -45,8 +46,12 @@ def snapshot_json(
     started_at: float,
     links: Mapping[str, LinkCounters],
     retries: Mapping[str, int],
+    arc: Mapping[str, Any] | None = None,
 ) -> str:
-    """The record the gateway writes (``retries``: retransmissions seen, by unit id)."""
+    """The record the gateway writes (``retries``: retransmissions seen, by unit id).
+
+    ``arc``: the receiving centre transmitter's state (:meth:`gateway.arc.Transmitter.state`).
+    """
     return json.dumps(
         {
             "written_at": at,
@@ -63,6 +68,7 @@ def snapshot_json(
                 for lid, c in links.items()
             },
             "retries": dict(retries),
+            **({"arc": dict(arc)} if arc is not None else {}),
         },
         sort_keys=True,
     )
@@ -121,7 +127,10 @@ def read(conn: sqlite3.Connection, config: Config | None, now: float) -> dict[st
     unsynced = conn.execute("SELECT max(at) FROM events WHERE kind = 'clock_unsynced'").fetchone()[
         0
     ]
+    queues = arc_summary(conn)
+    arc = snap.get("arc")
     return {
+        **({"arc": {**(arc or {}), "queues": queues}} if arc or queues else {}),
         "gateway": {
             "written_at": snap.get("written_at"),
             "started_at": snap.get("started_at"),

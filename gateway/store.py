@@ -160,6 +160,8 @@ class Store:
         self._depth = 0
         self._queued: list[OutboxRow] = []
         self.on_commit: Callable[[list[OutboxRow]], None] | None = None
+        # inside the transaction of each queued message: the ARC feed (gateway/arcfeed.py)
+        self.on_enqueue: Callable[[OutboxRow, float], None] | None = None
         self.commits = 0
         self.failures = 0
         self.commit_s: deque[float] = deque(maxlen=4096)  # recent COMMIT durations
@@ -483,6 +485,8 @@ class Store:
         )
         rid = int(cur.lastrowid or 0)
         row = OutboxRow(rid, topic, payload, qos, retain, incident)
+        if self.on_enqueue is not None:
+            self.on_enqueue(row, at)
         if self._depth:
             self._queued.append(row)
         elif self.on_commit is not None:  # autocommit: already durable

@@ -191,6 +191,9 @@ def test_tamper_open_reads_apart_from_its_restore() -> None:
     assert event_text(e) == "TAMPER: case opened"
     assert event_text({**e, "qualifier": 3}) == "tamper restored: case closed"
     assert event_text({"kind": "mains_lost", "qualifier": 3}) == "mains_lost restored"
+    lost = {"kind": "arc_path", "qualifier": 1, "detail": {"receiver": "10.0.0.9:5000"}}
+    assert event_text(lost) == "RECEIVING CENTRE 10.0.0.9:5000 LOST"
+    assert event_text({**lost, "qualifier": 3}) == "receiving centre 10.0.0.9:5000 back"
     b = Board()
     b.take(f"{P}/event/u1", e, T)
     b.take(f"{P}/unit/u1/state", {"state": "online", "tamper": True, "place": "Shop"}, T)
