@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/esp32-stubs
 SYSPKG := mosquitto mosquitto-clients socat gcc-multilib
 
-.PHONY: demo test lint typecheck bench system-deps firmware32 clean
+.PHONY: demo test lint typecheck bench mutation system-deps firmware32 clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,10 +53,23 @@ test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do \
+	  case $$b in bench/mutation.py) continue;; esac; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; \
+	done
+
+# Mutation testing of protocol/ and the gateway's decision modules (minutes of CPU; not in
+# `make test`): writes bench/mutation.json. `bench/mutation.py --reuse` prints it again.
+MUTATION_STAMP := $(VENV)/.mutation-stamp
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,mutation]'
+	@touch $@
+
+mutation: $(MUTATION_STAMP) system-deps
+	$(BIN)/python bench/mutation.py --jobs $${MUTATION_JOBS:-2}
 
 demo: $(STAMP) system-deps
 	$(BIN)/campusguard demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build/firmware32
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build/firmware32 mutants mutants.log

@@ -423,6 +423,11 @@ def test_duty_ack_stops_the_ladder_and_restarts_the_clock(tmp_path: Path) -> Non
     ack = r.outlet.of("acknowledged")[0]
     assert ack["detail"]["by"] == "duty room" and ack["detail"]["via"] == "duty_ack"
     assert ack["detail"]["next_due"] == T0 + 2 * H + 8 * M
+    # due at T0 + H, deadline 5 min later; acknowledged 8 min after the due time
+    assert ack["detail"]["missed_deadline"] == T0 + H + 5 * M
+    assert ack["detail"]["minutes_overdue"] == 8
+    assert ack["detail"]["steps_notified"] == ["prompt_guard"]
+    assert ack["detail"]["duress"] is False
     assert r.outlet.signals[-1] == ("guard", SignalPattern.STOP, 0)
     r.run_to(T0 + 2 * H + 12 * M)
     assert [e["detail"]["step"] for e in r.outlet.of("escalation")] == ["prompt_guard"]
@@ -540,3 +545,11 @@ def test_post_of_a_unit_not_installed_raises_no_ladder(tmp_path: Path) -> None:
     r.checkin(T0 + 1 * D + 60)
     r.run_to(T0 + 1 * D + 60 + 66 * M, step=30.0)
     assert "missed_checkin" in r.kinds() and "escalation" in r.kinds()
+
+
+def test_nothing_scheduled_without_posts(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "gw.db")
+    watch = DutyWatch(register(), RecordingOutlet(conn), conn, ManualClock(T0), tz=TZ)
+    assert watch.next_deadline() is None
+    watch.tick(T0 + 3600)
+    conn.close()

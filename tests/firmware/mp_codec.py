@@ -1,7 +1,8 @@
 # Runs ON MicroPython (not CPython): the firmware codec as a batch job for the tests.
 #   micropython mp_codec.py FIRMWARE_DIR JOB.json  -> one JSON object on stdout
 # job: {"encode": [[key_hex, type, unit, epoch, seq, [fields]]],
-#       "decode": [[key_hex, unit, wire_hex]]}
+#       "decode": [[key_hex, unit, wire_hex]],
+#       "cobs": [data_hex]}  -> "cobs": [[encoded_hex, decoded_again_hex]]
 import binascii
 import json
 import sys
@@ -60,4 +61,14 @@ for key, unit, wire in job.get("decode", []):
     else:
         decoded.append([t, "", [dec.epoch, dec.seq, dec.pattern, dec.duration_s]])
 
-print(json.dumps({"encoded": encoded, "decoded": decoded}))
+cobs = []
+for data in job.get("cobs", []):
+    src = unhex(data)
+    n = len(src)
+    dst = bytearray(n + n // 254 + 2)  # the size encode_into documents
+    m = proto.encode_into(src, n, dst)
+    back = bytearray(dst[: m - 1])
+    k = proto.decode_inplace(back, len(back))
+    cobs.append([tohex(dst[:m]), tohex(back[:k]) if k >= 0 else None])
+
+print(json.dumps({"encoded": encoded, "decoded": decoded, "cobs": cobs}))

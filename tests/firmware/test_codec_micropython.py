@@ -172,3 +172,15 @@ def test_each_side_decodes_the_other(tmp_path: Path) -> None:
 def test_vectors_decode_on_the_gateway(v: dict[str, Any]) -> None:
     raw = cobs_decode(bytes.fromhex(wire_of(v))[:-1])
     assert decode(raw, {v["unit"]: TEST_KEY}).epoch == v["epoch"]
+
+
+def test_cobs_long_runs_agree_with_the_gateway(tmp_path: Path) -> None:
+    """Runs of 254, 255 and 600 non-zero bytes split into blocks as on the gateway."""
+    from protocol.cobs import cobs_encode
+
+    run = bytes((i % 255) + 1 for i in range(600))
+    inputs = [run[:253], run[:254], run[:255], run, run[:254] + b"\x00\x07", b"\x00" + run[:255]]
+    got = run_mp({"cobs": [d.hex() for d in inputs]}, tmp_path)["cobs"]
+    for data, (encoded, decoded) in zip(inputs, got, strict=True):
+        assert bytes.fromhex(encoded) == cobs_encode(data) + b"\x00", len(data)
+        assert bytes.fromhex(decoded) == data

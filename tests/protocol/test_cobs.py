@@ -41,3 +41,31 @@ def test_zero_inside_is_corrupt() -> None:
     with pytest.raises(ProtocolError) as e:
         cobs_decode(b"\x02\x11\x00\x01")
     assert e.value.reason is Reason.CORRUPT
+
+
+# Runs longer than one COBS block (254 non-zero bytes): the block rule (issue 19).
+RUN = bytes((i % 255) + 1 for i in range(600))
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoded"),
+    [
+        (RUN[:253], b"\xfe" + RUN[:253]),
+        (RUN[:254], b"\xff" + RUN[:254]),
+        (RUN[:255], b"\xff" + RUN[:254] + b"\x02" + RUN[254:255]),
+        (RUN[:600], b"\xff" + RUN[:254] + b"\xff" + RUN[254:508] + bytes([93]) + RUN[508:]),
+        (RUN[:254] + b"\x00", b"\xff" + RUN[:254] + b"\x01\x01"),
+        (RUN[:254] + b"\x00\x07", b"\xff" + RUN[:254] + b"\x01\x02\x07"),
+        (b"\x00" + RUN[:255], b"\x01\xff" + RUN[:254] + b"\x02" + RUN[254:255]),
+    ],
+    ids=["253", "254", "255", "600", "254+zero", "254+zero+byte", "zero+255"],
+)
+def test_long_runs_split_into_254_byte_blocks(raw: bytes, encoded: bytes) -> None:
+    assert cobs_encode(raw) == encoded
+    assert cobs_decode(encoded) == raw
+
+
+def test_decode_of_a_full_block_adds_no_zero() -> None:
+    # 0xFF means "254 bytes and no zero after them": a following block continues the run
+    assert cobs_decode(b"\xff" + RUN[:254] + b"\x01") == RUN[:254]
+    assert cobs_decode(b"\x03\x11\x22\x01") == b"\x11\x22\x00"

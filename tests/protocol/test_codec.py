@@ -265,3 +265,152 @@ def test_random_bytes_are_rejected_never_crash(data: bytes) -> None:
         decode(data, keys)
     except ProtocolError as exc:
         assert isinstance(exc.reason, Reason)
+
+
+# Regression cases named after the mutants that once survived (issue 19).
+
+
+def signed_by(signed: bytes, key: bytes = TEST_KEY) -> bytes:
+    from protocol.mac import mac8
+
+    return with_crc(signed + mac8(key, signed))
+
+
+@pytest.mark.parametrize("unit", [0, 0xFFFF])
+@pytest.mark.parametrize("uplink", [True, False])
+def test_reserved_addresses_at_both_ends_are_malformed(unit: int, uplink: bool) -> None:
+    body = Alarm(AlarmKind.PANIC, 1, 0) if uplink else Ack(1, 1, AckState.RECEIVED)
+    raw = encode(Frame(unit, 1, 1, body), TEST_KEY)  # signed with the key a lookup gives
+    with pytest.raises(ProtocolError) as e:
+        decode(raw, keys, uplink=uplink)
+    assert e.value.reason is Reason.MALFORMED
+    assert e.value.unit == unit
+
+
+@pytest.mark.parametrize("unit", [1, 0xFFFE])
+def test_addresses_next_to_the_reserved_ones_are_units(unit: int) -> None:
+    frame = Frame(unit, 1, 1, Alarm(AlarmKind.PANIC, 1, 0))
+    assert decode(encode(frame, TEST_KEY), {unit: TEST_KEY}) == frame
+
+
+def test_frame_of_exactly_64_bytes_is_checked_and_65_is_oversize() -> None:
+    good = encode(Frame(257, 1, 1, Alarm(AlarmKind.PANIC, 1, 0)), TEST_KEY)
+    body64 = good[:-10] + bytes(64 - len(good))  # an ALARM header, padded, signed
+    raw64 = signed_by(body64)
+    assert len(raw64) == 64
+    with pytest.raises(ProtocolError) as e:
+        decode(raw64, keys)
+    assert e.value.reason is Reason.MALFORMED  # a length check, not the size bound
+    raw65 = signed_by(body64 + b"\x01")
+    assert len(raw65) == 65
+    with pytest.raises(ProtocolError) as e:
+        decode(raw65, keys)
+    assert e.value.reason is Reason.OVERSIZE
+    assert e.value.unit is None
+
+
+def test_frame_of_exactly_the_minimum_length_is_checked() -> None:
+    from protocol.formats import MIN_FRAME
+
+    header = encode(Frame(257, 1, 1, Alarm(AlarmKind.PANIC, 1, 0)), TEST_KEY)[:10]
+    raw = signed_by(header)  # header, MAC and CRC with no body: 20 bytes
+    assert len(raw) == MIN_FRAME == 20
+    with pytest.raises(ProtocolError) as e:
+        decode(raw, keys)
+    assert e.value.reason is Reason.MALFORMED
+    with pytest.raises(ProtocolError) as e:
+        decode(raw[:-1], keys)
+    assert e.value.reason is Reason.TRUNCATED
+
+
+def test_reject_names_the_unit_once_the_header_is_read() -> None:
+    good = encode(Frame(257, 1, 1, Alarm(AlarmKind.PANIC, 1, 0)), TEST_KEY)
+    before_unit = {
+        Reason.OVERSIZE: good + bytes(64),
+        Reason.TRUNCATED: good[:5],
+        Reason.CORRUPT: good[:-1] + bytes([good[-1] ^ 1]),
+        Reason.VERSION: with_crc(b"\x02" + good[1:-2]),
+        Reason.UNKNOWN_TYPE: with_crc(good[:1] + b"\x42" + good[2:-2]),
+    }
+    for reason, raw in before_unit.items():
+        with pytest.raises(ProtocolError) as e:
+            decode(raw, keys)
+        assert (e.value.reason, e.value.unit) == (reason, None)
+    enum_bad = bytearray(good[:-10])
+    enum_bad[10] = 77
+    after_unit = {
+        Reason.MALFORMED: [
+            with_crc(good[:1] + bytes([MsgType.HEARTBEAT]) + good[2:-2]),  # length
+            signed_by(bytes(enum_bad)),  # enum value
+        ],
+        Reason.UNKNOWN_UNIT: [good],
+        Reason.FORGED: [encode(Frame(257, 1, 1, Alarm(AlarmKind.PANIC, 1, 0)), OTHER_KEY)],
+    }
+    lookup = {257: TEST_KEY}
+    for reason, raws in after_unit.items():
+        for raw in raws:
+            with pytest.raises(ProtocolError) as e:
+                decode(raw, lookup if reason is not Reason.UNKNOWN_UNIT else {})
+            assert (e.value.reason, e.value.unit) == (reason, 257)
+
+
+def test_codec_encode_for_an_unknown_unit_is_refused() -> None:
+    gw = Codec({257: TEST_KEY}, gateway=True)
+    with pytest.raises(ProtocolError) as e:
+        gw.encode(Frame(258, 1, 1, Ack(1, 1, AckState.RECEIVED)))
+    assert (e.value.reason, e.value.unit) == (Reason.UNKNOWN_UNIT, 258)
+
+
+def test_codec_takes_a_lookup_function_and_checks_its_direction() -> None:
+    asked: list[int] = []
+
+    def lookup(unit: int) -> bytes | None:
+        asked.append(unit)
+        return TEST_KEY if unit == 257 else None
+
+    unit_side = Codec(lookup, gateway=False)
+    alarm = Frame(257, 7, 42, Alarm(AlarmKind.PANIC, 1, 5))
+    wire = unit_side.encode(alarm)
+    assert wire == to_wire(encode(alarm, TEST_KEY))
+    gw = Codec(lookup, gateway=True)
+    from protocol.cobs import cobs_decode
+
+    assert gw.decode(cobs_decode(wire[:-1])) == alarm
+    with pytest.raises(ProtocolError) as e:
+        unit_side.decode(cobs_decode(wire[:-1]))  # its own alarm reflected back
+    assert e.value.reason is Reason.UNKNOWN_TYPE
+    with pytest.raises(ValueError):
+        gw.encode(alarm)
+    assert asked == [257, 257]
+
+
+def test_encode_out_of_range_field_is_a_value_error() -> None:
+    for frame in (
+        Frame(257, 1, 0x10000, Alarm(AlarmKind.PANIC, 1, 0)),
+        Frame(257, 1, 1, Alarm(AlarmKind.PANIC, 256, 0)),
+        Frame(0x10000, 1, 1, Alarm(AlarmKind.PANIC, 1, 0)),
+    ):
+        with pytest.raises(ValueError) as e:
+            encode(frame, TEST_KEY)
+        assert not isinstance(e.value, ProtocolError)
+
+
+def test_enum_fields_decode_as_their_enums() -> None:
+    hb = Frame(257, 1, 1, Heartbeat(3300, 10, 0x0102, HeartbeatFlags(0x21)))
+    got = decode(encode(hb, TEST_KEY), keys)
+    assert isinstance(got.body, Heartbeat)
+    assert got.body.flags is HeartbeatFlags.TAMPER | HeartbeatFlags.ALARM_PENDING
+    assert isinstance(got.body.flags, HeartbeatFlags)
+    ack = decode(
+        encode(Frame(257, 1, 1, Ack(1, 2, AckState.CANCELLED)), TEST_KEY), keys, uplink=False
+    )
+    assert isinstance(ack.body, Ack) and ack.body.state is AckState.CANCELLED
+    ci = decode(encode(Frame(257, 1, 1, Checkin(1, 5)), TEST_KEY), keys)
+    assert isinstance(ci.body, Checkin) and type(ci.body.flags) is int
+
+
+def test_codec_is_the_gateway_side_by_default() -> None:
+    alarm = Frame(257, 7, 42, Alarm(AlarmKind.PANIC, 1, 5))
+    assert Codec({257: TEST_KEY}).decode(encode(alarm, TEST_KEY)) == alarm
+    with pytest.raises(ValueError):
+        Codec({257: TEST_KEY}).encode(alarm)

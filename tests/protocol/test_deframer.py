@@ -89,3 +89,62 @@ def test_flood_of_garbage_does_not_starve_valid_frames() -> None:
         out = d.feed(garbage + b"\x00" + to_wire(FRAMES[i % 20]))
         good += sum(1 for r in out if r == FRAMES[i % 20])
     assert good == 200
+
+
+# Counters and the discard state (issue 19).
+
+
+def test_counters_count_frames_and_each_reject_reason() -> None:
+    d = Deframer()
+    out = d.feed(to_wire(FRAMES[0]) + b"\x05\x11\x22\x00" + to_wire(FRAMES[1]))
+    assert out == [FRAMES[0], FRAMES[1]]
+    assert d.frames == 2
+    assert d.rejects == {Reason.CORRUPT: 1}
+    d.feed(b"\x09\x01\x00" + b"\x00" + to_wire(FRAMES[2]))
+    assert d.frames == 3
+    assert d.rejects == {Reason.CORRUPT: 2}
+
+
+def test_oversize_split_across_reads_is_one_reject_and_discards_to_the_delimiter() -> None:
+    d = Deframer(max_encoded=80)
+    assert d.feed(bytes([0x55]) * 50) == []
+    assert d.feed(bytes([0x55]) * 50) == []  # 100 bytes without a delimiter: too long
+    assert d.rejects == {Reason.OVERSIZE: 1}
+    # a whole valid-looking frame before the delimiter is still part of the oversize piece
+    assert d.feed(to_wire(FRAMES[0])[:-1]) == []
+    assert d.feed(bytes([0x55]) * 200) == []
+    assert d.rejects == {Reason.OVERSIZE: 1}
+    assert len(d._buf) == 0
+    assert d.feed(b"\x00") == []  # the end of the discarded piece
+    assert d.feed(to_wire(FRAMES[1])) == [FRAMES[1]]
+    assert d.rejects == {Reason.OVERSIZE: 1}
+    assert d.frames == 1
+
+
+def test_piece_of_exactly_the_bound_is_kept_one_more_is_oversize() -> None:
+    wire = to_wire(FRAMES[5])
+    n = len(wire) - 1
+    for chunk in (n, 1):
+        d = Deframer(max_encoded=n)
+        assert feed_all(d, wire, chunk) == [FRAMES[5]]
+        assert not d.rejects
+        d = Deframer(max_encoded=n - 1)
+        assert feed_all(d, wire + to_wire(FRAMES[6][:10]), chunk) == [FRAMES[6][:10]]
+        assert d.rejects == {Reason.OVERSIZE: 1}
+
+
+def test_default_bound_is_the_spec_bound() -> None:
+    d = Deframer()
+    piece = bytes([81]) + bytes(range(1, 81))  # one COBS block of 81 bytes: past 80
+    assert d.feed(piece[:80] + b"\x00") == []
+    assert d.rejects == {Reason.CORRUPT: 1}  # 80 bytes kept, and decoded (code past end)
+    assert d.feed(piece + b"\x00") == []
+    assert d.rejects == {Reason.CORRUPT: 1, Reason.OVERSIZE: 1}
+
+
+def test_each_oversize_piece_counts_once() -> None:
+    d = Deframer(max_encoded=80)
+    for _ in range(3):
+        assert d.feed(bytes([0x55]) * 100 + b"\x00") == []
+    assert d.rejects == {Reason.OVERSIZE: 3}
+    assert d.feed(to_wire(FRAMES[0])) == [FRAMES[0]]

@@ -1,0 +1,573 @@
+"""The pipeline's decisions without a broker (issue 19): fresh or duplicate, the ACK state a
+unit is told, a failed commit taken back, security events, links, inbound routing.
+
+A real journal, the real downlink and codec; the link is a recording one, and what it
+carries is decoded the way a unit would. The police acknowledgement goes through
+:func:`police_ack`, the one place that builds it (its format is being signed, issue 12).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.config import Unit
+from gateway.downlink import Downlink
+from gateway.incidents import iso
+from gateway.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
+from gateway.receiver import Received
+from gateway.store import Store
+from protocol import (
+    Ack,
+    AckState,
+    Codec,
+    Deframer,
+    Frame,
+    Heartbeat,
+    HeartbeatFlags,
+    Reason,
+    ReplayGuard,
+    Signal,
+    SignalPattern,
+    Verdict,
+)
+from protocol.keys import TEST_KEY
+
+from .helpers import T0, alarm, cancel, config, duress_checkin, outbox, publications
+
+PREFIX = "campusguard/v1"
+
+
+class RecordingLink:
+    """A link that takes every write and decodes it as the unit at ``addr`` would."""
+
+    def __init__(self) -> None:
+        self.deframer = Deframer()
+        self.frames: list[Frame] = []
+        self.changed = asyncio.Event()
+        self.up = True
+
+    def write(self, data: bytes) -> bool:
+        if not self.up:
+            return False
+        for raw in self.deframer.feed(data):
+            self.frames.append(Codec(lambda a: TEST_KEY, gateway=False).decode(raw))
+        self.changed.set()
+        return True
+
+    def acks(self) -> list[tuple[int, int, int, AckState]]:
+        return [
+            (f.unit, f.body.ref_epoch, f.body.ref_seq, f.body.state)
+            for f in self.frames
+            if isinstance(f.body, Ack)
+        ]
+
+    async def wait_for(self, n: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.frames) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Watch:
+    """A watcher that records what the pipeline tells it."""
+
+    frames: list[Frame] = field(default_factory=list)
+    links: list[tuple[str, bool]] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    ticks: list[float] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def on_frame(self, unit: Unit, frame: Frame, at: float) -> None:
+        self.frames.append(frame)
+        self.calls.append(("frame", unit.id, at))
+
+    def on_link(self, link: str, up: bool, at: float) -> None:
+        self.links.append((link, up))
+        self.calls.append(("link", at))
+
+    def on_command(self, topic: str, payload: bytes, at: float) -> None:
+        self.commands.append(topic)
+        self.calls.append(("command", payload, at))
+
+    def tick(self, now: float) -> None:
+        self.ticks.append(now)
+
+
+class Broken(Watch):
+    def on_frame(self, unit: Unit, frame: Frame, at: float) -> None:
+        raise RuntimeError("watcher bug")
+
+
+@dataclass
+class Rig:
+    store: Store
+    guard: ReplayGuard
+    link: RecordingLink
+    clock: ManualClock
+    pipe: Pipeline
+    watch: Watch
+    wakes: list[int]
+
+    def unit(self, uid: str) -> Unit:
+        return self.pipe._config.units[uid]
+
+    def feed(self, *frames: Frame, verdict: Verdict | None = None) -> None:
+        items = []
+        for f in frames:
+            v = verdict if verdict is not None else self.guard.check(f.unit, f.epoch, f.seq)
+            items.append(Received("bus", f, v))
+        self.pipe.on_frames("bus", items)
+
+    def journalled(self) -> list[tuple[int, int, int, str]]:
+        return self.store.conn.execute(
+            "SELECT addr, epoch, seq, type FROM frames ORDER BY id"
+        ).fetchall()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(r.payload) for r in outbox(self.store) if "/event/" in r.topic]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    cfg = config()
+    store = Store(tmp_path / "gw.db")
+    guard = ReplayGuard()
+    link = RecordingLink()
+    keys = {u.addr: TEST_KEY for u in cfg.units.values()}
+    downlink = Downlink(Codec(keys, gateway=True), store, {"bus": link}, {})
+    clock = ManualClock(T0)
+    wakes: list[int] = []
+    pipe = Pipeline(
+        cfg, store, guard, downlink, clock, prefix=PREFIX, wake_relay=lambda: wakes.append(1)
+    )
+    watch = Watch()
+    pipe.watchers.append(watch)
+    yield Rig(store, guard, link, clock, pipe, watch, wakes)
+    pipe.close()
+    store.close()
+
+
+def alarm_rows(store: Store) -> list[Any]:
+    """The incident publications in the outbox (not the retained board copies)."""
+    return [r for r in outbox(store) if "/alarm/" in r.topic]
+
+
+def police_ack(
+    rig: Rig, incident: str, *, by: str | None = "desk 1", disposition: str | None = "genuine"
+) -> None:
+    """The duty room acknowledges ``incident`` (the one place that builds the message)."""
+    body: dict[str, Any] = {}
+    if by is not None:
+        body["by"] = by
+    if disposition is not None:
+        body["disposition"] = disposition
+    rig.pipe.on_message(f"{PREFIX}/school/ack/{incident}", json.dumps(body).encode())
+
+
+async def test_fresh_alarm_is_journalled_relayed_then_acked_received(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    frame, _ = alarm(shop, 5)
+    rig.feed(frame)
+    assert rig.journalled() == [(shop.addr, 1, 5, "ALARM")]
+    assert rig.store.replay_load_all() == {shop.addr: [(1, 5, 1)]}
+    assert rig.guard.check(shop.addr, 1, 5) is Verdict.DUPLICATE
+    assert [p["update"] for p in publications(rig.store)] == ["new"]
+    assert rig.wakes == [1]
+    await rig.link.wait_for(1)
+    assert rig.link.acks() == [(shop.addr, 1, 5, AckState.RECEIVED)]
+    assert rig.watch.frames == [frame]
+    assert rig.pipe.journalled == 1 and rig.pipe.last_commit_ok
+
+
+async def test_duplicate_is_acked_again_never_journalled_or_relayed_twice(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    frame, _ = alarm(shop, 5)
+    rig.feed(frame)
+    rig.feed(frame)  # the unit missed the ACK and sends it again
+    assert rig.journalled() == [(shop.addr, 1, 5, "ALARM")]
+    assert len(alarm_rows(rig.store)) == 1
+    await rig.link.wait_for(2)
+    assert rig.link.acks() == [(shop.addr, 1, 5, AckState.RECEIVED)] * 2
+    assert rig.watch.frames == [frame]  # watchers hear of it once
+    assert rig.wakes == [1]
+    assert rig.pipe.journalled == 1
+
+
+async def test_one_batch_journals_fresh_and_acks_all_in_order(rig: Rig) -> None:
+    shop, home = rig.unit("shop"), rig.unit("home")
+    a, _ = alarm(shop, 1)
+    b, _ = alarm(home, 1)
+    rig.feed(a)
+    rig.feed(a, b)
+    await rig.link.wait_for(3)
+    assert rig.link.acks()[1:] == [
+        (shop.addr, 1, 1, AckState.RECEIVED),
+        (home.addr, 1, 1, AckState.RECEIVED),
+    ]
+    assert rig.store.replay_load_all() == {shop.addr: [(1, 1, 1)], home.addr: [(1, 1, 1)]}
+
+
+async def test_after_the_police_ack_an_alarm_is_acked_with_state_2(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    first, _ = alarm(shop, 1)
+    rig.feed(first)
+    police_ack(rig, "gw-test-shop-1-1")
+    await rig.link.wait_for(2)
+    assert rig.link.acks()[1] == (shop.addr, 1, 1, AckState.POLICE_ACK)
+    rig.feed(first)  # a retransmission of the acknowledged alarm
+    second, _ = alarm(shop, 2)
+    rig.feed(second)  # a further press folds into the acknowledged incident
+    await rig.link.wait_for(4)
+    assert rig.link.acks()[2:] == [
+        (shop.addr, 1, 1, AckState.POLICE_ACK),
+        (shop.addr, 1, 2, AckState.POLICE_ACK),
+    ]
+
+
+async def test_police_ack_is_repeated_and_close_cancels_the_repeats(rig: Rig) -> None:
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    police_ack(rig, "gw-test-shop-1-1")
+    await rig.link.wait_for(2)
+    loop = asyncio.get_running_loop()
+    delays = sorted(round(h.when() - loop.time()) for h in rig.pipe._timers)
+    assert delays == [1, 3]
+    rig.pipe.close()
+    assert not rig.pipe._timers
+
+
+async def test_police_ack_of_unknown_incident_tells_no_unit(rig: Rig) -> None:
+    police_ack(rig, "gw-test-shop-9-9")
+    assert rig.link.frames == [] and outbox(rig.store) == []
+
+
+async def test_repeated_police_ack_wakes_the_relay_once(rig: Rig) -> None:
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    police_ack(rig, "gw-test-shop-1-1")
+    police_ack(rig, "gw-test-shop-1-1", by="desk 2")
+    assert rig.wakes == [1, 1]  # the alarm, then the first ack's publication
+    await rig.link.wait_for(3)
+    assert [s for *_, s in rig.link.acks()] == [AckState.RECEIVED] + [AckState.POLICE_ACK] * 2
+
+
+async def test_cancel_is_acked_state_3_and_so_is_its_retransmission(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    c, _ = cancel(shop, 2, 1)
+    rig.feed(c)
+    rig.feed(c)
+    await rig.link.wait_for(3)
+    assert rig.link.acks()[1:] == [(shop.addr, 1, 2, AckState.CANCELLED)] * 2
+
+
+async def test_cancel_of_an_unknown_alarm_is_acked_received(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    c, _ = cancel(shop, 2, 1)
+    rig.feed(c)
+    rig.feed(c)
+    await rig.link.wait_for(2)
+    assert [s for *_, s in rig.link.acks()] == [AckState.RECEIVED] * 2
+
+
+async def test_silent_duress_is_never_acked_state_2(rig: Rig) -> None:
+    guard = rig.unit("guard")
+    f = duress_checkin(guard, 1)
+    rig.feed(f)
+    iid = "gw-test-guard-1-1"
+    assert [p["kind"] for p in publications(rig.store)] == ["duress"]
+    police_ack(rig, iid)
+    rig.feed(f)
+    await rig.link.wait_for(2)
+    assert [s for *_, s in rig.link.acks()] == [AckState.RECEIVED] * 2
+
+
+async def test_heartbeat_sets_the_boot_time(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(Frame(shop.addr, 3, 1, Heartbeat(3300, 600, 0x0100, HeartbeatFlags(0))))
+    assert rig.store.boot_at(shop.addr, 3) == T0 - 600
+    assert publications(rig.store) == []
+
+
+async def test_failed_commit_acks_nothing_and_takes_the_frame_back(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    await rig.link.wait_for(1)
+    before = rig.guard.state(shop.addr)
+    rig.store.conn.execute(
+        "CREATE TEMP TRIGGER full BEFORE INSERT ON frames BEGIN SELECT RAISE(ABORT, 'disk'); END"
+    )
+    frame, _ = alarm(shop, 2)
+    rig.feed(frame)
+    assert rig.pipe.commit_failures == 1 and not rig.pipe.last_commit_ok
+    assert rig.guard.state(shop.addr) == before
+    assert rig.guard.check(shop.addr, 1, 2) is Verdict.FRESH
+    assert len(alarm_rows(rig.store)) == 1  # the fold's publication was rolled back
+    assert rig.watch.frames == [alarm(shop, 1)[0]]
+    rig.store.conn.execute("DROP TRIGGER full")
+    rig.feed(frame)  # the unit retransmits: taken as fresh now
+    await rig.link.wait_for(2)
+    assert rig.link.acks()[-1] == (shop.addr, 1, 2, AckState.RECEIVED)
+    assert rig.pipe.last_commit_ok
+    assert rig.store.conn.execute("SELECT presses FROM incidents").fetchone()[0] == 2
+
+
+async def test_a_broken_watcher_does_not_stop_the_others(rig: Rig) -> None:
+    rig.pipe.watchers.insert(0, Broken())
+    frame, _ = alarm(rig.unit("shop"), 1)
+    rig.feed(frame)
+    assert rig.watch.frames == [frame]
+
+
+async def test_security_rejects_make_one_event_per_unit_and_interval(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.pipe.on_security_reject("bus", Reason.CORRUPT, shop.addr)  # line noise: not security
+    assert rig.events() == []
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    (e,) = rig.events()
+    assert (e["kind"], e["code"], e["unit"], e["site"]) == ("forgery", 461, "shop", "school")
+    assert e["detail"]["forged"] == 1 and e["detail"]["addr"] == shop.addr
+    assert e["detail"]["links"] == ["bus"] and e["detail"]["window_s"] == 300.0
+    for _ in range(3):
+        rig.pipe.on_security_reject("bus2", Reason.REPLAYED, shop.addr)
+    assert len(rig.events()) == 1  # within the interval: counted, not published
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S - 1)
+    rig.pipe.tick()
+    assert len(rig.events()) == 1
+    rig.clock.advance(1)
+    rig.pipe.tick()
+    second = rig.events()[-1]["detail"]
+    assert (second.get("forged"), second["replayed"], second["links"]) == (None, 3, ["bus2"])
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
+    rig.pipe.tick()  # nothing counted since: no event
+    assert len(rig.events()) == 2
+
+
+async def test_unregistered_addresses_share_one_tally(rig: Rig) -> None:
+    rig.pipe.on_security_reject("bus", Reason.UNKNOWN_UNIT, 999)
+    rig.pipe.on_security_reject("bus", Reason.UNKNOWN_UNIT, 998)
+    rig.pipe.on_security_reject("bus", Reason.UNKNOWN_UNIT, None)
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
+    rig.pipe.tick()
+    first, second = rig.events()
+    assert first["unit"] is None and first["detail"]["addrs"] == [999]
+    assert second["detail"]["addrs"] == [998] and second["detail"]["unknown_unit"] == 2
+    for addr in range(1000, 1040):
+        rig.pipe.on_security_reject("bus", Reason.UNKNOWN_UNIT, addr)
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
+    rig.pipe.tick()
+    assert len(rig.events()[-1]["detail"]["addrs"]) == 16  # bounded
+
+
+async def test_link_changes_are_events_and_reach_the_watchers(rig: Rig) -> None:
+    rig.pipe.on_link("bus", False)
+    rig.pipe.on_link("bus", True)
+    down, up = rig.events()
+    assert (down["kind"], down["code"], down["qualifier"]) == ("link_down", 350, 1)
+    assert (up["kind"], up["code"], up["qualifier"]) == ("link_up", 350, 3)
+    assert down["detail"] == {"link": "bus"}
+    assert rig.watch.links == [("bus", False), ("bus", True)]
+
+
+async def test_inbound_messages_are_routed_by_topic(rig: Rig) -> None:
+    duty = f"{PREFIX}/school/duty/gate/ack"
+    rig.pipe.on_message(duty, b"{}")
+    rig.pipe.on_message("other/v1/school/duty/gate/ack", b"{}")  # not under our prefix
+    rig.pipe.on_message("other/v1/school/ack/gw-test-shop-1-1", b"{}")
+    rig.pipe.on_message(f"{PREFIX}/school/duty/gate", b"{}")
+    rig.pipe.on_message(f"{PREFIX}/school/alarm/shop", b"{}")
+    assert rig.watch.commands == [duty]
+    assert rig.watch.calls == [("command", b"{}", T0)]
+
+
+async def test_tick_reaches_the_watchers_and_publishes_due_updates(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    rig.clock.advance(0.5)
+    rig.feed(alarm(shop, 2)[0])
+    rig.clock.advance(0.5)
+    rig.pipe.tick()
+    assert [p["update"] for p in publications(rig.store)] == ["new", "presses"]
+    assert rig.watch.ticks == [T0 + 1]
+    assert rig.wakes == [1, 1, 1]
+
+
+async def test_signal_goes_to_the_unit_and_unknown_units_are_refused(rig: Rig) -> None:
+    rig.pipe.signal("guard", SignalPattern.PROMPT_CHECKIN, 30)
+    rig.pipe.signal("nobody", SignalPattern.PROMPT_CHECKIN, 30)
+    await rig.link.wait_for(1)
+    (f,) = rig.link.frames
+    assert f.unit == rig.unit("guard").addr
+    assert f.body == Signal(SignalPattern.PROMPT_CHECKIN, 30)
+
+
+async def test_events_go_to_their_topic(rig: Rig) -> None:
+    rig.pipe.event(site="school", kind="x", at=T0, post="gate", topic="duty", detail={"a": 1})
+    rig.pipe.event(site="school", kind="y", at=T0, unit="shop")
+    rig.pipe.event(site="school", kind="z", at=T0)
+    topics = [r.topic for r in outbox(rig.store)]
+    assert topics == [
+        f"{PREFIX}/school/duty/gate",
+        f"{PREFIX}/school/event/shop",
+        f"{PREFIX}/school/event/gw-test",
+    ]
+    first = json.loads(outbox(rig.store)[0].payload)
+    assert (first["kind"], first["post"], first["detail"], first["gateway"]) == (
+        "x",
+        "gate",
+        {"a": 1},
+        "gw-test",
+    )
+    with pytest.raises(ValueError):
+        rig.pipe.event(site="school", kind="x", at=T0, topic="alarm")
+    assert rig.wakes == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("by", "disposition", "expect"),
+    [
+        ("desk 1", "genuine", ("desk 1", "genuine")),
+        ("desk 1", "false_alarm", ("desk 1", "false_alarm")),
+        (None, "test", (None, "test")),
+        ("x" * 300, "burglary", ("x" * 100, None)),  # bounded text, known dispositions only
+        (None, None, (None, None)),
+    ],
+)
+async def test_police_ack_records_who_and_what_defensively(
+    rig: Rig, by: str | None, disposition: str | None, expect: tuple[Any, Any]
+) -> None:
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    police_ack(rig, "gw-test-shop-1-1", by=by, disposition=disposition)
+    p = publications(rig.store)[-1]
+    assert (p["update"], p["police_ack_by"], p["disposition"]) == ("police_ack", *expect)
+
+
+# Further cases the mutation run asked for (issue 19).
+
+
+async def test_journal_row_and_publication_of_a_fresh_alarm(rig: Rig) -> None:
+    assert rig.pipe.last_commit_ok is True  # healthy before the first frame
+    shop = rig.unit("shop")
+    rig.clock.advance(2)
+    rig.feed(alarm(shop, 5, press_ms=777)[0])
+    row = rig.store.conn.execute("SELECT at, link, unit, body, incident FROM frames").fetchone()
+    assert row[:3] == (T0 + 2, "bus", "shop")
+    assert json.loads(row[3]) == {"kind": 0, "presses": 1, "press_ms": 777}
+    assert row[4] == "gw-test-shop-1-5"
+    (only,) = alarm_rows(rig.store)
+    assert only.topic == f"{PREFIX}/school/alarm/shop"
+    assert json.loads(only.payload)["link"] == "bus"
+    assert rig.watch.calls == [("frame", "shop", T0 + 2)]
+    await rig.link.wait_for(1)
+    assert len(rig.pipe.batch_s) == 1 and rig.pipe.batch_s[0] >= 0
+    assert rig.pipe.batch_s.maxlen == 4096
+
+
+async def test_duress_checkin_publication_names_its_link(rig: Rig) -> None:
+    rig.feed(duress_checkin(rig.unit("guard"), 1))
+    (p,) = publications(rig.store)
+    assert p["link"] == "bus"
+
+
+async def test_a_frame_without_a_register_entry_does_not_stop_the_batch(rig: Rig) -> None:
+    stray = Frame(99, 1, 1, alarm(rig.unit("shop"), 1)[1])
+    frame, _ = alarm(rig.unit("shop"), 1)
+    rig.pipe.on_frames(
+        "bus", [Received("bus", stray, Verdict.FRESH), Received("bus", frame, Verdict.FRESH)]
+    )
+    assert rig.journalled() == [(rig.unit("shop").addr, 1, 1, "ALARM")]
+
+
+async def test_failed_commit_takes_back_every_frame_of_the_batch(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.store.conn.execute(
+        "CREATE TEMP TRIGGER full BEFORE INSERT ON frames WHEN NEW.seq = 3"
+        " BEGIN SELECT RAISE(ABORT, 'disk'); END"
+    )
+    rig.feed(alarm(shop, 2)[0], alarm(shop, 3)[0])  # the second one fails the whole commit
+    rig.feed(alarm(shop, 3)[0])
+    assert rig.pipe.commit_failures == 2
+    assert rig.pipe.last_commit_ok is False
+    assert rig.guard.check(shop.addr, 1, 2) is Verdict.FRESH  # recorded, then taken back
+    assert rig.guard.state(shop.addr) == []
+    assert rig.journalled() == [] and outbox(rig.store) == []
+    assert rig.link.frames == []
+
+
+async def test_acks_go_back_on_the_link_the_unit_spoke_on(tmp_path: Path) -> None:
+    cfg = config()
+    store = Store(tmp_path / "gw.db")
+    links = {"bus": RecordingLink(), "bus2": RecordingLink()}
+    keys = {u.addr: TEST_KEY for u in cfg.units.values()}
+    downlink = Downlink(Codec(keys, gateway=True), store, links, {})
+    pipe = Pipeline(cfg, store, ReplayGuard(), downlink, ManualClock(T0), prefix=PREFIX)
+    shop = cfg.units["shop"]
+    frame, _ = alarm(shop, 1)
+    pipe.on_frames("bus2", [Received("bus2", frame, Verdict.FRESH)])
+    await links["bus2"].wait_for(1)
+    assert links["bus2"].acks() == [(shop.addr, 1, 1, AckState.RECEIVED)]
+    assert links["bus"].frames == []
+    row = store.conn.execute("SELECT link FROM frames").fetchone()
+    assert row == ("bus2",)
+    pipe.close()
+    store.close()
+
+
+async def test_security_event_says_since_when_and_where(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    (first,) = rig.events()
+    assert first["detail"]["since"] == iso(T0) and first["detail"]["place"] == shop.place
+    rig.clock.advance(100)
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    rig.clock.advance(50)
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S - 150)  # exactly the interval after the first
+    rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)  # due now: no tick needed
+    second = rig.events()[-1]
+    assert second["detail"]["forged"] == 3
+    assert second["detail"]["since"] == iso(T0 + 100)
+    assert second["at"] == iso(T0 + SECURITY_EVENT_INTERVAL_S)
+
+
+async def test_police_ack_is_repeated_twice_to_the_unit(rig: Rig) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    police_ack(rig, "gw-test-shop-1-1")
+    await rig.link.wait_for(4)  # the ACK and its two repeats (after 1 s and 3 s)
+    assert rig.link.acks()[1:] == [(shop.addr, 1, 1, AckState.POLICE_ACK)] * 3
+
+
+async def test_events_are_journalled_with_every_field(rig: Rig) -> None:
+    rig.pipe.event(
+        site="school",
+        kind="k",
+        at=T0 + 1,
+        unit="shop",
+        post="gate",
+        code=602,
+        qualifier=3,
+        detail={"path": Path("/x"), "n": 1},
+    )
+    rig.pipe.event(site="school", kind="d", at=T0 + 2, unit="guard", topic="duty")
+    cur = rig.store.conn.execute(
+        "SELECT id, at, site, unit, post, kind, code, qualifier, detail FROM events ORDER BY id"
+    )
+    eid, *row, detail = cur.fetchall()[0]
+    assert row == [T0 + 1, "school", "shop", "gate", "k", 602, 3]
+    assert json.loads(detail) == {"path": "/x", "n": 1}
+    first, duty = (json.loads(r.payload) for r in outbox(rig.store))
+    assert (first["event"], first["at"], first["detail"]) == (
+        eid,
+        iso(T0 + 1),
+        {"path": "/x", "n": 1},
+    )
+    assert outbox(rig.store)[1].topic == f"{PREFIX}/school/duty/guard"
+    assert duty["event"] == eid + 1

@@ -1,0 +1,321 @@
+"""The relay's order and backlog against a real Mosquitto (issue 19).
+
+What is in the outbox when the relay connects (more than one page of it), what is
+committed while it runs, and what waits while the broker is away all reach the duty room
+in outbox order, each row once PUBACKed marked sent; inbound messages reach the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway import relay as relay_module
+from gateway.clock import ManualClock
+from gateway.errors import UsageError
+from gateway.relay import BACKLOG_PAGE, BrokerSettings, Relay
+from gateway.store import Store
+from tests.support.mosquitto import Mosquitto
+
+from .conftest import Police
+from .helpers import T0
+
+STATUS = "campusguard/school/gateway/gw-test/status"
+
+
+def enqueue(store: Store, n: int) -> None:
+    store.enqueue(at=T0, topic=f"campusguard/school/event/n{n}", payload=json.dumps({"n": n}))
+
+
+def states(police: Police) -> list[str]:
+    return [d["state"] for t, d in police.messages if t == STATUS and isinstance(d, dict)]
+
+
+def numbers(police: Police) -> list[int]:
+    return [d["n"] for t, d in police.messages if "/event/n" in t and isinstance(d, dict)]
+
+
+class Inbound:
+    """What the relay hands to the pipeline; ``b"boom"`` makes the handler fail."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("the pipeline failed on this one")
+        self.messages.append((topic, payload))
+        self.arrived.set()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """For the relay's counters, which have no event: look every 10 ms, up to ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def relaying(store: Store, url: str, inbound: Inbound | None = None) -> AsyncIterator[Relay]:
+    on_message = inbound if inbound is not None else Inbound()
+
+    relay = Relay(
+        store,
+        BrokerSettings.from_url(url),
+        ManualClock(T0),
+        client_id="gw-test-relay",
+        subscriptions=["campusguard/+/ack/+"],
+        status_topic=STATUS,
+        on_message=on_message,
+    )
+    store.on_commit = relay.submit
+    task = asyncio.create_task(relay.run(), name="relay")
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        async with asyncio.timeout(15):
+            await task
+        store.on_commit = None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "gw.db")
+
+
+async def test_backlog_of_several_pages_then_live_rows_in_order(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    total = 2 * BACKLOG_PAGE + 10
+    for n in range(total):
+        enqueue(store, n)
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        with store.transaction():  # committed while the backlog may still be draining
+            for n in range(total, total + 5):
+                enqueue(store, n)
+        await police.wait_for(lambda: len(numbers(police)) >= total + 5, timeout=20)
+        await until(lambda: store.pending_count() == 0)  # every PUBACK recorded
+    assert numbers(police) == list(range(total + 5))
+    assert (relay.connects, relay.failures) == (1, 0)
+    assert len(relay.puback_s) == total + 5  # one publish -> PUBACK time per message
+    assert relay.published == total + 5
+
+
+async def test_what_waits_while_the_broker_is_away_goes_out_in_order_after(
+    store: Store, persistent_broker: Mosquitto, duty_room: Police
+) -> None:
+    async with relaying(store, persistent_broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        for n in range(3):
+            enqueue(store, n)
+        await duty_room.wait_for(lambda: len(numbers(duty_room)) == 3, timeout=10)
+        persistent_broker.stop()
+        with store.transaction():
+            for n in range(3, 8):
+                enqueue(store, n)  # committed while the broker is down
+        assert store.pending_count() >= 5
+        persistent_broker.start()
+        for n in range(8, 10):
+            enqueue(store, n)
+        await duty_room.wait_for(lambda: 9 in numbers(duty_room), timeout=20)
+        assert relay.connects >= 2
+        await until(lambda: store.pending_count() == 0)  # every PUBACK recorded
+    got = numbers(duty_room)
+    # at least once: a message in flight at the outage may come twice, never out of order
+    assert sorted(set(got)) == list(range(10))
+    assert [n for i, n in enumerate(got) if n not in got[:i]] == list(range(10))
+
+
+async def test_nothing_is_lost_when_the_broker_is_not_there_at_start(
+    store: Store, tmp_path: Path
+) -> None:
+    with Mosquitto(tmp_path / "late") as late:
+        url = late.url
+        late.stop()
+        for n in range(4):
+            enqueue(store, n)
+        async with relaying(store, url) as relay:
+            await until(lambda: relay.failures >= 1)  # a connect attempt failed
+            police = Police(url)
+            late.start()
+            await police.start()
+            try:
+                async with asyncio.timeout(15):
+                    await relay.connected.wait()
+                await police.wait_for(lambda: len(numbers(police)) == 4, timeout=10)
+            finally:
+                await police.stop()
+        assert numbers(police) == [0, 1, 2, 3]
+
+
+async def test_inbound_messages_reach_the_pipeline_and_a_failure_is_survived(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    inbound = Inbound()
+    async with relaying(store, broker.url, inbound) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        await police.ack("inc-1", b"boom", site="school")
+        await police.ack("inc-2", b'{"by": "desk"}', site="school")
+        enqueue(store, 0)  # still publishing after the failed handler
+        await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+        async with asyncio.timeout(10):
+            await inbound.arrived.wait()
+    assert inbound.messages == [("campusguard/school/ack/inc-2", b'{"by": "desk"}')]
+
+
+async def test_status_is_online_while_connected_and_offline_after(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        await police.wait_for(lambda: any(t == STATUS for t, _ in police.messages))
+        await relay.say_offline()
+        await police.wait_for(
+            lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
+        )
+    assert states(police) == ["online", "offline"]
+    late = Police(broker.url)  # a duty room that connects later sees the retained state
+    await late.start()
+    try:
+        await late.wait_for(lambda: states(late) == ["offline"])
+    finally:
+        await late.stop()
+    first = next(d for t, d in police.messages if t == STATUS)
+    assert first["at"] == "2026-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("url", "expect"),
+    [
+        ("mqtt://127.0.0.1:1884", ("127.0.0.1", 1884, False, None, None)),
+        ("mqtt://broker", ("broker", 1883, False, None, None)),
+        ("mqtts://u%40x:p%3Aw@broker", ("broker", 8883, True, "u@x", "p:w")),
+    ],
+)
+def test_broker_urls(url: str, expect: tuple[object, ...]) -> None:
+    s = BrokerSettings.from_url(url)
+    assert (s.host, s.port, s.tls, s.username, s.password) == expect
+    assert (s.tls_context() is not None) == s.tls
+
+
+@pytest.mark.parametrize("url", ["http://broker", "mqtt://", "mqtt://broker:99999"])
+def test_bad_broker_urls_are_one_clear_error(url: str) -> None:
+    from gateway.errors import GatewayError
+
+    with pytest.raises(GatewayError, match="--broker"):
+        BrokerSettings.from_url(url)
+
+
+# Further cases the mutation run asked for (issue 19).
+
+
+async def test_police_acks_sent_while_the_gateway_was_away_arrive_on_return(
+    store: Store, persistent_broker: Mosquitto, duty_room: Police
+) -> None:
+    inbound = Inbound()
+    async with relaying(store, persistent_broker.url, inbound) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+    # the gateway is away; its session (QoS 1 subscription) stays on the broker
+    await duty_room.ack("inc-7", b'{"by": "desk"}', site="school")
+    async with relaying(store, persistent_broker.url, inbound):
+        async with asyncio.timeout(10):
+            await inbound.arrived.wait()
+    assert inbound.messages == [("campusguard/school/ack/inc-7", b'{"by": "desk"}')]
+
+
+async def test_an_abrupt_loss_leaves_the_will_offline_then_online_again(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        await police.wait_for(lambda: states(police) == ["online"])
+        client = relay._client
+        assert client is not None
+        sock = client._client.socket()  # the TCP connection dies without a DISCONNECT
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)
+        await police.wait_for(lambda: states(police)[1:2] == ["offline"], timeout=10)
+        await police.wait_for(lambda: states(police)[-1:] == ["online"], timeout=10)
+        late = Police(broker.url)  # retained: a duty room connecting now sees it
+        await late.start()
+        try:
+            await late.wait_for(lambda: states(late) == ["online"])
+        finally:
+            await late.stop()
+    offline = [d for t, d in police.messages if t == STATUS][1]
+    assert offline == {"state": "offline", "at": "2026-01-01T00:00:00.000Z"}
+
+
+async def test_retries_go_on_while_the_broker_stays_away(store: Store, tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "late") as late:
+        url = late.url
+        late.stop()
+        enqueue(store, 0)
+        async with relaying(store, url) as relay:
+            await until(lambda: relay.failures >= 3)  # backoff 0.1, 0.2, 0.4 s
+            late.start()
+            async with asyncio.timeout(15):
+                await relay.connected.wait()
+            await until(lambda: store.pending_count() == 0)
+
+
+async def test_marks_that_the_journal_refuses_are_kept_and_written_later(
+    store: Store, broker: Mosquitto, police: Police
+) -> None:
+    store.conn.execute(
+        "CREATE TEMP TRIGGER nomark BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, 'io'); END"
+    )
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        for n in range(3):
+            enqueue(store, n)
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2])
+        enqueue(store, 3)  # still publishing while the marks cannot be written
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2, 3])
+        assert store.pending_count() == 4
+        store.conn.execute("DROP TRIGGER nomark")
+        await until(lambda: store.pending_count() == 0)  # retried: nothing marked twice
+    assert relay.published == 4
+
+
+async def test_without_the_fast_path_the_same_rows_go_out_in_order(
+    store: Store, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_internals(client: object) -> None:
+        raise AttributeError("aiomqtt internals changed")
+
+    monkeypatch.setattr(relay_module, "_Direct", no_internals)
+    for n in range(5):
+        enqueue(store, n)
+    async with relaying(store, broker.url) as relay:
+        async with asyncio.timeout(10):
+            await relay.connected.wait()
+        for n in range(5, 10):
+            enqueue(store, n)
+        await police.wait_for(lambda: len(numbers(police)) == 10)
+        await until(lambda: store.pending_count() == 0)
+    assert numbers(police) == list(range(10))
+    assert relay.published == 10 and len(relay.puback_s) == 10
+
+
+def test_tls_files_are_passed_on(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--ca-file"):
+        BrokerSettings("b", 8883, tls=True, ca_file=str(tmp_path / "none.pem")).tls_context()
+    with pytest.raises(UsageError, match="--client-cert"):
+        BrokerSettings("b", 8883, tls=True, client_cert=str(tmp_path / "c.pem")).tls_context()
