@@ -96,6 +96,9 @@ class JournalOutlet:
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
         self.signals.append((self.now, unit, pattern))
 
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        """Retained states are for duty-room clients: the month's report does not read them."""
+
 
 def open_journal(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)

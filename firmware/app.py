@@ -601,7 +601,10 @@ class App:
         global _app
         _app = None
         for t in self.tasks:
-            t.cancel()
+            try:
+                t.cancel()
+            except RuntimeError:  # "can't cancel self": after a Ctrl-C ended asyncio.run
+                pass  # the last task that ran still counts as current; it never runs again
         self.tasks = []
         self.board.stop()
 

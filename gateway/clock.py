@@ -36,19 +36,29 @@ class SystemClock:
 
 
 class ScaledClock:
-    """Runs ``speed`` times faster than real time from ``start`` (for demos and HIL tests)."""
+    """Runs ``speed`` times faster than real time (for demos and HIL tests).
 
-    def __init__(self, speed: float, start: float | None = None) -> None:
-        """``start`` is the clock's wall time now (default: the real time)."""
+    It never tells a time after the real one: what it writes into a journal is history,
+    so a report on that journal (durations, "observed until now") stays true. By default
+    it starts ``(speed - 1) * horizon_s`` in the past, so it reaches the real time only
+    after ``horizon_s`` real seconds; from then on it runs at the real pace.
+    """
+
+    def __init__(
+        self, speed: float, start: float | None = None, *, horizon_s: float = 3600.0
+    ) -> None:
+        """``start`` is the clock's wall time now (default: see the class)."""
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
         self._t0 = time.monotonic()
-        self._start = time.time() if start is None else start
+        if start is None:
+            start = time.time() - max(0.0, speed - 1.0) * horizon_s
+        self._start = start
 
     def now(self) -> float:
-        """Scaled wall time."""
-        return self._start + (time.monotonic() - self._t0) * self.speed
+        """Scaled wall time, never after the real time."""
+        return min(self._start + (time.monotonic() - self._t0) * self.speed, time.time())
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds / speed`` real seconds."""

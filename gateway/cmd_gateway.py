@@ -11,14 +11,17 @@ import sys
 from pathlib import Path
 
 from gateway.clock import Clock, ScaledClock, SystemClock
+from gateway.clockwatch import ClockWatch, kernel_synced
 from gateway.config import Config, Link, load_config
+from gateway.credentials import unit_keydir
 from gateway.duty import DutyWatch
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UsageError
 from gateway.ports import Outlet, Watcher
 from gateway.relay import BrokerSettings
 from gateway.service import Gateway, Settings
-from gateway.store import Store, default_db_path
+from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
+from gateway.testmode import TestModeWatch
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +34,18 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     Each watcher gets the outlet for events and signals, the store's connection for its
     own tables, and the clock. Build them outside a store transaction: they create tables.
     """
+    supervisor = Supervisor(config, outlet, store.conn, clock)
+    duty = DutyWatch(
+        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
+    )
+    # the kernel knows about the system clock only: a scaled or manual one is not it
+    kernel = kernel_synced if isinstance(clock, SystemClock) else None
     return [
-        Supervisor(config, outlet, store.conn, clock),
-        DutyWatch(config, outlet, store.conn, clock, tz=config.timezone),
+        supervisor,
+        duty,
+        ClockWatch(config, outlet, store, kernel=kernel),
+        TestModeWatch(config, outlet, store.conn),
     ]
-
-
-def default_keydir() -> Path:
-    """``$CREDENTIALS_DIRECTORY`` under systemd (LoadCredential), else ``keys/``."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        return Path(creds)
-    return Path("keys")
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -81,7 +84,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", type=Path, help="journal database (default $STATE_DIRECTORY/gateway.db or var/)"
     )
     parser.add_argument(
-        "--keydir", type=Path, help="unit keys (default $CREDENTIALS_DIRECTORY or keys/)"
+        "--keydir",
+        type=Path,
+        help="directory of <unit>.key files (default: systemd's credentials "
+        "$CREDENTIALS_DIRECTORY/keys_<unit>.key, else keys/)",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=RETENTION_DAYS,
+        metavar="DAYS",
+        help="frames and delivered messages older than this are deleted from the journal "
+        "(they carry owners' phone numbers); incidents and events stay",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -93,14 +107,17 @@ def settings_from(args: argparse.Namespace, password: str | None = None) -> Sett
     )
     if password and broker.password is None:
         broker = dataclasses.replace(broker, password=password)
+    if not args.retention_days > 0:
+        raise UsageError(f"--retention-days {args.retention_days:g}: give a number of days > 0")
     clock: Clock = ScaledClock(args.clock_speed) if args.clock_speed != 1.0 else SystemClock()
     return Settings(
         db_path=args.db or default_db_path(),
-        keydir=args.keydir or default_keydir(),
+        keydir=unit_keydir(args.keydir),
         broker=broker,
         links=parse_serial(args.serial) if args.serial else None,
         prefix=args.prefix,
         clock=clock,
+        retention_days=args.retention_days,
     )
 
 

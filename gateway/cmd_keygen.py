@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.config import load_config
-from gateway.errors import GatewayError
+from gateway.config import load_config, unit_not_found
+from gateway.errors import GatewayError, UsageError
 from protocol.keys import key_path, write_new_key
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ def keygen(unit_id: str, keydir: str | Path, force: bool = False) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the key; exit 0, or 1 with a one-line message."""
+    """Make the key; exit 0, 2 on a usage or register error, 1 if the key cannot be written."""
+    cfg = load_config(args.config)
+    if args.unit not in cfg.units:
+        raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
     try:
-        cfg = load_config(args.config)
-        if args.unit not in cfg.units:
-            raise GatewayError(f"unit {args.unit!r} is not in {args.config}")
         path = keygen(args.unit, args.keydir, args.force)
     except (GatewayError, OSError) as exc:
         print(f"campusguard keygen: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -83,6 +84,17 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
     "test_interval_h": (24, 1, 168),
     "incident_window_s": (120, 10, 3600),
 }
+
+# the fields each kind of entry may have: any other name is a mistake (a misspelt
+# `heartbeat_s` would otherwise leave the default in force without a word)
+TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts")
+GATEWAY_FIELDS = ("id", "site", "timezone")
+LINK_FIELDS = ("id", "port", "baud")
+SITE_FIELDS = ("id", "name", "address", "security_lead")
+UNIT_FIELDS = ("id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", *TIMINGS)
+POST_FIELDS = ("id", "site", "unit", "checkin_interval_min", "grace_min", "shifts", "escalation")
+SHIFT_FIELDS = ("days", "start", "end")
+STEP_FIELDS = ("step", "after_min")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +195,21 @@ class _Reader:
     def fail(self, where: str, name: str, problem: str) -> ConfigError:
         return ConfigError(self.path, where, name, problem)
 
-    def mapping(self, value: Any, where: str, name: str) -> dict[str, Any]:
+    def mapping(
+        self, value: Any, where: str, name: str, known: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        """``value`` as a mapping; with ``known``, a field not in it is an error."""
         if not isinstance(value, dict):
             raise self.fail(where, name, f"must be a mapping, got {type(value).__name__}")
+        if known is not None:
+            self.only(value, where, known)
         return value
+
+    def only(self, d: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+        """A field of ``d`` that is not one of ``known`` is an error naming the nearest."""
+        for key in d:
+            if key not in known:
+                raise self.fail(where, str(key), unknown_field(str(key), known))
 
     def seq(self, value: Any, where: str, name: str) -> list[Any]:
         if not isinstance(value, list):
@@ -226,6 +249,22 @@ class _Reader:
         return value
 
 
+def unknown_field(name: str, known: tuple[str, ...]) -> str:
+    """The problem text for a field name that is not one of ``known``."""
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if not near:  # e.g. `heartbeat` for `heartbeat_s`: a prefix is near enough
+        near = [k for k in known if k.startswith(name) or name.startswith(k)][:1]
+    hint = f"did you mean '{near[0]}'?" if near else f"valid: {', '.join(known)}"
+    return f"unknown field; {hint}"
+
+
+def unit_not_found(unit_id: str, path: str | Path, units: dict[str, Any]) -> str:
+    """The message for a unit id that is not in the register."""
+    near = difflib.get_close_matches(unit_id, list(units), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else f" (units: {', '.join(units)})"
+    return f"unit {unit_id!r} is not in {path}{hint}"
+
+
 def _days(r: _Reader, text: Any, where: str) -> tuple[int, ...]:
     if not isinstance(text, str):
         raise r.fail(where, "days", "must be a string like 'mon-fri' or 'sat,sun'")
@@ -253,19 +292,19 @@ def _minutes(r: _Reader, d: dict[str, Any], where: str, name: str) -> int:
 def parse_config(data: Any, path: str = "boards.yaml") -> Config:
     """Validate a loaded YAML document; raise :class:`ConfigError` on the first problem."""
     r = _Reader(path)
-    top = r.mapping(data, "top level", "(document)")
+    top = r.mapping(data, "top level", "(document)", TOP_FIELDS)
     if top.get("version", 1) != 1:
         raise r.fail(
             "top level", "version", f"{top.get('version')!r}: this gateway reads version 1"
         )
-    gw = r.mapping(top.get("gateway"), "gateway", "gateway")
+    gw = r.mapping(top.get("gateway"), "gateway", "gateway", GATEWAY_FIELDS)
     gateway_id = r.ident(gw, "gateway", "id")
     timezone = r.text(gw, "gateway", "timezone", "UTC")
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise r.fail("gateway", "timezone", f"{timezone!r} is not an IANA time zone") from None
-    defaults = r.mapping(top.get("defaults", {}), "defaults", "defaults")
+    defaults = r.mapping(top.get("defaults", {}), "defaults", "defaults", tuple(TIMINGS))
     base = {k: r.integer(defaults, "defaults", k, lo, hi, d) for k, (d, lo, hi) in TIMINGS.items()}
 
     links: dict[str, Link] = {}
@@ -274,6 +313,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         d = r.mapping(item, where, "links")
         lid = r.ident(d, where, "id")
         where = f"link {lid}"
+        r.only(d, where, LINK_FIELDS)
         if lid in links:
             raise r.fail(where, "id", "defined twice")
         links[lid] = Link(lid, r.text(d, where, "port"), r.integer(d, where, "baud", 1200, 921600))
@@ -283,6 +323,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         d = r.mapping(item, f"sites[{i}]", "sites")
         sid = r.ident(d, f"sites[{i}]", "id")
         where = f"site {sid}"
+        r.only(d, where, SITE_FIELDS)
         if sid in sites:
             raise r.fail(where, "id", "defined twice")
         lead = d.get("security_lead") or {}
@@ -301,6 +342,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         d = r.mapping(item, f"units[{i}]", "units")
         uid = r.ident(d, f"units[{i}]", "id")
         where = f"unit {uid}"
+        r.only(d, where, UNIT_FIELDS)
         if uid in units:
             raise r.fail(where, "id", "defined twice")
         if "key" in d:
@@ -320,9 +362,10 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         for name in (*PIN_NAMES, *OPTIONAL_PINS):
             if name in pins_in or name in PIN_NAMES:
                 pins[name] = r.integer(pins_in, f"{where} pins", name, 0, 39)
-        unknown = set(pins_in) - set(pins)
+        unknown = sorted(set(pins_in) - set(pins), key=str)
         if unknown:
-            raise r.fail(where, "pins", f"unknown pin names: {', '.join(sorted(unknown))}")
+            pin = str(unknown[0])
+            raise r.fail(f"{where} pins", pin, unknown_field(pin, (*PIN_NAMES, *OPTIONAL_PINS)))
         problem = esp32_pin_problem(pins)
         if problem is not None:
             raise r.fail(where, "pins", problem)
@@ -345,6 +388,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         d = r.mapping(item, f"posts[{i}]", "posts")
         pid = r.ident(d, f"posts[{i}]", "id")
         where = f"post {pid}"
+        r.only(d, where, POST_FIELDS)
         if pid in posts:
             raise r.fail(where, "id", "defined twice")
         unit_id = r.ref(d, where, "unit", units)
@@ -355,7 +399,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         shifts = []
         for j, s in enumerate(r.seq(d.get("shifts"), where, "shifts")):
             sw = f"{where} shifts[{j}]"
-            s = r.mapping(s, sw, "shifts")
+            s = r.mapping(s, sw, "shifts", SHIFT_FIELDS)
             start, end = _minutes(r, s, sw, "start"), _minutes(r, s, sw, "end")
             if start == end:
                 raise r.fail(sw, "end", "a shift of zero length")
@@ -363,7 +407,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
         ladder = []
         for j, s in enumerate(r.seq(d.get("escalation", []), where, "escalation")):
             sw = f"{where} escalation[{j}]"
-            s = r.mapping(s, sw, "escalation")
+            s = r.mapping(s, sw, "escalation", STEP_FIELDS)
             step = r.text(s, sw, "step")
             if step not in STEPS:
                 raise r.fail(sw, "step", f"{step!r}: one of {', '.join(STEPS)}")
@@ -387,12 +431,40 @@ def load_config(path: str | Path) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), "file", "(file)", exc.strerror or str(exc)) from None
+    except FileNotFoundError:
+        raise ConfigError(
+            str(p), "file", None, "no such file (the register: give --config PATH)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(str(p), "file", None, f"cannot read it: {problem}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark is not None else "file"
-        raise ConfigError(str(p), line, "(syntax)", str(getattr(exc, "problem", exc))) from None
+        raise ConfigError(str(p), *_yaml_problem(exc, text)) from None
     return parse_config(data, str(p))
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, None, str]:
+    """(where, None, problem) for a YAML syntax error: its line, and that line's text.
+
+    An unclosed quote or bracket is found only at the end of the file: then the line
+    where the unclosed thing began is the one to fix.
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = str(getattr(exc, "problem", None) or exc)
+    if "expected <block end>" in problem:
+        problem += " (check the indentation)"
+    mark = problem_mark
+    lines = text.splitlines()
+    if context_mark is not None and (
+        mark is None or mark.line >= len(lines) or "end of the stream" in problem
+    ):
+        mark = context_mark
+        problem = f"{getattr(exc, 'context', '') or 'here'}, {problem}"
+    if mark is None:
+        return "file", None, f"YAML syntax: {problem}"
+    source = lines[mark.line].strip() if mark.line < len(lines) else ""
+    shown = f": {source!r}" if source else ""
+    return f"line {mark.line + 1}", None, f"YAML syntax: {problem}{shown}"

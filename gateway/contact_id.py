@@ -45,6 +45,13 @@ KINDS: dict[str, Kind] = {
         Kind("test", 602, "periodic test report (601 manual test)", False, "supervision"),
         Kind("test_failed", 307, "self-test failure", True, "supervision"),
         Kind("test_missing", 354, "periodic test report missing", True, "supervision"),
+        Kind(
+            "not_installed",
+            None,
+            "registered unit never heard: not installed",
+            False,
+            "supervision",
+        ),
         # guard duty (gateway/duty.py), published on the duty topic
         Kind("shift_start", None, "guard post duty period begins", False, "duty"),
         Kind("shift_end", None, "guard post duty period ends", False, "duty"),
@@ -58,6 +65,9 @@ KINDS: dict[str, Kind] = {
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
+        Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
+        # the gateway's own clock (gateway/clockwatch.py)
+        Kind("clock_unsynced", 626, "time/date inaccurate: gateway clock", True, "gateway"),
     )
 }
 

@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,12 +48,12 @@ PRESS_SPACING_S = 2.5
 """Real seconds between two presses of one unit (past its scaled incident window)."""
 
 
-def demo_plan(units: int, links: int) -> FleetPlan:
+def demo_plan(units: int, links: int, *, guard_post: bool = True) -> FleetPlan:
     """The demo school's register: service timings, a short duty ladder."""
     return FleetPlan(
         units=units,
         links=links,
-        guard_post=units >= 2,
+        guard_post=guard_post and units >= 2,
         gateway_id="demo-gw",
         heartbeat_s=60,
         missed_heartbeats=3,
@@ -82,6 +83,7 @@ class PressBook:
 
     presses: dict[str, list[float]] = field(default_factory=dict)
     gesture: Counter[str] = field(default_factory=Counter)
+    cancel_unit: str | None = None  # the unit whose press the script cancels
 
     def add(self, unit: FleetUnit) -> None:
         """Record ``unit``'s last press as a scripted alarm press."""
@@ -177,6 +179,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fast",
         help="write unit folders directly (fast) or deploy each through mpremote",
     )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=SPEED,
+        help="the gateway's clock runs this many times faster than real time (default "
+        f"{SPEED:.0f}: a missed check-in walks its ladder in seconds); 1: real time, presses "
+        "only, with every timestamp checked",
+    )
     parser.add_argument("--keep", type=Path, help="keep the fleet's folder here (journal, logs)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (progress to stderr)"
@@ -193,6 +203,8 @@ async def _script(fleet: Fleet, police: Police, book: PressBook, presses: int, o
     """Press buttons: panics, one duress hold, one cancelled press; the guard misses a check-in."""
     alarm_units = [u for u in fleet.units.values() if u.spec.role != "guard_post"]
     guard = next((u for u in fleet.units.values() if u.spec.role == "guard_post"), None)
+    if not alarm_units:
+        return
     tasks: list[asyncio.Task[None]] = []
     started = time.monotonic()
     if guard is not None:
@@ -211,17 +223,42 @@ async def _script(fleet: Fleet, police: Police, book: PressBook, presses: int, o
         return task
 
     async def cancelled(u: FleetUnit) -> None:
+        # the gesture follows the press at once: the unit takes a burst as a cancel only
+        # while its series is open (its incident window after the last press, 2 s at x60),
+        # so waiting to see the alarm at the police first could let the series close
         await (await pressed(u.press(), u))
-        await police.expect_alarm(u, within=5.0)
+        book.cancel_unit = u.id
+        opened = time.monotonic()
         await u.cancel()
         book.gesture[u.id] += 5
+        # the unit sends CANCEL once the burst is followed by its pause (700 ms)
+        with contextlib.suppress(AssertionError):
+            await police.expect_alarm(u, update="cancelled", within=10.0, since=opened)
+
+    # a unit in the middle of a gesture (the duress hold, the cancel burst and its pause)
+    # is not pressed by the next person: a press there would spoil the gesture (a sixth
+    # press in a burst of five is no cancel)
+    gestures: dict[str, asyncio.Task[None]] = {}
+
+    async def free_unit(k: int) -> FleetUnit:
+        n = len(alarm_units)
+        for i in range(n):
+            u = alarm_units[(k + i) % n]
+            busy = gestures.get(u.id)
+            if busy is None or busy.done():
+                return u
+        u = alarm_units[k % n]
+        await asyncio.wait({gestures[u.id]})
+        return u
 
     for k in range(presses):
-        u = alarm_units[k % len(alarm_units)]
+        u = await free_unit(k)
         if k == duress_at:
             tasks.append(await pressed(u.hold(u.spec.long_press_ms / 1000 + 0.4), u))
+            gestures[u.id] = tasks[-1]
         elif k == cancel_at:
             tasks.append(asyncio.create_task(cancelled(u)))
+            gestures[u.id] = tasks[-1]
         else:
             tasks.append(await pressed(u.press(), u))
         await asyncio.sleep(gap)  # the next person presses a moment later
@@ -242,6 +279,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     """Build the school, run the script, return the summary (see :func:`run`)."""
     if args.units < 1 or args.links < 1 or args.presses < 0:
         raise GatewayError("--units, --links must be at least 1 and --presses not negative")
+    if not 1.0 <= args.speed <= 600.0:
+        raise GatewayError("--speed must be between 1 and 600")
     with contextlib.ExitStack() as stack:
         if args.keep:
             workdir = args.keep
@@ -255,7 +294,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             print(f"broker: private Mosquitto at {url}", file=out)
         else:
             print(f"broker: {url}", file=out)
-        plan = demo_plan(args.units, args.links)
+        speed = float(args.speed)
+        plan = demo_plan(args.units, args.links, guard_post=speed != 1.0)
         t0 = time.monotonic()
         book = PressBook()
         screen = Screen(out, book, t0)
@@ -275,15 +315,15 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             impairment=Impairment(drop=args.loss) if args.loss else None,
             seed=args.seed,
             provision=args.provision,
-            firmware=demo_firmware(plan),
+            firmware=demo_firmware(plan, speed),
             install_test=True,
-            clock_speed=SPEED,
+            clock_speed=speed,
             concurrency=16,
         )
         async with police:
             print(
                 f"starting {args.units} virtual units (real firmware, MicroPython) on "
-                f"{args.links} links, the gateway (clock x{SPEED:.0f}) and the police console",
+                f"{args.links} links, the gateway (clock x{speed:g}) and the police console",
                 file=out,
             )
             async with fleet:
@@ -302,6 +342,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
                 await asyncio.gather(*acks, return_exceptions=True)
                 summary = _summary(args, book, police, screen, fleet)
                 _final_table(police, out, t0)
+        if args.keep:
+            print(
+                f"\njournal kept: {fleet.db}\n"
+                f"  campusguard report --db {fleet.db} --month <YYYY-MM> "
+                f"--config {fleet.register}",
+                file=out,
+            )
+            summary["journal"] = str(fleet.db)
     return summary
 
 
@@ -311,6 +359,16 @@ def _summary(
     delivered = book.delivered(police)
     lat = book.latencies(police)
     incidents = police.incidents()
+    sent = _sent(fleet)
+    cancel = _cancel_outcome(book, police, fleet)
+    checks: dict[str, bool | None] = {
+        "every_press_delivered": delivered == book.total,
+        "cancel_landed": cancel["landed"] if cancel["scripted"] else None,
+        # the units' uptime runs in real time: first_press_at is checked at --speed 1 only
+        "first_press_within_5s_before_received": (
+            all(_first_press_ok(d) for d in incidents.values()) if args.speed == 1.0 else None
+        ),
+    }
     return {
         "presses": book.total,
         "delivered": delivered,
@@ -318,15 +376,71 @@ def _summary(
         "latency_ms": latency_stats(lat),
         "units": len(fleet.units),
         "links": len(fleet.relays),
+        "speed": args.speed,
+        "sent": sent,
         "incidents": len(incidents),
         "police_acknowledged": sum(1 for d in incidents.values() if d.get("police_ack_at")),
         "duress": sum(1 for d in incidents.values() if d.get("kind") == "duress"),
-        "cancelled": sum(1 for d in incidents.values() if d.get("state") == "cancelled"),
+        # a cancelled incident also closes once acknowledged and quiet: count cancelled_at
+        "cancelled": sum(1 for d in incidents.values() if d.get("cancelled_at")),
+        "cancel": cancel,
         "missed_checkin": screen.seen["missed_checkin"],
         "escalation_police": screen.seen["escalation:police"],
         "installation_tests": screen.seen["test"],
         "loss": args.loss,
+        "checks": checks,
     }
+
+
+def _sent(fleet: Fleet) -> dict[str, int]:
+    """What the units put on the wire (heard on the links, each counter once).
+
+    A series is one ALARM ``press_ms`` of one unit boot: what the unit took as one alarm
+    (the gateway folds series of one unit within its incident window into one incident).
+    """
+    frames: dict[tuple[int, int, int], Any] = {}
+    for _, f in fleet.heard():
+        frames.setdefault((f.unit, f.epoch, f.seq), f)
+    alarms = [f for f in frames.values() if f.type.name == "ALARM"]
+    series = {(f.unit, f.epoch, int(f.body.press_ms)) for f in alarms}
+    return {
+        "alarm_frames": len(alarms),
+        "alarm_series": len(series),
+        "cancel_frames": sum(1 for f in frames.values() if f.type.name == "CANCEL"),
+        "checkin_frames": sum(1 for f in frames.values() if f.type.name == "CHECKIN"),
+    }
+
+
+def _cancel_outcome(book: PressBook, police: Police, fleet: Fleet) -> dict[str, Any]:
+    """Did the script's cancel reach the police as ``cancelled``? If not, why not."""
+    uid = book.cancel_unit
+    if uid is None:
+        return {"scripted": False, "landed": False, "why_not": "no cancel in this script"}
+    cancelled = [d for d in police.incidents(uid).values() if d.get("cancelled_at")]
+    if cancelled:
+        return {"scripted": True, "unit": uid, "landed": True, "why_not": None}
+    sent = any(f.type.name == "CANCEL" for _, f in fleet.heard(uid))
+    why = (
+        "the unit sent CANCEL but no incident of it was cancelled (the CANCEL named an "
+        "ALARM the gateway did not have)"
+        if sent
+        else "the unit sent no CANCEL: its series had closed (incident window) before the "
+        "burst ended, or the burst was not exactly the cancel gesture"
+    )
+    return {"scripted": True, "unit": uid, "landed": False, "why_not": why}
+
+
+def _first_press_ok(d: dict[str, Any]) -> bool:
+    """``first_press_at`` within 5 s before ``received_at``, never after it."""
+    first, received = _ts(d.get("first_press_at")), _ts(d.get("received_at"))
+    return first is not None and received is not None and 0.0 <= received - first <= 5.0
+
+
+def _ts(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _final_table(police: Police, out: TextIO, t0: float) -> None:
@@ -372,4 +486,11 @@ def run(args: argparse.Namespace) -> int:
             f"(escalated to the police {summary['escalation_police']}), installation tests "
             f"{summary['installation_tests']}/{summary['units']}"
         )
-    return 0 if summary["lost"] == 0 else 1
+        failed = [k for k, v in summary["checks"].items() if v is False]
+        if failed:
+            print(f"         checks failed: {', '.join(failed)}")
+        cancel = summary["cancel"]
+        if cancel["scripted"] and not cancel["landed"]:
+            print(f"         the scripted cancel did not land: {cancel['why_not']}")
+    failed = [k for k, v in summary["checks"].items() if v is False]
+    return 0 if summary["lost"] == 0 and not failed else 1

@@ -37,8 +37,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import Unit, load_config
-from gateway.errors import ConfigError, GatewayError, KeyMissingError, LinkError
+from gateway.config import Unit, load_config, unit_not_found
+from gateway.errors import GatewayError, KeyMissingError, LinkError, UsageError
 from gateway.vboard import (
     CONFIG_FILE,
     FIRMWARE_DIR,
@@ -249,24 +249,24 @@ def deploy(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Deploy one unit; exit status 0, or 1 with a one-line message on stderr."""
+    """Deploy one unit; exit status 0, 2 on a usage or register error, else 1 with one line."""
+    cfg = load_config(args.config)
+    unit = cfg.units.get(args.unit)
+    if unit is None:
+        raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
     try:
-        cfg = load_config(args.config)
-        unit = cfg.units.get(args.unit)
-        if unit is None:
-            raise DeployError(f"unit {args.unit!r} is not in {args.config}")
-        try:
-            key = read_key(args.keydir, unit.id)
-        except FileNotFoundError:
-            raise KeyMissingError(
-                f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
-                f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
-            ) from None
-        except ValueError as exc:
-            raise KeyMissingError(str(exc)) from None
+        key = read_key(args.keydir, unit.id)
+    except FileNotFoundError:
+        raise KeyMissingError(
+            f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
+            f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
+        ) from None
+    except ValueError as exc:
+        raise KeyMissingError(str(exc)) from None
+    try:
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
         files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
-    except (GatewayError, ConfigError) as exc:
+    except GatewayError as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1
     print(f"deployed {unit.id} (addr {unit.addr}) to {args.port}: {len(files)} files verified")

@@ -46,7 +46,7 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Any
@@ -54,6 +54,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.config import Config, Post, Unit
 from gateway.contact_id import NEW, RESTORE, code_of
+from gateway.incidents import iso
 from gateway.ports import Outlet
 from gateway.shifts import Period, WeeklySchedule, zone
 from gateway.supervision import transaction
@@ -126,13 +127,19 @@ class DutyWatch:
         clock: Clock,
         *,
         tz: tzinfo | str | None = None,
+        installed: Callable[[str], bool] | None = None,
     ) -> None:
         """Load (or create) each post's duty state from ``conn``.
 
         ``tz`` is the schools' local time zone, in which boards.yaml gives the shifts:
         a tzinfo or an IANA name; default the system's local zone. ``conn`` is the
-        gateway store's connection, used from the event-loop thread only.
+        gateway store's connection, used from the event-loop thread only. ``installed``
+        tells whether a unit has ever been heard (the supervisor's
+        :meth:`~gateway.supervision.Supervisor.is_installed`): a post whose unit is not
+        installed yet raises no missed check-in and climbs no ladder.
         """
+        self.installed = installed
+        self._announced = False
         self.config = config
         self.outlet = outlet
         self.conn = conn
@@ -258,7 +265,18 @@ class DutyWatch:
             log.exception("post %s: duty ack at %.3f not processed", post.id, at)
 
     def tick(self, now: float) -> None:
-        """Bring every post up to ``now``: shift changes, missed check-ins, ladder rungs."""
+        """Bring every post up to ``now``: shift changes, missed check-ins, ladder rungs.
+
+        The first tick publishes every post's retained state.
+        """
+        if not self._announced:
+            self._announced = True
+            for post in self.posts.values():
+                try:
+                    self._advance(post, now)
+                    self._retain(post, now)
+                except Exception:
+                    log.exception("post %s: state not published", post.id)
         for post in self.posts.values():
             try:
                 self._advance(post, now)
@@ -358,6 +376,13 @@ class DutyWatch:
 
     def _miss(self, post: Post, t: float, now: float) -> None:
         st = self.state[post.id]
+        if self.installed is not None and not self.installed(post.unit):
+            # nobody can check in on a unit that was never installed (no key, not
+            # deployed): the supervisor told the security lead once; no ladder, no police
+            due = now + post.checkin_interval_min * 60
+            log.info("post %s: unit %s not installed; no check-in owed", post.id, post.unit)
+            self._save_only(replace(st, due_at=due, deadline=due + post.grace_min * 60))
+            return
         if t < self.started_at:
             # the deadline passed while the gateway was down: nobody could be told then
             if st.on_duty and st.period_end > self.started_at:
@@ -528,6 +553,44 @@ class DutyWatch:
             topic="duty",
         )
         self._save_only(new)
+        self._retain(post, at)
+
+    def post_state(self, post_id: str, at: float) -> dict[str, Any]:
+        """The post's state as its retained ``post/<post>/state`` message says it."""
+        post = self.posts[post_id]
+        st = self.state[post_id]
+        ladder = post.escalation
+        last_step = ladder[st.next_step - 1] if st.escalating and st.next_step > 0 else None
+        return {
+            "post": post.id,
+            "site": post.site,
+            **self._who(post),
+            "on_duty": st.on_duty,
+            "shift": (
+                {"start": iso(_db(st.period_start)), "end": iso(_db(st.period_end))}
+                if st.on_duty
+                else None
+            ),
+            "off_since": iso(st.off_since) if not st.on_duty else None,
+            "last_checkin": iso(st.last_checkin),
+            "next_due": iso(st.due_at),
+            "deadline": iso(st.deadline),
+            "escalating": st.escalating,
+            "missed_deadline": iso(st.missed_deadline),
+            "rung": st.next_step if st.escalating else 0,
+            "of": len(ladder),
+            "step": last_step.step if last_step is not None else None,
+            "installed": self.installed is None or self.installed(post.unit),
+            "at": iso(at),
+        }
+
+    def _retain(self, post: Post, at: float) -> None:
+        self.outlet.retain(
+            site=post.site,
+            topic=f"post/{post.id}/state",
+            payload=self.post_state(post.id, at),
+            at=at,
+        )
 
     def _save_only(self, st: PostState) -> None:
         with transaction(self.conn):

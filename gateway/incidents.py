@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import testmode
 from gateway.config import Config, Unit
 from gateway.contact_id import code_of
 from gateway.store import Store
@@ -45,9 +47,13 @@ CID_CHATTER = code_of("button_chatter")
 CID_CANCEL = code_of("cancel")
 UPGRADABLE = ("panic", "silent", "other")
 OPEN_STATES = ("open", "police_ack")
+BOARD_STATES = ("open", "police_ack", "cancelled")
+"""States kept on the duty room's board (retained on ``open/<incident>``) until closed."""
 CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)
 DISPOSITIONS = ("genuine", "false_alarm", "test")
 _U32 = 1 << 32
+PRESS_AHEAD_MS = 2000.0
+"""How far a press may lie ahead of the boot estimate's uptime (its rounding and drift)."""
 
 EventFn = Callable[..., None]
 
@@ -86,6 +92,7 @@ _INC_COLS = (
     "last_epoch",
     "last_seq",
     "closed_at",
+    "test",
 )
 _TRACK_COLS = (
     "addr",
@@ -141,6 +148,7 @@ class Incident:
     last_epoch: int
     last_seq: int
     closed_at: float | None
+    test: bool
     addr: int
     first_press_source: str
     series_press_ms: int | None
@@ -157,11 +165,12 @@ class Incident:
         """From a row of ``_SELECT``."""
         inc = cls(*row)
         inc.chatter = bool(inc.chatter)
+        inc.test = bool(inc.test)
         return inc
 
     def inc_values(self) -> tuple[Any, ...]:
-        """The ``incidents`` columns, in ``_INC_COLS`` order."""
-        return tuple(getattr(self, c) for c in _INC_COLS)
+        """The ``incidents`` columns, in ``_INC_COLS`` order (test as 0/1)."""
+        return tuple(int(v) if isinstance(v, bool) else v for v in map(self._get, _INC_COLS))
 
     def track_values(self) -> tuple[Any, ...]:
         """The ``incident_track`` columns, in ``_TRACK_COLS`` order (chatter as 0/1)."""
@@ -193,6 +202,9 @@ class IncidentBook:
         self._orphans: dict[tuple[int, int, int], float] = {}
         # "incident opened" lines, said once their transaction has committed (see opened())
         self._opened: list[tuple[str, str, str, str]] = []
+        # retained board copies of this transaction: incident -> (site, latest payload or "")
+        self._board: dict[str, tuple[str, str]] = {}
+        testmode.create(store.conn)
         self.reload()
 
     def log_opened(self) -> None:
@@ -207,15 +219,21 @@ class IncidentBook:
     def reload(self) -> None:
         """(Re)load what is open, and CANCELs still waiting for their ALARM, from the journal."""
         self._opened.clear()
+        self._board.clear()
         self._by_id.clear()
         self._open_of.clear()
         rows = self._store.conn.execute(
-            _SELECT + " WHERE i.state IN ('open', 'police_ack') ORDER BY t.last_alarm_at"
+            _SELECT + " WHERE (i.state IN ('open', 'police_ack') OR (i.state = 'cancelled'"
+            " AND i.police_ack_at IS NOT NULL)) AND i.closed_at IS NULL"
+            # a cancelled one the police have not acknowledged waits for their ack, which
+            # loads it (_get); then tick() closes it
+            " ORDER BY t.last_alarm_at"
         ).fetchall()
         for row in rows:
             inc = Incident.from_row(row)
             self._by_id[inc.id] = inc
-            self._open_of[inc.unit] = inc  # ordered by last_alarm_at: the latest wins
+            if inc.is_open:
+                self._open_of[inc.unit] = inc  # ordered by last_alarm_at: the latest wins
         self._orphans = self._store.orphan_cancels()
 
     # -- uplink -------------------------------------------------------------------------
@@ -346,11 +364,12 @@ class IncidentBook:
     def tick(self, now: float) -> bool:
         """Publish coalesced press updates that are due, close what is over; True if any.
 
-        An incident is closed once the police have acknowledged it and its unit has been
-        quiet for the incident window: from then on a press opens a new incident (as it
-        would anyway), the close is published (``update: closed``), and the incident no
-        longer counts as open at a restart. One the police have not acknowledged stays
-        open, however old: it must stay on the duty room's screen.
+        An incident (open or cancelled) is closed once the police have acknowledged it and
+        its unit has been quiet for the incident window: from then on a press opens a new
+        incident (as it would anyway), the close is published (``update: closed``, and the
+        retained ``open/<incident>`` is cleared), and the incident no longer counts at a
+        restart. One the police have not acknowledged stays, however old: it must stay on
+        the duty room's board.
         """
         due = [iid for iid, t in self._due.items() if t <= now]
         over = [inc for inc in self._by_id.values() if self._over(inc, now)]
@@ -370,10 +389,11 @@ class IncidentBook:
                 self._due.pop(inc.id, None)
                 self._publish(inc, "closed", now)
                 self._save(inc)
+            self.flush_board(now)
         return True
 
     def _over(self, inc: Incident, now: float) -> bool:
-        if inc.state != "police_ack":
+        if inc.state not in ("police_ack", "cancelled") or inc.police_ack_at is None:
             return False
         unit = self._config.units.get(inc.unit)
         window = unit.incident_window_s if unit is not None else 0.0
@@ -394,6 +414,7 @@ class IncidentBook:
         from_alarm: bool = True,
     ) -> Incident:
         first, source = self._first_press_at(unit.addr, frame.epoch, press_ms, at)
+        test = testmode.unit_mode(self._store.conn, unit, at) is not None
         inc = Incident(
             id=f"{self._config.gateway_id}-{unit.id}-{frame.epoch}-{frame.seq}",
             site=unit.site,
@@ -411,6 +432,7 @@ class IncidentBook:
             last_epoch=frame.epoch,
             last_seq=frame.seq,
             closed_at=None,
+            test=test,
             addr=unit.addr,
             first_press_source=source,
             series_press_ms=press_ms if from_alarm else None,
@@ -466,7 +488,8 @@ class IncidentBook:
     def _remember(self, inc: Incident) -> None:
         self._by_id[inc.id] = inc
         if len(self._by_id) > CACHE_CLOSED * 2:
-            closed = [k for k, v in self._by_id.items() if not v.is_open]
+            # an incident still on the board stays: tick() closes it from here
+            closed = [k for k, v in self._by_id.items() if v.state not in BOARD_STATES]
             for k in closed[: len(closed) - CACHE_CLOSED]:
                 del self._by_id[k]
                 self._press_times.pop(k, None)
@@ -479,13 +502,20 @@ class IncidentBook:
         return inc
 
     def _first_press_at(self, addr: int, epoch: int, press_ms: int, at: float) -> tuple[float, str]:
+        """When the first press was, from the unit's uptime (``press_ms``, mod 2^32).
+
+        The boot estimate comes from a heartbeat's whole-second uptime, so the uptime it
+        gives now may be up to ~1 s (plus the estimate's hysteresis) short of the real one:
+        a press just after a heartbeat can look a little *ahead* of now. The 2^32 cycle
+        taken is the one nearest the estimated uptime, allowing the press up to
+        ``PRESS_AHEAD_MS`` ahead of it; never the previous cycle, 49.7 days early.
+        """
         boot = self._store.boot_at(addr, epoch)
         if boot is None or boot > at:
             return at, "received"
         uptime_ms = (at - boot) * 1000.0
-        # press_ms is uptime mod 2^32: take the latest value not after now
-        full = press_ms + _U32 * int((uptime_ms - press_ms) // _U32)
-        if full > uptime_ms + 1000.0:  # more than the heartbeat's rounding in the future
+        full = press_ms + _U32 * math.floor((uptime_ms + PRESS_AHEAD_MS - press_ms) / _U32)
+        if full < 0:  # pressed before this boot began: the estimate cannot be right
             return at, "received"
         return min(at, boot + full / 1000.0), "unit_uptime"
 
@@ -543,15 +573,34 @@ class IncidentBook:
             "police_ack_by": inc.police_ack_by,
             "disposition": inc.disposition,
             "closed_at": iso(inc.closed_at),
+            "test": inc.test,
             "published_at": iso(at),
         }
         if link is not None:
             payload["link"] = link
         self._last_pub[inc.id] = at
+        text = json.dumps(payload, separators=(",", ":"))
         self._store.enqueue(
             at=at,
             topic=f"{self._prefix}/{inc.site}/alarm/{inc.unit}",
-            payload=json.dumps(payload, separators=(",", ":")),
+            payload=text,
             qos=1,
             incident=inc.id,
         )
+        self._board[inc.id] = (inc.site, text if inc.state in BOARD_STATES else "")
+        if not self._store.in_transaction:
+            self.flush_board(at)
+
+    def flush_board(self, at: float) -> None:
+        """Queue the retained board copies of this transaction; call it before the commit.
+
+        The board of a duty room that (re)connects: ``open/<incident>`` retains the latest
+        update of every incident not yet closed; an empty retained message at the close
+        removes it. One copy per incident and transaction, after all of the
+        transaction's alarm updates: in a burst of alarms the copies do not delay them.
+        """
+        for iid, (site, text) in self._board.items():
+            self._store.enqueue(
+                at=at, topic=f"{self._prefix}/{site}/open/{iid}", payload=text, retain=True
+            )
+        self._board.clear()

@@ -76,6 +76,11 @@ class _Tally:
 _BODY_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def rekey_hint(unit_id: str) -> str:
+    """What a bad MAC from a registered unit may mean besides forgery, and what to do."""
+    return f"if this unit was re-keyed, deploy it again (campusguard deploy {unit_id})"
+
+
 def body_dict(frame: Frame) -> dict[str, int]:
     """A frame's body fields as plain integers (for the journal)."""
     body = frame.body
@@ -115,6 +120,7 @@ class Pipeline:
         self._security: dict[int | None, _Tally] = {}
         self.batch_s: deque[float] = deque(maxlen=4096)  # frames in -> ACKs out, recent
         self.journalled = 0
+        self.retries: Counter[str] = Counter()  # retransmissions seen, by unit id
         self.commit_failures = 0
         self.last_commit_ok = True
 
@@ -143,9 +149,11 @@ class Pipeline:
                         fresh.append((unit, f))
                     else:
                         state = self._duplicate_state(f)
+                        self.retries[unit.id] += 1
                     acks.append((f.unit, f.epoch, f.seq, state))
                 for addr in touched:
                     self._store.replay_save(addr, self._guard.state(addr))
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             self.commit_failures += 1
             self.last_commit_ok = False
@@ -242,6 +250,10 @@ class Pipeline:
         if unit is not None:
             detail["addr"] = unit.addr
             detail["place"] = unit.place
+            if tally.counts[Reason.FORGED.value]:
+                # a bad MAC from a registered unit is also what a unit still carrying its
+                # old key looks like after `campusguard keygen --force`
+                detail["hint"] = rekey_hint(unit.id)
         else:
             detail["addrs"] = sorted(tally.addrs)
         detail["since"] = iso(tally.first_at) if tally.first_at is not None else None
@@ -311,6 +323,7 @@ class Pipeline:
         try:
             with self._store.transaction():
                 target, news = self.incidents.on_police_ack(incident, by, disposition, at)
+                self.incidents.flush_board(at)
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return
@@ -411,6 +424,21 @@ class Pipeline:
                 at=at,
                 topic=f"{self._prefix}/{site}/{leaf}",
                 payload=json.dumps(payload, separators=(",", ":")),
+            )
+        if not self._store.in_transaction:
+            self._wake()
+
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        """Queue a retained state message (``unit/<id>/state``, ``post/<id>/state``)."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] not in ("unit", "post") or parts[2] != "state":
+            raise ValueError(f"topic must be unit/<id>/state or post/<id>/state, not {topic!r}")
+        with self._store.transaction():
+            self._store.enqueue(
+                at=at,
+                topic=f"{self._prefix}/{site}/{topic}",
+                payload=json.dumps(dict(payload), separators=(",", ":"), default=str),
+                retain=True,
             )
         if not self._store.in_transaction:
             self._wake()

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import aiomqtt
 
+from gateway.mqttsocket import guard_write_watch
 from gateway.relay import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,16 @@ class Police:
         s = self.settings
         while True:
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                    identifier=self.identifier,
-                    clean_session=self.identifier is None,
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                        identifier=self.identifier,
+                        clean_session=self.identifier is None,
+                    )
                 ) as client:
                     await client.subscribe(f"{self.prefix}/{self.site}/#", qos=1)
                     self._client = client
@@ -370,8 +373,14 @@ class Police:
             await client.publish(topic, payload, qos=1)
             return
         s = self.settings
-        async with aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password, tls_context=s.tls_context()
+        async with guard_write_watch(
+            aiomqtt.Client(
+                s.host,
+                s.port,
+                username=s.username,
+                password=s.password,
+                tls_context=s.tls_context(),
+            )
         ) as one_off:
             await one_off.publish(topic, payload, qos=1)
 

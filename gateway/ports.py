@@ -40,6 +40,15 @@ class Outlet(Protocol):
         """Send a SIGNAL frame to ``unit`` (best effort: a unit's link may be down)."""
         ...
 
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        """Queue a retained state message on ``<prefix>/<site>/<topic>`` for the police.
+
+        ``topic`` is ``unit/<unit>/state`` or ``post/<post>/state``: the latest state of a
+        unit or a post, which a duty-room client receives at once when it (re)connects.
+        Committed with the caller's transaction (or at once), in order with the events.
+        """
+        ...
+
 
 class Watcher(Protocol):
     """Logic that watches the stream of frames (unit supervision, guard duty).

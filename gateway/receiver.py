@@ -66,6 +66,7 @@ class Receiver:
         self._decode_rejects: dict[str, Counter[Reason]] = {}
         self._last_log: dict[tuple[str, Reason], tuple[float, int]] = {}
         self.frames = 0
+        self.link_frames: Counter[str] = Counter()  # authentic frames per link
 
     def on_bytes(self, link: str, data: bytes) -> None:
         """Feed line bytes; pass complete authentic frames on."""
@@ -93,6 +94,7 @@ class Receiver:
                 self._maybe_log(link, reason, None)
         if items:
             self.frames += len(items)
+            self.link_frames[link] += len(items)
             self._sink.on_frames(link, items)
 
     def on_link(self, link: str, up: bool) -> None:

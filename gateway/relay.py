@@ -31,6 +31,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import ssl
 import time
@@ -44,8 +45,9 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from gateway.clock import Clock
-from gateway.errors import GatewayError
+from gateway.errors import UsageError
 from gateway.incidents import iso
+from gateway.mqttsocket import guard_write_watch
 from gateway.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -77,13 +79,17 @@ class BrokerSettings:
         """``mqtt://host[:1883]`` or ``mqtts://[user:pass@]host[:8883]``."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise GatewayError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
+            raise UsageError(f"--broker {url!r}: use mqtt://host:port or mqtts://host:port")
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
-            raise GatewayError(f"--broker {url!r}: {exc}") from None
-        return cls(
+            raise UsageError(f"--broker {url!r}: {exc}") from None
+        files = {k: v for k, v in extra.items() if k in _TLS_FILES and v is not None}
+        if files and not tls:
+            option = _TLS_FILES[next(iter(files))]
+            raise UsageError(f"{option} is for TLS: use --broker mqtts://{parts.netloc}")
+        settings = cls(
             host=parts.hostname,
             port=port,
             tls=tls,
@@ -93,15 +99,40 @@ class BrokerSettings:
             client_cert=extra.get("client_cert"),
             client_key=extra.get("client_key"),
         )
+        settings.tls_context()  # a missing or broken file is an error now, not at connect
+        return settings
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """A verifying TLS context, or None for plain TCP."""
+        """A verifying TLS context, or None for plain TCP.
+
+        Raises :class:`UsageError` naming the option and file that cannot be used.
+        """
         if not self.tls:
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(_file_problem("--ca-file", self.ca_file, exc)) from None
         if self.client_cert:
-            ctx.load_cert_chain(self.client_cert, self.client_key)
+            try:
+                ctx.load_cert_chain(self.client_cert, self.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                cert_or_key = (
+                    ("--client-key", self.client_key)
+                    if self.client_key and not os.access(self.client_key, os.R_OK)
+                    else ("--client-cert", self.client_cert)
+                )
+                raise UsageError(_file_problem(*cert_or_key, exc)) from None
         return ctx
+
+
+_TLS_FILES = {"ca_file": "--ca-file", "client_cert": "--client-cert", "client_key": "--client-key"}
+
+
+def _file_problem(option: str, path: str | None, exc: Exception) -> str:
+    if not isinstance(exc, ssl.SSLError) and isinstance(exc, OSError) and exc.errno is not None:
+        return f"{option} {path}: {os.strerror(exc.errno)}"
+    return f"{option} {path}: not a usable PEM file ({exc})"
 
 
 class _Direct:
@@ -263,18 +294,20 @@ class Relay:
         delay = BACKOFF_MIN_S
         s = self._settings
         while not self._stopping.is_set():
-            client = aiomqtt.Client(
-                s.host,
-                s.port,
-                username=s.username,
-                password=s.password,
-                identifier=self._client_id,
-                clean_session=False,
-                keepalive=s.keepalive_s,
-                timeout=PUBLISH_TIMEOUT_S,
-                tls_context=s.tls_context(),
-                will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
-                max_inflight_messages=WINDOW,
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    identifier=self._client_id,
+                    clean_session=False,
+                    keepalive=s.keepalive_s,
+                    timeout=PUBLISH_TIMEOUT_S,
+                    tls_context=s.tls_context(),
+                    will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
+                    max_inflight_messages=WINDOW,
+                )
             )
             try:
                 async with client:

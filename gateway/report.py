@@ -337,12 +337,16 @@ def _site_month(
     obs_end: float,
 ) -> dict[str, Any]:
     cfg_site = config.sites.get(site) if config else None
-    incidents = _incidents(conn, w, site)
+    everything = _incidents(conn, w, site)
+    # alarms from units in test (maintenance) mode are counted apart, not as alarms
+    incidents = [i for i in everything if not i.get("test")]
+    alarms = _alarms(incidents)
+    alarms["test_mode_alarms"] = len(everything) - len(incidents)
     events = _events(conn, "site = ? AND at >= ? AND at < ?", (site, w.start, w.end))
     return {
         "site": site,
         "name": cfg_site.name if cfg_site else site,
-        "alarms": _alarms(incidents),
+        "alarms": alarms,
         "units": _units(conn, site, w, config, events, incidents, obs_start, obs_end),
         "duty": _duty(site, config, events),
     }
@@ -574,6 +578,7 @@ def daily(
                         if i["police_ack_at"] is None
                         else round(float(i["police_ack_at"]) - float(i["first_press_at"]), 3),
                         "disposition": i["disposition"],
+                        "test": bool(i.get("test")),
                     }
                     for i in incidents
                 ],
@@ -652,6 +657,10 @@ def _md_month(data: Mapping[str, Any]) -> str:
             ]
         else:
             lines.append("No alarms.")
+        if a.get("test_mode_alarms"):
+            lines.append(
+                f"- in test mode (installers' tests, not counted above): {a['test_mode_alarms']}"
+            )
         lines += ["", "### Units", ""]
         lines += _table(
             [
@@ -750,7 +759,7 @@ def _md_day(data: Mapping[str, Any]) -> str:
                     [
                         a["time"],
                         a["unit"],
-                        a["kind"],
+                        a["kind"] + (" (test mode)" if a.get("test") else ""),
                         a["state"],
                         duration(a["police_ack_s"]),
                         a["disposition"] or "",

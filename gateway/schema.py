@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     disposition    TEXT,               -- from the police ack: genuine | false_alarm | test | NULL
     last_epoch     INTEGER NOT NULL,   -- counter of the latest ALARM folded in
     last_seq       INTEGER NOT NULL,
-    closed_at      REAL
+    closed_at      REAL,
+    test           INTEGER NOT NULL DEFAULT 0  -- 1: opened in test mode (gateway/testmode.py)
 );
 CREATE INDEX IF NOT EXISTS incidents_site_time ON incidents(site, first_press_at);
 CREATE INDEX IF NOT EXISTS incidents_unit_state ON incidents(unit, state);
@@ -48,5 +49,8 @@ CREATE INDEX IF NOT EXISTS events_unit_kind ON events(unit, kind, at);
 
 
 def create_shared(conn: sqlite3.Connection) -> None:
-    """Create the shared tables if they do not exist."""
+    """Create the shared tables if they do not exist; add columns a journal lacks."""
     conn.executescript(SHARED_SCHEMA)
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(incidents)")}
+    if "test" not in columns:  # a journal from before test mode
+        conn.execute("ALTER TABLE incidents ADD COLUMN test INTEGER NOT NULL DEFAULT 0")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
+from gateway.credentials import SecretDir
 from gateway.downlink import Downlink
 from gateway.errors import GatewayError
 from gateway.link import SerialLink
@@ -31,14 +32,17 @@ from gateway.ports import Outlet, Watcher
 from gateway.receiver import Receiver
 from gateway.relay import BrokerSettings, Relay
 from gateway.sdnotify import Notifier
-from gateway.store import Store
+from gateway.status import STATUS_EVERY_S, STATUS_KEY, LinkCounters, snapshot_json
+from gateway.store import RETENTION_DAYS, Store
 from protocol import Codec, ReplayGuard
-from protocol.keys import read_key
+from protocol.keys import parse_key
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2  # watchers' tick: 5x per real second
 CHECKPOINT_S = 1.0  # WAL checkpoint period (in a worker thread)
+PRUNE_EVERY_S = 3600.0  # retention pruning: at start, then hourly
+PRUNE_PAUSE_S = 0.05  # between two pruning batches: the loop stays free for alarms
 WATCHDOG_DEFAULT_S = 10.0  # health check period without systemd's watchdog
 WATCHDOG_FAILURES = 3  # consecutive failed health checks before the service gives up
 LOOP_LAG_LIMIT_S = 2.0  # a loop that late is not healthy
@@ -49,11 +53,12 @@ class Settings:
     """How to run: where things are (config holds what)."""
 
     db_path: Path
-    keydir: Path
+    keydir: Path | SecretDir  # a plain path holds <unit>.key files
     broker: BrokerSettings
     links: Mapping[str, Link] | None = None  # None: boards.yaml's links
     prefix: str = "campusguard"
     clock: Clock = field(default_factory=SystemClock)
+    retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -61,13 +66,15 @@ def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/gateway/{gateway_id}/status"
 
 
-def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
+def load_keys(config: Config, keydir: Path | SecretDir) -> dict[int, bytes]:
     """Every unit's key by address; a missing or broken key is logged and skipped."""
+    source = keydir if isinstance(keydir, SecretDir) else SecretDir(keydir)
     keys: dict[int, bytes] = {}
     missing: list[str] = []
     for unit in config.units.values():
+        path = source.unit_key(unit.id)
         try:
-            keys[unit.addr] = read_key(keydir, unit.id)
+            keys[unit.addr] = parse_key(path.read_text(), str(path))
         except (OSError, ValueError) as exc:
             missing.append(unit.id)
             log.error(
@@ -77,7 +84,7 @@ def load_keys(config: Config, keydir: Path) -> dict[int, bytes]:
                 exc,
             )
     if missing and len(missing) == len(config.units):
-        log.critical("no unit has a key in %s: every frame will be rejected", keydir)
+        log.critical("no unit has a key in %s: every frame will be rejected", source)
     return keys
 
 
@@ -135,6 +142,7 @@ class Gateway:
         self.store.on_commit = self.relay.submit  # committed messages go out at once
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
+        self.started_at = self.clock.now()
         self._stop = asyncio.Event()
         self.healthy = True
 
@@ -191,6 +199,8 @@ class Gateway:
                 tasks.append(tg.create_task(self.relay.run(), name="relay"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
+                tasks.append(tg.create_task(self._pruner(), name="prune"))
+                tasks.append(tg.create_task(self._status_writer(), name="status"))
                 await self._announce_ready()
                 tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 stopper = tg.create_task(self._stop.wait(), name="stop")
@@ -205,6 +215,7 @@ class Gateway:
                     t.cancel()
             try:  # for benches and post-mortems: the last run's stage latencies
                 self.store.meta_set("stats", json.dumps(self.stats()))
+                self.store.meta_set(STATUS_KEY, self.status_json())
             except sqlite3.Error:
                 log.exception("cannot store the run's statistics")
         finally:
@@ -247,6 +258,45 @@ class Gateway:
                 await asyncio.to_thread(self.store.checkpoint)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (retrying): %s", exc)
+
+    def status_json(self) -> str:
+        """The snapshot ``campusguard status`` reads (:mod:`gateway.status`)."""
+        links = {
+            lid: LinkCounters(
+                up=link.up,
+                port=link.port,
+                bytes_in=link.bytes_in,
+                bytes_out=link.bytes_out,
+                frames=self.receiver.link_frames[lid],
+                rejects=self.receiver.rejects(lid),
+            )
+            for lid, link in self.links.items()
+        }
+        return snapshot_json(self.clock.now(), self.started_at, links, self.pipeline.retries)
+
+    async def _status_writer(self) -> None:
+        while True:
+            try:
+                self.store.meta_set(STATUS_KEY, self.status_json())
+            except sqlite3.Error as exc:
+                log.warning("cannot write the status snapshot: %s", exc)
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    async def _pruner(self) -> None:
+        """Drop frames and delivered outbox rows past the retention, a batch at a time."""
+        days = self.settings.retention_days
+        while True:
+            before = self.clock.now() - days * 86400.0
+            gone = 0
+            try:
+                while n := self.store.prune(before):
+                    gone += n
+                    await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
+            except sqlite3.Error as exc:
+                log.warning("pruning the journal failed (next try in an hour): %s", exc)
+            if gone:
+                log.info("journal: pruned %d rows older than %g days", gone, days)
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def _watchdog(self) -> None:
         """Feed systemd's watchdog while healthy; after N consecutive failures, give up."""

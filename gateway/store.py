@@ -28,6 +28,9 @@ from gateway.walsync import WalSync
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+RETENTION_DAYS = 90
+"""Default age after which frames and delivered outbox rows are pruned."""
+PRUNE_BATCH = 200  # rows per pruning transaction: ~5-10 ms on the event loop (bench/journal.py)
 
 _OWN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -106,6 +109,24 @@ class OutboxRow:
     incident: str | None
 
 
+def _private(path: Path) -> None:
+    """Create the journal mode 0600, or make an existing one 0600 (with its WAL and shm).
+
+    It holds owners' names and phone numbers. SQLite gives the -wal and -shm files the
+    database file's mode.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            log.warning("%s was readable by others (mode %o): now 0600", p, mode)
+            p.chmod(0o600)
+
+
 def default_db_path() -> Path:
     """``$STATE_DIRECTORY/gateway.db`` under systemd, else ``var/gateway.db``."""
     state = os.environ.get("STATE_DIRECTORY")
@@ -127,7 +148,8 @@ class Store:
         """
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private(self.path)
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=True, timeout=5.0
             )
@@ -155,6 +177,8 @@ class Store:
             # an SD card): never inside an alarm's commit, see checkpoint()
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=OFF")
+            # pruned rows (owners' phone numbers) are overwritten, not left in free pages
+            conn.execute("PRAGMA secure_delete=ON")
             conn.executescript(_OWN_SCHEMA)
             create_shared(conn)
             with self.transaction():
@@ -291,6 +315,19 @@ class Store:
         with self.transaction():
             self.meta_set("alive_at", repr(at))
 
+    def last_record_at(self) -> float | None:
+        """The time of the journal's latest record (frame, event, health probe), if any.
+
+        A clock that reads earlier than this at a start has gone back: the Pi booted
+        without an RTC and without time sync yet (gateway/clockwatch.py).
+        """
+        row = self.conn.execute(
+            "SELECT max(t) FROM (SELECT max(at) AS t FROM frames UNION ALL "
+            "SELECT max(at) FROM events UNION ALL "
+            "SELECT CAST(value AS REAL) FROM meta WHERE key = 'alive_at')"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     # -- replay windows -----------------------------------------------------------------
 
     def replay_load_all(self) -> dict[int, list[tuple[int, int, int]]]:
@@ -348,6 +385,28 @@ class Store:
             " GROUP BY 1, 2, 3"
         ).fetchall()
         return {(int(a), int(e), int(q)): float(t) for a, e, q, t in rows}
+
+    # -- retention ------------------------------------------------------------------------
+
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete a batch of old frames and delivered outbox rows; return how many went.
+
+        Up to ``batch`` of each, older than ``before``. Incidents and events stay (the
+        reports). One short transaction: call it again (yielding to the loop between calls) until
+        it returns 0. Unsent outbox rows are never pruned, however old.
+        """
+        with self.transaction() as conn:
+            frames = conn.execute(
+                "DELETE FROM frames WHERE id IN"
+                " (SELECT id FROM frames WHERE at < ? ORDER BY id LIMIT ?)",
+                (before, batch),
+            ).rowcount
+            sent = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                " WHERE sent_at IS NOT NULL AND created_at < ? ORDER BY id LIMIT ?)",
+                (before, batch),
+            ).rowcount
+        return int(frames) + int(sent)
 
     # -- unit boots (for first_press_at) ------------------------------------------------
 

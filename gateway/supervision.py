@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.config import Config, Unit
 from gateway.contact_id import MANUAL_TEST_CODE, NEW, RESTORE, code_of
+from gateway.incidents import iso
 from gateway.ports import Outlet
 from protocol.messages import (
     Fault,
@@ -69,6 +70,20 @@ CREATE TABLE IF NOT EXISTS supervision_condition (
     PRIMARY KEY (unit, kind)
 );
 """
+
+INSTALL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS supervision_install (
+    unit        TEXT PRIMARY KEY,  -- boards.yaml unit id
+    first_heard REAL,              -- its first authentic frame (NULL: not installed yet)
+    noticed_at  REAL               -- when the security lead was told it is not installed
+);
+"""
+
+STATES_PER_TICK = 10
+"""Retained unit states published per tick at most (the pipeline ticks 5 times a second)."""
+STATE_REFRESH_S = 600.0
+"""A unit's retained state is published on every change, and at least this often while it
+is heard (so ``last_heard`` on a duty room's board is never older than this)."""
 
 FLAG_CONDITIONS: dict[HeartbeatFlags, str] = {
     HeartbeatFlags.TAMPER: "tamper",
@@ -116,6 +131,38 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.commit()
 
 
+def _load_installs(conn: sqlite3.Connection) -> dict[str, tuple[float | None, float | None]]:
+    """Installed units: id -> (first heard, noticed at); seeded from the journal at first.
+
+    A journal older than the table knows its installed units from the frames it holds:
+    they must not turn "not installed" (and unsupervised) by an upgrade.
+    """
+    new = (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'supervision_install'"
+        ).fetchone()
+        is None
+    )
+    conn.execute(INSTALL_SCHEMA)
+    if new:
+        conn.execute(
+            "INSERT OR IGNORE INTO supervision_install(unit, first_heard) "
+            "SELECT unit, last_seen FROM supervision_unit WHERE last_seen IS NOT NULL"
+        )
+        has_frames = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'frames'"
+        ).fetchone()
+        if has_frames is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO supervision_install(unit, first_heard) "
+                "SELECT unit, min(at) FROM frames GROUP BY unit"
+            )
+    return {
+        str(u): (h, n)
+        for u, h, n in conn.execute("SELECT unit, first_heard, noticed_at FROM supervision_install")
+    }
+
+
 def offline_after(unit: Unit) -> float:
     """Seconds of silence after which ``unit`` is reported offline."""
     return (unit.missed_heartbeats + 0.5) * unit.heartbeat_s
@@ -139,6 +186,12 @@ class _UnitState:
     conditions: dict[str, float] = field(default_factory=dict)
     clear_count: dict[str, int] = field(default_factory=dict)
     frames: int = 0
+    installed: bool = True  # False until the unit's first authentic frame ever
+    noticed: bool = False  # the security lead was told it is not installed
+    battery_mv: int | None = None
+    fw: str | None = None
+    published: tuple[Any, ...] | None = None  # what the retained state last said
+    published_at: float = -1e18
 
 
 class Supervisor:
@@ -166,6 +219,7 @@ class Supervisor:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            installs = _load_installs(conn)
         self.units: dict[str, _UnitState] = {}
         rows = {
             str(r[0]): r
@@ -198,6 +252,9 @@ class Supervisor:
                 last_test=last_test,
                 conditions=conds.get(unit.id, {}),
             )
+            heard, noticed = installs.get(unit.id, (None, None))
+            st.installed = heard is not None
+            st.noticed = noticed is not None
             self.units[unit.id] = st
             if row is None:
                 new_rows.append((unit.id, t))
@@ -212,6 +269,17 @@ class Supervisor:
             len(self.units),
             len(offline),
         )
+        waiting = [u for u, s in self.units.items() if not s.installed]
+        if waiting:
+            log.warning(
+                "%d unit(s) not installed yet (no authentic frame ever): %s; for each, run "
+                "`campusguard keygen UNIT` and `campusguard deploy UNIT` (firmware/README.md); "
+                "they are not supervised until their first frame",
+                len(waiting),
+                ", ".join(waiting),
+            )
+        self._announced = False
+        self._dirty: set[str] = set()  # units whose retained state may have changed
 
     # -- Watcher -------------------------------------------------------------------------
 
@@ -221,7 +289,12 @@ class Supervisor:
         if st is None:
             log.warning("frame from unit %s that is not supervised", unit.id)
             return
-        self.tick(at)
+        try:
+            if not st.installed:
+                self._install(unit, st, at)
+        except Exception:
+            log.exception("supervision of unit %s: first frame not recorded", unit.id)
+        self._deadlines(at)
         try:
             self._heard(unit, st, at)
             body = frame.body
@@ -231,6 +304,7 @@ class Supervisor:
                 self._fault(unit, st, body, at)
             elif isinstance(body, Test):
                 self._test(unit, st, body, at)
+            self._dirty.add(unit.id)  # its retained state goes out at the next tick
         except Exception:
             log.exception("supervision of unit %s failed on a %s frame", unit.id, frame.type.name)
 
@@ -242,8 +316,29 @@ class Supervisor:
         """Supervision takes no commands."""
 
     def tick(self, now: float) -> None:
-        """Report units whose supervision window or periodic test deadline has passed."""
+        """Report units whose supervision window or periodic test deadline has passed.
+
+        The first tick publishes every unit's retained state (and tells the security
+        lead, once per unit, of units not installed yet).
+        """
+        if not self._announced:
+            self._announced = True
+            self._announce(now)
+        self._deadlines(now)
+        # retained states after the frames' own messages, one per unit and tick and at
+        # most STATES_PER_TICK: in a burst of alarms they trickle out behind the alarms
+        for unit_id in sorted(self._dirty)[:STATES_PER_TICK]:
+            self._dirty.discard(unit_id)
+            self._safely(self._state_of, unit_id, now)
+
+    def _deadlines(self, now: float) -> None:
         for unit_id, st in self.units.items():
+            if not st.installed:
+                if not st.noticed and now >= self.started_at + offline_after(
+                    self.config.units[unit_id]
+                ):
+                    self._safely(self._notice_not_installed, unit_id, now)
+                continue
             if not st.online:
                 continue
             unit = self.config.units[unit_id]
@@ -270,7 +365,7 @@ class Supervisor:
         """The earliest time at which :meth:`tick` may report something (None: nothing)."""
         times: list[float] = []
         for st in self.units.values():
-            if st.online:
+            if st.online and st.installed:
                 times.append(st.deadline)
                 if "test_missing" not in st.conditions:
                     times.append(st.test_deadline)
@@ -282,9 +377,120 @@ class Supervisor:
         """True unless ``unit_id`` is currently reported offline."""
         return self.units[unit_id].online
 
+    def is_installed(self, unit_id: str) -> bool:
+        """True once ``unit_id`` has sent an authentic frame (ever); unknown ids: False."""
+        st = self.units.get(unit_id)
+        return st is not None and st.installed
+
+    def unit_state(self, unit_id: str, at: float) -> dict[str, Any]:
+        """The unit's state as its retained ``unit/<unit>/state`` message says it."""
+        unit = self.config.units[unit_id]
+        st = self.units[unit_id]
+        state = "not_installed" if not st.installed else "online" if st.online else "offline"
+        return {
+            "unit": unit.id,
+            "site": unit.site,
+            "place": unit.place,
+            "role": unit.role,
+            "state": state,
+            "since": iso(st.changed_at) if st.installed else None,
+            "last_heard": iso(st.last_seen),
+            "battery_mv": st.battery_mv,
+            "low_battery": "low_battery" in st.conditions,
+            "tamper": "tamper" in st.conditions,
+            "mains_lost": "mains_lost" in st.conditions,
+            "conditions": {k: iso(v) for k, v in sorted(st.conditions.items())},
+            "fw": st.fw,
+            "at": iso(at),
+        }
+
     def active_conditions(self, unit_id: str) -> dict[str, float]:
         """The unit's active conditions, kind -> since (a copy)."""
         return dict(self.units[unit_id].conditions)
+
+    # -- installation and retained state ------------------------------------------------
+
+    def _install(self, unit: Unit, st: _UnitState, at: float) -> None:
+        """The unit's first authentic frame ever: from now on it is supervised."""
+        st.installed = True
+        st.online = True
+        st.changed_at = at
+        st.deadline = at + offline_after(unit)
+        st.test_deadline = at + unit.test_interval_h * 3600 + test_margin(unit)
+        log.warning("unit %s (%s): first frame, installed", unit.id, unit.place)
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO supervision_install(unit, first_heard) VALUES (?, ?) "
+                "ON CONFLICT(unit) DO UPDATE SET first_heard = excluded.first_heard",
+                (unit.id, at),
+            )
+        self._save_unit(unit, st)
+
+    def _announce(self, now: float) -> None:
+        for unit_id, st in self.units.items():
+            unit = self.config.units[unit_id]
+            try:
+                self._publish_state(unit, st, now, force=True)
+            except Exception:
+                log.exception("supervision of unit %s: state not published", unit_id)
+
+    def _safely(self, fn: Callable[[str, float], None], unit_id: str, now: float) -> None:
+        try:
+            fn(unit_id, now)
+        except Exception:
+            log.exception("supervision of unit %s failed at %.3f", unit_id, now)
+
+    def _notice_not_installed(self, unit_id: str, now: float) -> None:
+        """Tell the security lead, once, of a unit not heard in a window after the start.
+
+        Not at once: at the first start of a new gateway its units are heard within a
+        heartbeat or so; only a unit still silent after its supervision window waits
+        for someone to install it.
+        """
+        unit = self.config.units[unit_id]
+        st = self.units[unit_id]
+        site = self.config.sites.get(unit.site)
+        self._emit(
+            unit,
+            "not_installed",
+            NEW,
+            now,
+            {
+                "security_lead": dict(site.security_lead) if site is not None else None,
+                "action": f"Unit {unit.id} ({unit.place}) is registered but has never been "
+                f"heard: run `campusguard keygen {unit.id}` and `campusguard deploy "
+                f"{unit.id}`, then press its test button. It is not supervised until then.",
+            },
+        )
+        st.noticed = True
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO supervision_install(unit, noticed_at) VALUES (?, ?) "
+                "ON CONFLICT(unit) DO UPDATE SET noticed_at = excluded.noticed_at",
+                (unit.id, now),
+            )
+
+    def _state_of(self, unit_id: str, at: float) -> None:
+        self._publish_state(self.config.units[unit_id], self.units[unit_id], at)
+
+    def _publish_state(self, unit: Unit, st: _UnitState, at: float, force: bool = False) -> None:
+        """Publish the retained unit state on a change, else at most every STATE_REFRESH_S."""
+        key = (
+            st.installed,
+            st.online,
+            tuple(sorted(st.conditions)),
+            st.fw,
+            None if st.battery_mv is None else st.battery_mv // 100,
+        )
+        if not force and key == st.published and at - st.published_at < STATE_REFRESH_S:
+            return
+        self.outlet.retain(
+            site=unit.site,
+            topic=f"unit/{unit.id}/state",
+            payload=self.unit_state(unit.id, at),
+            at=at,
+        )
+        st.published, st.published_at = key, at
 
     # -- frames --------------------------------------------------------------------------
 
@@ -340,8 +546,10 @@ class Supervisor:
         st.changed_at = now
         st.back_first = st.back_last = None
         self._save_unit(unit, st)
+        self._dirty.add(unit.id)
 
     def _heartbeat(self, unit: Unit, st: _UnitState, hb: Heartbeat, at: float) -> None:
+        st.battery_mv, st.fw = hb.battery_mv, hb.fw_version
         extra = {"battery_mv": hb.battery_mv, "fw": hb.fw_version, "uptime_s": hb.uptime_s}
         for flag, kind in FLAG_CONDITIONS.items():
             if flag in hb.flags:

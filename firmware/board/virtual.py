@@ -86,6 +86,8 @@ class Board:
         self._task = None
         self._wdt_ms = 0
         self._fed = time.ticks_ms()
+        self._interrupted = False  # a Ctrl-C the watchdog thread caught, for the main one
+        self._wdt_ended = None  # a lock the watchdog thread holds while it runs
         # what the last reset left behind (the ESP32 reads machine.reset_cause())
         try:
             with open(_CAUSE_FILE) as f:
@@ -135,14 +137,37 @@ class Board:
     def wdt_start(self, timeout_ms):
         self._wdt_ms = timeout_ms
         self._fed = time.ticks_ms()
+        self._wdt_ended = _thread.allocate_lock()
+        self._wdt_ended.acquire()
         _thread.start_new_thread(self._wdt_thread, ())
 
+    def _end_wdt(self):
+        # The unix port can crash (SIGSEGV) tearing itself down under a thread that still
+        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing)
+        done = self._wdt_ended
+        if done is not None:
+            self._wdt_ended = None
+            self._wdt_ms = -1
+            done.acquire()
+
     def wdt_feed(self):
+        if self._interrupted:  # Ctrl-C: the main thread stops for maintenance (app.main)
+            self._interrupted = False
+            raise KeyboardInterrupt
         self._fed = time.ticks_ms()
 
     def _wdt_thread(self):
+        ended = self._wdt_ended
         while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
-            time.sleep(_WDT_POLL_S)
+            try:
+                time.sleep(_WDT_POLL_S)
+            except KeyboardInterrupt:
+                # SIGINT may land in this thread: it would end it (no watchdog any more)
+                # and the unit would run on; the next feed raises it in the main thread
+                self._interrupted = True
+        if self._wdt_ms < 0 and ended is not None:  # ended for a clean exit (_end_wdt)
+            ended.release()
+            return
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "w") as f:
             f.write("wdt\n")
@@ -161,13 +186,16 @@ class Board:
         # what a crash's reset leaves behind (the ESP32 reads machine.reset_cause())
         with open(_CAUSE_FILE, "w") as f:
             f.write("crash\n")
+        self._end_wdt()
         sys.exit(4)
 
     def unconfigured(self, why):
         self.log("unconfigured: " + why)
+        self._end_wdt()
         sys.exit(2)
 
     def maintenance(self):
+        self._end_wdt()
         sys.exit(0)
 
     # ---- the control channel ----
@@ -179,7 +207,10 @@ class Board:
     def stop(self):
         self._app = None
         if self._task is not None:
-            self._task.cancel()
+            try:
+                self._task.cancel()
+            except RuntimeError:  # the task a Ctrl-C interrupted (see App.stop)
+                pass
             self._task = None
 
     async def _control(self):

@@ -112,6 +112,8 @@ class RecordingOutlet:
         self.conn = conn
         self.events: list[dict[str, Any]] = []
         self.signals: list[tuple[str, SignalPattern, int]] = []
+        self.retained: dict[str, dict[str, Any]] = {}  # topic -> the latest retained state
+        self.retained_log: list[tuple[str, dict[str, Any]]] = []
         self.fail = False
 
     def event(
@@ -152,6 +154,10 @@ class RecordingOutlet:
 
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
         self.signals.append((unit, pattern, duration_s))
+
+    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
+        self.retained[topic] = dict(payload)
+        self.retained_log.append((topic, dict(payload)))
 
     def kinds(self, *, unit: str | None = None, post: str | None = None) -> list[str]:
         return [

@@ -12,6 +12,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.config import Config
 from gateway.duty import DutyWatch
+from gateway.incidents import iso
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
 from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register
 
@@ -503,3 +504,39 @@ def test_every_event_is_journalled(tmp_path: Path) -> None:
         ("escalation", "gate", None, None, None),
         ("escalation", "gate", None, None, None),
     ]
+
+
+def test_post_state_is_retained_with_shift_due_and_rung(tmp_path: Path) -> None:
+    """post/<post>/state: shift, last check-in, next due, rung; at start and on changes."""
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0)
+    st = r.outlet.retained["post/gate/state"]
+    assert st["on_duty"] is True and st["shift"] is not None
+    assert st["next_due"] == iso(T0 + 60 * M) and st["rung"] == 0 and st["of"] == 3
+    r.checkin(T0 + 30 * M)
+    st = r.outlet.retained["post/gate/state"]
+    assert st["last_checkin"] == iso(T0 + 30 * M) and st["next_due"] == iso(T0 + 90 * M)
+    r.run_to(T0 + 95 * M + 5 * M)  # missed at 95 min; the second rung 5 min later
+    st = r.outlet.retained["post/gate/state"]
+    assert st["escalating"] is True and st["rung"] == 2 and st["step"] == "security_lead"
+    assert st["missed_deadline"] == iso(T0 + 95 * M)
+    r.ack(T0 + 101 * M)
+    st = r.outlet.retained["post/gate/state"]
+    assert st["escalating"] is False and st["rung"] == 0
+    assert st["next_due"] == iso(T0 + 161 * M)
+
+
+def test_post_of_a_unit_not_installed_raises_no_ladder(tmp_path: Path) -> None:
+    """No key, not deployed: nobody can check in there, so no hourly police escalation."""
+    installed: set[str] = set()
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.watch = DutyWatch(
+        r.config, r.outlet, r.conn, ManualClock(T0), tz=TZ, installed=installed.__contains__
+    )
+    r.run_to(T0 + 1 * D, step=30.0)
+    assert "missed_checkin" not in r.kinds() and "escalation" not in r.kinds()
+    assert r.outlet.retained["post/gate/state"]["installed"] is False
+    installed.add("guard")  # its first frame came: from now on it is watched
+    r.checkin(T0 + 1 * D + 60)
+    r.run_to(T0 + 1 * D + 60 + 66 * M, step=30.0)
+    assert "missed_checkin" in r.kinds() and "escalation" in r.kinds()

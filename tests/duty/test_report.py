@@ -173,6 +173,7 @@ def test_monthly_figures(history: Path) -> None:
         "false_alarms": 1,
         "genuine": 3,
         "tests": 1,
+        "test_mode_alarms": 0,
     }
     units = {u["unit"]: u for u in s["units"]}
     assert list(units) == ["shop", "home", "guard"]

@@ -3,12 +3,17 @@ restart without repeats. Real SQLite, a recording Outlet, times passed to tick()
 
 from __future__ import annotations
 
+import logging
+import math
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import ManualClock
 from gateway.contact_id import KINDS, NEW, RESTORE
-from gateway.supervision import Supervisor, offline_after
+from gateway.incidents import iso
+from gateway.supervision import STATE_REFRESH_S, Supervisor, offline_after
 from protocol.messages import (
     Alarm,
     AlarmKind,
@@ -88,14 +93,96 @@ def test_offline_after_missed_heartbeats_exactly_once(tmp_path: Path) -> None:
     assert rows == [("offline", 381, 1)]
 
 
-def test_a_unit_never_heard_is_reported_after_one_window_from_start(tmp_path: Path) -> None:
+def test_a_unit_never_heard_is_not_installed_not_offline(tmp_path: Path) -> None:
+    """Registered, never heard (no key yet, not deployed): no offline to the police, one
+    notice to the security lead, state not_installed until its first authentic frame."""
     r = Rig(tmp_path / "g.db")
-    assert r.sup.next_deadline() == T0 + 210
-    r.sup.tick(T0 + 1049)
-    assert r.mine("home") == []
-    r.sup.tick(T0 + 1050)  # home: (3 + 0.5) * 300
-    assert r.mine("home") == [("offline", NEW, T0 + 1050)]
-    assert r.sup.next_deadline() is None  # all three are offline: only a frame changes that
+    assert r.sup.next_deadline() is None
+    for k in range(0, 3 * 24 * 60):
+        r.sup.tick(T0 + k * 60)
+    for uid in ("shop", "home", "guard"):
+        # told once, when the unit was still silent a supervision window after the start
+        window = offline_after(r.config.units[uid])
+        assert r.mine(uid) == [("not_installed", NEW, T0 + 60 * math.ceil(window / 60))]
+        assert r.outlet.retained[f"unit/{uid}/state"]["state"] == "not_installed"
+        assert not r.sup.is_installed(uid)
+    notice = next(e for e in r.outlet.of("not_installed") if e["unit"] == "shop")
+    assert notice["detail"]["security_lead"] == {"name": "Lead Li", "phone": "+86 100"}
+    assert "campusguard keygen shop" in notice["detail"]["action"]
+    assert "campusguard deploy shop" in notice["detail"]["action"]
+    # a restart tells nobody again
+    r.restart(T0 + 4 * 86400)
+    r.sup.tick(T0 + 4 * 86400)
+    assert r.outlet.events == []
+    assert r.outlet.retained["unit/shop/state"]["state"] == "not_installed"
+    # the first frame installs it: from then on it is supervised like any unit
+    t1 = T0 + 5 * 86400
+    r.send("shop", hb(), t1)
+    assert r.sup.is_installed("shop")
+    r.sup.tick(t1)  # retained states go out at the tick after the frame
+    assert r.outlet.retained["unit/shop/state"]["state"] == "online"
+    r.sup.tick(t1 + 210)
+    assert r.mine("shop") == [("offline", NEW, t1 + 210)]
+    assert r.outlet.retained["unit/shop/state"]["state"] == "offline"
+    assert r.mine("home") == []  # still not installed, still quiet
+
+
+def test_units_heard_before_the_upgrade_stay_installed(tmp_path: Path) -> None:
+    """A journal older than supervision_install: its heard units are not "not installed"."""
+    conn = open_db(tmp_path / "g.db")
+    conn.execute(
+        "CREATE TABLE frames (id INTEGER PRIMARY KEY, at REAL, link TEXT, unit TEXT, addr INT,"
+        " epoch INT, seq INT, type TEXT, body TEXT, incident TEXT)"
+    )
+    conn.execute(
+        "INSERT INTO frames(at, link, unit, addr, epoch, seq, type, body)"
+        " VALUES (?, 'bus', 'shop', 10, 1, 0, 'HEARTBEAT', '{}')",
+        (T0 - 86400,),
+    )
+    conn.close()
+    r = Rig(tmp_path / "g.db")
+    assert r.sup.is_installed("shop") and not r.sup.is_installed("home")
+    r.sup.tick(T0 + 211)
+    assert r.mine("shop") == [("offline", NEW, T0 + 211)]
+    assert r.mine("home") == []  # not heard yet: its window runs
+    r.sup.tick(T0 + 1050)
+    assert r.mine("home") == [("not_installed", NEW, T0 + 1050)]
+
+
+def test_unit_state_is_retained_on_every_change(tmp_path: Path) -> None:
+    """unit/<unit>/state: online/offline, battery, tamper open vs closed, mains, last heard."""
+    r = Rig(tmp_path / "g.db")
+
+    def state(body: object, at: float) -> dict[str, object]:
+        r.send("shop", body, at)
+        r.sup.tick(at)  # the retained state goes out at the tick after the frame
+        return r.outlet.retained["unit/shop/state"]
+
+    st = state(hb(mv=3900), T0)
+    assert st["state"] == "online" and st["battery_mv"] == 3900 and st["fw"] == "1.2"
+    assert st["tamper"] is False and st["mains_lost"] is False and st["low_battery"] is False
+    assert st["last_heard"] == iso(T0) and st["place"] == "Shop at the gate"
+    st = state(hb(F.TAMPER | F.MAINS_LOST), T0 + 60)
+    assert st["tamper"] is True and st["mains_lost"] is True
+    assert set(st["conditions"]) == {"tamper", "mains_lost"}  # type: ignore[arg-type]
+    n = len(r.outlet.retained_log)
+    state(hb(F.TAMPER | F.MAINS_LOST), T0 + 120)  # nothing changed: not again
+    assert len(r.outlet.retained_log) == n
+    state(hb(), T0 + 180)
+    st = state(hb(), T0 + 240)  # two clear heartbeats restore
+    assert st["tamper"] is False and st["mains_lost"] is False
+    # heard, unchanged, for longer than the refresh: last_heard is refreshed
+    t = r.beat("shop", T0 + 300, T0 + 300 + STATE_REFRESH_S + 60, 60)
+    last = r.outlet.retained["unit/shop/state"]["last_heard"]
+    assert last >= iso(T0 + 240 + STATE_REFRESH_S)
+    r.sup.tick(t + 300)
+    assert r.outlet.retained["unit/shop/state"]["state"] == "offline"
+    # several frames between two ticks: one retained message
+    n = len(r.outlet.retained_log)
+    r.send("shop", hb(F.TAMPER), t + 400)
+    r.send("shop", hb(F.TAMPER | F.LOW_BATTERY), t + 401)
+    r.sup.tick(t + 401)
+    assert len(r.outlet.retained_log) == n + 1
 
 
 def test_online_needs_half_a_heartbeat_of_frames(tmp_path: Path) -> None:
@@ -163,7 +250,7 @@ def test_every_flag_maps_to_its_condition_and_code(tmp_path: Path) -> None:
         F.TAMPER | F.LOW_BATTERY | F.MAINS_LOST | F.BUTTON_STUCK | F.SAFE_MODE | F.ALARM_PENDING
     )
     r.send("shop", hb(all_flags), T0)
-    got = {(e["kind"], e["code"]) for e in r.outlet.events}
+    got = {(e["kind"], e["code"]) for e in r.outlet.events if e["unit"] == "shop"}
     assert got == {
         ("tamper", 383),
         ("low_battery", 302),
@@ -320,3 +407,19 @@ def test_every_emitted_kind_is_in_the_vocabulary(tmp_path: Path) -> None:
     for e in r.outlet.events:
         assert e["kind"] in KINDS
         assert e["code"] in (KINDS[e["kind"]].code, 601)
+
+
+def test_start_up_line_names_units_not_installed_and_what_to_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+        r = Rig(tmp_path / "g.db")
+    line = next(m for m in caplog.messages if "not installed yet" in m)
+    assert "shop, home, guard" in line
+    assert "campusguard keygen UNIT" in line and "campusguard deploy UNIT" in line
+    r.send("shop", hb(), T0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+        r.restart(T0 + 60)
+    line = next(m for m in caplog.messages if "not installed yet" in m)
+    assert "home, guard" in line and "shop" not in line

@@ -134,7 +134,7 @@ def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     keys = tmp_path / "keys"
     assert (
         cli(["deploy", "nope", "--port", "/dev/null", "--config", CONFIG, "--keydir", str(keys)])
-        == 1
+        == 2  # a usage error (issue 11, item 8)
     )
     assert "'nope' is not in" in capsys.readouterr().err
     assert (
@@ -150,7 +150,7 @@ def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
                 str(keys),
             ]
         )
-        == 1
+        == 2  # a setup mistake: keygen first
     )
     err = capsys.readouterr().err
     assert "no key for shop-fruit" in err and "keygen" in err

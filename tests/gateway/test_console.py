@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
 import sys
+import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.console import Board
+import aiomqtt
+
 from protocol import AckState, Alarm, AlarmKind
-from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway
+from tests.gateway.conftest import GATEWAY_ID, SITE, Site, running_gateway, until
 from tests.support.mosquitto import Mosquitto
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -63,14 +71,228 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto) -> None:
         assert row == ("Officer Wu",)
 
 
-def test_board_keeps_the_newest_update_and_numbers_incidents() -> None:
-    b = Board()
-    new = {"incident": "g-u-1-0", "update": "new", "update_no": 1, "presses": 1, "state": "open"}
-    more = {**new, "update": "presses", "update_no": 2, "presses": 3}
-    assert b.take("campusguard/s/alarm/u", new) == "alarm"
-    b.take("campusguard/s/alarm/u", more)
-    b.take("campusguard/s/alarm/u", new)  # a late duplicate of the first
-    assert b.incidents["g-u-1-0"]["presses"] == 3
-    assert b.resolve("1") == "g-u-1-0" and b.resolve("g-u-1-0") == "g-u-1-0"
-    assert b.resolve("2") is None
-    assert "open" in b.render()
+ROWS, COLS = 24, 120
+_CSI = re.compile(r"\x1b\[([0-9;]*)([A-Za-z])")
+
+
+def emulate(out: str, rows: int = ROWS, cols: int = COLS) -> list[str]:
+    """What a VT100 shows after ``out``: only the sequences the console (and the tty's
+    echo) use: CUP, ED 2, EL, DECSC/DECRC, CR, LF (scrolling), BS, BEL."""
+    grid = [[" "] * cols for _ in range(rows)]
+    r = c = 0
+    saved = (0, 0)
+    i = 0
+    while i < len(out):
+        ch = out[i]
+        if ch == "\x1b":
+            if out[i + 1 : i + 2] in ("7", "8"):
+                if out[i + 1] == "7":
+                    saved = (r, c)
+                else:
+                    r, c = saved
+                i += 2
+                continue
+            m = _CSI.match(out, i)
+            assert m is not None, repr(out[i : i + 10])
+            params, cmd = m.groups()
+            if cmd == "H":
+                nums = [int(p) if p else 1 for p in params.split(";")] if params else [1, 1]
+                r, c = nums[0] - 1, (nums[1] if len(nums) > 1 else 1) - 1
+            elif cmd == "J" and params == "2":
+                grid = [[" "] * cols for _ in range(rows)]
+            elif cmd == "K":
+                grid[r][c:] = [" "] * (cols - c)
+            i = m.end()
+            continue
+        if ch == "\r":
+            c = 0
+        elif ch == "\n":
+            r += 1
+            if r == rows:
+                grid = [*grid[1:], [" "] * cols]
+                r = rows - 1
+        elif ch == "\b":
+            c = max(0, c - 1)
+        elif ch >= " " and c < cols:
+            grid[r][c] = ch
+            c += 1
+        i += 1
+    return ["".join(row).rstrip() for row in grid]
+
+
+class Terminal:
+    """A real pseudo-terminal (24 x 120) with the console on its other side."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.out = b""
+        self._changed = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.master, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # the console side closed
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.master)
+        self.out += chunk
+        self._changed.set()
+
+    def screen(self) -> str:
+        """What the terminal shows now, row by row."""
+        return "\n".join(emulate(self.out.decode("utf-8", "replace")))
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+
+
+async def test_restarted_console_on_a_terminal_shows_the_open_incident_and_acks_it(
+    site: Site, broker: Mosquitto
+) -> None:
+    """The console starts after the alarm: it rebuilds from the retained topics, rings,
+    redraws its clock every second, and its ack reaches the unit."""
+    unit = site.unit("shop-a", epoch=14)
+    iid = f"{GATEWAY_ID}-shop-a-14-0"
+    async with running_gateway(site, broker.url) as gw:
+        await gw.relay.connected.wait()
+        frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
+        await site.port.wait_ack(frame)
+        await until(lambda: gw.store.pending_count() == 0)
+        term = Terminal()
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        proc = await asyncio.create_subprocess_exec(
+            CAMPUSGUARD,
+            "console",
+            "--broker",
+            broker.url,
+            "--tz",
+            "Asia/Shanghai",
+            "--by",
+            "Officer Wu",
+            stdin=term.slave,
+            stdout=term.slave,
+            stderr=term.slave,
+            env={**env, "TERM": "xterm"},
+        )
+        os.close(term.slave)
+        try:
+            await term.wait_for(lambda: " 1  OPEN" in term.screen())
+            screen = term.screen()
+            assert "Place of shop-a (shop-a)" in screen
+            assert "CST" in screen.split("\n", 1)[0]  # --tz: the header in local time
+            assert b"\a" in term.out  # the bell: a new alarm on the board
+            assert all(len(line) <= 120 for line in screen.split("\n"))
+            # the operator starts typing; the clock moves on, and the typing stays in view
+            term.type("1")
+            await term.wait_for(lambda: term.screen().split("\n")[-1] == "> 1")
+            first_clock = term.screen().split("\n", 1)[0]
+            await term.wait_for(lambda: term.screen().split("\n", 1)[0] != first_clock)
+            assert term.screen().split("\n")[-1] == "> 1"
+            term.type("\n")
+            await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=10)
+            await term.wait_for(lambda: " 1  police_ack" in term.screen())
+            assert term.screen().split("\n")[-1] == ">"  # a fresh prompt after the Enter
+        finally:
+            proc.terminate()
+            await proc.wait()
+            term.close()
+        row = gw.store.conn.execute(
+            "SELECT police_ack_by, disposition FROM incidents WHERE id = ?", (iid,)
+        ).fetchone()
+        assert row == ("Officer Wu", "genuine")
+
+
+def test_unknown_time_zone_is_one_line_and_exit_2() -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [CAMPUSGUARD, "console", "--tz", "Mars/Olympus", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "campusguard console: --tz 'Mars/Olympus': unknown time zone"
+
+
+async def test_console_answers_a_missed_checkin_and_realerts_a_duress_upgrade(
+    broker: Mosquitto,
+) -> None:
+    """Retained post state and incident as the gateway leaves them; P1 answers the post."""
+    host, port = broker.url.removeprefix("mqtt://").split(":")
+    post_state = {
+        "post": "north-gate",
+        "site": SITE,
+        "place": "North gate post",
+        "escalating": True,
+        "missed_deadline": "2026-12-01T12:00:00.000Z",
+        "rung": 3,
+        "of": 3,
+        "step": "police",
+    }
+    acked = {
+        "incident": "gw-shop-a-1-0",
+        "update": "police_ack",
+        "update_no": 2,
+        "site": SITE,
+        "unit": "shop-a",
+        "place": "Shop A",
+        "kind": "panic",
+        "received_at": "2026-12-01T12:00:00.000Z",
+        "presses": 1,
+        "state": "police_ack",
+        "police_ack_at": "2026-12-01T12:00:05.000Z",
+        "disposition": "genuine",
+    }
+    async with aiomqtt.Client(host, int(port)) as gw:
+        await gw.publish(
+            f"campusguard/{SITE}/post/north-gate/state", json.dumps(post_state), qos=1, retain=True
+        )
+        await gw.publish(
+            f"campusguard/{SITE}/open/gw-shop-a-1-0", json.dumps(acked), qos=1, retain=True
+        )
+        await gw.subscribe(f"campusguard/{SITE}/duty/+/ack", qos=1)
+        term = Terminal()
+        proc = await asyncio.create_subprocess_exec(
+            CAMPUSGUARD,
+            "console",
+            "--broker",
+            broker.url,
+            "--by",
+            "Officer Wu",
+            stdin=term.slave,
+            stdout=term.slave,
+            stderr=term.slave,
+            env={**os.environ, "TERM": "xterm"},
+        )
+        os.close(term.slave)
+        try:
+            await term.wait_for(lambda: "rung 3/3 police" in term.screen())
+            assert " 1  police_ack" in term.screen()
+            rang = term.out.count(b"\a")
+            upgrade = {**acked, "update": "kind", "update_no": 3, "kind": "duress"}
+            await gw.publish(f"campusguard/{SITE}/alarm/shop-a", json.dumps(upgrade), qos=1)
+            await term.wait_for(lambda: " 1  DURESS!" in term.screen())
+            assert term.out.count(b"\a") > rang  # the bell again
+            term.type("P1\n")
+            async with asyncio.timeout(10):
+                message = await anext(aiter(gw.messages))
+            assert str(message.topic) == f"campusguard/{SITE}/duty/north-gate/ack"
+            assert json.loads(message.payload) == {"by": "Officer Wu"}  # type: ignore[arg-type]
+        finally:
+            proc.terminate()
+            await proc.wait()
+            term.close()

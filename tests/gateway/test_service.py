@@ -44,16 +44,29 @@ class NotifySocket:
         self.sock.close()
 
 
+def systemd_credentials(where: Path, **dirs: Path) -> Path:
+    """$CREDENTIALS_DIRECTORY as ``LoadCredential=ID:DIR`` fills it for each ID=DIR: one
+    read-only file per file of DIR, named ``ID_<file name>`` (systemd's exec-credential.c)."""
+    where.mkdir(mode=0o700)
+    for cred_id, src in dirs.items():
+        for f in sorted(src.iterdir()):
+            dst = where / f"{cred_id}_{f.name}"
+            dst.write_bytes(f.read_bytes())
+            dst.chmod(0o400)
+    return where
+
+
 async def test_sd_notify_ready_watchdog_stopping_on_sigterm(
     tmp_path: Path, site: Site, broker: Mosquitto
 ) -> None:
     ns = NotifySocket(tmp_path / "notify.sock")
+    creds = systemd_credentials(tmp_path / "credentials", keys=site.keydir)
     env = {
         **os.environ,
         "NOTIFY_SOCKET": str(ns.path),
         "WATCHDOG_USEC": "400000",  # a WATCHDOG=1 every 0.2 s
         "STATE_DIRECTORY": str(tmp_path / "state"),
-        "CREDENTIALS_DIRECTORY": str(site.keydir),
+        "CREDENTIALS_DIRECTORY": str(creds),
     }
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
@@ -69,7 +82,7 @@ async def test_sd_notify_ready_watchdog_stopping_on_sigterm(
         await ns.wait_for("WATCHDOG=1")
         # the journal went where systemd's StateDirectory says
         assert (tmp_path / "state" / "gateway.db").exists()
-        # the keys came from CREDENTIALS_DIRECTORY: a press is ACKed
+        # the keys came from CREDENTIALS_DIRECTORY as systemd names them: a press is ACKed
         unit = site.unit("shop-a", epoch=3)
         f = unit.make(Alarm(AlarmKind.PANIC, 1, 1))
         await unit.send_until_acked(f, timeout=5)
@@ -158,3 +171,14 @@ def test_bad_serial_option_is_a_clear_error(tmp_path: Path, site: Site) -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "--serial" in result.stderr
+
+
+def test_unit_keys_under_systemd_are_named_keys_underscore_file(tmp_path: Path) -> None:
+    from gateway.credentials import unit_keydir
+
+    creds = unit_keydir(None, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert creds.unit_key("shop-a") == tmp_path / "keys_shop-a.key"
+    # an explicit --keydir is a plain key directory, even under systemd
+    given = unit_keydir(tmp_path / "k", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert given.unit_key("shop-a") == tmp_path / "k" / "shop-a.key"
+    assert unit_keydir(None, {}).unit_key("shop-a") == Path("keys") / "shop-a.key"

@@ -1,0 +1,85 @@
+"""aiomqtt's deferred writer watch must not register a socket paho has closed meanwhile
+(the ``OSError: [Errno 9] Bad file descriptor`` from ``add_writer`` at the end of demo
+runs, when the broker went away)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from gateway.mqttsocket import guard_write_watch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _broker_that_hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """CONNACK; once the client has two QoS 1 publishes in flight (so that paho reads
+    several packets per read callback), one QoS 1 PUBLISH and the end of the connection in
+    one go: paho queues its PUBACK (a writer watch is scheduled) and reads the end of file,
+    closing the socket, in the same callback."""
+    await reader.read(1024)  # CONNECT
+    writer.write(b"\x20\x02\x00\x00")
+    await writer.drain()
+    seen = 0
+    while seen < 2:
+        data = await reader.read(1024)
+        if not data:
+            return
+        seen += data.count(b"\x32")  # PUBLISH, QoS 1
+    topic = b"t/x"
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00\x07" + b"hi"
+    writer.write(bytes([0x32, len(body)]) + body)
+    await writer.drain()
+    writer.close()
+
+
+async def _run_client(guarded: bool) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    problems: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: problems.append(ctx))
+    server = await asyncio.start_server(_broker_that_hangs_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aiomqtt.Client("127.0.0.1", port)
+    if guarded:
+        guard_write_watch(client)
+    pending: list[asyncio.Task[None]] = []
+    try:
+        async with client:
+            pending = [asyncio.create_task(client.publish("a", str(i), qos=1)) for i in range(2)]
+            async for _ in client.messages:
+                pass
+    except aiomqtt.MqttError:
+        pass  # the broker hung up: expected
+    finally:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+    # let any callback the client scheduled run
+    done = loop.create_future()
+    loop.call_soon(loop.call_soon, done.set_result, None)
+    await done
+    return problems
+
+
+async def test_unguarded_aiomqtt_registers_a_closed_socket() -> None:
+    # the bug itself, so that this test notices when aiomqtt fixes it
+    problems = await _run_client(guarded=False)
+    assert any(isinstance(p.get("exception"), OSError) for p in problems), problems
+
+
+async def test_guarded_client_has_no_bad_file_descriptor() -> None:
+    assert await _run_client(guarded=True) == []
+
+
+def test_every_broker_client_in_the_gateway_is_guarded() -> None:
+    for path in sorted((ROOT / "gateway").glob("*.py")):
+        text = path.read_text()
+        made = len(re.findall(r"aiomqtt\.Client\(", text))
+        guarded = len(re.findall(r"guard_write_watch\(\s*aiomqtt\.Client\(", text))
+        assert made == guarded, f"{path.name}: {made - guarded} aiomqtt.Client without the guard"

@@ -1,0 +1,146 @@
+"""The duty room's boards on retained topics: what a (re)connecting client gets at once.
+
+``<prefix>/<site>/open/<incident>``: the latest full alarm payload of every incident not
+yet closed (open, police-acknowledged or cancelled), cleared at the close;
+``<prefix>/<site>/unit/<unit>/state`` and ``<prefix>/<site>/post/<post>/state``.
+Real Mosquitto, the gateway in-process with its watchers, a fresh MQTT client each time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import aiomqtt
+
+from gateway.clock import ManualClock
+from gateway.cmd_gateway import build_watchers
+from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
+from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway, until
+from tests.support.mosquitto import Mosquitto
+
+BOARD = ("campusguard/+/open/+", "campusguard/+/unit/+/state", "campusguard/+/post/+/state")
+
+
+async def retained(url: str) -> dict[str, Any]:
+    """Connect as a duty-room client would and return the retained board topics.
+
+    The broker sends retained messages right after the SUBSCRIBE; a marker published on
+    the same connection afterwards arrives after them, so its arrival ends the wait.
+    """
+    host, port = url.removeprefix("mqtt://").split(":")
+    marker = f"campusguard-test/marker/{secrets.token_hex(4)}"
+    out: dict[str, Any] = {}
+    async with aiomqtt.Client(host, int(port)) as client:
+        for t in BOARD:
+            await client.subscribe(t, qos=1)
+        await client.subscribe(marker, qos=1)
+        await client.publish(marker, b"end", qos=1)
+        async for m in client.messages:
+            topic = str(m.topic)
+            if topic == marker:
+                break
+            raw = m.payload if isinstance(m.payload, bytes) else b""
+            out[topic] = json.loads(raw) if raw else None
+    return out
+
+
+def open_of(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    prefix = f"campusguard/{SITE}/open/"
+    return {t.removeprefix(prefix): d for t, d in board.items() if t.startswith(prefix)}
+
+
+async def test_a_reconnecting_duty_room_gets_every_open_incident_at_once(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    clock = ManualClock()
+    a, b = site.unit("shop-a", epoch=5), site.unit("shop-b", epoch=5)
+    ia, ib = f"{GATEWAY_ID}-shop-a-5-0", f"{GATEWAY_ID}-shop-b-5-0"
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        await gw.relay.connected.wait()
+        a.send(Alarm(AlarmKind.PANIC, 1, 100))
+        alarm_a = a.send(Alarm(AlarmKind.PANIC, 2, 100))
+        await site.port.wait_ack(alarm_a)
+        alarm_b = b.send(Alarm(AlarmKind.PANIC, 1, 100))
+        await site.port.wait_ack(alarm_b)
+        await site.port.wait_ack(b.send(Cancel(alarm_b.epoch, alarm_b.seq)), AckState.CANCELLED)
+        await police.wait_for(lambda: any(m["update"] == "cancelled" for m in police.alarms()))
+        clock.advance(1)  # the coalesced press update of shop-a falls due
+        await police.wait_for(lambda: any(m["update"] == "presses" for m in police.alarms()))
+        await until(lambda: gw.store.pending_count() == 0)
+
+        board = open_of(await retained(broker.url))
+        assert set(board) == {ia, ib}
+        latest_a = max(police.alarms(ia), key=lambda m: m["update_no"])
+        assert board[ia] == latest_a  # the full payload, the latest update_no
+        assert board[ia]["presses"] == 2 and board[ia]["state"] == "open"
+        assert board[ib]["state"] == "cancelled"
+
+        # the ack of each: the retained copy follows
+        await police.ack(ia, b'{"by": "Officer Liu"}')
+        await police.ack(ib, b'{"by": "Officer Liu", "disposition": "false_alarm"}')
+        await site.port.wait_ack(alarm_a, AckState.POLICE_ACK, timeout=3)
+        await police.wait_for(lambda: len(police.alarms()) >= 5)
+        await until(lambda: gw.store.pending_count() == 0)
+        board = open_of(await retained(broker.url))
+        assert board[ia]["state"] == "police_ack" and board[ia]["police_ack_by"] == "Officer Liu"
+        # a cancelled incident stays cancelled when acknowledged, and on the board
+        assert board[ib]["state"] == "cancelled" and board[ib]["disposition"] == "false_alarm"
+
+        # quiet for the incident window: both close (the cancelled one too) and leave
+        clock.advance(121)
+        await police.wait_for(
+            lambda: {m["incident"] for m in police.alarms() if m["update"] == "closed"} == {ia, ib}
+        )
+        await until(lambda: gw.store.pending_count() == 0)
+        assert open_of(await retained(broker.url)) == {}
+        rows = dict(gw.store.conn.execute("SELECT id, state FROM incidents").fetchall())
+        assert rows == {ia: "closed", ib: "closed"}
+
+
+async def test_an_unacknowledged_cancelled_incident_stays_on_the_board_across_restarts(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    clock = ManualClock()
+    b = site.unit("shop-b", epoch=6)
+    ib = f"{GATEWAY_ID}-shop-b-6-0"
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        await gw.relay.connected.wait()
+        alarm = b.send(Alarm(AlarmKind.PANIC, 1, 100))
+        await site.port.wait_ack(b.send(Cancel(alarm.epoch, alarm.seq)), AckState.CANCELLED)
+        clock.advance(3600)
+        await police.wait_for(lambda: any(m["update"] == "cancelled" for m in police.alarms()))
+        await until(lambda: gw.store.pending_count() == 0)
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        await gw.relay.connected.wait()
+        await police.ack(ib, b'{"by": "Officer Liu"}')
+        await police.wait_for(lambda: any(m["update"] == "police_ack" for m in police.alarms()))
+        clock.advance(1)  # acknowledged, and quiet for far longer than its window: closes
+        await police.wait_for(lambda: any(m["update"] == "closed" for m in police.alarms()))
+        await until(lambda: gw.store.pending_count() == 0)
+        assert open_of(await retained(broker.url)) == {}
+
+
+async def test_unit_and_post_states_are_retained(
+    site: Site, broker: Mosquitto, police: Police
+) -> None:
+    clock = ManualClock()
+    a = site.unit("shop-a", epoch=2)
+    async with running_gateway(site, broker.url, clock=clock) as gw:
+        gw.attach(build_watchers(site.config, gw.outlet, gw.store, clock))
+        await gw.relay.connected.wait()
+        hb = a.send(Heartbeat(3650, 10, 0x0102, HeartbeatFlags.TAMPER))
+        await site.port.wait_ack(hb)
+        await police.wait_for(lambda: bool(police.events("tamper")))
+        shop_state = f"campusguard/{SITE}/unit/shop-a/state"
+        await police.wait_for(
+            lambda: any(t == shop_state and d["state"] == "online" for t, d in police.messages)
+        )
+        await until(lambda: gw.store.pending_count() == 0)
+        board = await retained(broker.url)
+        shop = board[f"campusguard/{SITE}/unit/shop-a/state"]
+        assert shop["state"] == "online" and shop["battery_mv"] == 3650
+        assert shop["tamper"] is True and shop["last_heard"] is not None
+        assert board[f"campusguard/{SITE}/unit/shop-b/state"]["state"] == "not_installed"
+        assert board[f"campusguard/{SITE}/unit/guard-n/state"]["state"] == "not_installed"
