@@ -1,19 +1,53 @@
-# Two commands for a fresh Debian/Ubuntu machine with Python 3.11: `make demo`, `make test`.
-PYTHON ?= python3
-VENV   := .venv
+# Two commands for a fresh Debian/Ubuntu machine with Python 3.11+: `make demo`, `make test`.
+# The interpreter is Debian's /usr/bin/python3 where there is one: the Pi's (3.11 on
+# Bookworm, 3.13 on Trixie). Another one: `make test PYTHON=/path/python3 VENV=.venv-3.13`.
+PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/esp32-stubs
 SYSPKG := mosquitto mosquitto-clients socat gcc-multilib
 
-.PHONY: demo test lint typecheck bench mutation system-deps firmware32 clean
+.PHONY: demo test lint typecheck bench mutation system-deps python-venv firmware32 fresh-check clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# A usable venv has pip and runs on PYTHON's installation (same base prefix and version);
+# anything else (no pip after a venv without ensurepip, another interpreter, a dangling
+# python) is re-created.
+py_id      = import sys; print(sys.base_prefix, sys.hexversion)
+PYTHON_ID := $(shell $(PYTHON) -c '$(py_id)' 2>/dev/null)
+VENV_ID   := $(shell $(BIN)/python -c 'import pip; $(py_id)' 2>/dev/null)
+ifeq ($(PYTHON_ID),)
+VENV_OK :=
+else ifeq ($(PYTHON_ID),$(VENV_ID))
+VENV_OK := yes
+endif
+
+$(STAMP): pyproject.toml $(if $(VENV_OK),,python-venv)
+	@if [ -z "$(VENV_OK)" ]; then \
+	  if [ -e $(VENV) ]; then echo "$(VENV) is broken or not made by $(PYTHON): re-creating it"; fi; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --upgrade --target $(STUBS) 'micropython-esp32-stubs==1.29.*'
 	@touch $@
+
+# Debian's python3 has no ensurepip (so no `-m venv`) until python3-venv is installed.
+python-venv:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "no $(PYTHON): install Python 3.11 or later (apt-get install python3) or pass PYTHON=..."; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  pkg=python3-venv; \
+	  [ "$$(realpath $$(command -v $(PYTHON)))" = "$$(realpath /usr/bin/python3 2>/dev/null)" ] || \
+	    pkg=$$($(PYTHON) -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])'); \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $$pkg from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null && \
+	    $(PYTHON) -c 'import ensurepip' || { echo "$$pkg did not give $(PYTHON) ensurepip"; exit 1; }; \
+	  else \
+	    echo "$(PYTHON) cannot make a venv (no ensurepip). Install it as root: sudo apt-get install $$pkg"; exit 1; \
+	  fi; \
+	fi
 
 # Mosquitto (the tests' broker, and the demo's when installed), socat and gcc-multilib
 # (the 32-bit frozen firmware build) from Debian.
@@ -38,7 +72,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy --config-file firmware/mypy.ini
+	MYPYPATH=$(STUBS) $(BIN)/mypy --config-file firmware/mypy.ini --custom-typeshed-dir $(STUBS)
 
 # The 32-bit unix port with asyncio and the firmware frozen in (build/firmware32/micropython,
 # the ESP32 image's shape), from MICROPY_SRC: a MicroPython source tree or release archive
@@ -70,6 +104,10 @@ mutation: $(MUTATION_STAMP) system-deps
 
 demo: $(STAMP) system-deps
 	$(BIN)/campusguard demo
+
+# `make demo` and `make test` on a freshly made minimal Debian 12 (root; ~10 min)
+fresh-check:
+	.ci/fresh-check
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build/firmware32 mutants mutants.log

@@ -123,10 +123,11 @@ def _raise_lost_cancel() -> None:
 
     On Python 3.11 ``asyncio.wait_for`` (inside aiomqtt's subscribe and publish) returns
     the result when the cancellation races with it, and the cancellation is lost: the
-    task's ``cancelling()`` still counts it. Every later ``asyncio.timeout`` in that task
-    then turns its own expiry into a TimeoutError, and the publisher's wait loop (which
+    task's ``cancelling()`` still counts it. From 3.11.3 every later ``asyncio.timeout`` in
+    that task turns its own expiry into a TimeoutError, and the publisher's wait loop (which
     expects those) would go round for ever while its connection is being torn down (seen
-    as a gateway that did not stop, in tests/gateway/test_integrity.py).
+    as a gateway that did not stop, in tests/gateway/test_integrity.py). On 3.11.2 the
+    expiry escapes as a CancelledError instead (see :meth:`Relay._serve`).
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -346,8 +347,16 @@ class Relay:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._inbound(client), name="relay-inbound")
             tg.create_task(self._publisher(client), name="relay-publisher")
-            tg.create_task(self._until_stopped(), name="relay-stop")
             tg.create_task(self._status_loop(client), name="relay-status")
+            # The body waits for the stop itself, never ending before the children: a child
+            # that fails cancels this task to leave the group, and before Python 3.13
+            # (gh-116720) the group takes that cancellation back only if it came while the
+            # body ran. One that came while the group's exit waited stayed counted
+            # (``cancelling()``), and on 3.11.2 the next asyncio.timeout, the reconnect
+            # backoff, then ended the relay instead of expiring (fixed there in 3.11.3,
+            # gh-102780): no reconnect after a broker restart, on the Pi's Python.
+            await self._stopping.wait()
+            raise _Stopped
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         """Re-sign and re-publish ``online`` every period.
@@ -360,10 +369,6 @@ class Relay:
             await self._clock.sleep(STATUS_PERIOD_S)
             await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
             _raise_lost_cancel()
-
-    async def _until_stopped(self) -> None:
-        await self._stopping.wait()
-        raise _Stopped
 
     def _disconnected(self) -> None:
         """The connection is gone: what was not PUBACKed is read from the outbox again."""

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ PULL_DOWN, PULL_UP = 1, 2
 BOTH_EDGES = 1 | 2  # IRQ_RISING | IRQ_FALLING
 
 # the ESP32 stubs `make` installs for mypy (firmware/mypy.ini): constants with values
-ESP32_STUBS = HERE.parents[1] / ".venv" / "esp32-stubs" / "machine.pyi"
+ESP32_STUBS = Path(sys.prefix) / "esp32-stubs" / "machine.pyi"  # in the running venv
 
 
 def int_constants(source: str) -> dict[str, int]:

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.clock import SystemClock
+from gateway.relay import BrokerSettings, Relay
+from gateway.store import Store
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import (
     GATEWAY_ID,
@@ -44,6 +47,53 @@ async def test_broker_down_then_up_nothing_lost(
         await police.wait_for(lambda: len(police.alarms()) == 2, timeout=10)
         await until(lambda: gw.store.pending_count() == 0)
         assert {m["unit"] for m in police.alarms()} == {"shop-a", "shop-b"}
+
+
+async def test_relay_reconnects_after_a_dropped_connection_on_python_3_11_2(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Regression: on Debian 12's /usr/bin/python3 (3.11.2, the Pi's interpreter) the relay
+    never reconnected after a broker restart; alarms would have waited in the outbox for ever.
+
+    The dropped connection failed the message iterator after the body of the connection's
+    TaskGroup had ended, so the group cancelled the relay's task to leave, and before Python
+    3.13 it never took that cancellation back. On 3.11.2 asyncio.timeout, the reconnect
+    backoff, then ended the relay instead of expiring. Without the fix this test fails on
+    3.11.2 ("the relay ended") and on 3.11.3 to 3.12 too, where the stray cancellation stayed
+    pending but harmless ("a cancellation nobody asked for"); 3.13 does not leave it.
+    """
+    store = Store(tmp_path / "journal.db")
+    relay = Relay(
+        store,
+        BrokerSettings.from_url(broker.url),
+        SystemClock(),
+        client_id="campusguard-regression",
+        subscriptions=["cg/test/ack/+"],
+        status_topic="cg/test/status",
+        on_message=lambda topic, payload: None,
+    )
+    store.on_commit = relay.submit
+    task = asyncio.create_task(relay.run(), name="relay")
+    try:
+        for outage in (1, 2):
+            async with asyncio.timeout(10):
+                await relay.connected.wait()
+            failures = relay.failures
+            broker.stop()
+            await until(lambda: relay.failures > failures)  # noqa: B023
+            store.enqueue(at=0.0, topic="cg/test/alarm", payload=f"outage {outage}")
+            broker.start()
+            await until(
+                lambda: task.done() or (relay.connects > outage and not store.pending_count()),  # noqa: B023
+                timeout=10,
+            )
+            assert not task.done(), "the relay ended after a dropped connection"
+            assert task.cancelling() == 0, "a cancellation nobody asked for is pending"
+    finally:
+        relay.stop()
+        await asyncio.wait({task}, timeout=10)
+        store.close()
+    task.result()  # stopped, and without an error
 
 
 async def test_unreachable_broker_is_retried_while_alarms_wait(
