@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import UTC, datetime, tzinfo
@@ -101,22 +102,43 @@ class Console:
         self._client: aiomqtt.Client | None = None
         self._acked: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopped_by: signal.Signals | None = None
 
     async def run(self) -> None:
-        """Connect (retrying) until ``--once`` messages or interrupted."""
+        """Connect (retrying) until ``--once`` messages or SIGINT/SIGTERM (``stopped_by``)."""
         loop = asyncio.get_running_loop()
+        connect = asyncio.create_task(self._connect_loop())
+        # our own handlers, not Python's KeyboardInterrupt: a console started with SIGINT
+        # ignored (a background job of a script, nohup) would otherwise never stop on
+        # Ctrl-C, and SIGTERM would kill it without closing the broker session
+        stops = (signal.SIGINT, signal.SIGTERM)
+        for sig in stops:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop, sig, connect)
         interactive = not self.args.json and sys.stdin is not None and not sys.stdin.closed
         if interactive:
             with contextlib.suppress(ValueError, OSError, NotImplementedError):
                 loop.add_reader(sys.stdin.fileno(), self._on_stdin)
         redraw = asyncio.create_task(self._redraw_every_second()) if not self.args.json else None
         try:
-            await self._connect_loop()
+            await connect
+        except asyncio.CancelledError:
+            if self.stopped_by is None:
+                raise  # cancelled from outside, not by our signal handler
         finally:
+            for sig in stops:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
             if redraw is not None:
                 redraw.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await redraw
+
+    def _stop(self, sig: signal.Signals, connect: asyncio.Task[None]) -> None:
+        """SIGINT/SIGTERM: leave the broker cleanly, wherever the loop is (even a retry)."""
+        self.stopped_by = sig
+        self.done.set()
+        connect.cancel()
 
     async def _redraw_every_second(self) -> None:
         """The clock and the ages move even when no message comes."""
@@ -333,6 +355,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(console.run())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the console's own handlers are installed
         return 130
+    if console.stopped_by is not None:
+        return 128 + console.stopped_by  # the shell's convention: 130 SIGINT, 143 SIGTERM
     return 0

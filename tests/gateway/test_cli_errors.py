@@ -117,8 +117,27 @@ def test_broker_and_register_mistakes_are_one_line_and_status_2(
     assert line.startswith(f"campusguard {args[0]}: ") and words in line, line
 
 
+# The console is started through this, so that what it inherits is the test's choice and
+# not the shell's that ran pytest: a background job of a non-interactive shell (a CI
+# script, `make test &`) starts with SIGINT ignored, and so does everything it execs.
+INHERIT = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, getattr(signal, sys.argv[1])); "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+@pytest.mark.parametrize(
+    ("inherited", "sig", "status"),
+    [
+        ("SIG_DFL", signal.SIGINT, 130),
+        ("SIG_IGN", signal.SIGINT, 130),  # Ctrl-C still stops a console started ignoring it
+        ("SIG_IGN", signal.SIGTERM, 143),
+    ],
+)
 async def test_console_ctrl_c_leaves_no_task_exception(
-    tmp_path: Path, ca_dir: Path, site: Site
+    tmp_path: Path, ca_dir: Path, site: Site, inherited: str, sig: signal.Signals, status: int
 ) -> None:
     with locked_broker(tmp_path / "broker", ca_dir) as broker:
         # a retained signed status: the console prints it once connected and subscribed
@@ -129,6 +148,10 @@ async def test_console_ctrl_c_leaves_no_task_exception(
             await gw.publish(topic, signer.seal_obj(topic, body), qos=1, retain=True)
         s = broker.settings("dutyroom-desk2")
         proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            INHERIT,
+            inherited,
             CAMPUSGUARD,
             "console",
             *s.cli_args(),
@@ -144,7 +167,7 @@ async def test_console_ctrl_c_leaves_no_task_exception(
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 20)
             assert GATEWAY_ID.encode() in line
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             rc = await asyncio.wait_for(proc.wait(), 20)
         finally:
             if proc.returncode is None:
@@ -152,7 +175,7 @@ async def test_console_ctrl_c_leaves_no_task_exception(
                 await proc.wait()
         err = (await proc.stderr.read()).decode()
     assert "never retrieved" not in err and "Traceback" not in err, err
-    assert rc == 130
+    assert rc == status, err
 
 
 def test_cli_version_and_verbose_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
