@@ -191,10 +191,21 @@ class Police:
     ``dropped``. Acks are signed with the site's duty-room key.
     """
 
-    def __init__(self, broker: Mosquitto, site: Site, identifier: str | None = None) -> None:
-        """With ``identifier``: a persistent session (messages queued while away)."""
+    def __init__(
+        self,
+        broker: Mosquitto,
+        site: Site,
+        identifier: str | None = None,
+        *,
+        user: str = DUTYROOM_USER,
+    ) -> None:
+        """With ``identifier``: a persistent session (messages queued while away).
+
+        ``user``: the broker account; a second duty room needs its own, as the broker takes
+        the user name for the client id (a second connection would take the first's over).
+        """
         self.broker = broker
-        self.settings = broker.settings(DUTYROOM_USER)
+        self.settings = broker.settings(user)
         self.identifier = identifier
         self.site = site
         self.trusted = site.trusted
@@ -297,10 +308,10 @@ class Police:
     ) -> None:
         """Publish anything (a forgery, a replay), as ``user`` of the broker.
 
-        The broker binds client ids to user names: as the duty room, publish on the
-        subscriber's own connection (a second one would take its session over).
+        The broker binds client ids to user names: as this subscriber's own user, publish
+        on its connection (a second one would take its session over).
         """
-        if user == DUTYROOM_USER and self.client is not None:
+        if user == self.settings.username and self.client is not None:
             await self.client.publish(topic, payload, qos=1, retain=retain)
             return
         async with client_for(self.broker.settings(user)) as client:

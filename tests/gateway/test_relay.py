@@ -3,6 +3,10 @@
 What is in the outbox when the relay connects (more than one page of it), what is
 committed while it runs, and what waits while the broker is away all reach the duty room
 in outbox order, each row once PUBACKed marked sent; inbound messages reach the pipeline.
+
+The relay runs as the gateway does: on the locked broker with the gateway's account, on
+topics its ACL grants, every message signed with the gateway's key; the duty room keeps
+only what verifies (:class:`tests.gateway.conftest.Police`).
 """
 
 from __future__ import annotations
@@ -11,26 +15,32 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway import relay as relay_module
 from gateway.clock import ManualClock
+from gateway.envelope import Signer
 from gateway.errors import UsageError
 from gateway.relay import BACKLOG_PAGE, BrokerSettings, Relay
+from gateway.service import status_topic
+from gateway.signkeys import gateway_kid
 from gateway.store import Store
 from tests.support.mosquitto import Mosquitto
 
-from .conftest import Police
+from .conftest import GATEWAY_ID, GATEWAY_USER, SITE, Police, Site, locked_broker
 from .helpers import T0
 
-STATUS = "campusguard/school/gateway/gw-test/status"
+STATUS = status_topic("campusguard", GATEWAY_ID)
+ACKS = f"campusguard/{SITE}/ack/+"
+DESK2 = "dutyroom-desk2"  # a second duty-room account: the broker binds client ids to users
 
 
 def enqueue(store: Store, n: int) -> None:
-    store.enqueue(at=T0, topic=f"campusguard/school/event/n{n}", payload=json.dumps({"n": n}))
+    body = json.dumps({"gateway": GATEWAY_ID, "n": n})  # sealed by the store (see ``store``)
+    store.enqueue(at=T0, topic=f"campusguard/{SITE}/event/n{n}", payload=body)
 
 
 def states(police: Police) -> list[str]:
@@ -62,18 +72,33 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def gateway_signer(site: Site) -> Signer:
+    """The gateway's signing key (the site's duty room trusts its public half)."""
+    return Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
+
+
 @contextlib.asynccontextmanager
-async def relaying(store: Store, url: str, inbound: Inbound | None = None) -> AsyncIterator[Relay]:
+async def relaying(
+    store: Store,
+    broker: Mosquitto,
+    site: Site,
+    inbound: Inbound | None = None,
+    *,
+    clock: ManualClock | None = None,
+) -> AsyncIterator[Relay]:
+    """The relay as the gateway runs it: its broker account, its key, its topics."""
     on_message = inbound if inbound is not None else Inbound()
 
     relay = Relay(
         store,
-        BrokerSettings.from_url(url),
-        ManualClock(T0),
-        client_id="gw-test-relay",
-        subscriptions=["campusguard/+/ack/+"],
+        broker.settings(GATEWAY_USER),
+        clock or ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
         status_topic=STATUS,
         on_message=on_message,
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
     )
     store.on_commit = relay.submit
     task = asyncio.create_task(relay.run(), name="relay")
@@ -87,17 +112,21 @@ async def relaying(store: Store, url: str, inbound: Inbound | None = None) -> As
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "gw.db")
+def store(tmp_path: Path, site: Site) -> Iterator[Store]:
+    """A journal whose outbox rows are signed by the gateway, as the service sets it up."""
+    s = Store(tmp_path / "gw.db")
+    s.seal = gateway_signer(site).seal
+    yield s
+    s.close()
 
 
 async def test_backlog_of_several_pages_then_live_rows_in_order(
-    store: Store, broker: Mosquitto, police: Police
+    store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
     total = 2 * BACKLOG_PAGE + 10
     for n in range(total):
         enqueue(store, n)
-    async with relaying(store, broker.url) as relay:
+    async with relaying(store, broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         with store.transaction():  # committed while the backlog may still be draining
@@ -112,9 +141,9 @@ async def test_backlog_of_several_pages_then_live_rows_in_order(
 
 
 async def test_what_waits_while_the_broker_is_away_goes_out_in_order_after(
-    store: Store, persistent_broker: Mosquitto, duty_room: Police
+    store: Store, site: Site, persistent_broker: Mosquitto, duty_room: Police
 ) -> None:
-    async with relaying(store, persistent_broker.url) as relay:
+    async with relaying(store, persistent_broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         for n in range(3):
@@ -138,16 +167,15 @@ async def test_what_waits_while_the_broker_is_away_goes_out_in_order_after(
 
 
 async def test_nothing_is_lost_when_the_broker_is_not_there_at_start(
-    store: Store, tmp_path: Path
+    store: Store, site: Site, tmp_path: Path, ca_dir: Path
 ) -> None:
-    with Mosquitto(tmp_path / "late") as late:
-        url = late.url
+    with locked_broker(tmp_path / "late", ca_dir) as late:
         late.stop()
         for n in range(4):
             enqueue(store, n)
-        async with relaying(store, url) as relay:
+        async with relaying(store, late, site) as relay:
             await until(lambda: relay.failures >= 1)  # a connect attempt failed
-            police = Police(url)
+            police = Police(late, site)
             late.start()
             await police.start()
             try:
@@ -160,25 +188,26 @@ async def test_nothing_is_lost_when_the_broker_is_not_there_at_start(
 
 
 async def test_inbound_messages_reach_the_pipeline_and_a_failure_is_survived(
-    store: Store, broker: Mosquitto, police: Police
+    store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
     inbound = Inbound()
-    async with relaying(store, broker.url, inbound) as relay:
+    async with relaying(store, broker, site, inbound) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
-        await police.ack("inc-1", b"boom", site="school")
-        await police.ack("inc-2", b'{"by": "desk"}', site="school")
+        await police.publish(f"campusguard/{SITE}/ack/inc-1", b"boom")  # the handler fails
+        ack = await police.ack("inc-2")
         enqueue(store, 0)  # still publishing after the failed handler
         await police.wait_for(lambda: numbers(police) == [0], timeout=10)
         async with asyncio.timeout(10):
             await inbound.arrived.wait()
-    assert inbound.messages == [("campusguard/school/ack/inc-2", b'{"by": "desk"}')]
+    # as received: verifying the ack is the pipeline's work, not the relay's
+    assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-2", ack.encode())]
 
 
 async def test_status_is_online_while_connected_and_offline_after(
-    store: Store, broker: Mosquitto, police: Police
+    store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    async with relaying(store, broker.url) as relay:
+    async with relaying(store, broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         await police.wait_for(lambda: any(t == STATUS for t, _ in police.messages))
@@ -187,7 +216,8 @@ async def test_status_is_online_while_connected_and_offline_after(
             lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
         )
     assert states(police) == ["online", "offline"]
-    late = Police(broker.url)  # a duty room that connects later sees the retained state
+    # a duty room (a second desk) that connects later sees the retained state
+    late = Police(broker, site, user=DESK2)
     await late.start()
     try:
         await late.wait_for(lambda: states(late) == ["offline"])
@@ -223,24 +253,25 @@ def test_bad_broker_urls_are_one_clear_error(url: str) -> None:
 
 
 async def test_police_acks_sent_while_the_gateway_was_away_arrive_on_return(
-    store: Store, persistent_broker: Mosquitto, duty_room: Police
+    store: Store, site: Site, persistent_broker: Mosquitto, duty_room: Police
 ) -> None:
     inbound = Inbound()
-    async with relaying(store, persistent_broker.url, inbound) as relay:
+    async with relaying(store, persistent_broker, site, inbound) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
     # the gateway is away; its session (QoS 1 subscription) stays on the broker
-    await duty_room.ack("inc-7", b'{"by": "desk"}', site="school")
-    async with relaying(store, persistent_broker.url, inbound):
+    ack = await duty_room.ack("inc-7")
+    # it returns a minute later: its previous run's retained status is older than this run
+    async with relaying(store, persistent_broker, site, inbound, clock=ManualClock(T0 + 60)):
         async with asyncio.timeout(10):
             await inbound.arrived.wait()
-    assert inbound.messages == [("campusguard/school/ack/inc-7", b'{"by": "desk"}')]
+    assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-7", ack.encode())]
 
 
 async def test_an_abrupt_loss_leaves_the_will_offline_then_online_again(
-    store: Store, broker: Mosquitto, police: Police
+    store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    async with relaying(store, broker.url) as relay:
+    async with relaying(store, broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         await police.wait_for(lambda: states(police) == ["online"])
@@ -251,22 +282,28 @@ async def test_an_abrupt_loss_leaves_the_will_offline_then_online_again(
         sock.shutdown(socket.SHUT_RDWR)
         await police.wait_for(lambda: states(police)[1:2] == ["offline"], timeout=10)
         await police.wait_for(lambda: states(police)[-1:] == ["online"], timeout=10)
-        late = Police(broker.url)  # retained: a duty room connecting now sees it
+        late = Police(broker, site, user=DESK2)  # retained: a desk connecting now sees it
         await late.start()
         try:
             await late.wait_for(lambda: states(late) == ["online"])
         finally:
             await late.stop()
     offline = [d for t, d in police.messages if t == STATUS][1]
-    assert offline == {"state": "offline", "at": "2026-01-01T00:00:00.000Z"}
+    assert {k: offline[k] for k in ("gateway", "state", "at", "instance")} == {
+        "gateway": GATEWAY_ID,
+        "state": "offline",
+        "at": "2026-01-01T00:00:00.000Z",
+        "instance": relay.instance,  # the will of this run, signed when it connected
+    }
 
 
-async def test_retries_go_on_while_the_broker_stays_away(store: Store, tmp_path: Path) -> None:
-    with Mosquitto(tmp_path / "late") as late:
-        url = late.url
+async def test_retries_go_on_while_the_broker_stays_away(
+    store: Store, site: Site, tmp_path: Path, ca_dir: Path
+) -> None:
+    with locked_broker(tmp_path / "late", ca_dir) as late:
         late.stop()
         enqueue(store, 0)
-        async with relaying(store, url) as relay:
+        async with relaying(store, late, site) as relay:
             await until(lambda: relay.failures >= 3)  # backoff 0.1, 0.2, 0.4 s
             late.start()
             async with asyncio.timeout(15):
@@ -275,12 +312,12 @@ async def test_retries_go_on_while_the_broker_stays_away(store: Store, tmp_path:
 
 
 async def test_marks_that_the_journal_refuses_are_kept_and_written_later(
-    store: Store, broker: Mosquitto, police: Police
+    store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
     store.conn.execute(
         "CREATE TEMP TRIGGER nomark BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, 'io'); END"
     )
-    async with relaying(store, broker.url) as relay:
+    async with relaying(store, broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         for n in range(3):
@@ -295,7 +332,11 @@ async def test_marks_that_the_journal_refuses_are_kept_and_written_later(
 
 
 async def test_without_the_fast_path_the_same_rows_go_out_in_order(
-    store: Store, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+    store: Store,
+    site: Site,
+    broker: Mosquitto,
+    police: Police,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def no_internals(client: object) -> None:
         raise AttributeError("aiomqtt internals changed")
@@ -303,7 +344,7 @@ async def test_without_the_fast_path_the_same_rows_go_out_in_order(
     monkeypatch.setattr(relay_module, "_Direct", no_internals)
     for n in range(5):
         enqueue(store, n)
-    async with relaying(store, broker.url) as relay:
+    async with relaying(store, broker, site) as relay:
         async with asyncio.timeout(10):
             await relay.connected.wait()
         for n in range(5, 10):

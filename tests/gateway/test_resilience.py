@@ -10,13 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gateway.clock import SystemClock
-from gateway.relay import BrokerSettings, Relay
+from gateway.envelope import Signer
+from gateway.relay import Relay
+from gateway.service import status_topic
+from gateway.signkeys import gateway_kid
 from gateway.store import Store
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import (
     GATEWAY_ID,
     GATEWAY_USER,
+    SITE,
     Police,
     Site,
     locked_broker,
@@ -62,15 +68,19 @@ async def test_relay_reconnects_after_a_dropped_connection_on_python_3_11_2(
     3.11.2 ("the relay ended") and on 3.11.3 to 3.12 too, where the stray cancellation stayed
     pending but harmless ("a cancellation nobody asked for"); 3.13 does not leave it.
     """
+    signer = Signer(gateway_kid(GATEWAY_ID), Ed25519PrivateKey.generate())
     store = Store(tmp_path / "journal.db")
+    store.seal = signer.seal
     relay = Relay(
         store,
-        BrokerSettings.from_url(broker.url),
+        broker.settings(GATEWAY_USER),
         SystemClock(),
-        client_id="campusguard-regression",
-        subscriptions=["cg/test/ack/+"],
-        status_topic="cg/test/status",
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[f"campusguard/{SITE}/ack/+"],
+        status_topic=status_topic("campusguard", GATEWAY_ID),
         on_message=lambda topic, payload: None,
+        signer=signer,
+        gateway_id=GATEWAY_ID,
     )
     store.on_commit = relay.submit
     task = asyncio.create_task(relay.run(), name="relay")
@@ -81,7 +91,8 @@ async def test_relay_reconnects_after_a_dropped_connection_on_python_3_11_2(
             failures = relay.failures
             broker.stop()
             await until(lambda: relay.failures > failures)  # noqa: B023
-            store.enqueue(at=0.0, topic="cg/test/alarm", payload=f"outage {outage}")
+            body = f'{{"gateway": "{GATEWAY_ID}", "outage": {outage}}}'
+            store.enqueue(at=0.0, topic=f"campusguard/{SITE}/alarm/regression", payload=body)
             broker.start()
             await until(
                 lambda: task.done() or (relay.connects > outage and not store.pending_count()),  # noqa: B023
