@@ -3,7 +3,8 @@ unit is told, a failed commit taken back, security events, links, inbound routin
 
 A real journal, the real downlink and codec; the link is a recording one, and what it
 carries is decoded the way a unit would. The police acknowledgement goes through
-:func:`police_ack`, the one place that builds it (its format is being signed, issue 12).
+:func:`police_ack`, the one place that builds it: a duty-room-signed envelope (issue 12),
+checked by the verifier the service gives the pipeline, with the duty room's key authorised.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 
 import pytest
 
+from gateway.acks import AckVerifier, make_ack
 from gateway.clock import ManualClock
 from gateway.config import Unit
 from gateway.downlink import Downlink
+from gateway.envelope import Signer, parse, verify
 from gateway.incidents import iso
 from gateway.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
 from gateway.receiver import Received
+from gateway.signkeys import dutyroom_keys, dutyroom_kid
 from gateway.store import Store
 from protocol import (
     Ack,
@@ -40,7 +44,17 @@ from protocol import (
 )
 from protocol.keys import TEST_KEY
 
-from .helpers import T0, alarm, cancel, config, duress_checkin, outbox, publications
+from .conftest import DUTYROOM, install_signing_keys
+from .helpers import (
+    T0,
+    alarm,
+    cancel,
+    config,
+    duress_checkin,
+    outbox,
+    publications,
+    updates,
+)
 
 PREFIX = "campusguard/v1"
 
@@ -116,6 +130,7 @@ class Rig:
     pipe: Pipeline
     watch: Watch
     wakes: list[int]
+    signer: Signer  # the duty room's key, authorised at this gateway
 
     def unit(self, uid: str) -> Unit:
         return self.pipe._config.units[uid]
@@ -146,12 +161,22 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     downlink = Downlink(Codec(keys, gateway=True), store, {"bus": link}, {})
     clock = ManualClock(T0)
     wakes: list[int] = []
+    keydir, dutyroom_dir = tmp_path / "keys", tmp_path / "dutyroom"
+    install_signing_keys(keydir, dutyroom_dir, cfg.gateway_id)
     pipe = Pipeline(
-        cfg, store, guard, downlink, clock, prefix=PREFIX, wake_relay=lambda: wakes.append(1)
+        cfg,
+        store,
+        guard,
+        downlink,
+        clock,
+        prefix=PREFIX,
+        wake_relay=lambda: wakes.append(1),
+        acks=AckVerifier(store.conn, dutyroom_keys(keydir)),  # as the service builds it
     )
     watch = Watch()
     pipe.watchers.append(watch)
-    yield Rig(store, guard, link, clock, pipe, watch, wakes)
+    signer = Signer.load(dutyroom_dir, dutyroom_kid(DUTYROOM))
+    yield Rig(store, guard, link, clock, pipe, watch, wakes, signer)
     pipe.close()
     store.close()
 
@@ -164,13 +189,22 @@ def alarm_rows(store: Store) -> list[Any]:
 def police_ack(
     rig: Rig, incident: str, *, by: str | None = "desk 1", disposition: str | None = "genuine"
 ) -> None:
-    """The duty room acknowledges ``incident`` (the one place that builds the message)."""
-    body: dict[str, Any] = {}
-    if by is not None:
-        body["by"] = by
-    if disposition is not None:
-        body["disposition"] = disposition
-    rig.pipe.on_message(f"{PREFIX}/school/ack/{incident}", json.dumps(body).encode())
+    """The duty room acknowledges ``incident`` (the one place that builds the message).
+
+    A genuine ack, dated now by the rig's clock, signed with the authorised duty-room key.
+    ``by`` and ``disposition`` are signed as given, even values a duty room's tool would not
+    send (``None`` leaves the field out): the signature is genuine, the content is odd.
+    """
+    topic, payload = make_ack(
+        rig.signer, PREFIX, "school", incident=incident, by="desk 1", at=rig.clock.now()
+    )
+    body = verify(topic, parse(payload.encode()), rig.signer.public_key())
+    for name, value in (("by", by), ("disposition", disposition)):
+        if value is None:
+            del body[name]
+        else:
+            body[name] = value
+    rig.pipe.on_message(topic, rig.signer.seal_obj(topic, body).encode())
 
 
 async def test_fresh_alarm_is_journalled_relayed_then_acked_received(rig: Rig) -> None:
@@ -377,14 +411,32 @@ async def test_link_changes_are_events_and_reach_the_watchers(rig: Rig) -> None:
 
 
 async def test_inbound_messages_are_routed_by_topic(rig: Rig) -> None:
-    duty = f"{PREFIX}/school/duty/gate/ack"
-    rig.pipe.on_message(duty, b"{}")
-    rig.pipe.on_message("other/v1/school/duty/gate/ack", b"{}")  # not under our prefix
-    rig.pipe.on_message("other/v1/school/ack/gw-test-shop-1-1", b"{}")
-    rig.pipe.on_message(f"{PREFIX}/school/duty/gate", b"{}")
-    rig.pipe.on_message(f"{PREFIX}/school/alarm/shop", b"{}")
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    now = rig.clock.now()
+    duty, payload = make_ack(rig.signer, PREFIX, "school", post="gate", by="desk 1", at=now)
+    # each signed for its own topic: only the routing keeps them from being acted on
+    elsewhere = [
+        make_ack(rig.signer, "other/v1", "school", post="gate", by="desk 1", at=now),
+        make_ack(rig.signer, "other/v1", "school", incident="gw-test-shop-1-1", by="x", at=now),
+    ]
+    signed_body = parse(payload.encode()).body
+    for topic in (f"{PREFIX}/school/duty/gate", f"{PREFIX}/school/alarm/shop"):
+        elsewhere.append((topic, rig.signer.seal(topic, signed_body)))
+    rig.pipe.on_message(duty, payload.encode())
+    for topic, other in elsewhere:
+        rig.pipe.on_message(topic, other.encode())
     assert rig.watch.commands == [duty]
-    assert rig.watch.calls == [("command", b"{}", T0)]
+    ((what, body, at),) = rig.watch.calls[1:]
+    signed = json.loads(signed_body)
+    assert (what, at) == ("command", T0)
+    assert json.loads(body) == {
+        "by": "desk 1",
+        "at": signed["at"],
+        "nonce": signed["nonce"],
+        "kid": rig.signer.kid,
+    }
+    assert not rig.pipe.mqtt_rejects  # ignored, not taken for forgeries
+    assert updates(rig.store) == ["new"]  # the incident's ack on another prefix did nothing
 
 
 async def test_tick_reaches_the_watchers_and_publishes_due_updates(rig: Rig) -> None:
@@ -435,18 +487,33 @@ async def test_events_go_to_their_topic(rig: Rig) -> None:
     [
         ("desk 1", "genuine", ("desk 1", "genuine")),
         ("desk 1", "false_alarm", ("desk 1", "false_alarm")),
-        (None, "test", (None, "test")),
-        ("x" * 300, "burglary", ("x" * 100, None)),  # bounded text, known dispositions only
-        (None, None, (None, None)),
+        ("  desk 3 ", "test", ("desk 3", "test")),
+        ("x" * 300, "genuine", ("x" * 100, "genuine")),  # bounded text
+        # signed, yet not acted on: nobody named, or no known disposition
+        (None, "test", None),
+        ("   ", "genuine", None),
+        ("desk 1", "burglary", None),
+        ("desk 1", None, None),
+        (None, None, None),
     ],
 )
 async def test_police_ack_records_who_and_what_defensively(
-    rig: Rig, by: str | None, disposition: str | None, expect: tuple[Any, Any]
+    rig: Rig, by: str | None, disposition: str | None, expect: tuple[str, str] | None
 ) -> None:
-    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
     police_ack(rig, "gw-test-shop-1-1", by=by, disposition=disposition)
     p = publications(rig.store)[-1]
-    assert (p["update"], p["police_ack_by"], p["disposition"]) == ("police_ack", *expect)
+    if expect is None:
+        assert p["update"] == "new" and rig.pipe.mqtt_rejects == {"malformed": 1}
+        state = rig.store.conn.execute("SELECT state, police_ack_by FROM incidents").fetchone()
+        assert state == ("open", None)
+        rig.feed(alarm(shop, 1)[0])  # the unit still hears "received", not "police"
+        await rig.link.wait_for(2)
+        assert [s for *_, s in rig.link.acks()] == [AckState.RECEIVED] * 2
+    else:
+        assert (p["update"], p["police_ack_by"], p["disposition"]) == ("police_ack", *expect)
+        assert not rig.pipe.mqtt_rejects
 
 
 # Further cases the mutation run asked for (issue 19).
@@ -565,9 +632,9 @@ async def test_events_are_journalled_with_every_field(rig: Rig) -> None:
     assert json.loads(detail) == {"path": "/x", "n": 1}
     first, duty = (json.loads(r.payload) for r in outbox(rig.store))
     assert (first["event"], first["at"], first["detail"]) == (
-        eid,
+        f"gw-test-{eid}",  # unique across gateways
         iso(T0 + 1),
         {"path": "/x", "n": 1},
     )
     assert outbox(rig.store)[1].topic == f"{PREFIX}/school/duty/guard"
-    assert duty["event"] == eid + 1
+    assert duty["event"] == f"gw-test-{eid + 1}"
