@@ -134,6 +134,19 @@ def _raise_lost_cancel() -> None:
         raise asyncio.CancelledError
 
 
+def _retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Read the exception aiomqtt 2.5 (pinned) leaves in its ``_disconnected`` future.
+
+    When the broker drops the connection while the client is leaving (a second gateway
+    took the client id over, say), nothing awaits that future, and asyncio logs "Future
+    exception was never retrieved" with a traceback after the gateway's one line (seen on
+    Python 3.13). The relay has already handled the disconnect by then.
+    """
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
+
+
 class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
 
@@ -319,6 +332,8 @@ class Relay:
                     log.debug("broker %s:%d unavailable (%s)", s.host, s.port, group.exceptions[0])
                 if len(self._brokers) > 1:
                     node = (node + 1) % len(self._brokers)
+            finally:
+                _retrieve_disconnect(client)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
