@@ -56,6 +56,7 @@ from gateway.service import Gateway, Settings  # noqa: E402
 from gateway.signkeys import provision_one_room, write_pair  # noqa: E402
 from protocol import AckState, Alarm, AlarmKind, Heartbeat, HeartbeatFlags  # noqa: E402
 from tests.support.fakeunit import FakePort, FakeUnit  # noqa: E402
+from tests.support.mosquitto import open_broker  # noqa: E402
 
 GATEWAY = "gw-adv"
 SITE = "adv-school"
@@ -179,7 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     provision_one_room(keydir, GATEWAY, DUTYROOM)
     clock = ManualClock(start=time.time())
     result: dict[str, Any] = {"bench": "adversarial", "python": sys.version.split()[0]}
-    with LocalBroker(tmp / "mqtt", anonymous=True) as broker:
+    with open_broker(tmp / "mqtt") as broker:
         settings = Settings(
             db_path=tmp / "gw.db", keydir=keydir, broker=broker.settings(), clock=clock
         )

@@ -62,7 +62,7 @@ from protocol import (  # noqa: E402
     HeartbeatFlags,
 )
 from tests.support.fakeunit import FakePort, FakeUnit  # noqa: E402
-from tests.support.mosquitto import Mosquitto  # noqa: E402
+from tests.support.mosquitto import Mosquitto, open_broker  # noqa: E402
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 GATEWAY = "gw-bench"
@@ -473,7 +473,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"bench": "relay", "python": sys.version.split()[0]}
     # plain TCP, anonymous: the same broker as before signing, so that before/after
     # compare the gateway's own path (the TLS broker's cost is bench/e2e.py's)
-    with Mosquitto(tmp / "broker", anonymous=True) as broker:
+    with open_broker(tmp / "broker") as broker:
         result["steady"] = [
             await steady(broker, 1, args.samples, tmp),
             await steady(broker, 50, args.samples, tmp),

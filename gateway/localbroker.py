@@ -9,7 +9,7 @@ police run, so the demo and the tests speak to the real thing; it starts from a 
 file in ~25 ms, on 127.0.0.1 and a free port. It runs locked down as shipped
 (:mod:`gateway.brokerconfig`: TLS with a private CA, passwords, client certificates, the
 ACL for ``accounts``, no anonymous clients); :meth:`LocalBroker.settings` gives a user's
-way in. ``anonymous=True`` (plain TCP, anyone may do anything) exists for the one test
+way in. ``open_listener`` (plain TCP, anyone may do anything) exists for the one test
 that shows what an open broker allows. With ``persistent=True`` sessions and queued QoS 1
 messages survive a stop/start (a persistent subscriber misses nothing while the broker
 was down).
@@ -75,16 +75,18 @@ class LocalBroker:
         persistent: bool = False,
         exe: str | None = None,
         accounts: Accounts | None = None,
-        anonymous: bool = False,
+        open_listener: str | None = None,
         ca_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """Write the config (``workdir`` default: a temporary folder, removed at exit).
 
-        ``accounts``: who may connect and do what (required unless ``anonymous``);
+        ``accounts``: who may connect and do what (required unless ``open_listener``);
+        ``open_listener``: the listener's access lines for a broker without accounts, which
+        only a test or a bench may write (tests/support/mosquitto.py: never shipped);
         ``ca_dir``: where the CA is kept (default ``workdir``; tests share one).
         """
-        if accounts is None and not anonymous:
-            raise ValueError("a LocalBroker needs accounts (or anonymous=True)")
+        if accounts is None and open_listener is None:
+            raise ValueError("a LocalBroker needs accounts")
         self.exe = exe or find_mosquitto()
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mqtt-"))
@@ -110,7 +112,7 @@ class LocalBroker:
         self.files: BrokerFiles | None = None
         if accounts is None:
             self.conf.write_text(
-                f"listener {self.port} {self.host}\nallow_anonymous true\n{common}"
+                f"listener {self.port} {self.host}\n{open_listener}\n{common}"
             )
         else:
             self.files = write_broker_config(

@@ -24,7 +24,7 @@ from tests.gateway.conftest import (
     client_for,
     running_gateway,
 )
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, open_broker
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 ALARMS = f"campusguard/{SITE}/alarm/+"
@@ -110,13 +110,13 @@ async def test_an_open_broker_lets_anyone_in_but_acks_still_need_a_key(
     site: Site, tmp_path: Path
 ) -> None:
     """The one anonymous broker: what it allows (everything), what it cannot (acks)."""
-    with Mosquitto(tmp_path / "open", anonymous=True) as open_broker:
-        anyone = open_broker.settings()
+    with open_broker(tmp_path / "open") as open_mqtt:
+        anyone = open_mqtt.settings()
         assert anyone.username is None and not anyone.tls
-        police = Police(open_broker, site)
+        police = Police(open_mqtt, site)
         await police.start()
         try:
-            async with running_gateway(site, open_broker) as gw:
+            async with running_gateway(site, open_mqtt) as gw:
                 await gw.relay.connected.wait()
                 # an anonymous stranger reads the alarm with the owner's phone number ...
                 async with client_for(anyone) as stranger:

@@ -10,7 +10,15 @@ See :mod:`gateway.localbroker`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway.localbroker import LocalBroker as Mosquitto
 from gateway.localbroker import free_port
 
-__all__ = ["Mosquitto", "free_port"]
+__all__ = ["Mosquitto", "free_port", "open_broker"]
+
+
+def open_broker(workdir: Path, **kw: object) -> Mosquitto:
+    """The one broker anyone may use: for the test that shows what an open broker allows,
+    and for benches of the application layer's own defences. Never shipped."""
+    return Mosquitto(workdir, open_listener="allow_anonymous true", **kw)  # type: ignore[arg-type]
