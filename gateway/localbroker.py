@@ -111,9 +111,7 @@ class LocalBroker:
         )
         self.files: BrokerFiles | None = None
         if accounts is None:
-            self.conf.write_text(
-                f"listener {self.port} {self.host}\n{open_listener}\n{common}"
-            )
+            self.conf.write_text(f"listener {self.port} {self.host}\n{open_listener}\n{common}")
         else:
             self.files = write_broker_config(
                 self.dir,
