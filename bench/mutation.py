@@ -221,7 +221,8 @@ def _copy_tree(dest: Path) -> Path:
 
 def _pytest(tree: Path, tests: list[str], timeout_s: float) -> str:
     """Run ``tests`` in ``tree``: killed, survived or timeout."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
+    cmd += tests
     try:
         r = subprocess.run(cmd, cwd=tree, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:

@@ -34,6 +34,7 @@ class Rig:
         self.conn = open_db(path)
         self._open(start)
         self.now = start
+        self.last_tick: float | None = None
 
     def _open(self, at: float) -> None:
         self.outlet.conn = self.conn
@@ -44,6 +45,7 @@ class Rig:
         self.conn = open_db(self.path)
         self._open(at)
         self.now = at
+        self.last_tick = None
 
     def checkin(self, at: float, duress: bool = False) -> None:
         unit = self.config.units["guard"]
@@ -53,13 +55,32 @@ class Rig:
         payload = b"" if by is None else json.dumps({"by": by}).encode()
         self.watch.on_command(ACK_TOPIC, payload, at)
 
-    def run_to(self, until: float, step: float = 1.0) -> None:
-        """Tick every ``step`` seconds up to and including ``until``."""
+    def run_to(self, until: float, step: float | None = None) -> None:
+        """Tick up to and including ``until``.
+
+        With a ``step``, every ``step`` seconds as the gateway does (5 Hz there). Without,
+        at the watch's own ``next_deadline()`` each time, then at ``until``: a week runs in
+        milliseconds, and a deadline the watch reports late, or acts on late, shows as an
+        event at the wrong time.
+        """
+        if step is not None:
+            t = self.now
+            while t <= until:
+                self.watch.tick(t)
+                t += step
+            self.now = t
+            return
         t = self.now
-        while t <= until:
+        if t <= until and t != self.last_tick:
             self.watch.tick(t)
-            t += step
-        self.now = t
+        while (d := self.watch.next_deadline()) is not None and d <= until:
+            if d <= t:  # not acted on (a failing outlet): it is retried by the next tick
+                break
+            t = d
+            self.watch.tick(t)
+        if t < until:
+            self.watch.tick(until)
+        self.now = self.last_tick = max(self.now, until)
 
     def duty(self) -> list[tuple[str, float]]:
         return [(e["kind"], e["at"]) for e in self.outlet.events if e["topic"] == "duty"]
@@ -71,13 +92,22 @@ class Rig:
 ALL_DAY = [{"days": "mon-sun", "start": "00:00", "end": "24:00"}]
 
 
-def test_a_week_of_on_time_checkins_escalates_nothing(tmp_path: Path) -> None:
+# a week ticked at the watch's own deadlines (milliseconds of CPU, in the mutation runs),
+# and the same week ticked every second as the gateway does (seconds: marked slow)
+TICKS = [
+    pytest.param(None, id="at-deadlines"),
+    pytest.param(1.0, id="every-second", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("tick", TICKS)
+def test_a_week_of_on_time_checkins_escalates_nothing(tmp_path: Path, tick: float | None) -> None:
     r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
     checkins = [T0 + k * 50 * M + (k % 7) * 13 for k in range(1, 7 * 24 * 60 // 50 + 1)]
     for c in checkins:
-        r.run_to(c - 1)
+        r.run_to(c - 1, tick)
         r.checkin(c)
-    r.run_to(T0 + 7 * D)  # the last check-in at 167:30 + 78 s is due at 168:31
+    r.run_to(T0 + 7 * D, tick)  # the last check-in at 167:30 + 78 s is due at 168:31
     assert r.kinds()[0] == "shift_start"
     assert r.kinds()[1:] == ["checkin"] * len(checkins)
     assert {e["detail"]["status"] for e in r.outlet.of("checkin")} == {"on_time"}
@@ -144,8 +174,9 @@ def local(day: int, hour: float) -> float:
     return T0 + day * D + hour * H
 
 
+@pytest.mark.parametrize("tick", TICKS)
 def test_a_week_of_shifts_with_misses_escalates_each_at_the_right_step_and_time(
-    tmp_path: Path,
+    tmp_path: Path, tick: float | None
 ) -> None:
     # weekdays: day shift 07:00-19:00 and a night shift every night 19:00-07:00; so the
     # post is off duty Saturday and Sunday 07:00-19:00, with hand-overs in between
@@ -167,12 +198,12 @@ def test_a_week_of_shifts_with_misses_escalates_each_at_the_right_step_and_time(
     for at, what in guard.actions:
         if at > T0 + 7 * D:
             break
-        r.run_to(at - 1)
+        r.run_to(at - 1, tick)
         if what == "checkin":
             r.checkin(at)
         else:
             r.ack(at)
-    r.run_to(T0 + 7 * D)
+    r.run_to(T0 + 7 * D, tick)
     expected = [(k, t) for k, t in guard.expected if t <= T0 + 7 * D]
     assert r.duty() == sorted(expected, key=lambda x: x[1])
     steps = [(e["detail"]["step"], e["at"]) for e in r.outlet.of("escalation")]
