@@ -82,13 +82,21 @@ class Mutant:
 
 
 def run_mutmut(jobs: int, log_path: Path, *, fresh: bool = True) -> None:
-    """``mutmut run``, fresh by default (old results would hide a test that changed)."""
-    if fresh:
+    """``mutmut run``, fresh by default (old results would hide a test that changed).
+
+    With ``--only``, every mutant of those modules is tested again (mutmut re-runs the
+    mutants it is named) and the other modules' results are kept.
+    """
+    names = [m.removesuffix(".py").replace("/", ".") + ".*" for m in modules()] if ONLY else []
+    if fresh and not ONLY:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
-    with log_path.open("a" if not fresh else "w") as log:  # git-ignored, like mutants/
+    with log_path.open("a" if not fresh or ONLY else "w") as log:  # git-ignored, like mutants/
         rc = subprocess.call(
-            [str(mutmut), "run", "--max-children", str(jobs)], cwd=ROOT, stdout=log, stderr=log
+            [str(mutmut), "run", "--max-children", str(jobs), *names],
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
     if rc != 0:
         raise SystemExit(f"mutmut run failed (exit {rc}); see {log_path}")
@@ -392,8 +400,13 @@ def main() -> int:
         if not args.no_mutmut:
             run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
         consts = run_constants(args.jobs)
+        if ONLY and cache.exists():  # keep the other modules' results
+            done = {m.module for m in consts}
+            kept = [d for d in json.loads(cache.read_text()) if d["module"] not in done]
+            consts = [Mutant(**d) for d in kept] + consts
         cache.write_text(json.dumps([m.__dict__ for m in consts]))
-    consts = [Mutant(**d) for d in json.loads(cache.read_text())]
+    mine = set(modules())
+    consts = [m for d in json.loads(cache.read_text()) if (m := Mutant(**d)).module in mine]
     doc = report(list(mutmut_results()) + consts)
     args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print_table(doc)
