@@ -27,8 +27,14 @@ PINS = {
 }
 
 
-def register(posts: list[dict[str, Any]] | None = None, **defaults: int) -> Config:
-    """A small register: one site, a shop, a home (300 s heartbeat) and a guard post unit."""
+def register(
+    posts: list[dict[str, Any]] | None = None,
+    *,
+    units: list[dict[str, Any]] | None = None,
+    **defaults: int,
+) -> Config:
+    """A small register: one site, a shop, a home (300 s heartbeat) and a guard post unit
+    (and ``units`` besides)."""
     doc: dict[str, Any] = {
         "version": 1,
         "gateway": {"id": "gw-test", "site": "school"},
@@ -74,6 +80,7 @@ def register(posts: list[dict[str, Any]] | None = None, **defaults: int) -> Conf
                 "link": "bus",
                 "pins": {**PINS, "checkin": 27},
             },
+            *(units or []),
         ],
         "posts": posts if posts is not None else [],
     }

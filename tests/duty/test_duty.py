@@ -14,7 +14,7 @@ from gateway.config import Config
 from gateway.duty import DutyWatch
 from gateway.incidents import iso
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
-from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register
+from tests.duty.helpers import MONDAY, PINS, TZ, Frames, RecordingOutlet, open_db, post, register
 
 T0 = MONDAY  # Monday 2026-01-05 00:00 in Asia/Shanghai
 M = 60.0
@@ -584,3 +584,424 @@ def test_nothing_scheduled_without_posts(tmp_path: Path) -> None:
     assert watch.next_deadline() is None
     watch.tick(T0 + 3600)
     conn.close()
+
+
+# -- exact decisions: every field of every duty event, state and row ----------------------
+
+WHO = {
+    "post": "gate",
+    "unit": "guard",
+    "place": "North gate post",
+    "guard_contact": "Post phone +86 200",
+}
+SITE = {"site_name": "Test Boarding School", "address": "1 School Road"}
+LEAD = {"security_lead": {"name": "Lead Li", "phone": "+86 100"}}
+DAY_SHIFT = [{"days": "mon-fri", "start": "08:00", "end": "18:00"}]
+
+
+def duty_events(r: Rig) -> list[tuple[str, float, int | None, int | None, dict[str, object]]]:
+    return [
+        (e["kind"], e["at"], e["code"], e["qualifier"], e["detail"])
+        for e in r.outlet.events
+        if e["topic"] == "duty"
+    ]
+
+
+def row(r: Rig) -> tuple[object, ...]:
+    """The post's duty_state row without its updated_at."""
+    return tuple(r.conn.execute("SELECT * FROM duty_state WHERE post = 'gate'").fetchone()[:11])
+
+
+def test_a_whole_ladder_event_by_event(tmp_path: Path) -> None:
+    """Late, on the dot, missed, prompted, lead told, acknowledged: every field."""
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    late, dot = T0 + H + 100, T0 + 2 * H + 100
+    r.run_to(late - 1)
+    r.checkin(late)  # due 01:00, 100 s late
+    r.run_to(dot - 1)
+    r.checkin(dot)  # exactly at its due time: on time
+    missed = dot + H + 5 * M
+    r.run_to(missed + 5 * M)
+    acked = missed + 7 * M + 30
+    r.watch.on_command(ACK_TOPIC, json.dumps({"by": "  Lead Li  "}).encode(), acked)
+    ladder = {"of": 3, "missed_deadline": missed, "last_checkin": dot, **WHO, **SITE}
+    assert duty_events(r) == [
+        ("shift_start", T0, None, None, {"due_at": T0 + H}),
+        (
+            "checkin",
+            late,
+            None,
+            None,
+            {
+                "status": "late",
+                "due_at": T0 + H,
+                "next_due": late + H,
+                "unit": "guard",
+                "duress": False,
+                "minutes_late": 1.7,
+            },
+        ),
+        (
+            "checkin",
+            dot,
+            None,
+            None,
+            {
+                "status": "on_time",
+                "due_at": dot,
+                "next_due": dot + H,
+                "unit": "guard",
+                "duress": False,
+            },
+        ),
+        (
+            "missed_checkin",
+            missed,
+            102,
+            1,
+            {
+                **WHO,
+                "due_at": dot + H,
+                "deadline": missed,
+                "minutes_overdue": 5.0,
+                "last_checkin": dot,
+                "on_duty": True,
+            },
+        ),
+        (
+            "escalation",
+            missed,
+            None,
+            None,
+            {
+                "step": "prompt_guard",
+                "rung": 1,
+                "after_min": 0,
+                "scheduled": missed,
+                "minutes_overdue": 5.0,
+                **ladder,
+            },
+        ),
+        (
+            "escalation",
+            missed + 5 * M,
+            None,
+            None,
+            {
+                "step": "security_lead",
+                "rung": 2,
+                "after_min": 5,
+                "scheduled": missed + 5 * M,
+                "minutes_overdue": 10.0,
+                **ladder,
+                **LEAD,
+            },
+        ),
+        (
+            "acknowledged",
+            acked,
+            102,
+            3,
+            {
+                "by": "Lead Li",
+                "via": "duty_ack",
+                "duress": False,
+                "missed_deadline": missed,
+                "minutes_overdue": 12.5,
+                "steps_notified": ["prompt_guard", "security_lead"],
+                "next_due": acked + H,
+                **WHO,
+            },
+        ),
+    ]
+    assert r.outlet.signals == [
+        ("guard", SignalPattern.PROMPT_CHECKIN, 0),
+        ("guard", SignalPattern.STOP, 0),
+    ]
+    assert row(r) == ("gate", 1, None, None, None, acked + H, acked + H + 5 * M, dot, None, None, 0)
+
+
+def test_a_checkin_answers_the_ladder_as_the_guard(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 5 * M)
+    r.checkin(T0 + H + 6 * M)
+    assert duty_events(r)[-1] == (
+        "acknowledged",
+        T0 + H + 6 * M,
+        102,
+        3,
+        {
+            "by": "guard",
+            "via": "checkin",
+            "duress": False,
+            "missed_deadline": T0 + H + 5 * M,
+            "minutes_overdue": 6.0,
+            "steps_notified": ["prompt_guard"],
+            "next_due": T0 + 2 * H + 6 * M,
+            **WHO,
+        },
+    )
+    # the answer was a press at the post: it is the last check-in, and the buzzer stops
+    assert row(r)[7] == T0 + H + 6 * M
+    assert r.outlet.retained["post/gate/state"]["last_checkin"] == iso(T0 + H + 6 * M)
+
+
+def test_retained_state_while_escalating_owes_no_check_in(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 5 * M)
+    assert r.outlet.retained["post/gate/state"] == {
+        "site": "school",
+        **WHO,
+        "on_duty": True,
+        "shift": {"start": None, "end": None},
+        "off_since": None,
+        "last_checkin": None,
+        "next_due": None,
+        "deadline": None,
+        "escalating": True,
+        "missed_deadline": iso(T0 + H + 5 * M),
+        "rung": 1,
+        "of": 3,
+        "step": "prompt_guard",
+        "installed": True,
+        "at": iso(T0 + H + 5 * M),
+    }
+    missed = T0 + H + 5 * M
+    assert row(r) == ("gate", 1, None, None, None, None, None, None, missed, missed, 1)
+
+
+def test_a_shift_end_with_nothing_owed_then_the_next_shift(tmp_path: Path) -> None:
+    """A check-in due exactly at the end of the shift is not owed; the next shift owes
+    its first one an interval after it starts."""
+    nine_hours = register([post(DAY_SHIFT, checkin_interval_min=540)])
+    r = Rig(tmp_path / "g.db", nine_hours, start=local(0, 7))
+    r.run_to(local(0, 9))
+    r.checkin(local(0, 9))  # due 18:00, the very end of the shift
+    r.run_to(local(0, 23))
+    assert row(r) == ("gate", 0, local(0, 18), None, None, None, None, local(0, 9), None, None, 0)
+    r.run_to(local(1, 17) + 5 * M)
+    assert duty_events(r) == [
+        (
+            "shift_start",
+            local(0, 8),
+            None,
+            None,
+            {"period_start": local(0, 8), "period_end": local(0, 18), "due_at": local(0, 17)},
+        ),
+        (
+            "checkin",
+            local(0, 9),
+            None,
+            None,
+            {
+                "status": "on_time",
+                "due_at": local(0, 17),
+                "next_due": local(0, 18),
+                "unit": "guard",
+                "duress": False,
+            },
+        ),
+        ("shift_end", local(0, 18), None, None, {}),
+        (
+            "shift_start",
+            local(1, 8),
+            None,
+            None,
+            {"period_start": local(1, 8), "period_end": local(1, 18), "due_at": local(1, 17)},
+        ),
+        (
+            "missed_checkin",
+            local(1, 17) + 5 * M,
+            102,
+            1,
+            {
+                **WHO,
+                "due_at": local(1, 17),
+                "deadline": local(1, 17) + 5 * M,
+                "minutes_overdue": 5.0,
+                "last_checkin": local(0, 9),
+                "on_duty": True,
+            },
+        ),
+        (
+            "escalation",
+            local(1, 17) + 5 * M,
+            None,
+            None,
+            {
+                "step": "prompt_guard",
+                "rung": 1,
+                "of": 3,
+                "after_min": 0,
+                "scheduled": local(1, 17) + 5 * M,
+                "missed_deadline": local(1, 17) + 5 * M,
+                "minutes_overdue": 5.0,
+                "last_checkin": local(0, 9),
+                **WHO,
+                **SITE,
+            },
+        ),
+    ]
+
+
+def test_the_owed_check_in_after_the_shift_settles_it(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 16))
+    r.checkin(local(0, 16) + 57 * M)  # due 17:57, in the shift; counts as missed at 18:02
+    r.run_to(local(0, 18) + 1 * M)
+    r.checkin(local(0, 18) + 1 * M)  # off duty, but the owed one: late, and settled
+    r.run_to(local(1, 7))
+    assert duty_events(r)[-2:] == [
+        ("shift_end", local(0, 18), None, None, {"still_owed_due": local(0, 17) + 57 * M}),
+        (
+            "checkin",
+            local(0, 18) + 1 * M,
+            None,
+            None,
+            {
+                "status": "late",
+                "due_at": local(0, 17) + 57 * M,
+                "unit": "guard",
+                "duress": False,
+                "minutes_late": 4.0,
+            },
+        ),
+    ]
+    assert row(r)[5:7] == (None, None)
+
+
+def test_a_shift_end_noticed_late_says_when(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 16))
+    r.run_to(local(0, 17))
+    r.restart(local(0, 20))
+    r.run_to(local(0, 20))
+    noticed = {"noticed_at": local(0, 20)}
+    assert duty_events(r)[-1] == ("shift_end", local(0, 18), None, None, noticed)
+    r.restart(local(1, 8))  # back exactly as the shift starts: noticed on time
+    r.run_to(local(1, 8))
+    assert duty_events(r)[-1] == (
+        "shift_start",
+        local(1, 8),
+        None,
+        None,
+        {"period_start": local(1, 8), "period_end": local(1, 18), "due_at": local(1, 9)},
+    )
+
+
+def test_a_restart_exactly_at_the_deadline_raises_the_miss_at_once(tmp_path: Path) -> None:
+    """The deadline did not pass while the gateway was down: it is now, so no grace."""
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + 30 * M)
+    r.restart(T0 + H + 5 * M)
+    r.run_to(T0 + H + 5 * M)
+    assert r.kinds()[-2:] == ["missed_checkin", "escalation"]
+    assert r.duty()[-1] == ("escalation", T0 + H + 5 * M)
+
+
+def test_a_restart_exactly_at_the_shift_end_drops_a_deadline_missed_while_down(
+    tmp_path: Path,
+) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 16))
+    r.checkin(local(0, 16) + 30 * M)  # due 17:30, deadline 17:35
+    r.run_to(local(0, 17))
+    r.restart(local(0, 18))  # down 17:00-18:00: the deadline and the shift are over
+    r.run_to(local(0, 23))
+    assert r.kinds() == ["shift_start", "checkin", "shift_end"]
+    assert row(r)[5:7] == (None, None)
+
+
+def test_an_ack_signed_before_the_miss_was_noticed_is_refused(tmp_path: Path) -> None:
+    """The miss is noticed a minute after its deadline (the gateway was busy): an ack
+    signed in between is older than the missed check-in it would answer."""
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    deadline = T0 + H + 5 * M
+    r.run_to(deadline - 1)
+    r.watch.tick(deadline + 60)
+    assert r.duty()[-1] == ("escalation", deadline + 60)
+
+    def ack(signed: float, at: float) -> None:
+        doc = {"by": "Desk 1", "at": iso(signed)}
+        r.watch.on_command(ACK_TOPIC, json.dumps(doc).encode(), at)
+
+    ack(deadline + 30, deadline + 70)
+    r.restart(deadline + 80)
+    ack(deadline + 30, deadline + 90)
+    assert [e["detail"] for e in r.outlet.of("forgery")] == [
+        {"channel": "mqtt", "predated": 1, "topics": [ACK_TOPIC]}
+    ] * 2
+    assert r.outlet.of("acknowledged") == []
+    ack(deadline + 56, deadline + 95)  # within the clock allowance of the notice
+    assert r.outlet.of("acknowledged")[0]["detail"]["by"] == "Desk 1"
+
+
+def test_a_register_changed_while_down_sets_the_running_shift(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 8))
+    r.run_to(local(0, 8))
+    r.checkin(local(0, 16))
+    r.config = register([post([{"days": "mon-fri", "start": "08:00", "end": "20:00"}])])
+    r.restart(local(0, 17))  # the shift now ends at 20:00
+    r.run_to(local(0, 17))
+    assert r.outlet.retained["post/gate/state"]["shift"] == {
+        "start": iso(local(0, 8)),
+        "end": iso(local(0, 20)),
+    }
+    assert r.outlet.retained["post/gate/state"]["last_checkin"] == iso(local(0, 16))
+    r.run_to(local(0, 23))
+    assert r.duty()[-5:] == [
+        ("missed_checkin", local(0, 17) + 5 * M),
+        ("escalation", local(0, 17) + 5 * M),
+        ("escalation", local(0, 17) + 10 * M),
+        ("escalation", local(0, 17) + 15 * M),
+        ("shift_end", local(0, 20)),
+    ]
+
+
+def test_a_post_taken_off_duty_while_down_ends_its_shift_at_the_restart(
+    tmp_path: Path,
+) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 8))
+    r.run_to(local(0, 8))
+    r.checkin(local(0, 9))
+    r.config = register([post([{"days": "sat", "start": "08:00", "end": "18:00"}])])
+    r.restart(local(0, 9) + 30 * M)
+    r.run_to(local(0, 23))
+    assert duty_events(r)[-1] == ("shift_end", local(0, 9) + 30 * M, None, None, {})
+    assert r.outlet.of("missed_checkin") == []
+    assert row(r)[1:3] == (0, local(0, 9) + 30 * M)
+
+
+def test_ack_topics_are_read_from_their_end_whatever_the_prefix(tmp_path: Path) -> None:
+    for n, topic in enumerate(["school/duty/gate/ack", "a/b/c/school/duty/gate/ack"]):
+        r = Rig(tmp_path / f"g{n}.db", register([post(ALL_DAY)]))
+        r.run_to(T0 + H + 5 * M)
+        r.watch.on_command(topic, json.dumps({"by": "x" * 100}).encode(), T0 + H + 6 * M)
+        assert [e["detail"]["by"] for e in r.outlet.of("acknowledged")] == ["x" * 80]
+
+
+def test_each_post_follows_its_own_unit_and_the_earliest_deadline_is_next(
+    tmp_path: Path,
+) -> None:
+    back = {**WHO, "place": "Back gate post"}
+    del back["post"]
+    units = [
+        {
+            "id": "guard2",
+            "addr": 13,
+            "site": "school",
+            "place": "Back gate post",
+            "owner": "Post phone +86 300",
+            "role": "guard_post",
+            "link": "bus",
+            "pins": {**PINS, "checkin": 27},
+        }
+    ]
+    config = register([post(ALL_DAY, id="back", unit="guard2"), post(ALL_DAY)], units=units)
+    r = Rig(tmp_path / "g.db", config)
+    r.run_to(T0)
+    assert r.watch.next_deadline() == T0 + H + 5 * M
+    r.checkin(T0 + 10 * M)  # the "gate" post's unit, the second post in the register
+    assert [(e["post"], e["kind"]) for e in r.outlet.events][-1] == ("gate", "checkin")
+    assert r.watch.next_deadline() == T0 + H + 5 * M  # "back" is still due first
+    unit = r.config.units["guard2"]
+    r.watch.on_frame(unit, r.frames(unit, Checkin(0, 4000)), T0 + 20 * M)
+    assert [(e["post"], e["kind"]) for e in r.outlet.events][-1] == ("back", "checkin")
+    assert r.watch.next_deadline() == T0 + H + 15 * M
