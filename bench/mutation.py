@@ -295,12 +295,15 @@ def text_only(m: Mutant) -> bool:
     return skeleton(parts[0]) == skeleton(parts[1])
 
 
-_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM)\b", re.IGNORECASE)
+# SQLite reads keywords, names and PRAGMA values (WAL, NORMAL, PASSIVE, OFF) in any case
+_SQL = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM|PRAGMA|GROUP BY|ORDER BY)\b", re.IGNORECASE
+)
 _QUOTED = re.compile(r"'[^']*'")
 
 
 def sql_case_only(m: Mutant) -> bool:
-    """The mutant changes only the letter case of SQL outside its quoted values."""
+    """The mutant changes only the letter case of SQL (or a PRAGMA) outside quoted values."""
     parts = m.change.split(" // ")
     if len(parts) != 2 or not all(_SQL.search(p) for p in parts):
         return False

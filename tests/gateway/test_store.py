@@ -279,3 +279,52 @@ def test_a_boot_moved_by_exactly_a_second_is_not_rewritten(store: Store) -> None
     store.boot_set(10, 1, 1000.0)
     store.boot_set(10, 1, 1001.0)
     assert store.boot_at(10, 1) == 1000.0
+
+
+def test_a_new_journal_in_a_new_directory_counts_from_its_first_commit(tmp_path: Path) -> None:
+    synced: list[int] = []
+    s = Store(tmp_path / "var" / "lib" / "gw.db", fsync=synced.append)
+    try:
+        assert s.path.parent.is_dir()
+        # the schema version is its one commit so far
+        assert (s.commits, s.failures, s.unchecked, s.checkpoints) == (1, 0, 1, 0)
+        assert synced  # the journal's own fsync, handed to the WAL's syncer
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert s.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        s.close()
+
+
+def test_the_connection_belongs_to_the_loop_thread(store: Store) -> None:
+    """Only the event loop's thread writes the journal; a stray thread is refused."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def stray() -> None:
+        try:
+            store.conn.execute("SELECT 1")
+        except sqlite3.ProgrammingError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=stray)
+    t.start()
+    t.join()
+    assert len(errors) == 1
+
+
+def test_a_checkpoint_copies_the_wal_into_the_database(store: Store, tmp_path: Path) -> None:
+    for n in range(20):
+        with store.transaction():
+            enqueue(store, n)
+    frames = store.conn.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()
+    assert frames is not None and frames[1] > 0
+    assert store.checkpoint() == frames[1]
+    assert store.checkpoints == 1
+    copy = tmp_path / "copy.db"  # the database file alone, without its WAL
+    copy.write_bytes(store.path.read_bytes())
+    with sqlite3.connect(copy) as c:
+        assert c.execute("SELECT count(*) FROM outbox").fetchone()[0] == 20
+    store.checkpoint()
+    assert store.checkpoints == 2
