@@ -45,7 +45,10 @@ ACCEPTED = ROOT / "bench" / "mutation_accepted.json"
 PROTOCOL_TESTS = ["tests/protocol", "tests/firmware/test_codec_micropython.py"]
 TESTS: dict[str, list[str]] = {
     "gateway/pipeline.py": ["tests/gateway/test_pipeline_decisions.py"],
-    "gateway/incidents.py": ["tests/gateway/test_incidents.py"],
+    "gateway/incidents.py": [
+        "tests/gateway/test_incidents.py",
+        "tests/gateway/test_first_press.py",
+    ],
     "gateway/store.py": ["tests/gateway/test_store.py"],
     "gateway/relay.py": ["tests/gateway/test_relay.py"],
     "gateway/duty.py": ["tests/duty/test_duty.py"],

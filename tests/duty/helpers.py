@@ -105,9 +105,11 @@ def post(shifts: list[dict[str, str]], **kw: Any) -> dict[str, Any]:
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    """Open the journal the way the gateway store does: autocommit, WAL, shared tables."""
+    """Open the journal the way the gateway store does: autocommit, WAL, synchronous
+    NORMAL (no fsync per commit: the store's WalSync does that), shared tables."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
     create_shared(conn)
     return conn
 
