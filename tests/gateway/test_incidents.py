@@ -23,7 +23,7 @@ from gateway.incidents import (
     iso,
 )
 from gateway.store import Store
-from protocol import AckState, AlarmKind
+from protocol import AckState, AlarmKind, Checkin, Frame
 
 from .helpers import (
     T0,
@@ -199,6 +199,21 @@ def test_duress_checkin_opens_a_silent_duress_incident_the_unit_never_shows(b: B
     assert news and target is None  # no ACK state 2 for a silent duress
     assert b.book.unit_ack_state(iid) is AckState.RECEIVED
     assert b.book.police_acked(b.home, iid)
+
+
+def test_duress_checkin_dates_its_first_press_by_the_unit_uptime(b: Book) -> None:
+    """A long press at a guard post is dated like an alarm's first press: by the unit's
+    own uptime against its boot, not by when the frame came in."""
+    u = b.cfg.units["home"]
+    with b.store.transaction():
+        b.store.boot_set(u.addr, 1, T0 - 100.0)
+    frame = Frame(u.addr, 1, 7, Checkin(0x01, 97_250))  # pressed 97.25 s after its boot
+    with b.store.transaction():
+        iid = b.book.on_duress_checkin(u, frame, T0, "bus")
+    (p,) = publications(b.store)
+    assert (p["incident"], p["kind"]) == (iid, "duress")
+    assert (p["first_press_at"], p["first_press_source"]) == (iso(T0 - 2.75), "unit_uptime")
+    assert b.row(iid)["first_press_at"] == T0 - 2.75
 
 
 def test_duress_checkin_upgrades_what_is_open(b: Book) -> None:
