@@ -123,6 +123,7 @@ class RecordingOutlet:
         self.signals: list[tuple[str, SignalPattern, int]] = []
         self.retained: dict[str, dict[str, Any]] = {}  # topic -> the latest retained state
         self.retained_log: list[tuple[str, dict[str, Any]]] = []
+        self.retained_by: list[tuple[str, str, float]] = []  # (site, topic, at) of each
         self.fail = False
 
     def event(
@@ -167,6 +168,7 @@ class RecordingOutlet:
     def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
         self.retained[topic] = dict(payload)
         self.retained_log.append((topic, dict(payload)))
+        self.retained_by.append((site, topic, at))
 
     def kinds(self, *, unit: str | None = None, post: str | None = None) -> list[str]:
         return [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -925,9 +926,20 @@ def test_an_ack_signed_before_the_miss_was_noticed_is_refused(tmp_path: Path) ->
     ack(deadline + 30, deadline + 70)
     r.restart(deadline + 80)
     ack(deadline + 30, deadline + 90)
-    assert [e["detail"] for e in r.outlet.of("forgery")] == [
-        {"channel": "mqtt", "predated": 1, "topics": [ACK_TOPIC]}
-    ] * 2
+    forgery = {
+        "site": "school",
+        "kind": "forgery",
+        "unit": None,
+        "post": "gate",
+        "code": 461,
+        "qualifier": 1,
+        "detail": {"channel": "mqtt", "predated": 1, "topics": [ACK_TOPIC]},
+        "topic": "event",
+    }
+    assert r.outlet.of("forgery") == [
+        {**forgery, "at": deadline + 70},
+        {**forgery, "at": deadline + 90},
+    ]
     assert r.outlet.of("acknowledged") == []
     ack(deadline + 56, deadline + 95)  # within the clock allowance of the notice
     assert r.outlet.of("acknowledged")[0]["detail"]["by"] == "Desk 1"
@@ -1005,3 +1017,198 @@ def test_each_post_follows_its_own_unit_and_the_earliest_deadline_is_next(
     r.watch.on_frame(unit, r.frames(unit, Checkin(0, 4000)), T0 + 20 * M)
     assert [(e["post"], e["kind"]) for e in r.outlet.events][-1] == ("back", "checkin")
     assert r.watch.next_deadline() == T0 + H + 15 * M
+
+
+def state(**changes: object) -> dict[str, object]:
+    """The retained post state of the ALL_DAY post at T0, with ``changes``."""
+    return {
+        "site": "school",
+        **WHO,
+        "on_duty": True,
+        "shift": {"start": None, "end": None},
+        "off_since": None,
+        "last_checkin": None,
+        "next_due": iso(T0 + H),
+        "deadline": iso(T0 + H + 5 * M),
+        "escalating": False,
+        "missed_deadline": None,
+        "rung": 0,
+        "of": 3,
+        "step": None,
+        "installed": True,
+        "at": iso(T0),
+        **changes,
+    }
+
+
+def test_the_post_state_is_retained_at_start_and_on_changes_only(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.watch = DutyWatch(
+        r.config, r.outlet, r.conn, ManualClock(T0), tz=TZ, installed={"guard"}.__contains__
+    )
+    r.watch.tick(T0)  # the shift start's state, then the start-up announcement
+    assert r.outlet.retained_log == [("post/gate/state", state())] * 2
+    r.watch.tick(T0 + 1)
+    r.watch.tick(T0 + 2)
+    assert len(r.outlet.retained_log) == 2  # nothing changed, nothing said again
+    r.watch.tick(T0 + H + 5 * M)
+    # the missed check-in is retained before its first rung: escalating, no rung yet
+    assert r.outlet.retained_log[2:] == [
+        (
+            "post/gate/state",
+            state(
+                next_due=None,
+                deadline=None,
+                escalating=True,
+                missed_deadline=iso(T0 + H + 5 * M),
+                at=iso(T0 + H + 5 * M),
+            ),
+        ),
+        (
+            "post/gate/state",
+            state(
+                next_due=None,
+                deadline=None,
+                escalating=True,
+                missed_deadline=iso(T0 + H + 5 * M),
+                rung=1,
+                step="prompt_guard",
+                at=iso(T0 + H + 5 * M),
+            ),
+        ),
+    ]
+    assert r.outlet.retained_by == [
+        ("school", "post/gate/state", T0),
+        ("school", "post/gate/state", T0),
+        ("school", "post/gate/state", T0 + H + 5 * M),
+        ("school", "post/gate/state", T0 + H + 5 * M),
+    ]
+
+
+def test_the_post_state_off_duty(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 7))
+    r.run_to(local(0, 7))
+    assert r.outlet.retained["post/gate/state"] == state(
+        on_duty=False,
+        shift=None,
+        off_since=iso(local(0, 7)),
+        next_due=None,
+        deadline=None,
+        at=iso(local(0, 7)),
+    )
+
+
+def test_shifts_are_read_in_a_time_zone_given_as_a_tzinfo(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "g.db")
+    outlet = RecordingOutlet(conn)
+    config = register([post(DAY_SHIFT)])
+    watch = DutyWatch(config, outlet, conn, ManualClock(local(0, 7)), tz=ZoneInfo(TZ))
+    watch.tick(local(0, 7))
+    assert watch.next_deadline() == local(0, 8)
+    conn.close()
+
+
+def test_a_rung_due_at_the_end_of_the_shift_goes_out_before_the_end(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 16))
+    r.checkin(local(0, 16) + 55 * M)  # due 17:55, missed at 18:00, as the shift ends
+    r.run_to(local(0, 18))
+    assert r.duty()[-3:] == [
+        ("missed_checkin", local(0, 18)),
+        ("escalation", local(0, 18)),
+        ("shift_end", local(0, 18)),
+    ]
+
+
+def test_a_check_in_owed_from_the_last_shift_stays_owed_into_the_next(tmp_path: Path) -> None:
+    shifts = [
+        {"days": "mon", "start": "08:00", "end": "18:00"},
+        {"days": "mon", "start": "18:02", "end": "23:00"},
+    ]
+    r = Rig(tmp_path / "g.db", register([post(shifts)]), start=local(0, 16))
+    r.run_to(local(0, 16))
+    r.checkin(local(0, 16) + 58 * M)  # due 17:58, in the day shift: missed at 18:03
+    r.run_to(local(0, 18) + 4 * M)
+    assert r.duty()[-4:] == [
+        ("shift_end", local(0, 18)),
+        ("shift_start", local(0, 18) + 2 * M),
+        ("missed_checkin", local(0, 18) + 3 * M),
+        ("escalation", local(0, 18) + 3 * M),
+    ]
+    start = r.outlet.of("shift_start")[-1]["detail"]
+    assert start["due_at"] == local(0, 17) + 58 * M
+
+
+def test_a_shift_start_noticed_late_says_when(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(DAY_SHIFT)]), start=local(0, 7))
+    r.run_to(local(0, 7))
+    r.restart(local(0, 8) + 30 * M)
+    r.run_to(local(0, 8) + 30 * M)
+    assert duty_events(r)[-1] == (
+        "shift_start",
+        local(0, 8),
+        None,
+        None,
+        {
+            "period_start": local(0, 8),
+            "period_end": local(0, 18),
+            "due_at": local(0, 9),
+            "noticed_at": local(0, 8) + 30 * M,
+        },
+    )
+
+
+def test_a_post_whose_unit_is_not_installed_owes_the_next_one_an_interval_on(
+    tmp_path: Path,
+) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.watch = DutyWatch(
+        r.config, r.outlet, r.conn, ManualClock(T0), tz=TZ, installed=set[str]().__contains__
+    )
+    r.run_to(T0 + H + 5 * M)
+    nxt = T0 + H + 5 * M + H
+    assert row(r)[5:7] == (nxt, nxt + 5 * M)
+    assert r.watch.next_deadline() == nxt + 5 * M
+    assert r.kinds() == ["shift_start"]
+
+
+def test_an_ack_with_an_unreadable_time_still_acknowledges(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]))
+    r.run_to(T0 + H + 5 * M)
+    doc = {"by": "Desk 2", "at": "yesterday"}
+    r.watch.on_command(ACK_TOPIC, json.dumps(doc).encode(), T0 + H + 6 * M)
+    assert [e["detail"]["by"] for e in r.outlet.of("acknowledged")] == ["Desk 2"]
+
+
+def test_an_escalation_journalled_before_missed_at_existed_dates_acks_by_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """A journal from an older gateway: escalating, with no time the miss was noticed.
+    An ack is judged against the missed deadline itself, with the clock allowance."""
+    missed = T0 + H + 5 * M
+    conn = open_db(tmp_path / "g.db")
+    DutyWatch(register([post(ALL_DAY)]), RecordingOutlet(conn), conn, ManualClock(T0), tz=TZ)
+    conn.execute(
+        "UPDATE duty_state SET due_at = NULL, deadline = NULL, missed_deadline = ?, "
+        "missed_at = NULL, next_step = 1",
+        (missed,),
+    )
+    conn.close()
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY)]), start=missed + 60)
+    r.run_to(missed + 60)
+
+    def ack(signed: float) -> None:
+        doc = {"by": "Desk 1", "at": iso(signed)}
+        r.watch.on_command(ACK_TOPIC, json.dumps(doc).encode(), missed + 70)
+
+    ack(missed - 5 - 0.001)
+    assert len(r.outlet.of("forgery")) == 1 and r.outlet.of("acknowledged") == []
+    ack(missed - 5)  # exactly the allowance: taken
+    assert [e["detail"]["by"] for e in r.outlet.of("acknowledged")] == ["Desk 1"]
+
+
+def test_the_restart_grace_is_at_least_a_minute(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "g.db", register([post(ALL_DAY, grace_min=1)]))
+    r.run_to(T0 + 30 * M)  # due 01:00, deadline 01:01
+    r.restart(T0 + H + 10 * M)
+    r.run_to(T0 + H + 12 * M)
+    assert r.duty()[-2:] == [("missed_checkin", T0 + H + 11 * M), ("escalation", T0 + H + 11 * M)]
