@@ -328,3 +328,57 @@ def test_a_checkpoint_copies_the_wal_into_the_database(store: Store, tmp_path: P
         assert c.execute("SELECT count(*) FROM outbox").fetchone()[0] == 20
     store.checkpoint()
     assert store.checkpoints == 2
+
+
+def test_the_last_record_is_the_latest_frame_event_or_probe(store: Store) -> None:
+    assert store.last_record_at() is None  # a new journal: nothing to compare a clock with
+    with store.transaction():
+        journal(store, 10, 5, "HEARTBEAT")  # at T0 + 5
+    assert store.last_record_at() == T0 + 5
+    with store.transaction():
+        store.add_event(
+            at=T0 + 9,
+            site="s",
+            kind="k",
+            unit=None,
+            post=None,
+            code=None,
+            qualifier=None,
+            detail="",
+        )
+    assert store.last_record_at() == T0 + 9
+    store.probe(T0 + 20.5)
+    assert store.last_record_at() == T0 + 20.5
+    with store.transaction():
+        journal(store, 10, 30, "HEARTBEAT")
+    assert store.last_record_at() == T0 + 30
+
+
+def test_prune_takes_old_frames_and_delivered_rows_a_batch_at_a_time(store: Store) -> None:
+    with store.transaction():
+        for seq in range(1, 6):
+            journal(store, 10, seq, "HEARTBEAT")  # frames at T0 + 1 .. T0 + 5
+        for n in range(1, 6):
+            enqueue(store, n)  # created at T0 + 1 .. T0 + 5
+    store.mark_sent(store.pending(4), T0 + 10)  # the first four delivered
+    assert store.prune(T0 + 4, batch=2) == 4  # two frames, two delivered rows
+    assert store.prune(T0 + 4, batch=2) == 2  # the third of each before T0 + 4
+    assert store.prune(T0 + 4, batch=2) == 0
+    c = store.conn
+    assert [r[0] for r in c.execute("SELECT seq FROM frames ORDER BY id")] == [4, 5]
+    # t/4 was delivered but is not older than the cut; t/5 was never delivered
+    assert [r[0] for r in c.execute("SELECT topic FROM outbox ORDER BY id")] == ["t/4", "t/5"]
+
+
+def test_reseal_rewrites_only_the_unsent_rows_it_is_given_new_text_for(store: Store) -> None:
+    with store.transaction():
+        for n in range(1, 5):
+            enqueue(store, n)
+    store.mark_sent(store.pending(1), T0 + 10)  # t/1 went out as it was
+
+    def reseal(row: OutboxRow) -> str | None:
+        return {"t/2": "sealed-2", "t/3": row.payload}.get(row.topic)  # t/3: no change
+
+    assert store.reseal_pending(reseal) == 1
+    payloads = dict(store.conn.execute("SELECT topic, payload FROM outbox"))
+    assert payloads == {"t/1": "p1", "t/2": "sealed-2", "t/3": "p3", "t/4": "p4"}
