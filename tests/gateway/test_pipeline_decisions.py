@@ -638,3 +638,51 @@ async def test_events_are_journalled_with_every_field(rig: Rig) -> None:
     )
     assert outbox(rig.store)[1].topic == f"{PREFIX}/school/duty/guard"
     assert duty["event"] == f"gw-test-{eid + 1}"
+
+
+async def test_relay_alerts_become_forgery_events(rig: Rig) -> None:
+    """A second gateway is told at once, every time; oversized payloads and forged status
+    messages are counted with the other rejected MQTT messages, one event per window."""
+    rig.pipe.on_alert("second_gateway", {"nonce": "abc"})
+    rig.clock.advance(1)
+    rig.pipe.on_alert("second_gateway", {"nonce": "def"})
+    rig.clock.advance(1)
+    rig.pipe.on_alert("oversized_payload", {"topic": f"{PREFIX}/school/ack/x", "size": 9000})
+    rig.pipe.on_alert("forged_status", {"topic": f"{PREFIX}/school/status"})
+    rig.pipe.on_alert("oversized_payload", {"topic": f"{PREFIX}/school/ack/y"})
+    events = rig.events()
+    assert [(e["kind"], e["code"], e["site"], e["at"]) for e in events] == [
+        ("forgery", 461, "school", iso(T0)),
+        ("forgery", 461, "school", iso(T0 + 1)),
+        ("forgery", 461, "school", iso(T0 + 2)),
+    ]
+    assert [e["detail"] for e in events[:2]] == [
+        {"nonce": "abc", "channel": "mqtt", "reason": "second_gateway"},
+        {"nonce": "def", "channel": "mqtt", "reason": "second_gateway"},
+    ]
+    assert events[2]["detail"]["oversized"] == 1
+    assert events[2]["detail"]["topics"] == [f"{PREFIX}/school/ack/x"]
+    assert rig.pipe.mqtt_rejects == {"oversized": 2, "forged_status": 1}
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
+    rig.pipe.tick()
+    last = rig.events()[-1]["detail"]
+    assert (last["oversized"], last["forged_status"]) == (1, 1)
+    assert last["topics"] == [f"{PREFIX}/school/ack/y", f"{PREFIX}/school/status"]
+
+
+async def test_retained_states_are_queued_signed_by_the_gateway_and_wake_the_relay(
+    rig: Rig,
+) -> None:
+    rig.pipe.retain(site="school", topic="unit/shop/state", payload={"state": "online"}, at=T0)
+    (row,) = outbox(rig.store)
+    assert (row.topic, row.retain, row.qos) == (f"{PREFIX}/school/unit/shop/state", True, 1)
+    assert json.loads(row.payload) == {"gateway": "gw-test", "state": "online"}
+    assert rig.wakes == [1]
+    with rig.store.transaction():  # inside a frame's transaction: the relay hears at its end
+        rig.pipe.retain(site="school", topic="post/gate/state", payload={"at": Path("/x")}, at=T0)
+        assert rig.wakes == [1]
+    assert json.loads(outbox(rig.store)[1].payload) == {"gateway": "gw-test", "at": "/x"}
+    for bad in ("unit/shop", "alarm/shop/state", "unit/shop/status", "unit/a/b/state"):
+        with pytest.raises(ValueError, match="unit/<id>/state"):
+            rig.pipe.retain(site="school", topic=bad, payload={}, at=T0)
+    assert len(outbox(rig.store)) == 2
