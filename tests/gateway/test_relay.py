@@ -17,6 +17,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from gateway.core.errors import UsageError
 from gateway.journal.store import Store
 from gateway.relay import relay as relay_module
 from gateway.relay.relay import BACKLOG_PAGE, BrokerSettings, Relay
-from gateway.security.envelope import Signer
+from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto
@@ -360,3 +361,98 @@ def test_tls_files_are_passed_on(tmp_path: Path) -> None:
         BrokerSettings("b", 8883, tls=True, ca_file=str(tmp_path / "none.pem")).tls_context()
     with pytest.raises(UsageError, match="--client-cert"):
         BrokerSettings("b", 8883, tls=True, client_cert=str(tmp_path / "c.pem")).tls_context()
+
+
+# -- the relay's own alerts, without a broker ----------------------------------------------
+
+
+class _Client:
+    """What the relay publishes when it puts its real status back."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, int, bool]] = []
+
+    async def publish(self, topic: str, payload: str, *, qos: int, retain: bool) -> None:
+        self.published.append((topic, payload, qos, retain))
+
+
+def offline_relay(store: Store, site: Site, alerts: list[tuple[str, dict[str, object]]]) -> Relay:
+    return Relay(
+        store,
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        alert=lambda kind, detail: alerts.append((kind, dict(detail))),
+    )
+
+
+async def test_oversized_payloads_are_counted_and_alerted_once_a_window(
+    store: Store, site: Site
+) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    relay._oversize("t/a", 9000)
+    relay._oversize("t/b", 9001)
+    assert relay.oversized == 2
+    assert alerts == [("oversized_payload", {"topic": "t/a", "bytes": 9000})]
+    relay._oversize_logged -= relay_module.OVERSIZE_LOG_WINDOW_S  # a window later
+    relay._oversize("t/c", 9002)
+    assert relay.oversized == 3
+    assert alerts[1:] == [("oversized_payload", {"topic": "t/c", "bytes": 9002})]
+
+
+async def test_a_forged_status_is_alerted_each_time_and_the_real_one_put_back(
+    store: Store, site: Site
+) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    client = _Client()
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._forged_status("cleared")  # no connection: nothing to put back yet
+        relay._republished -= 1.0  # a second later
+        relay._client = client  # type: ignore[assignment]
+        relay._forged_status("cleared")  # connecting, not connected: not yet either
+        relay._republished -= 1.0
+    assert client.published == []
+    relay.connected.set()
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._forged_status("bad signature")
+        relay._forged_status("bad signature")  # within a second: put back once
+    assert (
+        alerts
+        == [("forged_status", {"topic": STATUS, "problem": "cleared"})] * 2
+        + [("forged_status", {"topic": STATUS, "problem": "bad signature"})] * 2
+    )
+    ((topic, payload, qos, retain),) = client.published
+    assert (topic, qos, retain) == (STATUS, 1, True)
+    body = open_gateway(STATUS, payload.encode(), {relay_signer_kid(site): relay_key(site)})
+    assert (body["state"], body["instance"]) == ("online", relay.instance)
+    relay._republished -= 1.0  # a second later
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._forged_status("bad signature")
+    assert len(client.published) == 2
+
+
+def relay_signer_kid(site: Site) -> str:
+    return gateway_signer(site).kid
+
+
+def relay_key(site: Site) -> Any:
+    return gateway_signer(site).public_key()
+
+
+def test_status_times_are_read_as_iso_8601_utc() -> None:
+    parse = relay_module._parse_time
+    assert parse("2026-01-01T00:00:00.000Z") == T0
+    assert parse("2026-01-01T08:00:00+08:00") == T0
+    assert parse("yesterday") is None
+    assert parse(T0) is None
+    assert parse(None) is None
