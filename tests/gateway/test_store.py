@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal.store import OutboxRow, Store, StoreError, default_db_path
+from gateway.core.errors import StoreError
+from gateway.journal.store import OutboxRow, Store, default_db_path
 
 from .helpers import T0
 
@@ -90,7 +91,7 @@ def test_pending_pages_through_unsent_rows_in_id_order(store: Store) -> None:
     assert [r.id for r in store.pending(4, after=ids[3])] == ids[4:8]
     assert [r.id for r in store.pending(100, after=ids[8])] == ids[9:]
     sent = store.pending(3, after=ids[1])  # rows 2, 3, 4 PUBACKed
-    store.mark_sent(sent, T0 + 100)
+    store.mark_acked([(r, T0 + 100) for r in sent])
     assert [r.id for r in store.pending(100)] == ids[:2] + ids[5:]
     assert store.pending_count() == 7
     assert store.pending(0) == []
@@ -360,7 +361,7 @@ def test_prune_takes_old_frames_and_delivered_rows_a_batch_at_a_time(store: Stor
             journal(store, 10, seq, "HEARTBEAT")  # frames at T0 + 1 .. T0 + 5
         for n in range(1, 6):
             enqueue(store, n)  # created at T0 + 1 .. T0 + 5
-    store.mark_sent(store.pending(4), T0 + 10)  # the first four delivered
+    store.mark_acked([(r, T0 + 10) for r in store.pending(4)])  # the first four delivered
     assert store.prune(T0 + 4, batch=2) == 4  # two frames, two delivered rows
     assert store.prune(T0 + 4, batch=2) == 2  # the third of each before T0 + 4
     assert store.prune(T0 + 4, batch=2) == 0
@@ -374,7 +375,7 @@ def test_reseal_rewrites_only_the_unsent_rows_it_is_given_new_text_for(store: St
     with store.transaction():
         for n in range(1, 5):
             enqueue(store, n)
-    store.mark_sent(store.pending(1), T0 + 10)  # t/1 went out as it was
+    store.mark_acked([(r, T0 + 10) for r in store.pending(1)])  # t/1 went out as it was
 
     def reseal(row: OutboxRow) -> str | None:
         return {"t/2": "sealed-2", "t/3": row.payload}.get(row.topic)  # t/3: no change
