@@ -20,6 +20,7 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.config import Unit
+from gateway.core.errors import AckRejected
 from gateway.core.timefmt import iso
 from gateway.journal.store import Store
 from gateway.link.downlink import Downlink
@@ -660,14 +661,49 @@ async def test_relay_alerts_become_forgery_events(rig: Rig) -> None:
         {"nonce": "abc", "channel": "mqtt", "reason": "second_gateway"},
         {"nonce": "def", "channel": "mqtt", "reason": "second_gateway"},
     ]
-    assert events[2]["detail"]["oversized"] == 1
-    assert events[2]["detail"]["topics"] == [f"{PREFIX}/school/ack/x"]
+    window = {"channel": "mqtt", "kids": [], "since": iso(T0 + 2), "window_s": 300}
+    assert SECURITY_EVENT_INTERVAL_S == 300
+    assert events[2]["detail"] == {
+        **window,
+        "oversized": 1,
+        "topics": [f"{PREFIX}/school/ack/x"],
+    }
     assert rig.pipe.mqtt_rejects == {"oversized": 2, "forged_status": 1}
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S - 1)
+    rig.pipe.tick()
+    assert len(rig.events()) == 3  # the window is not over
+    rig.clock.advance(1)
+    rig.pipe.tick()  # exactly a window after the last event: the rest of it
+    last = rig.events()[-1]
+    assert (last["kind"], last["site"], last["at"]) == ("forgery", "school", iso(T0 + 302))
+    assert last["detail"] == {
+        **window,
+        "oversized": 1,
+        "forged_status": 1,
+        "topics": [f"{PREFIX}/school/ack/y", f"{PREFIX}/school/status"],
+    }
     rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
     rig.pipe.tick()
-    last = rig.events()[-1]["detail"]
-    assert (last["oversized"], last["forged_status"]) == (1, 1)
-    assert last["topics"] == [f"{PREFIX}/school/ack/y", f"{PREFIX}/school/status"]
+    assert len(rig.events()) == 4  # nothing new: no event
+
+
+async def test_rejected_mqtt_messages_name_at_most_sixteen_topics_and_keys(rig: Rig) -> None:
+    rig.pipe.on_bad_ack("school", "t/first", AckRejected("bad_signature", kid="dutyroom-a"))
+    for n in range(20):
+        rig.pipe.on_bad_ack("school", f"t/{n:02}", AckRejected("unknown_key", kid=f"k{n:02}"))
+    rig.pipe.on_bad_ack("school", "t/last", AckRejected("replayed"))
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)
+    rig.pipe.tick()
+    first, second = rig.events()
+    assert first["detail"]["kids"] == ["dutyroom-a"] and first["detail"]["since"] == iso(T0)
+    d = second["detail"]
+    assert (d["unknown_key"], d["replayed"]) == (20, 1)
+    assert d["topics"] == [f"t/{n:02}" for n in range(16)]
+    assert d["kids"] == [f"k{n:02}" for n in range(16)]
+    assert rig.pipe.mqtt_rejects == {"bad_signature": 1, "unknown_key": 20, "replayed": 1}
+    rig.clock.advance(SECURITY_EVENT_INTERVAL_S)  # exactly a window after the last event
+    rig.pipe.on_bad_ack("school", "t/again", AckRejected("replayed"))  # told at once
+    assert rig.events()[-1]["detail"]["topics"] == ["t/again"]
 
 
 async def test_retained_states_are_queued_signed_by_the_gateway_and_wake_the_relay(
