@@ -403,7 +403,9 @@ async def test_unregistered_addresses_share_one_tally(rig: Rig) -> None:
 
 async def test_link_changes_are_events_and_reach_the_watchers(rig: Rig) -> None:
     rig.pipe.on_link("bus", False)
+    rig.clock.advance(5)
     rig.pipe.on_link("bus", True)
+    assert rig.watch.calls == [("link", T0), ("link", T0 + 5)]
     down, up = rig.events()
     assert (down["kind"], down["code"], down["qualifier"]) == ("link_down", 350, 1)
     assert (up["kind"], up["code"], up["qualifier"]) == ("link_up", 350, 3)
@@ -438,6 +440,17 @@ async def test_inbound_messages_are_routed_by_topic(rig: Rig) -> None:
     }
     assert not rig.pipe.mqtt_rejects  # ignored, not taken for forgeries
     assert updates(rig.store) == ["new"]  # the incident's ack on another prefix did nothing
+
+
+async def test_a_duty_ack_that_does_not_verify_reaches_no_watcher(rig: Rig) -> None:
+    now = rig.clock.now()
+    topic, payload = make_ack(rig.signer, PREFIX, "school", post="gate", by="desk 1", at=now)
+    forged = payload.replace("desk 1", "desk 9")  # the signature no longer covers the body
+    rig.pipe.on_message(topic, forged.encode())
+    assert rig.watch.commands == []
+    assert sum(rig.pipe.mqtt_rejects.values()) == 1
+    rig.pipe.on_message(topic, payload.encode())  # the genuine one still goes through
+    assert rig.watch.commands == [topic]
 
 
 async def test_tick_reaches_the_watchers_and_publishes_due_updates(rig: Rig) -> None:
