@@ -32,7 +32,16 @@ from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto
 
-from .conftest import GATEWAY_ID, GATEWAY_USER, SITE, Police, Site, locked_broker
+from .conftest import (
+    DUTYROOM_USER,
+    GATEWAY_ID,
+    GATEWAY_USER,
+    SITE,
+    Police,
+    Site,
+    client_for,
+    locked_broker,
+)
 from .helpers import T0
 
 STATUS = status_topic("campusguard", GATEWAY_ID)
@@ -355,6 +364,43 @@ async def test_without_the_fast_path_the_same_rows_go_out_in_order(
         await until(lambda: store.pending_count() == 0)
     assert numbers(police) == list(range(10))
     assert relay.published == 10 and len(relay.puback_s) == 10
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "aiomqtt-publish"])
+async def test_rows_go_out_with_their_qos_and_retain_flag(
+    store: Store, site: Site, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    """A unit's state is retained for a duty room that connects later; both go at QoS 1."""
+    if not fast_path:
+
+        def no_internals(client: object) -> None:
+            raise AttributeError("aiomqtt internals changed")
+
+        monkeypatch.setattr(relay_module, "_Direct", no_internals)
+    state_topic = f"campusguard/{SITE}/unit/shop/state"
+    with store.transaction():
+        body = json.dumps({"gateway": GATEWAY_ID, "state": "online"})
+        store.enqueue(at=T0, topic=state_topic, payload=body, retain=True)
+        enqueue(store, 1)
+    live: list[tuple[str, int, bool]] = []
+    async with client_for(broker.settings(DUTYROOM_USER)) as watcher:
+        await watcher.subscribe(f"campusguard/{SITE}/#", qos=1)
+        async with relaying(store, broker, site):
+            await until(lambda: store.pending_count() == 0)
+        async with asyncio.timeout(10):
+            async for m in watcher.messages:
+                live.append((str(m.topic), m.qos, bool(m.retain)))
+                if len(live) == 2:
+                    break
+    assert sorted(live) == [
+        (f"campusguard/{SITE}/event/n1", 1, False),
+        (state_topic, 1, False),  # retained on the broker, delivered live as it came
+    ]
+    async with client_for(broker.settings(DUTYROOM_USER)) as later:
+        await later.subscribe(f"campusguard/{SITE}/unit/+/state", qos=1)
+        async with asyncio.timeout(10):
+            m = await anext(aiter(later.messages))
+    assert (str(m.topic), m.qos, bool(m.retain)) == (state_topic, 1, True)
 
 
 def test_tls_files_are_passed_on(tmp_path: Path) -> None:
