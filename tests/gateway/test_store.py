@@ -378,8 +378,26 @@ def test_reseal_rewrites_only_the_unsent_rows_it_is_given_new_text_for(store: St
     store.mark_acked([(r, T0 + 10) for r in store.pending(1)])  # t/1 went out as it was
 
     def reseal(row: OutboxRow) -> str | None:
-        return {"t/2": "sealed-2", "t/3": row.payload}.get(row.topic)  # t/3: no change
+        new = {"t/1": "sealed-1", "t/2": "sealed-2", "t/3": row.payload, "t/4": "sealed-4"}
+        return new.get(row.topic)  # t/3: the same text, no change
 
-    assert store.reseal_pending(reseal) == 1
+    assert store.reseal_pending(reseal) == 2
     payloads = dict(store.conn.execute("SELECT topic, payload FROM outbox"))
-    assert payloads == {"t/1": "p1", "t/2": "sealed-2", "t/3": "p3", "t/4": "p4"}
+    assert payloads == {"t/1": "p1", "t/2": "sealed-2", "t/3": "p3", "t/4": "sealed-4"}
+
+
+def test_the_arc_feed_sees_each_message_itself_and_the_outbox_its_envelope(
+    store: Store,
+) -> None:
+    seen: list[tuple[OutboxRow, float]] = []
+    store.seal = lambda topic, body: f"sealed({topic}):{body}"
+    store.on_enqueue = lambda row, at: seen.append((row, at))
+    with store.transaction():
+        rid = store.enqueue(at=T0 + 3, topic="t/a", payload="body", retain=True, incident="i1")
+        store.enqueue(at=T0 + 4, topic="t/b", payload="")  # clears a retained topic: as it is
+    assert seen == [
+        (OutboxRow(rid, "t/a", "body", 1, True, "i1"), T0 + 3),
+        (OutboxRow(rid + 1, "t/b", "", 1, False, None), T0 + 4),
+    ]
+    stored = dict(store.conn.execute("SELECT topic, payload FROM outbox"))
+    assert stored == {"t/a": "sealed(t/a):body", "t/b": ""}
