@@ -15,9 +15,13 @@ that only changes the text of an exception it raises, and one that only changes 
 case of SQL (outside quoted values). Log calls are not mutated at all (pyproject). The
 score of an area counts only the others: ``(killed + timeout) / (mutants - accepted)``.
 
+Tests marked ``slow`` (``-m "not slow"``) are left out: each stands beside a fast test of the
+same code (the duty watch's week ticked every second beside the same week ticked at its
+deadlines). ``--only MODULE`` re-tests one module's mutants and keeps the others' results.
+
 Writes ``bench/mutation.json``. Not part of ``make test``: minutes of CPU.
 
-    python bench/mutation.py [--jobs 2] [--json bench/mutation.json] [--reuse]
+    python bench/mutation.py [--jobs 2] [--json bench/mutation.json] [--reuse] [--only PATH]
 """
 
 from __future__ import annotations
