@@ -70,22 +70,6 @@ def _count(db: Path, sql: str) -> int:
         conn.close()
 
 
-def test_journal_is_created_private(tmp_path: Path, loose_umask: None) -> None:
-    db = tmp_path / "var" / "gateway.db"
-    store = Store(db)
-    _fill(store, time.time(), 1, 0, "x")
-    try:
-        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-            assert _mode(p) == 0o600, p
-        assert _mode(db.parent) == 0o700
-    finally:
-        store.close()
-    # an existing journal that others could read is made private at the next start
-    db.chmod(0o644)
-    Store(db).close()
-    assert _mode(db) == 0o600
-
-
 def test_prune_drops_old_frames_and_delivered_messages_only(tmp_path: Path) -> None:
     store = Store(tmp_path / "gateway.db")
     now = time.time()

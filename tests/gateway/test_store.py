@@ -3,6 +3,7 @@ orphan cancels, unit boots, epochs (issue 19)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import StoreError
-from gateway.journal.store import OutboxRow, Store, default_db_path
+from gateway.journal.store import PRUNE_BATCH, RETENTION_DAYS, OutboxRow, Store, default_db_path
 
 from .helpers import T0
 
@@ -401,3 +402,41 @@ def test_the_arc_feed_sees_each_message_itself_and_the_outbox_its_envelope(
     ]
     stored = dict(store.conn.execute("SELECT topic, payload FROM outbox"))
     assert stored == {"t/a": "sealed(t/a):body", "t/b": ""}
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    old = os.umask(0o022)  # what a shell usually has: files 0644
+    yield
+    os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+def test_journal_is_created_private(tmp_path: Path, loose_umask: None) -> None:
+    """It holds owners' names and phone numbers: 0600 in a 0700 directory, WAL included."""
+    db = tmp_path / "var" / "gateway.db"
+    store = Store(db)
+    try:
+        with store.transaction():
+            enqueue(store, 1)
+        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            assert _mode(p) == 0o600, p
+        assert _mode(db.parent) == 0o700
+    finally:
+        store.close()
+    # an existing journal that others could read is made private at the next start
+    db.chmod(0o644)
+    Store(db).close()
+    assert _mode(db) == 0o600
+
+
+def test_retention_and_pruning_batch_defaults(store: Store) -> None:
+    assert RETENTION_DAYS == 90  # what README and --retention-days promise
+    with store.transaction():
+        for seq in range(1, PRUNE_BATCH + 2):
+            journal(store, 10, seq, "HEARTBEAT")
+    assert store.prune(T0 + 10_000) == PRUNE_BATCH == 200  # one short transaction's worth
+    assert store.prune(T0 + 10_000) == 1
