@@ -133,7 +133,9 @@ class App:
         self.counter = Counter(self.store)
         self.codec = proto.Codec(cfg.addr, cfg.key)  # one key setup for both directions
         self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame, board.rs485_de())
-        self.outbox = Outbox(self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms)
+        self.outbox = Outbox(
+            self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms, cfg.baud
+        )
         self.feedback = Feedback(board)
         self.button = Button(
             board.input("button"), self, cfg.debounce_ms, cfg.long_press_ms, cfg.stuck_ms
@@ -226,7 +228,7 @@ class App:
                 self.storage_fault = True
         else:
             self.link.send(enc.wire, n)
-            self.outbox.remember(mtype, epoch, seq)
+            self.outbox.remember(mtype, epoch, seq, True)  # sent once: its ACK is timed
         return True
 
     def fault(self, code, active, detail=0):

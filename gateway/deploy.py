@@ -99,7 +99,13 @@ def _mpremote_exe(given: str | None) -> str:
 
 
 def stage(
-    unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True, image: Path | None = None
+    unit: Unit,
+    key: bytes,
+    out: Path,
+    cache: Path,
+    code: bool = True,
+    image: Path | None = None,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Fill ``out`` with what the unit's flash must hold; return path -> sha256.
 
@@ -119,7 +125,7 @@ def stage(
     if image is not None:
         shutil.copyfile(image, out / ROMFS_IMAGE)
         files[ROMFS_IMAGE] = hashlib.sha256(image.read_bytes()).hexdigest()
-    cfg = unit_config(unit)
+    cfg = unit_config(unit, baud=baud)
     cfg["fw_files"] = files
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
     (out / KEY_FILE).write_text(key.hex() + "\n")
@@ -222,8 +228,11 @@ def deploy(
     cache: Path | None = None,
     code: bool = True,
     romfs: bool = False,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Stage, copy, verify and restart one unit; return the verified path -> sha256.
+
+    ``baud``: its link's speed (boards.yaml), which the unit's UART must use.
 
     ``code=False`` (``--config-only``): the firmware is frozen or on ROMFS.
     ``romfs``: write the modules' ROMFS image first (then as ``code=False``).
@@ -235,7 +244,7 @@ def deploy(
             mp.run(["romfs", "deploy", str(image)])
         code = code and not romfs
         virtual_image = image if mp.unix_port else None
-        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image)
+        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image, baud)
         paths = sorted(expected)
         mp.run(["exec", _cleanup_script(paths, () if code else _module_files())])
         mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
@@ -265,7 +274,14 @@ def run(args: argparse.Namespace) -> int:
         raise KeyMissingError(str(exc)) from None
     try:
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
+        files = deploy(
+            unit,
+            key,
+            mp,
+            code=not args.config_only,
+            romfs=args.romfs,
+            baud=cfg.links[unit.link].baud,
+        )
     except GatewayError as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Settings:
     more_brokers: tuple[BrokerSettings, ...] = ()  # further nodes of the cluster, in order
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
     arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
+    fsync: Callable[[int], None] = os.fsync  # the journal's (a bench emulates an SD card's)
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -129,7 +131,7 @@ class Gateway:
                 "no duty-room key (dutyroom-<name>.pub) in %s: no acknowledgement will be accepted",
                 settings.keydir,
             )
-        self.store = Store(settings.db_path)
+        self.store = Store(settings.db_path, fsync=settings.fsync)
         self.store.seal = self.signer.seal
         resealed = self.store.reseal_pending(
             lambda row: reseal(self.signer, row.topic, row.payload)

@@ -115,11 +115,14 @@ def firmware_files(root: Path = FIRMWARE_DIR) -> list[Path]:
     )
 
 
-def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The unit's ``unit.json`` content: address, pins, timings, kind, role.
+def unit_config(
+    unit: Unit, overrides: Mapping[str, Any] | None = None, baud: int | None = None
+) -> dict[str, Any]:
+    """The unit's ``unit.json`` content: address, pins, timings, kind, role, baud rate.
 
+    ``baud``: its link's (boards.yaml); without it the firmware's default, 115200.
     ``overrides`` adds or replaces keys (tests use ``heartbeat_ms`` and the like, see
-    ``firmware/unitcfg.py``).
+    ``firmware/startup.py``).
     """
     cfg: dict[str, Any] = {
         "unit": unit.id,
@@ -133,6 +136,8 @@ def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[
         "test_interval_h": unit.test_interval_h,
         "incident_window_s": unit.incident_window_s,
     }
+    if baud is not None:
+        cfg["baud"] = baud
     if overrides:
         cfg.update(overrides)
     return cfg
@@ -375,6 +380,7 @@ class VirtualUnit:
         self.logs: list[str] = []
         self._mem: tuple[int, int, int] | None = None
         self._files: dict[str, str] | None = None
+        self._link_timing: tuple[int, int, int] | None = None
         self.epoch: int | None = None
         """The boot epoch the running firmware announced."""
         self.reloaded = 0
@@ -602,6 +608,19 @@ class VirtualUnit:
             raise VirtualUnitError(f"{self.name}: no mem reply")
         return self._mem
 
+    async def link_timing(self, timeout: float = 3.0) -> tuple[int, int, int]:
+        """The outbox's retransmission timing: (timeout ms, smoothed round trip ms, resent).
+
+        The timeout is learnt from ACK round trips; ``resent`` counts the frames sent again
+        so far.
+        """
+        self._link_timing = None
+        self._send("link")
+        await self._wait_for(lambda: self._link_timing is not None, timeout, "link")
+        if self._link_timing is None:  # pragma: no cover - _wait_for raised already
+            raise VirtualUnitError(f"{self.name}: no link reply")
+        return self._link_timing
+
     async def module_files(self, timeout: float = 3.0) -> dict[str, str]:
         """Where each module the firmware has loaded came from: name -> path.
 
@@ -657,6 +676,9 @@ class VirtualUnit:
         elif what == "mem":
             nums = [int(word) for word in rest.split()]
             self._mem = (nums[0], nums[1], nums[2] if len(nums) > 2 else 0)
+        elif what == "link":
+            rto, srtt, retries = (int(word) for word in rest.split())
+            self._link_timing = (rto, srtt, retries)
         elif what == "files":
             pairs = (word.partition("=") for word in rest.split())
             self._files = {name: path for name, _, path in pairs}
