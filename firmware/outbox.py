@@ -12,11 +12,12 @@
 # after a retransmission may answer either copy). The round trip is the frame and its ACK
 # on the wire, the gateway's journal fsync (1-20 ms on a Pi's SD card) and both loops;
 # frames sent once and ACKed (heartbeats, alarms) are the samples. Before the first one,
-# retry_first_ms (200). Never below the frame and its ACK on the wire at the link's baud
-# rate. The first two retries wait the timeout; each further one twice the last, capped at
-# retry_cap_ms (30 s), for ever. Jitter only lengthens (an early copy is a needless one):
-# up to a quarter more plus two frame air times, so units that lost the line together (a
-# collision on a shared bus) spread out.
+# and at most, retry_first_ms (200, the fixed timer this replaced); never below the frame
+# and its ACK on the wire at the link's baud rate. The first two retries wait the
+# timeout; each further one twice the last, capped at retry_cap_ms (30 s), for ever.
+# Jitter only lengthens (an early copy is a needless one): up to an eighth more plus two
+# frame air times, so units that lost the line together (a collision on a shared bus)
+# spread out.
 import random
 import struct
 import time
@@ -79,7 +80,13 @@ class Outbox:
         self._floor_ms = (
             (_W + _ACK_WIRE) * _BITS_PER_BYTE * 1000 + baud - 1
         ) // baud + _RTO_MIN_MS
-        self.rto_ms = max(retry_first_ms, self._floor_ms)  # until the first round trip
+        # never slower than the fixed first retry was: a slow spell (a boot storm on the
+        # bus, a gateway busy for seconds) measured once would otherwise hold every alarm
+        # back for seconds while srtt decays by an eighth a sample
+        self._ceil_ms = max(retry_first_ms, self._floor_ms)
+        if self._ceil_ms > retry_cap_ms:
+            self._ceil_ms = retry_cap_ms
+        self.rto_ms = self._ceil_ms  # until the first round trip
         self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet)
         self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
         self.retries = 0  # retransmissions (bench/e2e.py counts them with the gateway's)
@@ -162,10 +169,10 @@ class Outbox:
                 d = -d
             self._var8 += (d << 1) - (self._var8 >> 2)  # RTTVAR += (|R - SRTT| - RTTVAR)/4
         rto = (self._srtt8 >> 3) + (self._var8 >> 1)  # SRTT + 4 RTTVAR
+        if rto > self._ceil_ms:
+            rto = self._ceil_ms
         if rto < self._floor_ms:
             rto = self._floor_ms
-        if rto > cap:
-            rto = cap
         self.rto_ms = rto
 
     def put(self, i, mtype, epoch, seq, n, prio, persist, now):
@@ -227,8 +234,8 @@ class Outbox:
             if ms >= self._cap_ms:
                 ms = self._cap_ms
                 break
-        # later, never earlier: up to a quarter more and two frame air times
-        ms += (random.getrandbits(8) * ((ms >> 2) + (self._air_ms << 1))) >> 8
+        # later, never earlier: up to an eighth more and two frame air times
+        ms += (random.getrandbits(8) * ((ms >> 3) + (self._air_ms << 1))) >> 8
         self._t[i] = time.ticks_add(now, ms)
 
     # ---- acknowledgement ----

@@ -46,9 +46,10 @@ def answer_after(gw: GatewayEnd, delay_s: float, mtypes: set[MsgType]) -> None:
 
 
 async def test_a_slow_gateway_gets_each_alarm_once(make_unit: UnitFactory) -> None:
-    """ACKs 300 ms late (a fixed 200 ms timer resent every alarm before them): the unit
-    learns the round trip from its boot heartbeat and waits for the ACK."""
-    vu, gw = await make_unit()
+    """ACKs 300 ms late, on a unit whose fixed first retry would allow 2 s: the unit
+    learns the round trip from its boot heartbeat and still waits for the ACK (the
+    timeout is four deviations above the mean, not the mean)."""
+    vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
     answer_after(gw, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM})
     await gw.next(MsgType.HEARTBEAT)
     rto, srtt, _ = await _learnt(vu, at_least_ms=300)
@@ -60,6 +61,22 @@ async def test_a_slow_gateway_gets_each_alarm_once(make_unit: UnitFactory) -> No
     copies = [a for a in gw.of(MsgType.ALARM) if a.raw == alarm.raw]
     assert len(copies) == 1, [round(a.at - alarm.at, 3) for a in copies]
     assert (await vu.link_timing())[2] == 0  # nothing was sent twice
+
+
+async def test_the_timeout_is_learnt_below_the_fixed_first_retry(make_unit: UnitFactory) -> None:
+    """A gateway that ACKs at once: the timeout comes down from retry_first_ms (2 s here)
+    to what the round trip needs; one that ACKs 300 ms late leaves it at retry_first_ms,
+    never above (a slow spell measured once must not hold alarms back for seconds)."""
+    vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
+    answer_after(gw, 0.0, {MsgType.HEARTBEAT})
+    await gw.next(MsgType.HEARTBEAT)
+    rto, srtt, _ = await _learnt(vu, at_least_ms=0)
+    assert 0 < srtt <= rto < 2000
+    slow, gw2 = await make_unit("home-zhao", retry_first_ms=200)
+    answer_after(gw2, 0.3, {MsgType.HEARTBEAT})
+    await gw2.next(MsgType.HEARTBEAT)
+    rto, srtt, _ = await _learnt(slow, at_least_ms=300)
+    assert rto == 200
 
 
 async def test_retries_back_off_from_the_learnt_timeout_and_never_below_air_time(
