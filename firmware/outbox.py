@@ -89,7 +89,8 @@ class Outbox:
         self.rto_ms = self._ceil_ms  # until the first round trip
         self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet)
         self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
-        self.retries = 0  # retransmissions (bench/e2e.py counts them with the gateway's)
+        self.retries = 0  # frames sent again
+        self.needless = 0  # ... of which the ACK showed that an earlier copy had arrived
         self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
         m = bytearray(_M_LEN)
         m[_M_PRIO : _M_PRIO + _SLOTS] = b"\xff" * _SLOTS
@@ -246,8 +247,15 @@ class Outbox:
         for i in range(_SLOTS):
             if m[_M_PRIO + i] != _FREE and self._epoch[i] == epoch and self._seq[i] == seq:
                 m[_M_PRIO + i] = _FREE
+                now = time.ticks_ms()
                 if m[_M_ATTEMPTS + i] == 1:  # Karn: a resent frame's ACK may be either copy's
-                    self._sample(time.ticks_diff(time.ticks_ms(), self._t[_SENT + i]))
+                    self._sample(time.ticks_diff(now, self._t[_SENT + i]))
+                elif time.ticks_diff(now, self._t[_SENT + i]) < (self._srtt8 >> 4):
+                    # back sooner than half a round trip after the last copy: the ACK of
+                    # an earlier one, which was only late (Eifel, RFC 3522). That copy was
+                    # needless: time the first one, so that the timeout grows to fit
+                    self.needless += 1
+                    self._sample(time.ticks_diff(now, self._t[_ADDED + i]))
                 if m[_M_PERSIST + i]:
                     self._save()
                 return m[_M_TYPE + i]
