@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from gateway.vboard import VirtualUnit
+from gateway.sim.vboard import VirtualUnit
 from protocol import AckState, MsgType
 from tests.firmware.conftest import Arrival, GatewayEnd, UnitFactory
 
