@@ -87,7 +87,7 @@ class Outbox:
         if self._ceil_ms > retry_cap_ms:
             self._ceil_ms = retry_cap_ms
         self.rto_ms = self._ceil_ms  # until the first round trip
-        self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet)
+        self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet; virtual.py reads it)
         self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
         self.retries = 0  # frames sent again
         self.needless = 0  # ... of which the ACK showed that an earlier copy had arrived
@@ -147,10 +147,6 @@ class Outbox:
                     self._sample(time.ticks_diff(time.ticks_ms(), self._t[_RSENT + i]))
                 return m[_M_RTYPE + i]
         return 0
-
-    def srtt_ms(self):
-        """The smoothed round trip (ms), 0 before the first."""
-        return self._srtt8 >> 3
 
     def _sample(self, rtt):
         """One measured round trip (ms) into the timeout (RFC 6298 in integers: srtt

@@ -247,7 +247,7 @@ class Board:
             elif cmd == "link" and self._app is not None:
                 ob = self._app.outbox
                 self.log(
-                    "%d %d %d %d" % (ob.rto_ms, ob.srtt_ms(), ob.retries, ob.needless), "link "
+                    "%d %d %d %d" % (ob.rto_ms, ob._srtt8 >> 3, ob.retries, ob.needless), "link "
                 )
             elif cmd == "files":
                 out = "files"
