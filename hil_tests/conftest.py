@@ -102,7 +102,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     that need a virtual board's powers)."""
     stats = terminalreporter.stats
     reports = [r for key in ("passed", "failed", "skipped", "error") for r in stats.get(key, [])]
-    reports = [r for r in reports if r.when == "call" or r.outcome != "passed"]
+    # the HIL scenarios only (make test runs tests/ in the same session)
+    reports = [
+        r
+        for r in reports
+        if r.nodeid.startswith("hil_tests/") and (r.when == "call" or r.outcome != "passed")
+    ]
     if not reports:
         return
     real = bool(config.getoption("--port"))
