@@ -1,0 +1,1 @@
+"""Logic that watches the frame stream and the clock: supervision, duty, patrols."""
