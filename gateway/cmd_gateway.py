@@ -22,6 +22,7 @@ from gateway.service import Gateway, Settings
 from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
 from gateway.testmode import TestModeWatch
+from gateway.watch.patrol import PatrolWatch
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ DEFAULT_BAUD = 115200
 
 
 def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
-    """The logic that watches the frame stream (unit supervision, guard duty).
+    """The logic that watches the frame stream (unit supervision, guard duty, patrols).
 
     Each watcher gets the outlet for events and signals, the store's connection for its
     own tables, and the clock. Build them outside a store transaction: they create tables.
@@ -38,11 +39,15 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     duty = DutyWatch(
         config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
     )
+    patrol = PatrolWatch(
+        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
+    )
     # the kernel knows about the system clock only: a scaled or manual one is not it
     kernel = kernel_synced if isinstance(clock, SystemClock) else None
     return [
         supervisor,
         duty,
+        patrol,
         ClockWatch(config, outlet, store, kernel=kernel),
         TestModeWatch(config, outlet, store.conn),
     ]

@@ -24,6 +24,7 @@ from pathlib import Path
 from gateway.acks import AckVerifier
 from gateway.arcsetup import ArcLink, ArcPlan
 from gateway.broker import BrokerSettings
+from gateway.brokerconfig import ACK_LEAVES
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Link
 from gateway.credentials import SecretDir
@@ -163,7 +164,7 @@ class Gateway:
             settings.broker,
             self.clock,
             client_id=f"campusguard-{config.gateway_id}",
-            subscriptions=[t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")],
+            subscriptions=[f"{p}/{s}/{leaf}" for s in sites for leaf in ACK_LEAVES],
             status_topic=status_topic(p, config.gateway_id),
             on_message=self.pipeline.on_message,
             signer=self.signer,

@@ -457,12 +457,13 @@ class Store:
         code: int | None,
         qualifier: int | None,
         detail: str,
+        route: str | None = None,
     ) -> int:
         """Append to the shared ``events`` table; return the event id."""
         cur = self.conn.execute(
-            "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, site, unit, post, kind, code, qualifier, detail),
+            "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, site, unit, post, route, kind, code, qualifier, detail),
         )
         return int(cur.lastrowid or 0)
 
