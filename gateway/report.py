@@ -34,6 +34,7 @@ from gateway.shifts import zone
 
 FORMATS = ("md", "csv", "json")
 ESCALATION_STEPS = ("prompt_guard", "security_lead", "police")
+PATROL_STEPS = ("remind_leader", "security_lead", "police")
 UNIT_EVENT_COLUMNS = (
     "low_battery",
     "tamper",
@@ -220,12 +221,15 @@ class Event:
     code: int | None
     qualifier: int | None
     detail: Mapping[str, Any]
+    route: str | None = None
 
 
 def _events(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list[Event]:
     out = []
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(events)")}
+    route = "route" if "route" in columns else "NULL"  # a journal from before patrols
     for row in conn.execute(
-        "SELECT id, at, site, unit, post, kind, code, qualifier, detail FROM events "
+        f"SELECT id, at, site, unit, post, kind, code, qualifier, detail, {route} FROM events "
         f"WHERE {where} ORDER BY at, id",
         tuple(params),
     ):
@@ -244,6 +248,7 @@ def _events(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list
                 row[6],
                 row[7],
                 detail if isinstance(detail, dict) else {"value": detail},
+                row[9],
             )
         )
     return out
@@ -349,6 +354,7 @@ def _site_month(
         "alarms": alarms,
         "units": _units(conn, site, w, config, events, incidents, obs_start, obs_end),
         "duty": _duty(site, config, events),
+        "patrol": _patrol(site, config, events),
     }
 
 
@@ -495,6 +501,59 @@ def _duty(site: str, config: Config | None, events: list[Event]) -> list[dict[st
     return rows
 
 
+def _route_ids(site: str, config: Config | None, events: list[Event]) -> list[str]:
+    ids = [r.id for r in config.patrols.values() if r.site == site] if config else []
+    return ids + sorted({e.route for e in events if e.route and e.route not in ids})
+
+
+def _patrol_counts(events: list[Event]) -> dict[str, Any]:
+    """A route's figures from its patrol events (gateway/watch/patrol.py)."""
+    outcome = Counter(
+        str(e.detail.get("outcome")) for e in events if e.kind == "patrol_window_close"
+    )
+    scans = [e for e in events if e.kind == "patrol_scan"]
+    status = Counter(str(e.detail.get("status")) for e in scans)
+    steps = Counter(str(e.detail.get("step")) for e in events if e.kind == "patrol_escalation")
+    acks = [e for e in events if e.kind == "patrol_acknowledged"]
+    minutes = [float(e.detail["minutes"]) for e in events if e.kind == "round_complete"]
+    due = sum(outcome.values())
+    return {
+        "due": due,
+        "done": outcome.get("done", 0),
+        "late": outcome.get("late", 0),
+        "missed": outcome.get("missed", 0),
+        "compliance": round(outcome.get("done", 0) / due, 4) if due else None,
+        "rounds": sum(1 for e in events if e.kind == "round_start"),
+        "complete": len(minutes),
+        "incomplete": sum(1 for e in events if e.kind == "round_incomplete"),
+        "median_round_min": round(statistics.median(minutes), 1) if minutes else None,
+        "scans": len(scans),
+        "out_of_order": status.get("out_of_order", 0),
+        "duress_scans": sum(1 for e in scans if e.detail.get("duress") is True),
+        "no_round": sum(1 for e in events if e.kind == "round_missed"),
+        "overdue": sum(1 for e in events if e.kind == "round_overdue"),
+        "escalations": sum(steps.values()),
+        "by_step": {s: steps.get(s, 0) for s in PATROL_STEPS},
+        "acknowledged_by_scan": sum(1 for e in acks if e.detail.get("via") == "scan"),
+        "acknowledged_by_duty": sum(1 for e in acks if e.detail.get("via") == "patrol_ack"),
+    }
+
+
+def _patrol(site: str, config: Config | None, events: list[Event]) -> list[dict[str, Any]]:
+    rows = []
+    for rid in _route_ids(site, config, events):
+        route = config.patrols.get(rid) if config else None
+        mine = [e for e in events if e.route == rid]
+        rows.append(
+            {
+                "route": rid,
+                "checkpoints": list(route.checkpoints) if route else None,
+                **_patrol_counts(mine),
+            }
+        )
+    return rows
+
+
 # -- the daily duty log -----------------------------------------------------------------
 
 
@@ -518,6 +577,24 @@ def _summary(e: Event) -> str:
         return s + f", {d.get('minutes_overdue')} min overdue"
     if e.kind in ("shift_start", "shift_end"):
         return "still owed" if d.get("still_owed_due") else ""
+    if e.kind == "patrol_scan":
+        s = f"{d.get('checkpoint')} ({d.get('position')}/{d.get('of')}), "
+        s += str(d.get("status", "")).replace("_", " ")
+        return s + (", DURESS" if d.get("duress") else "")
+    if e.kind == "round_complete":
+        return f"{d.get('round')} in {d.get('minutes')} min" + (", late" if d.get("late") else "")
+    if e.kind == "round_incomplete":
+        return f"{d.get('round')}: missing {', '.join(d.get('missing') or [])}"
+    if e.kind == "round_overdue":
+        since = f"{d.get('minutes_since')} min since {d.get('last_checkpoint')}"
+        return f"{since}, next {d.get('expected')}"
+    if e.kind == "patrol_escalation":
+        return f"{d.get('step')} ({d.get('reason', '').replace('_', ' ')})"
+    if e.kind == "patrol_acknowledged":
+        via = str(d.get("via", "")).replace("_", " ")
+        return f"by {d.get('by')} via {via}, {d.get('minutes_since')} min after"
+    if e.kind == "patrol_window_close":
+        return f"{d.get('window')}: {d.get('outcome')}"
     text = describe(e.kind)
     known = KINDS.get(e.kind)
     if e.qualifier == RESTORE and (known is None or known.restorable):
@@ -540,6 +617,28 @@ def daily(
         cfg_site = config.sites.get(s) if config else None
         events = _events(conn, "site = ? AND at >= ? AND at < ?", (s, w.start, w.end))
         duty = [e for e in events if e.post is not None]
+        patrol = [e for e in events if e.route is not None]
+        routes = []
+        for rid in _route_ids(s, config, patrol):
+            mine = [e for e in patrol if e.route == rid]
+            routes.append(
+                {
+                    "route": rid,
+                    **_patrol_counts(mine),
+                    "log": [
+                        {
+                            "time": _local(e.at, tz, "%H:%M:%S"),
+                            "at": e.at,
+                            "kind": e.kind,
+                            "code": e.code,
+                            "qualifier": e.qualifier,
+                            "summary": _summary(e),
+                            "detail": dict(e.detail),
+                        }
+                        for e in mine
+                    ],
+                }
+            )
         posts = []
         for pid in _post_ids(s, config, duty):
             mine = [e for e in duty if e.post == pid]
@@ -565,6 +664,7 @@ def daily(
                 "site": s,
                 "name": cfg_site.name if cfg_site else s,
                 "posts": posts,
+                "patrols": routes,
                 "alarms": [
                     {
                         "time": _local(float(i["first_press_at"]), tz, "%H:%M:%S"),
@@ -593,7 +693,7 @@ def daily(
                         "summary": _summary(e),
                     }
                     for e in events
-                    if e.post is None and e.kind != "test"
+                    if e.post is None and e.route is None and e.kind != "test"
                 ],
                 "tests": sum(1 for e in events if e.kind == "test"),
             }
@@ -726,6 +826,43 @@ def _md_month(data: Mapping[str, Any]) -> str:
             )
         else:
             lines.append("No guard posts.")
+        lines += ["", "### Patrols", ""]
+        if s.get("patrol"):
+            lines += _table(
+                [
+                    "route",
+                    "rounds due",
+                    "done",
+                    "late",
+                    "missed",
+                    "compliance",
+                    "rounds (complete / incomplete)",
+                    "median round",
+                    "out of order",
+                    "escalations (leader / lead / police)",
+                    "acknowledged (scan / duty)",
+                    "duress",
+                ],
+                [
+                    [
+                        r["route"],
+                        r["due"],
+                        r["done"],
+                        r["late"],
+                        r["missed"],
+                        _pct(r["compliance"]),
+                        f"{r['rounds']} ({r['complete']} / {r['incomplete']})",
+                        "-" if r["median_round_min"] is None else f"{r['median_round_min']} min",
+                        r["out_of_order"],
+                        " / ".join(str(r["by_step"][k]) for k in PATROL_STEPS),
+                        f"{r['acknowledged_by_scan']} / {r['acknowledged_by_duty']}",
+                        r["duress_scans"],
+                    ]
+                    for r in s["patrol"]
+                ],
+            )
+        else:
+            lines.append("No patrol routes.")
     return "\n".join(lines) + "\n"
 
 
@@ -750,6 +887,20 @@ def _md_day(data: Mapping[str, Any]) -> str:
             lines += _table(
                 ["time", "event", "detail"],
                 [[e["time"], e["kind"], e["summary"]] for e in p["log"]],
+            )
+        for r in s.get("patrols", []):
+            lines += [
+                "",
+                f"### Patrol {r['route']}: {r['due']} rounds due, {r['done']} done, "
+                f"{r['late']} late, {r['missed']} missed, {r['escalations']} escalations",
+                "",
+            ]
+            lines += _table(
+                ["time", "event", "detail", "Contact ID"],
+                [
+                    [e["time"], e["kind"], e["summary"], _cid(e["code"], e["qualifier"])]
+                    for e in r["log"]
+                ],
             )
         lines += ["", "### Alarms", ""]
         if s["alarms"]:
@@ -812,6 +963,15 @@ def _csv(data: Mapping[str, Any]) -> str:
                             wr.writerow([*base, "duty", p["post"], f"escalations_{step}", n])
                     elif k != "post":
                         wr.writerow([*base, "duty", p["post"], k, "" if v is None else v])
+            for r in s.get("patrol", []):
+                for k, v in r.items():
+                    if k == "by_step":
+                        for step, n in v.items():
+                            wr.writerow([*base, "patrol", r["route"], f"escalations_{step}", n])
+                    elif k == "checkpoints":
+                        wr.writerow([*base, "patrol", r["route"], k, " ".join(v or [])])
+                    elif k != "route":
+                        wr.writerow([*base, "patrol", r["route"], k, "" if v is None else v])
     else:
         wr.writerow(["day", "time", "site", "post", "unit", "kind", "code", "summary"])
         rows: list[tuple[float, list[Any]]] = []
@@ -829,6 +989,23 @@ def _csv(data: Mapping[str, Any]) -> str:
                                 "",
                                 e["kind"],
                                 "",
+                                e["summary"],
+                            ],
+                        )
+                    )
+            for r in s.get("patrols", []):
+                for e in r["log"]:
+                    rows.append(
+                        (
+                            e["at"],
+                            [
+                                data["day"],
+                                e["time"],
+                                s["site"],
+                                f"patrol:{r['route']}",
+                                e["detail"].get("checkpoint", ""),
+                                e["kind"],
+                                e["code"] or "",
                                 e["summary"],
                             ],
                         )

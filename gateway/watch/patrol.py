@@ -497,8 +497,12 @@ class PatrolWatch:
         )
 
     def _ladder(self, route: Patrol, st: RouteState, reason: str, now: float) -> RouteState:
-        """Start the ladder for ``reason`` unless one runs (or nobody could patrol)."""
-        if st.ladder is not None or not route.escalation:
+        """Start the ladder for ``reason`` unless one is still climbing or nobody could patrol.
+
+        A ladder whose every rung was notified and never answered gives way to a new one.
+        """
+        lad = st.ladder
+        if not route.escalation or (lad is not None and lad.next_step < len(route.escalation)):
             return st
         if self.installed is not None and not any(self.installed(c) for c in route.checkpoints):
             log.info("patrol %s: no checkpoint installed; no ladder", route.id)
