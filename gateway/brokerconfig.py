@@ -40,7 +40,7 @@ ACK_LEAVES = ("ack/+", "duty/+/ack", "patrol/+/ack")
 """What duty rooms write and the gateway reads: police, duty and patrol acknowledgements."""
 GATEWAY_WRITES = (
     "alarm/+", "event/+", "duty/+", "patrol/+", "open/+", "unit/+/state", "post/+/state",
-    "patrol/+/state",
+    "patrol/+/state", "report/+",
 )  # fmt: skip
 
 

@@ -83,6 +83,17 @@ KINDS: dict[str, Kind] = {
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
+        # the gateway's own life (gateway/lifecycle.py): its downtime in the report
+        Kind(
+            "gateway_start",
+            None,
+            "gateway started (down_s: how long it was away)",
+            False,
+            "gateway",
+        ),
+        Kind("gateway_stop", None, "gateway stopped cleanly", False, "gateway"),
+        Kind("broker_lost", None, "gateway lost the MQTT broker", False, "gateway"),
+        Kind("broker_back", None, "gateway reached the MQTT broker again", False, "gateway"),
         # the gateway's own clock (gateway/clockwatch.py)
         Kind("clock_unsynced", 626, "time/date inaccurate: gateway clock", True, "gateway"),
         # the alarm receiving centre's paths (gateway/arc.py): 351 primary, 352 backup

@@ -29,7 +29,8 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.contact_id import KINDS, NEW, RESTORE, describe
-from gateway.errors import ConfigError
+from gateway.errors import GatewayError
+from gateway.lifecycle import MAJOR_DOWN_S
 from gateway.shifts import zone
 
 FORMATS = ("md", "csv", "json")
@@ -92,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--month", type=_month, metavar="YYYY-MM", help="monthly statistics")
     which.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="the daily duty log")
+    which.add_argument(
+        "--period",
+        nargs="?",
+        const="due",
+        metavar="YYYY-MM",
+        help="the report due on the 30th of YYYY-MM (February: its last day), covering the "
+        "30th of the month before to the 29th; alone: the latest one due",
+    )
     parser.add_argument(
         "--db",
         metavar="PATH",
@@ -109,6 +118,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--site", metavar="ID", help="only this site")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    parser.add_argument(
+        "--deliver",
+        metavar="DIR",
+        help="with --period and --config: write every format to DIR and queue the report, "
+        "retained, on <prefix>/<site>/report/<YYYY-MM> in the journal's outbox (the gateway "
+        "publishes it)",
+    )
+    parser.add_argument(
+        "--keydir",
+        type=Path,
+        help="with --deliver: the gateway's signing key (default: systemd's credentials, "
+        "else keys/)",
+    )
+    parser.add_argument("--prefix", default="campusguard", help="with --deliver: MQTT prefix")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,23 +140,65 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config) if args.config else None
         tz = zone(args.tz or (config.timezone if config else None))
         db = Path(args.db) if args.db else default_db()
+        period = args.period
+        if period is not None:
+            period = due_period(time.time(), tz) if period == "due" else _month(period)
+        if args.deliver:
+            return _deliver(args, config, db, period, tz)
         conn = open_journal(db)
         try:
-            if args.month:
+            if period:
+                data = monthly(conn, period, tz, config=config, site=args.site, period=True)
+            elif args.month:
                 data = monthly(conn, args.month, tz, config=config, site=args.site)
             else:
                 data = daily(conn, args.day, tz, config=config, site=args.site)
         finally:
             conn.close()
-    except (ReportError, ConfigError, ValueError) as exc:
+    except (ReportError, GatewayError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"campusguard report: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the delivery folder
+        print(f"campusguard report: {exc}", file=sys.stderr)
+        return 1
     text = render(data, args.format)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _deliver(
+    args: argparse.Namespace, config: Config | None, db: Path, period: str | None, tz: tzinfo
+) -> int:
+    """``--deliver``: the period's report to a folder and to MQTT (gateway/dutyroom/delivery)."""
+    from gateway.credentials import unit_keydir
+    from gateway.dutyroom.delivery import deliver
+
+    if period is None or config is None:
+        raise ReportError("--deliver needs --period and --config")
+    done = deliver(
+        db,
+        config,
+        period,
+        tz,
+        Path(args.deliver),
+        keydir=unit_keydir(args.keydir),
+        prefix=args.prefix,
+        now=time.time(),
+    )
+    for path in done.files:
+        print(f"wrote {path}")
+    for topic in done.topics:
+        print(f"queued {topic} (retained)")
+    for site in done.too_large:
+        print(
+            f"campusguard report: site {site}: the report is too large for the broker; "
+            f"it is only in {args.deliver}",
+            file=sys.stderr,
+        )
+    return 1 if done.too_large else 0
 
 
 def open_journal(path: Path) -> sqlite3.Connection:
@@ -173,6 +238,43 @@ def month_window(month: str, tz: tzinfo) -> Window:
     start = datetime(y, m, 1, tzinfo=tz)
     end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz)
     return Window(month, start.timestamp(), end.timestamp(), tz)
+
+
+REPORT_DAY = 30
+"""The monthly report is due on the 30th (the last day in February): a city's rule."""
+
+
+def report_day(year: int, month: int) -> date:
+    """The day the report of ``year-month`` is due: the 30th, or February's last day."""
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return date(year, month, min(REPORT_DAY, (nxt - timedelta(days=1)).day))
+
+
+def period_window(month: str, tz: tzinfo) -> Window:
+    """The reporting period due in ``YYYY-MM``.
+
+    From the report day of the month before (00:00 local) up to this month's report day
+    (00:00), so that every day falls in exactly one period: e.g. 2027-03 is 28 February
+    to 29 March, 2027-02 is 30 January to 27 February.
+    """
+    y, m = (int(x) for x in _month(month).split("-"))
+    end = report_day(y, m)
+    start = report_day(y - (m == 1), (m - 2) % 12 + 1)
+    return Window(
+        month,
+        datetime(start.year, start.month, start.day, tzinfo=tz).timestamp(),
+        datetime(end.year, end.month, end.day, tzinfo=tz).timestamp(),
+        tz,
+    )
+
+
+def due_period(now: float, tz: tzinfo) -> str:
+    """The latest period whose report day has come by ``now``: ``YYYY-MM``."""
+    today = datetime.fromtimestamp(now, tz).date()
+    if today >= report_day(today.year, today.month):
+        return f"{today.year:04d}-{today.month:02d}"
+    y, m = today.year - (today.month == 1), (today.month - 2) % 12 + 1
+    return f"{y:04d}-{m:02d}"
 
 
 def day_window(day: str, tz: tzinfo) -> Window:
@@ -306,14 +408,16 @@ def monthly(
     config: Config | None = None,
     site: str | None = None,
     now: float | None = None,
+    period: bool = False,
 ) -> dict[str, Any]:
     """The monthly statistics for ``month`` (``YYYY-MM``, local time) as plain data.
 
-    Availability is measured over the part of the month that the journal observed: from
-    the later of the month's start and the journal's first record, to the earlier of the
-    month's end and ``now`` (default: the real time).
+    With ``period`` the days are the reporting period due on the 30th of ``month``
+    (:func:`period_window`), else the calendar month. Availability is measured over the
+    part of it that the journal observed: from the later of its start and the journal's
+    first record, to the earlier of its end and ``now`` (default: the real time).
     """
-    w = month_window(month, tz)
+    w = period_window(month, tz) if period else month_window(month, tz)
     first, _ = _journal_span(conn)
     now = time.time() if now is None else now
     obs_start = max(w.start, first) if first is not None else w.start
@@ -326,11 +430,84 @@ def monthly(
         "to": _local(w.end, tz),
         "observed_from": _local(obs_start, tz) if obs_end > obs_start else None,
         "observed_to": _local(obs_end, tz) if obs_end > obs_start else None,
+        "covers": (
+            f"{_local(w.start, tz, '%Y-%m-%d')} to "
+            f"{_local(w.end - 1, tz, '%Y-%m-%d')} (the report day of the month before to the"
+            " day before this month's; report day: the 30th, February's last day)"
+            if period
+            else "the calendar month"
+        ),
+        "gateway": _gateway(conn, w, config),
         "sites": [],
     }
     for s in _sites(conn, config, site, w):
         out["sites"].append(_site_month(conn, s, w, config, obs_start, obs_end))
+    out["major"] = _major(out, conn, w, site)
     return out
+
+
+def _gateway(conn: sqlite3.Connection, w: Window, config: Config | None) -> dict[str, Any]:
+    """The gateway's own life in the period (gateway/lifecycle.py): starts, downtime, broker."""
+    where = "kind IN ('gateway_start', 'gateway_stop', 'broker_lost', 'broker_back')"
+    where += " AND at >= ? AND at < ?"
+    params: tuple[Any, ...] = (w.start, w.end)
+    if config is not None:
+        where += " AND unit = ?"
+        params += (config.gateway_id,)
+    events = _events(conn, where, params)
+    starts = [e for e in events if e.kind == "gateway_start"]
+    downs: list[dict[str, Any]] = [
+        {
+            "from": _local(float(e.detail["down_since"]), w.tz, "%Y-%m-%d %H:%M:%S"),
+            "to": _local(e.at, w.tz, "%Y-%m-%d %H:%M:%S"),
+            "down_s": float(e.detail["down_s"]),
+            "clean": e.detail.get("clean"),
+        }
+        for e in starts
+        if isinstance(e.detail.get("down_s"), int | float) and "down_since" in e.detail
+    ]
+    backs = [e for e in events if e.kind == "broker_back"]
+    return {
+        "starts": len(starts),
+        "clean_stops": sum(1 for e in events if e.kind == "gateway_stop"),
+        "unclean_ends": sum(1 for e in starts if e.detail.get("clean") is False),
+        "downtime_s": round(sum(float(d["down_s"]) for d in downs), 3),
+        "down": downs,
+        "broker_outages": sum(1 for e in events if e.kind == "broker_lost"),
+        "broker_outage_s": round(sum(float(e.detail.get("outage_s", 0)) for e in backs), 3),
+    }
+
+
+def _major(
+    data: Mapping[str, Any], conn: sqlite3.Connection, w: Window, site: str | None
+) -> list[dict[str, Any]]:
+    """Major situations, each reported at once when it happened.
+
+    Duress, the police called by a duty or patrol ladder, the gateway away over 10 min.
+    """
+    out: list[dict[str, Any]] = []
+    for inc in _incidents(conn, w, site):
+        if inc["kind"] == "duress" and not inc.get("test"):
+            at = float(inc["first_press_at"])
+            out.append(
+                {"at": at, "time": _local(at, w.tz), "site": inc["site"], "what": "duress",
+                 "detail": f"{inc['unit']} at {inc['place']} ({inc['id']})"}
+            )  # fmt: skip
+    where = "kind IN ('escalation', 'patrol_escalation') AND at >= ? AND at < ?"
+    for e in _events(conn, where, (w.start, w.end)):
+        if e.detail.get("step") == "police" and (site is None or e.site == site):
+            subject = f"post {e.post}" if e.post else f"patrol {e.route}"
+            out.append(
+                {"at": e.at, "time": _local(e.at, w.tz), "site": e.site,
+                 "what": "police called", "detail": f"{subject}: {e.detail.get('action', '')}"}
+            )  # fmt: skip
+    for d in data["gateway"]["down"]:
+        if d["down_s"] > MAJOR_DOWN_S:
+            out.append(
+                {"at": 0.0, "time": d["from"][:16], "site": None, "what": "gateway offline",
+                 "detail": f"{duration(d['down_s'])} ({d['from']} to {d['to']})"}
+            )  # fmt: skip
+    return sorted(out, key=lambda m: m["time"])
 
 
 def _site_month(
@@ -740,6 +917,28 @@ def _md_month(data: Mapping[str, Any]) -> str:
         f"Period {data['from']} to {data['to']} ({data['tz']}); the journal observed "
         f"{data['observed_from'] or '-'} to {data['observed_to'] or '-'}.",
     ]
+    if "covers" in data:
+        lines += ["", f"Covers {data['covers']}."]
+    g = data.get("gateway")
+    if g is not None:
+        lines += [
+            "",
+            "## The gateway",
+            "",
+            f"- starts: {g['starts']} (clean stops {g['clean_stops']}, ended without a stop "
+            f"{g['unclean_ends']}); away {duration(g['downtime_s'])} in all",
+            f"- broker outages: {g['broker_outages']}, {duration(g['broker_outage_s'])} in all",
+        ]
+        lines += [f"- away {duration(d['down_s'])}: {d['from']} to {d['to']}" for d in g["down"]]
+    if "major" in data:
+        lines += ["", "## Major situations (each reported at once)", ""]
+        if data["major"]:
+            lines += _table(
+                ["time", "site", "what", "detail"],
+                [[m["time"], m["site"] or "", m["what"], m["detail"]] for m in data["major"]],
+            )
+        else:
+            lines.append("None.")
     for s in data["sites"]:
         a = s["alarms"]
         lines += ["", f"## {s['name']} - site {s['site']}", "", "### Alarms", ""]
@@ -944,6 +1143,13 @@ def _csv(data: Mapping[str, Any]) -> str:
     wr = csv.writer(buf, lineterminator="\n")
     if data["report"] == "monthly":
         wr.writerow(["month", "site", "section", "subject", "metric", "value"])
+        for k, v in data.get("gateway", {}).items():
+            if k != "down":
+                wr.writerow([data["month"], "", "gateway", "", k, v])
+        for m in data.get("major", []):
+            wr.writerow(
+                [data["month"], m["site"] or "", "major", m["what"], m["time"], m["detail"]]
+            )
         for s in data["sites"]:
             base = [data["month"], s["site"]]
             for k, v in s["alarms"].items():

@@ -17,7 +17,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from gateway.credentials import SecretDir
 from gateway.downlink import Downlink
 from gateway.envelope import Signer, reseal
 from gateway.errors import GatewayError
+from gateway.lifecycle import Lifecycle
 from gateway.link import SerialLink
 from gateway.pipeline import Pipeline
 from gateway.ports import Outlet, Watcher
@@ -178,6 +179,15 @@ class Gateway:
             if settings.arc is not None
             else None
         )
+        # its own start, stop and broker outages, so that its downtime is in the report
+        self.lifecycle = Lifecycle(
+            config,
+            self.pipeline,
+            self.store.conn,
+            self.clock,
+            connected=self.relay.connected.is_set,
+        )
+        self.pipeline.watchers.append(self.lifecycle)
         self.pipeline.watchers.extend(watchers)
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
@@ -229,6 +239,7 @@ class Gateway:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         try:
+            self._journal_life(self.lifecycle.start)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(link.run(), name=f"link-{lid}")
@@ -247,6 +258,7 @@ class Gateway:
                 await stopper
                 log.info("stopping")
                 self.notifier.stopping()
+                self._journal_life(self.lifecycle.stop)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.5):
                         await self.relay.say_offline()
@@ -265,6 +277,13 @@ class Gateway:
             self.pipeline.close()
             self.store.close()
             self.notifier.close()
+
+    def _journal_life(self, record: Callable[[], None]) -> None:
+        """Journal a start or a stop; a journal that cannot take it must not stop either."""
+        try:
+            record()
+        except sqlite3.Error:
+            log.exception("cannot journal the gateway's start or stop")
 
     async def _announce_ready(self) -> None:
         # links get one chance to open; a port that is absent now is retried for ever
@@ -286,6 +305,11 @@ class Gateway:
         while True:
             await asyncio.sleep(TICK_S)
             self.pipeline.tick()
+            try:
+                if self.store.changed_elsewhere():  # e.g. a monthly report queued for MQTT
+                    self.relay.reread()
+            except sqlite3.Error as exc:
+                log.warning("cannot read the journal's data version: %s", exc)
 
     async def _checkpointer(self) -> None:
         """Keep the WAL short, off the event loop (see :meth:`Store.checkpoint`)."""

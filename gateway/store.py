@@ -173,6 +173,7 @@ class Store:
         self.unchecked = 0  # commits since the last checkpoint
         self.checkpoints = 0
         self._boots: dict[tuple[int, int], float] = {}
+        self._data_version: int | None = None
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -525,6 +526,16 @@ class Store:
                 if new is not None and new != row.payload:
                     c.execute("UPDATE outbox SET payload = ? WHERE id = ?", (new, row.id))
                     changed += 1
+        return changed
+
+    def changed_elsewhere(self) -> bool:
+        """True if another connection committed since the last call (PRAGMA data_version).
+
+        E.g. ``campusguard report --deliver`` queued a message in the outbox.
+        """
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
         return changed
 
     def pending_count(self) -> int:
