@@ -33,13 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.clock import ManualClock
-from gateway.config import Config, Patrol, load_config
-from gateway.report import monthly, per_site, render
-from gateway.schema import create_shared
-from gateway.shifts import zone
+from gateway.core.clock import ManualClock
+from gateway.core.config import Config, Patrol, load_config
+from gateway.dutyroom.report import monthly, per_site, render
+from gateway.journal.schema import create_shared
 from gateway.watch.calendar import SchoolCalendar, slots
 from gateway.watch.patrol import PatrolWatch
+from gateway.watch.shifts import zone
 from protocol.messages import Checkin, Frame, SignalPattern
 
 ROOT = Path(__file__).resolve().parents[1]

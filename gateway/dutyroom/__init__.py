@@ -1,1 +1,1 @@
-"""What duty rooms and schools read: the console, the board, the reports and their delivery."""
+"""The police duty room's tools: the console, its board, reports and their monthly delivery."""

@@ -2,7 +2,7 @@
 
 ``campusguard report --period [YYYY-MM] --deliver DIR`` (the systemd timer
 ``campusguard-report.timer`` runs it on the 30th, and on the last day of February) makes
-the report of the period due that month (:func:`gateway.report.period_window`: from the
+the report of the period due that month (:func:`gateway.dutyroom.report.period_window`: from the
 report day of the month before up to the day before this month's) and:
 
 - writes it in every format the report has (md, csv, json) to
@@ -27,13 +27,13 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config
-from gateway.credentials import SecretDir
-from gateway.envelope import Signer
-from gateway.incidents import iso
-from gateway.report import FORMATS, monthly, open_journal, render
-from gateway.signkeys import gateway_kid, read_private
-from gateway.store import Store
+from gateway.core.config import Config
+from gateway.core.credentials import SecretDir
+from gateway.dutyroom.report import FORMATS, monthly, open_journal, render
+from gateway.journal.store import Store
+from gateway.pipeline.incidents import iso
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid, read_private
 
 MAX_MQTT_BYTES = 15 * 1024
 """The broker takes packets up to 16 KiB (campusguard broker-config): room for the topic."""

@@ -1,1 +1,1 @@
-"""Logic that watches the frame stream and the clock: supervision, duty, patrols."""
+"""Watchers on the journal: supervision, duty and shifts, patrols and the calendar, the clock."""

@@ -1,12 +1,12 @@
 """The school calendar: which local days are school days, and a patrol's windows on them.
 
-boards.yaml's ``calendar`` (:class:`gateway.config.CalendarSpec`) gives the weekdays
+boards.yaml's ``calendar`` (:class:`gateway.core.config.CalendarSpec`) gives the weekdays
 taught in term time, the terms, the holidays and the make-up school days on weekends
 (调休, when a public holiday is bridged by teaching on the weekend around it). A day is a
 school day when it is a make-up day; otherwise when it lies in a term (or no terms are
 given), in no holiday, and on a school weekday.
 
-Patrol windows (:class:`gateway.config.Window`) are local wall-clock times of a day; they
+Patrol windows (:class:`gateway.core.config.Window`) are local wall-clock times of a day; they
 are turned into UTC instants with the zone's rules, like guard-duty shifts.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 
-from gateway.config import CalendarSpec, Patrol
+from gateway.core.config import CalendarSpec, Patrol
 
 SEARCH_DAYS = 400
 """How far ahead the next window is looked for (a summer holiday is about 60 days)."""

@@ -1,6 +1,6 @@
 """Patrols around the campus: rounds of checkpoint scans in the school's time windows.
 
-:class:`PatrolWatch` is a :class:`gateway.ports.Watcher` beside guard duty. For every
+:class:`PatrolWatch` is a :class:`gateway.pipeline.ports.Watcher` beside guard duty. For every
 patrol route in boards.yaml (``patrols``) it follows the route's windows on school days
 (:mod:`gateway.watch.calendar`) and the rounds the patrol walks, and publishes what happens
 as patrol events (topic ``patrol``, published by the pipeline on
@@ -55,15 +55,15 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
-from gateway.acks import ACK_CLOCK_SKEW_S
-from gateway.clock import Clock
-from gateway.config import Config, Patrol, Unit
-from gateway.contact_id import NEW, RESTORE, code_of
-from gateway.incidents import iso
-from gateway.ports import Outlet
-from gateway.shifts import zone
-from gateway.supervision import transaction
+from gateway.core.clock import Clock
+from gateway.core.config import Config, Patrol, Unit
+from gateway.core.contact_id import NEW, RESTORE, code_of
+from gateway.pipeline.incidents import iso
+from gateway.pipeline.ports import Outlet
+from gateway.relay.acks import ACK_CLOCK_SKEW_S
 from gateway.watch.calendar import SchoolCalendar, Slot, slots
+from gateway.watch.shifts import zone
+from gateway.watch.supervision import transaction
 from protocol.messages import Checkin, Frame
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _minutes(seconds: float) -> float:
 
 
 class PatrolWatch:
-    """Watches every patrol route in the register; a :class:`gateway.ports.Watcher`."""
+    """Watches every patrol route in the register; a :class:`gateway.pipeline.ports.Watcher`."""
 
     def __init__(
         self,
@@ -181,7 +181,7 @@ class PatrolWatch:
 
         ``tz`` is the schools' zone (boards.yaml's windows and calendar are local);
         ``installed`` tells whether a unit was ever heard (the supervisor's
-        :meth:`~gateway.supervision.Supervisor.is_installed`).
+        :meth:`~gateway.watch.supervision.Supervisor.is_installed`).
         """
         self.config = config
         self.outlet = outlet

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from gateway.dutyroom.delivery import deliver
-from gateway.envelope import parse, verify
-from gateway.report import due_period, period_window
-from gateway.signkeys import gateway_kid, read_public, write_pair
-from gateway.store import Store
+from gateway.dutyroom.report import due_period, period_window
+from gateway.journal.store import Store
+from gateway.security.envelope import parse, verify
+from gateway.security.signkeys import gateway_kid, read_public, write_pair
 from tests.gateway.conftest import Police, Site, running_gateway, until
 from tests.patrol.helpers import register
 from tests.support.mosquitto import Mosquitto

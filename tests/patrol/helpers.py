@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config import Config, parse_config
+from gateway.core.config import Config, parse_config
 from tests.duty.helpers import PINS, RecordingOutlet
 
 CP_PINS = {k: v for k, v in PINS.items() if k != "button"} | {"checkin": 27}

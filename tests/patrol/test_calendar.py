@@ -6,9 +6,9 @@ from datetime import date, datetime
 
 import pytest
 
-from gateway.config import ConfigError
-from gateway.shifts import zone
+from gateway.core.config import ConfigError
 from gateway.watch.calendar import SchoolCalendar, next_slot
+from gateway.watch.shifts import zone
 from tests.patrol.helpers import CALENDAR, TERM_MONDAY, TZ, register, route
 
 
@@ -110,7 +110,7 @@ def test_a_checkpoint_belongs_to_one_route() -> None:
 
 
 def test_the_shipped_register_has_a_patrol_route() -> None:
-    from gateway.config import load_config
+    from gateway.core.config import load_config
 
     config = load_config("boards.yaml")
     run = config.patrols["school-run"]

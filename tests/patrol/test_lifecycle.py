@@ -1,4 +1,4 @@
-"""The gateway journals its own start, stop and broker outages (gateway/lifecycle.py), on
+"""The gateway journals its own start, stop and broker outages (gateway/service/lifecycle.py), on
 a fixed clock and a real journal: a clean stop, a crash (no stop: the last sign of life),
 an outage, and a broker never reached after the start."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.clock import ManualClock
-from gateway.lifecycle import BROKER_GRACE_S, Lifecycle
+from gateway.core.clock import ManualClock
+from gateway.service.lifecycle import BROKER_GRACE_S, Lifecycle
 from tests.patrol.helpers import PatrolOutlet, open_journal, register
 
 T0 = 1_790_000_000.0

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.config import Config
+from gateway.core.clock import ManualClock
+from gateway.core.config import Config
 from gateway.watch.patrol import RESTART_GRACE_S, PatrolWatch
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags
 from tests.duty.helpers import Frames

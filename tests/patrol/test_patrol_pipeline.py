@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.acks import AckVerifier, make_ack
-from gateway.clock import ManualClock
-from gateway.downlink import Downlink
-from gateway.envelope import Signer, parse, verify
-from gateway.pipeline import Pipeline
-from gateway.receiver import Received
-from gateway.signkeys import dutyroom_keys, dutyroom_kid, gateway_kid
-from gateway.store import Store
+from gateway.core.clock import ManualClock
+from gateway.journal.store import Store
+from gateway.link.downlink import Downlink
+from gateway.link.receiver import Received
+from gateway.pipeline.pipeline import Pipeline
+from gateway.relay.acks import AckVerifier, make_ack
+from gateway.security.envelope import Signer, parse, verify
+from gateway.security.signkeys import dutyroom_keys, dutyroom_kid, gateway_kid
 from gateway.watch.patrol import PatrolWatch
 from protocol import Codec, ReplayGuard
 from protocol.keys import TEST_KEY

@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from gateway.report import daily, monthly, per_site, render
-from gateway.shifts import zone
+from gateway.dutyroom.report import daily, monthly, per_site, render
+from gateway.watch.shifts import zone
 
 SIM = Path(__file__).resolve().parents[2] / "bench" / "patrol_sim.py"
 
