@@ -287,13 +287,6 @@ class Config:
     calendar: CalendarSpec = field(default_factory=CalendarSpec)
     patrols: dict[str, Patrol] = field(default_factory=dict)
 
-    def unit_by_addr(self, addr: int) -> Unit | None:
-        """The unit with wire address ``addr``, if registered."""
-        for u in self.units.values():
-            if u.addr == addr:
-                return u
-        return None
-
 
 class _Reader:
     def __init__(self, path: str) -> None:

@@ -29,9 +29,9 @@ from typing import Any
 
 from gateway.core.config import Config
 from gateway.core.credentials import SecretDir
+from gateway.core.timefmt import iso
 from gateway.dutyroom.report import FORMATS, monthly, open_journal, render
 from gateway.journal.store import Store
-from gateway.pipeline.incidents import iso
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid, read_private
 

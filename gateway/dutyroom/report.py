@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.core.config import Config, load_config
 from gateway.core.contact_id import KINDS, NEW, RESTORE, describe
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, ReportError
 from gateway.service.lifecycle import MAJOR_DOWN_S
 from gateway.watch.shifts import zone
 
@@ -46,18 +46,6 @@ UNIT_EVENT_COLUMNS = (
     "watchdog_reset",
     "link_lost",
 )
-DUTY_KINDS = (
-    "shift_start",
-    "shift_end",
-    "checkin",
-    "missed_checkin",
-    "escalation",
-    "acknowledged",
-)
-
-
-class ReportError(Exception):
-    """The report cannot be made (missing database, not a journal, bad arguments)."""
 
 
 # -- arguments --------------------------------------------------------------------------
