@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -732,6 +733,6 @@ async def test_retained_states_are_queued_signed_by_the_gateway_and_wake_the_rel
         assert rig.wakes == [1]
     assert json.loads(outbox(rig.store)[1].payload) == {"gateway": "gw-test", "at": "/x"}
     for bad in ("unit/shop", "alarm/shop/state", "unit/shop/status", "unit/a/b/state"):
-        with pytest.raises(ValueError, match="unit/<id>/state"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
             rig.pipe.retain(site="school", topic=bad, payload={}, at=T0)
     assert len(outbox(rig.store)) == 2
