@@ -736,3 +736,79 @@ async def test_retained_states_are_queued_signed_by_the_gateway_and_wake_the_rel
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             rig.pipe.retain(site="school", topic=bad, payload={}, at=T0)
     assert len(outbox(rig.store)) == 2
+
+
+async def test_duplicates_are_re_acked_at_a_limited_rate(rig: Rig) -> None:
+    """Per counter one re-ACK per 0.5 s; per unit at most 4 a second; 4096 counters kept."""
+    may = rig.pipe._may_reack
+    a, b = rig.unit("shop").addr, rig.unit("home").addr
+    assert may(a, 1, 1, T0) is True
+    assert may(a, 1, 1, T0 + 0.49) is False  # the same counter, too soon
+    assert may(a, 1, 1, T0 + 0.5) is True  # half a second on
+    assert [may(a, 1, s, T0 + 0.6) for s in (2, 3, 4)] == [True, True, False]  # 4 a second
+    assert may(b, 1, 1, T0 + 0.6) is True  # another unit has its own budget
+    assert may(a, 1, 4, T0 + 1.0) is True  # a second after the window began: a new one
+    for n in range(4096):  # the per-counter memory keeps the 4096 most recent counters
+        assert may(10_000 + n, 1, 1, T0 + 2)
+    assert may(10_000, 1, 1, T0 + 2.1) is False  # 4096 counters: all remembered
+    assert may(a, 1, 4, T0 + 2.1) is True  # forgotten, and now the newest
+    assert may(10_000, 1, 1, T0 + 2.2) is True  # the oldest made room for it
+    assert may(10_000 + 4095, 1, 1, T0 + 2.2) is False  # the newest are kept
+
+
+async def test_police_acks_that_do_not_fit_the_incident_are_refused_and_counted(
+    rig: Rig,
+) -> None:
+    shop = rig.unit("shop")
+    rig.feed(alarm(shop, 1)[0])
+    iid = "gw-test-shop-1-1"
+    elsewhere = make_ack(rig.signer, PREFIX, "other", incident=iid, by="desk 1", at=T0)
+    rig.pipe.on_message(elsewhere[0], elsewhere[1].encode())
+    early = make_ack(rig.signer, PREFIX, "school", incident=iid, by="desk 1", at=T0 - 5.001)
+    rig.pipe.on_message(early[0], early[1].encode())
+    assert updates(rig.store) == ["new"]  # neither acknowledged anything
+    forgeries = [e for e in rig.events() if e["kind"] == "forgery"]
+    assert [(e["site"], e["detail"]) for e in forgeries] == [
+        (
+            "other",
+            {
+                "channel": "mqtt",
+                "mismatch": 1,
+                "topics": [elsewhere[0]],
+                "kids": [rig.signer.kid],
+                "since": iso(T0),
+                "window_s": 300,
+            },
+        ),
+        (
+            "school",
+            {
+                "channel": "mqtt",
+                "predated": 1,
+                "topics": [early[0]],
+                "kids": [rig.signer.kid],
+                "since": iso(T0),
+                "window_s": 300,
+            },
+        ),
+    ]
+    on_time = make_ack(rig.signer, PREFIX, "school", incident=iid, by="desk 1", at=T0 - 5)
+    rig.pipe.on_message(on_time[0], on_time[1].encode())  # within the clock allowance
+    assert updates(rig.store)[-1] == "police_ack"
+
+
+async def test_without_duty_room_keys_every_ack_is_refused_and_counted(tmp_path: Path) -> None:
+    cfg = config()
+    store = Store(tmp_path / "gw.db")
+    links = {"bus": RecordingLink()}
+    keys = {u.addr: TEST_KEY for u in cfg.units.values()}
+    downlink = Downlink(Codec(keys, gateway=True), store, links, {})
+    pipe = Pipeline(cfg, store, ReplayGuard(), downlink, ManualClock(T0), prefix=PREFIX)
+    topic = f"{PREFIX}/school/ack/gw-test-shop-1-1"
+    pipe.on_message(topic, b"{}")
+    (row,) = [r for r in outbox(store) if "/event/" in r.topic]
+    event = json.loads(row.payload)
+    assert (event["kind"], event["site"]) == ("forgery", "school")
+    assert event["detail"]["no_keys"] == 1 and event["detail"]["topics"] == [topic]
+    pipe.close()
+    store.close()
