@@ -348,7 +348,13 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
             survivors.append(entry)
         area[a][1] += 1
         area[a][0] += m.status != "survived"
-    stale = sorted(set(accepted_reasons) - {m.name for m in mutants if m.status == "survived"})
+    mods = [m.removesuffix(".py").replace("/", ".") + "." for m in modules()]
+    mine = {
+        k
+        for k in accepted_reasons
+        if k.startswith(tuple(mods)) or (":" in k and k.split(":")[0] in modules())
+    }
+    stale = sorted(mine - {m.name for m in mutants if m.status == "survived"})
     if ONLY:
         area = {a: v for a, v in area.items() if any(o.startswith(a) for o in ONLY)}
     doc: dict[str, Any] = {
