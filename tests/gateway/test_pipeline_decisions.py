@@ -607,6 +607,10 @@ async def test_security_event_says_since_when_and_where(rig: Rig) -> None:
     rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
     (first,) = rig.events()
     assert first["detail"]["since"] == iso(T0) and first["detail"]["place"] == shop.place
+    # a bad MAC from a registered unit may also be a unit still on its old key
+    assert first["detail"]["hint"] == (
+        "if this unit was re-keyed, deploy it again (campusguard deploy shop)"
+    )
     rig.clock.advance(100)
     rig.pipe.on_security_reject("bus", Reason.FORGED, shop.addr)
     rig.clock.advance(50)
