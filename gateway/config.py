@@ -87,12 +87,15 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
 
 # the fields each kind of entry may have: any other name is a mistake (a misspelt
 # `heartbeat_s` would otherwise leave the default in force without a word)
-TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts", "arc")
+TOP_FIELDS = (
+    "version", "gateway", "defaults", "links", "sites", "units", "posts", "arc", "cameras",
+)  # fmt: skip
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
 SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
 UNIT_FIELDS = (
-    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", *TIMINGS,
+    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", "cameras",
+    *TIMINGS,
 )  # fmt: skip
 _ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 ARC_FIELDS = (
@@ -149,6 +152,7 @@ class Unit:
     test_interval_h: int
     incident_window_s: int
     zone: int | None = None  # Contact ID zone at the receiving centre, unique per account
+    cameras: tuple[str, ...] = ()  # cameras[].id that see the unit's place
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,7 @@ class Config:
     units: dict[str, Unit]
     posts: dict[str, Post] = field(default_factory=dict)
     arc: Arc | None = None
+    cameras: dict[str, Camera] = field(default_factory=dict)
 
     def unit_by_addr(self, addr: int) -> Unit | None:
         """The unit with wire address ``addr``, if registered."""
@@ -379,6 +384,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             partition=r.integer(d, where, "partition", 0, 99, 1),
         )
     site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
+    cameras = _cameras(r, top.get("cameras", []), sites)
 
     units: dict[str, Unit] = {}
     addrs: dict[int, str] = {}
@@ -436,6 +442,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             kind=kind,
             **timings,
             zone=zone,
+            cameras=_unit_cameras(r, d, where, unit_site, cameras),
         )
 
     posts: dict[str, Post] = {}
@@ -479,7 +486,116 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             escalation=tuple(ladder),
         )
     arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
-    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc)
+    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc, cameras)
+
+
+CAMERA_FIELDS = ("id", "site", "name", "rtsp", "gb28181", "snapshot", "auth", "credentials")
+CAMERA_AUTH = ("digest", "basic", "none")
+_GB28181 = re.compile(r"^\d{20}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Camera:
+    """A camera that sees a unit's place; its user and password are never here.
+
+    ``credentials`` names the secret ``camera-<credentials>.cred`` in the key directory
+    (gateway/video/cameras.py reads it).
+    """
+
+    id: str
+    site: str
+    name: str
+    rtsp: str | None = None  # the stream, without credentials
+    gb28181: str | None = None  # GB/T 28181 channel id (20 digits) on the video platform
+    snapshot: str | None = None  # HTTP(S) URL that answers one JPEG
+    auth: str = "digest"  # digest | basic | none
+    credentials: str | None = None
+
+    def ref(self) -> dict[str, Any]:
+        """What an alarm payload says of it: id, name and stream references, no secret."""
+        out: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.rtsp is not None:
+            out["rtsp"] = self.rtsp
+        if self.gb28181 is not None:
+            out["gb28181"] = self.gb28181
+        out["snapshot"] = self.snapshot is not None  # published on snapshot/<incident>/<id>
+        return out
+
+
+def _url(r: _Reader, d: dict[str, Any], where: str, name: str, schemes: tuple[str, ...]) -> str:
+    value = r.text(d, where, name)
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in schemes or not rest:
+        raise r.fail(where, name, f"{value!r}: a URL starting {' or '.join(schemes)}://")
+    if "@" in rest.partition("/")[0]:
+        raise r.fail(
+            where,
+            name,
+            "credentials never live in the register: name them with `credentials:` and put "
+            "user:password in the key directory's camera-<name>.cred",
+        )
+    return value
+
+
+def _cameras(r: _Reader, value: Any, sites: dict[str, Site]) -> dict[str, Camera]:
+    cameras: dict[str, Camera] = {}
+    for i, item in enumerate(r.seq(value, "top level", "cameras")):
+        d = r.mapping(item, f"cameras[{i}]", "cameras")
+        cid = r.ident(d, f"cameras[{i}]", "id")
+        where = f"camera {cid}"
+        for secret in ("user", "username", "password"):
+            if secret in d:
+                raise r.fail(
+                    where, secret, "credentials never live in the register: use `credentials:`"
+                )
+        r.only(d, where, CAMERA_FIELDS)
+        if cid in cameras:
+            raise r.fail(where, "id", "defined twice")
+        gb = d.get("gb28181")
+        if isinstance(gb, int) and not isinstance(gb, bool):
+            gb = str(gb)
+        if gb is not None and (not isinstance(gb, str) or not _GB28181.match(gb)):
+            raise r.fail(where, "gb28181", f"{gb!r}: a 20-digit channel id (quote it in YAML)")
+        auth = r.text(d, where, "auth", "digest")
+        if auth not in CAMERA_AUTH:
+            raise r.fail(where, "auth", f"{auth!r}: one of {', '.join(CAMERA_AUTH)}")
+        camera = Camera(
+            id=cid,
+            site=r.ref(d, where, "site", sites),
+            name=r.text(d, where, "name"),
+            rtsp=_url(r, d, where, "rtsp", ("rtsp", "rtsps")) if "rtsp" in d else None,
+            gb28181=gb,
+            snapshot=_url(r, d, where, "snapshot", ("http", "https")) if "snapshot" in d else None,
+            auth=auth,
+            credentials=r.ident(d, where, "credentials") if "credentials" in d else None,
+        )
+        if camera.rtsp is None and camera.gb28181 is None and camera.snapshot is None:
+            raise r.fail(where, "rtsp", "give rtsp, gb28181 or snapshot (or several)")
+        if camera.auth != "none" and camera.snapshot is not None and camera.credentials is None:
+            raise r.fail(
+                where,
+                "credentials",
+                f"missing for auth {camera.auth}: name the key directory's "
+                "camera-<name>.cred (or say auth: none)",
+            )
+        cameras[cid] = camera
+    return cameras
+
+
+def _unit_cameras(
+    r: _Reader, d: dict[str, Any], where: str, site: str, cameras: dict[str, Camera]
+) -> tuple[str, ...]:
+    out: list[str] = []
+    for j, cid in enumerate(r.seq(d.get("cameras", []), where, "cameras")):
+        if not isinstance(cid, str) or cid not in cameras:
+            known = ", ".join(cameras) or "none defined"
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} is not a camera (known: {known})")
+        if cameras[cid].site != site:
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} is at site {cameras[cid].site}")
+        if cid in out:
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} listed twice")
+        out.append(cid)
+    return tuple(out)
 
 
 def _account(r: _Reader, d: dict[str, Any], where: str) -> str | None:
