@@ -14,7 +14,7 @@ from gateway.broker import add_broker_options, broker_settings
 from gateway.clock import Clock, ScaledClock, SystemClock
 from gateway.clockwatch import ClockWatch, kernel_synced
 from gateway.config import Config, Link, load_config
-from gateway.credentials import unit_keydir
+from gateway.credentials import SecretDir, unit_keydir
 from gateway.duty import DutyWatch
 from gateway.errors import GatewayError, UsageError
 from gateway.ports import Outlet, Watcher
@@ -22,6 +22,8 @@ from gateway.service import Gateway, Settings
 from gateway.store import RETENTION_DAYS, Store, default_db_path
 from gateway.supervision import Supervisor
 from gateway.testmode import TestModeWatch
+from gateway.video.snapshots import Snapshots, snapshot_dir
+from gateway.video.watch import SnapshotWatch
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,25 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
         ClockWatch(config, outlet, store, kernel=kernel),
         TestModeWatch(config, outlet, store.conn),
     ]
+
+
+def attach_video(gw: Gateway) -> SnapshotWatch | None:
+    """Snapshots on every new incident at a place with cameras (None: no such place)."""
+    config, settings = gw.config, gw.settings
+    if not any(config.cameras[c].snapshot for u in config.units.values() for c in u.cameras):
+        return None
+    keydir = settings.keydir
+    secrets = keydir if isinstance(keydir, SecretDir) else SecretDir(keydir)
+    snapshots = Snapshots(
+        gw.store,
+        snapshot_dir(settings.db_path),
+        prefix=settings.prefix,
+        gateway_id=config.gateway_id,
+    )
+    watch = SnapshotWatch(config, snapshots, secrets, gw.clock)
+    gw.attach([watch])
+    gw.attach_service("snapshots", watch.run, snapshots.prune)
+    return watch
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -135,6 +156,7 @@ async def serve(config: Config, settings: Settings) -> None:
     """Build the gateway with its watchers and run it until SIGTERM/SIGINT."""
     gw = Gateway(config, settings)
     gw.attach(build_watchers(config, gw.outlet, gw.store, gw.clock))
+    attach_video(gw)
     await gw.run(install_signals=True)
 
 

@@ -17,9 +17,10 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.acks import AckVerifier
 from gateway.arcsetup import ArcLink, ArcPlan
@@ -178,6 +179,9 @@ class Gateway:
             else None
         )
         self.pipeline.watchers.extend(watchers)
+        # further tasks of the TaskGroup (snapshots, SMS) and what each prunes by age
+        self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.pruners: list[Callable[[float], int]] = []
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
@@ -191,6 +195,20 @@ class Gateway:
     def attach(self, watchers: Sequence[Watcher]) -> None:
         """Add watchers (before or while running)."""
         self.pipeline.watchers.extend(watchers)
+
+    def attach_service(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        prune: Callable[[float], int] | None = None,
+    ) -> None:
+        """Run ``run()`` as a task of the gateway (call it before :meth:`run`).
+
+        ``prune(before)`` drops what is older than the retention, as the journal's frames are.
+        """
+        self.services.append((name, run))
+        if prune is not None:
+            self.pruners.append(prune)
 
     def stats(self) -> dict[str, object]:
         """Counters and recent latencies (ms, p50/p99) of each stage, for benches and ops."""
@@ -237,6 +255,7 @@ class Gateway:
                 if self.arc is not None:
                     tasks.append(tg.create_task(self.arc.run(), name="arc"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
+                tasks.extend(tg.create_task(fn(), name=name) for name, fn in self.services)
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
                 tasks.append(tg.create_task(self._status_writer(), name="status"))
@@ -331,8 +350,10 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before) + (
-                    self.arc.queue.prune(before) if self.arc is not None else 0
+                while (
+                    n := self.store.prune(before)
+                    + (self.arc.queue.prune(before) if self.arc is not None else 0)
+                    + sum(prune(before) for prune in self.pruners)
                 ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
