@@ -17,6 +17,10 @@ from gateway.config import Config, Link, load_config
 from gateway.credentials import SecretDir, unit_keydir
 from gateway.duty import DutyWatch
 from gateway.errors import GatewayError, UsageError
+from gateway.notify.modem import Modem
+from gateway.notify.pager import SitePager
+from gateway.notify.queue import Sms, SmsQueue
+from gateway.notify.sender import SmsSender
 from gateway.ports import Outlet, Watcher
 from gateway.service import Gateway, Settings
 from gateway.store import RETENTION_DAYS, Store, default_db_path
@@ -67,6 +71,50 @@ def attach_video(gw: Gateway) -> SnapshotWatch | None:
     gw.attach([watch])
     gw.attach_service("snapshots", watch.run, snapshots.prune)
     return watch
+
+
+def attach_sms(gw: Gateway) -> SitePager | None:
+    """SMS to the people of each site's ladder through boards.yaml's modem (None: no sms:).
+
+    The returned pager is what other ladders (patrols) call: ``pager.page(...)``.
+    """
+    settings = gw.config.sms
+    if settings is None:
+        return None
+    queue = SmsQueue(gw.store.conn)
+
+    def failed(sms: Sms, at: float) -> None:
+        gw.outlet.event(
+            site=sms.site,
+            kind="sms_failed",
+            at=at,
+            detail={
+                "reason": sms.reason,
+                "ref": sms.ref,
+                "people": [p.name for p in sms.people],
+                "text": sms.text,
+            },
+        )
+
+    sender = SmsSender(
+        queue,
+        Modem(settings.port, settings.baud),
+        gw.clock,
+        retries=settings.retries,
+        retry_s=float(settings.retry_s),
+        delivery_timeout_s=settings.delivery_timeout_min * 60.0,
+        on_failed=failed,
+        transaction=gw.store.transaction,
+    )
+    pager = SitePager(gw.config, queue, settings, wake=sender.wake)
+    gw.pipeline.event_hooks.append(pager.on_event)
+
+    def prune(before: float) -> int:
+        with gw.store.transaction():
+            return queue.prune(before)
+
+    gw.attach_service("sms", sender.run, prune)
+    return pager
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -157,6 +205,7 @@ async def serve(config: Config, settings: Settings) -> None:
     gw = Gateway(config, settings)
     gw.attach(build_watchers(config, gw.outlet, gw.store, gw.clock))
     attach_video(gw)
+    attach_sms(gw)
     await gw.run(install_signals=True)
 
 

@@ -89,10 +89,17 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
 # `heartbeat_s` would otherwise leave the default in force without a word)
 TOP_FIELDS = (
     "version", "gateway", "defaults", "links", "sites", "units", "posts", "arc", "cameras",
+    "sms",
 )  # fmt: skip
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
-SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
+SITE_FIELDS = ("id", "name", "address", "security_lead", "deputies", "account", "partition")
+PERSON_FIELDS = ("name", "phone")
+SMS_FIELDS = (
+    "port", "baud", "retries", "retry_s", "delivery_timeout_min", "offline_after_h", "faults",
+)  # fmt: skip
+SMS_FAULTS = ("escalation", "tamper", "low_battery", "offline", "not_installed")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,24}$")
 UNIT_FIELDS = (
     "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", "cameras",
     *TIMINGS,
@@ -130,6 +137,7 @@ class Site:
     security_lead: dict[str, str]
     account: str | None = None  # SIA DC-09 account at the alarm receiving centre (hex)
     partition: int = 1  # Contact ID group of the site's reports
+    deputies: tuple[dict[str, str], ...] = ()  # tried in order after the security lead
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +233,7 @@ class Config:
     posts: dict[str, Post] = field(default_factory=dict)
     arc: Arc | None = None
     cameras: dict[str, Camera] = field(default_factory=dict)
+    sms: SmsSettings | None = None
 
     def unit_by_addr(self, addr: int) -> Unit | None:
         """The unit with wire address ``addr``, if registered."""
@@ -382,6 +391,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             {str(k): str(v) for k, v in lead.items()},
             account=account.upper() if account else None,
             partition=r.integer(d, where, "partition", 0, 99, 1),
+            deputies=_people(r, d.get("deputies", []), where, "deputies"),
         )
     site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
     cameras = _cameras(r, top.get("cameras", []), sites)
@@ -486,7 +496,50 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             escalation=tuple(ladder),
         )
     arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
-    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc, cameras)
+    sms = _sms(r, top["sms"]) if top.get("sms") is not None else None
+    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc, cameras, sms)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSettings:
+    """The GSM modem that texts the people on the ladders (gateway/notify/)."""
+
+    port: str
+    baud: int = 115200
+    retries: int = 3  # failed sends to one person before the next is tried
+    retry_s: int = 30  # first wait before a retry (then 2x, 3x ...)
+    delivery_timeout_min: int = 10  # no status report by then: the next person
+    offline_after_h: int = 2  # a unit offline this long is texted to the site's lead
+    faults: tuple[str, ...] = SMS_FAULTS  # which events text a person
+
+
+def _people(r: _Reader, value: Any, where: str, name: str) -> tuple[dict[str, str], ...]:
+    out: list[dict[str, str]] = []
+    for j, item in enumerate(r.seq(value, where, name)):
+        pw = f"{where} {name}[{j}]"
+        d = r.mapping(item, pw, name, PERSON_FIELDS)
+        phone = r.text(d, pw, "phone")
+        if not _PHONE.match(phone):
+            raise r.fail(pw, "phone", f"{phone!r}: digits, optionally +country code, quoted")
+        out.append({"name": r.text(d, pw, "name"), "phone": phone})
+    return tuple(out)
+
+
+def _sms(r: _Reader, value: Any) -> SmsSettings:
+    d = r.mapping(value, "sms", "sms", SMS_FIELDS)
+    faults = r.seq(d.get("faults", list(SMS_FAULTS)), "sms", "faults")
+    for f in faults:
+        if f not in SMS_FAULTS:
+            raise r.fail("sms", "faults", f"{f!r}: any of {', '.join(SMS_FAULTS)}")
+    return SmsSettings(
+        port=r.text(d, "sms", "port"),
+        baud=r.integer(d, "sms", "baud", 1200, 921600, 115200),
+        retries=r.integer(d, "sms", "retries", 0, 10, 3),
+        retry_s=r.integer(d, "sms", "retry_s", 1, 3600, 30),
+        delivery_timeout_min=r.integer(d, "sms", "delivery_timeout_min", 1, 1440, 10),
+        offline_after_h=r.integer(d, "sms", "offline_after_h", 1, 168, 2),
+        faults=tuple(faults),
+    )
 
 
 CAMERA_FIELDS = ("id", "site", "name", "rtsp", "gb28181", "snapshot", "auth", "credentials")

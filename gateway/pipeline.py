@@ -42,7 +42,7 @@ from gateway.config import Config, Unit
 from gateway.contact_id import code_of
 from gateway.downlink import Downlink
 from gateway.incidents import IncidentBook, iso
-from gateway.ports import Watcher
+from gateway.ports import JournalledEvent, Watcher
 from gateway.receiver import Received
 from gateway.store import Store
 from protocol import (
@@ -131,6 +131,8 @@ class Pipeline:
         self._wake = wake_relay
         self._units = {u.addr: u for u in config.units.values()}
         self.watchers: list[Watcher] = []
+        # called with each event inside the transaction that journals it (SMS to queue)
+        self.event_hooks: list[Callable[[JournalledEvent], None]] = []
         self.incidents = IncidentBook(store, config, prefix=prefix, event=self.event)
         self._timers: set[asyncio.TimerHandle] = set()
         # claimed unit address (None: any unregistered one) -> last event time, counts since
@@ -584,6 +586,15 @@ class Pipeline:
                 topic=f"{self._prefix}/{site}/{leaf}",
                 payload=json.dumps(payload, separators=(",", ":")),
             )
+            if self.event_hooks:
+                note = JournalledEvent(
+                    payload["event"], site, kind, at, unit, post, qualifier, payload["detail"]
+                )
+                for hook in self.event_hooks:
+                    try:  # e.g. an SMS to queue: never at the cost of the event itself
+                        hook(note)
+                    except Exception:
+                        log.exception("event hook failed on %s %s", kind, note.event)
         if not self._store.in_transaction:
             self._wake()
 

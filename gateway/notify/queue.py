@@ -160,6 +160,15 @@ class SmsQueue:
             (*values, json.dumps([at, what], ensure_ascii=False), sms.id),
         )
 
+    def prune(self, before: float) -> int:
+        """Drop finished messages (they carry phone numbers) older than ``before``."""
+        return int(
+            self.conn.execute(
+                "DELETE FROM sms_queue WHERE state NOT IN ('queued', 'sent') AND created_at < ?",
+                (before,),
+            ).rowcount
+        )
+
     def history(self, sms_id: int) -> list[tuple[float, str]]:
         """What happened to a message, in order."""
         row = self.conn.execute("SELECT history FROM sms_queue WHERE id = ?", (sms_id,)).fetchone()

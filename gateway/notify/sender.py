@@ -15,7 +15,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from gateway.clock import Clock
 from gateway.notify.modem import Modem, ModemError
@@ -57,8 +57,14 @@ class SmsSender:
         retry_s: float = RETRY_S,
         delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
         on_failed: Callable[[Sms, float], None] = lambda sms, at: None,
+        transaction: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
-        """``on_failed(sms, at)`` is told of a message nobody on its ladder received."""
+        """``on_failed(sms, at)`` is told of a message nobody on its ladder received.
+
+        ``transaction``: the journal's (``Store.transaction``, durable with the rest);
+        by default a plain one on the queue's connection.
+        """
+        self._tx = transaction or (lambda: _tx(queue.conn))
         self.queue = queue
         self.modem = modem
         self.clock = clock
@@ -113,7 +119,7 @@ class SmsSender:
             attempts = sms.attempts + 1
             log.warning("SMS %d to %s: %s (attempt %d)", sms.id, sms.to.name, exc, attempts)
             if attempts <= self.retries:
-                with _tx(self.queue.conn):
+                with self._tx():
                     self.queue.update(
                         sms, now, f"send to {sms.to.phone} failed: {exc}",
                         attempts=attempts, next_at=now + self.retry_s * attempts,
@@ -123,7 +129,7 @@ class SmsSender:
             return
         now = self.clock.now()
         self.sent += 1
-        with _tx(self.queue.conn):
+        with self._tx():
             self.queue.update(
                 sms, now, f"sent to {sms.to.phone} ({sms.to.name}), refs {mrs}",
                 state="sent", mrs=mrs, delivered=[], next_at=now + self.delivery_timeout_s,
@@ -145,7 +151,7 @@ class SmsSender:
         now = self.clock.now()
         if report.delivered:
             done = tuple(sorted({*sms.delivered, report.mr}))
-            with _tx(self.queue.conn):
+            with self._tx():
                 if set(done) >= set(sms.mrs):
                     self.queue.update(
                         sms, now, f"delivered to {sms.to.phone}",
@@ -162,7 +168,7 @@ class SmsSender:
         self._wake.set()
 
     def _next_person(self, sms: Sms, now: float, why: str) -> None:
-        with _tx(self.queue.conn):
+        with self._tx():
             if sms.person + 1 < len(sms.people):
                 nxt = sms.people[sms.person + 1]
                 self.queue.update(

@@ -51,6 +51,7 @@ class FakeModem:
         self.commands: list[str] = []
         self.sent: list[tuple[str, str, int]] = []
         self.cmgs_tries: dict[str, int] = {}
+        self.reported: set[int] = set()
         self._mr = 0
         self._buf = b""
         self._pending_len: int | None = None
@@ -118,9 +119,15 @@ class FakeModem:
         self._write(f"\r\n+CDS: {len(pdu) // 2 - 1}\r\n{pdu}\r\n")
 
     def deliver(self, number: str) -> None:
-        """The phone got the latest message sent to ``number`` (a late delivery report)."""
-        mr = [m for n, _, m in self.sent if n == number][-1]
-        self.report(mr, number, 0x00)
+        """The phone got what was sent to ``number`` so far (a late delivery report each)."""
+        for n, _, mr in self.sent:
+            if n == number and mr not in self.reported:
+                self.reported.add(mr)
+                self.report(mr, number, 0x00)
+
+    def texts(self, number: str) -> str:
+        """Everything sent to ``number``, parts joined."""
+        return "".join(t for n, t, _ in self.sent if n == number)
 
     async def wait_for(self, predicate: object, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):

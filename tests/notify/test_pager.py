@@ -1,0 +1,93 @@
+"""Which events text whom (issue 17 item 7): the site's ladder, the faults that need a
+person, a unit offline for hours (and not one back within them)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import ConfigError, SmsSettings, parse_config
+from gateway.contact_id import NEW, RESTORE
+from gateway.notify.pager import SitePager
+from gateway.notify.queue import Person, SmsQueue
+from gateway.ports import JournalledEvent
+from tests.gateway.conftest import SITE, register_yaml
+
+T0 = 1_767_225_600.0
+
+
+def config(tmp_path: Path, **sms: Any) -> Any:
+    data = yaml.safe_load(register_yaml(tmp_path / "tty", [("shop-a", 257), ("guard-n", 300)]))
+    data["sites"][0]["security_lead"] = {"name": "Zhang Wei", "phone": "+86 138 0000 0100"}
+    data["sites"][0]["deputies"] = [
+        {"name": "Li Na", "phone": "+86 138 0000 0101"},
+        {"name": "Zhang Wei again", "phone": "+8613800000100"},  # same phone: once
+    ]
+    data["sms"] = {"port": str(tmp_path / "ttyGSM"), **sms}
+    return parse_config(data, "boards.yaml")
+
+
+def ev(kind: str, qualifier: int | None = None, **detail: Any) -> JournalledEvent:
+    unit = None if kind == "escalation" else "shop-a"
+    post = "north" if kind == "escalation" else None
+    return JournalledEvent(f"gw-{kind}", SITE, kind, T0, unit, post, qualifier,
+                           {"place": "East gate", **detail})  # fmt: skip
+
+
+def rows(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return db.execute(
+        "SELECT reason, state, next_at, people, text FROM sms_queue ORDER BY id"
+    ).fetchall()
+
+
+def test_the_ladder_is_the_lead_then_the_deputies(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    assert cfg.sms is not None and cfg.sms.retries == 3
+    pager = SitePager(cfg, SmsQueue(sqlite3.connect(":memory:")), cfg.sms)
+    assert pager.people(SITE) == [
+        Person("Zhang Wei", "+8613800000100"),
+        Person("Li Na", "+8613800000101"),
+    ]
+
+
+def test_events_that_need_a_person_queue_an_sms(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_after_h=3)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    woken: list[int] = []
+    pager = SitePager(cfg, SmsQueue(db), cfg.sms, wake=lambda: woken.append(1))
+    pager.on_event(ev("escalation", step="prompt_guard"))
+    pager.on_event(ev("tamper", RESTORE))
+    pager.on_event(ev("checkin"))
+    assert rows(db) == []  # the guard's own prompt, a restore, a check-in: nobody texted
+    pager.on_event(ev("escalation", step="security_lead", minutes_overdue=11.0))
+    pager.on_event(ev("tamper", NEW))
+    pager.on_event(ev("low_battery", NEW))
+    pager.on_event(ev("offline", NEW))
+    got = rows(db)
+    assert [r[0] for r in got] == ["escalation", "tamper", "low_battery", "offline"]
+    assert "11.0 分钟未签到" in got[0][4] and "East gate" in got[0][4]
+    assert got[3][2] == T0 + 3 * 3600  # texted only if still offline 3 h later
+    assert all('"+8613800000100"' in r[3] and '"+8613800000101"' in r[3] for r in got)
+    assert len(woken) == 4
+    pager.on_event(ev("online"))  # heard again in time: the offline SMS never goes
+    assert [r[1] for r in rows(db)] == ["queued"] * 3 + ["cancelled"]
+
+
+def test_faults_can_be_narrowed_and_bad_entries_are_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path, faults=["escalation"])
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    assert isinstance(cfg.sms, SmsSettings)
+    SitePager(cfg, SmsQueue(db), cfg.sms).on_event(ev("tamper", NEW))
+    assert rows(db) == []
+    with pytest.raises(ConfigError, match="faults"):
+        config(tmp_path, faults=["fire"])
+    with pytest.raises(ConfigError, match="did you mean 'retry_s'"):
+        config(tmp_path, retry=3)
+    data = yaml.safe_load(register_yaml(tmp_path / "tty", [("shop-a", 257)]))
+    data["sites"][0]["deputies"] = [{"name": "X", "phone": "ask the office"}]
+    with pytest.raises(ConfigError, match="phone"):
+        parse_config(data, "boards.yaml")
