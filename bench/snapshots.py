@@ -23,9 +23,9 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import threading
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> 
         task = asyncio.create_task(gw.run(), name="gateway")
         await asyncio.wait_for(gw.ready.wait(), 5)
         sent: dict[str, float] = {}
+        sent_wall: dict[str, float] = {}
         seen: dict[str, float] = {}
 
         def note() -> bool:
@@ -122,6 +123,7 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> 
         observer = asyncio.create_task(observe())
         for uid, _ in units:
             sent[uid] = time.perf_counter()
+            sent_wall[uid] = time.time()
             site.unit(uid).send(Alarm(AlarmKind.PANIC, 1, 0))
             await asyncio.sleep(interval_s)
         await police.wait_for(note, timeout=30)
@@ -151,11 +153,21 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> 
         for a in alarm_rows
     ]
     lat = [seen[u] - sent[u] for u in sent]
+    # the gateway's own part: pty write -> the broker's PUBACK of the alarm (outbox.sent_at)
+    first_alarm = {}
+    for a in alarm_rows:
+        first_alarm.setdefault(a[1].rsplit("/", 1)[1], a)
+    puback = [first_alarm[u][3] - sent_wall[u] for u in sent_wall if u in first_alarm]
     ok = [r[2] for r in rows if r[1] == "ok"]
     out: dict[str, Any] = {
         "alarms": n,
         "alarms_seen": len(seen),
         "alarm_latency_ms": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": pct(lat, 1.0)},
+        "frame_to_puback_ms": {
+            "p50": pct(puback, 0.5),
+            "p99": pct(puback, 0.99),
+            "max": pct(puback, 1.0),
+        },
     }
     if cameras:
         out["snapshot_fetch_ms_ok"] = {"n": len(ok), "p50": pct(ok, 0.5), "p99": pct(ok, 0.99)}

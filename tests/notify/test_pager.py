@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.clock import ManualClock
 from gateway.config import ConfigError, SmsSettings, parse_config
 from gateway.contact_id import NEW, RESTORE
+from gateway.duty import DutyWatch
 from gateway.notify.pager import SitePager
 from gateway.notify.queue import Person, SmsQueue
 from gateway.ports import JournalledEvent
+from tests.duty.helpers import MONDAY, TZ, RecordingOutlet, open_db, post, register
 from tests.gateway.conftest import SITE, register_yaml
 
 T0 = 1_767_225_600.0
@@ -91,3 +94,38 @@ def test_faults_can_be_narrowed_and_bad_entries_are_refused(tmp_path: Path) -> N
     data["sites"][0]["deputies"] = [{"name": "X", "phone": "ask the office"}]
     with pytest.raises(ConfigError, match="phone"):
         parse_config(data, "boards.yaml")
+
+
+class PagingOutlet(RecordingOutlet):
+    """The pipeline's event hook, as Pipeline.event calls it, over the duty tests' outlet."""
+
+    def __init__(self, conn: sqlite3.Connection, pager: SitePager) -> None:
+        super().__init__(conn)
+        self.pager = pager
+
+    def event(self, **kw: Any) -> None:
+        super().event(**kw)
+        e = self.events[-1]
+        self.pager.on_event(JournalledEvent(
+            f"gw-{len(self.events)}", e["site"], e["kind"], e["at"], e["unit"], e["post"],
+            e["qualifier"], e["detail"],
+        ))  # fmt: skip
+
+
+def test_a_missed_checkin_texts_the_lead_at_the_security_lead_rung(tmp_path: Path) -> None:
+    cfg = register([post([{"days": "mon-sun", "start": "00:00", "end": "24:00"}])])
+    conn = open_db(tmp_path / "g.db")
+    settings = SmsSettings(port="/dev/null")
+    queue = SmsQueue(conn)
+    outlet = PagingOutlet(conn, SitePager(cfg, queue, settings))
+    watch = DutyWatch(cfg, outlet, conn, ManualClock(MONDAY), tz=TZ)
+    t = MONDAY
+    while t <= MONDAY + 3600 + 16 * 60:  # nobody checks in for an hour and 16 minutes
+        watch.tick(t)
+        t += 1.0
+    got = conn.execute("SELECT created_at, reason, people, text FROM sms_queue").fetchall()
+    steps = [e["detail"]["step"] for e in outlet.of("escalation")]
+    assert steps == ["prompt_guard", "security_lead", "police"]
+    # due at 1 h, missed after 5 min grace, the lead's rung 5 min later: one SMS, then
+    assert len(got) == 1 and got[0][0] == MONDAY + 3600 + 10 * 60
+    assert got[0][1] == "escalation" and "Lead Li" in got[0][2] and "未签到" in got[0][3]
