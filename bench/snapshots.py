@@ -1,9 +1,11 @@
 """Camera snapshots against the alarm path (issue 17 item 6).
 
-The real gateway in-process (journal fsynced before each unit ACK, relay, supervision and
-duty watchers, the snapshot watcher) against a locked Mosquitto, with fake units on a pty
-and a duty room that verifies every signature. Two runs of the same alarms, one ALARM
-every ``--interval-ms`` from a new unit each time (each opens an incident):
+The real gateway (`campusguard gateway`, a process of its own as on the Pi: journal
+fsynced before each unit ACK, relay, supervision and duty watchers, the snapshot watcher)
+against Mosquitto (open, as bench/relay.py: the application layer is measured), with fake
+units on a pty and a duty room that verifies every signature, in this process. Two runs
+of the same alarms, one ALARM every ``--interval-ms`` from a new unit each time (each
+opens an incident):
 
 - ``no_cameras``: the places have no cameras;
 - ``cameras``: every place has three: a digest-auth camera that answers a 30 KB JPEG, a
@@ -20,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
+import signal
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,12 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from gateway.cmd_gateway import attach_video, build_watchers  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
-from gateway.service import Gateway, Settings  # noqa: E402
-from protocol import Alarm, AlarmKind  # noqa: E402
-from tests.gateway.conftest import GATEWAY_USER, SITE, Police, locked_broker, make_site  # noqa: E402
+from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags  # noqa: E402
+from tests.gateway.conftest import SITE, Police, make_site  # noqa: E402
 from tests.support.camera import CameraServer, dead_url, write_login  # noqa: E402
+from tests.support.mosquitto import open_broker  # noqa: E402
+
+CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 
 
 class RemoteCamera:
@@ -75,13 +81,57 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[round(q * (len(s) - 1))] * 1000, 2)
 
 
-async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> dict[str, Any]:
+async def drive(
+    site: Any, police: Police, units: list[tuple[str, int]], interval_s: float, cameras: bool
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Warm up, press every unit's button once, wait for the alarms (and snapshots)."""
+    n = len(units)
+    fake = {uid: site.unit(uid) for uid, _ in units}
+    warm = fake[units[0][0]]
+    await warm.send_until_acked(
+        warm.make(Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0))), timeout=15
+    )
+    sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
+    seen: dict[str, float] = {}
+
+    def note() -> bool:
+        for a in police.alarms():
+            if a["update"] == "new" and a["unit"] not in seen:
+                seen[a["unit"]] = time.perf_counter()
+        return len(seen) == n
+
+    async def observe() -> None:  # timestamps each alarm as the duty room verifies it
+        while True:
+            police._changed.clear()
+            note()
+            await police._changed.wait()
+
+    observer = asyncio.create_task(observe())
+    for uid, _ in units:
+        sent[uid] = time.perf_counter()
+        sent_wall[uid] = time.time()
+        fake[uid].send(Alarm(AlarmKind.PANIC, 1, 0))
+        await asyncio.sleep(interval_s)
+    await police.wait_for(note, timeout=30)
+    if cameras:
+        expected = n * 3
+        await police.wait_for(
+            lambda: sum(1 for t, d in police.messages if "/snapshot/" in t
+                        and d.get("part", 1) == d.get("parts", 1)) >= expected,
+            timeout=60,
+        )  # fmt: skip
+    observer.cancel()
+    return sent, sent_wall, seen
+
+
+async def run(tmp: Path, n: int, interval_s: float, cameras: bool) -> dict[str, Any]:
     units = [(f"shop-{i}", 257 + i) for i in range(n)]
     tmp.mkdir(parents=True)
     site = make_site(tmp, units)
-    with RemoteCamera() as camera, locked_broker(tmp / "broker", ca) as broker:
+    with RemoteCamera() as camera, open_broker(tmp / "broker") as broker:
+        data = yaml.safe_load(site.config_path.read_text())
         if cameras:
-            data = yaml.safe_load(site.config_path.read_text())
             data["cameras"] = [
                 {"id": "cam-gate", "site": SITE, "name": "Gate",
                  "snapshot": camera.url("/digest.jpg"), "credentials": "gate"},
@@ -92,60 +142,32 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> 
             ]  # fmt: skip
             for u in data["units"]:
                 u["cameras"] = ["cam-gate", "cam-hung", "cam-dead"]
-            site.config = parse_config(data, str(site.config_path))
             write_login(site.keydir, "gate")
+        site.config_path.write_text(yaml.safe_dump(data))
         police = Police(broker, site)
         await police.start()
-        settings = Settings(
-            db_path=site.db, keydir=site.keydir, broker=broker.settings(GATEWAY_USER)
-        )
-        gw = Gateway(site.config, settings)
-        gw.attach(build_watchers(site.config, gw.outlet, gw.store, gw.clock))
-        watch = attach_video(gw)
-        task = asyncio.create_task(gw.run(), name="gateway")
-        await asyncio.wait_for(gw.ready.wait(), 5)
-        sent: dict[str, float] = {}
-        sent_wall: dict[str, float] = {}
-        seen: dict[str, float] = {}
-
-        def note() -> bool:
-            for a in police.alarms():
-                if a["update"] == "new" and a["unit"] not in seen:
-                    seen[a["unit"]] = time.perf_counter()
-            return len(seen) == n
-
-        async def observe() -> None:  # timestamps each alarm as the duty room verifies it
-            while True:
-                police._changed.clear()
-                note()
-                await police._changed.wait()
-
-        observer = asyncio.create_task(observe())
-        for uid, _ in units:
-            sent[uid] = time.perf_counter()
-            sent_wall[uid] = time.time()
-            site.unit(uid).send(Alarm(AlarmKind.PANIC, 1, 0))
-            await asyncio.sleep(interval_s)
-        await police.wait_for(note, timeout=30)
-        if cameras:
-            expected = n * 3
-            await police.wait_for(
-                lambda: sum(1 for t, d in police.messages if "/snapshot/" in t
-                            and d.get("part", 1) == d.get("parts", 1)) >= expected,
-                timeout=60,
-            )  # fmt: skip
-        rows = (
-            gw.store.conn.execute("SELECT camera, status, elapsed_s FROM snapshots").fetchall()
-            if watch
-            else []
-        )
-        outbox = gw.store.conn.execute(
-            "SELECT id, topic, created_at, sent_at, incident FROM outbox ORDER BY id"
-        ).fetchall()
-        observer.cancel()
-        gw.stop()
-        await asyncio.wait_for(task, 10)
-        await police.stop()
+        # the gateway as it runs on the Pi: a process of its own (`campusguard gateway`)
+        proc = subprocess.Popen(
+            [CAMPUSGUARD, "gateway", "--config", str(site.config_path), "--keydir",
+             str(site.keydir), "--db", str(site.db), "--broker", broker.url],
+            stdout=subprocess.DEVNULL, stderr=(tmp / "gateway.log").open("wb"),
+        )  # fmt: skip
+        try:
+            got = await drive(site, police, units, interval_s, cameras)
+        finally:  # whatever happened, no gateway is left running
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 10)
+            await police.stop()
+            site.port.close()
+    sent, sent_wall, seen = got
+    db = sqlite3.connect(site.db)
+    rows = (
+        db.execute("SELECT camera, status, elapsed_s FROM snapshots").fetchall() if cameras else []
+    )
+    outbox = db.execute(
+        "SELECT id, topic, created_at, sent_at, incident FROM outbox ORDER BY id"
+    ).fetchall()
+    db.close()
     alarm_rows = [r for r in outbox if "/alarm/" in r[1]]
     snap_rows = [r for r in outbox if "/snapshot/" in r[1]]
     ahead = [
@@ -187,11 +209,10 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool, ca: Path) -> 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d:
-        ca = Path(d) / "ca"
-        ca.mkdir()
-        base = await run(Path(d) / "a", args.alarms, args.interval_ms / 1000, False, ca)
-        cams = await run(Path(d) / "b", args.alarms, args.interval_ms / 1000, True, ca)
+    with contextlib.ExitStack() as stack:
+        d = args.keep or stack.enter_context(tempfile.TemporaryDirectory())
+        base = await run(Path(d) / "a", args.alarms, args.interval_ms / 1000, False)
+        cams = await run(Path(d) / "b", args.alarms, args.interval_ms / 1000, True)
     return {
         "no_cameras": base,
         "cameras": cams,
@@ -207,6 +228,7 @@ def main() -> None:
     p.add_argument("--alarms", type=int, default=40)
     p.add_argument("--interval-ms", type=float, default=150.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, journals)")
     args = p.parse_args()
     result = asyncio.run(main_async(args))
     if args.json:
