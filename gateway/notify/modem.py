@@ -1,6 +1,6 @@
 """A GSM modem on a serial port, driven by AT commands (3GPP TS 27.005/27.007), PDU mode.
 
-The serial side is :class:`gateway.link.SerialLink` (raw mode, reopened for ever if the
+The serial side is :class:`gateway.link.link.SerialLink` (raw mode, reopened for ever if the
 USB modem goes away). Lines from the modem are either the answer to the one command in
 flight (ending in ``OK``, ``ERROR``, ``+CMS ERROR: n`` or ``+CME ERROR: n``) or
 unsolicited: ``+CDS: <len>`` and the next line, a status report, goes to ``on_report``.
@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from gateway.errors import GatewayError
-from gateway.link import SerialLink
+from gateway.core.errors import GatewayError
+from gateway.link.link import SerialLink
 from gateway.notify.pdu import PduError, StatusReport, Submit, decode_status_report
 
 log = logging.getLogger(__name__)

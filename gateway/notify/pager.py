@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from gateway.config import Config, SmsSettings
-from gateway.contact_id import NEW
+from gateway.core.config import Config, SmsSettings
+from gateway.core.contact_id import NEW
 from gateway.notify.pdu import normalise_number
 from gateway.notify.queue import Person, SmsQueue
-from gateway.ports import JournalledEvent
+from gateway.pipeline.ports import JournalledEvent
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 from gateway.notify.modem import Modem, ModemError
 from gateway.notify.pdu import StatusReport, encode
 from gateway.notify.queue import Sms, SmsQueue

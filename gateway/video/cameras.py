@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Camera
-from gateway.credentials import SecretDir
-from gateway.errors import GatewayError
+from gateway.core.config import Camera
+from gateway.core.credentials import SecretDir
+from gateway.core.errors import GatewayError
 
 
 class CameraCredentialError(GatewayError):

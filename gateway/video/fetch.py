@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from gateway.config import Camera
+from gateway.core.config import Camera
 from gateway.video.cameras import Login
 
 TIMEOUT_S = 2.0

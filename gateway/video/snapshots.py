@@ -5,7 +5,7 @@ One writer for the ``snapshots`` table and the files: a JPEG is written to
 are as private as the journal), its row records the outcome, and :meth:`Snapshots.pump`
 queues its parts in the outbox.
 
-How a binary JPEG travels in the signed envelope (gateway/envelope.py): the envelope
+How a binary JPEG travels in the signed envelope (gateway/security/envelope.py): the envelope
 signs a JSON text body, so the picture is base64 in that body, cut in parts of
 :data:`PART_BYTES` (5 KiB of JPEG, ~7 KiB of base64 with the other fields). Every part is
 signed on its own (Ed25519 over topic and body, as any message), so a part can be checked
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.incidents import iso
-from gateway.store import Store
+from gateway.journal.store import Store
+from gateway.pipeline.incidents import iso
 from gateway.video.fetch import Shot
 
 log = logging.getLogger(__name__)

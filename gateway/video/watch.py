@@ -17,9 +17,9 @@ from collections import deque
 
 import httpx
 
-from gateway.clock import Clock
-from gateway.config import Camera, Config, Unit
-from gateway.credentials import SecretDir
+from gateway.core.clock import Clock
+from gateway.core.config import Camera, Config, Unit
+from gateway.core.credentials import SecretDir
 from gateway.video.cameras import CameraCredentialError, Login, read_login
 from gateway.video.fetch import MAX_BYTES, TIMEOUT_S, Shot, fetch
 from gateway.video.snapshots import Snapshots
@@ -31,7 +31,7 @@ QUEUE_MAX = 64  # incidents waiting for their snapshots; past this the oldest ar
 
 
 class SnapshotWatch:
-    """Watcher (gateway/ports.py) and service task: snapshots of every new incident."""
+    """Watcher (gateway/pipeline/ports.py) and service task: snapshots of every new incident."""
 
     def __init__(
         self,

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import Config, parse_config
-from gateway.credentials import SecretDir
-from gateway.errors import ConfigError
-from gateway.incidents import IncidentBook
+from gateway.core.config import Config, parse_config
+from gateway.core.credentials import SecretDir
+from gateway.core.errors import ConfigError
+from gateway.pipeline.incidents import IncidentBook
 from gateway.video.cameras import CameraCredentialError, read_login
 
 from .conftest import SITE, register_yaml

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import yaml
 
-from gateway.cmd_gateway import attach_sms, build_watchers
-from gateway.config import parse_config
-from gateway.service import Gateway, Settings
+from gateway.cli.gateway import attach_sms, build_watchers
+from gateway.core.config import parse_config
+from gateway.service.assembly import Gateway, Settings
 from protocol import Fault, FaultCode
 from tests.support.gsmmodem import FakeModem
 from tests.support.mosquitto import Mosquitto

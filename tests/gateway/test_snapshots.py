@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 
-from gateway.cmd_gateway import attach_video
-from gateway.config import Camera, parse_config
-from gateway.envelope import MAX_PAYLOAD_BYTES, Signer
-from gateway.service import Gateway, Settings
-from gateway.signkeys import gateway_kid
+from gateway.cli.gateway import attach_video
+from gateway.core.config import Camera, parse_config
+from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer
+from gateway.security.signkeys import gateway_kid
+from gateway.service.assembly import Gateway, Settings
 from gateway.video.cameras import Login
 from gateway.video.fetch import Shot, fetch
 from gateway.video.snapshots import PART_BYTES, WINDOW_PARTS, Snapshots
@@ -130,7 +130,7 @@ def test_parts_wait_behind_alarms_and_reassemble(tmp_path: Path, site_signer: Si
 
 @pytest.fixture
 def site_signer(tmp_path: Path) -> Signer:
-    from gateway.signkeys import write_pair
+    from gateway.security.signkeys import write_pair
 
     write_pair(tmp_path / "k", gateway_kid("gw-test"))
     return Signer.load(tmp_path / "k", gateway_kid("gw-test"))

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.clock import ManualClock
-from gateway.config import ConfigError, SmsSettings, parse_config
-from gateway.contact_id import NEW, RESTORE
-from gateway.duty import DutyWatch
+from gateway.core.clock import ManualClock
+from gateway.core.config import ConfigError, SmsSettings, parse_config
+from gateway.core.contact_id import NEW, RESTORE
 from gateway.notify.pager import SitePager
 from gateway.notify.queue import Person, SmsQueue
-from gateway.ports import JournalledEvent
+from gateway.pipeline.ports import JournalledEvent
+from gateway.watch.duty import DutyWatch
 from tests.duty.helpers import MONDAY, TZ, RecordingOutlet, open_db, post, register
 from tests.gateway.conftest import SITE, register_yaml
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import SystemClock
+from gateway.core.clock import SystemClock
 from gateway.notify.modem import Modem
 from gateway.notify.pdu import decode_status_report, encode, normalise_number, status_report
 from gateway.notify.queue import Person, Sms, SmsQueue
