@@ -95,7 +95,10 @@ class Modem:
                 self.garbage += 1
                 log.warning("modem: unreadable status report: %s", exc)
                 return
-            self.on_report(report)
+            try:
+                self.on_report(report)
+            except Exception:  # it runs in the port's read callback: never break the port
+                log.exception("modem: status report for %d not recorded", report.mr)
             return
         if line.startswith("+CDS:"):
             self._cds_next = True

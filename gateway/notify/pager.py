@@ -18,7 +18,7 @@ Texts are Chinese first (UCS2 on the air), with the ids in Latin letters for the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from gateway.core.config import Config, SmsSettings
 from gateway.core.contact_id import NEW
@@ -77,13 +77,16 @@ class SitePager:
         at: float,
         due_at: float | None = None,
         cancel_key: str | None = None,
+        people: Sequence[Person] | None = None,
     ) -> int | None:
         """Queue ``text`` for the site's ladder (in the caller's transaction, if any).
 
-        The small interface for other ladders (patrols): returns the SMS id, or None when
-        the site has nobody with a phone (logged).
+        The small interface for other ladders (patrols): ``people`` replaces the site's
+        ladder (e.g. a patrol leader, then :meth:`people`); ``due_at`` sends it later and
+        ``cancel_key`` lets :meth:`withdraw` take it back before then. Returns the SMS id,
+        or None when there is nobody with a phone (logged).
         """
-        people = self.people(site)
+        people = list(people) if people is not None else self.people(site)
         if not people:
             log.error("site %s: nobody with a phone to text about %s (%s)", site, reason, ref)
             return None
@@ -94,6 +97,10 @@ class SitePager:
         self.queued += 1
         self._wake()
         return sms_id
+
+    def withdraw(self, cancel_key: str, at: float) -> int:
+        """Take back messages queued with ``cancel_key`` that have not gone yet."""
+        return self._queue.cancel(cancel_key, at)
 
     def on_event(self, ev: JournalledEvent) -> None:
         """Queue the SMS an event calls for, if any (see the module's list)."""
@@ -134,4 +141,4 @@ class SitePager:
                 f"Unit {ev.unit} offline {hours} h.",
             )  # fmt: skip
         elif ev.kind == "online" and ev.unit is not None:
-            self._queue.cancel(f"offline:{ev.unit}", ev.at)
+            self.withdraw(f"offline:{ev.unit}", ev.at)

@@ -78,6 +78,7 @@ class SmsSender:
         modem.on_report = self.on_report
         self.sent = 0
         self.delivered = 0
+        self.errors = 0
 
     def wake(self) -> None:
         """Something was queued: look now."""
@@ -90,7 +91,13 @@ class SmsSender:
             while True:
                 # a port that is not open costs no attempt: the messages wait for it
                 for sms in self.queue.due(self.clock.now()) if self.modem.link.up else ():
-                    await self._act(sms)
+                    try:
+                        await self._act(sms)
+                    except (sqlite3.Error, ValueError, KeyError) as exc:
+                        # the journal refused a step, or a bad row: this message waits for the
+                        # next round, the others (and the gateway) go on
+                        log.error("SMS %d: %s: %s", sms.id, type(exc).__name__, exc)
+                        self.errors += 1
                 nxt = self.queue.next_due()
                 wait = IDLE_S if nxt is None else min(IDLE_S, max(0.0, nxt - self.clock.now()))
                 self._wake.clear()

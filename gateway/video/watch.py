@@ -62,6 +62,7 @@ class SnapshotWatch:
         self.fetch_s: deque[float] = deque(maxlen=4096)  # each camera's fetch, recent
         self.outcomes: dict[str, int] = {}
         self.skipped = 0
+        self.failed = 0
 
     # -- Watcher ------------------------------------------------------------------------
 
@@ -79,6 +80,10 @@ class SnapshotWatch:
         if incident in self._seen or self._snapshots.known(incident):
             return
         self._seen.append(incident)
+        self.take(incident, unit)
+
+    def take(self, incident: str, unit: Unit) -> None:
+        """Fetch the snapshots of ``incident`` at ``unit``'s place (as soon as :meth:`run` can)."""
         if len(self._todo) >= QUEUE_MAX:
             dropped, _ = self._todo.popleft()
             self.skipped += 1
@@ -111,7 +116,16 @@ class SnapshotWatch:
                 self._wake.clear()
                 while self._todo:
                     incident, unit = self._todo.popleft()
-                    tg.create_task(self._incident(client, incident, unit), name=f"snap-{incident}")
+                    tg.create_task(self._guarded(client, incident, unit), name=f"snap-{incident}")
+
+    async def _guarded(self, client: httpx.AsyncClient, incident: str, unit: Unit) -> None:
+        # a failure here (a journal error, a bug) is logged and ends only this task:
+        # pictures must never take the gateway down with them
+        try:
+            await self._incident(client, incident, unit)
+        except Exception:
+            self.failed += 1
+            log.exception("incident %s: snapshots failed", incident)
 
     async def _incident(self, client: httpx.AsyncClient, incident: str, unit: Unit) -> None:
         cameras = [self._config.cameras[c] for c in unit.cameras]

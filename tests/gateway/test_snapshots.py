@@ -9,6 +9,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import sqlite3
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,18 +20,21 @@ import pytest
 import yaml
 
 from gateway.cli.gateway import attach_video
+from gateway.core.clock import ManualClock
 from gateway.core.config import Camera, parse_config
+from gateway.core.credentials import SecretDir
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import Gateway, Settings
 from gateway.video.cameras import Login
 from gateway.video.fetch import Shot, fetch
 from gateway.video.snapshots import PART_BYTES, WINDOW_PARTS, Snapshots
+from gateway.video.watch import SnapshotWatch
 from protocol import Alarm, AlarmKind
 from tests.support.camera import PASSWORD, USER, CameraServer, dead_url, jpeg, write_login
 from tests.support.mosquitto import Mosquitto
 
-from .conftest import GATEWAY_USER, SITE, Police, Site
+from .conftest import GATEWAY_USER, SITE, Police, Site, register_yaml, until
 from .helpers import T0, open_store
 
 LOGIN = Login(USER, PASSWORD)
@@ -212,3 +216,42 @@ async def test_alarm_goes_out_while_a_camera_hangs_then_the_snapshots_follow(
         unit.send(Alarm(AlarmKind.PANIC, 2, 0))
         await police.wait_for(lambda: any(a["update"] == "presses" for a in police.alarms()))
         assert camera.requests["/digest.jpg"] == gets
+
+
+class FailingOnce(Snapshots):
+    """A journal that refuses the first snapshot row (disk full, say)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.refused = 0
+
+    def record(self, *a: Any, **kw: Any) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full (test)")
+        super().record(*a, **kw)
+
+
+async def test_a_journal_error_ends_one_incident_s_snapshots_not_the_service(
+    tmp_path: Path, camera: CameraServer
+) -> None:
+    data = yaml.safe_load(register_yaml(tmp_path / "tty", [("shop-a", 257)]))
+    data["cameras"] = [{"id": "cam", "site": SITE, "name": "Gate",
+                        "snapshot": camera.url("/open.jpg"), "auth": "none"}]  # fmt: skip
+    data["units"][0]["cameras"] = ["cam"]
+    cfg = parse_config(data, "boards.yaml")
+    store = open_store(tmp_path / "j.db")
+    snaps = FailingOnce(store, tmp_path / "snapshots", prefix="cg", gateway_id="gw-test")
+    watch = SnapshotWatch(cfg, snaps, SecretDir(tmp_path), ManualClock(T0))
+    task = asyncio.create_task(watch.run())
+    try:
+        watch.take("gw-test-shop-a-1-1", cfg.units["shop-a"])
+        await until(lambda: watch.failed == 1)
+        watch.take("gw-test-shop-a-1-9", cfg.units["shop-a"])
+        await until(lambda: snaps.known("gw-test-shop-a-1-9"))
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()

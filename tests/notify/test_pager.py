@@ -3,6 +3,7 @@ person, a unit offline for hours (and not one back within them)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,19 @@ def test_a_missed_checkin_texts_the_lead_at_the_security_lead_rung(tmp_path: Pat
     # due at 1 h, missed after 5 min grace, the lead's rung 5 min later: one SMS, then
     assert len(got) == 1 and got[0][0] == MONDAY + 3600 + 10 * 60
     assert got[0][1] == "escalation" and "Lead Li" in got[0][2] and "未签到" in got[0][3]
+
+
+def test_another_ladder_pages_its_own_people_first_and_can_withdraw(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    pager = SitePager(cfg, SmsQueue(db), cfg.sms)
+    leader = Person("Patrol leader Wu", "+8613800000199")
+    sid = pager.page(
+        site=SITE, text="巡逻未开始", reason="patrol", ref="route-east", at=T0,
+        due_at=T0 + 600, cancel_key="patrol:route-east", people=[leader, *pager.people(SITE)],
+    )  # fmt: skip
+    assert sid is not None
+    people = json.loads(db.execute("SELECT people FROM sms_queue").fetchone()[0])
+    assert [p[0] for p in people] == ["Patrol leader Wu", "Zhang Wei", "Li Na"]
+    assert pager.withdraw("patrol:route-east", T0 + 60) == 1
+    assert pager.page(site="nowhere", text="x", reason="r", ref=None, at=T0) is None

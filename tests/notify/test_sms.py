@@ -143,3 +143,35 @@ def test_cancel_withdraws_only_what_has_not_gone(tmp_path: Path) -> None:
     assert a is not None and queue.cancel("offline:u", 10) == 1
     assert state(db, a) == "cancelled" and queue.due(10_000) == []
     assert queue.add(site="s", people=[], text="a", reason="r", ref=None, at=0) is None
+
+
+class RefusingQueue(SmsQueue):
+    """The journal refuses the first state change (disk full, say)."""
+
+    refused = 0
+
+    def update(self, *a: object, **kw: object) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full (test)")
+        super().update(*a, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_journal_error_holds_one_message_not_the_sender(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    queue = RefusingQueue(db)
+    fake = FakeModem(tmp_path / "ttyGSM0")
+    sender = SmsSender(queue, Modem(str(fake.path)), SystemClock())
+    task = asyncio.create_task(sender.run())
+    try:
+        now = SystemClock().now()
+        first = queue.add(site="s", people=[LEAD], text="a", reason="r", ref=None, at=now)
+        second = queue.add(site="s", people=[DEPUTY], text="b", reason="r", ref=None, at=now)
+        sender.wake()
+        await until(lambda: state(db, second or 0) == "sent" and state(db, first or 0) == "sent")
+        assert sender.errors == 1 and not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        fake.close()
