@@ -30,7 +30,7 @@ from gateway.video.cameras import Login
 from gateway.video.fetch import Shot, fetch
 from gateway.video.snapshots import PART_BYTES, WINDOW_PARTS, Snapshots
 from gateway.video.watch import SnapshotWatch
-from protocol import Alarm, AlarmKind
+from protocol import Alarm, AlarmKind, Checkin
 from tests.support.camera import PASSWORD, USER, CameraServer, dead_url, jpeg, write_login
 from tests.support.mosquitto import Mosquitto
 
@@ -255,3 +255,30 @@ async def test_a_journal_error_ends_one_incident_s_snapshots_not_the_service(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         store.close()
+
+
+async def test_a_duress_checkin_at_a_guard_post_gets_its_snapshot(
+    site: Site, broker: Mosquitto, police: Police, camera: CameraServer
+) -> None:
+    data = yaml.safe_load(site.config_path.read_text())
+    data["cameras"] = [{"id": "cam-north", "site": SITE, "name": "North gate",
+                        "snapshot": camera.url("/basic.jpg"), "auth": "basic",
+                        "credentials": "north"}]  # fmt: skip
+    guard = next(u for u in data["units"] if u["id"] == "guard-n")
+    guard["cameras"] = ["cam-north"]
+    site.config_path.write_text(yaml.safe_dump(data))
+    site.config = parse_config(data, str(site.config_path))
+    write_login(site.keydir, "north")
+    async with gateway_with_video(site, broker):
+        site.unit("guard-n").send(Checkin(1, 4000))  # the long press: silent duress
+        await police.wait_for(lambda: any(a["kind"] == "duress" for a in police.alarms()))
+        iid = police.alarms()[0]["incident"]
+
+        def whole() -> bool:
+            got = snapshots_of(police, "cam-north")
+            return bool(got) and len(got) == got[0]["parts"]
+
+        await police.wait_for(whole)
+        parts = sorted(snapshots_of(police, "cam-north"), key=lambda b: b["part"])
+        assert parts[0]["incident"] == iid
+        assert b"".join(base64.b64decode(p["data"]) for p in parts) == camera.picture
