@@ -13,108 +13,17 @@ from gateway.arc.wiring import plan_arc
 from gateway.core.broker import add_broker_options, broker_settings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, load_config
-from gateway.core.credentials import SecretDir, unit_keydir
+from gateway.core.credentials import unit_keydir
 from gateway.core.errors import GatewayError, UsageError
-from gateway.journal.store import RETENTION_DAYS, Store, default_db_path
-from gateway.notify.modem import Modem
-from gateway.notify.pager import SitePager
-from gateway.notify.queue import Sms, SmsQueue
-from gateway.notify.sender import SmsSender
-from gateway.pipeline.ports import Outlet, Watcher
-from gateway.pipeline.testmode import TestModeWatch
+from gateway.journal.store import RETENTION_DAYS, default_db_path
 from gateway.service.assembly import Gateway, Settings
-from gateway.video.snapshots import Snapshots, snapshot_dir
-from gateway.video.watch import SnapshotWatch
-from gateway.watch.clockwatch import ClockWatch, kernel_synced
-from gateway.watch.duty import DutyWatch
-from gateway.watch.supervision import Supervisor
+from gateway.service.sms import attach_sms
+from gateway.service.snapshots import attach_video
+from gateway.service.watchers import build_watchers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 115200
-
-
-def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
-    """The logic that watches the frame stream (unit supervision, guard duty).
-
-    Each watcher gets the outlet for events and signals, the store's connection for its
-    own tables, and the clock. Build them outside a store transaction: they create tables.
-    """
-    supervisor = Supervisor(config, outlet, store.conn, clock)
-    duty = DutyWatch(
-        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
-    )
-    # the kernel knows about the system clock only: a scaled or manual one is not it
-    kernel = kernel_synced if isinstance(clock, SystemClock) else None
-    return [
-        supervisor,
-        duty,
-        ClockWatch(config, outlet, store, kernel=kernel),
-        TestModeWatch(config, outlet, store.conn),
-    ]
-
-
-def attach_video(gw: Gateway) -> SnapshotWatch | None:
-    """Snapshots on every new incident at a place with cameras (None: no such place)."""
-    config, settings = gw.config, gw.settings
-    if not any(config.cameras[c].snapshot for u in config.units.values() for c in u.cameras):
-        return None
-    keydir = settings.keydir
-    secrets = keydir if isinstance(keydir, SecretDir) else SecretDir(keydir)
-    snapshots = Snapshots(
-        gw.store,
-        snapshot_dir(settings.db_path),
-        prefix=settings.prefix,
-        gateway_id=config.gateway_id,
-    )
-    watch = SnapshotWatch(config, snapshots, secrets, gw.clock)
-    gw.attach([watch])
-    gw.attach_service("snapshots", watch.run, snapshots.prune)
-    return watch
-
-
-def attach_sms(gw: Gateway) -> SitePager | None:
-    """SMS to the people of each site's ladder through boards.yaml's modem (None: no sms:).
-
-    The returned pager is what other ladders (patrols) call: ``pager.page(...)``.
-    """
-    settings = gw.config.sms
-    if settings is None:
-        return None
-    queue = SmsQueue(gw.store.conn)
-
-    def failed(sms: Sms, at: float) -> None:
-        gw.outlet.event(
-            site=sms.site,
-            kind="sms_failed",
-            at=at,
-            detail={
-                "reason": sms.reason,
-                "ref": sms.ref,
-                "people": [p.name for p in sms.people],
-                "text": sms.text,
-            },
-        )
-
-    sender = SmsSender(
-        queue,
-        Modem(settings.port, settings.baud),
-        gw.clock,
-        retries=settings.retries,
-        retry_s=float(settings.retry_s),
-        delivery_timeout_s=settings.delivery_timeout_min * 60.0,
-        on_failed=failed,
-        transaction=gw.store.transaction,
-    )
-    pager = SitePager(gw.config, queue, settings, wake=sender.wake)
-    gw.pipeline.event_hooks.append(pager.on_event)
-
-    def prune(before: float) -> int:
-        with gw.store.transaction():
-            return queue.prune(before)
-
-    gw.attach_service("sms", sender.run, prune)
-    return pager
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:

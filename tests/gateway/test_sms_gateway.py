@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import yaml
 
-from gateway.cli.gateway import attach_sms, build_watchers
 from gateway.core.config import parse_config
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.sms import attach_sms
+from gateway.service.watchers import build_watchers
 from protocol import Fault, FaultCode
 from tests.support.gsmmodem import FakeModem
 from tests.support.mosquitto import Mosquitto

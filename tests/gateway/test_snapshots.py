@@ -19,13 +19,13 @@ import httpx
 import pytest
 import yaml
 
-from gateway.cli.gateway import attach_video
 from gateway.core.clock import ManualClock
 from gateway.core.config import Camera, parse_config
 from gateway.core.credentials import SecretDir
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.snapshots import attach_video
 from gateway.video.cameras import Login
 from gateway.video.fetch import Shot, fetch
 from gateway.video.snapshots import PART_BYTES, WINDOW_PARTS, Snapshots
