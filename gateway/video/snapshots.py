@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,14 @@ class Snapshots:
                 ),
             )
 
+    def record_all(
+        self, incident: str, site: str, kept: Sequence[tuple[Shot, str | None]], at: float
+    ) -> None:
+        """Keep the outcome of every camera of an incident in one transaction."""
+        with self._store.transaction():
+            for shot, rel in kept:
+                self.record(incident, site, shot, at, rel)
+
     def _pending(self) -> list[Pending]:
         rows = self._store.conn.execute(
             "SELECT incident, camera, site, taken_at, status, error, size, sha256, file,"
@@ -167,29 +175,33 @@ class Snapshots:
         return int(row[0])
 
     def pump(self, at: float) -> int:
-        """Queue further parts while fewer than WINDOW_PARTS wait; return how many."""
+        """Queue further parts while fewer than WINDOW_PARTS wait; return how many.
+
+        All of them in one transaction: one commit per watcher tick, not one per part.
+        """
         room = WINDOW_PARTS - self.unsent_parts()
         if room <= 0:
             return 0
-        queued = 0
+        todo: list[tuple[Pending, int]] = []
         for snap in self._pending():
             for part in range(snap.queued + 1, snap.parts + 1):
-                if room <= 0:
-                    return queued
-                body = self._part_body(snap, part)
-                with self._store.transaction() as c:
-                    self._store.enqueue(
-                        at=at,
-                        topic=self.topic(snap.site, snap.incident, snap.camera),
-                        payload=json.dumps(body, separators=(",", ":")),
-                    )
-                    c.execute(
-                        "UPDATE snapshots SET queued = ? WHERE incident = ? AND camera = ?",
-                        (part, snap.incident, snap.camera),
-                    )
-                room -= 1
-                queued += 1
-        return queued
+                if len(todo) >= room:
+                    break
+                todo.append((snap, part))
+        if not todo:
+            return 0
+        with self._store.transaction() as c:
+            for snap, part in todo:
+                self._store.enqueue(
+                    at=at,
+                    topic=self.topic(snap.site, snap.incident, snap.camera),
+                    payload=json.dumps(self._part_body(snap, part), separators=(",", ":")),
+                )
+                c.execute(
+                    "UPDATE snapshots SET queued = ? WHERE incident = ? AND camera = ?",
+                    (part, snap.incident, snap.camera),
+                )
+        return len(todo)
 
     def _part_body(self, snap: Pending, part: int) -> Mapping[str, Any]:
         body: dict[str, Any] = {

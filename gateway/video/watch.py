@@ -132,6 +132,7 @@ class SnapshotWatch:
         cameras = [c for c in cameras if c.snapshot is not None]
         shots = await asyncio.gather(*(self._one(client, c) for c in cameras))
         at = self._clock.now()
+        kept: list[tuple[Shot, str | None]] = []
         for shot in shots:
             self.fetch_s.append(shot.elapsed_s)
             self.outcomes[shot.status] = self.outcomes.get(shot.status, 0) + 1
@@ -147,7 +148,8 @@ class SnapshotWatch:
                 )
                 shot = Shot(shot.camera, "not_kept", shot.elapsed_s, error=str(exc)[:160])
                 rel = None
-            self._snapshots.record(incident, unit.site, shot, at, rel)
+            kept.append((shot, rel))
+        self._snapshots.record_all(incident, unit.site, kept, at)
         self._snapshots.pump(at)
 
     async def _one(self, client: httpx.AsyncClient, camera: Camera) -> Shot:
