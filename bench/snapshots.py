@@ -82,9 +82,20 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[round(q * (len(s) - 1))] * 1000, 2)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(
-    site: Any, police: Police, units: list[tuple[str, int]], interval_s: float, cameras: bool
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    site: Any,
+    police: Police,
+    units: list[tuple[str, int]],
+    interval_s: float,
+    cameras: bool,
+    pid: int,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
     """Warm up, press every unit's button once, wait for the alarms (and snapshots)."""
     n = len(units)
     fake = {uid: site.unit(uid) for uid, _ in units}
@@ -95,6 +106,7 @@ async def drive(
     sent: dict[str, float] = {}
     sent_wall: dict[str, float] = {}
     seen: dict[str, float] = {}
+    cpu0 = cpu_s(pid)
 
     def note() -> bool:
         for a in police.alarms():
@@ -123,7 +135,7 @@ async def drive(
             timeout=60,
         )  # fmt: skip
     observer.cancel()
-    return sent, sent_wall, seen
+    return sent, sent_wall, seen, cpu_s(pid) - cpu0
 
 
 async def run(tmp: Path, n: int, interval_s: float, cameras: bool) -> dict[str, Any]:
@@ -154,13 +166,13 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool) -> dict[str, 
             stdout=subprocess.DEVNULL, stderr=(tmp / "gateway.log").open("wb"),
         )  # fmt: skip
         try:
-            got = await drive(site, police, units, interval_s, cameras)
+            got = await drive(site, police, units, interval_s, cameras, proc.pid)
         finally:  # whatever happened, no gateway is left running
             proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(proc.wait, 10)
             await police.stop()
             site.port.close()
-    sent, sent_wall, seen = got
+    sent, sent_wall, seen, cpu = got
     db = sqlite3.connect(site.db)
     rows = (
         db.execute("SELECT camera, status, elapsed_s FROM snapshots").fetchall() if cameras else []
@@ -185,6 +197,7 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool) -> dict[str, 
     out: dict[str, Any] = {
         "alarms": n,
         "alarms_seen": len(seen),
+        "gateway_cpu_ms_per_alarm": round(cpu * 1000 / n, 2),
         "alarm_latency_ms": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": pct(lat, 1.0)},
         "frame_to_puback_ms": {
             "p50": pct(puback, 0.5),
@@ -224,6 +237,11 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "max": pct(puback, 1.0),
         },
         "alarm_p99_ms_per_round": [r["alarm_latency_ms"]["p99"] for r in runs],
+        "gateway_cpu_ms_per_alarm": round(
+            sum(r["gateway_cpu_ms_per_alarm"] * r["alarms"] for r in runs)
+            / max(1, sum(r["alarms"] for r in runs)),
+            2,
+        ),
     }
     if "snapshot_outcomes" in runs[0]:
         ok = [x for r in runs for x in r["_samples"]["fetch_ok"]]

@@ -15,13 +15,13 @@ import logging
 import time
 from collections import deque
 
-import httpx
+import aiohttp
 
 from gateway.core.clock import Clock
 from gateway.core.config import Camera, Config, Unit
 from gateway.core.credentials import SecretDir
 from gateway.video.cameras import CameraCredentialError, Login, read_login
-from gateway.video.fetch import MAX_BYTES, TIMEOUT_S, Shot, fetch
+from gateway.video.fetch import MAX_BYTES, TIMEOUT_S, Shot, fetch, session
 from gateway.video.snapshots import Snapshots
 from protocol import Alarm, Checkin, Frame
 
@@ -105,12 +105,7 @@ class SnapshotWatch:
 
     async def run(self) -> None:
         """Fetch the snapshots of queued incidents, each incident in its own task."""
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
-        timeout = httpx.Timeout(self._timeout_s)
-        async with (
-            httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client,
-            asyncio.TaskGroup() as tg,
-        ):
+        async with session(self._timeout_s) as client, asyncio.TaskGroup() as tg:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
@@ -118,7 +113,7 @@ class SnapshotWatch:
                     incident, unit = self._todo.popleft()
                     tg.create_task(self._guarded(client, incident, unit), name=f"snap-{incident}")
 
-    async def _guarded(self, client: httpx.AsyncClient, incident: str, unit: Unit) -> None:
+    async def _guarded(self, client: aiohttp.ClientSession, incident: str, unit: Unit) -> None:
         # a failure here (a journal error, a bug) is logged and ends only this task:
         # pictures must never take the gateway down with them
         try:
@@ -127,7 +122,7 @@ class SnapshotWatch:
             self.failed += 1
             log.exception("incident %s: snapshots failed", incident)
 
-    async def _incident(self, client: httpx.AsyncClient, incident: str, unit: Unit) -> None:
+    async def _incident(self, client: aiohttp.ClientSession, incident: str, unit: Unit) -> None:
         cameras = [self._config.cameras[c] for c in unit.cameras]
         cameras = [c for c in cameras if c.snapshot is not None]
         shots = await asyncio.gather(*(self._one(client, c) for c in cameras))
@@ -152,7 +147,7 @@ class SnapshotWatch:
         self._snapshots.record_all(incident, unit.site, kept, at)
         self._snapshots.pump(at)
 
-    async def _one(self, client: httpx.AsyncClient, camera: Camera) -> Shot:
+    async def _one(self, client: aiohttp.ClientSession, camera: Camera) -> Shot:
         t0 = time.monotonic()
         try:
             return await fetch(
@@ -162,6 +157,6 @@ class SnapshotWatch:
                 timeout_s=self._timeout_s,
                 max_bytes=self._max_bytes,
             )
-        except Exception as exc:  # a bug of ours or httpx's must not end the service
+        except Exception as exc:  # a bug of ours or aiohttp's must not end the service
             log.exception("camera %s: snapshot failed", camera.id)
             return Shot(camera.id, "error", time.monotonic() - t0, error=type(exc).__name__)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -27,7 +26,7 @@ from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import Gateway, Settings
 from gateway.service.snapshots import attach_video
 from gateway.video.cameras import Login
-from gateway.video.fetch import Shot, fetch
+from gateway.video.fetch import Shot, fetch, session
 from gateway.video.snapshots import PART_BYTES, WINDOW_PARTS, Snapshots
 from gateway.video.watch import SnapshotWatch
 from protocol import Alarm, AlarmKind, Checkin
@@ -54,7 +53,7 @@ def camera() -> Any:
 
 
 async def test_digest_and_basic_auth_give_the_jpeg(camera: CameraServer) -> None:
-    async with httpx.AsyncClient() as client:
+    async with session() as client:
         shot = await fetch(client, cam(camera.url("/digest.jpg")), LOGIN)
         assert shot.status == "ok" and shot.jpeg == camera.picture
         assert camera.requests["/digest.jpg"] == 2  # the challenge, then the answer
@@ -65,7 +64,7 @@ async def test_digest_and_basic_auth_give_the_jpeg(camera: CameraServer) -> None
 
 
 async def test_each_way_a_camera_fails_is_one_status(camera: CameraServer) -> None:
-    async with httpx.AsyncClient() as client:
+    async with session() as client:
         wrong = Login(USER, "guess")
         assert (await fetch(client, cam(camera.url("/digest.jpg")), wrong)).status == "http_401"
         assert (await fetch(client, cam(camera.url("/digest.jpg")), None)).status == "http_401"

@@ -1,7 +1,7 @@
 """An IP camera's snapshot endpoint on loopback: JPEG behind digest or basic auth.
 
 A real HTTP server (http.server in a thread) that speaks RFC 7616 digest (MD5, qop=auth)
-as Hikvision's ISAPI and Dahua's snapshot.cgi do, so the gateway's httpx client runs its
+as Hikvision's ISAPI and Dahua's snapshot.cgi do, so the gateway's aiohttp client runs its
 real handshake. Paths:
 
 - ``/digest.jpg``: the JPEG behind digest auth
