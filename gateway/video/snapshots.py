@@ -98,6 +98,8 @@ class Snapshots:
         self._prefix = prefix
         self._gateway = gateway_id
         store.conn.executescript(SCHEMA)
+        # parts may still wait to be queued (from before a restart): pump() looks once
+        self._unqueued = True
 
     def topic(self, site: str, incident: str, camera: str) -> str:
         """``<prefix>/<site>/snapshot/<incident>/<camera>``."""
@@ -150,6 +152,7 @@ class Snapshots:
                     parts,
                 ),
             )
+        self._unqueued = True
 
     def record_all(
         self, incident: str, site: str, kept: Sequence[tuple[Shot, str | None]], at: float
@@ -179,11 +182,15 @@ class Snapshots:
 
         All of them in one transaction: one commit per watcher tick, not one per part.
         """
+        if not self._unqueued:  # the common case at every watcher tick: no query at all
+            return 0
         room = WINDOW_PARTS - self.unsent_parts()
         if room <= 0:
             return 0
         todo: list[tuple[Pending, int]] = []
-        for snap in self._pending():
+        pending = self._pending()
+        self._unqueued = bool(pending)
+        for snap in pending:
             for part in range(snap.queued + 1, snap.parts + 1):
                 if len(todo) >= room:
                     break
