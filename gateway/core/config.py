@@ -235,13 +235,6 @@ class Config:
     cameras: dict[str, Camera] = field(default_factory=dict)
     sms: SmsSettings | None = None
 
-    def unit_by_addr(self, addr: int) -> Unit | None:
-        """The unit with wire address ``addr``, if registered."""
-        for u in self.units.values():
-            if u.addr == addr:
-                return u
-        return None
-
 
 class _Reader:
     def __init__(self, path: str) -> None:

@@ -14,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import ModemError, PduError
 from gateway.link.link import SerialLink
-from gateway.notify.pdu import PduError, StatusReport, Submit, decode_status_report
+from gateway.notify.pdu import StatusReport, Submit, decode_status_report
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ SEND_TIMEOUT_S = 60.0  # AT+CMGS: the network can take tens of seconds
 MAX_LINE = 1024
 PROMPT = ">"  # stands for the "> " prompt in the line queue
 INIT = ("ATE0", "AT+CMEE=1", "AT+CMGF=0", "AT+CNMI=2,1,0,1,0")
-
-
-class ModemError(GatewayError):
-    """A command failed: ERROR, ``+CMS ERROR``, no answer, or the port is down."""
 
 
 class Modem:

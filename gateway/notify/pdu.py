@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.core.errors import PduError
+
 SINGLE_UCS2 = 70
 PART_UCS2 = 67
 MAX_PARTS = 8  # a ladder message is short: past 8 parts it is cut
-
-
-class PduError(ValueError):
-    """A PDU that cannot be decoded."""
 
 
 @dataclass(frozen=True, slots=True)

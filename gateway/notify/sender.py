@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from gateway.core.clock import Clock
-from gateway.notify.modem import Modem, ModemError
+from gateway.core.errors import ModemError
+from gateway.notify.modem import Modem
 from gateway.notify.pdu import StatusReport, encode
 from gateway.notify.queue import Sms, SmsQueue
 

@@ -11,11 +11,7 @@ from dataclasses import dataclass
 
 from gateway.core.config import Camera
 from gateway.core.credentials import SecretDir
-from gateway.core.errors import GatewayError
-
-
-class CameraCredentialError(GatewayError):
-    """A camera's credential file is missing or not ``user:password``."""
+from gateway.core.errors import CameraCredentialError
 
 
 @dataclass(frozen=True, slots=True)

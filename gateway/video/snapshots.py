@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.core.timefmt import iso
 from gateway.journal.store import Store
-from gateway.pipeline.incidents import iso
 from gateway.video.fetch import Shot
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ import aiohttp
 from gateway.core.clock import Clock
 from gateway.core.config import Camera, Config, Unit
 from gateway.core.credentials import SecretDir
-from gateway.video.cameras import CameraCredentialError, Login, read_login
+from gateway.core.errors import CameraCredentialError
+from gateway.video.cameras import Login, read_login
 from gateway.video.fetch import MAX_BYTES, TIMEOUT_S, Shot, fetch, session
 from gateway.video.snapshots import Snapshots
 from protocol import Alarm, Checkin, Frame

@@ -11,9 +11,9 @@ import yaml
 
 from gateway.core.config import Config, parse_config
 from gateway.core.credentials import SecretDir
-from gateway.core.errors import ConfigError
+from gateway.core.errors import CameraCredentialError, ConfigError
 from gateway.pipeline.incidents import IncidentBook
-from gateway.video.cameras import CameraCredentialError, read_login
+from gateway.video.cameras import read_login
 
 from .conftest import SITE, register_yaml
 from .helpers import T0, EventLog, alarm, journal, open_store, publications

@@ -116,7 +116,7 @@ def test_parts_wait_behind_alarms_and_reassemble(tmp_path: Path, site_signer: Si
             body = json.loads(env["body"])
             assert topic == f"cg/{SITE}/snapshot/gw-test-shop-a-1-1/{body['camera']}"
             got.append(body)
-        store.mark_sent([r for r in store.pending(100)], T0 + 1)
+        store.mark_acked([(r, T0 + 1) for r in store.pending(100)])
     parts = sorted((b for b in got if b["camera"] == "cam-gate"), key=lambda b: b["part"])
     assert [b["part"] for b in parts] == list(range(1, 8)) and parts[0]["parts"] == 7
     whole = b"".join(base64.b64decode(b["data"]) for b in parts)
