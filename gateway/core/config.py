@@ -102,7 +102,7 @@ PERSON_FIELDS = ("name", "phone")
 SMS_FIELDS = (
     "port", "baud", "retries", "retry_s", "delivery_timeout_min", "offline_after_h", "faults",
 )  # fmt: skip
-SMS_FAULTS = ("escalation", "tamper", "low_battery", "offline", "not_installed")
+SMS_FAULTS = ("escalation", "patrol", "tamper", "low_battery", "offline", "not_installed")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,24}$")
 UNIT_FIELDS = (
     "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", "cameras",

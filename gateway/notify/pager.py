@@ -5,8 +5,9 @@ the sender tries the next when one cannot be reached. :meth:`SitePager.on_event`
 the transaction that journals an event (``Pipeline.event_hooks``), so the event and the
 SMS it calls for are committed together:
 
-- ``escalation`` on a ``security_lead`` rung (guard duty; patrol ladders call
-  :meth:`SitePager.page` themselves);
+- ``escalation`` on a guard post's ``security_lead`` rung; ``patrol_escalation`` on a
+  patrol route's ``remind_leader`` rung (its leader first, then the site's ladder) and
+  ``security_lead`` rung (the site's ladder);
 - ``tamper`` and ``low_battery`` as they begin, ``not_installed``;
 - ``offline``: queued for ``offline_after_h`` later and withdrawn if the unit is heard
   again before then (``online``), so a unit offline for hours reaches a person and a
@@ -102,6 +103,28 @@ class SitePager:
         """Take back messages queued with ``cancel_key`` that have not gone yet."""
         return self._queue.cancel(cancel_key, at)
 
+    def _patrol(self, ev: JournalledEvent, where: str) -> None:
+        # a patrol ladder's rung: the leader first on remind_leader, the site's ladder on
+        # security_lead (the police rung is the duty room's)
+        d = ev.detail
+        step = d.get("step")
+        if step not in ("remind_leader", "security_lead"):
+            return
+        people = self.people(ev.site)
+        leader = d.get("leader") if step == "remind_leader" else None
+        if isinstance(leader, dict):
+            try:
+                first = Person(str(leader.get("name", "?")), normalise_number(str(leader["phone"])))
+                people = [first, *(p for p in people if p.phone != first.phone)]
+            except (KeyError, ValueError):
+                log.error("patrol %s: the leader's phone %r cannot take an SMS", ev.route, leader)
+        what = "未到下一个检查点" if d.get("reason") == "overdue" else "未按时开始巡逻"
+        self.page(
+            site=ev.site, reason=f"patrol_{step}", ref=ev.event, at=ev.at, people=people,
+            text=f"{where}: 巡逻路线 {ev.route} {what}, 请查看. "
+            f"Patrol {ev.route}: {d.get('reason', '?')}.",
+        )  # fmt: skip
+
     def on_event(self, ev: JournalledEvent) -> None:
         """Queue the SMS an event calls for, if any (see the module's list)."""
         faults = self._settings.faults
@@ -116,6 +139,8 @@ class SitePager:
                 text=f"{where}: {place} 岗哨已超时 {minutes} 分钟未签到, 请立即查看. "
                 f"Post {ev.post} missed its check-in.",
             )  # fmt: skip
+        elif ev.kind == "patrol_escalation" and "patrol" in faults:
+            self._patrol(ev, where)
         elif ev.kind == "tamper" and ev.qualifier == NEW and ev.kind in faults:
             self.page(
                 site=ev.site, reason="tamper", ref=ev.event, at=ev.at,

@@ -604,7 +604,15 @@ class Pipeline:
             )
             if self.event_hooks:
                 note = JournalledEvent(
-                    payload["event"], site, kind, at, unit, post, qualifier, payload["detail"]
+                    payload["event"],
+                    site,
+                    kind,
+                    at,
+                    unit,
+                    post,
+                    qualifier,
+                    payload["detail"],
+                    route,
                 )
                 for hook in self.event_hooks:
                     try:  # e.g. an SMS to queue: never at the cost of the event itself

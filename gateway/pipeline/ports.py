@@ -26,6 +26,7 @@ class JournalledEvent:
     post: str | None
     qualifier: int | None
     detail: Mapping[str, Any]
+    route: str | None = None  # a patrol event's route
 
 
 class Outlet(Protocol):

@@ -18,8 +18,12 @@ from gateway.notify.pager import SitePager
 from gateway.notify.queue import Person, SmsQueue
 from gateway.pipeline.ports import JournalledEvent
 from gateway.watch.duty import DutyWatch
+from gateway.watch.patrol import PatrolWatch
 from tests.duty.helpers import MONDAY, TZ, RecordingOutlet, open_db, post, register
 from tests.gateway.conftest import SITE, register_yaml
+from tests.patrol.helpers import TERM_MONDAY, PatrolOutlet, open_journal
+from tests.patrol.helpers import TZ as PATROL_TZ
+from tests.patrol.helpers import register as patrol_register
 
 T0 = 1_767_225_600.0
 
@@ -146,3 +150,46 @@ def test_another_ladder_pages_its_own_people_first_and_can_withdraw(tmp_path: Pa
     assert [p[0] for p in people] == ["Patrol leader Wu", "Zhang Wei", "Li Na"]
     assert pager.withdraw("patrol:route-east", T0 + 60) == 1
     assert pager.page(site="nowhere", text="x", reason="r", ref=None, at=T0) is None
+
+
+class PatrolPagingOutlet(PatrolOutlet):
+    """The pipeline's event hook, as Pipeline.event calls it, over the patrol tests' outlet."""
+
+    def __init__(self, conn: sqlite3.Connection, pager: SitePager) -> None:
+        super().__init__(conn)
+        self.pager = pager
+
+    def event(self, **kw: Any) -> None:  # type: ignore[override]
+        super().event(**kw)
+        e = self.events[-1]
+        self.pager.on_event(JournalledEvent(
+            f"gw-{len(self.events)}", e["site"], e["kind"], e["at"], e["unit"], None,
+            e["qualifier"], e["detail"], e["route"],
+        ))  # fmt: skip
+
+
+def test_a_patrol_window_without_a_round_texts_the_leader_then_the_school(
+    tmp_path: Path,
+) -> None:
+    cfg = patrol_register()
+    conn = open_journal(tmp_path / "g.db")
+    pager = SitePager(cfg, SmsQueue(conn), SmsSettings(port="/dev/null"))
+    outlet = PatrolPagingOutlet(conn, pager)
+    clock = ManualClock(TERM_MONDAY)
+    watch = PatrolWatch(cfg, outlet, conn, clock, tz=PATROL_TZ)
+    end = TERM_MONDAY + 8 * 3600 + 12 * 60
+    while (d := watch.next_deadline()) is not None and d <= end:
+        clock.set(max(d, clock.now()))
+        watch.tick(clock.now())
+    got = conn.execute("SELECT created_at, reason, people, text FROM sms_queue").fetchall()
+    steps = [e["detail"]["step"] for e in outlet.of("patrol_escalation")]
+    assert steps == ["remind_leader", "security_lead", "police"]
+    # the window's latest start is 08:00: the leader then, the school 5 min later, no more
+    at = TERM_MONDAY + 8 * 3600
+    assert [(r[0], r[1]) for r in got] == [
+        (at, "patrol_remind_leader"),
+        (at + 5 * 60, "patrol_security_lead"),
+    ]
+    assert [p[0] for p in json.loads(got[0][2])] == ["Officer Liu", "Lead Li"]
+    assert [p[0] for p in json.loads(got[1][2])] == ["Lead Li"]
+    assert "未按时开始巡逻" in got[0][3] and "run" in got[0][3]
