@@ -3,9 +3,9 @@
 Who may do what (gateway/README.md, "Security"), for the topic prefix ``P``:
 
 - gateway ``gateway-<id>``: write its sites' ``P/<site>/alarm/+``, ``event/+``, ``duty/+``,
-  ``open/+``, ``unit/+/state``, ``post/+/state``; read its sites' ``P/<site>/ack/+`` and
-  ``P/<site>/duty/+/ack``; read and write its own ``P/gateway/<id>/status`` (it reads it
-  back to notice a second instance).
+  ``open/+``, ``unit/+/state``, ``post/+/state``, ``register/#``; read its sites'
+  ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack``; read and write its own
+  ``P/gateway/<id>/status`` (it reads it back to notice a second instance).
 - duty room ``dutyroom-<name>``: read its sites' ``P/<site>/#`` and every gateway status;
   write ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack`` (acks, which the gateway verifies
   against the duty room's signing key anyway).
@@ -36,7 +36,9 @@ from gateway.pki import Issued, ensure_ca, issue
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for $7$
 MAX_PACKET_SIZE = 16384  # bytes; an alarm envelope is ~1.5 KB, an ack ~0.5 KB
-GATEWAY_WRITES = ("alarm/+", "event/+", "duty/+", "open/+", "unit/+/state", "post/+/state")
+GATEWAY_WRITES = (
+    "alarm/+", "event/+", "duty/+", "open/+", "unit/+/state", "post/+/state", "register/#",
+)  # fmt: skip
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -26,6 +26,7 @@ DESCRIPTION = (
 COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cmd_gateway", "run the gateway service: serial links to the police"),
     "console": ("gateway.console", "the police duty-room view: live alarms, acknowledge"),
+    "dutyroom": ("gateway.cmd_dutyroom", "the police duty room in a browser (HTTPS)"),
     "deploy": ("gateway.deploy", "flash a unit with its config and key (mpremote)"),
     "keygen": (
         "gateway.cmd_keygen",
