@@ -1,1 +1,1 @@
-"""The duty room's side: what the police see and how they acknowledge."""
+"""The police duty room's tools: the console, its board, reports."""

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import parse_config, register_topics
+from gateway.core.config import parse_config, register_topics
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.room import Room
 from gateway.dutyroom.web.views import plan_html, queue_html
-from gateway.envelope import Signer
-from gateway.fleet import FleetPlan, register_yaml
-from gateway.signkeys import gateway_keys, gateway_kid, write_pair
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_keys, gateway_kid, write_pair
+from gateway.sim.fleet import FleetPlan, register_yaml
 
 P = "campusguard"
 SITE = "hexi-primary"

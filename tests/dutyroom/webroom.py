@@ -24,13 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from gateway.brokerconfig import Accounts
-from gateway.demo import demo_firmware, demo_plan
 from gateway.dutyroom.web.server import DutyRoomServer, Options, server_certificate
-from gateway.envelope import Signer
-from gateway.fleet import DUTYROOM, Fleet
-from gateway.localbroker import LocalBroker
-from gateway.signkeys import dutyroom_kid
+from gateway.security.brokerconfig import Accounts
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import dutyroom_kid
+from gateway.sim.demo import demo_firmware, demo_plan
+from gateway.sim.fleet import DUTYROOM, Fleet
+from gateway.sim.localbroker import LocalBroker
 
 CHROMIUM = "/usr/bin/chromium"
 SPEED = 60.0

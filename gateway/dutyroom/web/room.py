@@ -2,7 +2,7 @@
 
 :class:`Room` connects to the broker (the nodes of a cluster in turn, as the console
 does), subscribes to its sites' topics and the gateways' statuses, and folds every
-message that a trusted gateway signed into the console's :class:`~gateway.board.Board`
+message that a trusted gateway signed into the console's :class:`~gateway.dutyroom.board.Board`
 and into its own database; anything else is dropped and counted. Each change is told to
 :attr:`Room.on_change` with the screens (sections) it touches, so browsers refresh them.
 
@@ -23,14 +23,14 @@ from typing import Any
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.acks import DISPOSITIONS, make_ack
-from gateway.board import CLOSED_KEEP_S, Board
-from gateway.broker import BrokerSettings
+from gateway.core.broker import BrokerSettings
+from gateway.dutyroom.board import CLOSED_KEEP_S, Board
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.plans import plan_for
-from gateway.envelope import EnvelopeError, Signer, open_gateway
-from gateway.mqttsocket import guard_write_watch
+from gateway.relay.acks import DISPOSITIONS, make_ack
+from gateway.relay.mqttsocket import guard_write_watch
+from gateway.security.envelope import EnvelopeError, Signer, open_gateway
 
 log = logging.getLogger(__name__)
 

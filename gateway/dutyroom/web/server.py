@@ -23,15 +23,15 @@ from types import TracebackType
 
 from aiohttp import web
 
-from gateway.broker import BrokerSettings
+from gateway.core.broker import BrokerSettings
+from gateway.core.errors import GatewayError
 from gateway.dutyroom.web.app import DutyRoomApp
 from gateway.dutyroom.web.auth import Auth
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.room import Room
-from gateway.envelope import Signer
-from gateway.errors import GatewayError
-from gateway.pki import Issued, ensure_ca, issue
-from gateway.signkeys import gateway_keys
+from gateway.security.envelope import Signer
+from gateway.security.pki import Issued, ensure_ca, issue
+from gateway.security.signkeys import gateway_keys
 
 
 @dataclass

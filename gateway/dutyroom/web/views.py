@@ -15,7 +15,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from gateway.board import IncidentRow, event_text
+from gateway.dutyroom.board import IncidentRow, event_text
 from gateway.dutyroom.web.auth import Who, may
 from gateway.dutyroom.web.plans import plan_for
 from gateway.dutyroom.web.room import Room
