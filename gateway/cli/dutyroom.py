@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from gateway.core.broker import add_broker_options, broker_settings
 from gateway.core.errors import GatewayError, UsageError
 from gateway.dutyroom.console import dutyroom_signer, zone_of
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import read_private
 
 if TYPE_CHECKING:
     from gateway.dutyroom.web.server import Options
@@ -55,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dutyroom-<name>.pem (signs acks) and gateway-<id>.pub (the gateways trusted)",
     )
     parser.add_argument("--dutyroom", metavar="NAME", help="whose key signs: dutyroom-NAME.pem")
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="PEM",
+        help="the duty room's signing key dutyroom-<name>.pem elsewhere than --keydir"
+        " (a systemd credential)",
+    )
     parser.add_argument(
         "--site", action="append", help="a site id to show; repeat (default: every site)"
     )
@@ -117,7 +126,7 @@ def options(args: argparse.Namespace) -> Options:
         brokers=broker_settings(args),
         db=db,
         keydir=Path(args.keydir),
-        signer=dutyroom_signer(args.keydir, args.dutyroom),
+        signer=_signer(args),
         tls_cert=cert,
         tls_key=key,
         host=host,
@@ -127,6 +136,15 @@ def options(args: argparse.Namespace) -> Options:
         realert_s=args.realert_s,
         tz=zone_of(args.tz),
     )
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    path: Path | None = args.signing_key
+    if path is None:
+        return dutyroom_signer(args.keydir, args.dutyroom)
+    if not path.name.startswith("dutyroom-") or path.suffix != ".pem":
+        raise UsageError(f"--signing-key {path}: a duty room's key is named dutyroom-<name>.pem")
+    return Signer(path.stem, read_private(path))
 
 
 async def _serve(opts: Options) -> int:
