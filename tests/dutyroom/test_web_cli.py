@@ -142,3 +142,51 @@ def test_unit_file_verifies_without_any_warning(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+async def test_demo_serve_prints_the_address_and_a_login_that_works(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        CAMPUSGUARD,
+        "demo",
+        "--serve",
+        "--units",
+        "3",
+        "--links",
+        "1",
+        "--presses",
+        "0",
+        "--listen",
+        "127.0.0.1:0",
+        "--keep",
+        str(tmp_path / "demo"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    text = ""
+    try:
+        async with asyncio.timeout(120):  # a fleet start on a loaded machine
+            while "login for this run only" not in text:
+                line = (await proc.stdout.readline()).decode()
+                assert line, text
+                text += line
+        url = re.search(r"duty room: (https://\S+)", text)
+        ca = re.search(r"CA \(this run's\): (\S+)", text)
+        login = re.search(r"login for this run only: (\S+) / (\S+)", text)
+        assert url and ca and login, text
+        ctx = ssl.create_default_context(cafile=ca.group(1))
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(url.group(1) + "login", ssl=ctx) as r:
+                token = re.search(r"name='csrf' value='([^']+)'", await r.text())
+                assert token
+            form = {"csrf": token.group(1), "name": login.group(1), "password": login.group(2)}
+            async with http.post(
+                url.group(1) + "login", data=form, ssl=ctx, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.headers["Location"] == "/", await r.text()
+            async with http.get(url.group(1) + "duty", ssl=ctx) as r:
+                assert r.status == 200 and "Guard duty" in await r.text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            code = await proc.wait()
+    assert code == 0

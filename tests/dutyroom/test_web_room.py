@@ -123,9 +123,7 @@ def test_unacknowledged_alarm_realerts_once_and_tells_the_supervisor(
     assert room.check_realerts() == []
 
 
-def test_the_board_comes_back_from_the_database_after_a_restart(
-    tmp_path: Path, keys: Path
-) -> None:
+def test_the_board_comes_back_from_the_database_after_a_restart(tmp_path: Path, keys: Path) -> None:
     clock = Clock()
     room = make_room(tmp_path, keys, clock)
     signer = Signer.load(keys, gateway_kid(GW))
