@@ -207,7 +207,7 @@ def queue_html(room: Room, who: Who, now: float, tz: tzinfo | None) -> str:
         handler = f"{e(taken[0])}" if taken else "-"
         out.append(
             f"<tr class='{' '.join(classes)}' id='row-{e(iid)}' data-incident='{e(iid)}'"
-            f" data-state='{e(state)}'>"
+            f" data-state='{e(state)}' data-unit='{e(d.get('unit'))}'>"
             f"<td>{row.number}</td><td class='state'>{e(label)}</td>"
             f"<td class='kind'>{e(kind)}{mark}</td>"
             f"<td><a href='/incident/{quote(iid, safe='')}'>{e(d.get('place'))}</a></td>"
