@@ -86,8 +86,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
             host=host,
             port=int(port),
             prefix=args.prefix,
-            realert_s=60.0,
-            sign_clock=fleet.clock.now,  # acks dated on the gateway's accelerated time
+            realert_s=60.0 * speed,  # a real minute
+            gateway_clock=fleet.clock.now,  # the board on the gateway's accelerated time
         )
         print(
             f"starting {args.units} virtual units on {args.links} links, the gateway (clock"

@@ -82,7 +82,7 @@ class School:
 
 @contextlib.asynccontextmanager
 async def web_school(
-    tmp: Path, *, units: int = 4, realert_s: float = 3600.0
+    tmp: Path, *, units: int = 4, realert_s: float = 1e9
 ) -> AsyncIterator[School]:
     """Broker, fleet (guard post first), gateway, and the duty room with four accounts."""
     plan = demo_plan(units, 1)
@@ -112,7 +112,7 @@ async def web_school(
                 tls_key=issued.key,
                 port=0,
                 realert_s=realert_s,
-                sign_clock=fleet.clock.now,  # acks dated on the gateway's accelerated time
+                gateway_clock=fleet.clock.now,  # the board on the gateway's accelerated time
             )
             server = DutyRoomServer(options)
             for name, (display, role) in PASSWORDS.items():

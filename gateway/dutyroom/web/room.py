@@ -72,12 +72,12 @@ class Room:
         sites: Sequence[str] = ("+",),
         now: Callable[[], float],
         realert_s: float = 60.0,
-        sign_clock: Callable[[], float] | None = None,
     ) -> None:
         """``trusted``: gateways' public keys by key id; ``signer``: the duty room's key.
 
-        ``sign_clock`` dates the acks (default ``now``): a demo whose gateway runs on an
-        accelerated clock must not date an ack before the alarm it answers.
+        ``now`` dates acks, ages and timelines: the gateways' time (a demo whose gateway
+        runs on an accelerated clock passes that clock, so that no ack is dated before
+        the alarm it answers).
         """
         self.db = db
         self.brokers = list(brokers)
@@ -87,7 +87,6 @@ class Room:
         self.sites = list(sites)
         self.now = now
         self.realert_s = realert_s
-        self.sign_clock = sign_clock or now
         self.board = Board()
         self.register = Register()
         self.connected = asyncio.Event()
@@ -324,7 +323,7 @@ class Room:
             incident=incident,
             post=post,
             disposition=disposition,
-            at=self.sign_clock(),
+            at=self.now(),
         )
 
     async def _publish(self, topic: str, payload: str) -> None:

@@ -51,7 +51,9 @@ class Options:
     realert_s: float = 60.0
     tz: tzinfo | None = None
     now: Callable[[], float] = field(default=time.time)
-    sign_clock: Callable[[], float] | None = None  # dates acks (default: now)
+    # the gateways' time, for the board, acks and timelines (default: now); sessions and
+    # logins always run on ``now``
+    gateway_clock: Callable[[], float] | None = None
 
 
 def server_certificate(ca_dir: Path, out_dir: Path, names: Sequence[str]) -> Issued:
@@ -92,9 +94,8 @@ class DutyRoomServer:
             o.signer,
             prefix=o.prefix,
             sites=o.sites,
-            now=o.now,
+            now=o.gateway_clock or o.now,
             realert_s=o.realert_s,
-            sign_clock=o.sign_clock,
         )
         self.web = DutyRoomApp(self.room, self.auth, tz=o.tz)
         self._runner: web.AppRunner | None = None
