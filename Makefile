@@ -105,6 +105,7 @@ mutation: $(MUTATION_STAMP) system-deps
 
 demo: $(STAMP) system-deps
 	$(BIN)/campusguard demo
+	@echo "the web duty room on the same school, until Ctrl-C: $(BIN)/campusguard demo --serve"
 
 # `make demo` and `make test` on a freshly made minimal Debian 12 (root; ~10 min)
 fresh-check:

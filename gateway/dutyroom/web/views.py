@@ -319,11 +319,13 @@ def duty_html(room: Room, who: Who, now: float, tz: tzinfo | None) -> str:
         alert = room.board.post_alerts.get(pid)
         missed = bool(p.get("escalating")) or alert is not None
         shift = p.get("shift")
-        shift_txt = (
-            f"{clock(ts(shift.get('start')), tz)} - {clock(ts(shift.get('end')), tz)}"
-            if isinstance(shift, dict)
-            else ("off duty" if p.get("on_duty") is False else "-")
-        )
+        if isinstance(shift, dict) and (shift.get("start") or shift.get("end")):
+            start, end = ts(shift.get("start")), ts(shift.get("end"))
+            shift_txt = f"{clock(start, tz)} - {clock(end, tz)}"
+        elif isinstance(shift, dict):
+            shift_txt = "around the clock 全天"  # an unbounded duty period
+        else:
+            shift_txt = "off duty 不在岗" if p.get("on_duty") is False else "-"
         rung = alert.rung if alert is not None and alert.rung else p.get("rung") or 0
         of = alert.of if alert is not None and alert.of else p.get("of") or 0
         step = (alert.step if alert is not None else None) or p.get("step") or ""
