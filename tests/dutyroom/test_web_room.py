@@ -13,7 +13,7 @@ from gateway.core.config import parse_config, register_topics
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.room import Room
-from gateway.dutyroom.web.views import plan_html, queue_html
+from gateway.dutyroom.web.views import health_html, plan_html, queue_html
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_keys, gateway_kid, write_pair
 from gateway.sim.fleet import FleetPlan, register_yaml
@@ -157,3 +157,40 @@ def test_register_topics_draw_the_site_plan_with_alarms_lit(tmp_path: Path, keys
     assert svg.startswith("<svg") and svg.count("<circle") == 4
     assert "class='unit lit' id='plan-shop-02'" in svg
     assert "class='unit' id='plan-home-03'" in svg
+
+
+def test_gateway_links_and_clock_show_on_the_health_board_and_survive_a_restart(
+    tmp_path: Path, keys: Path
+) -> None:
+    clock = Clock()
+    room = make_room(tmp_path, keys, clock)
+    signer = Signer.load(keys, gateway_kid(GW))
+    topic = f"{P}/{SITE}/event/{GW}"
+
+    def event(kind: str, qualifier: int, **detail: Any) -> dict[str, Any]:
+        return {
+            "event": f"{GW}-{kind}",
+            "gateway": GW,
+            "site": SITE,
+            "unit": None,
+            "kind": kind,
+            "qualifier": qualifier,
+            "at": "2027-01-15T08:00:00.000Z",
+            "detail": detail,
+        }
+
+    status = {"gateway": GW, "state": "online", "at": "2027-01-15T08:00:00.000Z"}
+    send(room, signer, f"{P}/gateway/{GW}/status", status)
+    send(room, signer, topic, event("link_down", 1, link="bus-a"))
+    send(room, signer, topic, event("clock_unsynced", 1))
+    send(room, signer, topic, event("link_down", 1, link="radio-b"))
+    send(room, signer, topic, event("link_up", 3, link="radio-b"))
+    html = health_html(room, OPERATOR, clock(), None)
+    assert "link bus-a: serial link down" in html and "clock: clock not synchronised" in html
+    assert "radio-b" not in html
+    room.db.close()
+    again = make_room(tmp_path, keys, clock)
+    assert health_html(again, OPERATOR, clock(), None) == html
+    send(again, signer, topic, event("clock_unsynced", 3))
+    send(again, signer, topic, event("link_up", 3, link="bus-a"))
+    assert "clock, links ok" in health_html(again, OPERATOR, clock(), None)

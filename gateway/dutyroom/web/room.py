@@ -39,6 +39,7 @@ SITE_TOPICS = (
     "register/#", "report/+",
 )  # fmt: skip
 RETRY_S = 1.0
+PROBLEMS_LEAF = "problems"  # the database's own record of a gateway's conditions
 REPORT_MAX_BYTES = 8192
 
 
@@ -89,6 +90,8 @@ class Room:
         self.realert_s = realert_s
         self.board = Board()
         self.register = Register()
+        # gateway id -> what is wrong with it now (links down, clock, receiving centre)
+        self.gateway_problems: dict[str, dict[str, str]] = {}
         self.connected = asyncio.Event()
         self.on_change: Callable[[set[str], dict[str, Any] | None], None] = lambda s, n: None
         self._client: aiomqtt.Client | None = None
@@ -199,9 +202,15 @@ class Room:
             if store and isinstance(data, dict):
                 self._fold_report(topic, data, now)
             return
+        if parts[-1] == PROBLEMS_LEAF:  # kept by this room, read back at a restart
+            if isinstance(data, dict):
+                self.gateway_problems[parts[-2]] = {str(k): str(v) for k, v in data.items()}
+            return
         taken = self.board.take(topic, data, now)
         sections: set[str] = set()
         notice = None
+        if taken.kind == "event" and isinstance(data, dict):
+            self._gateway_problem(data, now, store=store)
         if taken.kind == "unit":
             sections = {"health", "plan"}
             if store and isinstance(data, dict):
@@ -218,6 +227,33 @@ class Room:
             self.db.put_latest(topic, data, now)
         if sections:
             self.on_change(sections, notice)
+
+    def _gateway_problem(self, e: dict[str, Any], now: float, *, store: bool) -> None:
+        """Track a gateway's own conditions from its events: links, clock, ARC paths."""
+        gid = str(e.get("gateway", ""))
+        kind = str(e.get("kind", ""))
+        raw = e.get("detail")
+        detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if not gid or e.get("unit") not in (None, gid):
+            return
+        restored = e.get("qualifier") == 3
+        if kind in ("link_down", "link_up"):
+            key, text = f"link {detail.get('link', '?')}", "serial link down"
+            restored = kind == "link_up"
+        elif kind == "clock_unsynced":
+            key, text = "clock", "clock not synchronised"
+        elif kind == "arc_path":
+            key, text = f"arc {detail.get('receiver', '?')}", "receiving centre path lost"
+        else:
+            return
+        problems = self.gateway_problems.setdefault(gid, {})
+        if restored:
+            problems.pop(key, None)
+        else:
+            problems[key] = f"{text} since {e.get('at')}"
+        if store:
+            topic = f"{self.prefix}/gateway/{gid}/{PROBLEMS_LEAF}"
+            self.db.put_latest(topic, problems, now)
 
     def _fold_register(
         self, topic: str, parts: list[str], data: Any, *, store: bool, now: float

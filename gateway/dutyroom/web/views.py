@@ -360,9 +360,13 @@ def health_html(room: Room, who: Who, now: float, tz: tzinfo | None) -> str:
     for gid in sorted(room.board.gateways):
         state = room.board.gateway_state(gid, now)
         at = room.board.status_at.get(gid, (0.0, 0.0))[0]
+        problems = room.gateway_problems.get(gid, {})
+        said = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())) or "clock, links ok"
+        ok = state == "online" and not problems
         out.append(
-            f"<tr class='{'ok' if state == 'online' else 'bad'}'><td>{e(gid)}</td>"
-            f"<td>{e(state)}</td><td>status {clock(at or None, tz)}</td></tr>"
+            f"<tr class='{'ok' if ok else 'bad'}' id='gateway-{e(gid)}'><td>{e(gid)}</td>"
+            f"<td>{e(state)}</td><td>status {clock(at or None, tz)}</td>"
+            f"<td class='problems'>{e(said)}</td></tr>"
         )
     out.append("</tbody></table><h3>Units 设备</h3>")
     units = room.board.units
