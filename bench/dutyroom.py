@@ -10,6 +10,9 @@ the row. In the page, a MutationObserver notes ``Date.now()`` when each incident
 first appears; the harness notes ``time.time()`` just before it presses the button
 (both the same wall clock). Units are pressed in turn, each one again only after its
 incident window, so that every press opens a new incident: one row each.
+
+Then ``ack_to_other_browser_ms``: operator A acknowledges 20 of them (a signed ack in
+A's name to the gateway); the time until operator B's browser shows each acknowledged.
 """
 
 from __future__ import annotations
@@ -49,6 +52,47 @@ GAP_S = 0.3  # between two presses (of different units)
 WINDOW_S = 2.5  # a unit is pressed again only after its (accelerated) incident window
 
 
+ACKS = 20
+ACK = """async ([iid]) => {
+    const r = await fetch("/incident/" + encodeURIComponent(iid) + "/ack", {
+        method: "POST",
+        headers: {"Content-Type": "application/x-www-form-urlencoded",
+                  "X-CSRF-Token": window.cgCsrf, "X-Requested-With": "fetch"},
+        body: "disposition=test&note=bench"});
+    return r.status;
+}"""
+
+
+async def ack_round_trips(
+    browser: Any, school: Any, page: Any, incidents: list[str]
+) -> list[float]:
+    """Operator A acknowledges; seconds until operator B's page shows it acknowledged.
+
+    The signed ack goes to the gateway, its police_ack update comes back, and B's page
+    fetches the queue again.
+    """
+    context, other = await login(browser, school, "wu")
+    out = []
+    for iid in incidents:
+        t = time.time()
+        status = await page.evaluate(ACK, [iid])
+        if status != 200:
+            continue
+        shown = await other.wait_for_function(
+            # acknowledged, or (quiet long enough) closed at once by the gateway
+            """iid => { const r = document.getElementById("row-" + iid);
+                        const done = r && (r.dataset.state === "closed" ||
+                            r.querySelector("td.state").textContent
+                             .includes("police acknowledged"));
+                        return done && Date.now(); }""",
+            arg=iid,
+            timeout=30_000,
+        )
+        out.append(await shown.json_value() / 1000.0 - t)
+    await context.close()
+    return out
+
+
 async def bench(presses: int, units: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cg-bench-web-") as tmp:
         async with web_school(Path(tmp), units=units + 1) as school:
@@ -76,6 +120,7 @@ async def bench(presses: int, units: int) -> dict[str, Any]:
                     )
                 rows = await page.evaluate("window.__rows")
                 seen = {k: v for k, v in rows.items() if k not in before}
+                acks = await ack_round_trips(browser, school, page, list(seen)[:ACKS])
                 version = browser.version
                 await context.close()
     latencies: list[float] = []
@@ -88,6 +133,8 @@ async def bench(presses: int, units: int) -> dict[str, Any]:
         "seen": len(seen),
         "lost": presses - len(latencies),
         "latency_ms": latency_stats(latencies),
+        "ack_to_other_browser_ms": latency_stats(acks),
+        "acks": len(acks),
         "browser": f"chromium {version} (Debian, headless)",
     }
 
