@@ -13,7 +13,7 @@ from gateway.core.config import parse_config, register_topics
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.room import Room
-from gateway.dutyroom.web.views import health_html, plan_html, queue_html
+from gateway.dutyroom.web.views import health_html, plan_html, queue_html, reports_html
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_keys, gateway_kid, write_pair
 from gateway.sim.fleet import FleetPlan, register_yaml
@@ -194,3 +194,26 @@ def test_gateway_links_and_clock_show_on_the_health_board_and_survive_a_restart(
     send(again, signer, topic, event("clock_unsynced", 3))
     send(again, signer, topic, event("link_up", 3, link="bus-a"))
     assert "clock, links ok" in health_html(again, OPERATOR, clock(), None)
+
+
+def test_a_monthly_report_larger_than_an_alarm_is_kept_to_read_and_download(
+    tmp_path: Path, keys: Path
+) -> None:
+    room = make_room(tmp_path, keys, Clock())
+    signer = Signer.load(keys, gateway_kid(GW))
+    topic = f"{P}/{SITE}/report/2027-01"
+    body = {
+        "gateway": GW,
+        "report": "monthly",
+        "period": "2027-01",
+        "site": {"site": SITE, "alarms": 12, "units": ["x" * 40] * 250},  # ~11 KB
+    }
+    send(room, signer, topic, body)
+    assert room.board.dropped == 0
+    html = reports_html(room, None)
+    assert "monthly 2027-01" in html and "download" in html
+    text = room.db.report(topic)
+    assert text is not None and json.loads(text)["site"]["alarms"] == 12
+    huge = {**body, "site": {"site": SITE, "units": ["x" * 40] * 500}}  # ~22 KB
+    send(room, signer, f"{P}/{SITE}/report/2027-02", huge)
+    assert room.board.dropped == 1 and room.db.report(f"{P}/{SITE}/report/2027-02") is None

@@ -81,9 +81,7 @@ class School:
 
 
 @contextlib.asynccontextmanager
-async def web_school(
-    tmp: Path, *, units: int = 4, realert_s: float = 1e9
-) -> AsyncIterator[School]:
+async def web_school(tmp: Path, *, units: int = 4, realert_s: float = 1e9) -> AsyncIterator[School]:
     """Broker, fleet (guard post first), gateway, and the duty room with four accounts."""
     plan = demo_plan(units, 1)
     accounts = Accounts(

@@ -284,10 +284,13 @@ class DutyRoomApp:
         text = self.room.db.report(topic)
         if text is None:
             raise web.HTTPNotFound(text="no such report\n")
-        resp = web.Response(text=text, content_type="text/plain", charset="utf-8")
+        is_json = text.startswith("{")
+        kind = "application/json" if is_json else "text/plain"
+        resp = web.Response(text=text, content_type=kind, charset="utf-8")
         if request.query.get("download"):
             name = "".join(c if c.isalnum() or c in "-_." else "_" for c in topic)
-            resp.headers["Content-Disposition"] = f'attachment; filename="{name}.txt"'
+            ext = "json" if is_json else "md"
+            resp.headers["Content-Disposition"] = f'attachment; filename="{name}.{ext}"'
         return resp
 
     async def fragment(self, request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ louder, and the supervisors are told.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.plans import plan_for
 from gateway.relay.acks import DISPOSITIONS, make_ack
 from gateway.relay.mqttsocket import guard_write_watch
-from gateway.security.envelope import EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,14 @@ SITE_TOPICS = (
 )  # fmt: skip
 RETRY_S = 1.0
 PROBLEMS_LEAF = "problems"  # the database's own record of a gateway's conditions
-REPORT_MAX_BYTES = 8192
+REPORT_MAX_BYTES = 16384  # the broker's max_packet_size (campusguard broker-config)
+
+
+def _site_of(data: dict[str, Any]) -> str:
+    site = data.get("site")
+    if isinstance(site, dict):
+        return str(site.get("site") or site.get("id") or "")
+    return str(site or "")
 
 
 class RoomError(Exception):
@@ -155,15 +163,17 @@ class Room:
     def take(self, topic: str, raw: bytes) -> None:
         """One message from the broker: verify, fold in, keep, tell the browsers."""
         now = self.now()
+        parts = topic.split("/")
+        kind = parts[-2] if len(parts) >= 2 else ""
+        # a monthly report may be larger than an alarm: up to what the broker carries
+        limit = REPORT_MAX_BYTES if kind == "report" else MAX_PAYLOAD_BYTES
         try:
-            data: Any = open_gateway(topic, raw, self.trusted) if raw else None
+            data: Any = open_gateway(topic, raw, self.trusted, limit) if raw else None
         except EnvelopeError as exc:
             self.board.dropped += 1
             log.info("dropped a message on %s: %s", topic, exc.reason)
             self.on_change({"status"}, None)
             return
-        parts = topic.split("/")
-        kind = parts[-2] if len(parts) >= 2 else ""
         if kind in ("alarm", "open"):
             self._fold_incident(topic, parts, data, now)
             return
@@ -273,11 +283,17 @@ class Room:
         self.on_change({"plan", "duty", "health"}, None)
 
     def _fold_report(self, topic: str, data: dict[str, Any], now: float) -> None:
+        """A report a gateway published (``report/<period>``): kept to read and download.
+
+        A report with a ``text`` (Markdown) is kept as it is; otherwise its figures are
+        kept as indented JSON (the monthly report's per-site message).
+        """
         text = data.get("text")
-        name = data.get("name") or topic.rsplit("/", 1)[-1]
-        if not isinstance(text, str) or len(text) > REPORT_MAX_BYTES:
-            return
-        self.db.put_report(topic, str(data.get("site", "")), str(name)[:100], text, now)
+        if not isinstance(text, str):
+            text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        kind = str(data.get("report") or "report")
+        name = str(data.get("name") or f"{kind} {data.get('period') or topic.rsplit('/', 1)[-1]}")
+        self.db.put_report(topic, str(data.get("site_id") or _site_of(data)), name[:100], text, now)
         self.on_change({"reports"}, None)
 
     # -- the operators -----------------------------------------------------------------------
