@@ -34,14 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.core.config import load_config
+from gateway.flashing.unitfiles import FIRMWARE_DIR, compiled_tree
 from gateway.sim import frozen32
-from gateway.sim.vboard import (
-    FIRMWARE_DIR,
-    VirtualUnit,
-    compiled_tree,
-    find_micropython,
-    prepare_unit_dir,
-)
+from gateway.sim.vboard import VirtualUnit, find_micropython, prepare_unit_dir
 from protocol.keys import TEST_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from gateway.core.config import Unit, load_config, unit_not_found
 from gateway.core.errors import GatewayError, UsageError
+from gateway.flashing.unitfiles import CONFIG_FILE
 from gateway.sim.vboard import (
-    CONFIG_FILE,
     CRASH_EXIT,
     DEFAULT_HEAPSIZE,
     WATCHDOG_EXIT,

@@ -33,3 +33,7 @@ class KeyMissingError(UsageError):
 
 class LinkError(GatewayError):
     """A serial link cannot be opened or has gone away."""
+
+
+class FirmwareBuildError(GatewayError):
+    """The firmware could not be compiled (mpy-cross) or packed into a ROMFS image."""

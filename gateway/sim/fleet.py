@@ -47,24 +47,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.arc.wiring import plan_arc
-from gateway.cli.gateway import build_watchers
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, Unit, load_config
 from gateway.core.errors import GatewayError
+from gateway.flashing.unitfiles import CONFIG_FILE, FIRMWARE_DIR, firmware_files, unit_config
 from gateway.security.signkeys import provision_one_room
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.watchers import build_watchers
 from gateway.sim.linkrelay import Impairment, LinkRelay
 from gateway.sim.vboard import (
-    CONFIG_FILE,
     DEFAULT_HEAPSIZE,
-    FIRMWARE_DIR,
     VirtualUnit,
     VirtualUnitError,
     find_micropython,
-    firmware_files,
     prepare_unit_dir,
-    unit_config,
 )
 from protocol import Codec, Deframer, Frame, ProtocolError
 from protocol.keys import read_key, write_new_key
