@@ -127,10 +127,9 @@ class DutyRoomServer:
             ) from None
         self.port = int(sock.getsockname()[1])  # 0 asks for a free one
         await web.SockSite(self._runner, sock, ssl_context=self.ssl).start()
-        self._tasks = [
-            asyncio.create_task(self.room.run(), name="dutyroom-intake"),
-            asyncio.create_task(self.room.realert_loop(), name="dutyroom-realert"),
-        ]
+        self._tasks = [asyncio.create_task(self.room.realert_loop(), name="dutyroom-realert")]
+        if self.options.brokers:  # none: fed by hand (tests of the web side alone)
+            self._tasks.append(asyncio.create_task(self.room.run(), name="dutyroom-intake"))
 
     async def stop(self) -> None:
         """Stop listening, leave the broker, close the database."""
