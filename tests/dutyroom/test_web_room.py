@@ -217,3 +217,15 @@ def test_a_monthly_report_larger_than_an_alarm_is_kept_to_read_and_download(
     huge = {**body, "site": {"site": SITE, "units": ["x" * 40] * 500}}  # ~22 KB
     send(room, signer, f"{P}/{SITE}/report/2027-02", huge)
     assert room.board.dropped == 1 and room.db.report(f"{P}/{SITE}/report/2027-02") is None
+
+
+@pytest.mark.parametrize("bad", [[1], [1, 2, 3], ["a", 2], [True, 2], [2e5, 0], "north"])
+def test_a_bad_position_names_the_unit_and_the_field(bad: Any) -> None:
+    from gateway.core.errors import ConfigError
+
+    doc = yaml.safe_load(register_yaml(FleetPlan(units=2, links=1)))
+    doc["units"][1]["position"] = bad
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert "shop-02" in str(err.value) and "position" in str(err.value)
+    assert "[east, north]" in str(err.value)
