@@ -108,7 +108,7 @@ class Auth:
             ok = False
         if not ok or account is None or account.disabled:
             for k in keys:
-                self.db.failure(k, now)
+                self.db.failure(k, now, now - FAILURE_WINDOW_S - MAX_LOCK_S)
             raise LoginRefused("bad_credentials")
         if self.hasher.check_needs_rehash(account.hash):
             self.db.set_hash(name, self.hasher.hash(password))

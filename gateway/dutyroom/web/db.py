@@ -211,8 +211,9 @@ class DutyDb:
         """Log a browser out (or expire its session)."""
         self.conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
 
-    def failure(self, key: str, at: float) -> None:
-        """A failed login for ``key``."""
+    def failure(self, key: str, at: float, forget_before: float) -> None:
+        """A failed login for ``key``; failures before ``forget_before`` are dropped."""
+        self.conn.execute("DELETE FROM login_failures WHERE at < ?", (forget_before,))
         self.conn.execute("INSERT INTO login_failures(key, at) VALUES (?, ?)", (key, at))
 
     def failures_since(self, key: str, since: float) -> list[float]:
