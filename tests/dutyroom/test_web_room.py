@@ -60,7 +60,7 @@ def alarm(n: int, update: str = "new", **kw: Any) -> dict[str, Any]:
         "kind": kw.pop("kind", "panic"),
         "state": "open",
         "presses": 1,
-        "received_at": "2027-01-15T08:00:00.000Z",
+        "received_at": kw.pop("received_at", "2027-01-15T08:00:00.000Z"),
         "police_ack_at": None,
         **kw,
     }
@@ -229,3 +229,16 @@ def test_a_bad_position_names_the_unit_and_the_field(bad: Any) -> None:
         parse_config(doc)
     assert "shop-02" in str(err.value) and "position" in str(err.value)
     assert "[east, north]" in str(err.value)
+
+
+def test_duress_and_silent_alarms_are_marked_in_the_queue(tmp_path: Path, keys: Path) -> None:
+    clock = Clock()
+    room = make_room(tmp_path, keys, clock)
+    signer = Signer.load(keys, gateway_kid(GW))
+    for n, kind in ((1, "silent"), (2, "duress"), (3, "panic")):
+        at = f"2027-01-15T08:0{n}:00.000Z"
+        send(room, signer, f"{P}/{SITE}/alarm/shop-02", alarm(n, kind=kind, received_at=at))
+    html = queue_html(room, OPERATOR, clock(), None)
+    assert html.count("SILENT 静默") == 1 and html.count("DURESS 胁迫") == 1
+    rows = html.split("<tr class='incident")[1:]
+    assert [r.split("data-incident='")[1].split("'")[0][-1] for r in rows] == ["3", "2", "1"]
