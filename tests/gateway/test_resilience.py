@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.core.clock import SystemClock
+from gateway.core.config import register_topics
 from gateway.journal.store import Store
 from gateway.relay.relay import Relay
 from gateway.security.envelope import Signer
@@ -123,7 +124,8 @@ async def test_unreachable_broker_is_retried_while_alarms_wait(
             frame = unit.send(Alarm(AlarmKind.MEDICAL, 1, 10))
             await site.port.wait_ack(frame)  # READY and ACKing without any broker
             await until(lambda: gw.relay.failures >= 2, timeout=5)
-            assert gw.store.pending_count() == 2  # the alarm and its retained open copy
+            # the alarm and its retained open copy, after the register published at start
+            assert gw.store.pending_count() == 2 + len(register_topics(site.config))
             broker.start()
             await until(lambda: gw.store.pending_count() == 0, timeout=10)
             await police.start()

@@ -212,7 +212,7 @@ class Room:
             if store and isinstance(data, dict):
                 self._fold_report(topic, data, now)
             return
-        if parts[-1] == PROBLEMS_LEAF:  # kept by this room, read back at a restart
+        if not store and parts[-1] == PROBLEMS_LEAF:  # this room's own record, at a restart
             if isinstance(data, dict):
                 self.gateway_problems[parts[-2]] = {str(k): str(v) for k, v in data.items()}
             return
