@@ -282,7 +282,7 @@ def frozen32_figures(presses: int) -> dict[str, Any]:
     keys += ("heap_after_100_alarms_bytes", "press_to_first_byte_ms")
     try:
         exe = str(frozen32.ensure())
-    except frozen32.BuildError as exc:
+    except frozen32.Frozen32BuildError as exc:
         print(exc, file=sys.stderr)
         return {"frozen32_" + k: None for k in keys}
     got = asyncio.run(unit_figures(presses, romfs=False, exe=exe))

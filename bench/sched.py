@@ -84,7 +84,7 @@ def interpreters() -> dict[str, str]:
     found = {"mp64": find_micropython()}
     try:
         found["frozen32"] = str(frozen32.ensure())
-    except frozen32.BuildError as exc:
+    except frozen32.Frozen32BuildError as exc:
         print(exc, file=sys.stderr)
     return found
 

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.core.config import Unit, load_config, unit_not_found
-from gateway.core.errors import GatewayError, KeyMissingError, LinkError, UsageError
+from gateway.core.errors import DeployError, GatewayError, KeyMissingError, LinkError, UsageError
 from gateway.flashing.unitfiles import (
     FIRMWARE_DIR,
     ROMFS_IMAGE,
@@ -51,10 +51,6 @@ from protocol.keys import key_path, read_key
 log = logging.getLogger(__name__)
 
 MPREMOTE_TIMEOUT_S = 120.0
-
-
-class DeployError(GatewayError):
-    """A deploy step failed; the message says which and why, in one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -63,7 +63,7 @@ def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[
     """The unit's ``unit.json`` content but ``fw_files``: address, pins, timings, kind, role.
 
     ``overrides`` adds or replaces keys (tests use ``heartbeat_ms`` and the like, which
-    ``firmware/config.py`` reads).
+    ``firmware/startup.py`` reads).
     """
     cfg: dict[str, Any] = {
         "unit": unit.id,

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.config import Unit
-from gateway.core.errors import GatewayError
+from gateway.core.errors import VirtualUnitError
 from gateway.flashing.unitfiles import (
     FIRMWARE_DIR,
     ROMFS_IMAGE,
@@ -68,10 +68,6 @@ the filesystem holds ~60 KB after boot there (an ESP32 gives MicroPython ~110 KB
 ROMLAUNCH = Path(__file__).resolve().parent / "romlaunch.py"
 
 _RELAY_CHUNK = 4096
-
-
-class VirtualUnitError(GatewayError):
-    """The virtual unit could not start, or did not do what was asked in time."""
 
 
 def find_micropython() -> str:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import LoginRefused
 from gateway.dutyroom.web.auth import (
     FREE_FAILURES,
     IDLE_S,
     MAX_AGE_S,
     Auth,
-    LoginRefused,
     may,
 )
 from gateway.dutyroom.web.db import DutyDb

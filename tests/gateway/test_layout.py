@@ -45,3 +45,23 @@ def test_every_subcommand_is_a_module_the_cli_may_import() -> None:
         # the service's rooms have no subcommand: a command lives in the cli, the duty
         # room's tools, flashing or the simulation
         assert room in {"cli", "dutyroom", "flashing", "sim"}, (name, module_name)
+
+
+def test_every_exception_class_is_in_the_errors_module() -> None:
+    # issue 13 item 5: one place to read what the gateway raises (a private control-flow
+    # signal, like the relay's _Stopped, may stay beside its one user)
+    misplaced = []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == name
+                and name != "gateway.core.errors"
+                and not attr.startswith("_")
+            ):
+                misplaced.append(f"{name}.{attr}")
+    assert misplaced == []

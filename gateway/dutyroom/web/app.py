@@ -22,9 +22,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.core.errors import LoginRefused, RoomError
 from gateway.dutyroom.web import views
-from gateway.dutyroom.web.auth import Auth, LoginRefused, Who, may
-from gateway.dutyroom.web.room import Room, RoomError
+from gateway.dutyroom.web.auth import Auth, Who, may
+from gateway.dutyroom.web.room import Room
 
 log = logging.getLogger(__name__)
 

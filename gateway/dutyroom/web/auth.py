@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from gateway.core.errors import LoginRefused
 from gateway.dutyroom.web.db import Account, DutyDb
 
 ROLES = ("viewer", "operator", "supervisor")
@@ -55,15 +56,6 @@ class Who:
     role: str
     csrf: str
     token_hash: str
-
-
-class LoginRefused(Exception):
-    """A login that did not succeed; ``retry_after`` when throttled."""
-
-    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class Auth:

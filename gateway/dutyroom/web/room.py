@@ -25,13 +25,14 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.errors import EnvelopeError, RoomError
 from gateway.dutyroom.board import CLOSED_KEEP_S, Board
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.plans import plan_for
 from gateway.relay.acks import DISPOSITIONS, make_ack
 from gateway.relay.mqttsocket import guard_write_watch
-from gateway.security.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,6 @@ def _site_of(data: dict[str, Any]) -> str:
     if isinstance(site, dict):
         return str(site.get("site") or site.get("id") or "")
     return str(site or "")
-
-
-class RoomError(Exception):
-    """An operator's request that cannot be done; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
