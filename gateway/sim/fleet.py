@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ import sys
 import time
 import tty
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -294,6 +295,21 @@ def apply_overrides(unit_dir: Path, overrides: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
 
 
+def slow_fsync(low_ms: float, high_ms: float, seed: int = 0) -> Callable[[int], None]:
+    """An fsync that also takes a random ``low_ms``..``high_ms`` (uniform), as a Pi's SD card.
+
+    A Pi's SD card takes 1-20 ms. The journal calls it in its worker thread, so the wait
+    holds the ACKs that wait for the disk, not the event loop.
+    """
+    rng = random.Random(seed)
+
+    def fsync(fd: int) -> None:
+        time.sleep(rng.uniform(low_ms, high_ms) / 1000)
+        os.fsync(fd)
+
+    return fsync
+
+
 # ---------------------------------------------------------------------- the wire
 
 
@@ -527,6 +543,7 @@ class GatewayProcess:
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`."""
         self.env = {**os.environ, **broker.environ()}
@@ -545,6 +562,11 @@ class GatewayProcess:
             *broker.cli_args(),
             "--clock-speed",
             str(clock_speed),
+            *(
+                ["--fsync-delay-ms", f"{fsync_delay_ms[0]:g}:{fsync_delay_ms[1]:g}"]
+                if fsync_delay_ms
+                else []
+            ),
         ]
         self.log_path = log_path or db.with_suffix(".log")
         self.proc: asyncio.subprocess.Process | None = None
@@ -648,6 +670,7 @@ class Fleet:
         concurrency: int = 8,
         arc: Sequence[str] = (),
         arc_key_file: str | os.PathLike[str] | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Describe the fleet; :meth:`start` (or ``async with``) builds and runs it.
 
@@ -656,6 +679,8 @@ class Fleet:
         ``keydir``: reuse keys there (missing ones are made). ``rogues``: link ids that
         carry a :class:`RogueRadio`. ``arc``: ``--arc`` URLs of a receiving centre
         (in-process gateway only), with ``arc_key_file`` for a single one.
+        ``fsync_delay_ms``: each journal fsync also takes a random (low, high) ms, as on
+        a Pi's SD card (:func:`slow_fsync`).
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
@@ -685,6 +710,7 @@ class Fleet:
         if self.arc and gateway != "inprocess":
             raise FleetError("arc: only with the in-process gateway")
         self.arc_key_file = Path(arc_key_file) if arc_key_file else None
+        self.fsync_delay_ms = fsync_delay_ms
         self.register = self.dir / "boards.yaml"
         self.db = self.dir / "var" / "gateway.db"
         self.units: dict[str, FleetUnit] = {}
@@ -835,7 +861,7 @@ class Fleet:
                     units_dir / uid,
                     spec,
                     self.key(uid),
-                    overrides=self.firmware,
+                    overrides={"baud": config.links[spec.link].baud, **self.firmware},
                     compiled=True,
                     cache=fw_cache,
                     install_test=self.install_test,
@@ -878,6 +904,7 @@ class Fleet:
                     self.broker,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
+                    fsync_delay_ms=self.fsync_delay_ms,
                 )
             self.db.parent.mkdir(parents=True, exist_ok=True)
             await self._s.process.start(timeout)
@@ -893,6 +920,7 @@ class Fleet:
             arc=plan_arc(self.config, self.keydir, self.arc, self.arc_key_file)
             if self.arc
             else None,
+            fsync=slow_fsync(*self.fsync_delay_ms) if self.fsync_delay_ms else os.fsync,
         )
         gw = Gateway(self.config, settings)
         gw.attach(build_watchers(self.config, gw.outlet, gw.store, gw.clock))
