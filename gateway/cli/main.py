@@ -26,6 +26,7 @@ DESCRIPTION = (
 COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli.gateway", "run the gateway service: serial links to the police"),
     "console": ("gateway.dutyroom.console", "the police duty-room view: live alarms, acknowledge"),
+    "dutyroom": ("gateway.cli.dutyroom", "the police duty room in a browser (HTTPS)"),
     "deploy": ("gateway.flashing.deploy", "flash a unit with its config and key (mpremote)"),
     "keygen": (
         "gateway.cli.keygen",

@@ -93,7 +93,7 @@ class Console:
                 f"--keydir {args.keydir}: no gateway public key (gateway-<id>.pub): nothing"
                 " could be shown"
             )
-        self.signer = _signer(args.keydir, args.dutyroom)
+        self.signer = dutyroom_signer(args.keydir, args.dutyroom)
         self.board = Board()
         self._note = ""
         self._size: os.terminal_size | None = None
@@ -328,7 +328,7 @@ def zone_of(name: str | None) -> tzinfo | None:
         raise GatewayError(f"--tz {name!r}: unknown time zone") from exc
 
 
-def _signer(keydir: str, name: str | None) -> Signer | None:
+def dutyroom_signer(keydir: str, name: str | None) -> Signer | None:
     """The duty room's signer: ``dutyroom-<name>.pem``, or the only one in ``keydir``."""
     if name is not None:
         return Signer.load(keydir, dutyroom_kid(name))

@@ -210,6 +210,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (progress to stderr)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the school running with the web duty room (nobody acks but you) until"
+        " Ctrl-C; prints its address and a login for this run",
+    )
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8443", metavar="HOST:PORT", help="with --serve"
+    )
 
 
 async def _ack_later(police: Police, m: Received, delay: float) -> None:
@@ -524,6 +533,14 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     if not getattr(args, "verbose", 0):
         logging.getLogger("gateway").setLevel(logging.ERROR)  # the screen says it all
+    if args.serve:
+        from gateway.sim.demoserve import serve  # needs the [dutyroom] extra
+
+        try:
+            return asyncio.run(serve(args, out))
+        except GatewayError as exc:
+            print(f"campusguard demo: {exc}", file=sys.stderr)
+            return 2
     try:
         summary = asyncio.run(run_demo(args, out))
     except GatewayError as exc:

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -153,6 +154,7 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
         f"  - id: {plan.site}",
         "    name: Hexi Road Primary School and Kindergarten (boarding)",
         "    address: 88 Hexi Road",
+        "    position: [0, 0]",
         "    security_lead: {name: Zhang Wei, phone: '+86 138 0000 0100'}",
         "units:",
     ]
@@ -169,6 +171,7 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
             f"    role: {role}",
             f"    link: {links[i % len(links)]}",
             f"    pins: {_GUARD_PINS if role == 'guard_post' else _PINS}",
+            f"    position: {_position(i, plan.units, role)}",
         ]
     if plan.guard_post:
         lines += [
@@ -184,6 +187,17 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
             *(f"      - {{step: {s}, after_min: {m}}}" for s, m in plan.ladder),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _position(i: int, n: int, role: str) -> list[int]:
+    """Where unit ``i`` of ``n`` stands on the site plan (metres from the campus centre).
+
+    The guard post is at the campus's north gate; the others on a ring around it.
+    """
+    if role == "guard_post":
+        return [0, 40]
+    angle = 2 * math.pi * i / max(1, n)
+    return [round(90 * math.sin(angle)), round(-90 * math.cos(angle))]
 
 
 # ---------------------------------------------------------------------- provisioning
