@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +41,9 @@ from gateway.mqttsocket import guard_write_watch
 from gateway.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
+
+CLUSTER_KEEPALIVE_S = 2  # with several nodes: a frozen node is left after ~2 periods
+CLUSTER_TIMEOUT_S = 5.0  # with several nodes: CONNECT/SUBSCRIBE unanswered this long
 
 
 class ExpectationFailed(AssertionError):
@@ -107,7 +110,7 @@ class Police:
 
     def __init__(
         self,
-        url: str | BrokerSettings,
+        url: str | BrokerSettings | Sequence[BrokerSettings],
         *,
         keydir: str | os.PathLike[str],
         dutyroom: str = "police",
@@ -117,8 +120,20 @@ class Police:
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``identifier``: a persistent session (messages queued while away are delivered)."""
-        self.settings = url if isinstance(url, BrokerSettings) else BrokerSettings.from_url(url)
+        """``identifier``: a persistent session (messages queued while away are delivered).
+
+        ``url``: one broker, or the nodes of one cluster in order: the subscriber moves to
+        the next node when its node dies or stops answering (keepalive), and keeps its
+        session there.
+        """
+        if isinstance(url, str):
+            self.brokers = [BrokerSettings.from_url(url)]
+        elif isinstance(url, BrokerSettings):
+            self.brokers = [url]
+        else:
+            self.brokers = list(url)
+        self.settings = self.brokers[0]
+        self.node_changes = 0  # connections made to another node than the last one
         self.keydir = Path(keydir)
         self.dutyroom = dutyroom_kid(dutyroom)
         self.prefix = prefix
@@ -166,8 +181,11 @@ class Police:
         self._listeners.append(callback)
 
     async def _run(self) -> None:
-        s = self.settings
+        node = 0
+        last: BrokerSettings | None = None
+        cluster = len(self.brokers) > 1
         while True:
+            s = self.settings = self.brokers[node]
             try:
                 async with guard_write_watch(
                     aiomqtt.Client(
@@ -178,8 +196,17 @@ class Police:
                         tls_context=s.tls_context(),
                         identifier=self.identifier,
                         clean_session=self.identifier is None,
+                        # a frozen node is noticed by the keepalive (a subscriber sends
+                        # nothing else): within ~2 periods
+                        keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
+                        if cluster
+                        else s.keepalive_s,
+                        timeout=CLUSTER_TIMEOUT_S if cluster else 10.0,
                     )
                 ) as client:
+                    if last is not None and last != s:
+                        self.node_changes += 1
+                    last = s
                     await client.subscribe(f"{self.prefix}/{self.site}/#", qos=1)
                     self._client = client
                     self.subscribed.set()
@@ -189,6 +216,7 @@ class Police:
                 self._client = None
                 self.subscribed.clear()
                 log.debug("police: broker %s:%d: %s; retrying", s.host, s.port, exc)
+                node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(0.05)
 
     def _take(self, topic: str, raw_payload: Any) -> None:

@@ -1,0 +1,1 @@
+"""Who may do what on the broker: signed envelopes, keys, the private CA, broker accounts."""

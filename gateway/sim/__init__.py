@@ -1,0 +1,1 @@
+"""The simulation: virtual units, fleets, brokers and clusters on one machine."""
