@@ -1,1 +1,1 @@
-"""Who may do what on the broker: signed envelopes, keys, the private CA, broker accounts."""
+"""Signing keys and envelopes, the broker's private CA, Mosquitto and NATS cluster configuration."""

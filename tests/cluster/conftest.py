@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from gateway.envelope import open_gateway
-from gateway.police import Police
-from gateway.service import Gateway, Settings
-from gateway.signkeys import gateway_keys
+from gateway.journal.store import Store
+from gateway.security.envelope import open_gateway
+from gateway.security.signkeys import gateway_keys
+from gateway.service.assembly import Gateway, Settings
 from gateway.sim.natscluster import NatsCluster
-from gateway.store import Store
+from gateway.sim.police import Police
 from tests.gateway.conftest import ACCOUNTS, GATEWAY_USER, Site, make_site
 
 

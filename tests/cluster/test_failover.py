@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.police import Police
-from gateway.relay import FAILOVER_PUBACK_S
-from gateway.service import Gateway
+from gateway.relay.relay import FAILOVER_PUBACK_S
+from gateway.service.assembly import Gateway
 from gateway.sim.natscluster import NatsCluster
+from gateway.sim.police import Police
 from protocol import Alarm, AlarmKind, Frame
 from tests.cluster.conftest import gateway_on, published_alarms, received_alarms, station
 from tests.gateway.conftest import Site, until
@@ -97,7 +97,7 @@ async def test_a_frozen_node_sigstop_then_sigcont(
     cluster: NatsCluster, site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No FIN, no RST: the gateway sees only PUBACKs that do not come, and moves on."""
-    caplog.set_level(logging.WARNING, logger="gateway.relay")
+    caplog.set_level(logging.WARNING, logger="gateway.relay.relay")
 
     async def freeze(gw: Gateway) -> None:
         cluster.pause("n1")

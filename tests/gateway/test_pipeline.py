@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from gateway.clock import ManualClock
-from gateway.pipeline import REACK_MIN_INTERVAL_S
+from gateway.core.clock import ManualClock
+from gateway.pipeline.pipeline import REACK_MIN_INTERVAL_S
 from protocol import (
     AckState,
     Alarm,
