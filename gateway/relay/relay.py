@@ -42,7 +42,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-from gateway.core.broker import BrokerSettings
+from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError
 from gateway.journal.store import OutboxRow, Store
@@ -61,7 +61,6 @@ PUBLISH_TIMEOUT_S = 10.0
 # answer to CONNECT or SUBSCRIBE: the outbox is published again there, in order, and the
 # persistent session (in the cluster's replicated streams) is the same on every node.
 FAILOVER_PUBACK_S = 2.0
-FAILOVER_CONNECT_S = 5.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 STATUS_PERIOD_S = 60.0  # the signed status is re-published this often (clients: stale after 3)
@@ -299,7 +298,7 @@ class Relay:
                     identifier=self._client_id,
                     clean_session=False,
                     keepalive=s.keepalive_s,
-                    timeout=FAILOVER_CONNECT_S if len(self._brokers) > 1 else PUBLISH_TIMEOUT_S,
+                    timeout=CLUSTER_TIMEOUT_S if len(self._brokers) > 1 else PUBLISH_TIMEOUT_S,
                     tls_context=s.tls_context(),
                     will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
                     max_inflight_messages=WINDOW,

@@ -316,12 +316,13 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
                 dutyrooms={DUTYROOM: [plan.site]},
             )
             local = stack.enter_context(LocalBroker(workdir / "mqtt", accounts=accounts))
-            broker = local.settings(f"gateway-{plan.gateway_id}")
-            police_broker = local.settings(f"dutyroom-{DUTYROOM}")
-            print(f"broker: private Mosquitto at {broker.url} (TLS, passwords, ACL)", file=out)
+            gateway_nodes = [local.settings(f"gateway-{plan.gateway_id}")]
+            police_nodes = [local.settings(f"dutyroom-{DUTYROOM}")]
+            print(f"broker: private Mosquitto at {local.url} (TLS, passwords, ACL)", file=out)
         else:
-            broker = police_broker = broker_settings(args)[0]
-            print(f"broker: {broker.url}", file=out)
+            # one account for both: the nodes of one cluster, in order (failover)
+            gateway_nodes = police_nodes = broker_settings(args)
+            print(f"broker: {', '.join(n.url for n in gateway_nodes)}", file=out)
         t0 = time.monotonic()
         book = PressBook()
         screen = Screen(out, book, t0)
@@ -329,7 +330,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         # one machine plays both: the gateway's key pair and the duty room's side by side
         provision_one_room(keydir, plan.gateway_id, DUTYROOM)
         police = Police(
-            police_broker,
+            police_nodes,
             keydir=keydir,
             dutyroom=DUTYROOM,
             prefix=args.prefix,
@@ -346,7 +347,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         fleet = Fleet(
             workdir / "fleet",
             plan,
-            broker_url=broker,
+            broker_url=gateway_nodes,
             prefix=args.prefix,
             impairment=Impairment(drop=args.loss) if args.loss else None,
             seed=args.seed,

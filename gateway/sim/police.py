@@ -34,16 +34,13 @@ from typing import Any, Protocol
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.core.broker import BrokerSettings
+from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
 from gateway.security.envelope import EnvelopeError, Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
-
-CLUSTER_KEEPALIVE_S = 2  # with several nodes: a frozen node is left after ~2 periods
-CLUSTER_TIMEOUT_S = 5.0  # with several nodes: CONNECT/SUBSCRIBE unanswered this long
 
 
 class ExpectationFailed(AssertionError):
