@@ -12,7 +12,7 @@ from typing import Any
 from gateway.core.broker import BrokerSettings
 from gateway.sim.natscluster import NatsCluster
 from protocol import AckState, Alarm, AlarmKind
-from tests.cluster.conftest import gateway_on
+from tests.cluster.conftest import gateway_on, station
 from tests.gateway.conftest import SITE, Site
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -68,3 +68,34 @@ async def test_console_on_a_dying_node_moves_on_and_its_acks_reach_the_unit(
             "SELECT count(*) FROM incidents WHERE police_ack_by IS NOT NULL"
         ).fetchone()
         assert acked == (2,)
+
+
+async def test_two_stations_ack_differently_the_first_stands_and_both_hear_of_the_conflict(
+    cluster: NatsCluster, site: Site
+) -> None:
+    unit = site.unit("shop-0-2", epoch=3)
+    async with (
+        station(cluster, site, "north", "n2") as north,
+        station(cluster, site, "south", "n3", user="dutyroom-desk2") as south,
+        gateway_on(cluster, site, "n1") as gw,
+    ):
+        frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
+        for p in (north, south):
+            await p.wait_for(lambda p=p: bool(p.alarms(unit="shop-0-2")), 30, "the alarm")
+        incident = str(north.alarms(unit="shop-0-2")[0].get("incident"))
+        await north.ack(incident, by="North desk", disposition="genuine")
+        await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=30)
+        # the south station saw the north's ack (the incident's police_ack update)
+        await south.wait_for(
+            lambda: bool(south.alarms(incident=incident, update="police_ack")), 30, "the ack"
+        )
+        await south.ack(incident, by="South desk", disposition="false_alarm")
+        for p in (north, south):
+            await p.wait_for(lambda p=p: bool(p.events("ack_conflict")), 30, "ack_conflict")
+        detail = north.events("ack_conflict")[0].get("detail")
+        assert detail["first"] == {"by": "North desk", "disposition": "genuine"}
+        assert detail["second"]["disposition"] == "false_alarm"
+        row = gw.store.conn.execute(
+            "SELECT police_ack_by, disposition FROM incidents WHERE id = ?", (incident,)
+        ).fetchone()
+        assert row == ("North desk", "genuine")
