@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.core.city import City
 from gateway.security.brokerconfig import (
     GATEWAY_WRITES,
     MAX_PACKET_SIZE,
@@ -36,6 +38,7 @@ from gateway.security.brokerconfig import (
     write_private,
 )
 from gateway.security.pki import Issued, ensure_ca, issue
+from gateway.security.signkeys import dutyroom_kid, gateway_kid, public_pem
 
 ACCOUNT = "CITY"  # every MQTT user: one account, so one set of MQTT streams
 BCRYPT_COST = 11
@@ -162,10 +165,9 @@ cluster {{
 mqtt {{
   listen: "{node.bind}:{node.mqtt_port}"
   ack_wait: "{mqtt_ack_wait}"
-  # sessions, retained and QoS 1 messages, and each subscriber's consumer on every node
-  # (up to 3): any node can die and any other serves the client with nothing lost
+  # sessions, retained and QoS 1 messages on every node (up to 3; each subscriber's
+  # consumer follows its stream): any node can die and another serves the client
   stream_replicas: {replicas}
-  consumer_replicas: {replicas}
   {tls}
 }}
 accounts {{
@@ -219,3 +221,47 @@ def write_cluster_config(
         )
         write_private(files.confs[n.name], text)
     return files
+
+
+def accounts_of(city: City) -> Accounts:
+    """The broker accounts of a city.
+
+    Each gateway writes its sites; each station reads its district's sites and acks
+    there; each viewer reads every site.
+    """
+    return Accounts(
+        prefix=city.prefix,
+        gateways={g.id: list(g.sites) for g in city.gateways.values()},
+        dutyrooms={s.id: city.district_sites(s.district) for s in city.stations.values()},
+        viewers={v: ["+"] for v in city.viewers},
+    )
+
+
+def write_trust(out: str | os.PathLike[str], city: City) -> dict[str, Path]:
+    """Per broker user, the public keys it must trust, as its key directory holds them.
+
+    ``<out>/gateway-<id>/dutyroom-<station>@<site>.pub``: the stations of its district,
+    each authorised for the gateway's sites only; ``<out>/dutyroom-<station>/`` and
+    ``<out>/viewer-<name>/``: ``gateway-<id>.pub`` of the gateways they read. Copy each
+    folder's files into that client's ``--keydir``. Returns user -> folder.
+    """
+    d = Path(out)
+    folders: dict[str, Path] = {}
+
+    def put(user: str, name: str, key: Ed25519PublicKey) -> None:
+        folder = folders.setdefault(user, d / user)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(public_pem(key))
+
+    for g in city.gateways.values():
+        for st in city.stations_of(g.id):
+            for site in g.sites:
+                put(f"gateway-{g.id}", f"{dutyroom_kid(st.id)}@{site}.pub", st.key)
+    for st in city.stations.values():
+        for g in city.gateways.values():
+            if g.district == st.district:
+                put(f"dutyroom-{st.id}", f"{gateway_kid(g.id)}.pub", g.key)
+    for v in city.viewers:
+        for g in city.gateways.values():
+            put(f"viewer-{v}", f"{gateway_kid(g.id)}.pub", g.key)
+    return folders

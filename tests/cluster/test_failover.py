@@ -33,7 +33,7 @@ def press(site: Site, batch: int) -> list[Frame]:
 async def burst_with_fault(
     cluster: NatsCluster,
     site: Site,
-    fault: Callable[[Gateway], Awaitable[None]],
+    fault: Callable[[Gateway, list[Police]], Awaitable[None]],
     *,
     gateway_first: str = "n1",
     stations: tuple[str, str] = ("n2", "n3"),
@@ -46,7 +46,7 @@ async def burst_with_fault(
     ):
         frames = press(site, 0)
         await until(lambda: gw.relay.published >= 4, timeout=30)
-        await fault(gw)  # part of the first batch is still in flight
+        await fault(gw, [north, south])  # part of the first batch is still in flight
         frames += press(site, 1)
         if after is not None:
             await after(gw)
@@ -61,12 +61,21 @@ async def burst_with_fault(
         return gw, [north, south]
 
 
+def gateway_node(cluster: NatsCluster, gw: Gateway) -> str:
+    """The node the gateway's relay is connected to (last connected to)."""
+    assert gw.relay.node is not None
+    return cluster.node_of(gw.relay.node.port)
+
+
 async def test_kill_9_of_the_gateways_node_during_a_burst(cluster: NatsCluster, site: Site) -> None:
-    async def kill(gw: Gateway) -> None:
-        cluster.kill("n1")
+    killed: list[str] = []
+
+    async def kill(gw: Gateway, stations: list[Police]) -> None:
+        killed.append(gateway_node(cluster, gw))  # n1, unless it did not answer in time
+        cluster.kill(killed[0])
 
     gw, _ = await burst_with_fault(cluster, site, kill)
-    assert gw.relay.node is not None and cluster.node_of(gw.relay.node.port) != "n1"
+    assert gateway_node(cluster, gw) != killed[0]
 
 
 async def test_kill_of_the_node_that_leads_the_mqtt_streams(
@@ -74,7 +83,7 @@ async def test_kill_of_the_node_that_leads_the_mqtt_streams(
 ) -> None:
     killed: list[str] = []
 
-    async def kill_leader(gw: Gateway) -> None:
+    async def kill_leader(gw: Gateway, stations: list[Police]) -> None:
         leaders = cluster.stream_leaders()
         killed.append(leaders["$MQTT_msgs"])
         cluster.kill(killed[0])
@@ -86,11 +95,15 @@ async def test_kill_of_the_node_that_leads_the_mqtt_streams(
 
 
 async def test_kill_of_a_stations_node(cluster: NatsCluster, site: Site) -> None:
-    async def kill(gw: Gateway) -> None:
-        cluster.kill("n2")  # the north station's node
+    killed: list[str] = []
+
+    async def kill(gw: Gateway, stations: list[Police]) -> None:
+        north = stations[0]  # on n2, unless n2 did not answer it in time at the start
+        killed.append(cluster.node_of(north.settings.port))
+        cluster.kill(killed[0])
 
     _, (north, _south) = await burst_with_fault(cluster, site, kill)
-    assert north.node_changes >= 1 and north.settings.port != cluster.node("n2").mqtt_port
+    assert north.node_changes >= 1 and cluster.node_of(north.settings.port) != killed[0]
 
 
 async def test_a_frozen_node_sigstop_then_sigcont(
@@ -99,19 +112,22 @@ async def test_a_frozen_node_sigstop_then_sigcont(
     """No FIN, no RST: the gateway sees only PUBACKs that do not come, and moves on."""
     caplog.set_level(logging.WARNING, logger="gateway.relay.relay")
 
-    async def freeze(gw: Gateway) -> None:
-        cluster.pause("n1")
+    frozen: list[str] = []
+
+    async def freeze(gw: Gateway, stations: list[Police]) -> None:
+        frozen.append(gateway_node(cluster, gw))
+        cluster.pause(frozen[0])
 
     gw, _ = await burst_with_fault(cluster, site, freeze)
-    assert gw.relay.node is not None and cluster.node_of(gw.relay.node.port) != "n1"
+    assert gateway_node(cluster, gw) != frozen[0]
     # left for the missing PUBACK after FAILOVER_PUBACK_S, not the 10 s of a lone broker
-    frozen = cluster.node("n1").mqtt_port
+    port = cluster.node(frozen[0]).mqtt_port
     assert any(
-        f":{frozen} unavailable (no PUBACK within {FAILOVER_PUBACK_S:.0f} s)" in r.getMessage()
+        f":{port} unavailable (no PUBACK within {FAILOVER_PUBACK_S:.0f} s)" in r.getMessage()
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
-    cluster.resume("n1")
-    cluster.wait_ready("n1")
+    cluster.resume(frozen[0])
+    cluster.wait_ready(frozen[0])
     # the resumed node finds its old sessions taken over; the city carries on, whole
     assert all(cluster.running(n.name) for n in cluster.nodes)
 
@@ -122,7 +138,7 @@ async def test_a_node_restarted_on_its_store_then_another_killed(
     """n3 is killed and started again on its store; then n1 (the gateway's) is killed:
     the streams now rest on n2 and the restarted n3, so n3 must have caught up."""
 
-    async def kill_n3(gw: Gateway) -> None:
+    async def kill_n3(gw: Gateway, stations: list[Police]) -> None:
         cluster.kill("n3")
 
     async def restart_n3_kill_n1(gw: Gateway) -> None:
@@ -133,4 +149,4 @@ async def test_a_node_restarted_on_its_store_then_another_killed(
     gw, _ = await burst_with_fault(
         cluster, site, kill_n3, stations=("n2", "n3"), after=restart_n3_kill_n1
     )
-    assert gw.relay.node is not None and cluster.node_of(gw.relay.node.port) != "n1"
+    assert gateway_node(cluster, gw) != "n1"
