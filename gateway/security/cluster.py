@@ -192,6 +192,7 @@ def write_cluster_config(
     rotate: Iterable[str] = (),
     cluster_name: str = "campusguard",
     mqtt_ack_wait: str = MQTT_ACK_WAIT,
+    bcrypt_cost: int = BCRYPT_COST,
 ) -> ClusterFiles:
     """Write (or update) every node's config in ``out``; keep passwords and certificates.
 
@@ -212,7 +213,7 @@ def write_cluster_config(
     ensure_users(d, ca, accounts.users(), rotate)
     blocks = []
     for user, (pub, sub) in permissions(accounts).items():
-        hashed = bcrypt.hashpw(files.password(user).encode(), bcrypt.gensalt(BCRYPT_COST))
+        hashed = bcrypt.hashpw(files.password(user).encode(), bcrypt.gensalt(bcrypt_cost))
         blocks.append(_user_block(user, hashed.decode(), pub, sub))
     users = "\n".join(blocks)
     for n in nodes:

