@@ -48,6 +48,7 @@ from tests.support.fakeunit import FakePort, FakeUnit
 
 PREFIX = "campusguard"
 REAL = 3
+BATCH = 25  # simulated gateways connecting at once
 REAL_UNITS = 250  # units per real gateway (addresses 257..)
 STATUS_PERIOD_S = 60.0
 PUBACK_FAILOVER_S = 2.0
@@ -175,6 +176,10 @@ class SimGateway:
                 await asyncio.sleep(0.05)
 
 
+def _progress(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
@@ -252,10 +257,16 @@ class City:
         for d, p in self.stations.items():
             p.listen(station_listener(self.book, d))
             await self._subscribe_district(p, d)
-        for g in self.sims:
-            self.tasks.append(asyncio.create_task(g.run(), name=g.gid))
-        for g in self.sims:
-            await asyncio.wait_for(g.connected.wait(), 300)
+        # connected in batches: each new MQTT session is a write to the replicated session
+        # stream and one replicated consumer per subscription (the cost that grows, see
+        # cluster/SCALE.md); hundreds at once starve the nodes' read loops for seconds
+        for k in range(0, len(self.sims), BATCH):
+            batch = self.sims[k : k + BATCH]
+            for g in batch:
+                self.tasks.append(asyncio.create_task(g.run(), name=g.gid))
+            for g in batch:
+                await asyncio.wait_for(g.connected.wait(), 300)
+            _progress(f"{k + len(batch)} simulated gateways connected")
 
     async def _subscribe_district(self, p: Police, d: str) -> None:
         # Police subscribes one filter; a station of a district subscribes each of its sites
@@ -322,6 +333,7 @@ async def phase(
     city: City, gateways: int, rate_per_gw: float, seconds: float, fault: str | None = None
 ) -> dict[str, Any]:
     """Publish for ``seconds`` from the first ``gateways`` (3 real among them); measure."""
+    _progress(f"phase: {gateways} gateways, {rate_per_gw:g}/s each, fault {fault}")
     book = city.book
     book.sent.clear(), book.district.clear()
     for g in book.got.values():
@@ -383,6 +395,7 @@ async def phase(
         "rate_per_s": round(len(book.sent) / elapsed, 1),
         "lost": lost,
         "missing": missing,
+        "dropped": {d: len(p.dropped) for d, p in city.stations.items()},
         "latency_ms": {
             "p50": round(percentile(lat, 0.5), 1),
             "p99": round(percentile(lat, 0.99), 1),
