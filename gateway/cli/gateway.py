@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.arc.wiring import plan_arc
@@ -15,37 +17,13 @@ from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, load_config
 from gateway.core.credentials import unit_keydir
 from gateway.core.errors import GatewayError, UsageError
-from gateway.journal.store import RETENTION_DAYS, Store, default_db_path
-from gateway.pipeline.ports import Outlet, Watcher
-from gateway.pipeline.testmode import TestModeWatch
+from gateway.journal.store import RETENTION_DAYS, default_db_path
 from gateway.service.assembly import Gateway, Settings
-from gateway.watch.clockwatch import ClockWatch, kernel_synced
-from gateway.watch.duty import DutyWatch
-from gateway.watch.supervision import Supervisor
+from gateway.service.watchers import build_watchers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 115200
-
-
-def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
-    """The logic that watches the frame stream (unit supervision, guard duty).
-
-    Each watcher gets the outlet for events and signals, the store's connection for its
-    own tables, and the clock. Build them outside a store transaction: they create tables.
-    """
-    supervisor = Supervisor(config, outlet, store.conn, clock)
-    duty = DutyWatch(
-        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
-    )
-    # the kernel knows about the system clock only: a scaled or manual one is not it
-    kernel = kernel_synced if isinstance(clock, SystemClock) else None
-    return [
-        supervisor,
-        duty,
-        ClockWatch(config, outlet, store, kernel=kernel),
-        TestModeWatch(config, outlet, store.conn),
-    ]
 
 
 def parse_serial(specs: list[str]) -> dict[str, Link]:
@@ -111,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how --arc-key-file holds the key (auto: 32 hex digits are ambiguous)",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    # bench/e2e.py: every journal fsync also takes LOW..HIGH ms (a Pi's SD card)
+    parser.add_argument("--fsync-delay-ms", metavar="LOW:HIGH", help=argparse.SUPPRESS)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -128,7 +108,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
         clock=clock,
         more_brokers=tuple(more),
         retention_days=args.retention_days,
+        fsync=_fsync(args.fsync_delay_ms),
     )
+
+
+def _fsync(delay_ms: str | None) -> Callable[[int], None]:
+    """os.fsync, or for the bench's ``--fsync-delay-ms LOW:HIGH`` a slower one."""
+    if not delay_ms:
+        return os.fsync
+    from gateway.sim.fleet import slow_fsync  # the simulation, only when asked for
+
+    low, _, high = delay_ms.partition(":")
+    try:
+        lo, hi = float(low), float(high or low)
+    except ValueError:
+        raise UsageError(f"--fsync-delay-ms {delay_ms}: give LOW:HIGH in ms") from None
+    if not 0 <= lo <= hi:
+        raise UsageError(f"--fsync-delay-ms {delay_ms}: give 0 <= LOW <= HIGH")
+    return slow_fsync(lo, hi)
 
 
 async def serve(config: Config, settings: Settings) -> None:

@@ -41,12 +41,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.core.errors import UsageError
-
-
-class CityError(UsageError):
-    """city.yaml cannot be used: one line naming the file, the entry and the problem."""
-
+from gateway.core.errors import CityError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 

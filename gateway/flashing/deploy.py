@@ -14,7 +14,7 @@ left on the filesystem are removed (they would shadow the frozen ones).
 
 ``--romfs`` puts the modules on the ROMFS partition and then deploys as
 ``--config-only``: on an ESP32 with a ROMFS partition (MicroPython 1.25+) it runs
-``mpremote romfs deploy IMAGE`` (the image of :func:`gateway.sim.vboard.romfs_image`); on a
+``mpremote romfs deploy IMAGE`` (the image of :func:`gateway.flashing.unitfiles.romfs_image`); on a
 virtual board (``--unix-port``) the image is copied as the file ``romfs.img`` (verified
 like the others), which :class:`gateway.sim.vboard.VirtualUnit` maps and mounts at ``/rom``.
 
@@ -27,10 +27,7 @@ does nothing: the harness restarts the unit's process (``VirtualUnit.restart()``
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,28 +35,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.core.config import Unit, load_config, unit_not_found
-from gateway.core.errors import GatewayError, KeyMissingError, LinkError, UsageError
-from gateway.sim.vboard import (
-    CONFIG_FILE,
+from gateway.core.errors import DeployError, GatewayError, KeyMissingError, LinkError, UsageError
+from gateway.flashing.unitfiles import (
     FIRMWARE_DIR,
-    INSTALL_TEST_FILE,
-    KEY_FILE,
     ROMFS_IMAGE,
     SOURCE_ONLY,
     compiled_tree,
     firmware_files,
+    mpremote_exe,
     romfs_image,
-    unit_config,
+    write_unit_files,
 )
 from protocol.keys import key_path, read_key
 
 log = logging.getLogger(__name__)
 
 MPREMOTE_TIMEOUT_S = 120.0
-
-
-class DeployError(GatewayError):
-    """A deploy step failed; the message says which and why, in one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,45 +81,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _mpremote_exe(given: str | None) -> str:
-    if given:
-        return given
-    beside = Path(sys.executable).parent / "mpremote"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("mpremote") or "mpremote"
+    return given or mpremote_exe()
 
 
 def stage(
-    unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True, image: Path | None = None
+    unit: Unit,
+    key: bytes,
+    out: Path,
+    cache: Path,
+    code: bool = True,
+    image: Path | None = None,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Fill ``out`` with what the unit's flash must hold; return path -> sha256.
 
     ``code=False``: the modules are frozen or on ROMFS; only ``main.py`` is staged.
     ``image``: a ROMFS image staged as the file :data:`ROMFS_IMAGE` (a virtual board).
     """
-    tree = compiled_tree(cache)
-    files: dict[str, str] = {}
-    for src in sorted(p for p in tree.rglob("*") if p.is_file()):
-        rel = src.relative_to(tree).as_posix()
-        if not code and rel not in SOURCE_ONLY:
-            continue
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        files[rel] = hashlib.sha256(src.read_bytes()).hexdigest()
-    if image is not None:
-        shutil.copyfile(image, out / ROMFS_IMAGE)
-        files[ROMFS_IMAGE] = hashlib.sha256(image.read_bytes()).hexdigest()
-    cfg = unit_config(unit)
-    cfg["fw_files"] = files
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
-    (out / KEY_FILE).write_text(key.hex() + "\n")
-    (out / KEY_FILE).chmod(0o600)
-    (out / INSTALL_TEST_FILE).write_text("deploy\n")
-    return {
-        rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
-        for rel in [*files, CONFIG_FILE, KEY_FILE, INSTALL_TEST_FILE]
-    }
+    return write_unit_files(
+        out,
+        unit,
+        key,
+        compiled_tree(cache),
+        bare=not code,
+        image=image,
+        overrides=None if baud is None else {"baud": baud},
+        install_test=True,
+    )
 
 
 class Mpremote:
@@ -222,8 +201,11 @@ def deploy(
     cache: Path | None = None,
     code: bool = True,
     romfs: bool = False,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Stage, copy, verify and restart one unit; return the verified path -> sha256.
+
+    ``baud``: its link's speed (boards.yaml), which the unit's UART must use.
 
     ``code=False`` (``--config-only``): the firmware is frozen or on ROMFS.
     ``romfs``: write the modules' ROMFS image first (then as ``code=False``).
@@ -235,7 +217,7 @@ def deploy(
             mp.run(["romfs", "deploy", str(image)])
         code = code and not romfs
         virtual_image = image if mp.unix_port else None
-        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image)
+        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image, baud)
         paths = sorted(expected)
         mp.run(["exec", _cleanup_script(paths, () if code else _module_files())])
         mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
@@ -265,7 +247,14 @@ def run(args: argparse.Namespace) -> int:
         raise KeyMissingError(str(exc)) from None
     try:
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
+        files = deploy(
+            unit,
+            key,
+            mp,
+            code=not args.config_only,
+            romfs=args.romfs,
+            baud=cfg.links[unit.link].baud,
+        )
     except GatewayError as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import StoreError
 from gateway.journal.schema import create_shared
 from gateway.journal.walsync import WalSync
 
@@ -91,10 +91,6 @@ CREATE TABLE IF NOT EXISTS unit_boot (
     PRIMARY KEY (addr, epoch)
 );
 """
-
-
-class StoreError(GatewayError):
-    """The journal cannot be opened or written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +170,7 @@ class Store:
         self.unchecked = 0  # commits since the last checkpoint
         self.checkpoints = 0
         self._boots: dict[tuple[int, int], float] = {}
+        self._data_version: int | None = None
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -198,6 +195,8 @@ class Store:
                 for a, e, b in conn.execute("SELECT addr, epoch, boot_at FROM unit_boot")
             }
             self.wal.sync_now()
+            # from here on, another connection's commit is news (changed_elsewhere)
+            self.changed_elsewhere()
         except (OSError, sqlite3.Error) as exc:
             self.wal.close()
             conn.close()
@@ -458,12 +457,13 @@ class Store:
         code: int | None,
         qualifier: int | None,
         detail: str,
+        route: str | None = None,
     ) -> int:
         """Append to the shared ``events`` table; return the event id."""
         cur = self.conn.execute(
-            "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, site, unit, post, kind, code, qualifier, detail),
+            "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, site, unit, post, route, kind, code, qualifier, detail),
         )
         return int(cur.lastrowid or 0)
 
@@ -527,15 +527,21 @@ class Store:
                     changed += 1
         return changed
 
+    def changed_elsewhere(self) -> bool:
+        """True if another connection committed since the last call (PRAGMA data_version).
+
+        E.g. ``campusguard report --deliver`` queued a message in the outbox.
+        """
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
     def pending_count(self) -> int:
         """How many messages wait for the broker."""
         return int(
             self.conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
         )
-
-    def mark_sent(self, rows: Sequence[OutboxRow], at: float) -> None:
-        """Record the broker's PUBACK for ``rows`` at one time (see :meth:`mark_acked`)."""
-        self.mark_acked([(r, at) for r in rows])
 
     def mark_acked(self, acked: Sequence[tuple[OutboxRow, float]]) -> None:
         """Record PUBACKs, each with the time it arrived (sets ``relayed_at`` once).

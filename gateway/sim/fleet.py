@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -40,31 +41,22 @@ import sys
 import time
 import tty
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.arc.wiring import plan_arc
-from gateway.cli.gateway import build_watchers
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, Unit, load_config
-from gateway.core.errors import GatewayError
+from gateway.core.errors import FleetError, VirtualUnitError
+from gateway.flashing.unitfiles import CONFIG_FILE, FIRMWARE_DIR, firmware_files, unit_config
 from gateway.security.signkeys import provision_one_room
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.watchers import build_watchers
 from gateway.sim.linkrelay import Impairment, LinkRelay
-from gateway.sim.vboard import (
-    CONFIG_FILE,
-    DEFAULT_HEAPSIZE,
-    FIRMWARE_DIR,
-    VirtualUnit,
-    VirtualUnitError,
-    find_micropython,
-    firmware_files,
-    prepare_unit_dir,
-    unit_config,
-)
+from gateway.sim.vboard import DEFAULT_HEAPSIZE, VirtualUnit, find_micropython, prepare_unit_dir
 from protocol import Codec, Deframer, Frame, ProtocolError
 from protocol.keys import read_key, write_new_key
 
@@ -90,10 +82,6 @@ _GUARD_PINS = (
 
 DUTYROOM = "police"
 """The duty room of a fleet: its key pair shares the fleet's key directory."""
-
-
-class FleetError(GatewayError):
-    """The fleet could not be built or did not do what was asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +279,21 @@ def apply_overrides(unit_dir: Path, overrides: Mapping[str, Any]) -> None:
     cfg = json.loads(path.read_text())
     cfg.update(overrides)
     path.write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
+
+
+def slow_fsync(low_ms: float, high_ms: float, seed: int = 0) -> Callable[[int], None]:
+    """An fsync that also takes a random ``low_ms``..``high_ms`` (uniform), as a Pi's SD card.
+
+    A Pi's SD card takes 1-20 ms. The journal calls it in its worker thread, so the wait
+    holds the ACKs that wait for the disk, not the event loop.
+    """
+    rng = random.Random(seed)
+
+    def fsync(fd: int) -> None:
+        time.sleep(rng.uniform(low_ms, high_ms) / 1000)
+        os.fsync(fd)
+
+    return fsync
 
 
 # ---------------------------------------------------------------------- the wire
@@ -526,6 +529,7 @@ class GatewayProcess:
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`. ``broker``: one, or the nodes of one cluster."""
         nodes = [broker] if isinstance(broker, BrokerSettings) else list(broker)
@@ -545,6 +549,11 @@ class GatewayProcess:
             *BrokerSettings.cli_args_of(nodes),
             "--clock-speed",
             str(clock_speed),
+            *(
+                ["--fsync-delay-ms", f"{fsync_delay_ms[0]:g}:{fsync_delay_ms[1]:g}"]
+                if fsync_delay_ms
+                else []
+            ),
         ]
         self.log_path = log_path or db.with_suffix(".log")
         self.proc: asyncio.subprocess.Process | None = None
@@ -648,6 +657,7 @@ class Fleet:
         concurrency: int = 8,
         arc: Sequence[str] = (),
         arc_key_file: str | os.PathLike[str] | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Describe the fleet; :meth:`start` (or ``async with``) builds and runs it.
 
@@ -656,6 +666,8 @@ class Fleet:
         ``keydir``: reuse keys there (missing ones are made). ``rogues``: link ids that
         carry a :class:`RogueRadio`. ``arc``: ``--arc`` URLs of a receiving centre
         (in-process gateway only), with ``arc_key_file`` for a single one.
+        ``fsync_delay_ms``: each journal fsync also takes a random (low, high) ms, as on
+        a Pi's SD card (:func:`slow_fsync`).
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
@@ -687,6 +699,7 @@ class Fleet:
         if self.arc and gateway != "inprocess":
             raise FleetError("arc: only with the in-process gateway")
         self.arc_key_file = Path(arc_key_file) if arc_key_file else None
+        self.fsync_delay_ms = fsync_delay_ms
         self.register = self.dir / "boards.yaml"
         self.db = self.dir / "var" / "gateway.db"
         self.units: dict[str, FleetUnit] = {}
@@ -837,7 +850,7 @@ class Fleet:
                     units_dir / uid,
                     spec,
                     self.key(uid),
-                    overrides=self.firmware,
+                    overrides={"baud": config.links[spec.link].baud, **self.firmware},
                     compiled=True,
                     cache=fw_cache,
                     install_test=self.install_test,
@@ -880,6 +893,7 @@ class Fleet:
                     self.brokers,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
+                    fsync_delay_ms=self.fsync_delay_ms,
                 )
             self.db.parent.mkdir(parents=True, exist_ok=True)
             await self._s.process.start(timeout)
@@ -896,6 +910,7 @@ class Fleet:
             arc=plan_arc(self.config, self.keydir, self.arc, self.arc_key_file)
             if self.arc
             else None,
+            fsync=slow_fsync(*self.fsync_delay_ms) if self.fsync_delay_ms else os.fsync,
         )
         gw = Gateway(self.config, settings)
         gw.attach(build_watchers(self.config, gw.outlet, gw.store, gw.clock))
@@ -938,10 +953,6 @@ class Fleet:
     def plug(self, link: str) -> None:
         """Put the cable back."""
         self.relays[link].paused = False
-
-    def set_impairment(self, link: str, impairment: Impairment) -> None:
-        """Change how bad a link is, while running."""
-        self.relays[link].impairment = impairment
 
     async def stop(self) -> None:
         """Units off, gateway stopped, relays closed; the folder stays for a post-mortem."""

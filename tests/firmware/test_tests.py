@@ -3,7 +3,7 @@ periodic test with its result bits."""
 
 from __future__ import annotations
 
-from gateway.sim.vboard import INSTALL_TEST_FILE
+from gateway.flashing.unitfiles import INSTALL_TEST_FILE
 from protocol import MsgType, TestKind
 from tests.firmware.conftest import UnitFactory
 

@@ -22,8 +22,9 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.config import Unit
-from gateway.pipeline.incidents import iso
-from gateway.relay.relay import STATUS_PERIOD_S, DuplicateGatewayError
+from gateway.core.errors import DuplicateGatewayError
+from gateway.core.timefmt import iso
+from gateway.relay.relay import STATUS_PERIOD_S
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid, write_pair
 from gateway.service.assembly import status_topic
@@ -297,7 +298,7 @@ async def test_a_second_instance_with_our_id_stops_the_gateway_loudly(
             await asyncio.wait_for(asyncio.Event().wait(), 10)  # the gateway must stop first
     assert info.group_contains(DuplicateGatewayError)
     db = sqlite3.connect(site.db)  # journalled: published at the next start
-    kinds = [json.loads(d)["reason"] for (d,) in db.execute("SELECT detail FROM events")]
+    kinds = [json.loads(d).get("reason") for (d,) in db.execute("SELECT detail FROM events")]
     db.close()
     assert "duplicate_gateway" in kinds
 
