@@ -269,14 +269,9 @@ class City:
             _progress(f"{k + len(batch)} simulated gateways connected")
 
     async def _subscribe_district(self, p: Police, d: str) -> None:
-        # Police subscribes one filter; a station of a district subscribes each of its sites
-        sites = [self.site[g] for g in self.district if self.district[g] == d]
-        p.site = sites[0]
+        # one subscription per site of the district: its account allows no wildcard site
+        p.sites = [self.site[g] for g in self.district if self.district[g] == d]
         await p.start(timeout=120)
-        client = p._client
-        assert client is not None
-        for s in sites[1:]:
-            await client.subscribe(f"{PREFIX}/{s}/#", qos=1)
 
     async def _real_gateway(self, gid: str) -> None:
         d = self.work / gid
