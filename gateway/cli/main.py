@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "make a unit's key, or a gateway's or duty room's signing key",
     ),
     "broker-config": ("gateway.cli.brokerconfig", "Mosquitto locked down: TLS, users, ACL"),
+    "cluster-config": (
+        "gateway.cli.clusterconfig",
+        "the city's NATS cluster from city.yaml: nodes, TLS, accounts, keys",
+    ),
     "report": ("gateway.dutyroom.report", "monthly statistics and the daily duty log"),
     "demo": ("gateway.sim.demo", "the whole path on this machine: units, gateway, broker, police"),
     "unit": ("gateway.cli.unit", "a virtual unit: the real firmware on MicroPython, on a pty"),

@@ -156,6 +156,18 @@ class BrokerStartError(GatewayError):
     """Mosquitto did not start or did not listen in time."""
 
 
+class NatsMissingError(GatewayError):
+    """No nats-server executable (gateway/sim/natscluster.py)."""
+
+
+class NatsStartError(GatewayError):
+    """A cluster node did not start or did not become ready in time."""
+
+
+class CityError(UsageError):
+    """city.yaml cannot be used: one line naming the file, the entry and the problem."""
+
+
 class Frozen32BuildError(Exception):
     """The source is missing, or the build failed (the message says where to look)."""
 

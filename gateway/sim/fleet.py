@@ -539,14 +539,15 @@ class GatewayProcess:
         register: Path,
         db: Path,
         keydir: Path,
-        broker: BrokerSettings,
+        broker: BrokerSettings | Sequence[BrokerSettings],
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
         fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
-        """Nothing runs until :meth:`start`."""
-        self.env = {**os.environ, **broker.environ()}
+        """Nothing runs until :meth:`start`. ``broker``: one, or the nodes of one cluster."""
+        nodes = [broker] if isinstance(broker, BrokerSettings) else list(broker)
+        self.env = {**os.environ, **nodes[0].environ()}
         self.cmd = [
             sys.executable,
             "-m",
@@ -559,7 +560,7 @@ class GatewayProcess:
             str(db),
             "--keydir",
             str(keydir),
-            *broker.cli_args(),
+            *BrokerSettings.cli_args_of(nodes),
             "--clock-speed",
             str(clock_speed),
             *(
@@ -654,7 +655,7 @@ class Fleet:
         workdir: str | os.PathLike[str],
         plan: FleetPlan | None = None,
         *,
-        broker_url: str | BrokerSettings,
+        broker_url: str | BrokerSettings | Sequence[BrokerSettings],
         impairment: Impairment | Mapping[str, Impairment] | None = None,
         seed: int = 0,
         provision: Provision = "fast",
@@ -684,11 +685,13 @@ class Fleet:
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
-        self.broker = (
-            broker_url
-            if isinstance(broker_url, BrokerSettings)
-            else BrokerSettings.from_url(broker_url)
-        )
+        if isinstance(broker_url, str):
+            self.brokers = [BrokerSettings.from_url(broker_url)]
+        elif isinstance(broker_url, BrokerSettings):
+            self.brokers = [broker_url]
+        else:
+            self.brokers = list(broker_url)  # the nodes of one cluster, in order
+        self.broker = self.brokers[0]
         links = self.plan.link_ids()
         if isinstance(impairment, Impairment) or impairment is None:
             self.impairments = {lid: impairment or Impairment() for lid in links}
@@ -901,7 +904,7 @@ class Fleet:
                     self.register,
                     self.db,
                     self.keydir,
-                    self.broker,
+                    self.brokers,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
                     fsync_delay_ms=self.fsync_delay_ms,
@@ -914,6 +917,7 @@ class Fleet:
             db_path=self.db,
             keydir=self.keydir,
             broker=self.broker,
+            more_brokers=tuple(self.brokers[1:]),
             links=links,
             prefix=self.prefix,
             clock=self.clock,
