@@ -82,6 +82,13 @@ KINDS: dict[str, Kind] = {
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
+        Kind(
+            "ack_conflict",
+            None,
+            "two duty rooms acknowledged one incident differently: the first stands",
+            False,
+            "pipeline",
+        ),
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
         # the gateway's own life (gateway/service/lifecycle.py): its downtime in the report
         Kind(
@@ -99,6 +106,8 @@ KINDS: dict[str, Kind] = {
         # the alarm receiving centre's paths (gateway/arc/transmitter.py): 351 primary, 352 backup
         Kind("arc_path", 351, "receiving centre path lost (3: restored; 352 backup)", False, "arc"),
         Kind("arc_rejected", 354, "receiving centre refused a message (DUH)", False, "arc"),
+        # people reached by SMS (gateway/notify/): nobody on a ladder got the message
+        Kind("sms_failed", None, "SMS reached nobody on the ladder", False, "notify"),
     )
 }
 

@@ -45,7 +45,7 @@ from gateway.journal.store import Store
 from gateway.link.downlink import Downlink
 from gateway.link.receiver import Received
 from gateway.pipeline.incidents import IncidentBook
-from gateway.pipeline.ports import Watcher
+from gateway.pipeline.ports import JournalledEvent, Watcher
 from gateway.relay.acks import ACK_CLOCK_SKEW_S, AckVerifier, SignedAck, body_json
 from protocol import (
     AckState,
@@ -133,6 +133,8 @@ class Pipeline:
         self._wake = wake_relay
         self._units = {u.addr: u for u in config.units.values()}
         self.watchers: list[Watcher] = []
+        # called with each event inside the transaction that journals it (SMS to queue)
+        self.event_hooks: list[Callable[[JournalledEvent], None]] = []
         self.incidents = IncidentBook(store, config, prefix=prefix, event=self.event)
         self._timers: set[asyncio.TimerHandle] = set()
         # claimed unit address (None: any unregistered one) -> last event time, counts since
@@ -409,6 +411,7 @@ class Pipeline:
             )
             return
         by, disposition = ack.by, ack.disposition
+        first = self.incidents.police_ack_of(incident)
         try:
             with self._store.transaction():
                 self.acks.record(ack, at)
@@ -417,6 +420,8 @@ class Pipeline:
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return
+        if first is not None and first[1] != disposition:
+            self._ack_conflict(site, incident, first, by, disposition, ack.kid, at)
         if news:
             log.warning(
                 "incident %s: police acknowledged (by %s, %s, key %s)",
@@ -431,6 +436,39 @@ class Pipeline:
         self._store.when_durable(
             functools.partial(self._police_ack_out, target.addr, target.epoch, target.seq)
         )
+
+    def _ack_conflict(
+        self,
+        site: str,
+        incident: str,
+        first: tuple[str | None, str | None],
+        by: str | None,
+        disposition: str | None,
+        kid: str,
+        at: float,
+    ) -> None:
+        """Two stations acknowledged one incident differently: the first stands.
+
+        Every station hears of the second as an ``ack_conflict`` event.
+        """
+        log.warning(
+            "incident %s: acknowledged as %s by %s, then as %s by %s (key %s): the first stands",
+            incident,
+            first[1],
+            first[0],
+            disposition,
+            by,
+            kid,
+        )
+        detail = {
+            "incident": incident,
+            "first": {"by": first[0], "disposition": first[1]},
+            "second": {"by": by, "disposition": disposition, "kid": kid},
+        }
+        try:
+            self.event(site=site, kind="ack_conflict", at=at, detail=detail)
+        except sqlite3.Error:
+            log.exception("cannot journal the ack conflict of %s", incident)
 
     def duty_ack(
         self, topic: str, site: str, post: str, payload: bytes, at: float, kind: str = "duty_ack"
@@ -600,6 +638,23 @@ class Pipeline:
                 topic=f"{self._prefix}/{site}/{leaf}",
                 payload=json.dumps(payload, separators=(",", ":")),
             )
+            if self.event_hooks:
+                note = JournalledEvent(
+                    payload["event"],
+                    site,
+                    kind,
+                    at,
+                    unit,
+                    post,
+                    qualifier,
+                    payload["detail"],
+                    route,
+                )
+                for hook in self.event_hooks:
+                    try:  # e.g. an SMS to queue: never at the cost of the event itself
+                        hook(note)
+                    except Exception:
+                        log.exception("event hook failed on %s %s", kind, note.event)
         if not self._store.in_transaction:
             self._wake()
 

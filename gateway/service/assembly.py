@@ -18,14 +18,15 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.arc.wiring import ArcLink, ArcPlan
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.config import Config, Link
+from gateway.core.config import Config, Link, register_topics
 from gateway.core.credentials import SecretDir
 from gateway.core.errors import GatewayError
 from gateway.journal.store import RETENTION_DAYS, Store
@@ -70,6 +71,10 @@ class Settings:
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
     arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
     fsync: Callable[[int], None] = os.fsync  # the journal's (a bench emulates an SD card's)
+
+
+REGISTER_KEY = "register_topics"
+"""Journal meta key: the register topics the gateway published last (to clear removed ones)."""
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -191,10 +196,33 @@ class Gateway:
         )
         self.pipeline.watchers.append(self.lifecycle)
         self.pipeline.watchers.extend(watchers)
+        # further tasks of the TaskGroup (snapshots, SMS) and what each prunes by age
+        self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.pruners: list[Callable[[float], int]] = []
+        self._publish_register()
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
         self.healthy = True
+
+    def _publish_register(self) -> None:
+        """Queue the register's retained topics; clear those of units no longer in it.
+
+        Every start publishes it again (a new broker has no retained copy); the topics
+        of the previous run are kept in the journal so that a removed unit's entry is
+        cleared rather than left on the broker for ever.
+        """
+        p = self.settings.prefix
+        now = self.clock.now()
+        topics = {f"{p}/{leaf}": body for leaf, body in register_topics(self.config).items()}
+        before = json.loads(self.store.meta_get(REGISTER_KEY) or "[]")
+        with self.store.transaction():
+            for topic, body in topics.items():
+                payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+                self.store.enqueue(at=now, topic=topic, payload=payload, retain=True)
+            for topic in sorted(set(before) - set(topics)):
+                self.store.enqueue(at=now, topic=topic, payload="", retain=True)
+            self.store.meta_set(REGISTER_KEY, json.dumps(sorted(topics)))
 
     @property
     def outlet(self) -> Outlet:
@@ -204,6 +232,20 @@ class Gateway:
     def attach(self, watchers: Sequence[Watcher]) -> None:
         """Add watchers (before or while running)."""
         self.pipeline.watchers.extend(watchers)
+
+    def attach_service(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        prune: Callable[[float], int] | None = None,
+    ) -> None:
+        """Run ``run()`` as a task of the gateway (call it before :meth:`run`).
+
+        ``prune(before)`` drops what is older than the retention, as the journal's frames are.
+        """
+        self.services.append((name, run))
+        if prune is not None:
+            self.pruners.append(prune)
 
     def stats(self) -> dict[str, object]:
         """Counters and recent latencies (ms, p50/p99) of each stage, for benches and ops."""
@@ -251,6 +293,7 @@ class Gateway:
                 if self.arc is not None:
                     tasks.append(tg.create_task(self.arc.run(), name="arc"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
+                tasks.extend(tg.create_task(fn(), name=name) for name, fn in self.services)
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
                 tasks.append(tg.create_task(self._status_writer(), name="status"))
@@ -358,8 +401,10 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before) + (
-                    self.arc.queue.prune(before) if self.arc is not None else 0
+                while (
+                    n := self.store.prune(before)
+                    + (self.arc.queue.prune(before) if self.arc is not None else 0)
+                    + sum(prune(before) for prune in self.pruners)
                 ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first
