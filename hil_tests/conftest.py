@@ -35,6 +35,7 @@ from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
 from gateway.localbroker import LocalBroker
 from gateway.police import Police
 from hil_tests.realboard import RealRig, RealUnit, real_rig_options
+from tests.support.timing import TIME_SCALE
 
 # One register for every virtual scenario: small timings so each runs in seconds. Every
 # module builds its fleet from this plan (or fewer units of it), so the flash images are
@@ -171,6 +172,7 @@ async def rig(
         keydir=keydir,
         dutyroom=DUTYROOM,
         identifier=f"police-{request.module.__name__}",
+        time_scale=TIME_SCALE,
     )
     await police.start()
     try:

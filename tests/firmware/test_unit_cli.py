@@ -17,6 +17,7 @@ import pytest
 from gateway.cli import main as cli
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
+from tests.support.timing import scaled
 from tests.firmware.conftest import ROOT, GatewayEnd
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -115,7 +116,7 @@ async def test_a_person_runs_a_virtual_unit_on_a_pty(
         assert "button takes 0 or 1" in await out.until("button takes")
         proc.send_signal(signal.SIGINT)  # Ctrl-C: maintenance stop, as on a real unit
         await out.until("stopped for maintenance")
-        rc = await asyncio.wait_for(proc.wait(), 10)
+        rc = await asyncio.wait_for(proc.wait(), scaled(10))
     finally:
         if proc.returncode is None:
             proc.kill()

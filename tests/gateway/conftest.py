@@ -25,6 +25,7 @@ from gateway.service import Gateway, Settings
 from gateway.signkeys import dutyroom_kid, gateway_keys, gateway_kid, public_path, write_pair
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled
 
 GATEWAY_ID = "gw-test"
 SITE = "test-school"
@@ -244,7 +245,7 @@ class Police:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="police")
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await self.subscribed.wait()
 
     async def stop(self) -> None:
@@ -270,7 +271,8 @@ class Police:
         ]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+        """Wait until ``predicate()`` holds after some message (``timeout`` scaled)."""
+        async with asyncio.timeout(scaled(timeout)):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
@@ -347,22 +349,15 @@ async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIter
     gw = Gateway(site.config, settings)
     task = asyncio.create_task(gw.run(), name="gateway")
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await gw.ready.wait()
         yield gw
     finally:
         gw.stop()
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(scaled(5)):
                 await task
         except TimeoutError:
             for t in asyncio.all_tasks():
                 t.print_stack()
             raise
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, poll: float = 0.01) -> None:
-    """For state with no event to wait on (a journal row, a counter): poll it."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(poll)

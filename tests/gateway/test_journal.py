@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Store
-from tests.gateway.conftest import Site, running_gateway, until
+from tests.gateway.conftest import Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 DAY = 86400.0

@@ -11,6 +11,7 @@ from gateway.store import Store
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled
 
 
 class Gate:
@@ -53,7 +54,7 @@ async def test_callback_waits_for_the_fsync_of_its_commit(tmp_path: Path) -> Non
         await asyncio.sleep(0)
         assert not done.is_set() and store.wal.pending == 1
         gate.open.set()
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), scaled(5))
         assert store.wal.pending == 0
         # nothing new committed: at once, without an fsync
         calls = gate.calls
@@ -93,7 +94,7 @@ async def test_failed_fsync_withholds_acks_for_good(tmp_path: Path) -> None:
         commit(store, "a")
         called: list[str] = []
         store.when_durable(lambda: called.append("a"))
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             while store.wal.failed is None:
                 await asyncio.sleep(0.01)
         assert "Input/output error" in store.wal.failed

@@ -15,6 +15,7 @@ from gateway.config import Unit, load_config
 from protocol import Checkin, Frame, Heartbeat, HeartbeatFlags, Signal, SignalPattern
 from tests.gateway.conftest import SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled
 
 POSTS = """
 posts:
@@ -97,7 +98,7 @@ class TickCounter:
 
     async def wait_ticks(self, n: int) -> None:
         target = self.ticks + n
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             while self.ticks < target:
                 self.changed.clear()
                 await self.changed.wait()
