@@ -78,12 +78,12 @@ typecheck: $(STAMP)
 # the ESP32 image's shape), from MICROPY_SRC: a MicroPython source tree or release archive
 # (default ../shared/micropython). Rebuilt only when the firmware or the source changed.
 firmware32: $(STAMP) system-deps
-	$(BIN)/python -m gateway.frozen32
+	$(BIN)/python -m gateway.sim.frozen32
 
 # The firmware tests run on the 32-bit frozen build too when the source is there (built
 # once, cached); without it they are skipped with one line, except under CI=true.
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m gateway.frozen32 --if-source
+	$(BIN)/python -m gateway.sim.frozen32 --if-source
 	$(BIN)/python -m pytest -q
 
 # The inner loop (~3 min idle): protocol, gateway and the 64-bit firmware tests, stopping at

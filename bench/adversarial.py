@@ -43,17 +43,17 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from gateway.acks import make_ack  # noqa: E402
-from gateway.brokerconfig import Accounts  # noqa: E402
-from gateway.clock import ManualClock  # noqa: E402
-from gateway.cmd_gateway import build_watchers  # noqa: E402
-from gateway.config import load_config  # noqa: E402
-from gateway.envelope import Signer  # noqa: E402
-from gateway.incidents import iso  # noqa: E402
-from gateway.localbroker import LocalBroker  # noqa: E402
-from gateway.police import Police  # noqa: E402
-from gateway.service import Gateway, Settings  # noqa: E402
-from gateway.signkeys import provision_one_room, write_pair  # noqa: E402
+from gateway.cli.gateway import build_watchers  # noqa: E402
+from gateway.core.clock import ManualClock  # noqa: E402
+from gateway.core.config import load_config  # noqa: E402
+from gateway.pipeline.incidents import iso  # noqa: E402
+from gateway.relay.acks import make_ack  # noqa: E402
+from gateway.security.brokerconfig import Accounts  # noqa: E402
+from gateway.security.envelope import Signer  # noqa: E402
+from gateway.security.signkeys import provision_one_room, write_pair  # noqa: E402
+from gateway.service.assembly import Gateway, Settings  # noqa: E402
+from gateway.sim.localbroker import LocalBroker  # noqa: E402
+from gateway.sim.police import Police  # noqa: E402
 from protocol import AckState, Alarm, AlarmKind, Heartbeat, HeartbeatFlags  # noqa: E402
 from tests.support.fakeunit import FakePort, FakeUnit  # noqa: E402
 from tests.support.mosquitto import open_broker  # noqa: E402

@@ -29,11 +29,11 @@ from pysiaalarm import SIAAccount
 from pysiaalarm.aio import SIAClient
 from pysiaalarm.event import SIAEvent
 
-from gateway.arc import ArcSettings, Endpoint, Transmitter
-from gateway.arcfeed import Addressing, ArcFeed
-from gateway.arcqueue import ArcQueue
-from gateway.dc09 import parse_key
-from gateway.store import Store
+from gateway.arc.dc09 import parse_key
+from gateway.arc.feed import Addressing, ArcFeed
+from gateway.arc.queue import ArcQueue
+from gateway.arc.transmitter import ArcSettings, Endpoint, Transmitter
+from gateway.journal.store import Store
 
 KEY = "BENCHKEY01234567"
 ACCOUNT = "4C21"

@@ -38,13 +38,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.clock import ManualClock
-from gateway.config import Config, Unit, load_config
-from gateway.duty import DutyWatch
-from gateway.report import month_window, monthly, per_site, render
-from gateway.schema import create_shared
-from gateway.shifts import zone
-from gateway.supervision import Supervisor
+from gateway.core.clock import ManualClock
+from gateway.core.config import Config, Unit, load_config
+from gateway.dutyroom.report import month_window, monthly, per_site, render
+from gateway.journal.schema import create_shared
+from gateway.watch.duty import DutyWatch
+from gateway.watch.shifts import zone
+from gateway.watch.supervision import Supervisor
 from protocol.messages import (
     Checkin,
     Fault,

@@ -41,13 +41,13 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.brokerconfig import Accounts  # noqa: E402
-from gateway.demo import PressBook  # noqa: E402
-from gateway.fleet import DUTYROOM, Fleet, FleetPlan, latency_stats  # noqa: E402
-from gateway.linkrelay import Impairment  # noqa: E402
-from gateway.localbroker import LocalBroker  # noqa: E402
-from gateway.police import Police  # noqa: E402
-from gateway.signkeys import provision_one_room  # noqa: E402
+from gateway.security.brokerconfig import Accounts  # noqa: E402
+from gateway.security.signkeys import provision_one_room  # noqa: E402
+from gateway.sim.demo import PressBook  # noqa: E402
+from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, latency_stats  # noqa: E402
+from gateway.sim.linkrelay import Impairment  # noqa: E402
+from gateway.sim.localbroker import LocalBroker  # noqa: E402
+from gateway.sim.police import Police  # noqa: E402
 from protocol import MsgType  # noqa: E402
 
 ALARM = MsgType.ALARM

@@ -8,7 +8,7 @@ heap_*             gc.mem_alloc() after gc.collect() in a running virtual unit (
                    on the unix port (64-bit: objects are about twice their ESP32 size),
                    unit shop-fruit booted from a ROMFS image as `deploy --romfs` leaves
                    it: the modules' image mapped read-only and mounted at /rom
-                   (gateway/romlaunch.py, as an ESP32 maps its ROMFS partition), .mpy
+                   (gateway/sim/romlaunch.py, as an ESP32 maps its ROMFS partition), .mpy
                    bytecode executed in place; main.py the only source file
 heap_after_boot_code_bytes  the part of it taken by importing the firmware's modules at
                    boot (qstrs, function and class objects, module globals, asyncio's
@@ -57,9 +57,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import frozen32
-from gateway.config import load_config
-from gateway.vboard import (
+from gateway.core.config import load_config
+from gateway.sim import frozen32
+from gateway.sim.vboard import (
     DEFAULT_HEAPSIZE,
     FIRMWARE_DIR,
     ROMLAUNCH,
@@ -244,7 +244,7 @@ print("from", app.__file__)
 
 def romfs_qstr() -> tuple[int, int, int]:
     """qstr pool bytes made by importing the firmware (as main.py does) from its ROMFS
-    image, mapped and mounted at /rom by gateway/romlaunch.py; the number of qstrs in
+    image, mapped and mounted at /rom by gateway/sim/romlaunch.py; the number of qstrs in
     the pools after them; and the image's size."""
     with tempfile.TemporaryDirectory() as tmp:
         image = romfs_image(Path(tmp))

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.store import PRUNE_BATCH, Store  # noqa: E402
+from gateway.journal.store import PRUNE_BATCH, Store  # noqa: E402
 
 DAY = 86400.0
 PAYLOAD = json.dumps({"owner": "Ms. Wang", "phone": "+86 138 0000 0001", "pad": "x" * 400})

@@ -44,11 +44,11 @@ ACCEPTED = ROOT / "bench" / "mutation_accepted.json"
 # the fast tests of each mutated module (mutmut reads the same list from pyproject)
 PROTOCOL_TESTS = ["tests/protocol", "tests/firmware/test_codec_micropython.py"]
 TESTS: dict[str, list[str]] = {
-    "gateway/pipeline.py": ["tests/gateway/test_pipeline_decisions.py"],
-    "gateway/incidents.py": ["tests/gateway/test_incidents.py"],
-    "gateway/store.py": ["tests/gateway/test_store.py"],
-    "gateway/relay.py": ["tests/gateway/test_relay.py"],
-    "gateway/duty.py": ["tests/duty/test_duty.py"],
+    "gateway/pipeline/pipeline.py": ["tests/gateway/test_pipeline_decisions.py"],
+    "gateway/pipeline/incidents.py": ["tests/gateway/test_incidents.py"],
+    "gateway/journal/store.py": ["tests/gateway/test_store.py"],
+    "gateway/relay/relay.py": ["tests/gateway/test_relay.py"],
+    "gateway/watch/duty.py": ["tests/duty/test_duty.py"],
 }
 GOALS = {"protocol": 0.95, "gateway": 0.90}
 

@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from gateway.envelope import open_gateway  # noqa: E402
-from gateway.signkeys import gateway_keys, provision_one_room  # noqa: E402
+from gateway.security.envelope import open_gateway  # noqa: E402
+from gateway.security.signkeys import gateway_keys, provision_one_room  # noqa: E402
 from protocol import (  # noqa: E402
     Alarm,
     AlarmKind,

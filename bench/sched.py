@@ -33,9 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import frozen32
-from gateway.config import load_config
-from gateway.vboard import (
+from gateway.core.config import load_config
+from gateway.sim import frozen32
+from gateway.sim.vboard import (
     FIRMWARE_DIR,
     VirtualUnit,
     compiled_tree,

@@ -1,5 +1,5 @@
 # Boot-only code: the unit's configuration (unit.json + unit.key, written by `campusguard
-# deploy` or gateway.vboard.prepare_unit_dir), the boot record (epoch + 1 stored before
+# deploy` or gateway.sim.vboard.prepare_unit_dir), the boot record (epoch + 1 stored before
 # anything is sent, the crash-loop count, safe mode), the outbox reload, the boot frames
 # and the tasks. main.py imports it and drops it from sys.modules; once boot() has
 # returned nothing refers to this module and its code is freed (README.md, "Memory").

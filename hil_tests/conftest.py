@@ -14,7 +14,7 @@ Options (in the spirit of Espressif's pytest-embedded):
 Without --port every scenario runs on virtual boards: MicroPython processes running the
 real firmware, each deployed through ``campusguard deploy`` (mpremote) once per distinct
 unit image for the session, each with its own pty link; units share links through
-:class:`gateway.fleet.TappedRelay`, as on an RS-485 bus or a radio channel.
+:class:`gateway.sim.fleet.TappedRelay`, as on an RS-485 bus or a radio channel.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway.broker import BrokerSettings
-from gateway.brokerconfig import Accounts
-from gateway.config import load_config
-from gateway.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
-from gateway.localbroker import LocalBroker
-from gateway.police import Police
+from gateway.core.broker import BrokerSettings
+from gateway.core.config import load_config
+from gateway.security.brokerconfig import Accounts
+from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
+from gateway.sim.localbroker import LocalBroker
+from gateway.sim.police import Police
 from hil_tests.realboard import RealRig, RealUnit, real_rig_options
 from tests.support.timing import TIME_SCALE
 

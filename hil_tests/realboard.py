@@ -38,13 +38,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cmd_gateway import build_watchers
-from gateway.config import Config, Unit, load_config
-from gateway.fleet import DUTYROOM
-from gateway.localbroker import LocalBroker
-from gateway.police import Police
-from gateway.service import Gateway, Settings
-from gateway.signkeys import provision_one_room
+from gateway.cli.gateway import build_watchers
+from gateway.core.config import Config, Unit, load_config
+from gateway.security.signkeys import provision_one_room
+from gateway.service.assembly import Gateway, Settings
+from gateway.sim.fleet import DUTYROOM
+from gateway.sim.localbroker import LocalBroker
+from gateway.sim.police import Police
 
 CANCEL_PAUSE_S = 0.8  # the firmware's cancel_gap_ms (700) and a margin
 
@@ -348,7 +348,7 @@ class RealRig:
 
     def _deploy(self, port: str, unit: str) -> None:
         res = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "deploy", unit, "--port", port,
+            [sys.executable, "-m", "gateway.cli.main", "deploy", unit, "--port", port,
              "--config", str(self.register), "--keydir", str(self.keydir)],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from gateway.fleet import latency_stats
-from gateway.linkrelay import Impairment
+from gateway.sim.fleet import latency_stats
+from gateway.sim.linkrelay import Impairment
 from hil_tests.conftest import Rig, VirtualRig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

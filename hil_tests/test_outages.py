@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from gateway.localbroker import LocalBroker
+from gateway.sim.localbroker import LocalBroker
 from hil_tests.conftest import Rig, VirtualRig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -7,7 +7,7 @@
 # on); battery through a divider to an ADC1 pin (battery_divider_x1000, default 2.000);
 # UART1 on uart_tx/uart_rx. Never a button or switch on a strapping pin (0, 2, 5, 12, 15):
 # the panic button held on GPIO 0 during a reset would leave the chip in its download mode,
-# with no firmware and no watchdog (gateway/config.py refuses such a boards.yaml).
+# with no firmware and no watchdog (gateway/core/config.py refuses such a boards.yaml).
 import asyncio
 import sys
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, Unit, parse_config
-from gateway.schema import create_shared
+from gateway.core.config import Config, Unit, parse_config
+from gateway.journal.schema import create_shared
 from protocol.messages import Frame, Message, SignalPattern
 
 # 2026-01-05 00:00 Asia/Shanghai (a Monday) = 2026-01-04 16:00 UTC

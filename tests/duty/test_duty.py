@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.config import Config
-from gateway.duty import DutyWatch
-from gateway.incidents import iso
+from gateway.core.clock import ManualClock
+from gateway.core.config import Config
+from gateway.pipeline.incidents import iso
+from gateway.watch.duty import DutyWatch
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
 from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register
 

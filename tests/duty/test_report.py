@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.cli import main
-from gateway.report import duration, month_window, monthly, per_site, render
+from gateway.cli.main import main
+from gateway.dutyroom.report import duration, month_window, monthly, per_site, render
 from tests.duty.helpers import open_db, post, register
 
 SH = ZoneInfo("Asia/Shanghai")

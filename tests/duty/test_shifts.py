@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.config import Shift
-from gateway.shifts import ALWAYS, Period, WeeklySchedule, due_times, zone
+from gateway.core.config import Shift
+from gateway.watch.shifts import ALWAYS, Period, WeeklySchedule, due_times, zone
 from tests.duty.helpers import MONDAY
 
 SH = ZoneInfo("Asia/Shanghai")

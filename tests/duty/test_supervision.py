@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.contact_id import KINDS, NEW, RESTORE
-from gateway.incidents import iso
-from gateway.supervision import STATE_REFRESH_S, Supervisor, offline_after
+from gateway.core.clock import ManualClock
+from gateway.core.contact_id import KINDS, NEW, RESTORE
+from gateway.pipeline.incidents import iso
+from gateway.watch.supervision import STATE_REFRESH_S, Supervisor, offline_after
 from protocol.messages import (
     Alarm,
     AlarmKind,
@@ -412,14 +412,14 @@ def test_every_emitted_kind_is_in_the_vocabulary(tmp_path: Path) -> None:
 def test_start_up_line_names_units_not_installed_and_what_to_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+    with caplog.at_level(logging.WARNING, logger="gateway.watch.supervision"):
         r = Rig(tmp_path / "g.db")
     line = next(m for m in caplog.messages if "not installed yet" in m)
     assert "shop, home, guard" in line
     assert "campusguard keygen UNIT" in line and "campusguard deploy UNIT" in line
     r.send("shop", hb(), T0)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gateway.supervision"):
+    with caplog.at_level(logging.WARNING, logger="gateway.watch.supervision"):
         r.restart(T0 + 60)
     line = next(m for m in caplog.messages if "not installed yet" in m)
     assert "home, guard" in line and "shop" not in line

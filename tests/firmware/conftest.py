@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from gateway import frozen32
-from gateway.config import Config, load_config
-from gateway.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
+from gateway.sim import frozen32
+from gateway.core.config import Config, load_config
+from gateway.sim.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
 from protocol.keys import TEST_KEY
 from tests.support.timing import TIME_SCALE, scaled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from gateway.vboard import VirtualUnit
+from gateway.sim.vboard import VirtualUnit
 from protocol import Ack, AckState, AlarmKind, Codec, Frame, MsgType, to_wire
 from tests.firmware.conftest import UnitFactory, expect_no_output, pause_between_bursts
 

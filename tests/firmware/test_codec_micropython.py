@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.vboard import FIRMWARE_DIR, find_micropython
+from gateway.sim.vboard import FIRMWARE_DIR, find_micropython
 from protocol import (
     Ack,
     AckState,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as cli
-from gateway.vboard import INSTALL_TEST_FILE, ROMFS_IMAGE, VirtualUnit, find_micropython
+from gateway.cli.main import main as cli
+from gateway.sim.vboard import INSTALL_TEST_FILE, ROMFS_IMAGE, VirtualUnit, find_micropython
 from tests.support.timing import TIME_SCALE
 from protocol import MsgType, TestKind
 from protocol.keys import read_key

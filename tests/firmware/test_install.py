@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.vboard import VirtualUnit
+from gateway.sim.vboard import VirtualUnit
 from tests.support.timing import TIME_SCALE
 from protocol import MsgType
 from protocol.keys import read_key
@@ -79,7 +79,7 @@ def test_deploy_from_installed_wheel(
     assert res.returncode == 0, res.stderr
     # the installed package, not the checkout, answers
     where = subprocess.run(
-        [str(py), "-c", "import gateway.vboard as v; print(v.FIRMWARE_DIR)"],
+        [str(py), "-c", "import gateway.sim.vboard as v; print(v.FIRMWARE_DIR)"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

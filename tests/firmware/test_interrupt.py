@@ -12,8 +12,8 @@ import os
 import signal
 from pathlib import Path
 
-from gateway.config import Config
-from gateway.vboard import find_micropython, prepare_unit_dir
+from gateway.core.config import Config
+from gateway.sim.vboard import find_micropython, prepare_unit_dir
 from protocol import MsgType
 from protocol.keys import TEST_KEY
 from tests.firmware.conftest import FAST, GatewayEnd, UnitFactory

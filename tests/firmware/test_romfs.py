@@ -1,12 +1,12 @@
 """A unit whose modules are on a ROMFS image, mapped and mounted at /rom as an ESP32
-maps its ROMFS partition (gateway/romlaunch.py): it boots, works, and runs its modules'
+maps its ROMFS partition (gateway/sim/romlaunch.py): it boots, works, and runs its modules'
 bytecode in place."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.vboard import ROMFS_IMAGE
+from gateway.sim.vboard import ROMFS_IMAGE
 from protocol import AlarmKind, MsgType
 from tests.firmware.conftest import UnitFactory
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.vboard import CRASH_EXIT, WATCHDOG_EXIT
+from gateway.sim.vboard import CRASH_EXIT, WATCHDOG_EXIT
 from protocol import AlarmKind, FaultCode, HeartbeatFlags, MsgType, Signal, SignalPattern
 from tests.firmware.conftest import UnitFactory, expect_no_output
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from gateway.vboard import FIRMWARE_DIR, HOST_ONLY
+from gateway.sim.vboard import FIRMWARE_DIR, HOST_ONLY
 
 MODULES = {
     p.relative_to(FIRMWARE_DIR).as_posix(): ast.parse(p.read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as cli
+from gateway.cli.main import main as cli
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
 from tests.support.timing import scaled

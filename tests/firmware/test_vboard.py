@@ -1,4 +1,4 @@
-"""gateway.vboard: the gateway opens a unit's link_path with pyserial, like a real port."""
+"""gateway.sim.vboard: the gateway opens a unit's link_path with pyserial, like a real port."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from gateway.config import Config
-from gateway.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
+from gateway.core.config import Config
+from gateway.sim.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
 from tests.support.timing import TIME_SCALE
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY

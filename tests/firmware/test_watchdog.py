@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.vboard import WATCHDOG_EXIT
+from gateway.sim.vboard import WATCHDOG_EXIT
 from protocol import FaultCode, MsgType
 from tests.firmware.conftest import UnitFactory
 

@@ -16,13 +16,19 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.acks import make_ack
-from gateway.broker import BrokerSettings
-from gateway.brokerconfig import Accounts
-from gateway.config import Config, load_config
-from gateway.envelope import EnvelopeError, Signer, open_gateway
-from gateway.service import Gateway, Settings
-from gateway.signkeys import dutyroom_kid, gateway_keys, gateway_kid, public_path, write_pair
+from gateway.core.broker import BrokerSettings
+from gateway.core.config import Config, load_config
+from gateway.relay.acks import make_ack
+from gateway.security.brokerconfig import Accounts
+from gateway.security.envelope import EnvelopeError, Signer, open_gateway
+from gateway.security.signkeys import (
+    dutyroom_kid,
+    gateway_keys,
+    gateway_kid,
+    public_path,
+    write_pair,
+)
+from gateway.service.assembly import Gateway, Settings
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
 from tests.support.timing import scaled

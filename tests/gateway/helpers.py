@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, Unit
-from gateway.pipeline import body_dict
-from gateway.store import OutboxRow, Store
+from gateway.core.config import Config, Unit
+from gateway.journal.store import OutboxRow, Store
+from gateway.pipeline.pipeline import body_dict
 from protocol import Alarm, AlarmKind, Cancel, Checkin, Frame
 from tests.duty.helpers import register
 

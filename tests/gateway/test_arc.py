@@ -1,4 +1,5 @@
-"""gateway/arc.py: the DC-09 transmitter against pysiaalarm's TCP server and our own receivers."""
+"""gateway/arc/transmitter.py: the DC-09 transmitter against pysiaalarm's TCP server and our
+own receivers."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from pysiaalarm import SIAAccount
 from pysiaalarm.aio import SIAClient
 from pysiaalarm.event import SIAEvent
 
-from gateway import dc09
-from gateway.arc import ArcSettings, Endpoint, Transmitter
-from gateway.arcqueue import ArcQueue
-from gateway.dc09 import Frame, Token
-from gateway.store import Store
+from gateway.arc import dc09
+from gateway.arc.dc09 import Frame, Token
+from gateway.arc.queue import ArcQueue
+from gateway.arc.transmitter import ArcSettings, Endpoint, Transmitter
+from gateway.journal.store import Store
 
 KEY = "ABCDEFGHIJKLMNOP"  # panel style: 16 characters taken as bytes
 RAW = dc09.parse_key(KEY)

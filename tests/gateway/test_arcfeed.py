@@ -1,4 +1,4 @@
-"""gateway/arcfeed.py: journalled incidents and events reach the ARC queue atomically, and
+"""gateway/arc/feed.py: journalled incidents and events reach the ARC queue atomically, and
 the whole gateway reports a unit's alarm to pysiaalarm's receiver over encrypted DC-09."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pysiaalarm import SIAAccount
 from pysiaalarm.aio import SIAClient
 from pysiaalarm.event import SIAEvent
 
-from gateway.arcfeed import Addressing, ArcFeed
-from gateway.arcqueue import ArcQueue
-from gateway.arcsetup import plan_arc
-from gateway.cmd_status import render
-from gateway.config import load_config, parse_config
-from gateway.status import read
-from gateway.store import Store
+from gateway.arc.feed import Addressing, ArcFeed
+from gateway.arc.queue import ArcQueue
+from gateway.arc.wiring import plan_arc
+from gateway.cli.status import render
+from gateway.core.config import load_config, parse_config
+from gateway.journal.store import Store
+from gateway.service.status import read
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.arcsetup import parse_arc_url, plan_arc
-from gateway.config import parse_config
-from gateway.dc09 import Token
-from gateway.errors import ConfigError, KeyMissingError, UsageError
+from gateway.arc.dc09 import Token
+from gateway.arc.wiring import parse_arc_url, plan_arc
+from gateway.core.config import parse_config
+from gateway.core.errors import ConfigError, KeyMissingError, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))

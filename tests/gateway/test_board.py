@@ -1,4 +1,4 @@
-"""The duty room's board (gateway/board.py): the model and its rendering, on plain values."""
+"""The duty room's board (gateway/dutyroom/board.py): the model and its drawing, on plain values."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.board import CLOSED_KEEP_S, Board, Target, event_text, paint
-from gateway.incidents import iso
+from gateway.dutyroom.board import CLOSED_KEEP_S, Board, Target, event_text, paint
+from gateway.pipeline.incidents import iso
 
 T = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 P = "campusguard/school"

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import password_hash
+from gateway.security.brokerconfig import password_hash
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import (
     DUTYROOM_USER,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
-from gateway.envelope import Signer
-from gateway.errors import GatewayError
-from gateway.pki import ensure_ca
-from gateway.signkeys import dutyroom_keys, gateway_keys, read_private, write_pair
+from gateway.core.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
+from gateway.core.errors import GatewayError
+from gateway.security.envelope import Signer
+from gateway.security.pki import ensure_ca
+from gateway.security.signkeys import dutyroom_keys, gateway_keys, read_private, write_pair
 from tests.gateway.conftest import GATEWAY_USER, Site, locked_broker, running_gateway
 from tests.support.mosquitto import Mosquitto
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as cli
-from gateway.envelope import Signer
-from gateway.signkeys import gateway_kid
+from gateway.cli.main import main as cli
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid
 from tests.gateway.conftest import GATEWAY_ID, GATEWAY_USER, Site, client_for, locked_broker
 from tests.support.timing import scaled
 

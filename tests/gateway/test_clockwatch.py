@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.clockwatch import CHECK_EVERY_S, ClockWatch, kernel_synced
-from gateway.cmd_gateway import build_watchers
-from gateway.config import Config
-from gateway.store import Store
+from gateway.cli.gateway import build_watchers
+from gateway.core.clock import ManualClock
+from gateway.core.config import Config
+from gateway.journal.store import Store
+from gateway.watch.clockwatch import CHECK_EVERY_S, ClockWatch, kernel_synced
 from protocol import Alarm, AlarmKind
 from tests.duty.helpers import RecordingOutlet, register
 from tests.gateway.conftest import Police, Site, running_gateway

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import esp32_pin_problem, load_config, parse_config
-from gateway.errors import ConfigError
+from gateway.core.config import esp32_pin_problem, load_config, parse_config
+from gateway.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.board import Board
-from gateway.envelope import Signer
-from gateway.incidents import iso
-from gateway.signkeys import gateway_kid
+from gateway.dutyroom.board import Board
+from gateway.pipeline.incidents import iso
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import (
     GATEWAY_ID,

@@ -1,4 +1,4 @@
-"""gateway/dc09.py against pysiaalarm 3.2's parser (an independent DC-09 receiver)."""
+"""gateway/arc/dc09.py against pysiaalarm 3.2's parser (an independent DC-09 receiver)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pysiaalarm import SIAAccount
 from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils import ResponseType
 
-from gateway import dc09
-from gateway.dc09 import DC09Error, Frame, Token
+from gateway.arc import dc09
+from gateway.arc.dc09 import DC09Error, Frame, Token
 
 KEY16 = "AAAAAAAAAAAAAAAA"
 KEY24 = "0123456789abcdefABCDEFGH"

@@ -17,7 +17,7 @@ from typing import Any
 
 def demo(*args: str) -> tuple[int, dict[str, Any], str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--json", *args],
+        [sys.executable, "-m", "gateway.cli.main", "demo", "--json", *args],
         capture_output=True,
         text=True,
         timeout=600,

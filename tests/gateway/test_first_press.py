@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.incidents import IncidentBook
-from gateway.report import monthly
-from gateway.store import Store
+from gateway.dutyroom.report import monthly
+from gateway.journal.store import Store
+from gateway.pipeline.incidents import IncidentBook
 from protocol import Alarm, AlarmKind, Frame
 from tests.gateway.conftest import Site, make_site
 

@@ -1,4 +1,4 @@
-"""gateway/frozen32.py: where the MicroPython source is found, and what happens without one
+"""gateway/sim/frozen32.py: where the MicroPython source is found, and what happens without one
 (the build itself runs once per session in tests/firmware's ``frozen32_binary`` fixture)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import frozen32
+from gateway.sim import frozen32
 
 
 def test_source_is_a_tree_an_archive_or_a_folder_holding_the_archive(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The incident rules of gateway/incidents.py over a real journal (issue 19).
+"""The incident rules of gateway/pipeline/incidents.py over a real journal (issue 19).
 
 Open, fold, upgrade to duress, coalesce press updates, chatter, cancel (also a CANCEL that
 overtakes its ALARM), police acknowledgement, close, reload. ``_first_press_at`` is left
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
-from gateway.incidents import (
+from gateway.core.config import Config
+from gateway.journal.store import Store
+from gateway.pipeline.incidents import (
     CHATTER_PRESSES,
     CHATTER_WINDOW_S,
     PRESS_UPDATE_S,
@@ -22,7 +23,6 @@ from gateway.incidents import (
     IncidentBook,
     iso,
 )
-from gateway.store import Store
 from protocol import AckState, AlarmKind
 
 from .helpers import (
@@ -451,7 +451,7 @@ def test_incident_of_a_unit_gone_from_the_register(b: Book) -> None:
 
 
 def test_memory_keeps_open_incidents_however_many_are_closed(b: Book) -> None:
-    from gateway.incidents import CACHE_CLOSED
+    from gateway.pipeline.incidents import CACHE_CLOSED
 
     for n in range(2 * CACHE_CLOSED + 20):  # cancelled, acknowledged, then closed below
         at = T0 + 1 + n * 0.1

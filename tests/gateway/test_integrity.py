@@ -10,10 +10,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway import receiver, relay
-from gateway.clock import ManualClock
-from gateway.pipeline import SECURITY_EVENT_INTERVAL_S
-from gateway.service import Gateway, Settings
+from gateway.core.clock import ManualClock
+from gateway.link import receiver
+from gateway.pipeline.pipeline import SECURITY_EVENT_INTERVAL_S
+from gateway.relay import relay
+from gateway.service.assembly import Gateway, Settings
 from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import (
     GATEWAY_ID,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Store
+from gateway.journal.store import Store
 from tests.gateway.conftest import Site, running_gateway
 from tests.support.mosquitto import Mosquitto
 from tests.support.timing import until

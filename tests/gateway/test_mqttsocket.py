@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ async def test_guarded_client_has_no_bad_file_descriptor() -> None:
 
 
 def test_every_broker_client_in_the_gateway_is_guarded() -> None:
-    for path in sorted((ROOT / "gateway").glob("*.py")):
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
         text = path.read_text()
         made = len(re.findall(r"aiomqtt\.Client\(", text))
         guarded = len(re.findall(r"guard_write_watch\(\s*aiomqtt\.Client\(", text))

@@ -6,8 +6,8 @@ import asyncio
 import time
 from datetime import datetime
 
-from gateway.clock import ManualClock
-from gateway.pipeline import REACK_MIN_INTERVAL_S
+from gateway.core.clock import ManualClock
+from gateway.pipeline.pipeline import REACK_MIN_INTERVAL_S
 from protocol import (
     AckState,
     Alarm,

@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from gateway.acks import AckVerifier, make_ack
-from gateway.clock import ManualClock
-from gateway.config import Unit
-from gateway.downlink import Downlink
-from gateway.envelope import Signer, parse, verify
-from gateway.incidents import iso
-from gateway.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
-from gateway.receiver import Received
-from gateway.signkeys import dutyroom_keys, dutyroom_kid
-from gateway.store import Store
+from gateway.core.clock import ManualClock
+from gateway.core.config import Unit
+from gateway.journal.store import Store
+from gateway.link.downlink import Downlink
+from gateway.link.receiver import Received
+from gateway.pipeline.incidents import iso
+from gateway.pipeline.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
+from gateway.relay.acks import AckVerifier, make_ack
+from gateway.security.envelope import Signer, parse, verify
+from gateway.security.signkeys import dutyroom_keys, dutyroom_kid
 from protocol import (
     Ack,
     AckState,

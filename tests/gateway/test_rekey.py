@@ -3,7 +3,7 @@ that a re-keyed unit must be deployed again."""
 
 from __future__ import annotations
 
-from gateway.cli import main as cli
+from gateway.cli.main import main as cli
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

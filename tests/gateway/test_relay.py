@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway import relay as relay_module
-from gateway.clock import ManualClock
-from gateway.envelope import Signer
-from gateway.errors import UsageError
-from gateway.relay import BACKLOG_PAGE, BrokerSettings, Relay
-from gateway.service import status_topic
-from gateway.signkeys import gateway_kid
-from gateway.store import Store
+from gateway.core.clock import ManualClock
+from gateway.core.errors import UsageError
+from gateway.journal.store import Store
+from gateway.relay import relay as relay_module
+from gateway.relay.relay import BACKLOG_PAGE, BrokerSettings, Relay
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid
+from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto
 from tests.support.timing import scaled, until
 
@@ -237,7 +237,7 @@ def test_broker_urls(url: str, expect: tuple[object, ...]) -> None:
 
 @pytest.mark.parametrize("url", ["http://broker", "mqtt://", "mqtt://broker:99999"])
 def test_bad_broker_urls_are_one_clear_error(url: str) -> None:
-    from gateway.errors import GatewayError
+    from gateway.core.errors import GatewayError
 
     with pytest.raises(GatewayError, match="--broker"):
         BrokerSettings.from_url(url)

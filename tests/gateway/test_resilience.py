@@ -12,12 +12,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.clock import SystemClock
-from gateway.envelope import Signer
-from gateway.relay import Relay
-from gateway.service import status_topic
-from gateway.signkeys import gateway_kid
-from gateway.store import Store
+from gateway.core.clock import SystemClock
+from gateway.journal.store import Store
+from gateway.relay.relay import Relay
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid
+from gateway.service.assembly import status_topic
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import (
     GATEWAY_ID,

@@ -20,13 +20,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.config import Unit
-from gateway.envelope import Signer, open_gateway
-from gateway.incidents import iso
-from gateway.relay import STATUS_PERIOD_S, DuplicateGatewayError
-from gateway.service import status_topic
-from gateway.signkeys import gateway_kid, write_pair
+from gateway.core.clock import ManualClock
+from gateway.core.config import Unit
+from gateway.pipeline.incidents import iso
+from gateway.relay.relay import STATUS_PERIOD_S, DuplicateGatewayError
+from gateway.security.envelope import Signer, open_gateway
+from gateway.security.signkeys import gateway_kid, write_pair
+from gateway.service.assembly import status_topic
 from protocol import AckState, Alarm, AlarmKind, Frame
 from tests.gateway.conftest import (
     GATEWAY_ID,
@@ -357,7 +357,7 @@ async def test_what_the_gateway_publishes_is_signed_for_its_topic(tmp_path: Path
 async def test_messages_waiting_from_before_signing_or_a_key_rotation_are_signed_again(
     site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    from gateway.store import Store
+    from gateway.journal.store import Store
 
     old = Signer.load(write_pair(site.dir / "old", gateway_kid(GATEWAY_ID)).parent,
                       gateway_kid(GATEWAY_ID))  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sdnotify import Notifier
+from gateway.service.sdnotify import Notifier
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import GATEWAY_USER, Site
 from tests.support.mosquitto import Mosquitto
@@ -176,7 +176,7 @@ def test_bad_serial_option_is_a_clear_error(tmp_path: Path, site: Site) -> None:
 
 
 def test_unit_keys_under_systemd_are_named_keys_underscore_file(tmp_path: Path) -> None:
-    from gateway.credentials import unit_keydir
+    from gateway.core.credentials import unit_keydir
 
     creds = unit_keydir(None, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert creds.unit_key("shop-a") == tmp_path / "keys_shop-a.key"

@@ -1,4 +1,4 @@
-"""The journal's decisions (gateway/store.py): outbox order, commit hooks, replay windows,
+"""The journal's decisions (gateway/journal/store.py): outbox order, commit hooks, replay windows,
 orphan cancels, unit boots, epochs (issue 19)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import OutboxRow, Store, StoreError, default_db_path
+from gateway.journal.store import OutboxRow, Store, StoreError, default_db_path
 
 from .helpers import T0
 

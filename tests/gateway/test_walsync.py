@@ -1,4 +1,4 @@
-"""The journal's durability: nothing waits on the disk but what must (gateway/walsync.py)."""
+"""The journal's durability: nothing waits on the disk but what must (journal/walsync.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from gateway.store import Store
+from gateway.journal.store import Store
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

@@ -9,9 +9,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import ManualClock
-from gateway.cmd_gateway import build_watchers
-from gateway.config import Unit, load_config
+from gateway.cli.gateway import build_watchers
+from gateway.core.clock import ManualClock
+from gateway.core.config import Unit, load_config
 from protocol import Checkin, Frame, Heartbeat, HeartbeatFlags, Signal, SignalPattern
 from tests.gateway.conftest import SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

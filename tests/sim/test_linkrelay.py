@@ -6,7 +6,7 @@ import asyncio
 import os
 import tty
 
-from gateway.linkrelay import Impairment, LinkRelay
+from gateway.sim.linkrelay import Impairment, LinkRelay
 from protocol import Alarm, AlarmKind, Deframer, Frame, ProtocolError, decode, encode, to_wire
 from protocol.keys import TEST_KEY
 from tests.support.timing import scaled

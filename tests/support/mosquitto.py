@@ -5,15 +5,15 @@
         broker.stop()                        # broker down (same port kept)
         broker.start()                       # and up again
 
-See :mod:`gateway.localbroker`.
+See :mod:`gateway.sim.localbroker`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.localbroker import LocalBroker as Mosquitto
-from gateway.localbroker import free_port
+from gateway.sim.localbroker import LocalBroker as Mosquitto
+from gateway.sim.localbroker import free_port
 
 __all__ = ["Mosquitto", "free_port", "open_broker"]
 

@@ -1,0 +1,1 @@
+"""The ``campusguard`` command: one module per subcommand."""

@@ -1,0 +1,1 @@
+"""Shared by every room: boards.yaml, errors, clocks, Contact ID, broker settings, credentials."""

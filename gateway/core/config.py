@@ -1,0 +1,585 @@
+"""boards.yaml -> validated, immutable configuration (fields documented in boards.yaml)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.core.errors import ConfigError
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,47}$")
+_HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ROLES = ("shop", "home", "guard_post", "campus")
+PLAIN_KINDS = ("panic", "medical", "fire", "silent")
+PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
+OPTIONAL_PINS = ("checkin", "mains", "rs485_de")
+
+# The ESP32 (an ESP32-WROOM-32 module, what firmware/board/esp32.py drives; a WROVER's
+# PSRAM takes GPIO 16 and 17 as well, the default UART pins). GPIO 6..11 are the
+# module's SPI flash. 34..39 are inputs without internal pulls. The strapping pins'
+# levels at reset choose how the chip boots: a panic button held on GPIO 0 (or 2) during
+# a reset leaves the unit in the ROM's download mode, no firmware and no watchdog, until
+# someone power-cycles it; GPIO 12 pulled high selects 1.8 V flash and it does not boot.
+ESP32_GPIOS = frozenset((*range(0, 20), 21, 22, 23, 25, 26, 27, *range(32, 40)))
+ESP32_FLASH_GPIOS = frozenset(range(6, 12))
+ESP32_INPUT_ONLY = frozenset(range(34, 40))
+ESP32_STRAPPING = frozenset((0, 2, 5, 12, 15))
+ESP32_ADC1 = frozenset(range(32, 40))
+# inputs that board/esp32.py pulls internally (to 3V3; mains to GND) and that a person
+# or a switch can hold at reset; outputs
+PULLED_INPUTS = ("button", "checkin", "tamper", "mains")
+OUTPUT_PINS = ("led", "buzzer", "uart_tx", "rs485_de")
+# what holds its pin at a level through a reset: a person, a switch, the mains sense, and
+# the pull-down that keeps an RS-485 driver off while the chip boots
+HELD_AT_RESET = (*PULLED_INPUTS, "rs485_de")
+
+
+def esp32_pin_problem(pins: dict[str, int]) -> str | None:
+    """Why this wiring cannot work on an ESP32, or None if it can.
+
+    Refused: a GPIO the chip lacks or its flash uses, an output or a pulled input on an
+    input-only GPIO, a button or switch on a strapping pin, a battery ADC off ADC1, and
+    one GPIO used twice.
+    """
+    used: dict[int, str] = {}
+    for name, gpio in pins.items():
+        if gpio not in ESP32_GPIOS:
+            return f"{name}: the ESP32 has no GPIO {gpio}"
+        if gpio in ESP32_FLASH_GPIOS:
+            return f"{name}: GPIO {gpio} is wired to the module's flash (6..11)"
+        if gpio in used:
+            return f"{name}: GPIO {gpio} is already {used[gpio]}"
+        used[gpio] = name
+        if name in OUTPUT_PINS and gpio in ESP32_INPUT_ONLY:
+            return f"{name}: GPIO {gpio} is input only (34..39)"
+        if name in PULLED_INPUTS and gpio in ESP32_INPUT_ONLY:
+            return f"{name}: GPIO {gpio} has no internal pull resistor (34..39)"
+        if name in HELD_AT_RESET and gpio in ESP32_STRAPPING:
+            return (
+                f"{name}: GPIO {gpio} is a strapping pin (0, 2, 5, 12, 15): held at a"
+                " reset it can stop the unit from booting its firmware"
+            )
+        if name in OUTPUT_PINS and gpio == 12:
+            return f"{name}: GPIO 12 pulled high at reset selects 1.8 V flash"
+        if name == "battery_adc" and gpio not in ESP32_ADC1:
+            return f"{name}: GPIO {gpio} is not on ADC1 (32..39)"
+    return None
+
+
+STEPS = ("prompt_guard", "security_lead", "police")
+
+# name -> (default, minimum, maximum)
+TIMINGS: dict[str, tuple[int, int, int]] = {
+    "heartbeat_s": (60, 10, 3600),
+    "missed_heartbeats": (3, 2, 10),
+    "long_press_ms": (3000, 1000, 10000),
+    "cancel_window_s": (30, 5, 600),
+    "test_interval_h": (24, 1, 168),
+    "incident_window_s": (120, 10, 3600),
+}
+
+# the fields each kind of entry may have: any other name is a mistake (a misspelt
+# `heartbeat_s` would otherwise leave the default in force without a word)
+TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts", "arc")
+GATEWAY_FIELDS = ("id", "site", "timezone")
+LINK_FIELDS = ("id", "port", "baud")
+SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
+UNIT_FIELDS = (
+    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", *TIMINGS,
+)  # fmt: skip
+_ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
+ARC_FIELDS = (
+    "id", "account", "protocol", "key_format", "null_interval_s", "ack_timeout_s",
+    "failover_after", "retry_s", "receivers",
+)  # fmt: skip
+RECEIVER_FIELDS = ("id", "host", "port", "receiver", "line")
+ARC_PROTOCOLS = ("adm-cid", "sia-dcs")
+KEY_FORMATS = ("text", "hex", "none")
+_HEX_ID = re.compile(r"^[0-9A-Fa-f]{1,6}$")
+POST_FIELDS = ("id", "site", "unit", "checkin_interval_min", "grace_min", "shifts", "escalation")
+SHIFT_FIELDS = ("days", "start", "end")
+STEP_FIELDS = ("step", "after_min")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One serial link: a UART, an RS-485 bus or a radio modem."""
+
+    id: str
+    port: str
+    baud: int
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A school or kindergarten and its surroundings."""
+
+    id: str
+    name: str
+    address: str
+    security_lead: dict[str, str]
+    account: str | None = None  # SIA DC-09 account at the alarm receiving centre (hex)
+    partition: int = 1  # Contact ID group of the site's reports
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One alarm unit as registered; keys are not here."""
+
+    id: str
+    addr: int
+    site: str
+    place: str
+    owner: str
+    role: str
+    link: str
+    pins: dict[str, int]
+    kind: str
+    heartbeat_s: int
+    missed_heartbeats: int
+    long_press_ms: int
+    cancel_window_s: int
+    test_interval_h: int
+    incident_window_s: int
+    zone: int | None = None  # Contact ID zone at the receiving centre, unique per account
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A weekly duty period: on ``days`` (0 = Monday) from ``start`` to ``end`` minutes."""
+
+    days: tuple[int, ...]
+    start_min: int
+    end_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rung of the escalation ladder, ``after_min`` after the missed deadline."""
+
+    step: str
+    after_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A guard post with its shifts and escalation ladder."""
+
+    id: str
+    site: str
+    unit: str
+    checkin_interval_min: int
+    grace_min: int
+    shifts: tuple[Shift, ...]
+    escalation: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArcReceiver:
+    """One receiver of the alarm receiving centre; its key is ``dc09-<id>.key``."""
+
+    id: str
+    host: str
+    port: int
+    receiver: str = "0"  # DC-09 receiver number (hex)
+    line: str = "0"  # DC-09 line prefix (hex)
+
+
+@dataclass(frozen=True, slots=True)
+class Arc:
+    """The alarm receiving centre: receivers (primary first), protocol, key form, timings."""
+
+    id: str
+    receivers: tuple[ArcReceiver, ...]
+    account: str | None = None  # for sites without their own
+    protocol: str = "adm-cid"
+    key_format: str = "text"  # text | hex | none (no encryption)
+    null_interval_s: int = 60
+    ack_timeout_s: int = 10
+    failover_after: int = 3
+    retry_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole register."""
+
+    path: str
+    gateway_id: str
+    site: str
+    timezone: str
+    links: dict[str, Link]
+    sites: dict[str, Site]
+    units: dict[str, Unit]
+    posts: dict[str, Post] = field(default_factory=dict)
+    arc: Arc | None = None
+
+    def unit_by_addr(self, addr: int) -> Unit | None:
+        """The unit with wire address ``addr``, if registered."""
+        for u in self.units.values():
+            if u.addr == addr:
+                return u
+        return None
+
+
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, where: str, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, where, name, problem)
+
+    def mapping(
+        self, value: Any, where: str, name: str, known: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        """``value`` as a mapping; with ``known``, a field not in it is an error."""
+        if not isinstance(value, dict):
+            raise self.fail(where, name, f"must be a mapping, got {type(value).__name__}")
+        if known is not None:
+            self.only(value, where, known)
+        return value
+
+    def only(self, d: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+        """A field of ``d`` that is not one of ``known`` is an error naming the nearest."""
+        for key in d:
+            if key not in known:
+                raise self.fail(where, str(key), unknown_field(str(key), known))
+
+    def seq(self, value: Any, where: str, name: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, name, f"must be a list, got {type(value).__name__}")
+        return value
+
+    def text(self, d: dict[str, Any], where: str, name: str, default: str | None = None) -> str:
+        value = d.get(name, default)
+        if value is None:
+            raise self.fail(where, name, "missing")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, name, "must be a non-empty string")
+        return value
+
+    def ident(self, d: dict[str, Any], where: str, name: str) -> str:
+        value = self.text(d, where, name)
+        if not _ID.match(value):
+            raise self.fail(where, name, f"{value!r}: letters, digits and '-' only, at most 48")
+        return value
+
+    def integer(
+        self, d: dict[str, Any], where: str, name: str, lo: int, hi: int, default: int | None = None
+    ) -> int:
+        value = d.get(name, default)
+        if value is None:
+            raise self.fail(where, name, "missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, name, f"{value!r} is not a whole number")
+        if not lo <= value <= hi:
+            raise self.fail(where, name, f"{value} is outside {lo}..{hi}")
+        return value
+
+    def ref(self, d: dict[str, Any], where: str, name: str, known: dict[str, Any]) -> str:
+        value = self.text(d, where, name)
+        if value not in known:
+            raise self.fail(where, name, f"{value!r} is not defined (known: {', '.join(known)})")
+        return value
+
+
+def unknown_field(name: str, known: tuple[str, ...]) -> str:
+    """The problem text for a field name that is not one of ``known``."""
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if not near:  # e.g. `heartbeat` for `heartbeat_s`: a prefix is near enough
+        near = [k for k in known if k.startswith(name) or name.startswith(k)][:1]
+    hint = f"did you mean '{near[0]}'?" if near else f"valid: {', '.join(known)}"
+    return f"unknown field; {hint}"
+
+
+def unit_not_found(unit_id: str, path: str | Path, units: dict[str, Any]) -> str:
+    """The message for a unit id that is not in the register."""
+    near = difflib.get_close_matches(unit_id, list(units), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else f" (units: {', '.join(units)})"
+    return f"unit {unit_id!r} is not in {path}{hint}"
+
+
+def _days(r: _Reader, text: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(text, str):
+        raise r.fail(where, "days", "must be a string like 'mon-fri' or 'sat,sun'")
+    out: list[int] = []
+    for part in text.lower().replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a not in DAYS or (b and b not in DAYS):
+            raise r.fail(where, "days", f"{part!r}: use mon..sun, ranges like mon-fri")
+        i, j = DAYS.index(a), DAYS.index(b or a)
+        out.extend(range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)])
+    return tuple(sorted(set(out)))
+
+
+def _minutes(r: _Reader, d: dict[str, Any], where: str, name: str) -> int:
+    value = d.get(name)
+    m = _HHMM.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise r.fail(where, name, f"{value!r}: use HH:MM (24:00 for midnight at the end)")
+    minutes = int(m.group(1)) * 60 + int(m.group(2))
+    if minutes > 24 * 60:
+        raise r.fail(where, name, f"{value!r} is past 24:00")
+    return minutes
+
+
+def parse_config(data: Any, path: str = "boards.yaml") -> Config:
+    """Validate a loaded YAML document; raise :class:`ConfigError` on the first problem."""
+    r = _Reader(path)
+    top = r.mapping(data, "top level", "(document)", TOP_FIELDS)
+    if top.get("version", 1) != 1:
+        raise r.fail(
+            "top level", "version", f"{top.get('version')!r}: this gateway reads version 1"
+        )
+    gw = r.mapping(top.get("gateway"), "gateway", "gateway", GATEWAY_FIELDS)
+    gateway_id = r.ident(gw, "gateway", "id")
+    timezone = r.text(gw, "gateway", "timezone", "UTC")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise r.fail("gateway", "timezone", f"{timezone!r} is not an IANA time zone") from None
+    defaults = r.mapping(top.get("defaults", {}), "defaults", "defaults", tuple(TIMINGS))
+    base = {k: r.integer(defaults, "defaults", k, lo, hi, d) for k, (d, lo, hi) in TIMINGS.items()}
+
+    links: dict[str, Link] = {}
+    for i, item in enumerate(r.seq(top.get("links", []), "top level", "links")):
+        where = f"links[{i}]"
+        d = r.mapping(item, where, "links")
+        lid = r.ident(d, where, "id")
+        where = f"link {lid}"
+        r.only(d, where, LINK_FIELDS)
+        if lid in links:
+            raise r.fail(where, "id", "defined twice")
+        links[lid] = Link(lid, r.text(d, where, "port"), r.integer(d, where, "baud", 1200, 921600))
+
+    sites: dict[str, Site] = {}
+    for i, item in enumerate(r.seq(top.get("sites"), "top level", "sites")):
+        d = r.mapping(item, f"sites[{i}]", "sites")
+        sid = r.ident(d, f"sites[{i}]", "id")
+        where = f"site {sid}"
+        r.only(d, where, SITE_FIELDS)
+        if sid in sites:
+            raise r.fail(where, "id", "defined twice")
+        lead = d.get("security_lead") or {}
+        lead = r.mapping(lead, where, "security_lead")
+        account = _account(r, d, where)
+        sites[sid] = Site(
+            sid,
+            r.text(d, where, "name"),
+            r.text(d, where, "address", ""),
+            {str(k): str(v) for k, v in lead.items()},
+            account=account.upper() if account else None,
+            partition=r.integer(d, where, "partition", 0, 99, 1),
+        )
+    site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
+
+    units: dict[str, Unit] = {}
+    addrs: dict[int, str] = {}
+    zones: dict[tuple[str | None, int], str] = {}  # (site's account, zone) -> unit
+    for i, item in enumerate(r.seq(top.get("units"), "top level", "units")):
+        d = r.mapping(item, f"units[{i}]", "units")
+        uid = r.ident(d, f"units[{i}]", "id")
+        where = f"unit {uid}"
+        r.only(d, where, UNIT_FIELDS)
+        if uid in units:
+            raise r.fail(where, "id", "defined twice")
+        if "key" in d:
+            raise r.fail(where, "key", "keys never live in the register: use the key directory")
+        addr = r.integer(d, where, "addr", 1, 65534)
+        if addr in addrs:
+            raise r.fail(where, "addr", f"{addr} is already unit {addrs[addr]}")
+        addrs[addr] = uid
+        role = r.text(d, where, "role")
+        if role not in ROLES:
+            raise r.fail(where, "role", f"{role!r}: one of {', '.join(ROLES)}")
+        kind = r.text(d, where, "kind", "panic")
+        if kind not in PLAIN_KINDS:
+            raise r.fail(where, "kind", f"{kind!r}: one of {', '.join(PLAIN_KINDS)}")
+        pins_in = r.mapping(d.get("pins"), where, "pins")
+        pins: dict[str, int] = {}
+        for name in (*PIN_NAMES, *OPTIONAL_PINS):
+            if name in pins_in or name in PIN_NAMES:
+                pins[name] = r.integer(pins_in, f"{where} pins", name, 0, 39)
+        unknown = sorted(set(pins_in) - set(pins), key=str)
+        if unknown:
+            pin = str(unknown[0])
+            raise r.fail(f"{where} pins", pin, unknown_field(pin, (*PIN_NAMES, *OPTIONAL_PINS)))
+        problem = esp32_pin_problem(pins)
+        if problem is not None:
+            raise r.fail(where, "pins", problem)
+        timings = {k: r.integer(d, where, k, lo, hi, base[k]) for k, (_, lo, hi) in TIMINGS.items()}
+        unit_site = r.ref(d, where, "site", sites)
+        zone = r.integer(d, where, "zone", 1, 999) if "zone" in d else None
+        if zone is not None:
+            key = (sites[unit_site].account, zone)
+            if key in zones:
+                raise r.fail(
+                    where, "zone", f"{zone:03d} is already unit {zones[key]}'s (same account)"
+                )
+            zones[key] = uid
+        units[uid] = Unit(
+            id=uid,
+            addr=addr,
+            site=unit_site,
+            place=r.text(d, where, "place"),
+            owner=r.text(d, where, "owner"),
+            role=role,
+            link=r.ref(d, where, "link", links) if links else r.text(d, where, "link", "default"),
+            pins=pins,
+            kind=kind,
+            **timings,
+            zone=zone,
+        )
+
+    posts: dict[str, Post] = {}
+    for i, item in enumerate(r.seq(top.get("posts", []), "top level", "posts")):
+        d = r.mapping(item, f"posts[{i}]", "posts")
+        pid = r.ident(d, f"posts[{i}]", "id")
+        where = f"post {pid}"
+        r.only(d, where, POST_FIELDS)
+        if pid in posts:
+            raise r.fail(where, "id", "defined twice")
+        unit_id = r.ref(d, where, "unit", units)
+        if units[unit_id].role != "guard_post":
+            raise r.fail(
+                where, "unit", f"{unit_id!r} has role {units[unit_id].role}, not guard_post"
+            )
+        shifts = []
+        for j, s in enumerate(r.seq(d.get("shifts"), where, "shifts")):
+            sw = f"{where} shifts[{j}]"
+            s = r.mapping(s, sw, "shifts", SHIFT_FIELDS)
+            start, end = _minutes(r, s, sw, "start"), _minutes(r, s, sw, "end")
+            if start == end:
+                raise r.fail(sw, "end", "a shift of zero length")
+            shifts.append(Shift(_days(r, s.get("days"), sw), start, end))
+        ladder = []
+        for j, s in enumerate(r.seq(d.get("escalation", []), where, "escalation")):
+            sw = f"{where} escalation[{j}]"
+            s = r.mapping(s, sw, "escalation", STEP_FIELDS)
+            step = r.text(s, sw, "step")
+            if step not in STEPS:
+                raise r.fail(sw, "step", f"{step!r}: one of {', '.join(STEPS)}")
+            ladder.append(Step(step, r.integer(s, sw, "after_min", 0, 24 * 60)))
+        if [s.after_min for s in ladder] != sorted(s.after_min for s in ladder):
+            raise r.fail(where, "escalation", "steps must be in order of after_min")
+        posts[pid] = Post(
+            id=pid,
+            site=r.ref(d, where, "site", sites),
+            unit=unit_id,
+            checkin_interval_min=r.integer(d, where, "checkin_interval_min", 5, 24 * 60, 60),
+            grace_min=r.integer(d, where, "grace_min", 0, 120, 5),
+            shifts=tuple(shifts),
+            escalation=tuple(ladder),
+        )
+    arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
+    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc)
+
+
+def _account(r: _Reader, d: dict[str, Any], where: str) -> str | None:
+    account = d.get("account")
+    if isinstance(account, int) and not isinstance(account, bool):
+        account = str(account)  # YAML reads 1234 as a number; 0123 must be quoted
+    if account is not None and (not isinstance(account, str) or not _ACCOUNT.match(account)):
+        raise r.fail(where, "account", f"{account!r}: 3-16 hex digits (quote it in YAML)")
+    return account.upper() if account else None
+
+
+def _hex_id(r: _Reader, d: dict[str, Any], where: str, name: str) -> str:
+    value = d.get(name, "0")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _HEX_ID.match(value):
+        raise r.fail(where, name, f"{value!r}: 1-6 hex digits")
+    return value.upper()
+
+
+def _arc(r: _Reader, value: Any) -> Arc:
+    d = r.mapping(value, "arc", "arc", ARC_FIELDS)
+    aid = r.ident(d, "arc", "id")
+    where = f"arc {aid}"
+    protocol = r.text(d, where, "protocol", "adm-cid")
+    if protocol not in ARC_PROTOCOLS:
+        raise r.fail(where, "protocol", f"{protocol!r}: one of {', '.join(ARC_PROTOCOLS)}")
+    key_format = r.text(d, where, "key_format", "text")
+    if key_format not in KEY_FORMATS:
+        raise r.fail(where, "key_format", f"{key_format!r}: one of {', '.join(KEY_FORMATS)}")
+    receivers: list[ArcReceiver] = []
+    for i, item in enumerate(r.seq(d.get("receivers"), where, "receivers")):
+        rw = f"{where} receivers[{i}]"
+        rd = r.mapping(item, rw, "receivers", RECEIVER_FIELDS)
+        rid = r.ident(rd, rw, "id")
+        if any(x.id == rid for x in receivers):
+            raise r.fail(rw, "id", f"{rid!r} defined twice")
+        receivers.append(
+            ArcReceiver(
+                rid,
+                r.text(rd, rw, "host"),
+                r.integer(rd, rw, "port", 1, 65535),
+                _hex_id(r, rd, rw, "receiver"),
+                _hex_id(r, rd, rw, "line"),
+            )
+        )
+    if not receivers:
+        raise r.fail(where, "receivers", "at least one (the primary)")
+    return Arc(
+        aid,
+        tuple(receivers),
+        account=_account(r, d, where),
+        protocol=protocol,
+        key_format=key_format,
+        null_interval_s=r.integer(d, where, "null_interval_s", 0, 86400, 60),
+        ack_timeout_s=r.integer(d, where, "ack_timeout_s", 1, 120, 10),
+        failover_after=r.integer(d, where, "failover_after", 1, 100, 3),
+        retry_s=r.integer(d, where, "retry_s", 5, 86400, 60),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate boards.yaml; raise :class:`ConfigError` naming file, entry and field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            str(p), "file", None, "no such file (the register: give --config PATH)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(str(p), "file", None, f"cannot read it: {problem}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), *_yaml_problem(exc, text)) from None
+    return parse_config(data, str(p))
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, None, str]:
+    """(where, None, problem) for a YAML syntax error: its line, and that line's text.
+
+    An unclosed quote or bracket is found only at the end of the file: then the line
+    where the unclosed thing began is the one to fix.
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = str(getattr(exc, "problem", None) or exc)
+    if "expected <block end>" in problem:
+        problem += " (check the indentation)"
+    mark = problem_mark
+    lines = text.splitlines()
+    if context_mark is not None and (
+        mark is None or mark.line >= len(lines) or "end of the stream" in problem
+    ):
+        mark = context_mark
+        problem = f"{getattr(exc, 'context', '') or 'here'}, {problem}"
+    if mark is None:
+        return "file", None, f"YAML syntax: {problem}"
+    source = lines[mark.line].strip() if mark.line < len(lines) else ""
+    shown = f": {source!r}" if source else ""
+    return f"line {mark.line + 1}", None, f"YAML syntax: {problem}{shown}"

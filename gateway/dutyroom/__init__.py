@@ -1,0 +1,1 @@
+"""The police duty room's tools: the console, its board, reports."""

@@ -1,0 +1,1 @@
+"""Putting a unit's firmware, config and key onto an ESP32."""

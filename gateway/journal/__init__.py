@@ -1,0 +1,1 @@
+"""The SQLite journal: the store (events, incidents, outbox), its schema and WAL durability."""

@@ -1,0 +1,1 @@
+"""Serial links to the units: framing, the receiver of uplink frames, downlink commands."""

@@ -1,0 +1,1 @@
+"""Frames -> events -> incidents -> outbox: the gateway's decisions, and the watchers' ports."""

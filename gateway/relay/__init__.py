@@ -1,0 +1,1 @@
+"""The outbox to the police's MQTT broker and signed acks back."""

@@ -1,0 +1,1 @@
+"""Signing keys and envelopes, the broker's private CA, Mosquitto configuration."""

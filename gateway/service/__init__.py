@@ -1,0 +1,1 @@
+"""The gateway service: assembly of the rooms, systemd notification, the status snapshot."""

@@ -1,0 +1,1 @@
+"""The virtual fleet: real firmware on MicroPython, link relays, a local broker, police, demo."""
