@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from gateway.cli.gateway import build_watchers  # noqa: E402
 from gateway.core.clock import ManualClock  # noqa: E402
 from gateway.core.config import load_config  # noqa: E402
 from gateway.pipeline.incidents import iso  # noqa: E402
@@ -52,6 +51,7 @@ from gateway.security.brokerconfig import Accounts  # noqa: E402
 from gateway.security.envelope import Signer  # noqa: E402
 from gateway.security.signkeys import provision_one_room, write_pair  # noqa: E402
 from gateway.service.assembly import Gateway, Settings  # noqa: E402
+from gateway.service.watchers import build_watchers  # noqa: E402
 from gateway.sim.localbroker import LocalBroker  # noqa: E402
 from gateway.sim.police import Police  # noqa: E402
 from protocol import AckState, Alarm, AlarmKind, Heartbeat, HeartbeatFlags  # noqa: E402

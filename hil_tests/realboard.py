@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli.gateway import build_watchers
 from gateway.core.config import Config, Unit, load_config
 from gateway.security.signkeys import provision_one_room
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.watchers import build_watchers
 from gateway.sim.fleet import DUTYROOM
 from gateway.sim.localbroker import LocalBroker
 from gateway.sim.police import Police

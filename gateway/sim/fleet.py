@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.arc.wiring import plan_arc
-from gateway.cli.gateway import build_watchers
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, Unit, load_config
 from gateway.core.errors import GatewayError
 from gateway.security.signkeys import provision_one_room
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.watchers import build_watchers
 from gateway.sim.linkrelay import Impairment, LinkRelay
 from gateway.sim.vboard import (
     CONFIG_FILE,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.gateway import build_watchers
 from gateway.core.clock import ManualClock
 from gateway.core.config import Config
 from gateway.journal.store import Store
+from gateway.service.watchers import build_watchers
 from gateway.watch.clockwatch import CHECK_EVERY_S, ClockWatch, kernel_synced
 from protocol import Alarm, AlarmKind
 from tests.duty.helpers import RecordingOutlet, register

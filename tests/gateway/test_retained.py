@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from gateway.cli.gateway import build_watchers
 from gateway.core.clock import ManualClock
 from gateway.security.envelope import open_gateway
+from gateway.service.watchers import build_watchers
 from protocol import AckState, Alarm, AlarmKind, Cancel, Heartbeat, HeartbeatFlags
 from tests.gateway.conftest import (
     GATEWAY_ID,

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.cli.gateway import build_watchers
 from gateway.core.clock import ManualClock
 from gateway.dutyroom.report import monthly, render
 from gateway.journal.store import Store
 from gateway.pipeline.testmode import parse_duration, set_mode
+from gateway.service.watchers import build_watchers
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

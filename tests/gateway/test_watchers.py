@@ -9,9 +9,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.gateway import build_watchers
 from gateway.core.clock import ManualClock
 from gateway.core.config import Unit, load_config
+from gateway.service.watchers import build_watchers
 from protocol import Checkin, Frame, Heartbeat, HeartbeatFlags, Signal, SignalPattern
 from tests.gateway.conftest import SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
