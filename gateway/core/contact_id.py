@@ -66,6 +66,14 @@ KINDS: dict[str, Kind] = {
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
+        # a watcher that keeps raising (gateway/service/watchers.py)
+        Kind(
+            "watcher_failed",
+            300,
+            "system trouble: a gateway watcher keeps failing",
+            True,
+            "gateway",
+        ),
         # the gateway's own clock (gateway/watch/clockwatch.py)
         Kind("clock_unsynced", 626, "time/date inaccurate: gateway clock", True, "gateway"),
         # the alarm receiving centre's paths (gateway/arc/transmitter.py): 351 primary, 352 backup

@@ -39,6 +39,7 @@ from gateway.security.envelope import Signer, reseal
 from gateway.security.signkeys import dutyroom_keys, gateway_kid, read_private
 from gateway.service.sdnotify import Notifier
 from gateway.service.status import STATUS_EVERY_S, STATUS_KEY, LinkCounters, snapshot_json
+from gateway.service.watchers import GuardedWatcher
 from protocol import Codec, ReplayGuard
 from protocol.keys import parse_key
 
@@ -177,7 +178,8 @@ class Gateway:
             if settings.arc is not None
             else None
         )
-        self.pipeline.watchers.extend(watchers)
+        self.guards: list[GuardedWatcher] = []
+        self.attach(watchers)
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
@@ -189,8 +191,14 @@ class Gateway:
         return self.pipeline
 
     def attach(self, watchers: Sequence[Watcher]) -> None:
-        """Add watchers (before or while running)."""
-        self.pipeline.watchers.extend(watchers)
+        """Add watchers (before or while running), each behind a :class:`GuardedWatcher`.
+
+        One that keeps raising is then reported and fails the health check.
+        """
+        for w in watchers:
+            guard = GuardedWatcher(w, self.pipeline, self.config.site)
+            self.guards.append(guard)
+            self.pipeline.watchers.append(guard)
 
     def stats(self) -> dict[str, object]:
         """Counters and recent latencies (ms, p50/p99) of each stage, for benches and ops."""
@@ -353,8 +361,14 @@ class Gateway:
             problem = None
             if self.store.wal.failed is not None:  # never retried: see gateway/journal/walsync.py
                 raise GatewayError(f"journal not durable: {self.store.wal.failed}")
+            failing = [g for g in self.guards if g.failing]
             if lag > LOOP_LAG_LIMIT_S:
                 problem = f"event loop {lag:.1f}s late"
+            elif failing:
+                problem = "; ".join(
+                    f"watcher {g.name} failing ({g.failures} failures: {g.last_error})"
+                    for g in failing
+                )
             else:
                 try:
                     self.store.probe(self.clock.now())
