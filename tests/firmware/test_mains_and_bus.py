@@ -12,18 +12,9 @@ import time
 from protocol import Codec, FaultCode, Frame, Heartbeat, HeartbeatFlags, MsgType
 from protocol.keys import TEST_KEY
 from tests.firmware.conftest import UnitFactory
+from tests.support.register import MAINS_PINS
 from tests.support.timing import TIME_SCALE, scaled
 
-MAINS_PINS = {
-    "button": 13,
-    "tamper": 4,
-    "led": 2,
-    "buzzer": 15,
-    "battery_adc": 34,
-    "uart_tx": 17,
-    "uart_rx": 16,
-    "mains": 26,
-}
 
 
 async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> None:

@@ -29,6 +29,7 @@ from gateway.security.signkeys import (
     write_pair,
 )
 from gateway.service.assembly import Gateway, Settings
+from tests.support import register
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
 from tests.support.timing import scaled
@@ -39,31 +40,19 @@ SITE = "test-school"
 
 def register_yaml(port_path: Path, units: list[tuple[str, int]], *, window_s: int = 120) -> str:
     """A small boards.yaml: one link at ``port_path``, one unit per (id, addr)."""
-    lines = [
-        "version: 1",
-        f"gateway: {{id: {GATEWAY_ID}, site: {SITE}}}",
-        f"defaults: {{incident_window_s: {window_s}}}",
-        "links:",
-        f"  - {{id: bus-a, port: {port_path}, baud: 115200}}",
-        "sites:",
-        f"  - {{id: {SITE}, name: Test School, address: 1 Test Road,"
-        " security_lead: {name: Lead, phone: '1'}}",
-        "units:",
-    ]
-    for uid, addr in units:
-        role = "guard_post" if uid.startswith("guard") else "shop"
-        lines += [
-            f"  - id: {uid}",
-            f"    addr: {addr}",
-            f"    site: {SITE}",
-            f"    place: Place of {uid}",
-            f"    owner: Owner of {uid}",
-            f"    role: {role}",
-            "    link: bus-a",
-            "    pins: {button: 13, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
-            " uart_tx: 17, uart_rx: 16}",
-        ]
-    return "\n".join(lines) + "\n"
+    doc = register.small(
+        gateway_id=GATEWAY_ID,
+        site={
+            "id": SITE,
+            "name": "Test School",
+            "address": "1 Test Road",
+            "security_lead": {"name": "Lead", "phone": "1"},
+        },
+        defaults={"incident_window_s": window_s},
+        links=[{"id": "bus-a", "port": str(port_path), "baud": 115200}],
+        units=[register.unit(uid, addr, site=SITE, link="bus-a") for uid, addr in units],
+    )
+    return register.to_yaml(doc)
 
 
 DUTYROOM = "police"

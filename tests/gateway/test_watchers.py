@@ -23,9 +23,8 @@ from tests.duty.helpers import RecordingOutlet
 from tests.gateway.conftest import GATEWAY_USER, SITE, Police, Site, running_gateway
 from tests.gateway.test_service import NotifySocket
 from tests.support.mosquitto import Mosquitto
+from tests.support.register import SHIPPED
 from tests.support.timing import scaled
-
-REPO_REGISTER = Path(__file__).resolve().parents[2] / "boards.yaml"
 
 POSTS = """
 posts:
@@ -145,7 +144,7 @@ async def test_silent_unit_goes_offline_once_and_comes_back(
 
 def test_repo_register_builds_its_watchers(tmp_path: Path) -> None:
     """The committed boards.yaml has a post and a time zone the duty watch accepts."""
-    config = load_config(REPO_REGISTER)
+    config = load_config(SHIPPED)
     assert config.posts and config.timezone == "Asia/Shanghai"
 
 
@@ -244,7 +243,7 @@ def test_a_watcher_failing_on_every_frame_fails_although_its_ticks_work() -> Non
     broken = Broken()
     broken.fixed, broken.bad_frames = True, True
     guard = GuardedWatcher(broken, outlet, SITE, limit=3)
-    unit = load_config(REPO_REGISTER).units["shop-fruit"]
+    unit = load_config(SHIPPED).units["shop-fruit"]
     hb = Frame(unit.addr, 1, 1, Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0)))
     for i in range(3):
         guard.tick(float(i))  # a working tick between the failing frames
