@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import os
+import statistics
 import time
 
 from protocol import Codec, FaultCode, Frame, Heartbeat, HeartbeatFlags, MsgType
 from protocol.keys import TEST_KEY
 from tests.firmware.conftest import UnitFactory
 from tests.support.register import MAINS_PINS
-from tests.support.timing import TIME_SCALE, scaled
-
+from tests.support.timing import MIN_SCALE, TIME_SCALE, scaled
 
 
 async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> None:
@@ -105,5 +104,10 @@ async def test_listen_before_talk_holds_a_frame_while_the_line_is_busy(
         stop.set()
         await talker
     await vu.release()
-    # held back while the line was busy: a busy host only makes it later
-    assert alarm.at - t0 > 0.04, alarm.at - t0
+    # held back while the line was busy: checked on an idle host only. The unit counts
+    # the line busy for 5 ms after a byte came in (firmware/link.py _QUIET_MS; the virtual
+    # UART has no any()), and on a busy host the line it sees, through the pty relay
+    # thread and its own stalls, goes quiet for longer than that although this talker
+    # wrote every millisecond (seen: sent 17 ms after the press with no 5 ms gap here)
+    if TIME_SCALE <= MIN_SCALE:
+        assert alarm.at - t0 > 0.04, alarm.at - t0

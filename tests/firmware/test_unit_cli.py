@@ -17,8 +17,8 @@ import pytest
 from gateway.cli.main import main as cli
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
-from tests.support.timing import scaled
 from tests.firmware.conftest import ROOT, GatewayEnd
+from tests.support.timing import scaled
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 CONFIG = str(ROOT / "boards.yaml")
@@ -52,10 +52,11 @@ class Lines:
         self.seen: list[str] = []
 
     async def until(self, words: str, timeout: float = 10.0) -> str:
+        limit = scaled(timeout)  # a command that builds and starts a unit: a busy host is slow
         try:
-            return await asyncio.wait_for(self._until(words), timeout)
+            return await asyncio.wait_for(self._until(words), limit)
         except TimeoutError:
-            raise AssertionError(f"no {words!r} within {timeout} s: {self.seen}") from None
+            raise AssertionError(f"no {words!r} within {limit:.0f} s: {self.seen}") from None
 
     async def _until(self, words: str) -> str:
         for line in self.seen:
