@@ -45,7 +45,7 @@ import aiomqtt  # noqa: E402
 
 from gateway.core.clock import ManualClock  # noqa: E402
 from gateway.core.config import load_config  # noqa: E402
-from gateway.pipeline.incidents import iso  # noqa: E402
+from gateway.core.timefmt import iso  # noqa: E402
 from gateway.relay.acks import make_ack  # noqa: E402
 from gateway.security.brokerconfig import Accounts  # noqa: E402
 from gateway.security.envelope import Signer  # noqa: E402

@@ -58,16 +58,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.core.config import load_config
+from gateway.flashing.unitfiles import FIRMWARE_DIR, compiled_tree, romfs_image
 from gateway.sim import frozen32
 from gateway.sim.vboard import (
     DEFAULT_HEAPSIZE,
-    FIRMWARE_DIR,
     ROMLAUNCH,
     VirtualUnit,
-    compiled_tree,
     find_micropython,
     prepare_unit_dir,
-    romfs_image,
 )
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
@@ -284,7 +282,7 @@ def frozen32_figures(presses: int) -> dict[str, Any]:
     keys += ("heap_after_100_alarms_bytes", "press_to_first_byte_ms")
     try:
         exe = str(frozen32.ensure())
-    except frozen32.BuildError as exc:
+    except frozen32.Frozen32BuildError as exc:
         print(exc, file=sys.stderr)
         return {"frozen32_" + k: None for k in keys}
     got = asyncio.run(unit_figures(presses, romfs=False, exe=exe))

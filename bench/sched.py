@@ -34,14 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.core.config import load_config
+from gateway.flashing.unitfiles import FIRMWARE_DIR, compiled_tree
 from gateway.sim import frozen32
-from gateway.sim.vboard import (
-    FIRMWARE_DIR,
-    VirtualUnit,
-    compiled_tree,
-    find_micropython,
-    prepare_unit_dir,
-)
+from gateway.sim.vboard import VirtualUnit, find_micropython, prepare_unit_dir
 from protocol.keys import TEST_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +84,7 @@ def interpreters() -> dict[str, str]:
     found = {"mp64": find_micropython()}
     try:
         found["frozen32"] = str(frozen32.ensure())
-    except frozen32.BuildError as exc:
+    except frozen32.Frozen32BuildError as exc:
         print(exc, file=sys.stderr)
     return found
 

@@ -2,7 +2,8 @@
 
 ``FRAME`` is the whole frame as the spec draws it. The codec's fast path uses one compiled,
 flat struct per message type derived from these declarations, and checks CRC and MAC by
-hand, because construct does not compile ``Checksum`` fields (see shared NOTES.md).
+hand, because construct 2.10's ``compile()`` does not compile ``Checksum`` fields (a frame
+with one parses in ~30-40 us, a flat compiled struct in ~5 us).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Host-only, never on a unit (gateway.sim.vboard.HOST_ONLY): mypy checks both boards against
+# Host-only, never on a unit (gateway.flashing.unitfiles.HOST_ONLY): mypy checks both boards against
 # the board interface, the Protocol in board/iface.pyi.
 from board.esp32 import Board as Esp32Board
 from board.iface import Board

@@ -30,7 +30,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import DC09Error
 
 MAX_FRAME = 1024
 """Longest frame we build or read (ours are under 200 bytes): bounds the reply buffer."""
@@ -49,10 +49,6 @@ _BODY = re.compile(
 )
 _PREFIX = re.compile(r"([RLA#])([0-9A-Fa-f]*)")
 _TAIL = re.compile(r"(?P<data>[^\]]*)\](?P<xdata>(?:\[[^\]]*\])*)(?:_(?P<ts>[0-9:,-]+))?\Z", re.S)
-
-
-class DC09Error(GatewayError):
-    """A frame or key that is not valid DC-09 (the message says why)."""
 
 
 class Token(StrEnum):

@@ -37,8 +37,9 @@ from enum import Enum
 from typing import Any
 
 from gateway.arc import dc09
-from gateway.arc.dc09 import DC09Error, Frame, Token
+from gateway.arc.dc09 import Frame, Token
 from gateway.arc.queue import ArcQueue, Queued
+from gateway.core.errors import DC09Error
 from gateway.pipeline.ports import Outlet
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.arc.dc09 import DC09Error, KeyForm, Token, parse_key
+from gateway.arc.dc09 import KeyForm, Token, parse_key
 from gateway.arc.feed import Addressing, ArcFeed
 from gateway.arc.queue import ArcQueue
 from gateway.arc.transmitter import ArcSettings, Endpoint, Transmitter
 from gateway.core.config import Arc, ArcReceiver, Config
 from gateway.core.credentials import SecretDir
-from gateway.core.errors import ConfigError, KeyMissingError, UsageError
+from gateway.core.errors import ConfigError, DC09Error, KeyMissingError, UsageError
 from gateway.journal.store import Store
 from gateway.pipeline.ports import Outlet
 

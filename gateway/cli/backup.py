@@ -18,14 +18,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from gateway.core.errors import GatewayError, UsageError
+from gateway.core.errors import BackupError, UsageError
 from gateway.journal.store import default_db_path
 
 PAGES_PER_STEP = 1024  # 4 MB a step: the gateway's writers get the database between steps
-
-
-class BackupError(GatewayError):
-    """The copy could not be made or did not check out."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

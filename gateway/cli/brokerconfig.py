@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from gateway.core.config import load_config
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, KeyFileError
 from gateway.security.brokerconfig import Accounts, write_broker_config
-from gateway.security.signkeys import KeyFileError, check_name
+from gateway.security.signkeys import check_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.config import load_config
-from gateway.core.errors import UsageError
-from gateway.dutyroom.report import ReportError, open_journal
+from gateway.core.errors import ReportError, UsageError
+from gateway.dutyroom.report import open_journal
 from gateway.journal.store import default_db_path
 from gateway.service.status import STATUS_EVERY_S, read
 

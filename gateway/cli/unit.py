@@ -27,13 +27,12 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.core.config import Unit, load_config, unit_not_found
-from gateway.core.errors import GatewayError, UsageError
+from gateway.core.errors import GatewayError, UsageError, VirtualUnitError
+from gateway.flashing.unitfiles import CONFIG_FILE
 from gateway.sim.vboard import (
-    CONFIG_FILE,
     CRASH_EXIT,
     DEFAULT_HEAPSIZE,
     WATCHDOG_EXIT,
-    VirtualUnitError,
     find_micropython,
     prepare_unit_dir,
 )

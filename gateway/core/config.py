@@ -221,13 +221,6 @@ class Config:
     posts: dict[str, Post] = field(default_factory=dict)
     arc: Arc | None = None
 
-    def unit_by_addr(self, addr: int) -> Unit | None:
-        """The unit with wire address ``addr``, if registered."""
-        for u in self.units.values():
-            if u.addr == addr:
-                return u
-        return None
-
 
 class _Reader:
     def __init__(self, path: str) -> None:

@@ -1,4 +1,14 @@
-"""The gateway's small exception hierarchy."""
+"""Every exception class of the gateway, in one place (grouped by the room that raises it).
+
+:class:`GatewayError` is the base of what the gateway raises on purpose; a
+:class:`UsageError` or :class:`ConfigError` reaching the cli is one line and exit status 2.
+A few are not GatewayErrors on purpose: :class:`AckRejected` and :class:`EnvelopeError` are
+verdicts on a message from the broker (counted, never shown to a person as a failure),
+:class:`ExpectationFailed` is an ``AssertionError`` so that a test using the police
+emulator fails, :class:`ReportError` and :class:`Frozen32BuildError` are caught by their own
+command. The protocol's errors are in ``protocol/errors.py`` (the protocol imports nothing
+of the gateway).
+"""
 
 from __future__ import annotations
 
@@ -31,5 +41,89 @@ class KeyMissingError(UsageError):
     """A unit's key file is missing or unreadable (run keygen first): exit status 2."""
 
 
+# link
 class LinkError(GatewayError):
     """A serial link cannot be opened or has gone away."""
+
+
+# journal
+class StoreError(GatewayError):
+    """The journal cannot be opened or written."""
+
+
+# relay
+class DuplicateGatewayError(GatewayError):
+    """Another instance of this gateway (same id, same signing key) is publishing."""
+
+
+class AckRejected(Exception):
+    """An ack the gateway does not act on; ``reason`` is counted in the forgery event."""
+
+    def __init__(self, reason: str, detail: str = "", kid: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.kid = kid
+
+
+# security
+class EnvelopeError(ValueError):
+    """A payload that is not a valid signed envelope; ``reason`` says why (for counting)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class KeyFileError(UsageError):
+    """A signing key file is missing, unreadable or not an Ed25519 key: exit status 2."""
+
+
+# arc
+class DC09Error(GatewayError):
+    """A frame or key that is not valid DC-09 (the message says why)."""
+
+
+# dutyroom
+class ReportError(Exception):
+    """The report cannot be made (missing database, not a journal, bad arguments)."""
+
+
+# flashing
+class FirmwareBuildError(GatewayError):
+    """The firmware could not be compiled (mpy-cross) or packed into a ROMFS image."""
+
+
+class DeployError(GatewayError):
+    """A deploy step failed; the message says which and why, in one line."""
+
+
+# cli
+class BackupError(GatewayError):
+    """The copy could not be made or did not check out."""
+
+
+# sim
+class VirtualUnitError(GatewayError):
+    """The virtual unit could not start, or did not do what was asked in time."""
+
+
+class FleetError(GatewayError):
+    """The fleet could not be built or did not do what was asked."""
+
+
+class BrokerMissingError(GatewayError):
+    """Mosquitto is not installed."""
+
+
+class BrokerStartError(GatewayError):
+    """Mosquitto did not start or did not listen in time."""
+
+
+class Frozen32BuildError(Exception):
+    """The source is missing, or the build failed (the message says where to look)."""
+
+
+class ExpectationFailed(AssertionError):
+    """What the duty room expected did not arrive in time."""

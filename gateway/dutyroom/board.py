@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
+from gateway.core.timefmt import parse_iso
+
 CLOSED_KEEP_S = 60.0
 """A closed incident stays on the board this long (seconds of the console's clock)."""
 RECENT_EVENTS = 6
@@ -444,10 +446,8 @@ def _ts(text: Any, default: float) -> float:
     """An ISO 8601 time (or seconds since the epoch, as duty details carry) as seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default
+    parsed = parse_iso(text)
+    return default if parsed is None else parsed
 
 
 def _clock(text: Any, tz: tzinfo | None) -> str:

@@ -38,11 +38,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiomqtt
 
 from gateway.core.broker import add_broker_options, broker_settings
-from gateway.core.errors import GatewayError
+from gateway.core.errors import EnvelopeError, GatewayError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
-from gateway.security.envelope import EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)

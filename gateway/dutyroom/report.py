@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.core.config import Config, load_config
 from gateway.core.contact_id import KINDS, NEW, RESTORE, describe
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, ReportError
 from gateway.watch.shifts import zone
 
 FORMATS = ("md", "csv", "json")
@@ -44,18 +44,6 @@ UNIT_EVENT_COLUMNS = (
     "watchdog_reset",
     "link_lost",
 )
-DUTY_KINDS = (
-    "shift_start",
-    "shift_end",
-    "checkin",
-    "missed_checkin",
-    "escalation",
-    "acknowledged",
-)
-
-
-class ReportError(Exception):
-    """The report cannot be made (missing database, not a journal, bad arguments)."""
 
 
 # -- arguments --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ left on the filesystem are removed (they would shadow the frozen ones).
 
 ``--romfs`` puts the modules on the ROMFS partition and then deploys as
 ``--config-only``: on an ESP32 with a ROMFS partition (MicroPython 1.25+) it runs
-``mpremote romfs deploy IMAGE`` (the image of :func:`gateway.sim.vboard.romfs_image`); on a
+``mpremote romfs deploy IMAGE`` (the image of :func:`gateway.flashing.unitfiles.romfs_image`); on a
 virtual board (``--unix-port``) the image is copied as the file ``romfs.img`` (verified
 like the others), which :class:`gateway.sim.vboard.VirtualUnit` maps and mounts at ``/rom``.
 
@@ -27,10 +27,7 @@ does nothing: the harness restarts the unit's process (``VirtualUnit.restart()``
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,28 +35,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.core.config import Unit, load_config, unit_not_found
-from gateway.core.errors import GatewayError, KeyMissingError, LinkError, UsageError
-from gateway.sim.vboard import (
-    CONFIG_FILE,
+from gateway.core.errors import DeployError, GatewayError, KeyMissingError, LinkError, UsageError
+from gateway.flashing.unitfiles import (
     FIRMWARE_DIR,
-    INSTALL_TEST_FILE,
-    KEY_FILE,
     ROMFS_IMAGE,
     SOURCE_ONLY,
     compiled_tree,
     firmware_files,
+    mpremote_exe,
     romfs_image,
-    unit_config,
+    write_unit_files,
 )
 from protocol.keys import key_path, read_key
 
 log = logging.getLogger(__name__)
 
 MPREMOTE_TIMEOUT_S = 120.0
-
-
-class DeployError(GatewayError):
-    """A deploy step failed; the message says which and why, in one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,12 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _mpremote_exe(given: str | None) -> str:
-    if given:
-        return given
-    beside = Path(sys.executable).parent / "mpremote"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("mpremote") or "mpremote"
+    return given or mpremote_exe()
 
 
 def stage(
@@ -106,29 +92,9 @@ def stage(
     ``code=False``: the modules are frozen or on ROMFS; only ``main.py`` is staged.
     ``image``: a ROMFS image staged as the file :data:`ROMFS_IMAGE` (a virtual board).
     """
-    tree = compiled_tree(cache)
-    files: dict[str, str] = {}
-    for src in sorted(p for p in tree.rglob("*") if p.is_file()):
-        rel = src.relative_to(tree).as_posix()
-        if not code and rel not in SOURCE_ONLY:
-            continue
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        files[rel] = hashlib.sha256(src.read_bytes()).hexdigest()
-    if image is not None:
-        shutil.copyfile(image, out / ROMFS_IMAGE)
-        files[ROMFS_IMAGE] = hashlib.sha256(image.read_bytes()).hexdigest()
-    cfg = unit_config(unit)
-    cfg["fw_files"] = files
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
-    (out / KEY_FILE).write_text(key.hex() + "\n")
-    (out / KEY_FILE).chmod(0o600)
-    (out / INSTALL_TEST_FILE).write_text("deploy\n")
-    return {
-        rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
-        for rel in [*files, CONFIG_FILE, KEY_FILE, INSTALL_TEST_FILE]
-    }
+    return write_unit_files(
+        out, unit, key, compiled_tree(cache), bare=not code, image=image, install_test=True
+    )
 
 
 class Mpremote:

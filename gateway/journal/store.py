@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import StoreError
 from gateway.journal.schema import create_shared
 from gateway.journal.walsync import WalSync
 
@@ -91,10 +91,6 @@ CREATE TABLE IF NOT EXISTS unit_boot (
     PRIMARY KEY (addr, epoch)
 );
 """
-
-
-class StoreError(GatewayError):
-    """The journal cannot be opened or written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,10 +558,6 @@ class Store:
         return int(
             self.conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
         )
-
-    def mark_sent(self, rows: Sequence[OutboxRow], at: float) -> None:
-        """Record the broker's PUBACK for ``rows`` at one time (see :meth:`mark_acked`)."""
-        self.mark_acked([(r, at) for r in rows])
 
     def mark_acked(self, acked: Sequence[tuple[OutboxRow, float]]) -> None:
         """Record PUBACKs, each with the time it arrived (sets ``relayed_at`` once).

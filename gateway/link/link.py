@@ -124,7 +124,9 @@ class SerialLink:
         ser.timeout = 0
         ser.write_timeout = 0
         ser.exclusive = True
-        ser.open()  # O_NONBLOCK, raw mode; flushes input (see NOTES.md)
+        # O_NONBLOCK, raw mode. pyserial 3.5's open() flushes the input: what a unit sent
+        # before the port was open is lost (its outbox sends it again until ACKed)
+        ser.open()
         self._serial = ser
         self._fd = ser.fileno()
         self.opens += 1

@@ -29,11 +29,11 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.config import Config, Unit
 from gateway.core.contact_id import code_of
+from gateway.core.timefmt import iso
 from gateway.journal.store import Store
 from gateway.pipeline import testmode
 from protocol import AckState, Alarm, AlarmKind, Cancel, Frame
@@ -56,14 +56,6 @@ PRESS_AHEAD_MS = 2000.0
 """How far a press may lie ahead of the boot estimate's uptime (its rounding and drift)."""
 
 EventFn = Callable[..., None]
-
-
-def iso(t: float | None) -> str | None:
-    """UTC ISO 8601 with milliseconds and a ``Z``."""
-    if t is None:
-        return None
-    text = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,12 +39,14 @@ from typing import Any
 from gateway.core.clock import Clock
 from gateway.core.config import Config, Unit
 from gateway.core.contact_id import code_of
+from gateway.core.errors import AckRejected
+from gateway.core.timefmt import iso
 from gateway.journal.store import Store
 from gateway.link.downlink import Downlink
 from gateway.link.receiver import Received
-from gateway.pipeline.incidents import IncidentBook, iso
+from gateway.pipeline.incidents import IncidentBook
 from gateway.pipeline.ports import Watcher
-from gateway.relay.acks import ACK_CLOCK_SKEW_S, AckRejected, AckVerifier, SignedAck, body_json
+from gateway.relay.acks import ACK_CLOCK_SKEW_S, AckVerifier, SignedAck, body_json
 from protocol import (
     AckState,
     Alarm,

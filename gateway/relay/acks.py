@@ -26,10 +26,12 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.security.envelope import EnvelopeError, Signer, parse, verify
+from gateway.core.errors import AckRejected, EnvelopeError
+from gateway.core.timefmt import iso
+from gateway.security.envelope import Signer, parse, verify
 from gateway.security.signkeys import Authorised
 
 DISPOSITIONS = ("genuine", "false_alarm", "test")
@@ -47,16 +49,6 @@ CREATE TABLE IF NOT EXISTS ack_nonces (
     received_at REAL NOT NULL
 );
 """
-
-
-class AckRejected(Exception):
-    """An ack the gateway does not act on; ``reason`` is counted in the forgery event."""
-
-    def __init__(self, reason: str, detail: str = "", kid: str | None = None) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-        self.kid = kid
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +103,8 @@ def make_ack(
         body["post"] = post
     body["by"] = by
     body["nonce"] = secrets.token_hex(16)
-    body["at"] = _iso(time.time() if at is None else at)
+    body["at"] = iso(time.time() if at is None else at)
     return topic, signer.seal_obj(topic, body)
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _time(text: Any) -> float | None:
@@ -200,5 +188,5 @@ class AckVerifier:
 def body_json(ack: SignedAck) -> bytes:
     """The verified fields as the JSON a watcher reads (``by``, ``at``, ``nonce``)."""
     return json.dumps(
-        {"by": ack.by, "at": _iso(ack.at), "nonce": ack.nonce, "kid": ack.kid}
+        {"by": ack.by, "at": iso(ack.at), "nonce": ack.nonce, "kid": ack.kid}
     ).encode()

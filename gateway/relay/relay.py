@@ -36,7 +36,6 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 import aiomqtt
@@ -44,11 +43,11 @@ import paho.mqtt.client as paho
 
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock
-from gateway.core.errors import GatewayError
+from gateway.core.errors import DuplicateGatewayError, EnvelopeError
+from gateway.core.timefmt import iso, parse_iso
 from gateway.journal.store import OutboxRow, Store
-from gateway.pipeline.incidents import iso
 from gateway.relay.mqttsocket import guard_write_watch
-from gateway.security.envelope import MAX_PAYLOAD_BYTES, EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +148,6 @@ def _retrieve_disconnect(client: aiomqtt.Client) -> None:
 
 class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
-
-
-class DuplicateGatewayError(GatewayError):
-    """Another instance of this gateway (same id, same signing key) is publishing."""
 
 
 Alert = Callable[[str, dict[str, Any]], None]
@@ -584,7 +579,7 @@ class Relay:
         instance = body.get("instance")
         if instance == self.instance:
             return  # our own, read back
-        at = _parse_time(body.get("at"))
+        at = parse_iso(body.get("at"))
         if body.get("state") == "online" and at is not None and at >= self.started_at:
             detail = {"instance": instance, "ours": self.instance, "at": body.get("at")}
             self._alert("duplicate_gateway", detail)
@@ -644,13 +639,3 @@ class Relay:
             "period_s": STATUS_PERIOD_S,
         }
         return self._signer.seal(self._status, json.dumps(body, separators=(",", ":")))
-
-
-def _parse_time(text: Any) -> float | None:
-    """An ISO 8601 UTC time (as :func:`gateway.pipeline.incidents.iso` writes it) -> seconds."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

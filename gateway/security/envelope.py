@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.core.errors import EnvelopeError
 from gateway.security.signkeys import gateway_kid, private_path, read_private
 
 VERSION = 1
@@ -37,15 +38,6 @@ MAX_PAYLOAD_BYTES = 8192
 
 _DOMAIN = b"campusguard/v1\n"
 _SIG_LEN = 64
-
-
-class EnvelopeError(ValueError):
-    """A payload that is not a valid signed envelope; ``reason`` says why (for counting)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

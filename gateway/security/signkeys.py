@@ -29,7 +29,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.core.errors import UsageError
+from gateway.core.errors import KeyFileError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,47}$")
 _DUTYROOM_PUB = re.compile(
@@ -37,10 +37,6 @@ _DUTYROOM_PUB = re.compile(
 )
 _GATEWAY_PUB = re.compile(r"^(?:keys_)?(gateway-[A-Za-z0-9][A-Za-z0-9-]{0,47})\.pub$")
 SYSTEMD_PREFIX = "keys_"  # LoadCredential=keys:DIR names each file keys_<file>
-
-
-class KeyFileError(UsageError):
-    """A signing key file is missing, unreadable or not an Ed25519 key: exit status 2."""
 
 
 def gateway_kid(gateway_id: str) -> str:

@@ -30,12 +30,12 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.core.broker import add_broker_options, broker_settings
 from gateway.core.errors import GatewayError
+from gateway.core.timefmt import parse_iso
 from gateway.security.brokerconfig import Accounts
 from gateway.security.signkeys import provision_one_room
 from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
@@ -497,10 +497,7 @@ def _first_press_ok(d: dict[str, Any]) -> bool:
 
 
 def _ts(text: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return parse_iso(text)
 
 
 def _final_table(police: Police, out: TextIO, t0: float) -> None:

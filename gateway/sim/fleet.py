@@ -49,22 +49,13 @@ from gateway.arc.wiring import plan_arc
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
 from gateway.core.config import Config, Link, Unit, load_config
-from gateway.core.errors import GatewayError
+from gateway.core.errors import FleetError, VirtualUnitError
+from gateway.flashing.unitfiles import CONFIG_FILE, FIRMWARE_DIR, firmware_files, unit_config
 from gateway.security.signkeys import provision_one_room
 from gateway.service.assembly import Gateway, Settings
 from gateway.service.watchers import build_watchers
 from gateway.sim.linkrelay import Impairment, LinkRelay
-from gateway.sim.vboard import (
-    CONFIG_FILE,
-    DEFAULT_HEAPSIZE,
-    FIRMWARE_DIR,
-    VirtualUnit,
-    VirtualUnitError,
-    find_micropython,
-    firmware_files,
-    prepare_unit_dir,
-    unit_config,
-)
+from gateway.sim.vboard import DEFAULT_HEAPSIZE, VirtualUnit, find_micropython, prepare_unit_dir
 from protocol import Codec, Deframer, Frame, ProtocolError
 from protocol.keys import read_key, write_new_key
 
@@ -90,10 +81,6 @@ _GUARD_PINS = (
 
 DUTYROOM = "police"
 """The duty room of a fleet: its key pair shares the fleet's key directory."""
-
-
-class FleetError(GatewayError):
-    """The fleet could not be built or did not do what was asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -934,10 +921,6 @@ class Fleet:
     def plug(self, link: str) -> None:
         """Put the cable back."""
         self.relays[link].paused = False
-
-    def set_impairment(self, link: str, impairment: Impairment) -> None:
-        """Change how bad a link is, while running."""
-        self.relays[link].impairment = impairment
 
     async def stop(self) -> None:
         """Units off, gateway stopped, relays closed; the folder stays for a post-mortem."""

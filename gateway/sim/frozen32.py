@@ -30,6 +30,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.core.errors import Frozen32BuildError
+
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
 MANIFEST = FIRMWARE_DIR / "manifest_virtual.py"
@@ -50,10 +52,6 @@ MAKE_FLAGS = (
     "MICROPY_PY_SSL=0",
 )
 _ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".tgz", ".tar")
-
-
-class BuildError(Exception):
-    """The source is missing, or the build failed (the message says where to look)."""
 
 
 def in_ci(env: Mapping[str, str] = os.environ) -> bool:
@@ -109,7 +107,7 @@ def _run(cmd: list[str], log: Path, env: Mapping[str, str]) -> None:
         res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env), check=False)
     if res.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-1:]
-        raise BuildError(f"{cmd[0]} {cmd[1:3]} failed ({'; '.join(tail)}): see {log}")
+        raise Frozen32BuildError(f"{cmd[0]} {cmd[1:3]} failed ({'; '.join(tail)}): see {log}")
 
 
 def _unpack(source: Path, src: Path, log: Path) -> None:
@@ -134,7 +132,7 @@ def _unpack(source: Path, src: Path, log: Path) -> None:
             ignore=shutil.ignore_patterns("build", "build-*", ".git"),
         )
     if not (src / "py" / "mpconfig.h").is_file():
-        raise BuildError(f"{source}: not a MicroPython source (no py/mpconfig.h)")
+        raise Frozen32BuildError(f"{source}: not a MicroPython source (no py/mpconfig.h)")
 
 
 def build(source: Path, *, quiet: bool = False) -> Path:
@@ -192,10 +190,10 @@ def build(source: Path, *, quiet: bool = False) -> Path:
 
 
 def ensure(env: Mapping[str, str] = os.environ) -> Path:
-    """The built interpreter, building it if needed; :class:`BuildError` without a source."""
+    """The built interpreter, building it if needed; :class:`Frozen32BuildError` if no source."""
     source = find_source(env)
     if source is None:
-        raise BuildError(SOURCE_HINT)
+        raise Frozen32BuildError(SOURCE_HINT)
     return build(source, quiet=True)
 
 
@@ -214,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.if_source and not in_ci() else 2
     try:
         path = build(source)
-    except (BuildError, OSError) as exc:
+    except (Frozen32BuildError, OSError) as exc:
         print(f"firmware32: {exc}", file=sys.stderr)
         return 1
     print(path)

@@ -29,20 +29,12 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.errors import GatewayError
+from gateway.core.errors import BrokerMissingError, BrokerStartError
 from gateway.security.brokerconfig import Accounts, BrokerFiles, write_broker_config
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "sudo apt-get install mosquitto (or give a broker with --broker URL)"
-
-
-class BrokerMissingError(GatewayError):
-    """Mosquitto is not installed."""
-
-
-class BrokerStartError(GatewayError):
-    """Mosquitto did not start or did not listen in time."""
 
 
 def find_mosquitto() -> str:

@@ -35,16 +35,13 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
-from gateway.security.envelope import EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
 log = logging.getLogger(__name__)
-
-
-class ExpectationFailed(AssertionError):
-    """What the duty room expected did not arrive in time."""
 
 
 class Pressable(Protocol):
@@ -448,14 +445,6 @@ class Police:
             by=by or self.by,
             disposition=disposition,
             at=self.clock(),
-        )
-        await self._publish(topic, payload)
-
-    async def ack_duty(self, post: str, *, by: str | None = None, site: str | None = None) -> None:
-        """Answer a missed check-in from the duty room (``.../duty/<post>/ack``), signed."""
-        site = site or self._site_of_post(post)
-        topic, payload = make_ack(
-            self._signer(), self.prefix, site, post=post, by=by or self.by, at=self.clock()
         )
         await self._publish(topic, payload)
 

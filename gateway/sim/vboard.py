@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,48 +45,29 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.config import Unit
-from gateway.core.errors import GatewayError
+from gateway.core.errors import VirtualUnitError
+from gateway.flashing.unitfiles import (
+    FIRMWARE_DIR,
+    ROMFS_IMAGE,
+    compiled_tree,
+    romfs_image,
+    write_unit_files,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _firmware_dir() -> Path:
-    """The firmware's sources: package data of an installed wheel, else the checkout's."""
-    here = Path(__file__).resolve().parents[1]
-    packaged = here / "firmware"  # pyproject.toml maps firmware/ to gateway.firmware
-    return packaged if packaged.is_dir() else here.parent / "firmware"
-
-
-FIRMWARE_DIR = _firmware_dir()
 WATCHDOG_EXIT = 3
 """``exit_code`` after the firmware's watchdog ended the process."""
 CRASH_EXIT = 4
 """``exit_code`` after the firmware crashed (an exception reached ``main.py``)."""
-CONFIG_FILE = "unit.json"
-KEY_FILE = "unit.key"
-INSTALL_TEST_FILE = "install.test"
-"""Deploy's marker: the unit sends the installation TEST (kind 1, Contact ID 601) at the
-next boot, and removes the file once the gateway ACKed it."""
 DEFAULT_HEAPSIZE = "80K"
 """MicroPython heap of a virtual unit (``bench/firmware.py`` measures what it uses). 80K:
 the 64-bit port's objects are about twice an ESP32's, and a unit with its .mpy files on
 the filesystem holds ~60 KB after boot there (an ESP32 gives MicroPython ~110 KB)."""
-SOURCE_ONLY = ("main.py",)
-"""Files that stay source on a unit (everything else may be mpy-cross compiled)."""
-HOST_ONLY = ("manifest.py", "manifest_virtual.py", "board/conform.py")
-"""Files in ``firmware/`` that never go onto a unit (the freeze manifests, and the check
-of both boards against the board interface, ``board/iface.pyi``)."""
-ROMFS_IMAGE = "romfs.img"
-"""In a virtual unit's folder: the ROMFS image standing for an ESP32's ROMFS partition
-(``mpremote romfs build`` output; :func:`romfs_image`). A unit whose folder has one boots
-through ``gateway/sim/romlaunch.py``, which maps it read-only and mounts it at ``/rom``."""
 ROMLAUNCH = Path(__file__).resolve().parent / "romlaunch.py"
 
 _RELAY_CHUNK = 4096
-
-
-class VirtualUnitError(GatewayError):
-    """The virtual unit could not start, or did not do what was asked in time."""
 
 
 def find_micropython() -> str:
@@ -104,120 +82,6 @@ def find_micropython() -> str:
             "port, x86-64 only)"
         )
     return found
-
-
-def firmware_files(root: Path = FIRMWARE_DIR) -> list[Path]:
-    """The firmware's source files, relative to ``root`` (what goes onto a unit)."""
-    return sorted(
-        p.relative_to(root)
-        for p in root.rglob("*.py")
-        if "__pycache__" not in p.parts and p.relative_to(root).as_posix() not in HOST_ONLY
-    )
-
-
-def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The unit's ``unit.json`` content: address, pins, timings, kind, role.
-
-    ``overrides`` adds or replaces keys (tests use ``heartbeat_ms`` and the like, see
-    ``firmware/unitcfg.py``).
-    """
-    cfg: dict[str, Any] = {
-        "unit": unit.id,
-        "addr": unit.addr,
-        "role": unit.role,
-        "kind": unit.kind,
-        "pins": dict(unit.pins),
-        "heartbeat_s": unit.heartbeat_s,
-        "long_press_ms": unit.long_press_ms,
-        "cancel_window_s": unit.cancel_window_s,
-        "test_interval_h": unit.test_interval_h,
-        "incident_window_s": unit.incident_window_s,
-    }
-    if overrides:
-        cfg.update(overrides)
-    return cfg
-
-
-def mpy_cross(source: Path, target: Path, name: str) -> None:
-    """Compile one firmware module to ``.mpy`` (plain bytecode: loads on ESP32 and host).
-
-    ``name`` is the file name tracebacks show (its path on the unit).
-    """
-    exe = Path(sys.executable).parent / "mpy-cross"
-    cmd = [str(exe) if exe.exists() else "mpy-cross", "-s", name, "-o", str(target), str(source)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise VirtualUnitError(f"mpy-cross {source}: {result.stderr.strip()}")
-
-
-def compiled_tree(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
-    """A folder with the firmware compiled to ``.mpy`` (``main.py`` stays source).
-
-    Cached in ``cache`` under a hash of the sources, so a fleet compiles once.
-    """
-    h = hashlib.sha256()
-    for rel in firmware_files(root):
-        h.update(str(rel).encode())
-        h.update((root / rel).read_bytes())
-    out = cache / f"fw-{h.hexdigest()[:16]}"
-    if out.exists():
-        return out
-    tmp = cache / f"{out.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel in firmware_files(root):
-        dst = tmp / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.name in SOURCE_ONLY or rel.name == "__init__.py":
-            shutil.copyfile(root / rel, dst)
-        else:
-            mpy_cross(root / rel, dst.with_suffix(".mpy"), str(rel))
-    with contextlib.suppress(OSError):
-        tmp.rename(out)  # another process may have won the race: theirs is the same
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _mpremote() -> str:
-    beside = Path(sys.executable).parent / "mpremote"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("mpremote") or "mpremote"
-
-
-def romfs_image(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
-    """The firmware's modules as a ROMFS image (``mpremote romfs build``), cached in ``cache``.
-
-    What ``mpremote romfs deploy`` writes to an ESP32's ROMFS partition: every ``.mpy``
-    of :func:`compiled_tree`. ``main.py`` stays source on the filesystem, and
-    ``board/__init__.py`` (comments only) is left out: ``board`` then imports as a
-    namespace package, and no source file is compiled into RAM.
-    """
-    tree = compiled_tree(cache, root)
-    out = cache / f"{tree.name}.romfs"
-    if out.exists():
-        return out
-    src = cache / f"{tree.name}.romfs.{os.getpid()}.d"
-    tmp = cache / f"{out.name}.{os.getpid()}.tmp"
-    shutil.rmtree(src, ignore_errors=True)
-    for p in sorted(tree.rglob("*.mpy")):
-        dst = src / p.relative_to(tree)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, dst)
-    try:
-        res = subprocess.run(
-            [_mpremote(), "romfs", "--no-mpy", "-o", str(tmp), "build", str(src)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise VirtualUnitError(f"mpremote romfs build: {res.stderr.strip()}")
-        with contextlib.suppress(OSError):
-            tmp.rename(out)  # another process may have won the race: theirs is the same
-    finally:
-        shutil.rmtree(src, ignore_errors=True)
-        tmp.unlink(missing_ok=True)
-    return out
 
 
 def prepare_unit_dir(
@@ -248,24 +112,16 @@ def prepare_unit_dir(
     d = Path(unit_dir)
     d.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache) if cache else d.parent
-    src = compiled_tree(cache_dir) if compiled else FIRMWARE_DIR
-    if romfs:
-        shutil.copyfile(romfs_image(cache_dir), d / ROMFS_IMAGE)
-    for rel in sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()):
-        if rel.suffix not in (".py", ".mpy") or "__pycache__" in rel.parts:
-            continue
-        bare = romfs or frozen  # the modules are elsewhere: only main.py is a file
-        if rel.as_posix() in HOST_ONLY or (bare and rel.as_posix() not in SOURCE_ONLY):
-            continue
-        dst = d / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, dst)
-    (d / CONFIG_FILE).write_text(json.dumps(unit_config(unit, overrides), indent=1) + "\n")
-    key_file = d / KEY_FILE
-    key_file.write_text(key.hex() + "\n")
-    key_file.chmod(0o600)
-    if install_test:
-        (d / INSTALL_TEST_FILE).write_text("deploy\n")
+    write_unit_files(
+        d,
+        unit,
+        key,
+        compiled_tree(cache_dir) if compiled else FIRMWARE_DIR,
+        bare=romfs or frozen,  # the modules are elsewhere: only main.py is a file
+        image=romfs_image(cache_dir) if romfs else None,
+        overrides=overrides,
+        install_test=install_test,
+    )
     return d
 
 

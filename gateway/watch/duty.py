@@ -57,7 +57,7 @@ from typing import Any
 from gateway.core.clock import Clock
 from gateway.core.config import Config, Post, Unit
 from gateway.core.contact_id import NEW, RESTORE, code_of
-from gateway.pipeline.incidents import iso
+from gateway.core.timefmt import iso
 from gateway.pipeline.ports import Outlet
 from gateway.relay.acks import ACK_CLOCK_SKEW_S
 from gateway.watch.shifts import Period, WeeklySchedule, zone

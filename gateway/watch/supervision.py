@@ -41,7 +41,7 @@ from typing import Any
 from gateway.core.clock import Clock
 from gateway.core.config import Config, Unit
 from gateway.core.contact_id import MANUAL_TEST_CODE, NEW, RESTORE, code_of
-from gateway.pipeline.incidents import iso
+from gateway.core.timefmt import iso
 from gateway.pipeline.ports import Outlet
 from protocol.messages import (
     Fault,

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.config import Config
-from gateway.pipeline.incidents import iso
+from gateway.core.timefmt import iso
 from gateway.watch.duty import DutyWatch
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
 from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register

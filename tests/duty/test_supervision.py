@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.contact_id import KINDS, NEW, RESTORE
-from gateway.pipeline.incidents import iso
+from gateway.core.timefmt import iso
 from gateway.watch.supervision import STATE_REFRESH_S, Supervisor, offline_after
 from protocol.messages import (
     Alarm,

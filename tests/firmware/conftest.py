@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway.sim import frozen32
 from gateway.core.config import Config, load_config
-from gateway.sim.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
+from gateway.core.errors import VirtualUnitError
+from gateway.sim import frozen32
+from gateway.sim.vboard import VirtualUnit, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
 from protocol.keys import TEST_KEY
 from tests.support.timing import TIME_SCALE, scaled
@@ -228,7 +229,7 @@ def frozen32_binary() -> Path:
     tests skip with one line without a MicroPython source, and fail under CI=true."""
     try:
         return frozen32.ensure()
-    except frozen32.BuildError as exc:
+    except frozen32.Frozen32BuildError as exc:
         if frozen32.in_ci() or frozen32.find_source() is not None:
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc))

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.sim.vboard import FIRMWARE_DIR, find_micropython
+from gateway.flashing.unitfiles import FIRMWARE_DIR
+from gateway.sim.vboard import find_micropython
 from protocol import (
     Ack,
     AckState,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gateway.sim.vboard import FIRMWARE_DIR
+from gateway.flashing.unitfiles import FIRMWARE_DIR
 from protocol import AckState, AlarmKind, FaultCode, HeartbeatFlags, MsgType, SignalPattern
 from protocol.messages import TestKind
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as cli
-from gateway.sim.vboard import INSTALL_TEST_FILE, ROMFS_IMAGE, VirtualUnit, find_micropython
+from gateway.flashing.unitfiles import INSTALL_TEST_FILE, ROMFS_IMAGE
+from gateway.sim.vboard import VirtualUnit, find_micropython
 from tests.support.timing import TIME_SCALE
 from protocol import MsgType, TestKind
 from protocol.keys import read_key

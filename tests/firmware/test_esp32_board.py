@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from gateway.core.config import Config
-from gateway.sim.vboard import FIRMWARE_DIR, find_micropython, prepare_unit_dir
+from gateway.flashing.unitfiles import FIRMWARE_DIR
+from gateway.sim.vboard import find_micropython, prepare_unit_dir
 from protocol import AlarmKind, MsgType
 from protocol.keys import TEST_KEY
 from tests.support.timing import scaled

@@ -79,7 +79,7 @@ def test_deploy_from_installed_wheel(
     assert res.returncode == 0, res.stderr
     # the installed package, not the checkout, answers
     where = subprocess.run(
-        [str(py), "-c", "import gateway.sim.vboard as v; print(v.FIRMWARE_DIR)"],
+        [str(py), "-c", "import gateway.flashing.unitfiles as u; print(u.FIRMWARE_DIR)"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sim.vboard import ROMFS_IMAGE
+from gateway.flashing.unitfiles import ROMFS_IMAGE
 from protocol import AlarmKind, MsgType
 from tests.firmware.conftest import UnitFactory
 

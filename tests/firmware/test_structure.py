@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from gateway.sim.vboard import FIRMWARE_DIR, HOST_ONLY
+from gateway.flashing.unitfiles import FIRMWARE_DIR, HOST_ONLY
 
 MODULES = {
     p.relative_to(FIRMWARE_DIR).as_posix(): ast.parse(p.read_text())
@@ -63,3 +63,32 @@ def test_each_record_is_read_by_its_writer() -> None:
             if record in strings:
                 assert name == owner, (record, name)
     assert Path(FIRMWARE_DIR / "board" / "iface.pyi").exists()
+
+
+# What the firmware may import besides its own modules: MicroPython's built-in modules
+# (ESP32 port; ``_thread`` and ``termios`` only in board/virtual.py, the unix port's board).
+MICROPYTHON_MODULES = {
+    "_thread", "array", "asyncio", "binascii", "collections", "errno", "esp32", "gc",
+    "hashlib", "io", "json", "machine", "micropython", "network", "os", "random", "select",
+    "struct", "sys", "termios", "time", "uctypes", "vfs",
+}  # fmt: skip
+ROOT = FIRMWARE_DIR.parent
+
+
+def test_firmware_imports_nothing_of_the_host() -> None:
+    # firmware/ is no package, so import-linter cannot see it (issue 13 item 2)
+    own = {p.stem for p in FIRMWARE_DIR.glob("*.py")} | {
+        p.name for p in FIRMWARE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
+    host = {
+        p.name
+        for p in ROOT.iterdir()
+        if p.is_dir() and p.name != "firmware" and any(p.glob("*.py"))
+    }
+    assert {"gateway", "protocol", "tests"} <= host
+    for name in sorted(FIRMWARE_DIR.rglob("*.py")):
+        rel = name.relative_to(FIRMWARE_DIR).as_posix()
+        tops = {m.split(".")[0] for m in imports(ast.parse(name.read_text()))}
+        assert not tops & host, f"firmware/{rel} imports the host's {sorted(tops & host)}"
+        strange = tops - own - MICROPYTHON_MODULES
+        assert not strange, f"firmware/{rel} imports {sorted(strange)}: not on a unit"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import statistics
 
-from gateway.sim.vboard import INSTALL_TEST_FILE
+from gateway.flashing.unitfiles import INSTALL_TEST_FILE
 from protocol import MsgType, TestKind
 from tests.firmware.conftest import UnitFactory
 

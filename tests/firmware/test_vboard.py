@@ -9,7 +9,8 @@ import pytest
 import serial
 
 from gateway.core.config import Config
-from gateway.sim.vboard import VirtualUnit, VirtualUnitError, prepare_unit_dir
+from gateway.core.errors import VirtualUnitError
+from gateway.sim.vboard import VirtualUnit, prepare_unit_dir
 from tests.support.timing import TIME_SCALE
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
 from gateway.core.config import Config, load_config
+from gateway.core.errors import EnvelopeError
 from gateway.relay.acks import make_ack
 from gateway.security.brokerconfig import Accounts
-from gateway.security.envelope import EnvelopeError, Signer, open_gateway
+from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import (
     dutyroom_kid,
     gateway_keys,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.core.timefmt import iso
 from gateway.dutyroom.board import CLOSED_KEEP_S, Board, Target, event_text, paint
-from gateway.pipeline.incidents import iso
 
 T = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 P = "campusguard/school"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.core.timefmt import iso
 from gateway.dutyroom.board import Board
-from gateway.pipeline.incidents import iso
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid
 from protocol import AckState, Alarm, AlarmKind

@@ -12,7 +12,8 @@ from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils import ResponseType
 
 from gateway.arc import dc09
-from gateway.arc.dc09 import DC09Error, Frame, Token
+from gateway.arc.dc09 import Frame, Token
+from gateway.core.errors import DC09Error
 
 KEY16 = "AAAAAAAAAAAAAAAA"
 KEY24 = "0123456789abcdefABCDEFGH"

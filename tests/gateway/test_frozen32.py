@@ -38,5 +38,5 @@ def test_missing_source_is_one_line_and_fails_only_under_ci(
     lines = capsys.readouterr().err.splitlines()
     assert lines == [frozen32.SOURCE_HINT] * 3
     assert "MICROPY_SRC" in frozen32.SOURCE_HINT and "v1.28.0" in frozen32.SOURCE_HINT
-    with pytest.raises(frozen32.BuildError, match="MICROPY_SRC"):
+    with pytest.raises(frozen32.Frozen32BuildError, match="MICROPY_SRC"):
         frozen32.ensure({"MICROPY_SRC": str(tmp_path / "nowhere")})

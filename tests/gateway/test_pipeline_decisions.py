@@ -20,10 +20,10 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.config import Unit
+from gateway.core.timefmt import iso
 from gateway.journal.store import Store
 from gateway.link.downlink import Downlink
 from gateway.link.receiver import Received
-from gateway.pipeline.incidents import iso
 from gateway.pipeline.pipeline import SECURITY_EVENT_INTERVAL_S, Pipeline
 from gateway.relay.acks import AckVerifier, make_ack
 from gateway.security.envelope import Signer, parse, verify

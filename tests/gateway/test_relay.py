@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.broker import BrokerSettings
 from gateway.core.clock import ManualClock
 from gateway.core.errors import UsageError
 from gateway.journal.store import Store
 from gateway.relay import relay as relay_module
-from gateway.relay.relay import BACKLOG_PAGE, BrokerSettings, Relay
+from gateway.relay.relay import BACKLOG_PAGE, Relay
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic

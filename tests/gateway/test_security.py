@@ -22,8 +22,9 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.config import Unit
-from gateway.pipeline.incidents import iso
-from gateway.relay.relay import STATUS_PERIOD_S, DuplicateGatewayError
+from gateway.core.errors import DuplicateGatewayError
+from gateway.core.timefmt import iso
+from gateway.relay.relay import STATUS_PERIOD_S
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid, write_pair
 from gateway.service.assembly import status_topic

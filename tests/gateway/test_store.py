@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal.store import OutboxRow, Store, StoreError, default_db_path
+from gateway.core.errors import StoreError
+from gateway.journal.store import OutboxRow, Store, default_db_path
 
 from .helpers import T0
 
@@ -90,7 +91,7 @@ def test_pending_pages_through_unsent_rows_in_id_order(store: Store) -> None:
     assert [r.id for r in store.pending(4, after=ids[3])] == ids[4:8]
     assert [r.id for r in store.pending(100, after=ids[8])] == ids[9:]
     sent = store.pending(3, after=ids[1])  # rows 2, 3, 4 PUBACKed
-    store.mark_sent(sent, T0 + 100)
+    store.mark_acked([(r, T0 + 100) for r in sent])
     assert [r.id for r in store.pending(100)] == ids[:2] + ids[5:]
     assert store.pending_count() == 7
     assert store.pending(0) == []
