@@ -101,6 +101,9 @@ async def test_failed_fsync_withholds_acks_for_good(tmp_path: Path) -> None:
         gate.error = None  # a later fsync would succeed, but the pages may be gone
         commit(store, "b")
         store.when_durable(lambda: called.append("b"))
+        # an absence: a healthy WalSync calls back on the loop's next turns after its
+        # fsync thread returns (the first test above: well within 50 ms on an idle host);
+        # a busy host only makes a wrong callback later, never a right one wrong
         await asyncio.sleep(0.05)
         assert called == [] and store.wal.syncs == 1
     finally:
