@@ -1,6 +1,6 @@
 """End to end: a virtual press -> the police subscriber's receipt, on the virtual fleet.
 
-python bench/e2e.py [--json] [--presses N] [--rate PER_S]
+python bench/e2e.py [--json] [--presses N] [--rate PER_S] [--baud N] [--fsync-ms LOW:HIGH]
 
 For 10 and 100 units (the real firmware on the MicroPython unix port, 2 and 4 shared
 links), each with a clean link and with 10 % of frames dropped both ways (seeded): a
@@ -16,9 +16,18 @@ virtual unit starved of CPU while its button was down for 80 ms) is presses - ta
 The gateway's clock runs 60x (as in ``campusguard demo``) so that a unit's incident
 window is short and each unit can open a new incident every half second; the units'
 heartbeat, incident and cancel windows are scaled alike. Unit folders are written
-directly (``prepare_unit_dir``), not through mpremote. Targets (issue 6): p99 under
-100 ms without loss, under 500 ms with 10 % loss, nothing lost. Exit status 1 only if
-an alarm a unit took was lost; a missed latency target shows as ``"ok": false``.
+directly (``prepare_unit_dir``), not through mpremote. Targets: p99 under 100 ms without
+loss (issue 6) and with 10 % loss at 115200 baud (issue 18), nothing lost; at other baud
+rates the figures are reported against 500 ms. Exit status 1 only if an alarm a unit took
+was lost; a missed latency target shows as ``"ok": false``.
+
+The line and the disk are emulated: each link carries frames at ``--baud`` (10 bits a
+byte, one frame at a time in either direction: a shared RS-485 pair or radio channel) and
+every journal fsync takes ``--fsync-ms`` more (uniform; a Pi's SD card: 1-20 ms). The
+gateway ACKs after that fsync, so both are in every round trip the units learn their
+retransmission timeout from. ``retransmissions``: copies of a frame heard on the line
+after its first (the units' retries); on a lossless link every one of them is needless
+(``needless_retransmissions``), as nothing was lost that it could have replaced.
 
 On a 2-core host the 100-unit runs measure the host, not the system: each idle firmware
 process (the unix port's asyncio loop with 20 ms ticks) takes ~1.8 % of a core, so 100 of
@@ -35,6 +44,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,14 +61,23 @@ from gateway.sim.police import Police  # noqa: E402
 from protocol import MsgType  # noqa: E402
 
 ALARM = MsgType.ALARM
+# what the units send until ACKed (heartbeats go once)
+RELIABLE = {MsgType.ALARM, MsgType.CANCEL, MsgType.CHECKIN, MsgType.TEST, MsgType.FAULT}
 
 SPEED = 60.0
-TARGET_P99_MS = {0.0: 100.0, 0.1: 500.0}
+TARGET_P99_MS = 100.0  # clean, and 10 % loss at 115200 baud
+OTHER_TARGET_P99_MS = 500.0  # 10 % loss at other baud rates (issue 6's target)
 
 
-def plan_for(units: int) -> FleetPlan:
+def target_ms(loss: float, baud: int) -> float:
+    """The p99 a run is held to."""
+    return TARGET_P99_MS if loss == 0.0 or baud == 115200 else OTHER_TARGET_P99_MS
+
+
+def plan_for(units: int, baud: int) -> FleetPlan:
     return FleetPlan(
         units=units,
+        baud=baud,
         links=2 if units <= 25 else 4,
         guard_post=False,
         gateway_id="bench-gw",
@@ -87,14 +106,16 @@ async def one_run(
     workdir: Path,
     seed: int,
     gateway: Literal["inprocess", "process"],
+    baud: int,
+    fsync_ms: tuple[float, float],
 ) -> dict[str, Any]:
-    plan = plan_for(units)
+    plan = plan_for(units, baud)
     book = PressBook()
     fleet = Fleet(
         workdir,
         plan,
         broker_url=broker.settings(f"gateway-{plan.gateway_id}"),
-        impairment=Impairment(drop=loss) if loss else None,
+        impairment=Impairment(drop=loss, baud=baud),
         seed=seed,
         provision="fast",
         firmware=firmware_for(plan),
@@ -102,6 +123,7 @@ async def one_run(
         clock_speed=SPEED,
         concurrency=16,
         gateway=gateway,
+        fsync_delay_ms=fsync_ms if fsync_ms[1] > 0 else None,
     )
     # the police emulator reads what the gateway signs and signs its acks (same key folder)
     provision_one_room(fleet.keydir, plan.gateway_id, DUTYROOM)
@@ -151,10 +173,21 @@ async def one_run(
             except AssertionError:
                 pass
             taken = registered()
+            copies = Counter(
+                (h.sender, f.epoch, f.seq) for h, f in fleet.heard() if f.body.TYPE in RELIABLE
+            )
+            resent = sum(n - 1 for n in copies.values())
+            timings = [await u.vu.link_timing() for u in order]
             lat = book.latencies(police)
             delivered = book.delivered(police)
             stats = {lid: dict(r.stats) for lid, r in fleet.relays.items()}
             rejects = dict(fleet.rejects()) if gateway == "inprocess" else {}
+            # the gateway's part of each round trip: frames read -> ACKs written
+            frames_to_acks = (
+                latency_stats(list(fleet.gateway.pipeline.batch_s))
+                if gateway == "inprocess"
+                else None
+            )
     dropped = sum(s.get("up_dropped", 0) + s.get("down_dropped", 0) for s in stats.values())
     frames = sum(s.get("up_frames", 0) + s.get("down_frames", 0) for s in stats.values())
     stats_ms = latency_stats(lat)
@@ -171,14 +204,26 @@ async def one_run(
         "frames_relayed": frames,
         "frames_dropped": dropped,
         "gateway_rejects": rejects,
+        "gateway_frames_to_acks_ms": frames_to_acks,
+        "baud": baud,
+        "fsync_ms": list(fsync_ms),
+        "retransmissions": resent,
+        # what the units learnt (ms): their timeouts and smoothed round trips at the end
+        "unit_rto_ms": latency_stats([t[0] / 1000 for t in timings]),
+        "unit_srtt_ms": latency_stats([t[1] / 1000 for t in timings]),
+        "needless_retransmissions": resent if loss == 0.0 else None,
+        # copies whose ACK came back too soon to answer them (the units' own count, RFC 3522)
+        "needless_seen_by_units": sum(t[3] for t in timings),
         "fleet_up_s": round(up_s, 2),
-        "target_p99_ms": TARGET_P99_MS.get(loss, 500.0),
-        "ok": taken == delivered == book.total and stats_ms["p99"] < TARGET_P99_MS.get(loss, 500.0),
+        "target_p99_ms": target_ms(loss, baud),
+        "ok": taken == delivered == book.total and stats_ms["p99"] < target_ms(loss, baud),
     }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
+    low, _, high = args.fsync_ms.partition(":")
+    fsync_ms = (float(low), float(high or low))
     # the broker as broker-config writes it (TLS, a user per client, the ACL)
     accounts = Accounts(gateways={"bench-gw": ["+"]}, dutyrooms={DUTYROOM: ["+"]})
     with (
@@ -199,6 +244,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 Path(tmp) / f"run{i}",
                 seed=i + 1,
                 gateway=args.gateway,
+                baud=args.baud,
+                fsync_ms=fsync_ms,
             )
             runs.append(r)
             if not args.json:
@@ -208,12 +255,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     f"taken {r['taken_by_units']:>4}  delivered {r['delivered']:>4}  "
                     f"lost {r['lost']}  "
                     f"p50 {lat['p50']:>6.1f} ms  p99 {lat['p99']:>6.1f} ms  "
-                    f"max {lat['max']:>6.1f} ms  (target p99 < {r['target_p99_ms']:.0f} ms: "
+                    f"max {lat['max']:>6.1f} ms  resent {r['retransmissions']}  "
+                    f"(target p99 < {r['target_p99_ms']:.0f} ms: "
                     f"{'ok' if r['ok'] else 'MISSED'})",
                     flush=True,
                 )
     return {
         "bench": "e2e",
+        "baud": args.baud,
+        "fsync_ms": list(fsync_ms),
         "method": "virtual press (control pty) -> police subscriber receipt, same monotonic clock",
         "rate_per_s": args.rate,
         "runs": runs,
@@ -233,6 +283,15 @@ if __name__ == "__main__":
         help="the gateway as its own process (default, as on the Pi) or in the harness",
     )
     p.add_argument("--only", help="run only UNITS:LOSS, e.g. 100:0.1")
+    p.add_argument(
+        "--baud", type=int, default=115200, help="the links' speed (default 115200; 9600: radio)"
+    )
+    p.add_argument(
+        "--fsync-ms",
+        default="1:20",
+        metavar="LOW:HIGH",
+        help="each journal fsync also takes LOW..HIGH ms (default 1:20, a Pi's SD card; 0: none)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # aiomqtt's pending-publish notes

@@ -5,6 +5,8 @@
 # (delivery) -> App (this file). Each layer's task is its run(); App starts every task
 # (start()), the supervisor watches them, stop() cancels them.
 # A guard post's check-in button lives in checkin.py, imported only where there is one.
+# A patrol checkpoint (role "checkpoint") has only that button: startup never runs the
+# alarm button there, so a checkpoint never sends ALARM (a long press is a duress CHECKIN).
 # The boot sequence (config, epoch, outbox reload, boot frames, tasks) is startup.py,
 # which main.py wires to App and drops once the unit runs: its code does not stay in
 # RAM. App never imports startup (startup imports App: no import circle).
@@ -133,12 +135,14 @@ class App:
         self.counter = Counter(self.store)
         self.codec = proto.Codec(cfg.addr, cfg.key)  # one key setup for both directions
         self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame, board.rs485_de())
-        self.outbox = Outbox(self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms)
+        self.outbox = Outbox(
+            self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms, cfg.baud
+        )
         self.feedback = Feedback(board)
         self.button = Button(
             board.input("button"), self, cfg.debounce_ms, cfg.long_press_ms, cfg.stuck_ms
         )
-        self.checkin = None  # checkin.Checkin on a guard post (not in safe mode)
+        self.checkin = None  # checkin.Checkin on a guard post (not in safe mode), a checkpoint
         self.tasks = []
         self.safe = False
         # uptime beyond the 2^30 ms wrap of ticks_ms (folded every supervisor tick)
@@ -226,7 +230,7 @@ class App:
                 self.storage_fault = True
         else:
             self.link.send(enc.wire, n)
-            self.outbox.remember(mtype, epoch, seq)
+            self.outbox.remember(mtype, epoch, seq, True)  # sent once: its ACK is timed
         return True
 
     def fault(self, code, active, detail=0):
@@ -512,7 +516,12 @@ class App:
         board = self.board
         cfg = self.cfg
         safe = self.safe
-        if not safe and cfg.role == "guard_post" and board.input("checkin") is not None:
+        # a checkpoint's check-in is its only button (its duress is its alarm): it runs
+        # in safe mode too; a guard post's is optional, off in safe mode
+        role = cfg.role
+        if (role == "checkpoint" or (not safe and role == "guard_post")) and board.input(
+            "checkin"
+        ) is not None:
             from checkin import Checkin
 
             self.checkin = Checkin(self, board.input("checkin"))

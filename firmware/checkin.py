@@ -1,6 +1,7 @@
 # A guard post's check-in button (role guard_post, pin `checkin`): CHECKIN on release;
 # held to long_press_ms it is a duress check-in, sent at once, and shown exactly like a
-# normal one. Imported by app.py only on a guard post, and never in safe mode.
+# normal one. Imported by app.py only on a guard post (never in safe mode) and on a
+# patrol checkpoint (role checkpoint: a scan; also in safe mode, it is its only button).
 import time
 from micropython import const
 

@@ -3,10 +3,21 @@
 # A frame is kept as its exact wire bytes: a retransmission is the same bytes, the same
 # counter and the same MAC (SPEC.md 1.3). Alarm-class frames (ALARM, CANCEL, CHECKIN) are
 # written to flash BEFORE their first transmission and reloaded after a reboot, so a
-# pending alarm survives power loss and is never re-signed. Retries: first after
-# ~200 ms, then doubling with +-25 % jitter, capped at 30 s, for ever. Listen before
-# talk: while the link is busy (another unit sending) a frame waits 2-9 ms, at most 10
-# times in a row (a line that never falls quiet must not hold an alarm back).
+# pending alarm survives power loss and is never re-signed. Listen before talk: while the
+# link is busy (another unit sending) a frame waits 2-9 ms, at most 10 times in a row (a
+# line that never falls quiet must not hold an alarm back).
+#
+# Retransmission timeout: learnt from the ACK round trip as TCP does (RFC 6298: smoothed
+# RTT plus four times its variation; Karn: only a frame sent once is timed, since an ACK
+# after a retransmission may answer either copy). The round trip is the frame and its ACK
+# on the wire, the gateway's journal fsync (1-20 ms on a Pi's SD card) and both loops;
+# frames sent once and ACKed (heartbeats, alarms) are the samples. Before the first one,
+# and at most, retry_first_ms (200, the fixed timer this replaced); never below the frame
+# and its ACK on the wire at the link's baud rate. The first two retries wait the
+# timeout; each further one twice the last, capped at retry_cap_ms (30 s), for ever.
+# Jitter only lengthens (an early copy is a needless one): up to an eighth more plus two
+# frame air times, so units that lost the line together (a collision on a shared bus)
+# spread out.
 import random
 import struct
 import time
@@ -22,6 +33,9 @@ _RECENT = const(16)
 _FILE = "outbox.bin"
 _LBT_TRIES = const(10)
 _TICK_MS = const(20)  # at least this between two passes (a listen-before-talk hold)
+_BITS_PER_BYTE = const(10)  # 8N1
+_ACK_WIRE = const(29)  # an ACK on the wire: 27 bytes, COBS's byte and the delimiter
+_RTO_MIN_MS = const(2)  # ticks_ms's resolution, on both ends of a round trip
 
 # priorities: what is dropped first when every slot is full
 _PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
@@ -42,8 +56,11 @@ _M_PERSIST = const(48)
 _M_ATTEMPTS = const(64)
 _M_WAITS = const(80)  # listen-before-talk deferrals in a row
 _M_RTYPE = const(96)  # type of recently sent counter k (0: none yet)
-_M_LEN = const(112)
-_ADDED = const(16)  # _t: due at i, added at 16 + i
+_M_RTIMED = const(112)  # recent counter k was sent once, unreliably: time its ACK
+_M_LEN = const(128)
+_ADDED = const(16)  # _t: due at i, added at 16 + i, last sent at 32 + i, recent k sent at 48 + k
+_SENT = const(32)
+_RSENT = const(48)
 
 
 class Outbox:
@@ -52,18 +69,35 @@ class Outbox:
     press goes; only if 16 never-drop frames are pending is the oldest of those replaced
     (counted in `dropped`). Priorities: 0 keep, 1 fold (further press), 2 info."""
 
-    def __init__(self, link, store, retry_first_ms=200, retry_cap_ms=30000):
+    def __init__(self, link, store, retry_first_ms=200, retry_cap_ms=30000, baud=115200):
         self._link = link
         self._store = store
-        self._first_ms = retry_first_ms
         self._cap_ms = retry_cap_ms
+        if baud <= 0:
+            baud = 115200
+        # one frame's air time (the jitter's step), and the floor: a frame and its ACK
+        self._air_ms = (_W * _BITS_PER_BYTE * 1000 + baud - 1) // baud
+        self._floor_ms = (
+            (_W + _ACK_WIRE) * _BITS_PER_BYTE * 1000 + baud - 1
+        ) // baud + _RTO_MIN_MS
+        # never slower than the fixed first retry was: a slow spell (a boot storm on the
+        # bus, a gateway busy for seconds) measured once would otherwise hold every alarm
+        # back for seconds while srtt decays by an eighth a sample
+        self._ceil_ms = max(retry_first_ms, self._floor_ms)
+        if self._ceil_ms > retry_cap_ms:
+            self._ceil_ms = retry_cap_ms
+        self.rto_ms = self._ceil_ms  # until the first round trip
+        self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet; virtual.py reads it)
+        self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
+        self.retries = 0  # frames sent again
+        self.needless = 0  # ... of which the ACK showed that an earlier copy had arrived
         self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
         m = bytearray(_M_LEN)
         m[_M_PRIO : _M_PRIO + _SLOTS] = b"\xff" * _SLOTS
         self._m = m
         self._epoch = array("I", bytes(4 * (_SLOTS + _RECENT)))
         self._seq = array("H", bytes(2 * (_SLOTS + _RECENT)))
-        self._t = array("i", bytes(8 * _SLOTS))  # ticks: due, then added
+        self._t = array("i", bytes(4 * (3 * _SLOTS + _RECENT)))  # ticks (see _ADDED)
         self._r_next = 0
         self.dropped = 0
         self._sleep = Sleeper()  # the run task sleeps on it (add() wakes it)
@@ -89,13 +123,17 @@ class Outbox:
                 return best
         return 0
 
-    def remember(self, mtype, epoch, seq):
-        """Note a sent counter so that its ACK will be taken."""
+    def remember(self, mtype, epoch, seq, timed=False):
+        """Note a sent counter so that its ACK will be taken; `timed`: a frame sent once
+        and never again (a heartbeat), whose ACK is a round-trip sample."""
         m = self._m
         i = self._r_next
         self._epoch[_SLOTS + i] = epoch
         self._seq[_SLOTS + i] = seq
         m[_M_RTYPE + i] = mtype
+        m[_M_RTIMED + i] = 1 if timed else 0
+        if timed:
+            self._t[_RSENT + i] = time.ticks_ms()  # type: ignore[call-overload]  # an int
         self._r_next = (i + 1) % _RECENT
 
     def recent_type(self, epoch, seq):
@@ -104,8 +142,35 @@ class Outbox:
         for i in range(_RECENT):
             k = _SLOTS + i
             if m[_M_RTYPE + i] and self._epoch[k] == epoch and self._seq[k] == seq:
+                if m[_M_RTIMED + i]:
+                    m[_M_RTIMED + i] = 0  # a second ACK of it is no round trip
+                    self._sample(time.ticks_diff(time.ticks_ms(), self._t[_RSENT + i]))
                 return m[_M_RTYPE + i]
         return 0
+
+    def _sample(self, rtt):
+        """One measured round trip (ms) into the timeout (RFC 6298 in integers: srtt
+        and the deviation both kept x8, so that the shifts lose nothing that matters)."""
+        cap = self._cap_ms
+        if rtt > cap:
+            rtt = cap
+        if rtt < 1:
+            rtt = 1
+        if self._srtt8 == 0:
+            self._srtt8 = rtt << 3
+            self._var8 = rtt << 2  # RTTVAR = R/2
+        else:
+            d = rtt - (self._srtt8 >> 3)
+            self._srtt8 += d  # SRTT += (R - SRTT)/8
+            if d < 0:
+                d = -d
+            self._var8 += (d << 1) - (self._var8 >> 2)  # RTTVAR += (|R - SRTT| - RTTVAR)/4
+        rto = (self._srtt8 >> 3) + (self._var8 >> 1)  # SRTT + 4 RTTVAR
+        if rto > self._ceil_ms:
+            rto = self._ceil_ms
+        if rto < self._floor_ms:
+            rto = self._floor_ms
+        self.rto_ms = rto
 
     def put(self, i, mtype, epoch, seq, n, prio, persist, now):
         m = self._m
@@ -150,19 +215,24 @@ class Outbox:
             return
         m[_M_WAITS + i] = 0
         self._link.send(self.buf, m[_M_N + i], i * _W)
+        self._t[_SENT + i] = now
         self.remember(m[_M_TYPE + i], self._epoch[i], self._seq[i])
         a = m[_M_ATTEMPTS + i]
+        if a > 0:
+            self.retries += 1
         if a < 255:
             a += 1
             m[_M_ATTEMPTS + i] = a
-        ms = self._first_ms
-        for _ in range(a - 1):
+        ms = self.rto_ms
+        # the first two copies after the timeout itself (a lost frame is noise on the
+        # line, not a crowd: one more round trip), then doubling (a gateway that is away)
+        for _ in range(a - 2):
             ms <<= 1
             if ms >= self._cap_ms:
                 ms = self._cap_ms
                 break
-        # +-25 % jitter, so units that lost the link together do not retry together
-        ms = ms - (ms >> 2) + (random.getrandbits(10) * (ms >> 1) >> 10)
+        # later, never earlier: up to an eighth more and two frame air times
+        ms += (random.getrandbits(8) * ((ms >> 3) + (self._air_ms << 1))) >> 8
         self._t[i] = time.ticks_add(now, ms)
 
     # ---- acknowledgement ----
@@ -173,6 +243,15 @@ class Outbox:
         for i in range(_SLOTS):
             if m[_M_PRIO + i] != _FREE and self._epoch[i] == epoch and self._seq[i] == seq:
                 m[_M_PRIO + i] = _FREE
+                now = time.ticks_ms()
+                if m[_M_ATTEMPTS + i] == 1:  # Karn: a resent frame's ACK may be either copy's
+                    self._sample(time.ticks_diff(now, self._t[_SENT + i]))
+                elif time.ticks_diff(now, self._t[_SENT + i]) < (self._srtt8 >> 4):
+                    # back sooner than half a round trip after the last copy: the ACK of
+                    # an earlier one, which was only late (Eifel, RFC 3522). That copy was
+                    # needless: time the first one, so that the timeout grows to fit
+                    self.needless += 1
+                    self._sample(time.ticks_diff(now, self._t[_ADDED + i]))
                 if m[_M_PERSIST + i]:
                     self._save()
                 return m[_M_TYPE + i]

@@ -137,6 +137,8 @@ async def boot(app):
             app.manual_test()  # first boot after a deploy: the installation test
         except OSError:
             pass
-    app.start(app.button.run())
+    if cfg.role != "checkpoint":
+        # a patrol checkpoint has no alarm button: nothing it does may send ALARM
+        app.start(app.button.run())
     app.start(app.heartbeat())
     return reloaded  # app.run() starts the check-in button and tells the board

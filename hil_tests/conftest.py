@@ -10,6 +10,11 @@ Options (in the spirit of Espressif's pytest-embedded):
                        presses through the unit's REPL (see hil_tests/README.md)
     --hil-config PATH  the register of the real units (default boards.yaml)
     --hil-keydir DIR   their keys (default keys/)
+    --hil-unix-uart PTY  the harness's own test: each --port is a MicroPython unix port's
+                       REPL on a pty, and this pty its board's UART (same order)
+
+LED and buzzer checks a real board leaves to a person are recorded as "not checked" and
+the scenario goes on; the run ends with a summary of what was checked and what was not.
 
 Without --port every scenario runs on virtual boards: MicroPython processes running the
 real firmware, each deployed through ``campusguard deploy`` (mpremote) once per distinct
@@ -34,7 +39,7 @@ from gateway.security.brokerconfig import Accounts
 from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
 from gateway.sim.localbroker import LocalBroker
 from gateway.sim.police import Police
-from hil_tests.realboard import RealRig, RealUnit, real_rig_options
+from hil_tests.realboard import LEDGER, RealRig, RealUnit, real_rig_options
 from tests.support.timing import TIME_SCALE
 
 # One register for every virtual scenario: small timings so each runs in seconds. Every
@@ -65,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--hil-config", default="boards.yaml", help="register of the real units")
     group.addoption("--hil-keydir", default="keys", help="key directory of the real units")
+    group.addoption(
+        "--hil-unix-uart",
+        action="append",
+        default=[],
+        help="the harness's self-test: --port is a MicroPython unix port REPL, this its UART",
+    )
 
 
 def _split(values: list[str]) -> list[str]:
@@ -78,6 +89,53 @@ def real_boards(request: pytest.FixtureRequest) -> list[tuple[str, str, str | No
         _split(request.config.getoption("--port")),
         _split(request.config.getoption("--unit")),
         _split(request.config.getoption("--jig-gpio")),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _ledger_scenario(request: pytest.FixtureRequest) -> None:
+    """Checks a real board leaves to a person are recorded against this scenario."""
+    LEDGER.scenario = request.node.nodeid
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """What the run checked and what it did not (LED and buzzer on real boards, scenarios
+    that need a virtual board's powers)."""
+    stats = terminalreporter.stats
+    reports = [r for key in ("passed", "failed", "skipped", "error") for r in stats.get(key, [])]
+    # the HIL scenarios only (make test runs tests/ in the same session)
+    reports = [
+        r
+        for r in reports
+        if r.nodeid.startswith("hil_tests/") and (r.when == "call" or r.outcome != "passed")
+    ]
+    if not reports:
+        return
+    real = bool(config.getoption("--port"))
+    tr = terminalreporter
+    tr.section("CampusGuard HIL: what was checked" + (" on real boards" if real else ""))
+    seen: set[str] = set()
+    for r in reports:
+        if r.nodeid in seen:
+            continue
+        seen.add(r.nodeid)
+        name = r.nodeid.split("::")[-1]
+        if r.outcome == "skipped":
+            reason = r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr)
+            tr.write_line(f"NOT RUN      {name}: {reason.removeprefix('Skipped: ')}")
+            continue
+        missing = LEDGER.of(r.nodeid)
+        verdict = "CHECKED" if r.outcome == "passed" else "FAILED"
+        if missing and r.outcome == "passed":
+            verdict = "CHECKED BUT"
+        tr.write_line(f"{verdict:<12} {name}")
+        for what in missing:
+            tr.write_line(f"  not checked: {what}")
+    outcomes = [r.outcome for r in {r.nodeid: r for r in reports}.values()]
+    tr.write_line(
+        f"{outcomes.count('passed')} scenarios ran to the end, "
+        f"{len(outcomes) - outcomes.count('passed') - outcomes.count('skipped')} failed, "
+        f"{outcomes.count('skipped')} not run; {len(LEDGER.not_checked)} checks left to a person"
     )
 
 
@@ -184,6 +242,7 @@ async def rig(
                 broker,
                 police,
                 hil_root / "real",
+                unix_uarts=_split(request.config.getoption("--hil-unix-uart")),
             )
             async with real:
                 yield real

@@ -6,8 +6,9 @@
 # Control channel: a second pty carrying text lines (firmware/README.md):
 #   in:  button 0|1, checkin 0|1, tamper 0|1 (1 = case open), mains 0|1 (0 = lost),
 #        battery MV, sounder 0|1 (0 = the self-test finds it broken), test (installer's
-#        TEST), mem, files, hang
+#        TEST), mem, files, link, hang
 #   out: ready EPOCH RELOADED, led NAME, buzzer NAME, log TEXT, wdt, mem ALLOC FREE CODE,
+#        link RTO_MS SRTT_MS RETRIES NEEDLESS (the outbox's learnt retransmission timeout),
 #        files NAME=PATH... (where each loaded module came from: /rom/... from ROMFS)
 # Storage: files in the unit folder. Watchdog: a thread that, if the main loop stops
 # feeding it, records "wdt" as the reset cause and kills the whole process (SIGKILL, as
@@ -243,6 +244,11 @@ class Board:
             elif cmd == "mem":
                 gc.collect()
                 self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
+            elif cmd == "link" and self._app is not None:
+                ob = self._app.outbox
+                self.log(
+                    "%d %d %d %d" % (ob.rto_ms, ob._srtt8 >> 3, ob.retries, ob.needless), "link "
+                )
             elif cmd == "files":
                 out = "files"
                 for name, m in sys.modules.items():

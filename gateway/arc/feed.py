@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.arc.queue import ArcQueue
@@ -44,6 +44,7 @@ class Addressing:
     groups: Mapping[str, int]  # site -> partition
     zones: Mapping[str, int]  # unit -> zone
     post_units: Mapping[str, str]  # post -> its unit
+    route_units: Mapping[str, str] = field(default_factory=dict)  # route -> first checkpoint
 
     @classmethod
     def from_config(cls, config: Config, default_account: str | None) -> Addressing:
@@ -70,6 +71,7 @@ class Addressing:
             groups={s.id: s.partition for s in config.sites.values()},
             zones=zones,
             post_units={p.id: p.unit for p in config.posts.values()},
+            route_units={r.id: r.checkpoints[0] for r in config.patrols.values()},
         )
 
     def account(self, site: str) -> str:
@@ -124,8 +126,14 @@ class ArcFeed:
                 return None
             code = int(payload["code"])
             qualifier = int(payload.get("qualifier") or 1)
-            unit = payload.get("unit") or self.addressing.post_units.get(
-                str(payload.get("post") or "")
+            detail = payload.get("detail")
+            # a patrol overdue is at the checkpoint last scanned; else the route's first
+            last = detail.get("last_checkpoint") if isinstance(detail, dict) else None
+            unit = (
+                payload.get("unit")
+                or self.addressing.post_units.get(str(payload.get("post") or ""))
+                or (last if isinstance(last, str) and last in self.addressing.zones else None)
+                or self.addressing.route_units.get(str(payload.get("route") or ""))
             )
         else:
             return None
@@ -141,9 +149,9 @@ class ArcFeed:
     def on_enqueue(self, row: OutboxRow, at: float) -> None:
         """Called by the store inside the transaction that queues ``row`` for MQTT."""
         parts = row.topic.split("/")
-        # alarm/<unit>, event/<unit>, duty/<post>; never the retained board copies
-        # (open/<incident>, unit/<id>/state, post/<id>/state), which repeat them
-        if row.retain or len(parts) < 2 or parts[-2] not in ("alarm", "event", "duty"):
+        # alarm/<unit>, event/<unit>, duty/<post>, patrol/<route>; never the retained
+        # board copies (open/<incident>, unit/<id>/state, ...), which repeat them
+        if row.retain or len(parts) < 2 or parts[-2] not in ("alarm", "event", "duty", "patrol"):
             return
         try:
             payload = json.loads(row.payload)

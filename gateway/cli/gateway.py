@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.arc.wiring import plan_arc
@@ -87,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how --arc-key-file holds the key (auto: 32 hex digits are ambiguous)",
     )
     parser.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    # bench/e2e.py: every journal fsync also takes LOW..HIGH ms (a Pi's SD card)
+    parser.add_argument("--fsync-delay-ms", metavar="LOW:HIGH", help=argparse.SUPPRESS)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -104,7 +108,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
         clock=clock,
         more_brokers=tuple(more),
         retention_days=args.retention_days,
+        fsync=_fsync(args.fsync_delay_ms),
     )
+
+
+def _fsync(delay_ms: str | None) -> Callable[[int], None]:
+    """os.fsync, or for the bench's ``--fsync-delay-ms LOW:HIGH`` a slower one."""
+    if not delay_ms:
+        return os.fsync
+    from gateway.sim.fleet import slow_fsync  # the simulation, only when asked for
+
+    low, _, high = delay_ms.partition(":")
+    try:
+        lo, hi = float(low), float(high or low)
+    except ValueError:
+        raise UsageError(f"--fsync-delay-ms {delay_ms}: give LOW:HIGH in ms") from None
+    if not 0 <= lo <= hi:
+        raise UsageError(f"--fsync-delay-ms {delay_ms}: give 0 <= LOW <= HIGH")
+    return slow_fsync(lo, hi)
 
 
 async def serve(config: Config, settings: Settings) -> None:

@@ -6,6 +6,7 @@ import difflib
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ from gateway.core.errors import ConfigError
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,47}$")
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ROLES = ("shop", "home", "guard_post", "campus")
+ROLES = ("shop", "home", "guard_post", "campus", "checkpoint")
 PLAIN_KINDS = ("panic", "medical", "fire", "silent")
 PIN_NAMES = ("button", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
 OPTIONAL_PINS = ("checkin", "mains", "rs485_de")
+# a patrol checkpoint has one button, the check-in input, and no alarm button at all: a
+# short press is a scan, a long press a duress CHECKIN; it never sends ALARM
+CHECKPOINT_PINS = ("checkin", "tamper", "led", "buzzer", "battery_adc", "uart_tx", "uart_rx")
 
 # The ESP32 (an ESP32-WROOM-32 module, what firmware/board/esp32.py drives; a WROVER's
 # PSRAM takes GPIO 16 and 17 as well, the default UART pins). GPIO 6..11 are the
@@ -87,7 +91,10 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
 
 # the fields each kind of entry may have: any other name is a mistake (a misspelt
 # `heartbeat_s` would otherwise leave the default in force without a word)
-TOP_FIELDS = ("version", "gateway", "defaults", "links", "sites", "units", "posts", "arc")
+TOP_FIELDS = (
+    "version", "gateway", "defaults", "links", "sites", "units", "posts", "arc", "calendar",
+    "patrols",
+)  # fmt: skip
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
 SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
@@ -106,6 +113,16 @@ _HEX_ID = re.compile(r"^[0-9A-Fa-f]{1,6}$")
 POST_FIELDS = ("id", "site", "unit", "checkin_interval_min", "grace_min", "shifts", "escalation")
 SHIFT_FIELDS = ("days", "start", "end")
 STEP_FIELDS = ("step", "after_min")
+CALENDAR_FIELDS = ("school_days", "terms", "holidays", "makeup_days")
+SPAN_FIELDS = ("name", "start", "end")
+PATROL_FIELDS = (
+    "id", "site", "leader", "checkpoints", "order", "days", "windows", "max_round_min",
+    "max_between_min", "escalation",
+)  # fmt: skip
+WINDOW_FIELDS = ("start", "end")
+PATROL_STEPS = ("remind_leader", "security_lead", "police")
+PATROL_ORDERS = ("ordered", "any")
+PATROL_DAYS = ("school", "every")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +199,53 @@ class Post:
 
 
 @dataclass(frozen=True, slots=True)
+class DateSpan:
+    """Whole local days ``start``..``end`` (both included): a term or a holiday."""
+
+    start: date
+    end: date
+    name: str = ""
+
+    def contains(self, day: date) -> bool:
+        """True when ``day`` lies in the span."""
+        return self.start <= day <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarSpec:
+    """The school calendar as boards.yaml gives it (gateway/calendar.py reads it)."""
+
+    school_days: tuple[int, ...] = (0, 1, 2, 3, 4)  # 0 = Monday
+    terms: tuple[DateSpan, ...] = ()  # none: every week of the year is term time
+    holidays: tuple[DateSpan, ...] = ()
+    makeup_days: tuple[date, ...] = ()  # weekend days taught as school days (调休)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A patrol time window, local minutes of the day ``start_min``..``end_min``."""
+
+    start_min: int
+    end_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Patrol:
+    """A patrol route: its checkpoints, windows, time limits and escalation ladder."""
+
+    id: str
+    site: str
+    checkpoints: tuple[str, ...]  # checkpoint unit ids, in route order
+    ordered: bool
+    school_days_only: bool  # windows on school days by the calendar (else every day)
+    windows: tuple[Window, ...]
+    max_round_min: int
+    max_between_min: int
+    escalation: tuple[Step, ...]
+    leader: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ArcReceiver:
     """One receiver of the alarm receiving centre; its key is ``dc09-<id>.key``."""
 
@@ -220,6 +284,8 @@ class Config:
     units: dict[str, Unit]
     posts: dict[str, Post] = field(default_factory=dict)
     arc: Arc | None = None
+    calendar: CalendarSpec = field(default_factory=CalendarSpec)
+    patrols: dict[str, Patrol] = field(default_factory=dict)
 
 
 class _Reader:
@@ -397,13 +463,21 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             raise r.fail(where, "kind", f"{kind!r}: one of {', '.join(PLAIN_KINDS)}")
         pins_in = r.mapping(d.get("pins"), where, "pins")
         pins: dict[str, int] = {}
-        for name in (*PIN_NAMES, *OPTIONAL_PINS):
-            if name in pins_in or name in PIN_NAMES:
+        required = CHECKPOINT_PINS if role == "checkpoint" else PIN_NAMES
+        allowed = (*required, *(p for p in OPTIONAL_PINS if p not in required))
+        if role == "checkpoint" and "button" in pins_in:
+            raise r.fail(
+                f"{where} pins",
+                "button",
+                "a checkpoint has no alarm button: its only button is `checkin`",
+            )
+        for name in allowed:
+            if name in pins_in or name in required:
                 pins[name] = r.integer(pins_in, f"{where} pins", name, 0, 39)
         unknown = sorted(set(pins_in) - set(pins), key=str)
         if unknown:
             pin = str(unknown[0])
-            raise r.fail(f"{where} pins", pin, unknown_field(pin, (*PIN_NAMES, *OPTIONAL_PINS)))
+            raise r.fail(f"{where} pins", pin, unknown_field(pin, allowed))
         problem = esp32_pin_problem(pins)
         if problem is not None:
             raise r.fail(where, "pins", problem)
@@ -472,7 +546,130 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             escalation=tuple(ladder),
         )
     arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
-    return Config(path, gateway_id, site, timezone, links, sites, units, posts, arc)
+    calendar = _calendar(r, top["calendar"]) if top.get("calendar") is not None else CalendarSpec()
+    patrols = _patrols(r, top.get("patrols", []), sites, units)
+    return Config(
+        path, gateway_id, site, timezone, links, sites, units, posts, arc, calendar, patrols
+    )
+
+
+def _date(r: _Reader, value: Any, where: str, name: str) -> date:
+    if isinstance(value, date):  # YAML reads an unquoted 2026-09-01 as a date
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise r.fail(where, name, f"{value!r}: a day as YYYY-MM-DD") from None
+
+
+def _spans(r: _Reader, value: Any, where: str, name: str) -> tuple[DateSpan, ...]:
+    out: list[DateSpan] = []
+    for i, item in enumerate(r.seq(value, where, name)):
+        sw = f"{where} {name}[{i}]"
+        d = r.mapping(item, sw, name, SPAN_FIELDS)
+        start = _date(r, d.get("start"), sw, "start")
+        end = _date(r, d.get("end", start), sw, "end")
+        if end < start:
+            raise r.fail(sw, "end", f"{end} is before the start {start}")
+        out.append(DateSpan(start, end, str(d.get("name", ""))))
+    return tuple(out)
+
+
+def _calendar(r: _Reader, value: Any) -> CalendarSpec:
+    d = r.mapping(value, "calendar", "calendar", CALENDAR_FIELDS)
+    days = _days(r, d.get("school_days", "mon-fri"), "calendar")
+    makeup = tuple(
+        _date(r, v, "calendar", "makeup_days")
+        for v in r.seq(d.get("makeup_days", []), "calendar", "makeup_days")
+    )
+    for day in makeup:
+        if day.weekday() in days:
+            raise r.fail(
+                "calendar", "makeup_days", f"{day} is a {DAYS[day.weekday()]}: already a school day"
+            )
+    return CalendarSpec(
+        school_days=days,
+        terms=_spans(r, d.get("terms", []), "calendar", "terms"),
+        holidays=_spans(r, d.get("holidays", []), "calendar", "holidays"),
+        makeup_days=makeup,
+    )
+
+
+def _patrols(
+    r: _Reader, value: Any, sites: dict[str, Site], units: dict[str, Unit]
+) -> dict[str, Patrol]:
+    patrols: dict[str, Patrol] = {}
+    owner: dict[str, str] = {}  # checkpoint unit -> the route it belongs to
+    for i, item in enumerate(r.seq(value, "top level", "patrols")):
+        d = r.mapping(item, f"patrols[{i}]", "patrols")
+        rid = r.ident(d, f"patrols[{i}]", "id")
+        where = f"patrol {rid}"
+        r.only(d, where, PATROL_FIELDS)
+        if rid in patrols:
+            raise r.fail(where, "id", "defined twice")
+        site = r.ref(d, where, "site", sites)
+        checkpoints: list[str] = []
+        for cp in r.seq(d.get("checkpoints"), where, "checkpoints"):
+            if not isinstance(cp, str) or cp not in units:
+                raise r.fail(where, "checkpoints", f"{cp!r} is not a unit")
+            if units[cp].role != "checkpoint":
+                raise r.fail(
+                    where, "checkpoints", f"{cp!r} is a {units[cp].role}, not a checkpoint"
+                )
+            if cp in checkpoints:
+                raise r.fail(where, "checkpoints", f"{cp!r} is listed twice")
+            if cp in owner:
+                raise r.fail(where, "checkpoints", f"{cp!r} is already on route {owner[cp]}")
+            owner[cp] = rid
+            checkpoints.append(cp)
+        if not checkpoints:
+            raise r.fail(where, "checkpoints", "at least one checkpoint unit")
+        order = r.text(d, where, "order", "ordered")
+        if order not in PATROL_ORDERS:
+            raise r.fail(where, "order", f"{order!r}: one of {', '.join(PATROL_ORDERS)}")
+        days = r.text(d, where, "days", "school")
+        if days not in PATROL_DAYS:
+            raise r.fail(where, "days", f"{days!r}: one of {', '.join(PATROL_DAYS)}")
+        max_round = r.integer(d, where, "max_round_min", 1, 24 * 60, 30)
+        max_between = r.integer(d, where, "max_between_min", 1, 24 * 60, 15)
+        if max_between > max_round:
+            raise r.fail(where, "max_between_min", f"{max_between} is longer than max_round_min")
+        windows: list[Window] = []
+        for j, w in enumerate(r.seq(d.get("windows"), where, "windows")):
+            ww = f"{where} windows[{j}]"
+            w = r.mapping(w, ww, "windows", WINDOW_FIELDS)
+            start, end = _minutes(r, w, ww, "start"), _minutes(r, w, ww, "end")
+            if end <= start:
+                raise r.fail(ww, "end", "a window ends after it starts, on the same day")
+            if windows and start < windows[-1].end_min:
+                raise r.fail(ww, "start", "windows in order of the day, not overlapping")
+            windows.append(Window(start, end))
+        if not windows:
+            raise r.fail(where, "windows", "at least one, e.g. {start: '07:00', end: '08:30'}")
+        ladder: list[Step] = []
+        for j, s in enumerate(r.seq(d.get("escalation", []), where, "escalation")):
+            sw = f"{where} escalation[{j}]"
+            s = r.mapping(s, sw, "escalation", STEP_FIELDS)
+            step = r.text(s, sw, "step")
+            if step not in PATROL_STEPS:
+                raise r.fail(sw, "step", f"{step!r}: one of {', '.join(PATROL_STEPS)}")
+            ladder.append(Step(step, r.integer(s, sw, "after_min", 0, 24 * 60)))
+        if [s.after_min for s in ladder] != sorted(s.after_min for s in ladder):
+            raise r.fail(where, "escalation", "steps must be in order of after_min")
+        leader = r.mapping(d.get("leader") or {}, where, "leader")
+        patrols[rid] = Patrol(
+            id=rid,
+            site=site,
+            checkpoints=tuple(checkpoints),
+            ordered=order == "ordered",
+            school_days_only=days == "school",
+            windows=tuple(windows),
+            max_round_min=max_round,
+            max_between_min=max_between,
+            escalation=tuple(ladder),
+            leader={str(k): str(v) for k, v in leader.items()},
+        )
+    return patrols
 
 
 def _account(r: _Reader, d: dict[str, Any], where: str) -> str | None:

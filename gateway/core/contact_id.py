@@ -59,6 +59,23 @@ KINDS: dict[str, Kind] = {
         Kind("missed_checkin", 102, "fail to report in: guard check-in missed", False, "duty"),
         Kind("escalation", None, "a rung of the escalation ladder was notified", False, "duty"),
         Kind("acknowledged", 102, "missed check-in acknowledged (restore)", False, "duty"),
+        # patrols (gateway/watch/patrol.py), published on the patrol topic
+        Kind("patrol_window_open", None, "patrol window begins", False, "patrol"),
+        Kind(
+            "patrol_window_close",
+            None,
+            "patrol window ends: done, late, missed",
+            False,
+            "patrol",
+        ),
+        Kind("round_start", None, "patrol round started (first scan)", False, "patrol"),
+        Kind("patrol_scan", None, "patrol checkpoint scanned", False, "patrol"),
+        Kind("round_complete", None, "patrol round complete", False, "patrol"),
+        Kind("round_incomplete", None, "patrol round ran out of time", False, "patrol"),
+        Kind("round_missed", 102, "fail to report in: no patrol round", False, "patrol"),
+        Kind("round_overdue", 102, "fail to report in: next checkpoint overdue", False, "patrol"),
+        Kind("patrol_escalation", None, "a rung of the patrol ladder notified", False, "patrol"),
+        Kind("patrol_acknowledged", 102, "patrol escalation acknowledged", False, "patrol"),
         # emitted by the pipeline (listed so that reports and docs name them)
         Kind("link_down", 350, "communication trouble: serial link down", False, "pipeline"),
         Kind("link_up", 350, "serial link restored", False, "pipeline"),
@@ -74,6 +91,17 @@ KINDS: dict[str, Kind] = {
             True,
             "gateway",
         ),
+        # the gateway's own life (gateway/service/lifecycle.py): its downtime in the report
+        Kind(
+            "gateway_start",
+            None,
+            "gateway started (down_s: how long it was away)",
+            False,
+            "gateway",
+        ),
+        Kind("gateway_stop", None, "gateway stopped cleanly", False, "gateway"),
+        Kind("broker_lost", None, "gateway lost the MQTT broker", False, "gateway"),
+        Kind("broker_back", None, "gateway reached the MQTT broker again", False, "gateway"),
         # the gateway's own clock (gateway/watch/clockwatch.py)
         Kind("clock_unsynced", 626, "time/date inaccurate: gateway clock", True, "gateway"),
         # the alarm receiving centre's paths (gateway/arc/transmitter.py): 351 primary, 352 backup

@@ -1,1 +1,1 @@
-"""The police duty room's tools: the console, its board, reports."""
+"""The police duty room's tools: the console, its board, reports and their monthly delivery."""

@@ -29,11 +29,13 @@ from typing import Any
 
 from gateway.core.config import Config, load_config
 from gateway.core.contact_id import KINDS, NEW, RESTORE, describe
-from gateway.core.errors import ConfigError, ReportError
+from gateway.core.errors import GatewayError, ReportError
+from gateway.service.lifecycle import MAJOR_DOWN_S
 from gateway.watch.shifts import zone
 
 FORMATS = ("md", "csv", "json")
 ESCALATION_STEPS = ("prompt_guard", "security_lead", "police")
+PATROL_STEPS = ("remind_leader", "security_lead", "police")
 UNIT_EVENT_COLUMNS = (
     "low_battery",
     "tamper",
@@ -79,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--month", type=_month, metavar="YYYY-MM", help="monthly statistics")
     which.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="the daily duty log")
+    which.add_argument(
+        "--period",
+        nargs="?",
+        const="due",
+        metavar="YYYY-MM",
+        help="the report due on the 30th of YYYY-MM (February: its last day), covering the "
+        "30th of the month before to the 29th; alone: the latest one due",
+    )
     parser.add_argument(
         "--db",
         metavar="PATH",
@@ -96,6 +106,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--site", metavar="ID", help="only this site")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    parser.add_argument(
+        "--deliver",
+        metavar="DIR",
+        help="with --period and --config: write every format to DIR and queue the report, "
+        "retained, on <prefix>/<site>/report/<YYYY-MM> in the journal's outbox (the gateway "
+        "publishes it)",
+    )
+    parser.add_argument(
+        "--keydir",
+        type=Path,
+        help="with --deliver: the gateway's signing key (default: systemd's credentials, "
+        "else keys/)",
+    )
+    parser.add_argument("--prefix", default="campusguard", help="with --deliver: MQTT prefix")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,23 +128,65 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config) if args.config else None
         tz = zone(args.tz or (config.timezone if config else None))
         db = Path(args.db) if args.db else default_db()
+        period = args.period
+        if period is not None:
+            period = due_period(time.time(), tz) if period == "due" else _month(period)
+        if args.deliver:
+            return _deliver(args, config, db, period, tz)
         conn = open_journal(db)
         try:
-            if args.month:
+            if period:
+                data = monthly(conn, period, tz, config=config, site=args.site, period=True)
+            elif args.month:
                 data = monthly(conn, args.month, tz, config=config, site=args.site)
             else:
                 data = daily(conn, args.day, tz, config=config, site=args.site)
         finally:
             conn.close()
-    except (ReportError, ConfigError, ValueError) as exc:
+    except (ReportError, GatewayError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"campusguard report: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the delivery folder
+        print(f"campusguard report: {exc}", file=sys.stderr)
+        return 1
     text = render(data, args.format)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _deliver(
+    args: argparse.Namespace, config: Config | None, db: Path, period: str | None, tz: tzinfo
+) -> int:
+    """``--deliver``: the period's report to a folder and to MQTT (gateway/dutyroom/delivery)."""
+    from gateway.core.credentials import unit_keydir
+    from gateway.dutyroom.delivery import deliver
+
+    if period is None or config is None:
+        raise ReportError("--deliver needs --period and --config")
+    done = deliver(
+        db,
+        config,
+        period,
+        tz,
+        Path(args.deliver),
+        keydir=unit_keydir(args.keydir),
+        prefix=args.prefix,
+        now=time.time(),
+    )
+    for path in done.files:
+        print(f"wrote {path}")
+    for topic in done.topics:
+        print(f"queued {topic} (retained)")
+    for site in done.too_large:
+        print(
+            f"campusguard report: site {site}: the report is too large for the broker; "
+            f"it is only in {args.deliver}",
+            file=sys.stderr,
+        )
+    return 1 if done.too_large else 0
 
 
 def open_journal(path: Path) -> sqlite3.Connection:
@@ -160,6 +226,43 @@ def month_window(month: str, tz: tzinfo) -> Window:
     start = datetime(y, m, 1, tzinfo=tz)
     end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz)
     return Window(month, start.timestamp(), end.timestamp(), tz)
+
+
+REPORT_DAY = 30
+"""The monthly report is due on the 30th (the last day in February): a city's rule."""
+
+
+def report_day(year: int, month: int) -> date:
+    """The day the report of ``year-month`` is due: the 30th, or February's last day."""
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return date(year, month, min(REPORT_DAY, (nxt - timedelta(days=1)).day))
+
+
+def period_window(month: str, tz: tzinfo) -> Window:
+    """The reporting period due in ``YYYY-MM``.
+
+    From the report day of the month before (00:00 local) up to this month's report day
+    (00:00), so that every day falls in exactly one period: e.g. 2027-03 is 28 February
+    to 29 March, 2027-02 is 30 January to 27 February.
+    """
+    y, m = (int(x) for x in _month(month).split("-"))
+    end = report_day(y, m)
+    start = report_day(y - (m == 1), (m - 2) % 12 + 1)
+    return Window(
+        month,
+        datetime(start.year, start.month, start.day, tzinfo=tz).timestamp(),
+        datetime(end.year, end.month, end.day, tzinfo=tz).timestamp(),
+        tz,
+    )
+
+
+def due_period(now: float, tz: tzinfo) -> str:
+    """The latest period whose report day has come by ``now``: ``YYYY-MM``."""
+    today = datetime.fromtimestamp(now, tz).date()
+    if today >= report_day(today.year, today.month):
+        return f"{today.year:04d}-{today.month:02d}"
+    y, m = today.year - (today.month == 1), (today.month - 2) % 12 + 1
+    return f"{y:04d}-{m:02d}"
 
 
 def day_window(day: str, tz: tzinfo) -> Window:
@@ -208,12 +311,15 @@ class Event:
     code: int | None
     qualifier: int | None
     detail: Mapping[str, Any]
+    route: str | None = None
 
 
 def _events(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list[Event]:
     out = []
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(events)")}
+    route = "route" if "route" in columns else "NULL"  # a journal from before patrols
     for row in conn.execute(
-        "SELECT id, at, site, unit, post, kind, code, qualifier, detail FROM events "
+        f"SELECT id, at, site, unit, post, kind, code, qualifier, detail, {route} FROM events "
         f"WHERE {where} ORDER BY at, id",
         tuple(params),
     ):
@@ -232,6 +338,7 @@ def _events(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list
                 row[6],
                 row[7],
                 detail if isinstance(detail, dict) else {"value": detail},
+                row[9],
             )
         )
     return out
@@ -289,14 +396,16 @@ def monthly(
     config: Config | None = None,
     site: str | None = None,
     now: float | None = None,
+    period: bool = False,
 ) -> dict[str, Any]:
     """The monthly statistics for ``month`` (``YYYY-MM``, local time) as plain data.
 
-    Availability is measured over the part of the month that the journal observed: from
-    the later of the month's start and the journal's first record, to the earlier of the
-    month's end and ``now`` (default: the real time).
+    With ``period`` the days are the reporting period due on the 30th of ``month``
+    (:func:`period_window`), else the calendar month. Availability is measured over the
+    part of it that the journal observed: from the later of its start and the journal's
+    first record, to the earlier of its end and ``now`` (default: the real time).
     """
-    w = month_window(month, tz)
+    w = period_window(month, tz) if period else month_window(month, tz)
     first, _ = _journal_span(conn)
     now = time.time() if now is None else now
     obs_start = max(w.start, first) if first is not None else w.start
@@ -309,11 +418,84 @@ def monthly(
         "to": _local(w.end, tz),
         "observed_from": _local(obs_start, tz) if obs_end > obs_start else None,
         "observed_to": _local(obs_end, tz) if obs_end > obs_start else None,
+        "covers": (
+            f"{_local(w.start, tz, '%Y-%m-%d')} to "
+            f"{_local(w.end - 1, tz, '%Y-%m-%d')} (the report day of the month before to the"
+            " day before this month's; report day: the 30th, February's last day)"
+            if period
+            else "the calendar month"
+        ),
+        "gateway": _gateway(conn, w, config),
         "sites": [],
     }
     for s in _sites(conn, config, site, w):
         out["sites"].append(_site_month(conn, s, w, config, obs_start, obs_end))
+    out["major"] = _major(out, conn, w, site)
     return out
+
+
+def _gateway(conn: sqlite3.Connection, w: Window, config: Config | None) -> dict[str, Any]:
+    """The gateway's own life in the period (gateway/service/lifecycle.py)."""
+    where = "kind IN ('gateway_start', 'gateway_stop', 'broker_lost', 'broker_back')"
+    where += " AND at >= ? AND at < ?"
+    params: tuple[Any, ...] = (w.start, w.end)
+    if config is not None:
+        where += " AND unit = ?"
+        params += (config.gateway_id,)
+    events = _events(conn, where, params)
+    starts = [e for e in events if e.kind == "gateway_start"]
+    downs: list[dict[str, Any]] = [
+        {
+            "from": _local(float(e.detail["down_since"]), w.tz, "%Y-%m-%d %H:%M:%S"),
+            "to": _local(e.at, w.tz, "%Y-%m-%d %H:%M:%S"),
+            "down_s": float(e.detail["down_s"]),
+            "clean": e.detail.get("clean"),
+        }
+        for e in starts
+        if isinstance(e.detail.get("down_s"), int | float) and "down_since" in e.detail
+    ]
+    backs = [e for e in events if e.kind == "broker_back"]
+    return {
+        "starts": len(starts),
+        "clean_stops": sum(1 for e in events if e.kind == "gateway_stop"),
+        "unclean_ends": sum(1 for e in starts if e.detail.get("clean") is False),
+        "downtime_s": round(sum(float(d["down_s"]) for d in downs), 3),
+        "down": downs,
+        "broker_outages": sum(1 for e in events if e.kind == "broker_lost"),
+        "broker_outage_s": round(sum(float(e.detail.get("outage_s", 0)) for e in backs), 3),
+    }
+
+
+def _major(
+    data: Mapping[str, Any], conn: sqlite3.Connection, w: Window, site: str | None
+) -> list[dict[str, Any]]:
+    """Major situations, each reported at once when it happened.
+
+    Duress, the police called by a duty or patrol ladder, the gateway away over 10 min.
+    """
+    out: list[dict[str, Any]] = []
+    for inc in _incidents(conn, w, site):
+        if inc["kind"] == "duress" and not inc.get("test"):
+            at = float(inc["first_press_at"])
+            out.append(
+                {"at": at, "time": _local(at, w.tz), "site": inc["site"], "what": "duress",
+                 "detail": f"{inc['unit']} at {inc['place']} ({inc['id']})"}
+            )  # fmt: skip
+    where = "kind IN ('escalation', 'patrol_escalation') AND at >= ? AND at < ?"
+    for e in _events(conn, where, (w.start, w.end)):
+        if e.detail.get("step") == "police" and (site is None or e.site == site):
+            subject = f"post {e.post}" if e.post else f"patrol {e.route}"
+            out.append(
+                {"at": e.at, "time": _local(e.at, w.tz), "site": e.site,
+                 "what": "police called", "detail": f"{subject}: {e.detail.get('action', '')}"}
+            )  # fmt: skip
+    for d in data["gateway"]["down"]:
+        if d["down_s"] > MAJOR_DOWN_S:
+            out.append(
+                {"at": 0.0, "time": d["from"][:16], "site": None, "what": "gateway offline",
+                 "detail": f"{duration(d['down_s'])} ({d['from']} to {d['to']})"}
+            )  # fmt: skip
+    return sorted(out, key=lambda m: m["time"])
 
 
 def _site_month(
@@ -337,6 +519,7 @@ def _site_month(
         "alarms": alarms,
         "units": _units(conn, site, w, config, events, incidents, obs_start, obs_end),
         "duty": _duty(site, config, events),
+        "patrol": _patrol(site, config, events),
     }
 
 
@@ -483,6 +666,59 @@ def _duty(site: str, config: Config | None, events: list[Event]) -> list[dict[st
     return rows
 
 
+def _route_ids(site: str, config: Config | None, events: list[Event]) -> list[str]:
+    ids = [r.id for r in config.patrols.values() if r.site == site] if config else []
+    return ids + sorted({e.route for e in events if e.route and e.route not in ids})
+
+
+def _patrol_counts(events: list[Event]) -> dict[str, Any]:
+    """A route's figures from its patrol events (gateway/watch/patrol.py)."""
+    outcome = Counter(
+        str(e.detail.get("outcome")) for e in events if e.kind == "patrol_window_close"
+    )
+    scans = [e for e in events if e.kind == "patrol_scan"]
+    status = Counter(str(e.detail.get("status")) for e in scans)
+    steps = Counter(str(e.detail.get("step")) for e in events if e.kind == "patrol_escalation")
+    acks = [e for e in events if e.kind == "patrol_acknowledged"]
+    minutes = [float(e.detail["minutes"]) for e in events if e.kind == "round_complete"]
+    due = sum(outcome.values())
+    return {
+        "due": due,
+        "done": outcome.get("done", 0),
+        "late": outcome.get("late", 0),
+        "missed": outcome.get("missed", 0),
+        "compliance": round(outcome.get("done", 0) / due, 4) if due else None,
+        "rounds": sum(1 for e in events if e.kind == "round_start"),
+        "complete": len(minutes),
+        "incomplete": sum(1 for e in events if e.kind == "round_incomplete"),
+        "median_round_min": round(statistics.median(minutes), 1) if minutes else None,
+        "scans": len(scans),
+        "out_of_order": status.get("out_of_order", 0),
+        "duress_scans": sum(1 for e in scans if e.detail.get("duress") is True),
+        "no_round": sum(1 for e in events if e.kind == "round_missed"),
+        "overdue": sum(1 for e in events if e.kind == "round_overdue"),
+        "escalations": sum(steps.values()),
+        "by_step": {s: steps.get(s, 0) for s in PATROL_STEPS},
+        "acknowledged_by_scan": sum(1 for e in acks if e.detail.get("via") == "scan"),
+        "acknowledged_by_duty": sum(1 for e in acks if e.detail.get("via") == "patrol_ack"),
+    }
+
+
+def _patrol(site: str, config: Config | None, events: list[Event]) -> list[dict[str, Any]]:
+    rows = []
+    for rid in _route_ids(site, config, events):
+        route = config.patrols.get(rid) if config else None
+        mine = [e for e in events if e.route == rid]
+        rows.append(
+            {
+                "route": rid,
+                "checkpoints": list(route.checkpoints) if route else None,
+                **_patrol_counts(mine),
+            }
+        )
+    return rows
+
+
 # -- the daily duty log -----------------------------------------------------------------
 
 
@@ -506,6 +742,24 @@ def _summary(e: Event) -> str:
         return s + f", {d.get('minutes_overdue')} min overdue"
     if e.kind in ("shift_start", "shift_end"):
         return "still owed" if d.get("still_owed_due") else ""
+    if e.kind == "patrol_scan":
+        s = f"{d.get('checkpoint')} ({d.get('position')}/{d.get('of')}), "
+        s += str(d.get("status", "")).replace("_", " ")
+        return s + (", DURESS" if d.get("duress") else "")
+    if e.kind == "round_complete":
+        return f"{d.get('round')} in {d.get('minutes')} min" + (", late" if d.get("late") else "")
+    if e.kind == "round_incomplete":
+        return f"{d.get('round')}: missing {', '.join(d.get('missing') or [])}"
+    if e.kind == "round_overdue":
+        since = f"{d.get('minutes_since')} min since {d.get('last_checkpoint')}"
+        return f"{since}, next {d.get('expected')}"
+    if e.kind == "patrol_escalation":
+        return f"{d.get('step')} ({d.get('reason', '').replace('_', ' ')})"
+    if e.kind == "patrol_acknowledged":
+        via = str(d.get("via", "")).replace("_", " ")
+        return f"by {d.get('by')} via {via}, {d.get('minutes_since')} min after"
+    if e.kind == "patrol_window_close":
+        return f"{d.get('window')}: {d.get('outcome')}"
     text = describe(e.kind)
     known = KINDS.get(e.kind)
     if e.qualifier == RESTORE and (known is None or known.restorable):
@@ -528,6 +782,28 @@ def daily(
         cfg_site = config.sites.get(s) if config else None
         events = _events(conn, "site = ? AND at >= ? AND at < ?", (s, w.start, w.end))
         duty = [e for e in events if e.post is not None]
+        patrol = [e for e in events if e.route is not None]
+        routes = []
+        for rid in _route_ids(s, config, patrol):
+            mine = [e for e in patrol if e.route == rid]
+            routes.append(
+                {
+                    "route": rid,
+                    **_patrol_counts(mine),
+                    "log": [
+                        {
+                            "time": _local(e.at, tz, "%H:%M:%S"),
+                            "at": e.at,
+                            "kind": e.kind,
+                            "code": e.code,
+                            "qualifier": e.qualifier,
+                            "summary": _summary(e),
+                            "detail": dict(e.detail),
+                        }
+                        for e in mine
+                    ],
+                }
+            )
         posts = []
         for pid in _post_ids(s, config, duty):
             mine = [e for e in duty if e.post == pid]
@@ -553,6 +829,7 @@ def daily(
                 "site": s,
                 "name": cfg_site.name if cfg_site else s,
                 "posts": posts,
+                "patrols": routes,
                 "alarms": [
                     {
                         "time": _local(float(i["first_press_at"]), tz, "%H:%M:%S"),
@@ -581,7 +858,7 @@ def daily(
                         "summary": _summary(e),
                     }
                     for e in events
-                    if e.post is None and e.kind != "test"
+                    if e.post is None and e.route is None and e.kind != "test"
                 ],
                 "tests": sum(1 for e in events if e.kind == "test"),
             }
@@ -628,6 +905,28 @@ def _md_month(data: Mapping[str, Any]) -> str:
         f"Period {data['from']} to {data['to']} ({data['tz']}); the journal observed "
         f"{data['observed_from'] or '-'} to {data['observed_to'] or '-'}.",
     ]
+    if "covers" in data:
+        lines += ["", f"Covers {data['covers']}."]
+    g = data.get("gateway")
+    if g is not None:
+        lines += [
+            "",
+            "## The gateway",
+            "",
+            f"- starts: {g['starts']} (clean stops {g['clean_stops']}, ended without a stop "
+            f"{g['unclean_ends']}); away {duration(g['downtime_s'])} in all",
+            f"- broker outages: {g['broker_outages']}, {duration(g['broker_outage_s'])} in all",
+        ]
+        lines += [f"- away {duration(d['down_s'])}: {d['from']} to {d['to']}" for d in g["down"]]
+    if "major" in data:
+        lines += ["", "## Major situations (each reported at once)", ""]
+        if data["major"]:
+            lines += _table(
+                ["time", "site", "what", "detail"],
+                [[m["time"], m["site"] or "", m["what"], m["detail"]] for m in data["major"]],
+            )
+        else:
+            lines.append("None.")
     for s in data["sites"]:
         a = s["alarms"]
         lines += ["", f"## {s['name']} - site {s['site']}", "", "### Alarms", ""]
@@ -714,6 +1013,43 @@ def _md_month(data: Mapping[str, Any]) -> str:
             )
         else:
             lines.append("No guard posts.")
+        lines += ["", "### Patrols", ""]
+        if s.get("patrol"):
+            lines += _table(
+                [
+                    "route",
+                    "rounds due",
+                    "done",
+                    "late",
+                    "missed",
+                    "compliance",
+                    "rounds (complete / incomplete)",
+                    "median round",
+                    "out of order",
+                    "escalations (leader / lead / police)",
+                    "acknowledged (scan / duty)",
+                    "duress",
+                ],
+                [
+                    [
+                        r["route"],
+                        r["due"],
+                        r["done"],
+                        r["late"],
+                        r["missed"],
+                        _pct(r["compliance"]),
+                        f"{r['rounds']} ({r['complete']} / {r['incomplete']})",
+                        "-" if r["median_round_min"] is None else f"{r['median_round_min']} min",
+                        r["out_of_order"],
+                        " / ".join(str(r["by_step"][k]) for k in PATROL_STEPS),
+                        f"{r['acknowledged_by_scan']} / {r['acknowledged_by_duty']}",
+                        r["duress_scans"],
+                    ]
+                    for r in s["patrol"]
+                ],
+            )
+        else:
+            lines.append("No patrol routes.")
     return "\n".join(lines) + "\n"
 
 
@@ -738,6 +1074,20 @@ def _md_day(data: Mapping[str, Any]) -> str:
             lines += _table(
                 ["time", "event", "detail"],
                 [[e["time"], e["kind"], e["summary"]] for e in p["log"]],
+            )
+        for r in s.get("patrols", []):
+            lines += [
+                "",
+                f"### Patrol {r['route']}: {r['due']} rounds due, {r['done']} done, "
+                f"{r['late']} late, {r['missed']} missed, {r['escalations']} escalations",
+                "",
+            ]
+            lines += _table(
+                ["time", "event", "detail", "Contact ID"],
+                [
+                    [e["time"], e["kind"], e["summary"], _cid(e["code"], e["qualifier"])]
+                    for e in r["log"]
+                ],
             )
         lines += ["", "### Alarms", ""]
         if s["alarms"]:
@@ -781,6 +1131,13 @@ def _csv(data: Mapping[str, Any]) -> str:
     wr = csv.writer(buf, lineterminator="\n")
     if data["report"] == "monthly":
         wr.writerow(["month", "site", "section", "subject", "metric", "value"])
+        for k, v in data.get("gateway", {}).items():
+            if k != "down":
+                wr.writerow([data["month"], "", "gateway", "", k, v])
+        for m in data.get("major", []):
+            wr.writerow(
+                [data["month"], m["site"] or "", "major", m["what"], m["time"], m["detail"]]
+            )
         for s in data["sites"]:
             base = [data["month"], s["site"]]
             for k, v in s["alarms"].items():
@@ -800,6 +1157,15 @@ def _csv(data: Mapping[str, Any]) -> str:
                             wr.writerow([*base, "duty", p["post"], f"escalations_{step}", n])
                     elif k != "post":
                         wr.writerow([*base, "duty", p["post"], k, "" if v is None else v])
+            for r in s.get("patrol", []):
+                for k, v in r.items():
+                    if k == "by_step":
+                        for step, n in v.items():
+                            wr.writerow([*base, "patrol", r["route"], f"escalations_{step}", n])
+                    elif k == "checkpoints":
+                        wr.writerow([*base, "patrol", r["route"], k, " ".join(v or [])])
+                    elif k != "route":
+                        wr.writerow([*base, "patrol", r["route"], k, "" if v is None else v])
     else:
         wr.writerow(["day", "time", "site", "post", "unit", "kind", "code", "summary"])
         rows: list[tuple[float, list[Any]]] = []
@@ -817,6 +1183,23 @@ def _csv(data: Mapping[str, Any]) -> str:
                                 "",
                                 e["kind"],
                                 "",
+                                e["summary"],
+                            ],
+                        )
+                    )
+            for r in s.get("patrols", []):
+                for e in r["log"]:
+                    rows.append(
+                        (
+                            e["at"],
+                            [
+                                data["day"],
+                                e["time"],
+                                s["site"],
+                                f"patrol:{r['route']}",
+                                e["detail"].get("checkpoint", ""),
+                                e["kind"],
+                                e["code"] or "",
                                 e["summary"],
                             ],
                         )

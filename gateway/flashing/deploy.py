@@ -85,7 +85,13 @@ def _mpremote_exe(given: str | None) -> str:
 
 
 def stage(
-    unit: Unit, key: bytes, out: Path, cache: Path, code: bool = True, image: Path | None = None
+    unit: Unit,
+    key: bytes,
+    out: Path,
+    cache: Path,
+    code: bool = True,
+    image: Path | None = None,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Fill ``out`` with what the unit's flash must hold; return path -> sha256.
 
@@ -93,7 +99,14 @@ def stage(
     ``image``: a ROMFS image staged as the file :data:`ROMFS_IMAGE` (a virtual board).
     """
     return write_unit_files(
-        out, unit, key, compiled_tree(cache), bare=not code, image=image, install_test=True
+        out,
+        unit,
+        key,
+        compiled_tree(cache),
+        bare=not code,
+        image=image,
+        overrides=None if baud is None else {"baud": baud},
+        install_test=True,
     )
 
 
@@ -188,8 +201,11 @@ def deploy(
     cache: Path | None = None,
     code: bool = True,
     romfs: bool = False,
+    baud: int | None = None,
 ) -> dict[str, str]:
     """Stage, copy, verify and restart one unit; return the verified path -> sha256.
+
+    ``baud``: its link's speed (boards.yaml), which the unit's UART must use.
 
     ``code=False`` (``--config-only``): the firmware is frozen or on ROMFS.
     ``romfs``: write the modules' ROMFS image first (then as ``code=False``).
@@ -201,7 +217,7 @@ def deploy(
             mp.run(["romfs", "deploy", str(image)])
         code = code and not romfs
         virtual_image = image if mp.unix_port else None
-        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image)
+        expected = stage(unit, key, staging, cache or Path(tmp), code, virtual_image, baud)
         paths = sorted(expected)
         mp.run(["exec", _cleanup_script(paths, () if code else _module_files())])
         mp.run(*(["fs", "cp", str(staging / p), f":{p}"] for p in paths))
@@ -231,7 +247,14 @@ def run(args: argparse.Namespace) -> int:
         raise KeyMissingError(str(exc)) from None
     try:
         mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(unit, key, mp, code=not args.config_only, romfs=args.romfs)
+        files = deploy(
+            unit,
+            key,
+            mp,
+            code=not args.config_only,
+            romfs=args.romfs,
+            baud=cfg.links[unit.link].baud,
+        )
     except GatewayError as exc:
         print(f"campusguard deploy: {exc}", file=sys.stderr)
         return 1

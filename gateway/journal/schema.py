@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS events (
     site      TEXT NOT NULL,
     unit      TEXT,                    -- NULL for gateway or post events
     post      TEXT,                    -- guard post id for duty events
+    route     TEXT,                    -- patrol route id for patrol events
     kind      TEXT NOT NULL,           -- see gateway/README.md: offline, low_battery, tamper, ...
     code      INTEGER,                 -- Contact ID event code (e.g. 302 low battery)
     qualifier INTEGER,                 -- Contact ID qualifier: 1 new, 3 restore, NULL none
@@ -54,3 +55,6 @@ def create_shared(conn: sqlite3.Connection) -> None:
     columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(incidents)")}
     if "test" not in columns:  # a journal from before test mode
         conn.execute("ALTER TABLE incidents ADD COLUMN test INTEGER NOT NULL DEFAULT 0")
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(events)")}
+    if "route" not in columns:  # a journal from before patrols
+        conn.execute("ALTER TABLE events ADD COLUMN route TEXT")

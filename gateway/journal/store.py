@@ -131,6 +131,7 @@ def insert_event(
     kind: str,
     unit: str | None = None,
     post: str | None = None,
+    route: str | None = None,
     code: int | None = None,
     qualifier: int | None = None,
     detail: str = "{}",
@@ -141,9 +142,9 @@ def insert_event(
     tests that fill a journal without a running gateway.
     """
     cur = conn.execute(
-        "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (at, site, unit, post, kind, code, qualifier, detail),
+        "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (at, site, unit, post, route, kind, code, qualifier, detail),
     )
     return int(cur.lastrowid or 0)
 
@@ -195,6 +196,7 @@ class Store:
         self.unchecked = 0  # commits since the last checkpoint
         self.checkpoints = 0
         self._boots: dict[tuple[int, int], float] = {}
+        self._data_version: int | None = None
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -219,6 +221,8 @@ class Store:
                 for a, e, b in conn.execute("SELECT addr, epoch, boot_at FROM unit_boot")
             }
             self.wal.sync_now()
+            # from here on, another connection's commit is news (changed_elsewhere)
+            self.changed_elsewhere()
         except (OSError, sqlite3.Error) as exc:
             self.wal.close()
             conn.close()
@@ -479,6 +483,7 @@ class Store:
         code: int | None,
         qualifier: int | None,
         detail: str,
+        route: str | None = None,
     ) -> int:
         """Append to the shared ``events`` table; return the event id."""
         return insert_event(
@@ -488,6 +493,7 @@ class Store:
             kind=kind,
             unit=unit,
             post=post,
+            route=route,
             code=code,
             qualifier=qualifier,
             detail=detail,
@@ -551,6 +557,16 @@ class Store:
                 if new is not None and new != row.payload:
                     c.execute("UPDATE outbox SET payload = ? WHERE id = ?", (new, row.id))
                     changed += 1
+        return changed
+
+    def changed_elsewhere(self) -> bool:
+        """True if another connection committed since the last call (PRAGMA data_version).
+
+        E.g. ``campusguard report --deliver`` queued a message in the outbox.
+        """
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
         return changed
 
     def pending_count(self) -> int:

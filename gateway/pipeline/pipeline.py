@@ -364,6 +364,8 @@ class Pipeline:
             self.police_ack(topic, rest[0], rest[2], payload, at)
         elif len(rest) == 4 and rest[1] == "duty" and rest[3] == "ack":
             self.duty_ack(topic, rest[0], rest[2], payload, at)
+        elif len(rest) == 4 and rest[1] == "patrol" and rest[3] == "ack":
+            self.duty_ack(topic, rest[0], rest[2], payload, at, kind="patrol_ack")
         else:
             log.info("ignoring message on %s", topic)
 
@@ -430,9 +432,14 @@ class Pipeline:
             functools.partial(self._police_ack_out, target.addr, target.epoch, target.seq)
         )
 
-    def duty_ack(self, topic: str, site: str, post: str, payload: bytes, at: float) -> None:
-        """A verified duty acknowledgement goes to the watchers (the duty watch acts on it)."""
-        ack = self._verified(topic, payload, "duty_ack", site, post)
+    def duty_ack(
+        self, topic: str, site: str, post: str, payload: bytes, at: float, kind: str = "duty_ack"
+    ) -> None:
+        """A verified duty ack goes to the watchers (the duty watch acts on it).
+
+        With ``kind="patrol_ack"`` it is a patrol ack and ``post`` the route.
+        """
+        ack = self._verified(topic, payload, kind, site, post)
         if ack is None or self.acks is None:
             return
         try:
@@ -549,10 +556,13 @@ class Pipeline:
         qualifier: int | None = None,
         detail: Mapping[str, Any] | None = None,
         topic: str = "event",
+        route: str | None = None,
     ) -> None:
         """Journal an event and queue it for the police; committed before this returns."""
-        if topic not in ("event", "duty"):
-            raise ValueError(f"topic must be 'event' or 'duty', not {topic!r}")
+        if topic not in ("event", "duty", "patrol"):
+            raise ValueError(f"topic must be 'event', 'duty' or 'patrol', not {topic!r}")
+        if topic == "patrol" and not route:
+            raise ValueError("a patrol event names its route")
         detail_text = json.dumps(dict(detail or {}), separators=(",", ":"), default=str)
         with self._store.transaction():
             eid = self._store.add_event(
@@ -564,8 +574,11 @@ class Pipeline:
                 code=code,
                 qualifier=qualifier,
                 detail=detail_text,
+                route=route,
             )
-            if topic == "duty":
+            if topic == "patrol":
+                leaf = f"patrol/{route}"
+            elif topic == "duty":
                 leaf = f"duty/{post or unit or self._config.gateway_id}"
             else:
                 leaf = f"event/{unit or self._config.gateway_id}"
@@ -575,6 +588,7 @@ class Pipeline:
                 "site": site,
                 "unit": unit,
                 "post": post,
+                **({"route": route} if route is not None else {}),
                 "kind": kind,
                 "code": code,
                 "qualifier": qualifier,
@@ -596,8 +610,8 @@ class Pipeline:
         key that signed it is that gateway's.
         """
         parts = topic.split("/")
-        if len(parts) != 3 or parts[0] not in ("unit", "post") or parts[2] != "state":
-            raise ValueError(f"topic must be unit/<id>/state or post/<id>/state, not {topic!r}")
+        if len(parts) != 3 or parts[0] not in ("unit", "post", "patrol") or parts[2] != "state":
+            raise ValueError(f"topic must be unit/, post/ or patrol/<id>/state, not {topic!r}")
         with self._store.transaction():
             self._store.enqueue(
                 at=at,

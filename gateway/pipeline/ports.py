@@ -28,11 +28,13 @@ class Outlet(Protocol):
         qualifier: int | None = None,
         detail: Mapping[str, Any] | None = None,
         topic: str = "event",
+        route: str | None = None,
     ) -> None:
         """Journal an event (table ``events``) and queue it for the police.
 
-        ``topic`` is ``event`` (published on ``<prefix>/<site>/event/<unit>``) or ``duty``
-        (published on ``<prefix>/<site>/duty/<post>``). Committed before this returns.
+        ``topic`` is ``event`` (published on ``<prefix>/<site>/event/<unit>``), ``duty``
+        (published on ``<prefix>/<site>/duty/<post>``) or ``patrol`` (published on
+        ``<prefix>/<site>/patrol/<route>``). Committed before this returns.
         """
         ...
 
@@ -43,9 +45,10 @@ class Outlet(Protocol):
     def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
         """Queue a retained state message on ``<prefix>/<site>/<topic>`` for the police.
 
-        ``topic`` is ``unit/<unit>/state`` or ``post/<post>/state``: the latest state of a
-        unit or a post, which a duty-room client receives at once when it (re)connects.
-        Committed with the caller's transaction (or at once), in order with the events.
+        ``topic`` is ``unit/<unit>/state``, ``post/<post>/state`` or
+        ``patrol/<route>/state``: the latest state of a unit, a post or a patrol route,
+        which a duty-room client receives at once when it (re)connects. Committed with the
+        caller's transaction (or at once), in order with the events.
         """
         ...
 
@@ -55,7 +58,8 @@ class Watcher(Protocol):
 
     The pipeline calls ``on_frame`` for every fresh, authentic uplink frame after it is
     journalled; ``on_link`` when a serial link goes down or comes back; ``on_command`` for
-    every inbound MQTT message on ``<prefix>/<site>/duty/+/ack``; and ``tick`` at least
+    every verified MQTT ack on ``<prefix>/<site>/duty/+/ack`` and
+    ``<prefix>/<site>/patrol/+/ack``; and ``tick`` at least
     five times a second (real time) with the clock's time, so deadlines are met within
     a second even on a scaled clock.
     """

@@ -1,7 +1,9 @@
 """Duty-room acknowledgements: the signed format, made by duty rooms, checked by the gateway.
 
-A police ack (``<prefix>/<site>/ack/<incident>``) and a duty ack
-(``<prefix>/<site>/duty/<post>/ack``) are envelopes (:mod:`gateway.security.envelope`) signed by a
+A police ack (``<prefix>/<site>/ack/<incident>``), a duty ack
+(``<prefix>/<site>/duty/<post>/ack``) and a patrol ack
+(``<prefix>/<site>/patrol/<route>/ack``, body ``"kind": "patrol_ack", "route": ...``) are
+envelopes (:mod:`gateway.security.envelope`) signed by a
 duty room's key, whose body binds everything the gateway acts on::
 
     {"kind": "police_ack", "site": "hexi-primary", "incident": "hx-gw1-shop-fruit-3-17",
@@ -55,9 +57,9 @@ CREATE TABLE IF NOT EXISTS ack_nonces (
 class SignedAck:
     """An acknowledgement whose signature, authorisation and fields checked out."""
 
-    kind: str  # police_ack | duty_ack
+    kind: str  # police_ack | duty_ack | patrol_ack
     site: str
-    subject: str  # the incident or the post
+    subject: str  # the incident, the post or the patrol route
     kid: str
     by: str
     disposition: str | None
@@ -67,14 +69,25 @@ class SignedAck:
 
 
 def ack_topic(
-    prefix: str, site: str, *, incident: str | None = None, post: str | None = None
+    prefix: str,
+    site: str,
+    *,
+    incident: str | None = None,
+    post: str | None = None,
+    route: str | None = None,
 ) -> str:
-    """The topic of a police ack (``incident``) or a duty ack (``post``)."""
+    """The topic of a police ack (``incident``), a duty ack (``post``) or a patrol ack."""
     if incident is not None:
         return f"{prefix}/{site}/ack/{incident}"
     if post is not None:
         return f"{prefix}/{site}/duty/{post}/ack"
-    raise ValueError("an ack is for an incident or a post")
+    if route is not None:
+        return f"{prefix}/{site}/patrol/{route}/ack"
+    raise ValueError("an ack is for an incident, a post or a patrol route")
+
+
+SUBJECT_FIELD = {"police_ack": "incident", "duty_ack": "post", "patrol_ack": "route"}
+"""The body field that names what each kind of ack acknowledges."""
 
 
 def make_ack(
@@ -85,22 +98,25 @@ def make_ack(
     by: str,
     incident: str | None = None,
     post: str | None = None,
+    route: str | None = None,
     disposition: str = "genuine",
     at: float | None = None,
 ) -> tuple[str, str]:
     """(topic, payload) of a signed ack, as a duty room sends it."""
-    topic = ack_topic(prefix, site, incident=incident, post=post)
-    body: dict[str, Any] = {
-        "kind": "police_ack" if incident is not None else "duty_ack",
-        "site": site,
-    }
+    topic = ack_topic(prefix, site, incident=incident, post=post, route=route)
+    kind = (
+        "police_ack" if incident is not None else "duty_ack" if post is not None else "patrol_ack"
+    )
+    body: dict[str, Any] = {"kind": kind, "site": site}
     if incident is not None:
         if disposition not in DISPOSITIONS:
             raise ValueError(f"disposition {disposition!r}: one of {', '.join(DISPOSITIONS)}")
         body["incident"] = incident
         body["disposition"] = disposition
-    else:
+    elif post is not None:
         body["post"] = post
+    else:
+        body["route"] = route
     body["by"] = by
     body["nonce"] = secrets.token_hex(16)
     body["at"] = iso(time.time() if at is None else at)
@@ -143,7 +159,7 @@ class AckVerifier:
             body = verify(topic, env, auth.key)
         except EnvelopeError as exc:
             raise AckRejected(exc.reason, exc.detail, env.kid) from None
-        field = "incident" if kind == "police_ack" else "post"
+        field = SUBJECT_FIELD[kind]
         if body.get("kind") != kind or body.get("site") != site or body.get(field) != subject:
             raise AckRejected("mismatch", f"body is not a {kind} of {site}/{subject}", env.kid)
         nonce, at = body.get("nonce"), _time(body.get("at"))

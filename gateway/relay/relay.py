@@ -231,11 +231,18 @@ class Relay:
         """New messages may be in the outbox."""
         self._wake.set()
 
+    def reread(self) -> None:
+        """Another process may have queued rows in the outbox: read it again."""
+        self._backlog = True
+        self._wake.set()
+
     def submit(self, rows: Sequence[OutboxRow]) -> None:
         """Committed outbox rows, in id order: publish them as soon as there is room."""
         if not rows:
             return
-        if self._live and not self._backlog and rows[0].id > self._cursor:
+        # the next id after the cursor, or another process (campusguard report) queued
+        # rows in between: then the publisher reads the outbox, in id order
+        if self._live and not self._backlog and rows[0].id == self._cursor + 1:
             self._queue.extend(rows)
             self._cursor = rows[-1].id
             self._dispatch()  # published from this very callback: no hop through a task

@@ -36,7 +36,12 @@ from gateway.security.pki import Issued, ensure_ca, issue
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for $7$
 MAX_PACKET_SIZE = 16384  # bytes; an alarm envelope is ~1.5 KB, an ack ~0.5 KB
-GATEWAY_WRITES = ("alarm/+", "event/+", "duty/+", "open/+", "unit/+/state", "post/+/state")
+ACK_LEAVES = ("ack/+", "duty/+/ack", "patrol/+/ack")
+"""What duty rooms write and the gateway reads: police, duty and patrol acknowledgements."""
+GATEWAY_WRITES = (
+    "alarm/+", "event/+", "duty/+", "patrol/+", "open/+", "unit/+/state", "post/+/state",
+    "patrol/+/state", "report/+",
+)  # fmt: skip
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:
@@ -90,16 +95,13 @@ class Accounts:
             out.append(f"user gateway-{gid}")
             for s in sites:
                 out += [f"topic write {p}/{s}/{leaf}" for leaf in GATEWAY_WRITES]
-                out += [f"topic read {p}/{s}/ack/+", f"topic read {p}/{s}/duty/+/ack"]
+                out += [f"topic read {p}/{s}/{leaf}" for leaf in ACK_LEAVES]
             out += [f"topic readwrite {p}/gateway/{gid}/status", ""]
         for name, sites in self.dutyrooms.items():
             out.append(f"user dutyroom-{name}")
             for s in sites:
-                out += [
-                    f"topic read {p}/{s}/#",
-                    f"topic write {p}/{s}/ack/+",
-                    f"topic write {p}/{s}/duty/+/ack",
-                ]
+                out += [f"topic read {p}/{s}/#"]
+                out += [f"topic write {p}/{s}/{leaf}" for leaf in ACK_LEAVES]
             out += [f"topic read {p}/gateway/+/status", ""]
         for name, sites in self.viewers.items():
             out.append(f"user viewer-{name}")

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,10 @@ from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.ports import Outlet, Watcher
 from gateway.relay.acks import AckVerifier
 from gateway.relay.relay import Relay
+from gateway.security.brokerconfig import ACK_LEAVES
 from gateway.security.envelope import Signer, reseal
 from gateway.security.signkeys import dutyroom_keys, gateway_kid, read_private
+from gateway.service.lifecycle import Lifecycle
 from gateway.service.sdnotify import Notifier
 from gateway.service.status import STATUS_EVERY_S, STATUS_KEY, LinkCounters, snapshot_json
 from gateway.service.watchers import GuardedWatcher
@@ -67,6 +70,7 @@ class Settings:
     more_brokers: tuple[BrokerSettings, ...] = ()  # further nodes of the cluster, in order
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
     arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
+    fsync: Callable[[int], None] = os.fsync  # the journal's (a bench emulates an SD card's)
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -130,7 +134,7 @@ class Gateway:
                 "no duty-room key (dutyroom-<name>.pub) in %s: no acknowledgement will be accepted",
                 settings.keydir,
             )
-        self.store = Store(settings.db_path)
+        self.store = Store(settings.db_path, fsync=settings.fsync)
         self.store.seal = self.signer.seal
         resealed = self.store.reseal_pending(
             lambda row: reseal(self.signer, row.topic, row.payload)
@@ -164,7 +168,7 @@ class Gateway:
             settings.broker,
             self.clock,
             client_id=f"campusguard-{config.gateway_id}",
-            subscriptions=[t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")],
+            subscriptions=[f"{p}/{s}/{leaf}" for s in sites for leaf in ACK_LEAVES],
             status_topic=status_topic(p, config.gateway_id),
             on_message=self.pipeline.on_message,
             signer=self.signer,
@@ -178,8 +182,16 @@ class Gateway:
             if settings.arc is not None
             else None
         )
+        # its own start, stop and broker outages, so that its downtime is in the report
+        self.lifecycle = Lifecycle(
+            config,
+            self.pipeline,
+            self.store.conn,
+            self.clock,
+            connected=self.relay.connected.is_set,
+        )
         self.guards: list[GuardedWatcher] = []
-        self.attach(watchers)
+        self.attach([self.lifecycle, *watchers])
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
@@ -236,6 +248,7 @@ class Gateway:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         try:
+            self._journal_life(self.lifecycle.start)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(link.run(), name=f"link-{lid}")
@@ -254,6 +267,7 @@ class Gateway:
                 await stopper
                 log.info("stopping")
                 self.notifier.stopping()
+                self._journal_life(self.lifecycle.stop)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.5):
                         await self.relay.say_offline()
@@ -272,6 +286,13 @@ class Gateway:
             self.pipeline.close()
             self.store.close()
             self.notifier.close()
+
+    def _journal_life(self, record: Callable[[], None]) -> None:
+        """Journal a start or a stop; a journal that cannot take it must not stop either."""
+        try:
+            record()
+        except sqlite3.Error:
+            log.exception("cannot journal the gateway's start or stop")
 
     async def _announce_ready(self) -> None:
         # links get one chance to open; a port that is absent now is retried for ever
@@ -293,6 +314,11 @@ class Gateway:
         while True:
             await asyncio.sleep(TICK_S)
             self.pipeline.tick()
+            try:
+                if self.store.changed_elsewhere():  # e.g. a monthly report queued for MQTT
+                    self.relay.reread()
+            except sqlite3.Error as exc:
+                log.warning("cannot read the journal's data version: %s", exc)
 
     async def _checkpointer(self) -> None:
         """Keep the WAL short, off the event loop (see :meth:`Store.checkpoint`)."""

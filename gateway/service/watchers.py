@@ -1,7 +1,8 @@
-"""The watchers the gateway service runs beside its pipeline, and their guard.
+"""The watchers the service runs beside its pipeline, and their guard.
 
-The watchers: supervision, duty, clock, test mode. The guard (:class:`GuardedWatcher`)
-makes one that keeps raising loud: counted, reported, and failing the health check.
+The watchers: supervision, duty, patrols, clock, test mode. The guard
+(:class:`GuardedWatcher`) makes one that keeps raising loud: counted, reported, and
+failing the health check.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.pipeline.ports import Outlet, Watcher
 from gateway.pipeline.testmode import TestModeWatch
 from gateway.watch.clockwatch import ClockWatch, kernel_synced
 from gateway.watch.duty import DutyWatch
+from gateway.watch.patrol import PatrolWatch
 from gateway.watch.supervision import Supervisor
 from protocol.messages import Frame
 
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -> list[Watcher]:
-    """The logic that watches the frame stream (unit supervision, guard duty).
+    """The logic that watches the frame stream (unit supervision, guard duty, patrols).
 
     Each watcher gets the outlet for events and signals, the store's connection for its
     own tables, and the clock. Build them outside a store transaction: they create tables.
@@ -35,11 +37,15 @@ def build_watchers(config: Config, outlet: Outlet, store: Store, clock: Clock) -
     duty = DutyWatch(
         config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
     )
+    patrol = PatrolWatch(
+        config, outlet, store.conn, clock, tz=config.timezone, installed=supervisor.is_installed
+    )
     # the kernel knows about the system clock only: a scaled or manual one is not it
     kernel = kernel_synced if isinstance(clock, SystemClock) else None
     return [
         supervisor,
         duty,
+        patrol,
         ClockWatch(config, outlet, store, kernel=kernel),
         TestModeWatch(config, outlet, store.conn),
     ]

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,7 @@ import sys
 import time
 import tty
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -280,6 +281,21 @@ def apply_overrides(unit_dir: Path, overrides: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
 
 
+def slow_fsync(low_ms: float, high_ms: float, seed: int = 0) -> Callable[[int], None]:
+    """An fsync that also takes a random ``low_ms``..``high_ms`` (uniform), as a Pi's SD card.
+
+    A Pi's SD card takes 1-20 ms. The journal calls it in its worker thread, so the wait
+    holds the ACKs that wait for the disk, not the event loop.
+    """
+    rng = random.Random(seed)
+
+    def fsync(fd: int) -> None:
+        time.sleep(rng.uniform(low_ms, high_ms) / 1000)
+        os.fsync(fd)
+
+    return fsync
+
+
 # ---------------------------------------------------------------------- the wire
 
 
@@ -513,6 +529,7 @@ class GatewayProcess:
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Nothing runs until :meth:`start`."""
         self.env = {**os.environ, **broker.environ()}
@@ -531,6 +548,11 @@ class GatewayProcess:
             *broker.cli_args(),
             "--clock-speed",
             str(clock_speed),
+            *(
+                ["--fsync-delay-ms", f"{fsync_delay_ms[0]:g}:{fsync_delay_ms[1]:g}"]
+                if fsync_delay_ms
+                else []
+            ),
         ]
         self.log_path = log_path or db.with_suffix(".log")
         self.proc: asyncio.subprocess.Process | None = None
@@ -634,6 +656,7 @@ class Fleet:
         concurrency: int = 8,
         arc: Sequence[str] = (),
         arc_key_file: str | os.PathLike[str] | None = None,
+        fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
         """Describe the fleet; :meth:`start` (or ``async with``) builds and runs it.
 
@@ -642,6 +665,8 @@ class Fleet:
         ``keydir``: reuse keys there (missing ones are made). ``rogues``: link ids that
         carry a :class:`RogueRadio`. ``arc``: ``--arc`` URLs of a receiving centre
         (in-process gateway only), with ``arc_key_file`` for a single one.
+        ``fsync_delay_ms``: each journal fsync also takes a random (low, high) ms, as on
+        a Pi's SD card (:func:`slow_fsync`).
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
@@ -671,6 +696,7 @@ class Fleet:
         if self.arc and gateway != "inprocess":
             raise FleetError("arc: only with the in-process gateway")
         self.arc_key_file = Path(arc_key_file) if arc_key_file else None
+        self.fsync_delay_ms = fsync_delay_ms
         self.register = self.dir / "boards.yaml"
         self.db = self.dir / "var" / "gateway.db"
         self.units: dict[str, FleetUnit] = {}
@@ -821,7 +847,7 @@ class Fleet:
                     units_dir / uid,
                     spec,
                     self.key(uid),
-                    overrides=self.firmware,
+                    overrides={"baud": config.links[spec.link].baud, **self.firmware},
                     compiled=True,
                     cache=fw_cache,
                     install_test=self.install_test,
@@ -864,6 +890,7 @@ class Fleet:
                     self.broker,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
+                    fsync_delay_ms=self.fsync_delay_ms,
                 )
             self.db.parent.mkdir(parents=True, exist_ok=True)
             await self._s.process.start(timeout)
@@ -879,6 +906,7 @@ class Fleet:
             arc=plan_arc(self.config, self.keydir, self.arc, self.arc_key_file)
             if self.arc
             else None,
+            fsync=slow_fsync(*self.fsync_delay_ms) if self.fsync_delay_ms else os.fsync,
         )
         gw = Gateway(self.config, settings)
         gw.attach(build_watchers(self.config, gw.outlet, gw.store, gw.clock))

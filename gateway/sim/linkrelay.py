@@ -5,6 +5,10 @@ sends goes to the gateway, every frame the gateway sends goes to every unit. Fra
 relayed whole (cut at the 0x00 delimiter, per sender, so two units never interleave
 inside a frame) and each can be dropped, duplicated, delayed or hit by a bit flip, with a
 seeded random generator so a failing run can be repeated.
+
+With a baud rate the link is one half-duplex line at that speed (8N1: 10 bits a byte):
+a frame arrives once its last byte would have, and frames in both directions take turns
+on the line, as on an RS-485 pair or a radio channel (a lost frame took its air time too).
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ class Impairment:
     delay_s: float = 0.0
     jitter_s: float = 0.0
     uplink_only: bool = False
+    baud: int = 0  # the line's speed; 0: as fast as the pty (no air time)
 
     @property
     def clean(self) -> bool:
-        """True when the link passes every frame untouched."""
+        """True when the link passes every frame untouched (a baud rate only delays)."""
         return not (self.drop or self.duplicate or self.corrupt or self.delay_s or self.jitter_s)
 
 
@@ -87,6 +92,7 @@ class LinkRelay:
         self.stats: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_due: dict[str, float] = {}
+        self._line_free = 0.0  # loop time at which the line is free again (baud rate)
         self.paused = False
 
     async def start(self) -> str:
@@ -174,6 +180,7 @@ class LinkRelay:
             return
         imp = self.impairment
         impaired = uplink or not imp.uplink_only
+        on_air = self._on_air(len(frame)) if imp.baud else 0.0
         copies = 1
         if impaired and frame != b"\x00":
             if self._rng.random() < imp.drop:
@@ -189,9 +196,9 @@ class LinkRelay:
                 frame = bytes(b)
                 self.stats[f"{direction}_corrupted"] += 1
         self.stats[f"{direction}_frames"] += 1
-        delay = 0.0
+        delay = on_air
         if impaired and (imp.delay_s or imp.jitter_s):
-            delay = imp.delay_s + self._rng.random() * imp.jitter_s
+            delay += imp.delay_s + self._rng.random() * imp.jitter_s
         for target in targets:
             if target is None:
                 continue
@@ -200,6 +207,17 @@ class LinkRelay:
                     self._later(target, frame, delay)
                 else:
                     self._write(target, frame)
+
+    def _on_air(self, length: int) -> float:
+        """Seconds until a frame of ``length`` bytes, offered now, has been received whole.
+
+        It waits for the line, then takes 10 bits a byte at the baud rate.
+        """
+        now = asyncio.get_running_loop().time()
+        start = max(now, self._line_free)
+        self._line_free = start + length * 10 / self.impairment.baud
+        self.stats["air_us"] += round(length * 10_000_000 / self.impairment.baud)
+        return self._line_free - now
 
     def _later(self, target: _End, frame: bytes, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -236,6 +236,7 @@ class VirtualUnit:
         self.logs: list[str] = []
         self._mem: tuple[int, int, int] | None = None
         self._files: dict[str, str] | None = None
+        self._link_timing: tuple[int, int, int, int] | None = None
         self.epoch: int | None = None
         """The boot epoch the running firmware announced."""
         self.reloaded = 0
@@ -470,6 +471,19 @@ class VirtualUnit:
             raise VirtualUnitError(f"{self.name}: no mem reply")
         return self._mem
 
+    async def link_timing(self, timeout: float = 3.0) -> tuple[int, int, int, int]:
+        """The outbox's timing: (timeout ms, smoothed round trip ms, resent, needless).
+
+        The timeout is learnt from ACK round trips; ``resent`` counts the frames sent again
+        so far, ``needless`` those whose ACK showed an earlier copy had arrived.
+        """
+        self._link_timing = None
+        self._send("link")
+        await self._wait_for(lambda: self._link_timing is not None, timeout, "link")
+        if self._link_timing is None:  # pragma: no cover - _wait_for raised already
+            raise VirtualUnitError(f"{self.name}: no link reply")
+        return self._link_timing
+
     async def module_files(self, timeout: float = 3.0) -> dict[str, str]:
         """Where each module the firmware has loaded came from: name -> path.
 
@@ -525,6 +539,9 @@ class VirtualUnit:
         elif what == "mem":
             nums = [int(word) for word in rest.split()]
             self._mem = (nums[0], nums[1], nums[2] if len(nums) > 2 else 0)
+        elif what == "link":
+            rto, srtt, retries, needless = (int(word) for word in rest.split())
+            self._link_timing = (rto, srtt, retries, needless)
         elif what == "files":
             pairs = (word.partition("=") for word in rest.split())
             self._files = {name: path for name, _, path in pairs}

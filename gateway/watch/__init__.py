@@ -1,1 +1,1 @@
-"""Watchers on the journal: unit supervision, guard duty and shifts, the gateway's clock."""
+"""Watchers on the journal: supervision, duty and shifts, patrols and the calendar, the clock."""

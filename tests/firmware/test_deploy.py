@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as cli
+from gateway.core.config import load_config
+from gateway.flashing.deploy import stage
 from gateway.flashing.unitfiles import INSTALL_TEST_FILE, ROMFS_IMAGE
 from gateway.sim.vboard import VirtualUnit, find_micropython
 from tests.support.timing import TIME_SCALE
@@ -73,6 +75,7 @@ def test_keygen_then_deploy_then_run(
     assert not (flash / "app.py").exists()
     cfg = json.loads((flash / "unit.json").read_text())
     assert cfg["addr"] == 257 and cfg["kind"] == "panic" and "app.mpy" in cfg["fw_files"]
+    assert cfg["baud"] == 115200  # bus-a's: the UART and the retransmission floor use it
     assert (flash / "unit.key").read_text().strip() == read_key(keys, "shop-fruit").hex()
     assert (flash / INSTALL_TEST_FILE).exists()
 
@@ -165,3 +168,12 @@ def test_deploy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err.strip()
     assert err.startswith("campusguard deploy: cannot reach") and "\n" not in err
     assert "Traceback" not in err
+
+
+def test_a_unit_on_the_radio_link_gets_its_baud_rate(tmp_path: Path) -> None:
+    """home-zhao sits on radio-b (9600 baud): its unit.json says so (it once said nothing,
+    and the firmware's UART ran at its default 115200 against a 9600 modem)."""
+    config = load_config(Path(CONFIG))
+    unit = config.units["home-zhao"]
+    stage(unit, bytes(32), tmp_path / "out", tmp_path / "cache", baud=config.links[unit.link].baud)
+    assert json.loads((tmp_path / "out" / "unit.json").read_text())["baud"] == 9600

@@ -261,3 +261,65 @@ def test_allocates_nothing_claims_hold(tmp_path: Path, frozen32_binary: Path) ->
     out = json.loads(line.removeprefix("RESULT "))
     assert out["crc16"] and out["encode_into"] and out["decode_inplace"], out
     assert out["frame"] == out["mac"] > 0, out
+
+
+OUTBOX_JOB = """
+import json, micropython, time
+import outbox
+
+class Line:  # the link as the outbox sees it: busy() and send()
+    def busy(self):
+        return False
+    def send(self, buf, n, off=0):
+        pass
+
+ob = outbox.Outbox(Line(), None, 200, 30000, 9600)
+wire = bytearray(28)
+out = {}
+
+def locked(f):  # f takes no arguments: a call with *args would allocate its own
+    micropython.heap_lock()
+    try:
+        f()
+    except MemoryError:
+        micropython.heap_unlock()
+        return False
+    micropython.heap_unlock()
+    return True
+
+out["sample"] = locked(lambda: ob._sample(40))  # a 40 ms round trip
+ob.remember(4, 7, 4, True)  # a heartbeat, timed
+out["heartbeat_ack"] = locked(lambda: ob.recent_type(7, 4))
+ob.add(1, 7, 3, wire, 28, 2, False)  # a FAULT-like frame: RAM only, sent once
+out["ack"] = locked(lambda: ob.ack(7, 3))  # timed too
+ob.add(1, 7, 5, wire, 28, 2, False)
+out["resend"] = locked(lambda: ob._send(0, time.ticks_ms()))  # back-off and jitter
+out["resent_ack"] = locked(lambda: ob.ack(7, 5))  # at once: the copy was needless
+out["rto"] = ob.rto_ms
+out["needless"] = ob.needless
+out["retries"] = ob.retries
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary: Path) -> None:
+    """The outbox's learnt timeout on the 32-bit frozen build: round-trip samples (an ACK
+    of a heartbeat, of a frame sent once), a retransmission's back-off and jitter, and
+    the needless-copy check, each under micropython.heap_lock()."""
+    script = tmp_path / "outbox_job.py"
+    script.write_text(textwrap.dedent(OUTBOX_JOB))
+    res = subprocess.run(
+        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    out: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack"):
+        assert out[step], f"{step} allocated: {out}"
+    # learnt below the 200 ms ceiling, never below 9600 baud's frame + ACK air time
+    assert (57 * 10 * 1000 + 9599) // 9600 + 2 <= out["rto"] < 200, out
+    assert (out["retries"], out["needless"]) == (1, 1), out

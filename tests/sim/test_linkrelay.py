@@ -151,3 +151,32 @@ async def test_tap_hears_frames_as_sent_before_the_line_drops_them() -> None:
     assert [(s, f, p) for s, f, p in heard] == [("a", wire(257, i), False) for i in range(3)]
     for fd in (m1, s1):
         os.close(fd)
+
+
+async def test_a_baud_rate_makes_frames_take_their_air_time_one_after_another() -> None:
+    """At 1200 baud a frame of n bytes takes n * 10 / 1200 s, and two units sending at
+    once share the line: the second frame is whole only after both air times. The
+    gateway's answer waits for the line too (half duplex)."""
+    (m1, p1, s1), (m2, p2, s2) = unit_pty(), unit_pty()
+    baud = 1200
+    async with LinkRelay({"a": p1, "b": p2}, Impairment(baud=baud)) as relay:
+        gw = await open_gateway(relay.gateway_path)
+        loop = asyncio.get_running_loop()
+        w1, w2 = wire(257, 1), wire(258, 1)
+        t0 = loop.time()
+        os.write(m1, w1)
+        os.write(m2, w2)
+        got = await read_frames(gw, 2)
+        both = loop.time() - t0
+        os.write(gw, wire(300, 1))
+        down = await read_frames(m1, 1)
+        answered = loop.time() - t0
+        os.close(gw)
+        air_us = relay.stats["air_us"]
+    assert sorted(f.unit for f in got) == [257, 258] and [f.seq for f in down] == [1]
+    one_s = len(w1) * 10 / baud
+    assert both >= 2 * one_s  # one after the other, not side by side
+    assert answered >= 3 * one_s
+    assert air_us == 3 * round(len(w1) * 10_000_000 / baud)
+    for fd in (m1, m2, s1, s2):
+        os.close(fd)

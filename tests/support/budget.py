@@ -33,7 +33,7 @@ AREAS: tuple[Area, ...] = (
     Area("firmware-32", 100, ("tests/firmware/", "tests/gateway/test_frozen32.py"), "frozen32"),
     Area("firmware", 150, ("tests/firmware/",)),
     Area("protocol", 15, ("tests/protocol/",)),
-    Area("gateway", 130, ("tests/gateway/", "tests/duty/", "tests/sim/")),
+    Area("gateway", 130, ("tests/gateway/", "tests/duty/", "tests/patrol/", "tests/sim/")),
     Area("hil", 60, ("hil_tests/",)),
     Area("cluster", 50, ("tests/cluster/",)),
     Area("browser", 35, ("tests/browser/",)),

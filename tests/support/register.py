@@ -33,6 +33,11 @@ GUARD_PINS: Mapping[str, int] = {**PINS, "checkin": 27}
 """A guard post's: the check-in button too."""
 MAINS_PINS: Mapping[str, int] = {**PINS, "mains": 26}
 """A unit on mains power: the mains sense line too."""
+CHECKPOINT_PINS: Mapping[str, int] = {
+    **{k: v for k, v in PINS.items() if k != "button"},
+    "checkin": 27,
+}
+"""A patrol checkpoint: the check-in button and no alarm button."""
 
 
 def shipped(**top: Any) -> dict[str, Any]:

@@ -1,0 +1,127 @@
+"""The outbox's retransmission timeout, learnt from the ACK round trip (outbox.py).
+
+The gateway end here answers after a chosen delay, as a gateway whose journal fsync is
+slow would; the unit must wait for that ACK instead of resending on a fixed timer, and
+never go below its frame and ACK's air time at the link's baud rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from gateway.sim.vboard import VirtualUnit
+from protocol import AckState, MsgType
+from tests.firmware.conftest import Arrival, GatewayEnd, UnitFactory
+
+# what a frame and its ACK take on the wire (28 + 29 bytes, 10 bits each), plus 2 ms
+FLOOR_9600_MS = (57 * 10 * 1000 + 9600 - 1) // 9600 + 2
+
+
+def answer_after(gw: GatewayEnd, delay_s: float, mtypes: set[MsgType]) -> None:
+    """ACK every frame of ``mtypes`` once, ``delay_s`` after it arrives (a gateway that
+    takes that long to journal it); retransmitted copies are not answered again."""
+    loop = asyncio.get_running_loop()
+    answered: set[tuple[int, int]] = set()
+    seen = 0
+
+    def check() -> None:
+        nonlocal seen
+        for a in gw.frames[seen:]:
+            key = (a.frame.epoch, a.frame.seq)
+            if a.frame.type in mtypes and key not in answered:
+                answered.add(key)
+                loop.call_later(delay_s, gw.ack, a.frame)
+        seen = len(gw.frames)
+
+    real_readable = gw._readable
+
+    def readable() -> None:
+        real_readable()
+        check()
+
+    loop.remove_reader(gw.fd)
+    loop.add_reader(gw.fd, readable)
+    gw._readable = readable  # type: ignore[method-assign]
+
+
+async def test_a_slow_gateway_gets_each_alarm_once(make_unit: UnitFactory) -> None:
+    """ACKs 300 ms late, on a unit whose fixed first retry would allow 2 s: the unit
+    learns the round trip from its boot heartbeat and still waits for the ACK (the
+    timeout is four deviations above the mean, not the mean)."""
+    vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
+    answer_after(gw, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM})
+    await gw.next(MsgType.HEARTBEAT)
+    rto, srtt, *_ = await _learnt(vu, at_least_ms=300)
+    assert srtt >= 300 and rto >= srtt
+    start = len(gw.frames)
+    await vu.click()
+    alarm = await gw.next(MsgType.ALARM, after=start)
+    await vu.wait_led("received")
+    copies = [a for a in gw.of(MsgType.ALARM) if a.raw == alarm.raw]
+    assert len(copies) == 1, [round(a.at - alarm.at, 3) for a in copies]
+    assert (await vu.link_timing())[2] == 0  # nothing was sent twice
+
+
+async def test_the_timeout_is_learnt_below_the_fixed_first_retry(make_unit: UnitFactory) -> None:
+    """A gateway that ACKs at once: the timeout comes down from retry_first_ms (2 s here)
+    to what the round trip needs; one that ACKs 300 ms late leaves it at retry_first_ms,
+    never above (a slow spell measured once must not hold alarms back for seconds)."""
+    vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
+    answer_after(gw, 0.0, {MsgType.HEARTBEAT})
+    await gw.next(MsgType.HEARTBEAT)
+    rto, srtt, *_ = await _learnt(vu, at_least_ms=0)
+    assert 0 < srtt <= rto < 2000
+    slow, gw2 = await make_unit("home-zhao", retry_first_ms=200)
+    answer_after(gw2, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM})
+    await gw2.next(MsgType.HEARTBEAT)
+    rto, srtt, *_ = await _learnt(slow, at_least_ms=300)
+    assert rto == 200
+    # so an ALARM goes twice there; the ACK of the first copy comes ~100 ms after the
+    # second, too soon to answer it (half a round trip): the unit counts that copy as
+    # needless, and times the first one (its timeout stays at the ceiling)
+    start = len(gw2.frames)
+    await slow.click()
+    alarm = await gw2.next(MsgType.ALARM, after=start)
+    await slow.wait_led("received")
+    copies = [a for a in gw2.of(MsgType.ALARM) if a.raw == alarm.raw]
+    rto, srtt, retries, needless = await slow.link_timing()
+    assert (len(copies), retries, needless, rto) == (2, 1, 1, 200), (copies, srtt)
+
+
+async def test_retries_back_off_from_the_learnt_timeout_and_never_below_air_time(
+    make_unit: UnitFactory,
+) -> None:
+    """At 9600 baud a frame and its ACK take ~60 ms on the wire: an ACK that comes at
+    once (a pty has no baud rate) still leaves the timeout at that floor. An ALARM never
+    ACKed is resent after the timeout, after it again, then after twice it, and so on."""
+    vu, gw = await make_unit(baud=9600)
+    answer_after(gw, 0.0, {MsgType.HEARTBEAT})
+    await gw.next(MsgType.HEARTBEAT)
+    rto, srtt, *_ = await _learnt(vu, at_least_ms=0)
+    assert rto >= FLOOR_9600_MS
+    await vu.click()
+    first = await gw.next(MsgType.ALARM)
+    await gw.wait(lambda fs: len([a for a in fs if a.raw == first.raw]) >= 4, timeout=10)
+    copies: list[Arrival] = [a for a in gw.frames if a.raw == first.raw]
+    gaps_ms = [(b.at - a.at) * 1000 for a, b in itertools.pairwise(copies)]
+    # the waits: the timeout, the timeout again, then doubling (jitter only lengthens
+    # them); a copy seen late by this end (a busy host) makes its gap longer and the next
+    # one shorter, so the sums are checked, not each gap (1 ms of tick rounding each)
+    waits = [rto, rto, 2 * rto]
+    for k in range(1, 4):
+        assert sum(gaps_ms[:k]) >= sum(waits[:k]) - k, (rto, gaps_ms)
+    assert (await vu.link_timing())[2] >= 3
+    gw.ack(first.frame, AckState.RECEIVED)
+    await vu.wait_led("received")
+
+
+async def _learnt(vu: VirtualUnit, at_least_ms: int) -> tuple[int, int, int, int]:
+    """The unit's (timeout, smoothed round trip, retries) once it has measured a round
+    trip of at least ``at_least_ms`` (its boot heartbeat's ACK may still be on its way):
+    each question is a round trip on the control channel, no sleep."""
+    async with asyncio.timeout(10):
+        while True:
+            timing = await vu.link_timing()
+            if timing[1] > 0 and timing[1] >= at_least_ms:
+                return timing

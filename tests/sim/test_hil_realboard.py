@@ -1,0 +1,111 @@
+"""The HIL harness's real-board path (``--port``), run against a virtual unit.
+
+No ESP32 is here: the unit is the MicroPython unix port with its REPL on a socat pty,
+which mpremote drives like a USB port (deploy, then ``exec --no-follow`` of the REPL
+driver); its board is ``board.esp32`` on the ``machine`` stand-in, whose UART is a pty
+that a link relay gives the gateway as the register's bus-a port. The harness must run
+every scenario a real board can play to its end, record the LED and buzzer checks as
+not checked, and say so in its summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli.main import main as cli
+from gateway.sim.linkrelay import LinkRelay
+from gateway.sim.vboard import find_micropython
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = "shop-fruit"  # on bus-a
+
+
+@pytest.fixture
+def repl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A MicroPython unix port with its REPL on a pty (as an ESP32's USB port)."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (apt-get install socat)")
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    link = tmp_path / "usb"
+    proc = subprocess.Popen(
+        [
+            "socat",
+            f"pty,raw,echo=0,link={link}",
+            f"EXEC:{find_micropython()} -X heapsize=2M,pty,raw,echo=0,stderr,setsid,ctty",
+        ],
+        cwd=flash,
+    )
+    deadline = time.monotonic() + 5
+    while not link.exists():
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("socat did not make the pty")
+        time.sleep(0.02)  # polling a condition (socat made the pty) with a deadline
+    yield str(link), flash
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open finding: after the first press and ~11 s of quiet (one incident window), "
+    "the console path (pty <-> socat <-> the unix port's REPL) stops carrying bytes both "
+    "ways while the MicroPython process idles in poll; the next press never arrives "
+    "(first scenario, cancel and police ack pass; duress and chatter do not)",
+)
+async def test_real_board_path_runs_every_scenario_to_the_end(
+    repl: tuple[str, Path], tmp_path: Path
+) -> None:
+    usb, _flash = repl
+    keys = tmp_path / "keys"
+    assert cli(["keygen", UNIT, "--keydir", str(keys), "--config", str(ROOT / "boards.yaml")]) == 0
+    # the board's UART: a pty whose far end the relay hands the gateway as bus-a's port
+    master, slave = os.openpty()
+    spare_master, spare_slave = os.openpty()  # radio-b: a line nobody talks on
+    uart = os.ttyname(slave)
+    relay = LinkRelay({UNIT: master})
+    try:
+        bus = await relay.start()
+        register = yaml.safe_load((ROOT / "boards.yaml").read_text())
+        for link in register["links"]:
+            link["port"] = bus if link["id"] == "bus-a" else os.ttyname(spare_slave)
+        config = tmp_path / "boards.yaml"
+        config.write_text(yaml.safe_dump(register, sort_keys=False))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pytest", "hil_tests/test_alarm.py", "-q",
+            "-p", "no:cacheprovider",
+            "--port", usb, "--unit", UNIT, "--hil-config", str(config),
+            "--hil-keydir", str(keys), "--hil-unix-uart", uart,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    finally:
+        await relay.stop()
+        for fd in (master, slave, spare_master, spare_slave):
+            os.close(fd)
+    text = out.decode(errors="replace")
+    (tmp_path / "hil-output.txt").write_text(text)
+    assert proc.returncode == 0, f"{tmp_path / 'hil-output.txt'}:\n{text[-6000:]}"
+    summary = text[text.index("CampusGuard HIL: what was checked on real boards") :]
+    # the five scenarios a real board can play ran to their end; the three that need a
+    # virtual board's powers did not run, and say why
+    assert "5 passed, 3 skipped" in text, text[-3000:]
+    assert "5 scenarios ran to the end, 0 failed, 3 not run" in summary, summary
+    # the police acknowledgement reached the unit (its LED and buzzer left to a person)
+    assert "CHECKED BUT  test_police_acknowledgement_is_shown_on_the_unit" in summary
+    assert "not checked: shop-fruit: LED 'police_ack'" in summary
+    assert "not checked: shop-fruit: buzzer 'police_ack'" in summary
+    assert "not checked: shop-fruit: LED and buzzer stayed silent" in summary  # duress
+    assert "CHECKED      test_chatter_gives_one_incident_and_one_fault" in summary
+    assert "NOT RUN      test_link_unplugged_and_back_loses_nothing: needs virtual" in summary
