@@ -34,6 +34,7 @@ from tests.support import register
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
 from tests.support.timing import scaled
+from tests.support.timing import until as until  # for tests written before it moved
 
 GATEWAY_ID = "gw-test"
 SITE = "test-school"
