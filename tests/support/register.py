@@ -96,6 +96,14 @@ def small(
     return doc
 
 
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as boards.yaml writes them (``links:\n  - ...``),
+    so that a test may add an item by editing the text."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
 def to_yaml(doc: Mapping[str, Any]) -> str:
     """The document as boards.yaml text (keys in their order)."""
-    return yaml.safe_dump(dict(doc), sort_keys=False)
+    return yaml.dump(dict(doc), Dumper=_Dumper, sort_keys=False)
