@@ -19,6 +19,8 @@ from gateway.core.credentials import unit_keydir
 from gateway.core.errors import GatewayError, UsageError
 from gateway.journal.store import RETENTION_DAYS, default_db_path
 from gateway.service.assembly import Gateway, Settings
+from gateway.service.sms import attach_sms
+from gateway.service.snapshots import attach_video
 from gateway.service.watchers import build_watchers
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,8 @@ async def serve(config: Config, settings: Settings) -> None:
     """Build the gateway with its watchers and run it until SIGTERM/SIGINT."""
     gw = Gateway(config, settings)
     gw.attach(build_watchers(config, gw.outlet, gw.store, gw.clock))
+    attach_video(gw)
+    attach_sms(gw)
     await gw.run(install_signals=True)
 
 

@@ -93,13 +93,20 @@ TIMINGS: dict[str, tuple[int, int, int]] = {
 # `heartbeat_s` would otherwise leave the default in force without a word)
 TOP_FIELDS = (
     "version", "gateway", "defaults", "links", "sites", "units", "posts", "arc", "calendar",
-    "patrols",
+    "patrols", "cameras", "sms",
 )  # fmt: skip
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
-SITE_FIELDS = ("id", "name", "address", "security_lead", "account", "partition")
+SITE_FIELDS = ("id", "name", "address", "security_lead", "deputies", "account", "partition")
+PERSON_FIELDS = ("name", "phone")
+SMS_FIELDS = (
+    "port", "baud", "retries", "retry_s", "delivery_timeout_min", "offline_after_h", "faults",
+)  # fmt: skip
+SMS_FAULTS = ("escalation", "patrol", "tamper", "low_battery", "offline", "not_installed")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,24}$")
 UNIT_FIELDS = (
-    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", *TIMINGS,
+    "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", "cameras",
+    *TIMINGS,
 )  # fmt: skip
 _ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 ARC_FIELDS = (
@@ -144,6 +151,7 @@ class Site:
     security_lead: dict[str, str]
     account: str | None = None  # SIA DC-09 account at the alarm receiving centre (hex)
     partition: int = 1  # Contact ID group of the site's reports
+    deputies: tuple[dict[str, str], ...] = ()  # tried in order after the security lead
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +174,7 @@ class Unit:
     test_interval_h: int
     incident_window_s: int
     zone: int | None = None  # Contact ID zone at the receiving centre, unique per account
+    cameras: tuple[str, ...] = ()  # cameras[].id that see the unit's place
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +295,8 @@ class Config:
     arc: Arc | None = None
     calendar: CalendarSpec = field(default_factory=CalendarSpec)
     patrols: dict[str, Patrol] = field(default_factory=dict)
+    cameras: dict[str, Camera] = field(default_factory=dict)
+    sms: SmsSettings | None = None
 
 
 class _Reader:
@@ -436,8 +447,10 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             {str(k): str(v) for k, v in lead.items()},
             account=account.upper() if account else None,
             partition=r.integer(d, where, "partition", 0, 99, 1),
+            deputies=_people(r, d.get("deputies", []), where, "deputies"),
         )
     site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
+    cameras = _cameras(r, top.get("cameras", []), sites)
 
     units: dict[str, Unit] = {}
     addrs: dict[int, str] = {}
@@ -503,6 +516,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             kind=kind,
             **timings,
             zone=zone,
+            cameras=_unit_cameras(r, d, where, unit_site, cameras),
         )
 
     posts: dict[str, Post] = {}
@@ -546,11 +560,175 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             escalation=tuple(ladder),
         )
     arc = _arc(r, top["arc"]) if top.get("arc") is not None else None
+    sms = _sms(r, top["sms"]) if top.get("sms") is not None else None
     calendar = _calendar(r, top["calendar"]) if top.get("calendar") is not None else CalendarSpec()
     patrols = _patrols(r, top.get("patrols", []), sites, units)
     return Config(
-        path, gateway_id, site, timezone, links, sites, units, posts, arc, calendar, patrols
+        path,
+        gateway_id,
+        site,
+        timezone,
+        links,
+        sites,
+        units,
+        posts,
+        arc,
+        calendar,
+        patrols,
+        cameras=cameras,
+        sms=sms,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSettings:
+    """The GSM modem that texts the people on the ladders (gateway/notify/)."""
+
+    port: str
+    baud: int = 115200
+    retries: int = 3  # failed sends to one person before the next is tried
+    retry_s: int = 30  # first wait before a retry (then 2x, 3x ...)
+    delivery_timeout_min: int = 10  # no status report by then: the next person
+    offline_after_h: int = 2  # a unit offline this long is texted to the site's lead
+    faults: tuple[str, ...] = SMS_FAULTS  # which events text a person
+
+
+def _people(r: _Reader, value: Any, where: str, name: str) -> tuple[dict[str, str], ...]:
+    out: list[dict[str, str]] = []
+    for j, item in enumerate(r.seq(value, where, name)):
+        pw = f"{where} {name}[{j}]"
+        d = r.mapping(item, pw, name, PERSON_FIELDS)
+        phone = r.text(d, pw, "phone")
+        if not _PHONE.match(phone):
+            raise r.fail(pw, "phone", f"{phone!r}: digits, optionally +country code, quoted")
+        out.append({"name": r.text(d, pw, "name"), "phone": phone})
+    return tuple(out)
+
+
+def _sms(r: _Reader, value: Any) -> SmsSettings:
+    d = r.mapping(value, "sms", "sms", SMS_FIELDS)
+    faults = r.seq(d.get("faults", list(SMS_FAULTS)), "sms", "faults")
+    for f in faults:
+        if f not in SMS_FAULTS:
+            raise r.fail("sms", "faults", f"{f!r}: any of {', '.join(SMS_FAULTS)}")
+    return SmsSettings(
+        port=r.text(d, "sms", "port"),
+        baud=r.integer(d, "sms", "baud", 1200, 921600, 115200),
+        retries=r.integer(d, "sms", "retries", 0, 10, 3),
+        retry_s=r.integer(d, "sms", "retry_s", 1, 3600, 30),
+        delivery_timeout_min=r.integer(d, "sms", "delivery_timeout_min", 1, 1440, 10),
+        offline_after_h=r.integer(d, "sms", "offline_after_h", 1, 168, 2),
+        faults=tuple(faults),
+    )
+
+
+CAMERA_FIELDS = ("id", "site", "name", "rtsp", "gb28181", "snapshot", "auth", "credentials")
+CAMERA_AUTH = ("digest", "basic", "none")
+_GB28181 = re.compile(r"^\d{20}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Camera:
+    """A camera that sees a unit's place; its user and password are never here.
+
+    ``credentials`` names the secret ``camera-<credentials>.cred`` in the key directory
+    (gateway/video/cameras.py reads it).
+    """
+
+    id: str
+    site: str
+    name: str
+    rtsp: str | None = None  # the stream, without credentials
+    gb28181: str | None = None  # GB/T 28181 channel id (20 digits) on the video platform
+    snapshot: str | None = None  # HTTP(S) URL that answers one JPEG
+    auth: str = "digest"  # digest | basic | none
+    credentials: str | None = None
+
+    def ref(self) -> dict[str, Any]:
+        """What an alarm payload says of it: id, name and stream references, no secret."""
+        out: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.rtsp is not None:
+            out["rtsp"] = self.rtsp
+        if self.gb28181 is not None:
+            out["gb28181"] = self.gb28181
+        out["snapshot"] = self.snapshot is not None  # published on snapshot/<incident>/<id>
+        return out
+
+
+def _url(r: _Reader, d: dict[str, Any], where: str, name: str, schemes: tuple[str, ...]) -> str:
+    value = r.text(d, where, name)
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in schemes or not rest:
+        raise r.fail(where, name, f"{value!r}: a URL starting {' or '.join(schemes)}://")
+    if "@" in rest.partition("/")[0]:
+        raise r.fail(
+            where,
+            name,
+            "credentials never live in the register: name them with `credentials:` and put "
+            "user:password in the key directory's camera-<name>.cred",
+        )
+    return value
+
+
+def _cameras(r: _Reader, value: Any, sites: dict[str, Site]) -> dict[str, Camera]:
+    cameras: dict[str, Camera] = {}
+    for i, item in enumerate(r.seq(value, "top level", "cameras")):
+        d = r.mapping(item, f"cameras[{i}]", "cameras")
+        cid = r.ident(d, f"cameras[{i}]", "id")
+        where = f"camera {cid}"
+        for secret in ("user", "username", "password"):
+            if secret in d:
+                raise r.fail(
+                    where, secret, "credentials never live in the register: use `credentials:`"
+                )
+        r.only(d, where, CAMERA_FIELDS)
+        if cid in cameras:
+            raise r.fail(where, "id", "defined twice")
+        gb = d.get("gb28181")
+        if isinstance(gb, int) and not isinstance(gb, bool):
+            gb = str(gb)
+        if gb is not None and (not isinstance(gb, str) or not _GB28181.match(gb)):
+            raise r.fail(where, "gb28181", f"{gb!r}: a 20-digit channel id (quote it in YAML)")
+        auth = r.text(d, where, "auth", "digest")
+        if auth not in CAMERA_AUTH:
+            raise r.fail(where, "auth", f"{auth!r}: one of {', '.join(CAMERA_AUTH)}")
+        camera = Camera(
+            id=cid,
+            site=r.ref(d, where, "site", sites),
+            name=r.text(d, where, "name"),
+            rtsp=_url(r, d, where, "rtsp", ("rtsp", "rtsps")) if "rtsp" in d else None,
+            gb28181=gb,
+            snapshot=_url(r, d, where, "snapshot", ("http", "https")) if "snapshot" in d else None,
+            auth=auth,
+            credentials=r.ident(d, where, "credentials") if "credentials" in d else None,
+        )
+        if camera.rtsp is None and camera.gb28181 is None and camera.snapshot is None:
+            raise r.fail(where, "rtsp", "give rtsp, gb28181 or snapshot (or several)")
+        if camera.auth != "none" and camera.snapshot is not None and camera.credentials is None:
+            raise r.fail(
+                where,
+                "credentials",
+                f"missing for auth {camera.auth}: name the key directory's "
+                "camera-<name>.cred (or say auth: none)",
+            )
+        cameras[cid] = camera
+    return cameras
+
+
+def _unit_cameras(
+    r: _Reader, d: dict[str, Any], where: str, site: str, cameras: dict[str, Camera]
+) -> tuple[str, ...]:
+    out: list[str] = []
+    for j, cid in enumerate(r.seq(d.get("cameras", []), where, "cameras")):
+        if not isinstance(cid, str) or cid not in cameras:
+            known = ", ".join(cameras) or "none defined"
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} is not a camera (known: {known})")
+        if cameras[cid].site != site:
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} is at site {cameras[cid].site}")
+        if cid in out:
+            raise r.fail(where, f"cameras[{j}]", f"{cid!r} listed twice")
+        out.append(cid)
+    return tuple(out)
 
 
 def _date(r: _Reader, value: Any, where: str, name: str) -> date:

@@ -107,6 +107,8 @@ KINDS: dict[str, Kind] = {
         # the alarm receiving centre's paths (gateway/arc/transmitter.py): 351 primary, 352 backup
         Kind("arc_path", 351, "receiving centre path lost (3: restored; 352 backup)", False, "arc"),
         Kind("arc_rejected", 354, "receiving centre refused a message (DUH)", False, "arc"),
+        # people reached by SMS (gateway/notify/): nobody on a ladder got the message
+        Kind("sms_failed", None, "SMS reached nobody on the ladder", False, "notify"),
     )
 }
 

@@ -85,6 +85,20 @@ class DC09Error(GatewayError):
     """A frame or key that is not valid DC-09 (the message says why)."""
 
 
+# video
+class CameraCredentialError(GatewayError):
+    """A camera's credential file is missing or not ``user:password``."""
+
+
+# notify
+class ModemError(GatewayError):
+    """A modem command failed: ERROR, ``+CMS ERROR``, no answer, or the port is down."""
+
+
+class PduError(ValueError):
+    """An SMS PDU from the modem that cannot be decoded (untrusted input: counted)."""
+
+
 # dutyroom
 class ReportError(Exception):
     """The report cannot be made (missing database, not a journal, bad arguments)."""

@@ -572,6 +572,8 @@ class IncidentBook:
             "closed_at": iso(inc.closed_at),
             "test": inc.test,
             "published_at": iso(at),
+            # where the police can look: stream references, never credentials
+            "cameras": [self._config.cameras[c].ref() for c in unit.cameras] if unit else [],
         }
         if link is not None:
             payload["link"] = link

@@ -45,7 +45,7 @@ from gateway.journal.store import Store
 from gateway.link.downlink import Downlink
 from gateway.link.receiver import Received
 from gateway.pipeline.incidents import IncidentBook
-from gateway.pipeline.ports import Watcher
+from gateway.pipeline.ports import JournalledEvent, Watcher
 from gateway.relay.acks import ACK_CLOCK_SKEW_S, AckVerifier, SignedAck, body_json
 from protocol import (
     AckState,
@@ -133,6 +133,8 @@ class Pipeline:
         self._wake = wake_relay
         self._units = {u.addr: u for u in config.units.values()}
         self.watchers: list[Watcher] = []
+        # called with each event inside the transaction that journals it (SMS to queue)
+        self.event_hooks: list[Callable[[JournalledEvent], None]] = []
         self.incidents = IncidentBook(store, config, prefix=prefix, event=self.event)
         self._timers: set[asyncio.TimerHandle] = set()
         # claimed unit address (None: any unregistered one) -> last event time, counts since
@@ -600,6 +602,23 @@ class Pipeline:
                 topic=f"{self._prefix}/{site}/{leaf}",
                 payload=json.dumps(payload, separators=(",", ":")),
             )
+            if self.event_hooks:
+                note = JournalledEvent(
+                    payload["event"],
+                    site,
+                    kind,
+                    at,
+                    unit,
+                    post,
+                    qualifier,
+                    payload["detail"],
+                    route,
+                )
+                for hook in self.event_hooks:
+                    try:  # e.g. an SMS to queue: never at the cost of the event itself
+                        hook(note)
+                    except Exception:
+                        log.exception("event hook failed on %s %s", kind, note.event)
         if not self._store.in_transaction:
             self._wake()
 

@@ -7,10 +7,26 @@ constructor and never reach around it to the relay or the links.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.core.config import Unit
 from protocol.messages import Frame, SignalPattern
+
+
+@dataclass(frozen=True, slots=True)
+class JournalledEvent:
+    """An event as the pipeline journalled it, for hooks in the same transaction."""
+
+    event: str  # '<gateway id>-<journal id>'
+    site: str
+    kind: str
+    at: float
+    unit: str | None
+    post: str | None
+    qualifier: int | None
+    detail: Mapping[str, Any]
+    route: str | None = None  # a patrol event's route
 
 
 class Outlet(Protocol):

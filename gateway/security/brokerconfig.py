@@ -3,9 +3,9 @@
 Who may do what (gateway/README.md, "Security"), for the topic prefix ``P``:
 
 - gateway ``gateway-<id>``: write its sites' ``P/<site>/alarm/+``, ``event/+``, ``duty/+``,
-  ``open/+``, ``unit/+/state``, ``post/+/state``; read its sites' ``P/<site>/ack/+`` and
-  ``P/<site>/duty/+/ack``; read and write its own ``P/gateway/<id>/status`` (it reads it
-  back to notice a second instance).
+  ``open/+``, ``unit/+/state``, ``post/+/state``, ``snapshot/+/+``; read its sites'
+  ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack``; read and write its own
+  ``P/gateway/<id>/status`` (it reads it back to notice a second instance).
 - duty room ``dutyroom-<name>``: read its sites' ``P/<site>/#`` and every gateway status;
   write ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack`` (acks, which the gateway verifies
   against the duty room's signing key anyway).
@@ -40,7 +40,7 @@ ACK_LEAVES = ("ack/+", "duty/+/ack", "patrol/+/ack")
 """What duty rooms write and the gateway reads: police, duty and patrol acknowledgements."""
 GATEWAY_WRITES = (
     "alarm/+", "event/+", "duty/+", "patrol/+", "open/+", "unit/+/state", "post/+/state",
-    "patrol/+/state", "report/+",
+    "patrol/+/state", "report/+", "snapshot/+/+",
 )  # fmt: skip
 
 

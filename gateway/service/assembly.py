@@ -18,9 +18,10 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.arc.wiring import ArcLink, ArcPlan
 from gateway.core.broker import BrokerSettings
@@ -192,6 +193,9 @@ class Gateway:
         )
         self.guards: list[GuardedWatcher] = []
         self.attach([self.lifecycle, *watchers])
+        # further tasks of the TaskGroup (snapshots, SMS) and what each prunes by age
+        self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.pruners: list[Callable[[float], int]] = []
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
@@ -211,6 +215,20 @@ class Gateway:
             guard = GuardedWatcher(w, self.pipeline, self.config.site)
             self.guards.append(guard)
             self.pipeline.watchers.append(guard)
+
+    def attach_service(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        prune: Callable[[float], int] | None = None,
+    ) -> None:
+        """Run ``run()`` as a task of the gateway (call it before :meth:`run`).
+
+        ``prune(before)`` drops what is older than the retention, as the journal's frames are.
+        """
+        self.services.append((name, run))
+        if prune is not None:
+            self.pruners.append(prune)
 
     def stats(self) -> dict[str, object]:
         """Counters and recent latencies (ms, p50/p99) of each stage, for benches and ops."""
@@ -258,6 +276,7 @@ class Gateway:
                 if self.arc is not None:
                     tasks.append(tg.create_task(self.arc.run(), name="arc"))
                 tasks.append(tg.create_task(self._ticker(), name="tick"))
+                tasks.extend(tg.create_task(fn(), name=name) for name, fn in self.services)
                 tasks.append(tg.create_task(self._checkpointer(), name="checkpoint"))
                 tasks.append(tg.create_task(self._pruner(), name="prune"))
                 tasks.append(tg.create_task(self._status_writer(), name="status"))
@@ -365,8 +384,10 @@ class Gateway:
             before = self.clock.now() - days * 86400.0
             gone = 0
             try:
-                while n := self.store.prune(before) + (
-                    self.arc.queue.prune(before) if self.arc is not None else 0
+                while (
+                    n := self.store.prune(before)
+                    + (self.arc.queue.prune(before) if self.arc is not None else 0)
+                    + sum(prune(before) for prune in self.pruners)
                 ):
                     gone += n
                     await asyncio.sleep(PRUNE_PAUSE_S)  # alarms go first

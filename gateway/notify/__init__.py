@@ -1,0 +1,1 @@
+"""Reaching people: SMS through a GSM modem to the people on a ladder."""

@@ -1,0 +1,1 @@
+"""Video linkage: the cameras that see a unit's place, and their snapshots on each alarm."""
