@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/esp32-stubs
-SYSPKG := mosquitto mosquitto-clients socat gcc-multilib xz-utils
+SYSPKG := mosquitto mosquitto-clients socat gcc-multilib xz-utils chromium chromium-driver systemd
 
 .PHONY: demo test test-fast lint typecheck bench mutation system-deps python-venv firmware32 fresh-check clean
 
@@ -50,10 +50,12 @@ python-venv:
 	fi
 
 # Mosquitto (the tests' broker, and the demo's when installed), socat, gcc-multilib and
-# xz-utils (the 32-bit frozen firmware build, from the .tar.xz source) from Debian.
+# xz-utils (the 32-bit frozen firmware build, from the .tar.xz source), chromium and
+# chromium-driver (the web duty room's browser tests: no browser download) and systemd
+# (systemd-analyze checks the shipped units and the report timer) from Debian.
 system-deps:
 	@missing=""; \
-	for p in mosquitto socat xz; do \
+	for p in mosquitto socat xz chromium chromedriver systemd-analyze; do \
 	  command -v $$p >/dev/null 2>&1 || test -x /usr/sbin/$$p || missing="$$missing $$p"; \
 	done; \
 	dpkg-query -W -f='$${Status}' gcc-multilib 2>/dev/null | grep -q 'ok installed' || missing="$$missing gcc-multilib"; \
@@ -113,6 +115,7 @@ mutation: $(MUTATION_STAMP) system-deps
 
 demo: $(STAMP) system-deps
 	$(BIN)/campusguard demo
+	@echo "the web duty room on the same school, until Ctrl-C: $(BIN)/campusguard demo --serve"
 
 # `make demo` and `make test` on a freshly made minimal Debian 12 (root; ~10 min)
 fresh-check:

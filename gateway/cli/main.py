@@ -26,12 +26,17 @@ DESCRIPTION = (
 COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli.gateway", "run the gateway service: serial links to the police"),
     "console": ("gateway.dutyroom.console", "the police duty-room view: live alarms, acknowledge"),
+    "dutyroom": ("gateway.cli.dutyroom", "the police duty room in a browser (HTTPS)"),
     "deploy": ("gateway.flashing.deploy", "flash a unit with its config and key (mpremote)"),
     "keygen": (
         "gateway.cli.keygen",
         "make a unit's key, or a gateway's or duty room's signing key",
     ),
     "broker-config": ("gateway.cli.brokerconfig", "Mosquitto locked down: TLS, users, ACL"),
+    "cluster-config": (
+        "gateway.cli.clusterconfig",
+        "the city's NATS cluster from city.yaml: nodes, TLS, accounts, keys",
+    ),
     "report": ("gateway.dutyroom.report", "monthly statistics and the daily duty log"),
     "demo": ("gateway.sim.demo", "the whole path on this machine: units, gateway, broker, police"),
     "unit": ("gateway.cli.unit", "a virtual unit: the real firmware on MicroPython, on a pty"),

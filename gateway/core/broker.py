@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote, urlsplit
 
@@ -26,6 +27,11 @@ from gateway.core.errors import UsageError
 PASSWORD_ENV = "CAMPUSGUARD_BROKER_PASSWORD"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_PREFIX = "campusguard"
+# A client given several nodes of one cluster: keepalive (a subscriber that publishes
+# nothing notices a frozen node only by it, within ~2 periods) and the wait for an answer
+# to CONNECT or SUBSCRIBE before it tries the next node.
+CLUSTER_KEEPALIVE_S = 2
+CLUSTER_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,15 @@ class BrokerSettings:
                 args += [flag, value]
         return args
 
+    @staticmethod
+    def cli_args_of(nodes: Sequence[BrokerSettings]) -> list[str]:
+        """The shared options naming every node of one cluster (same CA and certificate)."""
+        first, *more = nodes
+        args = first.cli_args()
+        for node in more:
+            args += ["--broker", node.url]
+        return args
+
     def environ(self) -> dict[str, str]:
         """The environment a child client needs for the password (empty without one)."""
         return {PASSWORD_ENV: self.password} if self.password else {}
@@ -138,8 +153,9 @@ def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFA
         "--broker",
         action="append",
         metavar="URL",
-        help="mqtt[s]://[user@]host:port; repeat for cluster nodes,"
-        f" in order (default: {default_text})",
+        help="mqtt[s]://[user@]host:port; repeat for the nodes of ONE cluster, tried in"
+        " order, the next when one dies (separate brokers would split the persistent"
+        f" session) (default: {default_text})",
     )
     g.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the broker")
     g.add_argument("--client-cert", metavar="PEM", help="client certificate (mqtts)")

@@ -97,7 +97,9 @@ TOP_FIELDS = (
 )  # fmt: skip
 GATEWAY_FIELDS = ("id", "site", "timezone")
 LINK_FIELDS = ("id", "port", "baud")
-SITE_FIELDS = ("id", "name", "address", "security_lead", "deputies", "account", "partition")
+SITE_FIELDS = (
+    "id", "name", "address", "security_lead", "deputies", "account", "partition", "position",
+)  # fmt: skip
 PERSON_FIELDS = ("name", "phone")
 SMS_FIELDS = (
     "port", "baud", "retries", "retry_s", "delivery_timeout_min", "offline_after_h", "faults",
@@ -106,8 +108,11 @@ SMS_FAULTS = ("escalation", "patrol", "tamper", "low_battery", "offline", "not_i
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,24}$")
 UNIT_FIELDS = (
     "id", "addr", "site", "place", "owner", "role", "kind", "link", "pins", "zone", "cameras",
+    "position",
     *TIMINGS,
 )  # fmt: skip
+POSITION_LIMIT_M = 100_000.0
+"""A ``position`` coordinate (metres on the site plan) is within this of the origin."""
 _ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 ARC_FIELDS = (
     "id", "account", "protocol", "key_format", "null_interval_s", "ack_timeout_s",
@@ -152,6 +157,8 @@ class Site:
     account: str | None = None  # SIA DC-09 account at the alarm receiving centre (hex)
     partition: int = 1  # Contact ID group of the site's reports
     deputies: tuple[dict[str, str], ...] = ()  # tried in order after the security lead
+    # the campus's centre on the site plan: metres east and north of the plan's origin
+    position: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,7 @@ class Unit:
     incident_window_s: int
     zone: int | None = None  # Contact ID zone at the receiving centre, unique per account
     cameras: tuple[str, ...] = ()  # cameras[].id that see the unit's place
+    position: tuple[float, float] | None = None  # metres east, north on the site plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +456,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             account=account.upper() if account else None,
             partition=r.integer(d, where, "partition", 0, 99, 1),
             deputies=_people(r, d.get("deputies", []), where, "deputies"),
+            position=_position(r, d, where),
         )
     site = r.ref(gw, "gateway", "site", sites) if "site" in gw else next(iter(sites))
     cameras = _cameras(r, top.get("cameras", []), sites)
@@ -517,6 +526,7 @@ def parse_config(data: Any, path: str = "boards.yaml") -> Config:
             **timings,
             zone=zone,
             cameras=_unit_cameras(r, d, where, unit_site, cameras),
+            position=_position(r, d, where),
         )
 
     posts: dict[str, Post] = {}
@@ -850,6 +860,25 @@ def _patrols(
     return patrols
 
 
+def _position(r: _Reader, d: dict[str, Any], where: str) -> tuple[float, float] | None:
+    value = d.get("position")
+    if value is None:
+        return None
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(abs(v) <= POSITION_LIMIT_M for v in value)
+    )
+    if not ok:
+        raise r.fail(
+            where,
+            "position",
+            f"{value!r}: [east, north] in metres on the site plan, e.g. [120, -35]",
+        )
+    return (float(value[0]), float(value[1]))
+
+
 def _account(r: _Reader, d: dict[str, Any], where: str) -> str | None:
     account = d.get("account")
     if isinstance(account, int) and not isinstance(account, bool):
@@ -951,3 +980,52 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, None, str]:
     source = lines[mark.line].strip() if mark.line < len(lines) else ""
     shown = f": {source!r}" if source else ""
     return f"line {mark.line + 1}", None, f"YAML syntax: {problem}{shown}"
+
+
+def register_topics(config: Config) -> dict[str, dict[str, Any]]:
+    """What a gateway publishes of its register, retained: topic leaf -> body.
+
+    ``<site>/register/site`` (the site, its position and guard posts) and one
+    ``<site>/register/unit/<id>`` per unit (place, owner, role, kind, position, cameras): duty
+    rooms draw their boards and site plans from these and never read a boards.yaml. One
+    message per unit keeps each under the clients' inbound payload limit however large
+    the school. Keys, pins and links are the gateway's business and stay out.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    sites = {config.site, *(u.site for u in config.units.values())}
+    for sid in sorted(sites):
+        s = config.sites[sid]
+        out[f"{sid}/register/site"] = {
+            "gateway": config.gateway_id,
+            "site": sid,
+            "name": s.name,
+            "address": s.address,
+            "timezone": config.timezone,
+            "position": list(s.position) if s.position else None,
+            "security_lead": s.security_lead,
+            "posts": [
+                {
+                    "post": p.id,
+                    "unit": p.unit,
+                    "place": config.units[p.unit].place,
+                    "checkin_interval_min": p.checkin_interval_min,
+                    "grace_min": p.grace_min,
+                }
+                for p in config.posts.values()
+                if p.site == sid
+            ],
+        }
+    for u in config.units.values():
+        out[f"{u.site}/register/unit/{u.id}"] = {
+            "gateway": config.gateway_id,
+            "site": u.site,
+            "unit": u.id,
+            "place": u.place,
+            "owner": u.owner,
+            "role": u.role,
+            "kind": u.kind,
+            "zone": u.zone,
+            "position": list(u.position) if u.position else None,
+            "cameras": [config.cameras[c].ref() for c in u.cameras],
+        }
+    return out

@@ -82,6 +82,13 @@ KINDS: dict[str, Kind] = {
         Kind("button_chatter", 380, "sensor trouble: button chatter", False, "pipeline"),
         Kind("cancel", 406, "cancel: the unit cancelled its alarm", False, "pipeline"),
         Kind("forgery", 461, "wrong code: forged or replayed frames", False, "pipeline"),
+        Kind(
+            "ack_conflict",
+            None,
+            "two duty rooms acknowledged one incident differently: the first stands",
+            False,
+            "pipeline",
+        ),
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
         # a watcher that keeps raising (gateway/service/watchers.py)
         Kind(

@@ -4,6 +4,7 @@
 :class:`UsageError` or :class:`ConfigError` reaching the cli is one line and exit status 2.
 A few are not GatewayErrors on purpose: :class:`AckRejected` and :class:`EnvelopeError` are
 verdicts on a message from the broker (counted, never shown to a person as a failure),
+:class:`LoginRefused` is the web duty room's verdict on a login (answered with the form),
 :class:`ExpectationFailed` is an ``AssertionError`` so that a test using the police
 emulator fails, :class:`ReportError` and :class:`Frozen32BuildError` are caught by their own
 command. The protocol's errors are in ``protocol/errors.py`` (the protocol imports nothing
@@ -100,6 +101,26 @@ class PduError(ValueError):
 
 
 # dutyroom
+class RoomError(GatewayError):
+    """An operator's request the web duty room cannot do; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LoginRefused(Exception):
+    """A login to the web duty room that did not succeed; ``retry_after`` when throttled.
+
+    A verdict on what a browser sent (audited, answered with the login page), not a failure.
+    """
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ReportError(Exception):
     """The report cannot be made (missing database, not a journal, bad arguments)."""
 
@@ -133,6 +154,18 @@ class BrokerMissingError(GatewayError):
 
 class BrokerStartError(GatewayError):
     """Mosquitto did not start or did not listen in time."""
+
+
+class NatsMissingError(GatewayError):
+    """No nats-server executable (gateway/sim/natscluster.py)."""
+
+
+class NatsStartError(GatewayError):
+    """A cluster node did not start or did not become ready in time."""
+
+
+class CityError(UsageError):
+    """city.yaml cannot be used: one line naming the file, the entry and the problem."""
 
 
 class Frozen32BuildError(Exception):

@@ -37,7 +37,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiomqtt
 
-from gateway.core.broker import add_broker_options, broker_settings
+from gateway.core.broker import (
+    CLUSTER_KEEPALIVE_S,
+    CLUSTER_TIMEOUT_S,
+    add_broker_options,
+    broker_settings,
+)
 from gateway.core.errors import EnvelopeError, GatewayError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
@@ -93,7 +98,7 @@ class Console:
                 f"--keydir {args.keydir}: no gateway public key (gateway-<id>.pub): nothing"
                 " could be shown"
             )
-        self.signer = _signer(args.keydir, args.dutyroom)
+        self.signer = dutyroom_signer(args.keydir, args.dutyroom)
         self.board = Board()
         self._note = ""
         self._size: os.terminal_size | None = None
@@ -158,6 +163,16 @@ class Console:
                         username=s.username,
                         password=s.password,
                         tls_context=s.tls_context(),
+                        # a desk's own persistent session (the broker account's name, as
+                        # Mosquitto binds it): on another node of the cluster its
+                        # subscriptions and what was queued for it are there already
+                        identifier=s.username,
+                        clean_session=s.username is None,
+                        # with several nodes a frozen one is left after ~2 keepalives
+                        keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
+                        if len(self.brokers) > 1
+                        else s.keepalive_s,
+                        timeout=CLUSTER_TIMEOUT_S if len(self.brokers) > 1 else 10.0,
                     )
                 ) as client:
                     self._client = client
@@ -328,7 +343,7 @@ def zone_of(name: str | None) -> tzinfo | None:
         raise GatewayError(f"--tz {name!r}: unknown time zone") from exc
 
 
-def _signer(keydir: str, name: str | None) -> Signer | None:
+def dutyroom_signer(keydir: str, name: str | None) -> Signer | None:
     """The duty room's signer: ``dutyroom-<name>.pem``, or the only one in ``keydir``."""
     if name is not None:
         return Signer.load(keydir, dutyroom_kid(name))

@@ -346,6 +346,13 @@ class IncidentBook:
             return None, news
         return AckTarget(inc.addr, inc.alarm_epoch, inc.alarm_seq), news
 
+    def police_ack_of(self, iid: str) -> tuple[str | None, str | None] | None:
+        """(by, disposition) of the acknowledgement that stands, None if not acknowledged."""
+        inc = self._get(iid)
+        if inc is None or inc.police_ack_at is None:
+            return None
+        return inc.police_ack_by, inc.disposition
+
     def published(self, iid: str) -> tuple[str, float] | None:
         """(site, time of the first publication) of an incident, if known."""
         inc = self._get(iid)

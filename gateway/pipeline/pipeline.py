@@ -411,6 +411,7 @@ class Pipeline:
             )
             return
         by, disposition = ack.by, ack.disposition
+        first = self.incidents.police_ack_of(incident)
         try:
             with self._store.transaction():
                 self.acks.record(ack, at)
@@ -419,6 +420,8 @@ class Pipeline:
         except sqlite3.Error:
             log.exception("cannot journal police ack of %s", incident)
             return
+        if first is not None and first[1] != disposition:
+            self._ack_conflict(site, incident, first, by, disposition, ack.kid, at)
         if news:
             log.warning(
                 "incident %s: police acknowledged (by %s, %s, key %s)",
@@ -433,6 +436,39 @@ class Pipeline:
         self._store.when_durable(
             functools.partial(self._police_ack_out, target.addr, target.epoch, target.seq)
         )
+
+    def _ack_conflict(
+        self,
+        site: str,
+        incident: str,
+        first: tuple[str | None, str | None],
+        by: str | None,
+        disposition: str | None,
+        kid: str,
+        at: float,
+    ) -> None:
+        """Two stations acknowledged one incident differently: the first stands.
+
+        Every station hears of the second as an ``ack_conflict`` event.
+        """
+        log.warning(
+            "incident %s: acknowledged as %s by %s, then as %s by %s (key %s): the first stands",
+            incident,
+            first[1],
+            first[0],
+            disposition,
+            by,
+            kid,
+        )
+        detail = {
+            "incident": incident,
+            "first": {"by": first[0], "disposition": first[1]},
+            "second": {"by": by, "disposition": disposition, "kid": kid},
+        }
+        try:
+            self.event(site=site, kind="ack_conflict", at=at, detail=detail)
+        except sqlite3.Error:
+            log.exception("cannot journal the ack conflict of %s", incident)
 
     def duty_ack(
         self, topic: str, site: str, post: str, payload: bytes, at: float, kind: str = "duty_ack"

@@ -41,7 +41,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-from gateway.core.broker import BrokerSettings
+from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings
 from gateway.core.clock import Clock
 from gateway.core.errors import DuplicateGatewayError, EnvelopeError
 from gateway.core.timefmt import iso, parse_iso
@@ -55,6 +55,11 @@ WINDOW = 64  # messages in flight at once
 BACKLOG_PAGE = 256  # outbox rows read at a time after a (re)connect
 MARK_DELAY_S = 0.02  # PUBACKs gathered this long before they are recorded
 PUBLISH_TIMEOUT_S = 10.0
+# With several nodes of one cluster, a node that has stopped answering (killed, frozen,
+# cut off) is left for the next one after this long without a PUBACK, or without an
+# answer to CONNECT or SUBSCRIBE: the outbox is published again there, in order, and the
+# persistent session (in the cluster's replicated streams) is the same on every node.
+FAILOVER_PUBACK_S = 2.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 STATUS_PERIOD_S = 60.0  # the signed status is re-published this often (clients: stale after 3)
@@ -146,6 +151,17 @@ def _retrieve_disconnect(client: aiomqtt.Client) -> None:
         fut.exception()
 
 
+def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception that is not a group: the reason a connection ended.
+
+    The publisher's own TaskGroup nests its failure one level deeper than the others'.
+    """
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Stopped(Exception):
     """Raised inside the connection's TaskGroup to leave it on :meth:`Relay.stop`."""
 
@@ -204,9 +220,11 @@ class Relay:
         self._forged_logged = -1e18
         self._forged_since = 0
         self._republished = -1e18
+        self._leaving = False  # say_offline() was called: this run is stopping
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
+        self.node: BrokerSettings | None = None  # the broker (cluster node) last connected to
         self.published = 0
         self.connects = 0
         self.failures = 0
@@ -282,7 +300,7 @@ class Relay:
                     identifier=self._client_id,
                     clean_session=False,
                     keepalive=s.keepalive_s,
-                    timeout=PUBLISH_TIMEOUT_S,
+                    timeout=CLUSTER_TIMEOUT_S if len(self._brokers) > 1 else PUBLISH_TIMEOUT_S,
                     tls_context=s.tls_context(),
                     will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
                     max_inflight_messages=WINDOW,
@@ -291,6 +309,7 @@ class Relay:
             try:
                 async with client:
                     self.connects += 1
+                    self.node = s
                     delay = BACKOFF_MIN_S
                     if down_since is not None:
                         log.warning(
@@ -323,7 +342,7 @@ class Relay:
                         "broker %s:%d unavailable (%s)%s; %d messages wait in the outbox",
                         s.host,
                         s.port,
-                        group.exceptions[0],
+                        _leaf(group),
                         ""
                         if first
                         else f" for {now - (down_since or now):.0f} s, {outage} failures",
@@ -331,7 +350,7 @@ class Relay:
                     )
                     logged_at = now
                 else:
-                    log.debug("broker %s:%d unavailable (%s)", s.host, s.port, group.exceptions[0])
+                    log.debug("broker %s:%d unavailable (%s)", s.host, s.port, _leaf(group))
                 if len(self._brokers) > 1:
                     node = (node + 1) % len(self._brokers)
             finally:
@@ -346,6 +365,7 @@ class Relay:
 
         After a crash or power loss the broker publishes the will instead.
         """
+        self._leaving = True  # the offline read back is ours: no "online" again
         client = self._client
         if client is None or not self.connected.is_set():
             return
@@ -434,11 +454,16 @@ class Relay:
                 self._tg, self._pub_client, self._live, self._direct = None, None, False, None
 
     def _check_overdue(self) -> None:
-        """A PUBACK missing for PUBLISH_TIMEOUT_S: the connection is broken, drop it."""
+        """A PUBACK missing too long: the connection is broken, drop it (next node).
+
+        ``FAILOVER_PUBACK_S`` with several nodes, ``PUBLISH_TIMEOUT_S`` with one broker
+        (where dropping the connection gains nothing but a reconnect).
+        """
         if self._sent_at:
             oldest = next(iter(self._sent_at.values()))
-            if time.monotonic() - oldest > PUBLISH_TIMEOUT_S:
-                self._broken = f"no PUBACK within {PUBLISH_TIMEOUT_S:.0f} s"
+            limit = FAILOVER_PUBACK_S if len(self._brokers) > 1 else PUBLISH_TIMEOUT_S
+            if time.monotonic() - oldest > limit:
+                self._broken = f"no PUBACK within {limit:.0f} s"
                 self._wake.set()
 
     def _dispatch(self) -> None:
@@ -585,6 +610,11 @@ class Relay:
             return
         instance = body.get("instance")
         if instance == self.instance:
+            if body.get("state") == "offline" and self.connected.is_set() and not self._leaving:
+                # our own will, published late by a node we left (frozen, then resumed and
+                # finding the session taken over by our connection to another node)
+                log.info("own will read back while connected: publishing online again")
+                self._republish_status()
             return  # our own, read back
         at = parse_iso(body.get("at"))
         if body.get("state") == "online" and at is not None and at >= self.started_at:

@@ -1,1 +1,1 @@
-"""Signing keys and envelopes, the broker's private CA, Mosquitto configuration."""
+"""Signing keys and envelopes, the broker's private CA, Mosquitto and NATS cluster configuration."""

@@ -3,8 +3,8 @@
 Who may do what (gateway/README.md, "Security"), for the topic prefix ``P``:
 
 - gateway ``gateway-<id>``: write its sites' ``P/<site>/alarm/+``, ``event/+``, ``duty/+``,
-  ``open/+``, ``unit/+/state``, ``post/+/state``, ``snapshot/+/+``; read its sites'
-  ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack``; read and write its own
+  ``open/+``, ``unit/+/state``, ``post/+/state``, ``snapshot/+/+``, ``register/#``; read its
+  sites' ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack``; read and write its own
   ``P/gateway/<id>/status`` (it reads it back to notice a second instance).
 - duty room ``dutyroom-<name>``: read its sites' ``P/<site>/#`` and every gateway status;
   write ``P/<site>/ack/+`` and ``P/<site>/duty/+/ack`` (acks, which the gateway verifies
@@ -40,7 +40,7 @@ ACK_LEAVES = ("ack/+", "duty/+/ack", "patrol/+/ack")
 """What duty rooms write and the gateway reads: police, duty and patrol acknowledgements."""
 GATEWAY_WRITES = (
     "alarm/+", "event/+", "duty/+", "patrol/+", "open/+", "unit/+/state", "post/+/state",
-    "patrol/+/state", "report/+", "snapshot/+/+",
+    "patrol/+/state", "report/+", "snapshot/+/+", "register/#",
 )  # fmt: skip
 
 
@@ -152,23 +152,10 @@ def write_broker_config(
     if not (server.cert.exists() and server.key.exists()):
         server = issue(ca, server.cert, server.key, hosts[0], server_names=hosts)
     files = BrokerFiles(d, d / "mosquitto.conf", ca, server)
-    renew = set(rotate)
-    lines = []
-    for user in accounts.users():
-        secret = d / "credentials" / f"{user}.password"
-        if user in renew or not secret.exists():
-            secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if secret.exists():
-                secret.unlink()
-            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
-        cert = files.client(user)
-        if user in renew or not cert.cert.exists():
-            issue(ca, cert.cert, cert.key, user)
-        lines.append(f"{user}:{password_hash(files.password(user))}")
-    _write_private(d / "passwd", "\n".join(lines) + "\n")
-    _write_private(d / "acl", accounts.acl() + "\n")
+    ensure_users(d, ca, accounts.users(), rotate)
+    lines = [f"{user}:{password_hash(files.password(user))}" for user in accounts.users()]
+    write_private(d / "passwd", "\n".join(lines) + "\n")
+    write_private(d / "acl", accounts.acl() + "\n")
     files.conf.write_text(
         "# written by campusguard broker-config (see gateway/README.md, Security)\n"
         "per_listener_settings false\n"
@@ -188,7 +175,30 @@ def write_broker_config(
     return files
 
 
-def _write_private(path: Path, text: str) -> None:
+def ensure_users(d: Path, ca: Issued, users: Iterable[str], rotate: Iterable[str] = ()) -> None:
+    """Each user's password and client certificate in ``d``: kept, or made anew.
+
+    ``credentials/<user>.password`` (0600) and ``clients/<user>.pem``/``.key`` are made
+    when missing or when the user is in ``rotate``. The same files serve a Mosquitto
+    broker and a NATS cluster (gateway/security/cluster.py).
+    """
+    renew = set(rotate)
+    for user in users:
+        secret = d / "credentials" / f"{user}.password"
+        if user in renew or not secret.exists():
+            secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if secret.exists():
+                secret.unlink()
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        cert = Issued(d / "clients" / f"{user}.pem", d / "clients" / f"{user}.key")
+        if user in renew or not cert.cert.exists():
+            issue(ca, cert.cert, cert.key, user)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600) in one rename: never half a file, never readable."""
     tmp = path.with_suffix(".tmp")
     if tmp.exists():
         tmp.unlink()

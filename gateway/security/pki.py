@@ -103,8 +103,13 @@ def issue(
     common_name: str,
     *,
     server_names: Sequence[str] = (),
+    peer: bool = False,
 ) -> Issued:
-    """A certificate signed by ``ca``: a server's (``server_names``) or else a client's."""
+    """A certificate signed by ``ca``: a server's (``server_names``) or else a client's.
+
+    ``peer``: a server that also dials its peers with the same certificate (a cluster
+    node's routes), so it is good for both ends of a TLS connection.
+    """
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -132,10 +137,12 @@ def issue(
             except ValueError:
                 alt.append(x509.DNSName(n))
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if peer:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     else:
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     out = Issued(Path(cert_path), Path(key_path))
     _write_key(out.key, key)

@@ -26,7 +26,7 @@ from typing import Any
 from gateway.arc.wiring import ArcLink, ArcPlan
 from gateway.core.broker import BrokerSettings
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.config import Config, Link
+from gateway.core.config import Config, Link, register_topics
 from gateway.core.credentials import SecretDir
 from gateway.core.errors import GatewayError
 from gateway.journal.store import RETENTION_DAYS, Store
@@ -72,6 +72,10 @@ class Settings:
     retention_days: float = RETENTION_DAYS  # frames and delivered outbox rows
     arc: ArcPlan | None = None  # the alarm receiving centre (SIA DC-09), if any
     fsync: Callable[[int], None] = os.fsync  # the journal's (a bench emulates an SD card's)
+
+
+REGISTER_KEY = "register_topics"
+"""Journal meta key: the register topics the gateway published last (to clear removed ones)."""
 
 
 def status_topic(prefix: str, gateway_id: str) -> str:
@@ -196,10 +200,30 @@ class Gateway:
         # further tasks of the TaskGroup (snapshots, SMS) and what each prunes by age
         self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self.pruners: list[Callable[[float], int]] = []
+        self._publish_register()
         self.ready = asyncio.Event()
         self.started_at = self.clock.now()
         self._stop = asyncio.Event()
         self.healthy = True
+
+    def _publish_register(self) -> None:
+        """Queue the register's retained topics; clear those of units no longer in it.
+
+        Every start publishes it again (a new broker has no retained copy); the topics
+        of the previous run are kept in the journal so that a removed unit's entry is
+        cleared rather than left on the broker for ever.
+        """
+        p = self.settings.prefix
+        now = self.clock.now()
+        topics = {f"{p}/{leaf}": body for leaf, body in register_topics(self.config).items()}
+        before = json.loads(self.store.meta_get(REGISTER_KEY) or "[]")
+        with self.store.transaction():
+            for topic, body in topics.items():
+                payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+                self.store.enqueue(at=now, topic=topic, payload=payload, retain=True)
+            for topic in sorted(set(before) - set(topics)):
+                self.store.enqueue(at=now, topic=topic, payload="", retain=True)
+            self.store.meta_set(REGISTER_KEY, json.dumps(sorted(topics)))
 
     @property
     def outlet(self) -> Outlet:

@@ -1,1 +1,1 @@
-"""The virtual fleet: real firmware on MicroPython, link relays, a local broker, police, demo."""
+"""The virtual fleet: real firmware, link relays, local brokers and clusters, police, demo."""

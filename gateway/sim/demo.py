@@ -38,6 +38,7 @@ from gateway.core.errors import GatewayError
 from gateway.core.timefmt import parse_iso
 from gateway.security.brokerconfig import Accounts
 from gateway.security.signkeys import provision_one_room
+from gateway.sim.citydemo import run_city
 from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
 from gateway.sim.linkrelay import Impairment
 from gateway.sim.localbroker import LocalBroker
@@ -210,6 +211,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (progress to stderr)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the school running with the web duty room (nobody acks but you) until"
+        " Ctrl-C; prints its address and a login for this run",
+    )
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8443", metavar="HOST:PORT", help="with --serve"
+    )
+    parser.add_argument(
+        "--city",
+        action="store_true",
+        help="the city instead: three schools on a three-node NATS cluster, two police"
+        " stations, a node killed in the middle (cluster/README.md)",
+    )
 
 
 async def _ack_later(police: Police, m: Received, delay: float) -> None:
@@ -316,12 +332,13 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
                 dutyrooms={DUTYROOM: [plan.site]},
             )
             local = stack.enter_context(LocalBroker(workdir / "mqtt", accounts=accounts))
-            broker = local.settings(f"gateway-{plan.gateway_id}")
-            police_broker = local.settings(f"dutyroom-{DUTYROOM}")
-            print(f"broker: private Mosquitto at {broker.url} (TLS, passwords, ACL)", file=out)
+            gateway_nodes = [local.settings(f"gateway-{plan.gateway_id}")]
+            police_nodes = [local.settings(f"dutyroom-{DUTYROOM}")]
+            print(f"broker: private Mosquitto at {local.url} (TLS, passwords, ACL)", file=out)
         else:
-            broker = police_broker = broker_settings(args)[0]
-            print(f"broker: {broker.url}", file=out)
+            # one account for both: the nodes of one cluster, in order (failover)
+            gateway_nodes = police_nodes = broker_settings(args)
+            print(f"broker: {', '.join(n.url for n in gateway_nodes)}", file=out)
         t0 = time.monotonic()
         book = PressBook()
         screen = Screen(out, book, t0)
@@ -329,7 +346,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         # one machine plays both: the gateway's key pair and the duty room's side by side
         provision_one_room(keydir, plan.gateway_id, DUTYROOM)
         police = Police(
-            police_broker,
+            police_nodes,
             keydir=keydir,
             dutyroom=DUTYROOM,
             prefix=args.prefix,
@@ -346,7 +363,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         fleet = Fleet(
             workdir / "fleet",
             plan,
-            broker_url=broker,
+            broker_url=gateway_nodes,
             prefix=args.prefix,
             impairment=Impairment(drop=args.loss) if args.loss else None,
             seed=args.seed,
@@ -524,6 +541,23 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     if not getattr(args, "verbose", 0):
         logging.getLogger("gateway").setLevel(logging.ERROR)  # the screen says it all
+    if args.serve:
+        from gateway.sim.demoserve import serve  # needs the [dutyroom] extra
+
+        try:
+            return asyncio.run(serve(args, out))
+        except GatewayError as exc:
+            print(f"campusguard demo: {exc}", file=sys.stderr)
+            return 2
+    if args.city:
+        try:
+            city = asyncio.run(run_city(args, out))
+        except GatewayError as exc:
+            print(f"campusguard demo: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(city))
+        return 0 if city["lost"] == 0 else 1
     try:
         summary = asyncio.run(run_demo(args, out))
     except GatewayError as exc:

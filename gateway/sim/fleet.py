@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -153,6 +154,7 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
         f"  - id: {plan.site}",
         "    name: Hexi Road Primary School and Kindergarten (boarding)",
         "    address: 88 Hexi Road",
+        "    position: [0, 0]",
         "    security_lead: {name: Zhang Wei, phone: '+86 138 0000 0100'}",
         "units:",
     ]
@@ -169,6 +171,7 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
             f"    role: {role}",
             f"    link: {links[i % len(links)]}",
             f"    pins: {_GUARD_PINS if role == 'guard_post' else _PINS}",
+            f"    position: {_position(i, plan.units, role)}",
         ]
     if plan.guard_post:
         lines += [
@@ -184,6 +187,17 @@ def register_yaml(plan: FleetPlan, ports: Mapping[str, str] | None = None) -> st
             *(f"      - {{step: {s}, after_min: {m}}}" for s, m in plan.ladder),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _position(i: int, n: int, role: str) -> list[int]:
+    """Where unit ``i`` of ``n`` stands on the site plan (metres from the campus centre).
+
+    The guard post is at the campus's north gate; the others on a ring around it.
+    """
+    if role == "guard_post":
+        return [0, 40]
+    angle = 2 * math.pi * i / max(1, n)
+    return [round(90 * math.sin(angle)), round(-90 * math.cos(angle))]
 
 
 # ---------------------------------------------------------------------- provisioning
@@ -525,14 +539,15 @@ class GatewayProcess:
         register: Path,
         db: Path,
         keydir: Path,
-        broker: BrokerSettings,
+        broker: BrokerSettings | Sequence[BrokerSettings],
         *,
         clock_speed: float = 1.0,
         log_path: Path | None = None,
         fsync_delay_ms: tuple[float, float] | None = None,
     ) -> None:
-        """Nothing runs until :meth:`start`."""
-        self.env = {**os.environ, **broker.environ()}
+        """Nothing runs until :meth:`start`. ``broker``: one, or the nodes of one cluster."""
+        nodes = [broker] if isinstance(broker, BrokerSettings) else list(broker)
+        self.env = {**os.environ, **nodes[0].environ()}
         self.cmd = [
             sys.executable,
             "-m",
@@ -545,7 +560,7 @@ class GatewayProcess:
             str(db),
             "--keydir",
             str(keydir),
-            *broker.cli_args(),
+            *BrokerSettings.cli_args_of(nodes),
             "--clock-speed",
             str(clock_speed),
             *(
@@ -640,7 +655,7 @@ class Fleet:
         workdir: str | os.PathLike[str],
         plan: FleetPlan | None = None,
         *,
-        broker_url: str | BrokerSettings,
+        broker_url: str | BrokerSettings | Sequence[BrokerSettings],
         impairment: Impairment | Mapping[str, Impairment] | None = None,
         seed: int = 0,
         provision: Provision = "fast",
@@ -670,11 +685,13 @@ class Fleet:
         """
         self.dir = Path(workdir)
         self.plan = plan or FleetPlan()
-        self.broker = (
-            broker_url
-            if isinstance(broker_url, BrokerSettings)
-            else BrokerSettings.from_url(broker_url)
-        )
+        if isinstance(broker_url, str):
+            self.brokers = [BrokerSettings.from_url(broker_url)]
+        elif isinstance(broker_url, BrokerSettings):
+            self.brokers = [broker_url]
+        else:
+            self.brokers = list(broker_url)  # the nodes of one cluster, in order
+        self.broker = self.brokers[0]
         links = self.plan.link_ids()
         if isinstance(impairment, Impairment) or impairment is None:
             self.impairments = {lid: impairment or Impairment() for lid in links}
@@ -887,7 +904,7 @@ class Fleet:
                     self.register,
                     self.db,
                     self.keydir,
-                    self.broker,
+                    self.brokers,
                     clock_speed=self.clock_speed,
                     log_path=self.dir / "gateway.log",
                     fsync_delay_ms=self.fsync_delay_ms,
@@ -900,6 +917,7 @@ class Fleet:
             db_path=self.db,
             keydir=self.keydir,
             broker=self.broker,
+            more_brokers=tuple(self.brokers[1:]),
             links=links,
             prefix=self.prefix,
             clock=self.clock,

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.core.broker import BrokerSettings
+from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
@@ -104,12 +104,13 @@ class Police:
 
     def __init__(
         self,
-        url: str | BrokerSettings,
+        url: str | BrokerSettings | Sequence[BrokerSettings],
         *,
         keydir: str | os.PathLike[str],
         dutyroom: str = "police",
         prefix: str = "campusguard",
         site: str = "+",
+        sites: Sequence[str] = (),
         identifier: str | None = None,
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
@@ -117,14 +118,26 @@ class Police:
     ) -> None:
         """``identifier``: a persistent session (messages queued while away are delivered).
 
+        ``sites``: several sites (a station's district), instead of ``site``.
+        ``url``: one broker, or the nodes of one cluster in order: the subscriber moves to
+        the next node when its node dies or stops answering (keepalive), and keeps its
+        session there.
         ``time_scale``: every wait's timeout is multiplied by it (a test harness on a
         busy machine; tests/support/timing.py).
         """
-        self.settings = url if isinstance(url, BrokerSettings) else BrokerSettings.from_url(url)
+        if isinstance(url, str):
+            self.brokers = [BrokerSettings.from_url(url)]
+        elif isinstance(url, BrokerSettings):
+            self.brokers = [url]
+        else:
+            self.brokers = list(url)
+        self.settings = self.brokers[0]
+        self.node_changes = 0  # connections made to another node than the last one
         self.keydir = Path(keydir)
         self.dutyroom = dutyroom_kid(dutyroom)
         self.prefix = prefix
         self.site = site
+        self.sites = list(sites) or [site]
         self.identifier = identifier
         self.by = by
         self.clock = clock
@@ -169,8 +182,11 @@ class Police:
         self._listeners.append(callback)
 
     async def _run(self) -> None:
-        s = self.settings
+        node = 0
+        last: BrokerSettings | None = None
+        cluster = len(self.brokers) > 1
         while True:
+            s = self.settings = self.brokers[node]
             try:
                 async with guard_write_watch(
                     aiomqtt.Client(
@@ -181,9 +197,19 @@ class Police:
                         tls_context=s.tls_context(),
                         identifier=self.identifier,
                         clean_session=self.identifier is None,
+                        # a frozen node is noticed by the keepalive (a subscriber sends
+                        # nothing else): within ~2 periods
+                        keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
+                        if cluster
+                        else s.keepalive_s,
+                        timeout=CLUSTER_TIMEOUT_S if cluster else 10.0,
                     )
                 ) as client:
-                    await client.subscribe(f"{self.prefix}/{self.site}/#", qos=1)
+                    if last is not None and last != s:
+                        self.node_changes += 1
+                    last = s
+                    for site in self.sites:
+                        await client.subscribe(f"{self.prefix}/{site}/#", qos=1)
                     self._client = client
                     self.subscribed.set()
                     async for m in client.messages:
@@ -192,6 +218,7 @@ class Police:
                 self._client = None
                 self.subscribed.clear()
                 log.debug("police: broker %s:%d: %s; retrying", s.host, s.port, exc)
+                node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(0.05)
 
     def _take(self, topic: str, raw_payload: Any) -> None:

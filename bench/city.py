@@ -1,0 +1,502 @@
+"""The city on a three-node NATS cluster: gateways -> stations, latency, loss, failover.
+
+Three real gateway processes (`campusguard gateway`, fake units on ptys) and simulated
+gateways up to ``--gateways`` (lightweight publishers speaking as a gateway does: their
+own broker account and persistent session, signed envelopes on their sites' topics at
+QoS 1, a signed retained status with a will, subscribed to their ack topics, publishing
+again on another node what was not PUBACKed within 2 s) publish to two police stations
+(persistent sessions, each subscribed to its district's sites, on different nodes) that
+verify every message. Latency is publish (a simulated gateway's publish call, or the
+frame written into a real gateway's pty) -> first receipt at each station that should
+see it, on one clock; duplicates fold on (incident, update_no).
+
+Phases: the city's rate (per gateway: an alarm or event every ``--period`` s, the signed
+status every 60 s) and 10x; the same with one node killed mid-run: first a node that leads
+no MQTT stream, then the leader of ``$MQTT_msgs`` (the worst case); then the most
+gateways at p99 < 50 ms (steps of 100 at the 10x rate). `--json` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.core.broker import BrokerSettings
+from gateway.relay.mqttsocket import guard_write_watch
+from gateway.security.brokerconfig import Accounts
+from gateway.security.envelope import Signer
+from gateway.security.signkeys import gateway_kid, public_path, write_pair
+from gateway.sim.fleet import GatewayProcess
+from gateway.sim.natscluster import NatsCluster
+from gateway.sim.police import Police
+from protocol import Alarm, AlarmKind
+from tests.gateway.conftest import register_yaml
+from tests.support.fakeunit import FakePort, FakeUnit
+
+PREFIX = "campusguard"
+REAL = 3
+BATCH = 25  # simulated gateways connecting at once
+REAL_UNITS = 250  # units per real gateway (addresses 257..)
+STATUS_PERIOD_S = 60.0
+PUBACK_FAILOVER_S = 2.0
+
+
+@dataclass
+class Book:
+    """What was published when, and what each station received first."""
+
+    sent: dict[tuple[str, int], float] = field(default_factory=dict)  # key -> monotonic
+    district: dict[tuple[str, int], str] = field(default_factory=dict)
+    got: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
+
+    def published(self, key: tuple[str, int], district: str, at: float) -> None:
+        self.sent.setdefault(key, at)
+        self.district[key] = district
+
+
+class SimGateway:
+    """A gateway's MQTT side only: account, session, envelopes, topics, failover."""
+
+    def __init__(
+        self, gid: str, site: str, district: str, nodes: list[BrokerSettings], keydir: Path
+    ) -> None:
+        self.gid, self.site, self.district, self.nodes = gid, site, district, nodes
+        write_pair(keydir, gateway_kid(gid))
+        self.signer = Signer.load(keydir, gateway_kid(gid))
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.pending: list[tuple[str, str]] = []  # published, not PUBACKed: again on reconnect
+        self.n = 0
+        self.connected = asyncio.Event()
+        self.failovers = 0
+
+    def _seal(self, topic: str, body: dict[str, Any]) -> str:
+        return self.signer.seal(topic, json.dumps(body, separators=(",", ":")))
+
+    def message(self, book: Book, kind: str) -> None:
+        self.n += 1
+        incident = f"{self.gid}-u{self.n % 97}-1-{self.n}"
+        if kind == "alarm":
+            topic = f"{PREFIX}/{self.site}/alarm/u{self.n % 97}"
+            body = {
+                "gateway": self.gid,
+                "site": self.site,
+                "incident": incident,
+                "update_no": 1,
+                "update": "new",
+                "unit": f"u{self.n % 97}",
+                "kind": "panic",
+            }
+        else:
+            topic = f"{PREFIX}/{self.site}/event/u{self.n % 97}"
+            body = {
+                "gateway": self.gid,
+                "site": self.site,
+                "kind": "low_battery",
+                "unit": f"u{self.n % 97}",
+                "event_id": f"{self.gid}-{self.n}",
+            }
+            incident = f"{self.gid}-{self.n}"
+        book.published((incident, 1), self.district, time.monotonic())
+        self.queue.put_nowait((topic, self._seal(topic, body)))
+
+    def status(self, state: str) -> str:
+        topic = f"{PREFIX}/gateway/{self.gid}/status"
+        return self._seal(
+            topic,
+            {
+                "gateway": self.gid,
+                "state": state,
+                "at": _iso(time.time()),
+                "instance": "bench",
+                "period_s": STATUS_PERIOD_S,
+            },
+        )
+
+    async def run(self) -> None:
+        node = 0
+        status_topic = f"{PREFIX}/gateway/{self.gid}/status"
+        while True:
+            s = self.nodes[node]
+            try:
+                async with guard_write_watch(
+                    aiomqtt.Client(
+                        s.host,
+                        s.port,
+                        username=s.username,
+                        password=s.password,
+                        tls_context=s.tls_context(),
+                        identifier=f"campusguard-{self.gid}",
+                        clean_session=False,
+                        keepalive=15,
+                        timeout=5.0,
+                        will=aiomqtt.Will(status_topic, self.status("offline"), 1, True),
+                    )
+                ) as c:
+                    await c.subscribe(f"{PREFIX}/{self.site}/ack/+", qos=1)
+                    await c.publish(status_topic, self.status("online"), qos=1, retain=True)
+                    self.connected.set()
+                    last_status = time.monotonic()
+                    for topic, payload in list(self.pending):
+                        await c.publish(topic, payload, qos=1, timeout=PUBACK_FAILOVER_S)
+                        self.pending.remove((topic, payload))
+                    while True:
+                        wait = max(0.0, last_status + STATUS_PERIOD_S - time.monotonic())
+                        try:
+                            item = await asyncio.wait_for(self.queue.get(), wait)
+                        except TimeoutError:
+                            await c.publish(
+                                status_topic,
+                                self.status("online"),
+                                qos=1,
+                                retain=True,
+                                timeout=PUBACK_FAILOVER_S,
+                            )
+                            last_status = time.monotonic()
+                            continue
+                        self.pending.append(item)
+                        await c.publish(item[0], item[1], qos=1, timeout=PUBACK_FAILOVER_S)
+                        self.pending.remove(item)
+            except aiomqtt.MqttError:
+                self.connected.clear()
+                self.failovers += 1
+                node = (node + 1) % len(self.nodes)
+                await asyncio.sleep(0.05)
+
+
+def _progress(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def station_listener(book: Book, name: str) -> Any:
+    got = book.got.setdefault(name, {})
+
+    def on(m: Any) -> None:
+        if m.kind == "alarm":
+            key = (str(m.get("incident")), int(m.get("update_no") or 0))
+        elif m.kind == "event":
+            key = (str(m.get("event_id")), 1)
+        else:
+            return
+        got.setdefault(key, m.at)
+
+    return on
+
+
+class City:
+    """The cluster, the stations, the gateways (real and simulated) of one run."""
+
+    def __init__(self, work: Path, n_sim: int) -> None:
+        self.work = work
+        self.sims_ids = [f"sim-{i}" for i in range(n_sim)]
+        self.real_ids = [f"real-{i}" for i in range(REAL)]
+        district = {
+            g: ("north" if i % 2 == 0 else "south")
+            for i, g in enumerate(self.real_ids + self.sims_ids)
+        }
+        self.district = district
+        site = {g: f"site-{g}" for g in district}
+        self.site = site
+        self.accounts = Accounts(
+            prefix=PREFIX,
+            gateways={g: [site[g]] for g in district},
+            dutyrooms={
+                d: [site[g] for g in district if district[g] == d] for d in ("north", "south")
+            },
+        )
+        self.keydir = work / "keys"
+        self.cluster = NatsCluster(work / "nats", self.accounts, bcrypt_cost=4)
+        self.book = Book()
+        self.sims: list[SimGateway] = []
+        self.real: list[tuple[GatewayProcess, FakePort, list[FakeUnit]]] = []
+        self.stations: dict[str, Police] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.pressed = [0] * REAL
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.cluster.start)
+        for d, first in (("north", "n2"), ("south", "n3")):
+            p = Police(
+                self.cluster.settings(f"dutyroom-{d}", first=first),
+                keydir=self.keydir,
+                identifier=f"station-{d}",
+                site="+",
+            )
+            self.stations[d] = p
+        # stations subscribe per site of their district (their account allows no more)
+        for i, gid in enumerate(self.sims_ids):
+            nodes = self.cluster.settings(f"gateway-{gid}", first=f"n{1 + i % 3}")
+            self.sims.append(
+                SimGateway(gid, self.site[gid], self.district[gid], nodes, self.keydir)
+            )
+        for gid in self.real_ids:
+            await self._real_gateway(gid)
+        for d, p in self.stations.items():
+            p.listen(station_listener(self.book, d))
+            await self._subscribe_district(p, d)
+        # connected in batches: each new MQTT session is a write to the replicated session
+        # stream and one replicated consumer per subscription (the cost that grows, see
+        # cluster/SCALE.md); hundreds at once starve the nodes' read loops for seconds
+        for k in range(0, len(self.sims), BATCH):
+            batch = self.sims[k : k + BATCH]
+            for g in batch:
+                self.tasks.append(asyncio.create_task(g.run(), name=g.gid))
+            for g in batch:
+                await asyncio.wait_for(g.connected.wait(), 300)
+            _progress(f"{k + len(batch)} simulated gateways connected")
+
+    async def _subscribe_district(self, p: Police, d: str) -> None:
+        # one subscription per site of the district: its account allows no wildcard site
+        p.sites = [self.site[g] for g in self.district if self.district[g] == d]
+        await p.start(timeout=120)
+
+    async def _real_gateway(self, gid: str) -> None:
+        d = self.work / gid
+        d.mkdir()
+        port = FakePort(d / "ttyBUS0")
+        # one press per unit (an open incident takes a unit's next presses as updates)
+        units = [(f"u{i}", 257 + i) for i in range(REAL_UNITS)]
+        text = (
+            register_yaml(port.path, units)
+            .replace("gw-test", gid)
+            .replace("test-school", self.site[gid])
+        )
+        (d / "boards.yaml").write_text(text)
+        keydir = d / "keys"
+        keydir.mkdir()
+        fakes = []
+        for uid, addr in units:
+            key = os.urandom(32)
+            (keydir / f"{uid}.key").write_text(key.hex() + "\n")
+            fakes.append(FakeUnit(port, addr, key, epoch=1))
+        write_pair(keydir, gateway_kid(gid))
+        self.keydir.mkdir(exist_ok=True)
+        pub = public_path(keydir, gateway_kid(gid))
+        (self.keydir / pub.name).write_bytes(pub.read_bytes())
+        nodes = self.cluster.settings(f"gateway-{gid}", first=f"n{1 + len(self.real) % 3}")
+        proc = GatewayProcess(
+            d / "boards.yaml", d / "gateway.db", keydir, nodes, log_path=d / "gateway.log"
+        )
+        await proc.start(timeout=60)
+        self.real.append((proc, port, fakes))
+
+    def press_real(self, i: int) -> None:
+        _proc, _port, fakes = self.real[i % REAL]
+        gid = self.real_ids[i % REAL]
+        self.pressed[i % REAL] += 1
+        unit = fakes[self.pressed[i % REAL] % len(fakes)]  # a unit not pressed before
+        frame = unit.send(Alarm(AlarmKind.PANIC, 1, 10))
+        incident = f"{gid}-u{unit.addr - 257}-{frame.epoch}-{frame.seq}"
+        self.book.published((incident, 1), self.district[gid], time.monotonic())
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for p in self.stations.values():
+            await p.stop()
+        for proc, port, _ in self.real:
+            await proc.stop()
+            port.close()
+        self.cluster.close()
+
+
+async def phase(
+    city: City, gateways: int, rate_per_gw: float, seconds: float, fault: str | None = None
+) -> dict[str, Any]:
+    """Publish for ``seconds`` from the first ``gateways`` (3 real among them); measure."""
+    _progress(f"phase: {gateways} gateways, {rate_per_gw:g}/s each, fault {fault}")
+    book = city.book
+    book.sent.clear(), book.district.clear()
+    for g in book.got.values():
+        g.clear()
+    sims = city.sims[: max(0, gateways - REAL)]
+    total_rate = rate_per_gw * (len(sims) + REAL)
+    interval = 1.0 / total_rate
+    t0 = time.monotonic()
+    n = 0
+    killed = None
+    fault_at = None
+    cpu0 = {nd.name: _cpu(city.cluster.pid(nd.name)) for nd in city.cluster.nodes}
+    while time.monotonic() - t0 < seconds:
+        if fault and fault_at is None and time.monotonic() - t0 > seconds / 3:
+            leaders = city.cluster.stream_leaders()
+            lead = set(leaders.values())
+            if fault == "leader":
+                killed = leaders.get("$MQTT_msgs", "n1")
+            else:
+                free = [nd.name for nd in city.cluster.nodes if nd.name not in lead]
+                killed = free[0] if free else "n1"
+            fault_at = time.monotonic()
+            city.cluster.kill(killed)
+        n += 1
+        who = n % (len(sims) + REAL)
+        if who < REAL:
+            city.press_real(n)
+        else:
+            sims[who - REAL].message(book, "alarm" if n % 3 == 0 else "event")
+        await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+    cpu1 = {
+        nd.name: _cpu(city.cluster.pid(nd.name))
+        for nd in city.cluster.nodes
+        if city.cluster.running(nd.name)
+    }
+    elapsed = time.monotonic() - t0
+    # drain: wait until every station has what it should, or 60 s with nothing new
+    expected = {d: {k for k, dd in book.district.items() if dd == d} for d in city.stations}
+    last_change, last_count = time.monotonic(), -1
+    while time.monotonic() - last_change < 60:
+        count = sum(len(book.got.get(d, {}).keys() & expected[d]) for d in expected)
+        if count == sum(len(e) for e in expected.values()):
+            break
+        if count != last_count:
+            last_change, last_count = time.monotonic(), count
+        await asyncio.sleep(0.1)
+    lat, lost, gaps = [], 0, []
+    missing: list[str] = []
+    for d, keys in expected.items():
+        got = book.got.get(d, {})
+        lost += len(keys - got.keys())
+        missing += [f"{d}:{k[0]}" for k in sorted(keys - got.keys())][:5]
+        lat += [(got[k] - book.sent[k]) * 1000 for k in keys if k in got]
+        times = sorted(got[k] for k in keys if k in got)
+        gaps += [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+    out: dict[str, Any] = {
+        "gateways": len(sims) + REAL,
+        "messages": len(book.sent),
+        "rate_per_s": round(len(book.sent) / elapsed, 1),
+        "lost": lost,
+        "missing": missing,
+        "dropped": {d: len(p.dropped) for d, p in city.stations.items()},
+        "latency_ms": {
+            "p50": round(percentile(lat, 0.5), 1),
+            "p99": round(percentile(lat, 0.99), 1),
+            "max": round(max(lat, default=0.0), 1),
+        },
+        "node_cpu_pct": {k: round(100 * (cpu1[k] - cpu0[k]) / elapsed, 1) for k in cpu1},
+        "node_rss_mb": {
+            nd.name: round(city.cluster.rss_mb(nd.name), 1)
+            for nd in city.cluster.nodes
+            if city.cluster.running(nd.name)
+        },
+    }
+    if fault:
+        out["killed"] = {"node": killed, "leader": fault == "leader"}
+        out["max_gap_ms"] = round(max(gaps, default=0.0), 1)
+        out["p99_ms"] = out["latency_ms"]["p99"]
+    return out
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cg-city-") as tmp:
+        city = City(Path(tmp), args.gateways - REAL)
+        t = time.monotonic()
+        try:
+            await city.start()
+            result["setup_s"] = round(time.monotonic() - t, 1)
+            rate = 1.0 / args.period
+            result["city_rate"] = await phase(city, args.gateways, rate, args.seconds)
+            result["rate_10x"] = await phase(city, args.gateways, rate * 10, args.seconds)
+            result["failover_non_leader"] = await phase(
+                city, args.gateways, rate, args.seconds, fault="other"
+            )
+            city.cluster.start_node(result["failover_non_leader"]["killed"]["node"])
+            result["failover_leader"] = await phase(
+                city, args.gateways, rate, args.seconds, fault="leader"
+            )
+            city.cluster.start_node(result["failover_leader"]["killed"]["node"])
+            best = 0
+            for g in range(100, args.gateways + 1, 100):
+                r = await phase(city, g, rate * 10, args.seconds / 2)
+                result.setdefault("steps_10x", []).append(
+                    {"gateways": g, "p99_ms": r["latency_ms"]["p99"], "lost": r["lost"]}
+                )
+                if r["latency_ms"]["p99"] < 50 and r["lost"] == 0:
+                    best = g
+            result["max_gateways_p99_under_50ms"] = best
+            result["sim_failovers"] = sum(g.failovers for g in city.sims)
+        finally:
+            await city.close()
+    c, f = result["city_rate"], result["failover_leader"]
+    return {
+        "gateways": args.gateways,
+        "real_gateways": REAL,
+        "alarms": sum(
+            result[k]["messages"]
+            for k in ("city_rate", "rate_10x", "failover_non_leader", "failover_leader")
+        ),
+        "lost": sum(
+            result[k]["lost"]
+            for k in ("city_rate", "rate_10x", "failover_non_leader", "failover_leader")
+        ),
+        "latency_ms": c["latency_ms"],
+        "latency_10x_ms": result["rate_10x"]["latency_ms"],
+        "failover": {
+            "lost": f["lost"],
+            "p99_ms": f["p99_ms"],
+            "max_gap_ms": f["max_gap_ms"],
+            "node": f["killed"]["node"],
+            "non_leader": {
+                k: result["failover_non_leader"][k] for k in ("lost", "p99_ms", "max_gap_ms")
+            },
+        },
+        "node_rss_mb": result["rate_10x"]["node_rss_mb"],
+        "node_cpu_pct": {
+            "city_rate": c["node_cpu_pct"],
+            "rate_10x": result["rate_10x"]["node_cpu_pct"],
+        },
+        "max_gateways_p99_under_50ms": result["max_gateways_p99_under_50ms"],
+        "detail": result,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--gateways", type=int, default=300, help="real (3) + simulated gateways")
+    p.add_argument(
+        "--period",
+        type=float,
+        default=30.0,
+        help="seconds between a gateway's alarms/events at the city's rate",
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    args = p.parse_args()
+    out = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Fixtures for the city cluster: three real nats-server nodes (JetStream, MQTT, TLS), the
+gateway in-process on them, and police stations with persistent sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.journal.store import Store
+from gateway.security.envelope import open_gateway
+from gateway.security.signkeys import gateway_keys
+from gateway.service.assembly import Gateway, Settings
+from gateway.sim.natscluster import NatsCluster
+from gateway.sim.police import Police
+from tests.gateway.conftest import ACCOUNTS, GATEWAY_USER, Site, make_site
+
+
+@pytest.fixture(scope="session")
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private CA for the session's clusters."""
+    return tmp_path_factory.mktemp("ca")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, ca_dir: Path) -> Iterator[NatsCluster]:
+    """Three nodes, ready; killed at the end whatever the test did to them."""
+    with NatsCluster(tmp_path / "nats", ACCOUNTS, ca_dir=ca_dir) as c:
+        yield c
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    # three batches of units, each press its own incident
+    s = make_site(
+        tmp_path, [(f"shop-{b}-{i}", 257 + 16 * b + i) for b in range(3) for i in range(16)]
+    )
+    yield s
+    s.port.close()
+
+
+@contextlib.asynccontextmanager
+async def station(
+    cluster: NatsCluster, site: Site, name: str, first: str, user: str = "dutyroom-police"
+) -> AsyncIterator[Police]:
+    """A police station's duty room on a persistent session, on ``first`` and then the rest."""
+    p = Police(
+        cluster.settings(user, first=first),
+        keydir=site.dutyroom_dir,
+        identifier=f"station-{name}",
+    )
+    await p.start(timeout=30)
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(
+    cluster: NatsCluster, site: Site, first: str, **kw: Any
+) -> AsyncIterator[Gateway]:
+    """The gateway in-process, given every node (``first`` first), connected when entered."""
+    broker, *more = cluster.settings(GATEWAY_USER, first=first)
+    gw = Gateway(
+        site.config,
+        Settings(
+            db_path=site.db, keydir=site.keydir, broker=broker, more_brokers=tuple(more), **kw
+        ),
+    )
+    task = asyncio.create_task(gw.run(), name="gateway")
+    try:
+        async with asyncio.timeout(30):
+            await gw.ready.wait()
+            await gw.relay.connected.wait()
+        yield gw
+    finally:
+        gw.stop()
+        async with asyncio.timeout(15):
+            await task
+
+
+def published_alarms(store: Store, site: Site) -> set[tuple[str, int]]:
+    """(incident, update_no) of every alarm publication the gateway queued (the truth)."""
+    keys = gateway_keys(site.dutyroom_dir)
+    out = set()
+    for topic, payload in store.conn.execute("SELECT topic, payload FROM outbox ORDER BY id"):
+        if "/alarm/" in topic:
+            body = open_gateway(
+                topic, payload.encode() if isinstance(payload, str) else payload, keys
+            )
+            out.add((body["incident"], int(body["update_no"])))
+    return out
+
+
+def received_alarms(police: Police) -> set[tuple[str, int]]:
+    """(incident, update_no) of every alarm a station got: duplicates fold here."""
+    return {(str(m.get("incident")), int(m.get("update_no"))) for m in police.alarms()}
