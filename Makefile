@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/esp32-stubs
 SYSPKG := mosquitto mosquitto-clients socat gcc-multilib xz-utils chromium chromium-driver systemd
 
-.PHONY: demo test lint typecheck bench mutation system-deps python-venv firmware32 fresh-check clean
+.PHONY: demo test test-fast lint typecheck bench mutation system-deps python-venv firmware32 fresh-check clean
 
 # A usable venv has pip and runs on PYTHON's installation (same base prefix and version);
 # anything else (no pip after a venv without ensurepip, another interpreter, a dangling
@@ -88,6 +88,14 @@ firmware32: $(STAMP) system-deps
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m gateway.sim.frozen32 --if-source
 	$(BIN)/python -m pytest -q
+
+# The inner loop (~3 min idle): protocol, gateway and the 64-bit firmware tests, stopping at
+# the first failure; no lint or type checks, no 32-bit firmware, no HIL. Narrow it with
+# TESTS=tests/gateway. `make test` (all of it, ~10 min idle) before a commit. Time budgets
+# per area: README.md ("Tests and their time") and tests/support/budget.py.
+TESTS ?= tests
+test-fast: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -x -k "not frozen32" $(TESTS)
 
 bench: $(STAMP) system-deps
 	@for b in bench/*.py; do \

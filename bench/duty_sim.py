@@ -42,6 +42,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.config import Config, Unit, load_config
 from gateway.dutyroom.report import month_window, monthly, per_site, render
 from gateway.journal.schema import create_shared
+from gateway.journal.store import insert_event
 from gateway.watch.duty import DutyWatch
 from gateway.watch.shifts import zone
 from gateway.watch.supervision import Supervisor
@@ -86,10 +87,16 @@ class JournalOutlet:
         detail: Mapping[str, Any] | None = None,
         topic: str = "event",
     ) -> None:
-        self.conn.execute(
-            "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, site, unit, post, kind, code, qualifier, json.dumps(dict(detail or {}))),
+        insert_event(
+            self.conn,
+            at=at,
+            site=site,
+            unit=unit,
+            post=post,
+            kind=kind,
+            code=code,
+            qualifier=qualifier,
+            detail=json.dumps(dict(detail or {})),
         )
         self.count += 1
 

@@ -37,6 +37,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.config import Config, Patrol, load_config
 from gateway.dutyroom.report import monthly, per_site, render
 from gateway.journal.schema import create_shared
+from gateway.journal.store import insert_event
 from gateway.watch.calendar import SchoolCalendar, slots
 from gateway.watch.patrol import PatrolWatch
 from gateway.watch.shifts import zone
@@ -71,10 +72,17 @@ class JournalOutlet:
     ) -> None:
         d = dict(detail or {})
         self.events.append({"kind": kind, "at": at, "detail": d, "code": code})
-        self.conn.execute(
-            "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, site, unit, post, route, kind, code, qualifier, json.dumps(d)),
+        insert_event(
+            self.conn,
+            at=at,
+            site=site,
+            unit=unit,
+            post=post,
+            route=route,
+            kind=kind,
+            code=code,
+            qualifier=qualifier,
+            detail=json.dumps(d),
         )
 
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:

@@ -40,6 +40,7 @@ from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit
 from gateway.sim.localbroker import LocalBroker
 from gateway.sim.police import Police
 from hil_tests.realboard import LEDGER, RealRig, RealUnit, real_rig_options
+from tests.support.timing import TIME_SCALE
 
 # One register for every virtual scenario: small timings so each runs in seconds. Every
 # module builds its fleet from this plan (or fewer units of it), so the flash images are
@@ -229,6 +230,7 @@ async def rig(
         keydir=keydir,
         dutyroom=DUTYROOM,
         identifier=f"police-{request.module.__name__}",
+        time_scale=TIME_SCALE,
     )
     await police.start()
     try:

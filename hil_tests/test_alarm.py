@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
 
 import pytest
 
 from hil_tests.conftest import Rig, VirtualRig
 from protocol import Alarm, AlarmKind, Frame, MsgType, ProtocolError, ReplayGuard, encode, to_wire
+from tests.support.timing import scaled, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -141,7 +141,7 @@ async def test_link_unplugged_and_back_loses_nothing(rig: Rig, virtual_only: Non
                 1 for h, f in fleet.heard(unit.id) if not h.passed and f.body.TYPE is MsgType.ALARM
             )
 
-        async with asyncio.timeout(5.0):
+        async with asyncio.timeout(scaled(5.0)):
             while lost_alarms() < 3:
                 await asyncio.sleep(0.02)
         assert not police.alarms(unit)
@@ -207,10 +207,3 @@ def _too_old(guard: ReplayGuard, frame: Frame) -> bool:
     except ProtocolError:
         return True
     return False
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """For state with no event to wait on (frames heard, the replay window): poll it."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

@@ -41,8 +41,11 @@ async def test_unit_going_silent_is_reported_offline_then_online(
     offline = await police.expect_event(
         "offline", unit=unit, within=real_s(window) + 2.0, since=silent_from
     )
-    # counted from its last heartbeat, at most one interval (+10 % jitter) before the cut
-    assert offline.at - silent_from >= real_s(window - 1.1 * HIL_PLAN.heartbeat_s)
+    # counted from its last heartbeat, on the gateway's clock: 3.5 intervals of silence.
+    # (Not from the cut: a busy host delays the unit's last heartbeats, so the gateway
+    # may rightly have heard nothing for longer than the cut would say; seen 0.12 s.)
+    detail = offline.get("detail") or {}
+    assert detail["silent_s"] >= window, detail
     back = time.monotonic()
     await unit.start()
     await police.expect_event("online", unit=unit, within=5.0, since=back)

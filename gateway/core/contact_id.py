@@ -90,6 +90,14 @@ KINDS: dict[str, Kind] = {
             "pipeline",
         ),
         Kind("test_mode", 607, "test (maintenance) mode of a unit or a site", True, "gateway"),
+        # a watcher that keeps raising (gateway/service/watchers.py)
+        Kind(
+            "watcher_failed",
+            300,
+            "system trouble: a gateway watcher keeps failing",
+            True,
+            "gateway",
+        ),
         # the gateway's own life (gateway/service/lifecycle.py): its downtime in the report
         Kind(
             "gateway_start",

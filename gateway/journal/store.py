@@ -123,6 +123,32 @@ def _private(path: Path) -> None:
             p.chmod(0o600)
 
 
+def insert_event(
+    conn: sqlite3.Connection,
+    *,
+    at: float,
+    site: str,
+    kind: str,
+    unit: str | None = None,
+    post: str | None = None,
+    route: str | None = None,
+    code: int | None = None,
+    qualifier: int | None = None,
+    detail: str = "{}",
+) -> int:
+    """Append one row to the shared ``events`` table (``detail``: JSON text); its id.
+
+    The one writer of that table: the store's :meth:`Store.add_event`, and the benches and
+    tests that fill a journal without a running gateway.
+    """
+    cur = conn.execute(
+        "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (at, site, unit, post, route, kind, code, qualifier, detail),
+    )
+    return int(cur.lastrowid or 0)
+
+
 def default_db_path() -> Path:
     """``$STATE_DIRECTORY/gateway.db`` under systemd, else ``var/gateway.db``."""
     state = os.environ.get("STATE_DIRECTORY")
@@ -460,12 +486,18 @@ class Store:
         route: str | None = None,
     ) -> int:
         """Append to the shared ``events`` table; return the event id."""
-        cur = self.conn.execute(
-            "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, site, unit, post, route, kind, code, qualifier, detail),
+        return insert_event(
+            self.conn,
+            at=at,
+            site=site,
+            kind=kind,
+            unit=unit,
+            post=post,
+            route=route,
+            code=code,
+            qualifier=qualifier,
+            detail=detail,
         )
-        return int(cur.lastrowid or 0)
 
     # -- outbox -------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from gateway.security.signkeys import dutyroom_keys, gateway_kid, read_private
 from gateway.service.lifecycle import Lifecycle
 from gateway.service.sdnotify import Notifier
 from gateway.service.status import STATUS_EVERY_S, STATUS_KEY, LinkCounters, snapshot_json
+from gateway.service.watchers import GuardedWatcher
 from protocol import Codec, ReplayGuard
 from protocol.keys import parse_key
 
@@ -194,8 +195,8 @@ class Gateway:
             self.clock,
             connected=self.relay.connected.is_set,
         )
-        self.pipeline.watchers.append(self.lifecycle)
-        self.pipeline.watchers.extend(watchers)
+        self.guards: list[GuardedWatcher] = []
+        self.attach([self.lifecycle, *watchers])
         # further tasks of the TaskGroup (snapshots, SMS) and what each prunes by age
         self.services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self.pruners: list[Callable[[float], int]] = []
@@ -230,8 +231,14 @@ class Gateway:
         return self.pipeline
 
     def attach(self, watchers: Sequence[Watcher]) -> None:
-        """Add watchers (before or while running)."""
-        self.pipeline.watchers.extend(watchers)
+        """Add watchers (before or while running), each behind a :class:`GuardedWatcher`.
+
+        One that keeps raising is then reported and fails the health check.
+        """
+        for w in watchers:
+            guard = GuardedWatcher(w, self.pipeline, self.config.site)
+            self.guards.append(guard)
+            self.pipeline.watchers.append(guard)
 
     def attach_service(
         self,
@@ -425,8 +432,14 @@ class Gateway:
             problem = None
             if self.store.wal.failed is not None:  # never retried: see gateway/journal/walsync.py
                 raise GatewayError(f"journal not durable: {self.store.wal.failed}")
+            failing = [g for g in self.guards if g.failing]
             if lag > LOOP_LAG_LIMIT_S:
                 problem = f"event loop {lag:.1f}s late"
+            elif failing:
+                problem = "; ".join(
+                    f"watcher {g.name} failing ({g.failures} failures: {g.last_error})"
+                    for g in failing
+                )
             else:
                 try:
                     self.store.probe(self.clock.now())

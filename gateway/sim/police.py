@@ -114,6 +114,7 @@ class Police:
         identifier: str | None = None,
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
+        time_scale: float = 1.0,
     ) -> None:
         """``identifier``: a persistent session (messages queued while away are delivered).
 
@@ -121,6 +122,8 @@ class Police:
         ``url``: one broker, or the nodes of one cluster in order: the subscriber moves to
         the next node when its node dies or stops answering (keepalive), and keeps its
         session there.
+        ``time_scale``: every wait's timeout is multiplied by it (a test harness on a
+        busy machine; tests/support/timing.py).
         """
         if isinstance(url, str):
             self.brokers = [BrokerSettings.from_url(url)]
@@ -138,6 +141,7 @@ class Police:
         self.identifier = identifier
         self.by = by
         self.clock = clock
+        self.time_scale = time_scale
         self.messages: list[Received] = []
         self.dropped: list[tuple[str, str]] = []  # (topic, reason) of what did not verify
         self._trusted: dict[str, Ed25519PublicKey] = {}
@@ -321,7 +325,11 @@ class Police:
     # ------------------------------------------------------------------ waiting
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``predicate()`` holds (checked at every message); raise on timeout."""
+        """Wait until ``predicate()`` holds (checked at every message); raise on timeout.
+
+        ``timeout`` is multiplied by :attr:`time_scale`.
+        """
+        timeout *= self.time_scale
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 while not predicate():
@@ -334,21 +342,23 @@ class Police:
     async def _expect(
         self, find: Callable[[], list[Received]], within: float, since: float, what: str
     ) -> Received:
-        remaining = since + within - time.monotonic()
+        # the patience is scaled; the time already spent since ``since`` is not
+        limit = within * self.time_scale
+        remaining = since + limit - time.monotonic()
         try:
-            await self.wait_for(lambda: bool(find()), remaining, what)
+            await self.wait_for(lambda: bool(find()), remaining / self.time_scale, what)
         except ExpectationFailed:
             late = find()
             if late:  # pragma: no cover - arrived between timeout and check
                 raise ExpectationFailed(
                     f"police: {what} arrived {late[0].at - since:.3f} s after, "
-                    f"not within {within} s"
+                    f"not within {limit:.2f} s"
                 ) from None
-            raise ExpectationFailed(f"police: no {what} within {within} s") from None
+            raise ExpectationFailed(f"police: no {what} within {limit:.2f} s") from None
         first = find()[0]
-        if first.at - since > within:
+        if first.at - since > limit:
             raise ExpectationFailed(
-                f"police: {what} arrived {first.at - since:.3f} s after, not within {within} s"
+                f"police: {what} arrived {first.at - since:.3f} s after, not within {limit:.2f} s"
             )
         return first
 

@@ -195,8 +195,12 @@ class VirtualUnit:
         heapsize: str = DEFAULT_HEAPSIZE,
         name: str | None = None,
         romfs: bool | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         """``unit_dir`` must have been prepared (:func:`prepare_unit_dir` or deploy).
+
+        ``time_scale``: every wait's timeout is multiplied by it (a busy host runs the
+        firmware process slower than a board runs it; tests/support/timing.py).
 
         ``romfs``: boot with the folder's ROMFS image (:data:`ROMFS_IMAGE`) mapped and
         mounted at ``/rom`` (``gateway/sim/romlaunch.py``, in the Python next to
@@ -207,6 +211,7 @@ class VirtualUnit:
         self.name = name or self.unit_dir.name
         self._exe = micropython or find_micropython()
         self._heapsize = heapsize
+        self.time_scale = time_scale
         self.romfs = (self.unit_dir / ROMFS_IMAGE).exists() if romfs is None else romfs
         """True if the unit boots with its modules on a ROMFS image (``/rom``)."""
         self._uart = _open_pty()
@@ -419,6 +424,13 @@ class VirtualUnit:
         await asyncio.sleep(long_press_s if duress else 0.1)
         self._send("checkin 0")
 
+    async def set_checkin(self, down: bool) -> None:
+        """Press (True) or release the check-in button.
+
+        For a hold that ends on an event (the duress CHECKIN on the wire), not a time.
+        """
+        self._send(f"checkin {1 if down else 0}")
+
     async def set_tamper(self, open: bool) -> None:
         """Open (True) or close the case's tamper switch."""
         self._send(f"tamper {1 if open else 0}")
@@ -540,16 +552,27 @@ class VirtualUnit:
             log.debug("%s: control line %r", self.name, line)
 
     async def wait_until(
-        self, cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+        self,
+        cond: Callable[[], bool],
+        timeout: float = 5.0,
+        what: str = "condition",
+        *,
+        scaled: bool = True,
     ) -> None:
         """Wait until ``cond()`` holds, checked after every line the unit reports.
 
         For states the named waits do not cover (a one-shot buzzer pattern in the
         history, a log line); raise :class:`VirtualUnitError` naming ``what`` on timeout.
+        ``scaled=False``: ``timeout`` is a window in which something must NOT happen, not
+        patience, so it is not multiplied by :attr:`time_scale`.
         """
-        await self._wait_for(cond, timeout, what)
+        await self._wait_for(cond, timeout, what, scaled=scaled)
 
-    async def _wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+    async def _wait_for(
+        self, cond: Callable[[], bool], timeout: float, what: str, *, scaled: bool = True
+    ) -> None:
+        if scaled:
+            timeout *= self.time_scale
         try:
             async with asyncio.timeout(timeout):
                 while not cond():

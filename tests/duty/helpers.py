@@ -10,21 +10,13 @@ from typing import Any
 
 from gateway.core.config import Config, Unit, parse_config
 from gateway.journal.schema import create_shared
+from gateway.journal.store import insert_event
 from protocol.messages import Frame, Message, SignalPattern
+from tests.support import register as registers
 
 # 2026-01-05 00:00 Asia/Shanghai (a Monday) = 2026-01-04 16:00 UTC
 MONDAY = 1_767_542_400.0
 TZ = "Asia/Shanghai"
-
-PINS = {
-    "button": 13,
-    "tamper": 4,
-    "led": 2,
-    "buzzer": 15,
-    "battery_adc": 34,
-    "uart_tx": 17,
-    "uart_rx": 16,
-}
 
 
 def register(
@@ -35,55 +27,43 @@ def register(
 ) -> Config:
     """A small register: one site, a shop, a home (300 s heartbeat) and a guard post unit
     (and ``units`` besides)."""
-    doc: dict[str, Any] = {
-        "version": 1,
-        "gateway": {"id": "gw-test", "site": "school"},
-        "defaults": {"heartbeat_s": 60, "missed_heartbeats": 3, "test_interval_h": 24, **defaults},
-        "links": [{"id": "bus", "port": "/dev/null", "baud": 115200}],
-        "sites": [
-            {
-                "id": "school",
-                "name": "Test Boarding School",
-                "address": "1 School Road",
-                "security_lead": {"name": "Lead Li", "phone": "+86 100"},
-            }
-        ],
-        "units": [
-            {
-                "id": "shop",
-                "addr": 10,
-                "site": "school",
-                "place": "Shop at the gate",
-                "owner": "Ms. Shop",
-                "role": "shop",
-                "link": "bus",
-                "pins": PINS,
-            },
-            {
-                "id": "home",
-                "addr": 11,
-                "site": "school",
-                "place": "Home by the wall",
-                "owner": "Family",
-                "role": "home",
-                "link": "bus",
-                "pins": PINS,
-                "heartbeat_s": 300,
-            },
-            {
-                "id": "guard",
-                "addr": 12,
-                "site": "school",
-                "place": "North gate post",
-                "owner": "Post phone +86 200",
-                "role": "guard_post",
-                "link": "bus",
-                "pins": {**PINS, "checkin": 27},
-            },
+    doc = registers.small(
+        gateway_id="gw-test",
+        site={
+            "id": "school",
+            "name": "Test Boarding School",
+            "address": "1 School Road",
+            "security_lead": {"name": "Lead Li", "phone": "+86 100"},
+        },
+        defaults={"heartbeat_s": 60, "missed_heartbeats": 3, "test_interval_h": 24, **defaults},
+        links=[{"id": "bus", "port": "/dev/null", "baud": 115200}],
+        units=[
+            registers.unit(
+                "shop", 10, site="school", link="bus", place="Shop at the gate", owner="Ms. Shop"
+            ),
+            registers.unit(
+                "home",
+                11,
+                site="school",
+                link="bus",
+                role="home",
+                place="Home by the wall",
+                owner="Family",
+                heartbeat_s=300,
+            ),
+            registers.unit(
+                "guard",
+                12,
+                site="school",
+                link="bus",
+                pins=registers.GUARD_PINS,
+                place="North gate post",
+                owner="Post phone +86 200",
+            ),
             *(units or []),
         ],
-        "posts": posts if posts is not None else [],
-    }
+        posts=posts if posts is not None else [],
+    )
     return parse_config(doc, "test-register.yaml")
 
 
@@ -156,10 +136,16 @@ class RecordingOutlet:
             }
         )
         if self.conn is not None:
-            self.conn.execute(
-                "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, site, unit, post, kind, code, qualifier, json.dumps(d, sort_keys=True)),
+            insert_event(
+                self.conn,
+                at=at,
+                site=site,
+                unit=unit,
+                post=post,
+                kind=kind,
+                code=code,
+                qualifier=qualifier,
+                detail=json.dumps(d, sort_keys=True),
             )
 
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:

@@ -15,7 +15,8 @@ from gateway.core.config import Config
 from gateway.core.timefmt import iso
 from gateway.watch.duty import DutyWatch
 from protocol.messages import Checkin, Heartbeat, HeartbeatFlags, SignalPattern
-from tests.duty.helpers import MONDAY, PINS, TZ, Frames, RecordingOutlet, open_db, post, register
+from tests.duty.helpers import MONDAY, TZ, Frames, RecordingOutlet, open_db, post, register
+from tests.support import register as registers
 
 T0 = MONDAY  # Monday 2026-01-05 00:00 in Asia/Shanghai
 M = 60.0
@@ -995,16 +996,15 @@ def test_each_post_follows_its_own_unit_and_the_earliest_deadline_is_next(
     back = {**WHO, "place": "Back gate post"}
     del back["post"]
     units = [
-        {
-            "id": "guard2",
-            "addr": 13,
-            "site": "school",
-            "place": "Back gate post",
-            "owner": "Post phone +86 300",
-            "role": "guard_post",
-            "link": "bus",
-            "pins": {**PINS, "checkin": 27},
-        }
+        registers.unit(
+            "guard2",
+            13,
+            site="school",
+            link="bus",
+            pins=registers.GUARD_PINS,
+            place="Back gate post",
+            owner="Post phone +86 300",
+        )
     ]
     config = register([post(ALL_DAY, id="back", unit="guard2"), post(ALL_DAY)], units=units)
     r = Rig(tmp_path / "g.db", config)

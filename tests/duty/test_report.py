@@ -14,6 +14,7 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.dutyroom.report import duration, month_window, monthly, per_site, render
+from gateway.journal.store import insert_event
 from tests.duty.helpers import open_db, post, register
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -70,10 +71,16 @@ def event(
     site: str = "school",
     **detail: object,
 ) -> None:
-    conn.execute(
-        "INSERT INTO events(at, site, unit, post, kind, code, qualifier, detail) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (at, site, unit, post_id, kind, code, q, json.dumps(detail)),
+    insert_event(
+        conn,
+        at=at,
+        site=site,
+        unit=unit,
+        post=post_id,
+        kind=kind,
+        code=code,
+        qualifier=q,
+        detail=json.dumps(detail),
     )
 
 

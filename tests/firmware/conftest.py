@@ -19,10 +19,13 @@ from gateway.sim import frozen32
 from gateway.sim.vboard import VirtualUnit, prepare_unit_dir
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType, ProtocolError, Signal
 from protocol.keys import TEST_KEY
+from tests.support.timing import TIME_SCALE, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# small timings so a test runs in seconds; the semantics are the same as in service
+# small timings so a test runs in seconds; the semantics are the same as in service. The
+# watchdog's is scaled to the machine: a busy host can starve the firmware process for
+# longer than a board's loop ever stalls, and a bite mid-test is not what a test tests
 FAST: dict[str, Any] = {
     "heartbeat_ms": 60000,
     "long_press_ms": 1000,
@@ -30,7 +33,7 @@ FAST: dict[str, Any] = {
     "cancel_window_ms": 10000,
     "incident_window_ms": 3000,
     "battery_poll_ms": 100,
-    "wdt_ms": 1500,
+    "wdt_ms": round(1500 * TIME_SCALE),
     "retry_first_ms": 200,
     "retry_cap_ms": 800,
     "boot_spread_ms": 200,
@@ -91,6 +94,11 @@ class GatewayEnd:
     async def wait(
         self, pred: Callable[[list[Arrival]], bool], timeout: float = 3.0, what: str = ""
     ) -> None:
+        """Wait until ``pred(frames)`` holds: ``timeout`` is an idle machine's patience,
+        scaled to this one (tests/support/timing.py)."""
+        await self._wait(pred, scaled(timeout))
+
+    async def _wait(self, pred: Callable[[list[Arrival]], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout):
             while not pred(self.frames):
                 self._event.clear()
@@ -116,7 +124,7 @@ class GatewayEnd:
             await self.wait(found, timeout)
         except TimeoutError:
             got = [a.frame for a in self.frames[start:]]
-            raise AssertionError(f"no {mtype} within {timeout} s; got {got}") from None
+            raise AssertionError(f"no {mtype} within {scaled(timeout):.1f} s; got {got}") from None
         return next(
             a
             for a in self.frames[start:]
@@ -140,7 +148,7 @@ class GatewayEnd:
             )
 
         try:
-            await self.wait(found, within)
+            await self._wait(found, within)  # a window, not patience: not scaled
         except TimeoutError:
             return  # none came: as expected
         got = [a.frame for a in self.frames[start:] if a.frame.type == mtype]
@@ -164,7 +172,7 @@ async def expect_no_output(
     """Expect the unit's LED/buzzer NOT to reach a state (``bad``) for ``within`` seconds:
     waits on the control channel's change event and fails as soon as it does."""
     try:
-        await vu.wait_until(lambda: bad(vu), within, what)
+        await vu.wait_until(lambda: bad(vu), within, what, scaled=False)
     except VirtualUnitError:
         return  # it never happened: as expected
     raise AssertionError(f"unexpected {what}: led {vu.led!r}, buzzer {vu.buzzer!r}")
@@ -260,7 +268,9 @@ async def make_unit(
             frozen=exe is not None,
         )
         # the default heap (DEFAULT_HEAPSIZE) is what a unit gets
-        vu = VirtualUnit(folder, micropython=exe, romfs=False if exe else None)
+        vu = VirtualUnit(
+            folder, micropython=exe, romfs=False if exe else None, time_scale=TIME_SCALE
+        )
         gw = GatewayEnd(vu.link_path, unit.addr)  # opened before the unit talks
         made.append((vu, gw))
         if start:

@@ -18,6 +18,7 @@ from gateway.core.config import load_config
 from gateway.flashing.deploy import stage
 from gateway.flashing.unitfiles import INSTALL_TEST_FILE, ROMFS_IMAGE
 from gateway.sim.vboard import VirtualUnit, find_micropython
+from tests.support.timing import TIME_SCALE
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
 from tests.firmware.conftest import ROOT, GatewayEnd
@@ -79,7 +80,7 @@ def test_keygen_then_deploy_then_run(
     assert (flash / INSTALL_TEST_FILE).exists()
 
     async def run_unit() -> None:
-        vu = VirtualUnit(flash)
+        vu = VirtualUnit(flash, time_scale=TIME_SCALE)
         gw = GatewayEnd(vu.link_path, 257, read_key(keys, "shop-fruit"))
         try:
             await vu.start()
@@ -118,7 +119,7 @@ def test_keygen_then_deploy_then_run(
     assert fw_files.keys() == {"main.py", ROMFS_IMAGE}
 
     async def run_romfs_unit() -> None:
-        vu = VirtualUnit(flash)
+        vu = VirtualUnit(flash, time_scale=TIME_SCALE)
         gw = GatewayEnd(vu.link_path, 257, read_key(keys, "shop-fruit"))
         try:
             assert vu.romfs

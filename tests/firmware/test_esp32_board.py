@@ -30,6 +30,7 @@ from gateway.flashing.unitfiles import FIRMWARE_DIR
 from gateway.sim.vboard import find_micropython, prepare_unit_dir
 from protocol import AlarmKind, MsgType
 from protocol.keys import TEST_KEY
+from tests.support.timing import scaled
 from tests.firmware.conftest import FAST, GatewayEnd
 
 HERE = Path(__file__).resolve().parent
@@ -655,14 +656,14 @@ async def test_firmware_on_esp32_board_sends_alarm(
         assert (await drv.report())["pending_alarms"] == 1
         gw.ack(alarm.frame)
         try:
-            async with asyncio.timeout(3.0):
+            async with asyncio.timeout(scaled(3.0)):
                 while (report := await drv.report())["pending_alarms"] != 0:
                     pass
         except TimeoutError:
             raise AssertionError("the unit still holds the ALARM after the ACK") from None
         # the supervisor feeds the watchdog on its tick (every 100-500 ms)
         try:
-            async with asyncio.timeout(3.0):
+            async with asyncio.timeout(scaled(3.0)):
                 while True:
                     report = await drv.report()
                     if any(feeds for _, feeds in report["wdts"]):

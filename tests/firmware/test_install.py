@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sim.vboard import VirtualUnit
+from tests.support.timing import TIME_SCALE
 from protocol import MsgType
 from protocol.keys import read_key
 from tests.firmware.conftest import ROOT, GatewayEnd
@@ -111,7 +112,7 @@ def test_deploy_from_installed_wheel(
 
     async def boots() -> None:
         key = read_key(etc / "keys", "shop-fruit")
-        vu = VirtualUnit(flash)
+        vu = VirtualUnit(flash, time_scale=TIME_SCALE)
         gw = GatewayEnd(vu.link_path, 257, key)
         try:
             await vu.start()

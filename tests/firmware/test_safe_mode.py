@@ -35,7 +35,8 @@ async def test_crash_loop_starts_safe_mode_that_still_sends_alarms(
     assert {a.raw for a in gw.of(MsgType.ALARM)[-3:]} == {alarm.raw}
     gw.ack(alarm.frame)
     await vu.wait_led("received")
-    # optional parts are off: a SIGNAL is not shown, the hook does not fire
+    # optional parts are off: a SIGNAL is not shown, the hook does not fire (a unit shows
+    # a SIGNAL as soon as its link task reads it, app.on_downlink: 0.3 s is ample)
     gw.send_frame(Signal(SignalPattern.LOCATE, 0), epoch=9, seq=1)
     await expect_no_output(
         vu, lambda u: u.led == "locate" or u.buzzer == "locate", within=0.3, what="locate"

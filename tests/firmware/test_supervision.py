@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 
 from protocol import FaultCode, HeartbeatFlags, MsgType, Signal, SignalPattern
 from tests.firmware.conftest import UnitFactory, expect_no_output
@@ -10,10 +11,13 @@ from tests.firmware.conftest import UnitFactory, expect_no_output
 
 async def test_heartbeat_cadence(make_unit: UnitFactory) -> None:
     _, gw = await make_unit(heartbeat_ms=500)
-    await gw.wait(lambda fs: len([a for a in fs if a.frame.type == MsgType.HEARTBEAT]) >= 4)
+    await gw.wait(lambda fs: len([a for a in fs if a.frame.type == MsgType.HEARTBEAT]) >= 6)
     hbs = gw.of(MsgType.HEARTBEAT)
     gaps = [b.at - a.at for a, b in itertools.pairwise(hbs)]
-    assert all(0.4 < g < 0.7 for g in gaps), gaps
+    # the median of 5 gaps: one stall of a busy host lengthens one gap and shortens the
+    # next (arrival times, not the unit's schedule), so single gaps prove nothing; a
+    # cadence of 400 or 1000 ms still moves the median out
+    assert 0.4 < statistics.median(gaps) < 0.7, gaps
     body = hbs[-1].frame.body
     assert body.fw == 0x0101 and body.battery_mv == 3700 and body.flags == 0
 
@@ -73,7 +77,9 @@ async def test_signal_prompt_and_replay(make_unit: UnitFactory) -> None:
     await vu.wait_led("idle")
     import os
 
-    os.write(gw.fd, wire)  # a recorded SIGNAL played again: counter not above the last
+    # a recorded SIGNAL played again: counter not above the last. Not shown: a unit shows
+    # a SIGNAL as soon as its link task reads it (app.on_downlink): 0.3 s is ample
+    os.write(gw.fd, wire)
     await expect_no_output(
         vu, lambda u: u.led != "idle" or u.buzzer != "off", within=0.3, what="replayed prompt"
     )
@@ -97,8 +103,14 @@ async def test_checkin_and_duress_checkin_look_the_same(make_unit: UnitFactory) 
     await vu.wait_led("idle", timeout=5)
     vu.led_history.clear()
     vu.buzzer_history.clear()
-    await vu.checkin(duress=True, long_press_s=1.3)
-    ci = await gw.next(MsgType.CHECKIN, pred=lambda f: f.body.flags == 1)
+    # the guard holds the button until the duress check-in has gone (sent at long_press_ms
+    # while still held): a fixed hold just past long_press_ms is a short press to a unit
+    # that a busy host let read the press late
+    await vu.set_checkin(True)
+    try:
+        ci = await gw.next(MsgType.CHECKIN, pred=lambda f: f.body.flags == 1)
+    finally:
+        await vu.set_checkin(False)
     gw.ack(ci.frame)
     await vu.wait_led("checkin_ok")
     await vu.wait_until(lambda: "checkin_ok" in vu.buzzer_history, 3, "buzzer checkin_ok")

@@ -3,6 +3,9 @@ periodic test with its result bits."""
 
 from __future__ import annotations
 
+import itertools
+import statistics
+
 from gateway.flashing.unitfiles import INSTALL_TEST_FILE
 from protocol import MsgType, TestKind
 from tests.firmware.conftest import UnitFactory
@@ -49,10 +52,17 @@ async def test_periodic_test_interval_and_result_bits(make_unit: UnitFactory) ->
     vu, gw = await make_unit(test_interval_ms=600)
     first = await gw.next(MsgType.TEST, after=0, timeout=2)
     assert first.frame.body.kind == TestKind.PERIODIC and first.frame.body.result == 0
-    second = await gw.next(MsgType.TEST, pred=lambda f: f.seq != first.frame.seq, timeout=2)
     gw.ack(first.frame)
-    gw.ack(second.frame)
-    assert 0.45 < second.at - first.at < 0.9
+    tests = [first]
+    while len(tests) < 4:
+        seen = {a.frame.seq for a in tests}
+        t = await gw.next(MsgType.TEST, pred=lambda f, s=seen: f.seq not in s, timeout=2)
+        gw.ack(t.frame)
+        tests.append(t)
+    # every 600 ms: the median of 3 gaps, since one stall of a busy host lengthens one
+    # arrival gap and shortens the next
+    gaps = [b.at - a.at for a, b in itertools.pairwise(tests)]
+    assert 0.45 < statistics.median(gaps) < 0.9, gaps
     # the storage check writes and reads back a record: make the write fail
     (vu.unit_dir / "selftest.new").mkdir()
     await vu.set_sounder(False)

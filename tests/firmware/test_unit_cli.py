@@ -18,6 +18,7 @@ from gateway.cli.main import main as cli
 from protocol import MsgType, TestKind
 from protocol.keys import read_key
 from tests.firmware.conftest import ROOT, GatewayEnd
+from tests.support.timing import scaled
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 CONFIG = str(ROOT / "boards.yaml")
@@ -51,10 +52,11 @@ class Lines:
         self.seen: list[str] = []
 
     async def until(self, words: str, timeout: float = 10.0) -> str:
+        limit = scaled(timeout)  # a command that builds and starts a unit: a busy host is slow
         try:
-            return await asyncio.wait_for(self._until(words), timeout)
+            return await asyncio.wait_for(self._until(words), limit)
         except TimeoutError:
-            raise AssertionError(f"no {words!r} within {timeout} s: {self.seen}") from None
+            raise AssertionError(f"no {words!r} within {limit:.0f} s: {self.seen}") from None
 
     async def _until(self, words: str) -> str:
         for line in self.seen:
@@ -115,7 +117,7 @@ async def test_a_person_runs_a_virtual_unit_on_a_pty(
         assert "button takes 0 or 1" in await out.until("button takes")
         proc.send_signal(signal.SIGINT)  # Ctrl-C: maintenance stop, as on a real unit
         await out.until("stopped for maintenance")
-        rc = await asyncio.wait_for(proc.wait(), 10)
+        rc = await asyncio.wait_for(proc.wait(), scaled(10))
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -11,6 +11,7 @@ import serial
 from gateway.core.config import Config
 from gateway.core.errors import VirtualUnitError
 from gateway.sim.vboard import VirtualUnit, prepare_unit_dir
+from tests.support.timing import TIME_SCALE
 from protocol import Ack, AckState, Codec, Deframer, Frame, MsgType
 from protocol.keys import TEST_KEY
 from tests.firmware.conftest import FAST
@@ -25,7 +26,7 @@ async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: P
         compiled=True,
         cache=fw_cache,
     )
-    vu = VirtualUnit(folder)
+    vu = VirtualUnit(folder, time_scale=TIME_SCALE)
     port = serial.Serial(vu.link_path, 115200, timeout=0.05)  # opened before the unit talks
     codec = Codec({257: TEST_KEY}, gateway=True)
     deframer = Deframer()
@@ -76,7 +77,7 @@ async def test_a_broken_unit_json_is_unconfigured_not_a_crash(
         tmp_path / "u", register.units["shop-fruit"], TEST_KEY, compiled=True, cache=fw_cache
     )
     (folder / "unit.json").write_text(unit_json)
-    vu = VirtualUnit(folder)
+    vu = VirtualUnit(folder, time_scale=TIME_SCALE)
     try:
         with pytest.raises(VirtualUnitError, match="exited with 2"):
             await vu.start()

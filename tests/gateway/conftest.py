@@ -30,8 +30,11 @@ from gateway.security.signkeys import (
     write_pair,
 )
 from gateway.service.assembly import Gateway, Settings
+from tests.support import register
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled
+from tests.support.timing import until as until  # for tests written before it moved
 
 GATEWAY_ID = "gw-test"
 SITE = "test-school"
@@ -39,31 +42,19 @@ SITE = "test-school"
 
 def register_yaml(port_path: Path, units: list[tuple[str, int]], *, window_s: int = 120) -> str:
     """A small boards.yaml: one link at ``port_path``, one unit per (id, addr)."""
-    lines = [
-        "version: 1",
-        f"gateway: {{id: {GATEWAY_ID}, site: {SITE}}}",
-        f"defaults: {{incident_window_s: {window_s}}}",
-        "links:",
-        f"  - {{id: bus-a, port: {port_path}, baud: 115200}}",
-        "sites:",
-        f"  - {{id: {SITE}, name: Test School, address: 1 Test Road,"
-        " security_lead: {name: Lead, phone: '1'}}",
-        "units:",
-    ]
-    for uid, addr in units:
-        role = "guard_post" if uid.startswith("guard") else "shop"
-        lines += [
-            f"  - id: {uid}",
-            f"    addr: {addr}",
-            f"    site: {SITE}",
-            f"    place: Place of {uid}",
-            f"    owner: Owner of {uid}",
-            f"    role: {role}",
-            "    link: bus-a",
-            "    pins: {button: 13, tamper: 4, led: 2, buzzer: 15, battery_adc: 34,"
-            " uart_tx: 17, uart_rx: 16}",
-        ]
-    return "\n".join(lines) + "\n"
+    doc = register.small(
+        gateway_id=GATEWAY_ID,
+        site={
+            "id": SITE,
+            "name": "Test School",
+            "address": "1 Test Road",
+            "security_lead": {"name": "Lead", "phone": "1"},
+        },
+        defaults={"incident_window_s": window_s},
+        links=[{"id": "bus-a", "port": str(port_path), "baud": 115200}],
+        units=[register.unit(uid, addr, site=SITE, link="bus-a") for uid, addr in units],
+    )
+    return register.to_yaml(doc)
 
 
 DUTYROOM = "police"
@@ -251,7 +242,7 @@ class Police:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="police")
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await self.subscribed.wait()
 
     async def stop(self) -> None:
@@ -277,7 +268,8 @@ class Police:
         ]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+        """Wait until ``predicate()`` holds after some message (``timeout`` scaled)."""
+        async with asyncio.timeout(scaled(timeout)):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
@@ -354,22 +346,15 @@ async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIter
     gw = Gateway(site.config, settings)
     task = asyncio.create_task(gw.run(), name="gateway")
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await gw.ready.wait()
         yield gw
     finally:
         gw.stop()
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(scaled(5)):
                 await task
         except TimeoutError:
             for t in asyncio.all_tasks():
                 t.print_stack()
             raise
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, poll: float = 0.01) -> None:
-    """For state with no event to wait on (a journal row, a counter): poll it."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(poll)

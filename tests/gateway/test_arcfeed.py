@@ -27,6 +27,7 @@ from gateway.service.status import read
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,9 +222,9 @@ async def test_a_units_alarm_reaches_pysiaalarm_encrypted(
         async with running_gateway(site, broker, arc=plan) as gw:
             unit = site.unit("shop-b", epoch=2)
             await unit.send_until_acked(unit.make(Alarm(AlarmKind.PANIC, 1, 1)), timeout=5)
-            ev = await asyncio.wait_for(got.get(), 10)
+            ev = await asyncio.wait_for(got.get(), scaled(10))
             while ev.message_type.value == "NULL":  # the path's supervision, from the start
-                ev = await asyncio.wait_for(got.get(), 10)
+                ev = await asyncio.wait_for(got.get(), scaled(10))
             assert gw.arc is not None
             await asyncio.wait_for(
                 gw.arc.transmitter.wait_until(lambda: gw.arc.queue.waiting("arc") == 0), 10

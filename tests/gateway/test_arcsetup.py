@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
@@ -10,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gateway.arc.dc09 import Token
 from gateway.arc.wiring import parse_arc_url, plan_arc
 from gateway.core.config import parse_config
 from gateway.core.errors import ConfigError, KeyMissingError, UsageError
+from tests.support.register import shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -30,14 +29,8 @@ ARC: dict[str, Any] = {
 }
 
 
-def register(**top: Any) -> dict[str, Any]:
-    doc = yaml.safe_load((ROOT / "boards.yaml").read_text())
-    doc.update(copy.deepcopy(top))
-    return doc
-
-
 def test_arc_section_and_a_key_file_per_receiver(tmp_path: Path) -> None:
-    config = parse_config(register(arc=ARC))
+    config = parse_config(shipped(arc=ARC))
     (tmp_path / "dc09-primary.key").write_text("00112233445566778899aabbccddeeff\n")
     (tmp_path / "dc09-backup.key").write_text("ff" * 32 + "\n")
     plan = plan_arc(config, tmp_path)
@@ -52,11 +45,11 @@ def test_arc_section_and_a_key_file_per_receiver(tmp_path: Path) -> None:
 
 def test_a_missing_receiver_key_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(KeyMissingError, match=re.escape("dc09-primary.key")):
-        plan_arc(parse_config(register(arc=ARC)), tmp_path)
+        plan_arc(parse_config(shipped(arc=ARC)), tmp_path)
 
 
 def test_cli_arc_replaces_the_receivers_and_takes_a_key_file(tmp_path: Path) -> None:
-    config = parse_config(register())
+    config = parse_config(shipped())
     key = tmp_path / "arc.key"
     key.write_text("ABCDEFGHIJKLMNOP")
     plan = plan_arc(config, tmp_path, ["dc09+tcp://1f2e@127.0.0.1:6000"], key)
@@ -89,11 +82,11 @@ def test_bad_arc_options_are_named(
         path = tmp_path / "arc.key"
         path.write_text(key if len(key) > 1 else "ABCDEFGHIJKLMNOP")
     with pytest.raises(UsageError, match=re.escape(words)):
-        plan_arc(parse_config(register()), tmp_path, urls, path)
+        plan_arc(parse_config(shipped()), tmp_path, urls, path)
 
 
 def test_an_arc_needs_a_zone_for_every_unit(tmp_path: Path) -> None:
-    doc = register()
+    doc = shipped()
     del doc["units"][1]["zone"]
     (tmp_path / "k").write_text("ABCDEFGHIJKLMNOP")
     with pytest.raises(UsageError, match=f"unit {doc['units'][1]['id']}: field 'zone'"):
@@ -120,7 +113,7 @@ def test_an_arc_needs_a_zone_for_every_unit(tmp_path: Path) -> None:
     ],
 )
 def test_register_mistakes_are_named(change: Any, words: str) -> None:
-    doc = register()
+    doc = shipped()
     change(doc)
     with pytest.raises(ConfigError, match=words):
         parse_config(doc)

@@ -25,6 +25,7 @@ from tests.gateway.conftest import (
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
+from tests.support.timing import scaled
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 ALARMS = f"campusguard/{SITE}/alarm/+"
@@ -37,7 +38,9 @@ async def delivered(broker: Mosquitto, writer: str, topic: str, reader: str, sub
         async with client_for(broker.settings(writer)) as w:
             await w.publish(topic, b"probe", qos=1)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.5):  # an absence: nothing to wait on but time
+            # an absence has nothing to wait on but time; the same window proves a
+            # delivery, so it is patience too: scaled
+            async with asyncio.timeout(scaled(0.5)):
                 async for m in r.messages:
                     return str(m.topic) == topic
     return False
@@ -123,7 +126,7 @@ async def test_an_open_broker_lets_anyone_in_but_acks_still_need_a_key(
                     await stranger.subscribe(ALARMS, qos=1)
                     frame = site.unit("shop-a", epoch=50).send(Alarm(AlarmKind.PANIC, 1, 1))
                     await site.port.wait_ack(frame)
-                    async with asyncio.timeout(5):
+                    async with asyncio.timeout(scaled(5)):
                         async for m in stranger.messages:
                             assert b"Owner of shop-a" in bytes(m.payload)  # type: ignore[arg-type]
                             break

@@ -15,6 +15,7 @@ from gateway.cli.main import main as cli
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid
 from tests.gateway.conftest import GATEWAY_ID, GATEWAY_USER, Site, client_for, locked_broker
+from tests.support.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -165,10 +166,10 @@ async def test_console_ctrl_c_leaves_no_task_exception(
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            line = await asyncio.wait_for(proc.stdout.readline(), scaled(20))
             assert GATEWAY_ID.encode() in line
             proc.send_signal(sig)
-            rc = await asyncio.wait_for(proc.wait(), 20)
+            rc = await asyncio.wait_for(proc.wait(), scaled(20))
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from gateway.core.config import esp32_pin_problem, load_config, parse_config
 from gateway.core.errors import ConfigError
+from tests.support import register
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _register() -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "boards.yaml").read_text())
-    assert isinstance(data, dict)
-    return data
 
 
 def test_the_shipped_register_is_wired_for_an_esp32() -> None:
@@ -50,7 +43,7 @@ def test_the_shipped_register_is_wired_for_an_esp32() -> None:
     ],
 )
 def test_wiring_an_esp32_cannot_have_is_refused(pins: dict[str, int], words: str) -> None:
-    doc = copy.deepcopy(_register())
+    doc = copy.deepcopy(register.shipped())
     unit = doc["units"][0]
     unit["pins"] = {**unit["pins"], **pins}
     with pytest.raises(ConfigError) as err:
@@ -63,7 +56,7 @@ def test_wiring_an_esp32_cannot_have_is_refused(pins: dict[str, int], words: str
 def test_inputs_without_pulls_and_strapping_outputs_that_work_are_accepted() -> None:
     # the UART's RX may sit on an input-only GPIO; a LED on GPIO 2 (the dev boards' own)
     # and a buzzer on 15 are outputs, which do not hold the pin at reset
-    base = _register()["units"][0]["pins"]
+    base = register.shipped()["units"][0]["pins"]
     assert esp32_pin_problem({**base, "uart_rx": 36, "battery_adc": 39}) is None
     assert esp32_pin_problem({**base, "led": 2, "buzzer": 15}) is None
     assert esp32_pin_problem({**base, "rs485_de": 25}) is None

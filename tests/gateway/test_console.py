@@ -29,9 +29,9 @@ from tests.gateway.conftest import (
     Site,
     client_for,
     running_gateway,
-    until,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled, until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 
@@ -60,7 +60,7 @@ async def test_console_json_and_auto_ack(site: Site, broker: Mosquitto, police: 
         assert proc.stdout is not None
         lines: list[dict[str, Any]] = []
         try:
-            async with asyncio.timeout(20):  # a subprocess start on a loaded machine
+            async with asyncio.timeout(scaled(20)):  # a subprocess start on a loaded machine
                 # the gateway's retained status tells us the console is subscribed
                 while not any(x["kind"] == "gateway" for x in lines):
                     lines.append(json.loads(await proc.stdout.readline()))
@@ -324,7 +324,7 @@ async def test_console_answers_a_missed_checkin_and_realerts_a_duress_upgrade(
             await term.wait_for(lambda: " 1  DURESS!" in term.screen())
             assert term.out.count(b"\a") > rang  # the bell again
             term.type("P1\n")
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(scaled(10)):
                 message = await anext(aiter(gw.messages))
             assert str(message.topic) == f"campusguard/{SITE}/duty/north-gate/ack"
             envelope = json.loads(message.payload)  # type: ignore[arg-type]

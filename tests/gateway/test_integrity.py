@@ -23,9 +23,9 @@ from tests.gateway.conftest import (
     Police,
     Site,
     running_gateway,
-    until,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 STATUS = f"campusguard/gateway/{GATEWAY_ID}/status"
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal.store import Store
-from tests.gateway.conftest import Site, running_gateway, until
+from gateway.journal.store import Store, insert_event
+from tests.gateway.conftest import Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 DAY = 86400.0
@@ -56,10 +57,7 @@ def _fill(store: Store, now: float, n: int, age_days: float, tag: str) -> None:
             " ?, ?, 1, 'closed', 1, 1)",
             (f"inc-{tag}", at, at),
         )
-        c.execute(
-            "INSERT INTO events(at, site, unit, kind) VALUES (?, 's', 'shop-a', 'offline')",
-            (at,),
-        )
+        insert_event(c, at=at, site="s", unit="shop-a", kind="offline")
 
 
 def _count(db: Path, sql: str) -> int:

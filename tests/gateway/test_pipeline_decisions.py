@@ -45,6 +45,7 @@ from protocol import (
     Verdict,
 )
 from protocol.keys import TEST_KEY
+from tests.support.timing import scaled
 
 from .conftest import DUTYROOM, install_signing_keys
 from .helpers import (
@@ -86,7 +87,7 @@ class RecordingLink:
         ]
 
     async def wait_for(self, n: int) -> None:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             while len(self.frames) < n:
                 self.changed.clear()
                 await self.changed.wait()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from gateway.cli.main import main as cli
 from protocol import Alarm, AlarmKind
-from tests.gateway.conftest import Police, Site, running_gateway, until
+from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 
 async def test_mac_failure_after_keygen_force_hints_at_deploying_again(

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled, until
 
 from .conftest import (
     DUTYROOM_USER,
@@ -76,13 +77,6 @@ class Inbound:
         self.arrived.set()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For the relay's counters, which have no event: look every 10 ms, up to ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 def gateway_signer(site: Site) -> Signer:
     """The gateway's signing key (the site's duty room trusts its public half)."""
     return Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
@@ -117,7 +111,7 @@ async def relaying(
         yield relay
     finally:
         relay.stop()
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(scaled(15)):
             await task
         store.on_commit = None
 
@@ -138,7 +132,7 @@ async def test_backlog_of_several_pages_then_live_rows_in_order(
     for n in range(total):
         enqueue(store, n)
     async with relaying(store, broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         with store.transaction():  # committed while the backlog may still be draining
             for n in range(total, total + 5):
@@ -155,7 +149,7 @@ async def test_what_waits_while_the_broker_is_away_goes_out_in_order_after(
     store: Store, site: Site, persistent_broker: Mosquitto, duty_room: Police
 ) -> None:
     async with relaying(store, persistent_broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         for n in range(3):
             enqueue(store, n)
@@ -190,7 +184,7 @@ async def test_nothing_is_lost_when_the_broker_is_not_there_at_start(
             late.start()
             await police.start()
             try:
-                async with asyncio.timeout(15):
+                async with asyncio.timeout(scaled(15)):
                     await relay.connected.wait()
                 await police.wait_for(lambda: len(numbers(police)) == 4, timeout=10)
             finally:
@@ -203,13 +197,13 @@ async def test_inbound_messages_reach_the_pipeline_and_a_failure_is_survived(
 ) -> None:
     inbound = Inbound()
     async with relaying(store, broker, site, inbound) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         await police.publish(f"campusguard/{SITE}/ack/inc-1", b"boom")  # the handler fails
         ack = await police.ack("inc-2")
         enqueue(store, 0)  # still publishing after the failed handler
         await police.wait_for(lambda: numbers(police) == [0], timeout=10)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await inbound.arrived.wait()
     # as received: verifying the ack is the pipeline's work, not the relay's
     assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-2", ack.encode())]
@@ -219,7 +213,7 @@ async def test_status_is_online_while_connected_and_offline_after(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
     async with relaying(store, broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         await police.wait_for(lambda: any(t == STATUS for t, _ in police.messages))
         await relay.say_offline()
@@ -268,13 +262,13 @@ async def test_police_acks_sent_while_the_gateway_was_away_arrive_on_return(
 ) -> None:
     inbound = Inbound()
     async with relaying(store, persistent_broker, site, inbound) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
     # the gateway is away; its session (QoS 1 subscription) stays on the broker
     ack = await duty_room.ack("inc-7")
     # it returns a minute later: its previous run's retained status is older than this run
     async with relaying(store, persistent_broker, site, inbound, clock=ManualClock(T0 + 60)):
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await inbound.arrived.wait()
     assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-7", ack.encode())]
 
@@ -283,7 +277,7 @@ async def test_an_abrupt_loss_leaves_the_will_offline_then_online_again(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
     async with relaying(store, broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         await police.wait_for(lambda: states(police) == ["online"])
         client = relay._client
@@ -317,7 +311,7 @@ async def test_retries_go_on_while_the_broker_stays_away(
         async with relaying(store, late, site) as relay:
             await until(lambda: relay.failures >= 3)  # backoff 0.1, 0.2, 0.4 s
             late.start()
-            async with asyncio.timeout(15):
+            async with asyncio.timeout(scaled(15)):
                 await relay.connected.wait()
             await until(lambda: store.pending_count() == 0)
 
@@ -329,7 +323,7 @@ async def test_marks_that_the_journal_refuses_are_kept_and_written_later(
         "CREATE TEMP TRIGGER nomark BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, 'io'); END"
     )
     async with relaying(store, broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         for n in range(3):
             enqueue(store, n)
@@ -356,7 +350,7 @@ async def test_without_the_fast_path_the_same_rows_go_out_in_order(
     for n in range(5):
         enqueue(store, n)
     async with relaying(store, broker, site) as relay:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             await relay.connected.wait()
         for n in range(5, 10):
             enqueue(store, n)

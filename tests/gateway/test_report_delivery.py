@@ -25,9 +25,10 @@ from gateway.dutyroom.report import due_period, period_window
 from gateway.journal.store import Store
 from gateway.security.envelope import parse, verify
 from gateway.security.signkeys import gateway_kid, read_public, write_pair
-from tests.gateway.conftest import Police, Site, running_gateway, until
+from tests.gateway.conftest import Police, Site, running_gateway
 from tests.patrol.helpers import register
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMER = ROOT / "systemd" / "campusguard-report.timer"

@@ -27,9 +27,9 @@ from tests.gateway.conftest import (
     Site,
     locked_broker,
     running_gateway,
-    until,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import scaled, until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 
@@ -93,7 +93,7 @@ async def test_relay_reconnects_after_a_dropped_connection_on_python_3_11_2(
     task = asyncio.create_task(relay.run(), name="relay")
     try:
         for outage in (1, 2):
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(scaled(10)):
                 await relay.connected.wait()
             failures = relay.failures
             broker.stop()

@@ -22,9 +22,9 @@ from tests.gateway.conftest import (
     Site,
     client_for,
     running_gateway,
-    until,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 BOARD = ("campusguard/+/open/+", "campusguard/+/unit/+/state", "campusguard/+/post/+/state")
 

@@ -38,10 +38,10 @@ from tests.gateway.conftest import (
     locked_broker,
     make_site,
     running_gateway,
-    until,
 )
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 ACK = f"campusguard/{SITE}/ack/"
 STATUS = status_topic("campusguard", GATEWAY_ID)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags
-from tests.gateway.conftest import Site, running_gateway, until
+from tests.gateway.conftest import Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 

@@ -15,8 +15,9 @@ from gateway.journal.store import Store
 from gateway.pipeline.testmode import parse_duration, set_mode
 from gateway.service.watchers import build_watchers
 from protocol import AckState, Alarm, AlarmKind
-from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway, until
+from tests.gateway.conftest import GATEWAY_ID, SITE, Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto
+from tests.support.timing import until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 T = 1_767_225_600.0  # 2026-01-01T00:00:00Z (ManualClock's default)

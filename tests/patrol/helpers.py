@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.config import Config, parse_config
-from tests.duty.helpers import PINS, RecordingOutlet
-
-CP_PINS = {k: v for k, v in PINS.items() if k != "button"} | {"checkin": 27}
+from gateway.journal.store import insert_event
+from tests.duty.helpers import RecordingOutlet
+from tests.support.register import CHECKPOINT_PINS, PINS
 
 # 2026-09-07 00:00 Asia/Shanghai, a Monday of the autumn term = 2026-09-06 16:00 UTC
 TERM_MONDAY = 1_788_710_400.0
@@ -61,7 +61,7 @@ def register(
             "owner": "Community patrol",
             "role": "checkpoint",
             "link": "bus",
-            "pins": CP_PINS,
+            "pins": dict(CHECKPOINT_PINS),
         }
         for i, x in enumerate("abc")
     ]
@@ -86,7 +86,7 @@ def register(
                 "owner": "Ms. Shop",
                 "role": "shop",
                 "link": "bus",
-                "pins": PINS,
+                "pins": dict(PINS),
             },
             *cps,
             *(units or []),
@@ -129,10 +129,17 @@ class PatrolOutlet(RecordingOutlet):
             }
         )
         if self.conn is not None:
-            self.conn.execute(
-                "INSERT INTO events(at, site, unit, post, route, kind, code, qualifier, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, site, unit, post, route, kind, code, qualifier, json.dumps(d)),
+            insert_event(
+                self.conn,
+                at=at,
+                site=site,
+                unit=unit,
+                post=post,
+                route=route,
+                kind=kind,
+                code=code,
+                qualifier=qualifier,
+                detail=json.dumps(d),
             )
 
 

@@ -9,6 +9,7 @@ import tty
 from gateway.sim.linkrelay import Impairment, LinkRelay
 from protocol import Alarm, AlarmKind, Deframer, Frame, ProtocolError, decode, encode, to_wire
 from protocol.keys import TEST_KEY
+from tests.support.timing import scaled
 
 
 def unit_pty() -> tuple[int, str]:
@@ -143,7 +144,7 @@ async def test_tap_hears_frames_as_sent_before_the_line_drops_them() -> None:
     async with relay:
         gw = await open_gateway(relay.gateway_path)
         os.write(m1, b"".join(wire(257, s) for s in range(3)))
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             while relay.stats["up_dropped"] < 3:
                 await asyncio.sleep(0.01)
         os.close(gw)

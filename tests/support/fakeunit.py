@@ -35,6 +35,7 @@ from protocol import (
     encode,
     to_wire,
 )
+from tests.support.timing import TIME_SCALE, scaled
 
 
 class FakePort:
@@ -145,8 +146,9 @@ class FakePort:
     # -- waiting ----------------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait until ``predicate()`` holds after some downlink frame; TimeoutError if not."""
-        async with asyncio.timeout(timeout):
+        """Wait until ``predicate()`` holds after some downlink frame; TimeoutError if not
+        within ``timeout`` seconds of an idle machine (scaled: tests/support/timing.py)."""
+        async with asyncio.timeout(scaled(timeout)):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
@@ -231,8 +233,10 @@ class FakeUnit:
         timeout: float = 10.0,
     ) -> None:
         """Retransmit ``frame`` every ``retry_s`` until ACKed, as the firmware does."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(scaled(timeout)):
             while not self.port.acks_for(frame, state):
                 self.resend(frame)
-                with contextlib.suppress(TimeoutError):
-                    await self.port.wait_ack(frame, state, timeout=retry_s)
+                with contextlib.suppress(TimeoutError):  # the firmware's retry pace: not scaled
+                    await self.port.wait_for(
+                        lambda: bool(self.port.acks_for(frame, state)), retry_s / TIME_SCALE
+                    )
