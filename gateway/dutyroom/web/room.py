@@ -144,6 +144,12 @@ class Room:
                         raw = m.payload if isinstance(m.payload, bytes) else b""
                         self.take(str(m.topic), raw)
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiomqtt's exit timed out leaving the broker and its MqttError took
+                    # the place of our cancellation: without this the room reconnects
+                    # for ever and `dutyroom`/`demo --serve` never stop on Ctrl-C
+                    raise asyncio.CancelledError from exc
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
             finally:
                 if self._client is not None:

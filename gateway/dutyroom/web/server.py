@@ -11,7 +11,7 @@ the browser tests and bench/dutyroom.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -32,6 +32,9 @@ from gateway.dutyroom.web.room import Room
 from gateway.security.envelope import Signer
 from gateway.security.pki import Issued, ensure_ca, issue
 from gateway.security.signkeys import gateway_keys
+
+log = logging.getLogger(__name__)
+STOP_WAIT_S = 15.0  # aiomqtt gives up leaving a broker after 10 s
 
 
 @dataclass
@@ -135,9 +138,16 @@ class DutyRoomServer:
         """Stop listening, leave the broker, close the database."""
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:
+            # bounded: a stop must not hang on a broker that does not answer the goodbye
+            done, pending = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    log.error("duty room: %s had failed: %s", t.get_name(), t.exception())
+            for t in pending:
+                log.error(
+                    "duty room: %s did not stop within %g s; leaving it", t.get_name(), STOP_WAIT_S
+                )
         self._tasks = []
         self.web.hub.close()
         if self._runner is not None:
