@@ -35,6 +35,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.relay.mqttsocket import guard_write_watch
 from gateway.security.brokerconfig import Accounts
 from gateway.security.envelope import Signer
@@ -169,8 +170,9 @@ class SimGateway:
                         self.pending.append(item)
                         await c.publish(item[0], item[1], qos=1, timeout=PUBACK_FAILOVER_S)
                         self.pending.remove(item)
-            except aiomqtt.MqttError:
+            except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                raise_if_cancelling(exc)
                 self.failovers += 1
                 node = (node + 1) % len(self.nodes)
                 await asyncio.sleep(0.05)

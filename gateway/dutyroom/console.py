@@ -43,6 +43,7 @@ from gateway.core.broker import (
     add_broker_options,
     broker_settings,
 )
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, GatewayError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
@@ -198,6 +199,7 @@ class Console:
                         raise reader.exception()  # type: ignore[misc]
             except aiomqtt.MqttError as exc:
                 self._client = None
+                raise_if_cancelling(exc)
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
                 node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(1.0)

@@ -42,6 +42,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.clock import Clock
 from gateway.core.errors import DuplicateGatewayError, EnvelopeError
 from gateway.core.timefmt import iso, parse_iso
@@ -120,22 +121,6 @@ class _OnSet:
 
     def is_set(self) -> bool:
         return False
-
-
-def _raise_lost_cancel() -> None:
-    """Raise the cancellation this task was sent but did not get.
-
-    On Python 3.11 ``asyncio.wait_for`` (inside aiomqtt's subscribe and publish) returns
-    the result when the cancellation races with it, and the cancellation is lost: the
-    task's ``cancelling()`` still counts it. From 3.11.3 every later ``asyncio.timeout`` in
-    that task turns its own expiry into a TimeoutError, and the publisher's wait loop (which
-    expects those) would go round for ever while its connection is being torn down (seen
-    as a gateway that did not stop, in tests/gateway/test_integrity.py). On 3.11.2 the
-    expiry escapes as a CancelledError instead (see :meth:`Relay._serve`).
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _retrieve_disconnect(client: aiomqtt.Client) -> None:
@@ -329,6 +314,7 @@ class Relay:
             except* _Stopped:
                 pass  # the loop ends: _stopping is set
             except* aiomqtt.MqttError as group:
+                raise_if_cancelling(group)
                 self.failures += 1
                 outage += 1
                 now = time.monotonic()
@@ -405,7 +391,7 @@ class Relay:
         while True:
             await self._clock.sleep(STATUS_PERIOD_S)
             await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
-            _raise_lost_cancel()
+            raise_if_cancelling()
 
     def _disconnected(self) -> None:
         """The connection is gone: what was not PUBACKed is read from the outbox again."""
@@ -418,11 +404,15 @@ class Relay:
         self._sent_at.clear()
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
+        # aiomqtt's subscribe and publish wait in asyncio.wait_for, which on Python 3.11
+        # returns the result when a cancellation races with it and loses the cancellation:
+        # the publisher's wait loop would then go round for ever while its connection is
+        # torn down (a gateway that did not stop, tests/gateway/test_integrity.py)
         for topic in (*self._subs, self._status):  # its own status: see _own_status
             await client.subscribe(topic, qos=1)
-            _raise_lost_cancel()
+            raise_if_cancelling()
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
-        _raise_lost_cancel()
+        raise_if_cancelling()
         self._flush_marks()  # so that the backlog does not include what is PUBACKed
         self._backlog, self._cursor, self._broken = True, 0, None
         try:
@@ -435,7 +425,7 @@ class Relay:
             self._tg, self._pub_client, self._live = tg, client, True
             try:
                 while True:
-                    _raise_lost_cancel()
+                    raise_if_cancelling()
                     self._wake.clear()
                     if self._broken is not None:
                         raise aiomqtt.MqttError(self._broken)

@@ -35,6 +35,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
@@ -217,6 +218,7 @@ class Police:
             except aiomqtt.MqttError as exc:
                 self._client = None
                 self.subscribed.clear()
+                raise_if_cancelling(exc)  # else stop() waits for ever on a slow goodbye
                 log.debug("police: broker %s:%d: %s; retrying", s.host, s.port, exc)
                 node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(0.05)

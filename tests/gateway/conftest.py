@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.config import Config, load_config
 from gateway.core.errors import EnvelopeError
 from gateway.relay.acks import make_ack
@@ -235,9 +236,10 @@ class Police:
                         else:
                             self.messages.append((topic, data))
                         self._changed.set()
-            except aiomqtt.MqttError:
+            except aiomqtt.MqttError as exc:
                 self.client = None
                 self.subscribed.clear()
+                raise_if_cancelling(exc)
                 await asyncio.sleep(0.05)
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, RoomError
 from gateway.dutyroom.board import CLOSED_KEEP_S, Board
 from gateway.dutyroom.web.auth import Who
@@ -144,12 +145,7 @@ class Room:
                         raw = m.payload if isinstance(m.payload, bytes) else b""
                         self.take(str(m.topic), raw)
             except aiomqtt.MqttError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # aiomqtt's exit timed out leaving the broker and its MqttError took
-                    # the place of our cancellation: without this the room reconnects
-                    # for ever and `dutyroom`/`demo --serve` never stop on Ctrl-C
-                    raise asyncio.CancelledError from exc
+                raise_if_cancelling(exc)  # else `dutyroom`/`demo --serve` ignore Ctrl-C
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
             finally:
                 if self._client is not None:
