@@ -24,3 +24,24 @@ def raise_if_cancelling(cause: BaseException | None = None) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from cause
+
+
+async def cancel_and_wait(
+    task: asyncio.Task[object], *, again_s: float = 2.0, tries: int = 30
+) -> None:
+    """Cancel ``task`` and wait until it has ended.
+
+    The cancellation is sent again every ``again_s`` while the task runs on: Python 3.11's
+    ``asyncio.wait_for`` loses one that races with its result (inside aiomqtt's subscribe).
+
+    Raises ``RuntimeError`` naming the task if it still runs after ``tries`` cancellations:
+    a stop that never returns would hang its caller (and CI) in silence.
+    """
+    for _ in range(tries):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=again_s)
+        if done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            return
+    raise RuntimeError(f"task {task.get_name()!r} did not end after {tries} cancellations")

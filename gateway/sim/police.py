@@ -22,7 +22,6 @@ before the incidents they answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -35,7 +34,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
-from gateway.core.cancelling import raise_if_cancelling
+from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
@@ -163,11 +162,9 @@ class Police:
 
     async def stop(self) -> None:
         """Disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
 
     async def __aenter__(self) -> Police:
         """Start the subscriber."""

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.cancelling import raise_if_cancelling
+from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
 from gateway.core.config import Config, load_config
 from gateway.core.errors import EnvelopeError
 from gateway.relay.acks import make_ack
@@ -248,10 +248,9 @@ class Police:
             await self.subscribed.wait()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
 
     def alarms(self, incident: str | None = None) -> list[dict[str, Any]]:
         return [
