@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     Police,
     Site,
     client_for,
+    police_for,
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
@@ -103,7 +104,7 @@ async def test_the_gateways_client_id_cannot_be_taken_over(
         ) as thief:  # fmt: skip
             await thief.subscribe(f"campusguard/{SITE}/ack/+", qos=1)
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
-            await police.wait_for(lambda: bool(police.alarms(iid)))
+            await police.wait_for(lambda: bool(police.alarms(incident=iid)))
             await police.ack(iid)
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
         assert gw.relay.connects == 1  # never kicked off
@@ -116,7 +117,7 @@ async def test_an_open_broker_lets_anyone_in_but_acks_still_need_a_key(
     with open_broker(tmp_path / "open") as open_mqtt:
         anyone = open_mqtt.settings()
         assert anyone.username is None and not anyone.tls
-        police = Police(open_mqtt, site)
+        police = police_for(open_mqtt, site)
         await police.start()
         try:
             async with running_gateway(site, open_mqtt) as gw:

@@ -37,6 +37,7 @@ from tests.gateway.conftest import (
     Site,
     locked_broker,
     make_site,
+    police_for,
     running_gateway,
 )
 from tests.support.fakeunit import FakePort, FakeUnit
@@ -64,7 +65,7 @@ async def test_forged_police_acks_change_nothing_and_raise_one_forgery_event(
         await gw.relay.connected.wait()
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 100))
         await site.port.wait_ack(frame)
-        await police.wait_for(lambda: bool(police.alarms(iid)))
+        await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         genuine = json.loads(await police.ack("other-incident", by="Officer Liu"))
         attacks: list[bytes] = [
             b"",  # was: an empty payload acked
@@ -97,7 +98,7 @@ async def test_forged_police_acks_change_nothing_and_raise_one_forgery_event(
         ).fetchone()
         assert row == ("open", None)
         assert not site.port.acks_for(frame, AckState.POLICE_ACK)
-        assert not [m for m in police.alarms(iid) if m["update"] != "new"]
+        assert not [m for m in police.alarms(incident=iid) if m["update"] != "new"]
         # one event at once, the rest counted into the next one (the window passed)
         await police.wait_for(lambda: len(forgeries(police)) == 2)
         counts: dict[str, int] = {}
@@ -121,7 +122,9 @@ async def test_replayed_and_predated_acks_are_refused(
     async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         fa, fb = a.send(Alarm(AlarmKind.PANIC, 1, 1)), b.send(Alarm(AlarmKind.PANIC, 1, 1))
-        await police.wait_for(lambda: bool(police.alarms(ia)) and bool(police.alarms(ib)))
+        await police.wait_for(
+            lambda: bool(police.alarms(incident=ia)) and bool(police.alarms(incident=ib))
+        )
         # dated before the incident was first published: not an answer to it
         await police.ack(ib, at=time.time() - 3600)
         await police.wait_for(lambda: bool(forgeries(police)))
@@ -141,7 +144,7 @@ async def test_ack_sent_while_the_gateway_was_away_counts(
     site: Site, persistent_broker: Mosquitto
 ) -> None:
     """No wall-clock window: the persistent session delivers it, signed and fresh."""
-    police = Police(persistent_broker, site)
+    police = police_for(persistent_broker, site)
     await police.start()
     unit = site.unit("shop-a", epoch=42)
     iid = f"{GATEWAY_ID}-shop-a-42-0"
@@ -149,7 +152,7 @@ async def test_ack_sent_while_the_gateway_was_away_counts(
         async with running_gateway(site, persistent_broker) as gw:
             await gw.relay.connected.wait()
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
-            await police.wait_for(lambda: bool(police.alarms(iid)))
+            await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         await police.ack(iid, by="Officer Liu")  # the gateway is down
         async with running_gateway(site, persistent_broker) as gw:
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
@@ -271,9 +274,15 @@ async def test_previous_runs_retained_online_does_not_block_a_restart(
         await gw.relay.connected.wait()
         mine = gw.relay.instance
         await police.wait_for(
-            lambda: any(t == STATUS and d.get("instance") == mine for t, d in police.messages)
+            lambda: any(
+                m.topic == STATUS and m.payload.get("instance") == mine for m in police.messages
+            )
         )
-        ok = [d for t, d in police.messages if t == STATUS and d["instance"] == mine]
+        ok = [
+            m.payload
+            for m in police.messages
+            if m.topic == STATUS and m.payload["instance"] == mine
+        ]
         assert ok[0]["state"] == "online" and ok[0]["gateway"] == GATEWAY_ID
         assert gw.healthy
 
@@ -315,7 +324,7 @@ async def test_forged_status_on_our_topic_is_reported_and_corrected(
             lambda: any(e["detail"].get("forged_status") for e in forgeries(police))
         )
         # the gateway published its signed status again: a late subscriber sees the truth
-        await until(lambda: sum(1 for t, d in police.messages if t == STATUS) >= 2, timeout=5)
+        await until(lambda: sum(1 for m in police.messages if m.topic == STATUS) >= 2, timeout=5)
         assert ("campusguard/gateway/gw-test/status", "malformed") in police.dropped
 
 
@@ -428,7 +437,7 @@ async def test_status_is_signed_again_every_period(
         await gw.relay.connected.wait()
 
         def statuses() -> list[dict[str, Any]]:
-            return [d for t, d in police.messages if t == STATUS]
+            return [m.payload for m in police.messages if m.topic == STATUS]
 
         await police.wait_for(lambda: len(statuses()) == 1)
 
