@@ -122,7 +122,7 @@ class Police:
         identifier: str | None = None,
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
-        time_scale: float = 1.0,
+        time_scale: float | Callable[[], float] = 1.0,
         home_site: str | None = None,
         logins: Callable[[str], BrokerSettings] | None = None,
     ) -> None:
@@ -133,7 +133,7 @@ class Police:
         the next node when its node dies or stops answering (keepalive), and keeps its
         session there.
         ``time_scale``: every wait's timeout is multiplied by it (a test harness on a
-        busy machine; tests/support/timing.py).
+        busy machine; tests/support/timing.py), or by what it returns when the wait begins.
         ``home_site``: where an ack goes for an incident this duty room never received
         (a test replaying or forging acks by name); otherwise the incident's own site.
         ``logins``: another broker account's settings by user name, for :meth:`publish`
@@ -173,7 +173,7 @@ class Police:
     async def start(self, timeout: float = 5.0) -> None:
         """Connect and subscribe (retrying); return once subscribed (``timeout`` scaled)."""
         self._task = asyncio.create_task(self._run(), name="police")
-        async with asyncio.timeout(timeout * self.time_scale):
+        async with asyncio.timeout(timeout * self._scale()):
             await self.subscribed.wait()
 
     async def stop(self) -> None:
@@ -347,7 +347,13 @@ class Police:
 
         ``timeout`` is multiplied by :attr:`time_scale`.
         """
-        timeout *= self.time_scale
+        await self._wait(predicate, timeout * self._scale(), what)
+
+    def _scale(self) -> float:
+        scale = self.time_scale
+        return scale() if callable(scale) else scale
+
+    async def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 while not predicate():
@@ -361,10 +367,10 @@ class Police:
         self, find: Callable[[], list[Received]], within: float, since: float, what: str
     ) -> Received:
         # the patience is scaled; the time already spent since ``since`` is not
-        limit = within * self.time_scale
+        limit = within * self._scale()
         remaining = since + limit - time.monotonic()
         try:
-            await self.wait_for(lambda: bool(find()), remaining / self.time_scale, what)
+            await self._wait(lambda: bool(find()), remaining, what)
         except ExpectationFailed:
             late = find()
             if late:  # pragma: no cover - arrived between timeout and check

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
+from gateway.core.cancelling import cancel_and_wait
 from gateway.core.config import Config, load_config
 from gateway.security.brokerconfig import Accounts
 from gateway.security.envelope import Signer
@@ -32,7 +33,7 @@ from gateway.sim.police import Police
 from tests.support import register
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
-from tests.support.timing import TIME_SCALE, scaled
+from tests.support.timing import scaled
 from tests.support.timing import until as until  # for tests written before it moved
 
 GATEWAY_ID = "gw-test"
@@ -200,7 +201,7 @@ def police_for(
         by="Officer Liu",
         home_site=SITE,
         logins=broker.settings,
-        time_scale=TIME_SCALE,
+        time_scale=lambda: scaled(1.0),  # the load's factor when a wait begins
     )
 
 
@@ -240,8 +241,10 @@ async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIter
         gw.stop()
         try:
             async with asyncio.timeout(scaled(5)):
-                await task
+                await asyncio.shield(task)
         except TimeoutError:
             for t in asyncio.all_tasks():
                 t.print_stack()
+            # a task left running would hang the event loop's teardown for ever
+            await cancel_and_wait(task)
             raise
