@@ -81,7 +81,8 @@ def options(args: argparse.Namespace) -> DemoOptions:
         units=args.units,
         links=args.links,
         presses=args.presses,
-        brokers=None if args.broker is None else broker_settings(args),
+        # --serve and --city run their own brokers: only the school demo reads --broker
+        brokers=None if args.broker is None or args.serve or args.city else broker_settings(args),
         prefix=args.prefix,
         loss=args.loss,
         seed=args.seed,

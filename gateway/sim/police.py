@@ -343,9 +343,10 @@ class Police:
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "awaited message"
     ) -> None:
-        """Wait until ``predicate()`` holds (checked at every message); raise on timeout.
+        """Wait until ``predicate()`` holds (checked at every message, kept or dropped).
 
-        ``timeout`` is multiplied by :attr:`time_scale`.
+        ``timeout`` is multiplied by :attr:`time_scale`; :class:`ExpectationFailed` when it
+        passes first.
         """
         await self._wait(predicate, timeout * self._scale(), what)
 
