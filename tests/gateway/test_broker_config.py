@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import subprocess
@@ -33,19 +32,38 @@ CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 ALARMS = f"campusguard/{SITE}/alarm/+"
 
 
+# For each reader, someone who may write a topic it may read: after the probe, their
+# message is the sign that everything published before it has reached the reader.
+SENTINELS = {
+    DUTYROOM_USER: (GATEWAY_USER, f"campusguard/{SITE}/alarm/sentinel"),
+    "viewer-press": (GATEWAY_USER, f"campusguard/{SITE}/alarm/sentinel"),
+    GATEWAY_USER: (DUTYROOM_USER, f"campusguard/{SITE}/ack/sentinel"),
+}
+
+
 async def delivered(broker: Mosquitto, writer: str, topic: str, reader: str, sub: str) -> bool:
-    """Does a message ``writer`` publishes on ``topic`` reach ``reader`` subscribed to ``sub``?"""
+    """Does a message ``writer`` publishes on ``topic`` reach ``reader`` subscribed to ``sub``?
+
+    An absence is not waited out: once the probe's PUBACK is in (the broker has decided
+    on it), a message the reader may read is published after it; Mosquitto (one thread)
+    queues a subscriber's messages in the order it took them, so the probe, if it was
+    delivered, comes first.
+    """
+    sentinel_writer, sentinel = SENTINELS[reader]
     async with client_for(broker.settings(reader)) as r:
         await r.subscribe(sub, qos=1)
+        await r.subscribe(sentinel, qos=1)
         async with client_for(broker.settings(writer)) as w:
             await w.publish(topic, b"probe", qos=1)
-        with contextlib.suppress(TimeoutError):
-            # an absence has nothing to wait on but time; the same window proves a
-            # delivery, so it is patience too: scaled
-            async with asyncio.timeout(scaled(0.5)):
-                async for m in r.messages:
+        async with client_for(broker.settings(sentinel_writer)) as w:
+            await w.publish(sentinel, b"sentinel", qos=1)
+        async with asyncio.timeout(scaled(5)):
+            async for m in r.messages:
+                if m.payload == b"probe":
                     return str(m.topic) == topic
-    return False
+                if m.payload == b"sentinel":
+                    return False
+    raise AssertionError("unreachable: the messages of a connected client do not end")
 
 
 async def test_who_may_publish_and_read_what(broker: Mosquitto) -> None:
