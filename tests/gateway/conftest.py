@@ -227,17 +227,37 @@ async def police(broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIterator[Gateway]:
-    """The gateway in-process, ready (links and journal up) when entered."""
+    """The gateway in-process, ready (links and journal up) when entered.
+
+    A gateway that fails on its own (it raises before it is asked to stop) ends the block
+    at once with its exception, as a TaskGroup would: a test never waits out a timeout
+    for a gateway that is already gone.
+    """
     settings = Settings(
         db_path=site.db, keydir=site.keydir, broker=broker.settings(GATEWAY_USER), **kw
     )
     gw = Gateway(site.config, settings)
+    body = asyncio.current_task()
+    inside = True
+    interrupted = False
+
+    def failed(t: asyncio.Task[None]) -> None:
+        nonlocal interrupted
+        # runs from the loop while the body waits: cancel that wait, not later code
+        if inside and body is not None and not t.cancelled() and t.exception() is not None:
+            interrupted = True
+            body.cancel()
+
     task = asyncio.create_task(gw.run(), name="gateway")
+    task.add_done_callback(failed)
     try:
         async with asyncio.timeout(scaled(5)):
             await gw.ready.wait()
         yield gw
     finally:
+        inside = False
+        if interrupted and body is not None:
+            body.uncancel()  # the gateway's exception replaces the cancellation below
         gw.stop()
         try:
             async with asyncio.timeout(scaled(5)):

@@ -8,6 +8,7 @@ without the check it names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from tests.gateway.conftest import (
     SITE,
     Police,
     Site,
+    client_for,
     locked_broker,
     make_site,
     police_for,
@@ -42,7 +44,7 @@ from tests.gateway.conftest import (
 )
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
-from tests.support.timing import until
+from tests.support.timing import scaled, until
 
 ACK = f"campusguard/{SITE}/ack/"
 STATUS = status_topic("campusguard", GATEWAY_ID)
@@ -199,6 +201,26 @@ async def test_forged_duty_ack_never_reaches_the_duty_watch(
         assert [(t, c["by"]) for t, c in log.commands] == [(topic, "Lead Li")]
 
 
+async def dropped_by_the_broker(broker: Mosquitto, topic: str, payload: bytes) -> None:
+    """Publish as another duty room; the broker must close that connection (no PUBACK).
+
+    Waits on the disconnection itself: aiomqtt's publish would only give up after its own
+    10 s timeout, as a PUBACK that never comes looks the same as a slow one.
+    """
+    async with client_for(broker.settings("dutyroom-desk2")) as sender:
+        publishing = asyncio.create_task(sender.publish(topic, payload, qos=1))
+        try:
+            with pytest.raises(aiomqtt.MqttError, match="Disconnected"):
+                async with asyncio.timeout(scaled(10)):
+                    async for _ in sender.messages:
+                        pass
+            assert not publishing.done() or publishing.exception() is not None  # no PUBACK
+        finally:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await publishing
+
+
 async def test_oversized_payload_is_dropped_unparsed_and_the_alarm_path_holds(
     site: Site, broker: Mosquitto, police: Police, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -209,8 +231,7 @@ async def test_oversized_payload_is_dropped_unparsed_and_the_alarm_path_holds(
         for _ in range(3):  # under the broker's packet limit, over the gateway's
             await police.publish(ACK + "x", b"{" + b" " * 12_000 + b"}")
         await until(lambda: gw.relay.oversized == 3)
-        with pytest.raises(aiomqtt.MqttError):  # 20 MB: the broker drops the sender
-            await police.publish(ACK + "y", b"x" * 20_000_000, user="dutyroom-desk2")
+        await dropped_by_the_broker(broker, ACK + "y", b"x" * 20_000_000)
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
         await site.port.wait_ack(frame)
         await police.wait_for(lambda: bool(police.alarms()))
@@ -304,7 +325,8 @@ async def test_a_second_instance_with_our_id_stops_the_gateway_loudly(
             await police.publish(
                 STATUS, signer.seal_obj(STATUS, rival).encode(), retain=True, user=GATEWAY_USER
             )
-            await asyncio.wait_for(asyncio.Event().wait(), 10)  # the gateway must stop first
+            # the gateway must stop first: running_gateway ends the wait when it fails
+            await asyncio.wait_for(asyncio.Event().wait(), scaled(10))
     assert info.group_contains(DuplicateGatewayError)
     db = sqlite3.connect(site.db)  # journalled: published at the next start
     kinds = [json.loads(d).get("reason") for (d,) in db.execute("SELECT detail FROM events")]
