@@ -294,7 +294,8 @@ ob.add(1, 7, 3, wire, 28, 2, False)  # a FAULT-like frame: RAM only, sent once
 out["ack"] = locked(lambda: ob.ack(7, 3))  # timed too
 ob.add(1, 7, 5, wire, 28, 2, False)
 out["resend"] = locked(lambda: ob._send(0, time.ticks_ms()))  # back-off and jitter
-out["resent_ack"] = locked(lambda: ob.ack(7, 5))  # at once: the copy was needless
+out["resent_ack"] = locked(lambda: ob.ack(7, 5))  # either copy's: no sample
+out["second_ack"] = locked(lambda: ob.recent_type(7, 5))  # both arrived: the copy was needless
 out["rto"] = ob.rto_ms
 out["needless"] = ob.needless
 out["retries"] = ob.retries
@@ -305,7 +306,8 @@ print("RESULT", json.dumps(out))
 def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary: Path) -> None:
     """The outbox's learnt timeout on the 32-bit frozen build: round-trip samples (an ACK
     of a heartbeat, of a frame sent once), a retransmission's back-off and jitter, and
-    the needless-copy check, each under micropython.heap_lock()."""
+    the needless-copy check (a second ACK of a frame sent twice), each under
+    micropython.heap_lock()."""
     script = tmp_path / "outbox_job.py"
     script.write_text(textwrap.dedent(OUTBOX_JOB))
     res = subprocess.run(
@@ -318,7 +320,7 @@ def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary
     assert res.returncode == 0, res.stdout + res.stderr
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
     out: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack"):
+    for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack", "second_ack"):
         assert out[step], f"{step} allocated: {out}"
     # learnt below the 200 ms ceiling, never below 9600 baud's frame + ACK air time
     assert (57 * 10 * 1000 + 9599) // 9600 + 2 <= out["rto"] < 200, out
