@@ -229,7 +229,10 @@ class Outbox:
         ok = True
         if persist:
             ok = self._save()
-        self._send(i, now)
+        # timed from the send, not from before the flash write (tens of ms on littlefs):
+        # else the first retry came that much early and every alarm's round-trip
+        # sample included the write
+        self._send(i, time.ticks_ms())
         # the task sleeps until an older deadline (or for good): recompute
         self._sleep.wake()
         return ok
@@ -369,4 +372,16 @@ class Outbox:
         or, with nothing pending, until add() wakes it."""
         while True:
             wait = self.kick()
-            await self._sleep.sleep_ms(-1 if wait < 0 else max(wait, _TICK_MS))
+            if wait < 0:
+                await self._sleep.sleep_ms(-1, 0)
+                continue
+            if wait < _TICK_MS:
+                wait = _TICK_MS
+            # an added frame is due rto_ms after it was sent, so a sleep cut into steps
+            # of rto_ms never makes it late; in a long back-off (the gateway away) steps
+            # of an eighth of the wait: a frame added then has its first retry up to that
+            # late (its first copy went out at once), for 8 passes a wait, not 8 per RTO
+            hurry = wait >> 3
+            if hurry < self.rto_ms:
+                hurry = self.rto_ms
+            await self._sleep.sleep_ms(wait, hurry)

@@ -127,8 +127,9 @@ async def test_a_lost_ack_is_not_taken_for_a_late_one(make_unit: UnitFactory) ->
     rto0, *_ = await _learnt(vu, at_least_ms=30)
     for k in range(1, 6):
         start = len(gw.frames)
-        await vu.click()
+        await vu.press()  # held until its ALARM is out: a starved unit misses no press
         alarm = await gw.next(MsgType.ALARM, after=start)
+        await vu.release()
         await gw.wait(lambda fs, raw=alarm.raw: len([a for a in fs if a.raw == raw]) >= 2)
 
         async def answered(k: int = k) -> tuple[int, int, int, int]:
