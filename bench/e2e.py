@@ -212,7 +212,8 @@ async def one_run(
         "unit_rto_ms": latency_stats([t[0] / 1000 for t in timings]),
         "unit_srtt_ms": latency_stats([t[1] / 1000 for t in timings]),
         "needless_retransmissions": resent if loss == 0.0 else None,
-        # copies whose ACK came back too soon to answer them (the units' own count, RFC 3522)
+        # copies the units know were needless: a frame sent twice and ACKed twice (the
+        # gateway ACKs every copy it gets, so the first had arrived; RFC 3708)
         "needless_seen_by_units": sum(t[3] for t in timings),
         "fleet_up_s": round(up_s, 2),
         "target_p99_ms": target_ms(loss, baud),

@@ -3,11 +3,19 @@
     python bench/sched.py [--json] [--firmware DIR] [--idle-s S]
 
 alloc_per_wake_bytes   heap allocated (gc disabled, gc.mem_alloc() before and after)
-                       per wake-up of a sleeping task: feedback.Feedback.show() hurrying
-                       its run task, which steps the pattern and goes back to sleep
-                       (mean of 200), by interpreter: mp64 (the PyPI unix port) and
-                       frozen32 (`make firmware32`; the modules under test come from
+                       per wake-up from idle of a sleeping task: feedback.Feedback.show()
+                       of a blinking pattern while the task sleeps with nothing to step
+                       (a steady LED), which wakes it to drive the step and sleep until
+                       the next (mean of 40), by interpreter: mp64 (the PyPI unix port)
+                       and frozen32 (`make firmware32`; the modules under test come from
                        the firmware folder, asyncio is frozen in both)
+outbox_alloc_per_wake_bytes   the same for outbox.Outbox.add() of a frame (sent at once)
+                       while the outbox task sleeps with nothing pending: it wakes and
+                       sleeps until the frame's retry is due
+alloc_per_timed_step_bytes    per step of the blinking pattern that follows
+alloc_to_idle_bytes    per return to a steady pattern (the task goes to sleep untimed:
+                       the Event's wait() generator; it happens after the ACK, off the
+                       alarm path)
 idle_cpu_percent       CPU time (user + system, /proc) of an idle virtual unit's process
                        over --idle-s seconds once it is idle, as % of one core, by
                        interpreter (a unit with nothing to do sleeps between the
@@ -44,8 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 _WAKE = """
 import sys
 sys.path.insert(0, %r)
-import asyncio, gc
+import asyncio, gc, time
 from feedback import Feedback
+from outbox import Outbox
 
 class B:
     def led(self, v):
@@ -55,26 +64,69 @@ class B:
     def indicate(self, what, name):
         pass
 
-N = 200
+class Line:  # the link as the outbox sees it
+    def busy(self):
+        return False
+    def send(self, buf, n, off=0):
+        pass
+
+N = 40
 fb = Feedback(B())
+ob = Outbox(Line(), None)
+wire = bytearray(28)
+wake = [0, 0]  # feedback, outbox: bytes over N wake-ups from idle
+step = [0, 0]  # bytes over the timed steps that follow, and their count
+idle = 0  # bytes over N returns to idle
+
+
+def measure(f):
+    a = gc.mem_alloc()
+    f()
+    return gc.mem_alloc() - a
+
 
 async def main():
-    t = asyncio.create_task(fb.run())
-    for i in range(20):  # warm up: every code path once
-        fb.show(led=("sending", "received")[i & 1])
-        await asyncio.sleep_ms(1)
+    global idle
+    tf = asyncio.create_task(fb.run())
+    to = asyncio.create_task(ob.run())
+    for i in range(4):  # warm up: every code path once
+        fb.show(led="sending")
+        await asyncio.sleep_ms(120)
+        fb.show(led="received")
+        await asyncio.sleep_ms(250)
     gc.collect()
     gc.disable()
-    a = gc.mem_alloc()
     for i in range(N):
-        # a timed pattern (fast blink: the task sleeps 100 ms) and a steady one (it
-        # sleeps until woken), alternately; each show() wakes the sleeping task
-        fb.show(led=("sending", "received")[i & 1])
+        # the feedback task is asleep with nothing to step (a steady LED): a press shows
+        # "sending" (fast blink, 100 ms steps), which wakes it; it drives the step and
+        # sleeps until the next one
+        a = gc.mem_alloc()
+        fb.show(led="sending")
         await asyncio.sleep_ms(1)
-    b = gc.mem_alloc()
+        wake[0] += gc.mem_alloc() - a
+        # three steps of the blink
+        a = gc.mem_alloc()
+        await asyncio.sleep_ms(300)
+        step[0] += gc.mem_alloc() - a
+        step[1] += 3
+        # back to steady: the task sees it within its hurry (50 ms) and sleeps untimed
+        a = gc.mem_alloc()
+        fb.show(led="received")
+        await asyncio.sleep_ms(250)
+        idle += gc.mem_alloc() - a
+        # the outbox task is asleep with nothing pending: a frame is added (sent at
+        # once), which wakes it to sleep until the frame's retry is due
+        a = gc.mem_alloc()
+        ob.add(1, 7, 10 + i, wire, 28, 2, False)
+        await asyncio.sleep_ms(1)
+        wake[1] += gc.mem_alloc() - a
+        ob.ack(7, 10 + i)
+        await asyncio.sleep_ms(ob.rto_ms + 30)  # it finds nothing pending: untimed again
+        gc.collect()
     gc.enable()
-    t.cancel()
-    print((b - a) / N)
+    tf.cancel()
+    to.cancel()
+    print(wake[0] / N, wake[1] / N, step[0] / step[1], idle / N)
 
 asyncio.run(main())
 """
@@ -89,15 +141,17 @@ def interpreters() -> dict[str, str]:
     return found
 
 
-def alloc_per_wake(exe: str, firmware: Path) -> float:
+def allocations(exe: str, firmware: Path) -> dict[str, float]:
+    """Bytes allocated (gc disabled, gc.mem_alloc() around each phase), per phase."""
     res = subprocess.run(
         [exe, "-X", "heapsize=256K", "-c", _WAKE % str(firmware)],
         capture_output=True,
         text=True,
         check=True,
-        timeout=60,
+        timeout=120,
     )
-    return round(float(res.stdout.strip()), 1)
+    wake, outbox, step, idle = (round(float(x), 1) for x in res.stdout.split())
+    return {"wake": wake, "outbox_wake": outbox, "step": step, "to_idle": idle}
 
 
 def _cpu_s(pid: int) -> float:
@@ -147,9 +201,17 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=10.0, help="idle CPU window (s)")
     args = ap.parse_args()
     firmware = args.firmware.resolve()
-    figures: dict[str, Any] = {"alloc_per_wake_bytes": {}, "idle_cpu_percent": {}}
+    keys = {
+        "wake": "alloc_per_wake_bytes",
+        "outbox_wake": "outbox_alloc_per_wake_bytes",
+        "step": "alloc_per_timed_step_bytes",
+        "to_idle": "alloc_to_idle_bytes",
+    }
+    figures: dict[str, Any] = {k: {} for k in keys.values()}
+    figures["idle_cpu_percent"] = {}
     for name, exe in interpreters().items():
-        figures["alloc_per_wake_bytes"][name] = alloc_per_wake(exe, firmware)
+        for k, v in allocations(exe, firmware).items():
+            figures[keys[k]][name] = v
         figures["idle_cpu_percent"][name] = asyncio.run(
             idle_cpu(exe, firmware, args.idle_s, frozen=name == "frozen32")
         )
@@ -158,7 +220,11 @@ def main() -> int:
         return 0
     for name in figures["alloc_per_wake_bytes"]:
         print(
-            f"{name}: {figures['alloc_per_wake_bytes'][name]} bytes allocated per wake-up, "
+            f"{name}: bytes allocated per wake-up from idle "
+            f"{figures['alloc_per_wake_bytes'][name]} (feedback), "
+            f"{figures['outbox_alloc_per_wake_bytes'][name]} (outbox); per timed step "
+            f"{figures['alloc_per_timed_step_bytes'][name]}; per return to idle "
+            f"{figures['alloc_to_idle_bytes'][name]}; "
             f"idle CPU {figures['idle_cpu_percent'][name]} % of a core"
         )
     return 0

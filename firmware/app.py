@@ -366,7 +366,7 @@ class App:
         state = dec.state
         mtype = self.outbox.ack(epoch, seq)
         if mtype == 0:
-            mtype = self.outbox.recent_type(epoch, seq)
+            mtype = self.outbox.recent_type(epoch, seq, state == _ACK_POLICE)
             if mtype == 0:
                 return  # not a counter we sent (lately): ignored
         now = time.ticks_ms()

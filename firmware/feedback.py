@@ -13,6 +13,7 @@ from micropython import const
 from sleeper import Sleeper
 
 _UNIT_MS = const(10)
+_HURRY_MS = const(50)  # a show() during a timed step is seen within this (sleeper.py)
 
 _LED_NAMES = (
     "off", "idle", "sending", "received", "police_ack", "cancelled", "checkin",
@@ -148,4 +149,7 @@ class Feedback:
             b = self._update(1, now)
             if a < 0 or 0 <= b < a:
                 a = b
-            await self._sleep.sleep_ms(a)  # a < 0: nothing to step, until show()
+            # a < 0: nothing to step, until show(); show() drives the new pattern's
+            # first level itself, so a step cut into _HURRY_MS pieces only delays its
+            # second step, by at most that
+            await self._sleep.sleep_ms(a, _HURRY_MS)

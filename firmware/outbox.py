@@ -11,7 +11,9 @@
 # RTT plus four times its variation; Karn: only a frame sent once is timed, since an ACK
 # after a retransmission may answer either copy). The round trip is the frame and its ACK
 # on the wire, the gateway's journal fsync (1-20 ms on a Pi's SD card) and both loops;
-# frames sent once and ACKed (heartbeats, alarms) are the samples. Before the first one,
+# frames sent once and ACKed (heartbeats, alarms) are the samples, and a frame sent twice
+# whose copy was needless: the gateway ACKs both copies, so a second ACK shows that the
+# first had arrived (RFC 3708), and the first ACK timed it. Before the first sample,
 # and at most, retry_first_ms (200, the fixed timer this replaced); never below the frame
 # and its ACK on the wire at the link's baud rate. The first two retries wait the
 # timeout; each further one twice the last, capped at retry_cap_ms (30 s), for ever.
@@ -32,7 +34,7 @@ _W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 2
 _RECENT = const(16)
 _FILE = "outbox.bin"
 _LBT_TRIES = const(10)
-_TICK_MS = const(20)  # at least this between two passes (a listen-before-talk hold)
+_TICK_MS = const(2)  # at least this between two passes (ticks_ms's resolution: no spin)
 _BITS_PER_BYTE = const(10)  # 8N1
 _ACK_WIRE = const(29)  # an ACK on the wire: 27 bytes, COBS's byte and the delimiter
 _RTO_MIN_MS = const(2)  # ticks_ms's resolution, on both ends of a round trip
@@ -42,6 +44,11 @@ _PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
 _PRIO_FOLD = const(1)  # a further press of an open series (a later one supersedes it)
 _PRIO_INFO = const(2)  # FAULT, TEST: RAM only
 _FREE = const(255)
+
+# what a (further) ACK of a recently sent counter tells
+_R_NONE = const(0)
+_R_TIMED = const(1)  # sent once, unreliably (a heartbeat): its ACK is a round trip
+_R_TWICE = const(2)  # sent twice and ACKed once: a second ACK shows the copy needless
 
 
 # Per-slot fields live in four arrays, not one array per field: each array costs two
@@ -56,9 +63,11 @@ _M_PERSIST = const(48)
 _M_ATTEMPTS = const(64)
 _M_WAITS = const(80)  # listen-before-talk deferrals in a row
 _M_RTYPE = const(96)  # type of recently sent counter k (0: none yet)
-_M_RTIMED = const(112)  # recent counter k was sent once, unreliably: time its ACK
+_M_RTIMED = const(112)  # what an ACK of recent counter k tells (_R_*)
 _M_LEN = const(128)
-_ADDED = const(16)  # _t: due at i, added at 16 + i, last sent at 32 + i, recent k sent at 48 + k
+# _t: due at i, added at 16 + i, last sent at 32 + i; recent k sent at 48 + k (_R_TIMED)
+# or the round trip of its first copy (_R_TWICE)
+_ADDED = const(16)
 _SENT = const(32)
 _RSENT = const(48)
 
@@ -90,7 +99,7 @@ class Outbox:
         self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet; virtual.py reads it)
         self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
         self.retries = 0  # frames sent again
-        self.needless = 0  # ... of which the ACK showed that an earlier copy had arrived
+        self.needless = 0  # ... of which a second ACK showed that the first had arrived
         self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
         m = bytearray(_M_LEN)
         m[_M_PRIO : _M_PRIO + _SLOTS] = b"\xff" * _SLOTS
@@ -131,22 +140,41 @@ class Outbox:
         self._epoch[_SLOTS + i] = epoch
         self._seq[_SLOTS + i] = seq
         m[_M_RTYPE + i] = mtype
-        m[_M_RTIMED + i] = 1 if timed else 0
+        m[_M_RTIMED + i] = _R_TIMED if timed else _R_NONE
         if timed:
             self._t[_RSENT + i] = time.ticks_ms()  # type: ignore[call-overload]  # an int
         self._r_next = (i + 1) % _RECENT
 
-    def recent_type(self, epoch, seq):
-        """The type of a recently sent frame with this counter, or 0."""
+    def _recent(self, epoch, seq):
+        """The ring index of a recently sent counter, or -1."""
         m = self._m
         for i in range(_RECENT):
             k = _SLOTS + i
             if m[_M_RTYPE + i] and self._epoch[k] == epoch and self._seq[k] == seq:
-                if m[_M_RTIMED + i]:
-                    m[_M_RTIMED + i] = 0  # a second ACK of it is no round trip
-                    self._sample(time.ticks_diff(time.ticks_ms(), self._t[_RSENT + i]))
-                return m[_M_RTYPE + i]
-        return 0
+                return i
+        return -1
+
+    def recent_type(self, epoch, seq, police=False):
+        """The type of a recently sent frame with this counter, or 0. `police`: the ACK
+        says the police have the incident (sent when they act, not as an answer to a
+        copy: it proves nothing about the copies)."""
+        i = self._recent(epoch, seq)
+        if i < 0:
+            return 0
+        m = self._m
+        how = m[_M_RTIMED + i]
+        if how == _R_TIMED:
+            m[_M_RTIMED + i] = _R_NONE  # a second ACK of it is no round trip
+            self._sample(time.ticks_diff(time.ticks_ms(), self._t[_RSENT + i]))
+        elif how == _R_TWICE and not police:
+            # a second ACK of a frame sent twice: both copies reached the gateway, so
+            # the first was only late and the copy was needless (RFC 3708: a duplicate
+            # ACK shows a spurious retransmission). The first ACK answered the first
+            # copy: that was its round trip, and the timeout grows to fit it.
+            m[_M_RTIMED + i] = _R_NONE
+            self.needless += 1
+            self._sample(self._t[_RSENT + i])
+        return m[_M_RTYPE + i]
 
     def _sample(self, rtt):
         """One measured round trip (ms) into the timeout (RFC 6298 in integers: srtt
@@ -201,7 +229,10 @@ class Outbox:
         ok = True
         if persist:
             ok = self._save()
-        self._send(i, now)
+        # timed from the send, not from before the flash write (tens of ms on littlefs):
+        # else the first retry came that much early and every alarm's round-trip
+        # sample included the write
+        self._send(i, time.ticks_ms())
         # the task sleeps until an older deadline (or for good): recompute
         self._sleep.wake()
         return ok
@@ -246,12 +277,17 @@ class Outbox:
                 now = time.ticks_ms()
                 if m[_M_ATTEMPTS + i] == 1:  # Karn: a resent frame's ACK may be either copy's
                     self._sample(time.ticks_diff(now, self._t[_SENT + i]))
-                elif time.ticks_diff(now, self._t[_SENT + i]) < (self._srtt8 >> 4):
-                    # back sooner than half a round trip after the last copy: the ACK of
-                    # an earlier one, which was only late (Eifel, RFC 3522). That copy was
-                    # needless: time the first one, so that the timeout grows to fit
-                    self.needless += 1
-                    self._sample(time.ticks_diff(now, self._t[_ADDED + i]))
+                elif m[_M_ATTEMPTS + i] == 2:
+                    # either copy's, or the first's after all: only a second ACK can
+                    # tell (recent_type). Guessing from the time (an ACK within half a
+                    # round trip of the copy taken for the first's, late) took a lost
+                    # ACK for a late one whenever the gateway's disk was quick for the
+                    # copy, and fed the timeout itself back in as a round trip: under
+                    # 10 % loss it climbed to the ceiling
+                    k = self._recent(epoch, seq)
+                    if k >= 0:
+                        m[_M_RTIMED + k] = _R_TWICE
+                        self._t[_RSENT + k] = time.ticks_diff(now, self._t[_ADDED + i])
                 if m[_M_PERSIST + i]:
                     self._save()
                 return m[_M_TYPE + i]
@@ -331,8 +367,21 @@ class Outbox:
 
     async def run(self):
         """The layer's task (App starts it, watches it and cancels it). Sleeps until the
-        next retry is due (at least one tick: a held-back frame waits ~20 ms, as it
-        always has), or, with nothing pending, until add() wakes it."""
+        next retry is due (a frame held back while the line is busy waits its 2-9 ms,
+        not a 20 ms tick: that tick was a press's whole latency budget on a busy bus),
+        or, with nothing pending, until add() wakes it."""
         while True:
             wait = self.kick()
-            await self._sleep.sleep_ms(-1 if wait < 0 else max(wait, _TICK_MS))
+            if wait < 0:
+                await self._sleep.sleep_ms(-1, 0)
+                continue
+            if wait < _TICK_MS:
+                wait = _TICK_MS
+            # an added frame is due rto_ms after it was sent, so a sleep cut into steps
+            # of rto_ms never makes it late; in a long back-off (the gateway away) steps
+            # of an eighth of the wait: a frame added then has its first retry up to that
+            # late (its first copy went out at once), for 8 passes a wait, not 8 per RTO
+            hurry = wait >> 3
+            if hurry < self.rto_ms:
+                hurry = self.rto_ms
+            await self._sleep.sleep_ms(wait, hurry)

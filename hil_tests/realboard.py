@@ -341,6 +341,7 @@ class RealUnit:
         self.jig = jig
         self.pressed_at: float | None = None
         self.presses: list[float] = []
+        self.released_at: float | None = None  # when the last tap let go
 
     @property
     def id(self) -> str:
@@ -357,6 +358,7 @@ class RealUnit:
         self.jig.down()
         await asyncio.sleep(down_s)  # the finger on the button
         self.jig.up()
+        self.released_at = time.monotonic()
 
     async def press(self, down_s: float = 0.08) -> None:
         """One short press (latency counts from the button going down)."""
@@ -496,12 +498,25 @@ class RealRig:
             await self._task
 
     async def take(self, link: str | None = None) -> RealUnit:
-        """The next board, once its last incident window is over (a fresh incident)."""
+        """The next board, once its last incident window is over (a fresh incident), and
+        as a never-pressed unit to the police's expectations (``pressed_at`` None).
+
+        One board plays every scenario, so both matter. The gateway's incident window
+        runs from the unit's last ALARM, and a hold sends one at long_press_ms, while
+        the button is still down: the quiet is counted from the last release, not the
+        last press (from the press, a hold's duress update was 9.5 s old when the next
+        scenario pressed, and its 12 chatter presses joined the duress incident). And a
+        scenario that starts its press in a task and then expects the alarm "since the
+        press" (duress) must not get the previous scenario's press time: that matched
+        the last scenario's alarm at once, then gave the duress update a deadline
+        already past.
+        """
         candidates = [u for u in self.units if link is None or u.link == link] or self.units
         unit = candidates[self._next % len(candidates)]
         self._next += 1
-        if unit.presses:
-            quiet = unit.presses[-1] + unit.spec.incident_window_s + 1.0 - time.monotonic()
+        if unit.released_at is not None:
+            quiet = unit.released_at + unit.spec.incident_window_s + 1.0 - time.monotonic()
             if quiet > 0:
                 await asyncio.sleep(quiet)  # real time must pass for a new incident
+        unit.pressed_at = None
         return unit

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.frozen32_only
 HEAP_AFTER_BOOT_MAX = 20 * 1024
 """The issue's target for the unit's heap after boot, on the ESP32's shape."""
 TRANSIENT_MAX = 512
-"""Heap that may differ between two idle moments without being growth (sleeper.py's
-timer tasks come and go): below the 1 600 bytes one leaked block per alarm would make."""
+"""Heap that may differ between two idle moments without being growth (an idle task's
+Event.wait() generator comes and goes, sleeper.py): below the 1 600 bytes one leaked block
+per alarm would make."""
 
 
 async def ack_every_alarm(gw: GatewayEnd) -> None:
@@ -294,7 +295,8 @@ ob.add(1, 7, 3, wire, 28, 2, False)  # a FAULT-like frame: RAM only, sent once
 out["ack"] = locked(lambda: ob.ack(7, 3))  # timed too
 ob.add(1, 7, 5, wire, 28, 2, False)
 out["resend"] = locked(lambda: ob._send(0, time.ticks_ms()))  # back-off and jitter
-out["resent_ack"] = locked(lambda: ob.ack(7, 5))  # at once: the copy was needless
+out["resent_ack"] = locked(lambda: ob.ack(7, 5))  # either copy's: no sample
+out["second_ack"] = locked(lambda: ob.recent_type(7, 5))  # both arrived: the copy was needless
 out["rto"] = ob.rto_ms
 out["needless"] = ob.needless
 out["retries"] = ob.retries
@@ -305,7 +307,8 @@ print("RESULT", json.dumps(out))
 def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary: Path) -> None:
     """The outbox's learnt timeout on the 32-bit frozen build: round-trip samples (an ACK
     of a heartbeat, of a frame sent once), a retransmission's back-off and jitter, and
-    the needless-copy check, each under micropython.heap_lock()."""
+    the needless-copy check (a second ACK of a frame sent twice), each under
+    micropython.heap_lock()."""
     script = tmp_path / "outbox_job.py"
     script.write_text(textwrap.dedent(OUTBOX_JOB))
     res = subprocess.run(
@@ -318,8 +321,80 @@ def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary
     assert res.returncode == 0, res.stdout + res.stderr
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
     out: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack"):
+    for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack", "second_ack"):
         assert out[step], f"{step} allocated: {out}"
     # learnt below the 200 ms ceiling, never below 9600 baud's frame + ACK air time
     assert (57 * 10 * 1000 + 9599) // 9600 + 2 <= out["rto"] < 200, out
     assert (out["retries"], out["needless"]) == (1, 1), out
+
+
+WAKE_JOB = """
+import asyncio, gc, json
+from feedback import Feedback
+from outbox import Outbox
+
+class B:  # the board as the feedback sees it
+    def led(self, v):
+        pass
+    def buzzer(self, v):
+        pass
+    def indicate(self, what, name):
+        pass
+
+class Line:  # the link as the outbox sees it
+    def busy(self):
+        return False
+    def send(self, buf, n, off=0):
+        pass
+
+fb = Feedback(B())
+ob = Outbox(Line(), None)
+wire = bytearray(28)
+out = {"feedback": [], "outbox": []}
+
+async def main():
+    tasks = (asyncio.create_task(fb.run()), asyncio.create_task(ob.run()))
+    for i in range(12):
+        fb.show(led="received")  # steady: the task goes idle (sleeps untimed)
+        await asyncio.sleep_ms(120)
+        gc.collect()
+        gc.disable()
+        a = gc.mem_alloc()
+        fb.show(led="sending")  # a press: blink, which wakes it to time the next step
+        await asyncio.sleep_ms(2)
+        out["feedback"].append(gc.mem_alloc() - a)
+        a = gc.mem_alloc()
+        ob.add(1, 7, 10 + i, wire, 28, 2, False)  # sent at once; wakes the idle task
+        await asyncio.sleep_ms(2)
+        out["outbox"].append(gc.mem_alloc() - a)
+        gc.enable()
+        ob.ack(7, 10 + i)
+        await asyncio.sleep_ms(ob.rto_ms + 20)  # nothing pending: idle again
+    for t in tasks:
+        t.cancel()
+    print("RESULT", json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_a_wake_up_from_idle_allocates_nothing(tmp_path: Path, frozen32_binary: Path) -> None:
+    """A press wakes two sleeping tasks: the feedback's (a new pattern to step) and the
+    outbox's (a frame to time the retry of). On the 32-bit frozen build neither wake-up,
+    nor the timed sleep that follows it, allocates (gc.mem_alloc() with gc disabled).
+    sleeper.py's timer task and the CancelledError of an early wake cost 208 bytes each."""
+    script = tmp_path / "wake_job.py"
+    script.write_text(textwrap.dedent(WAKE_JOB))
+    res = subprocess.run(
+        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    out: dict[str, list[int]] = json.loads(line.removeprefix("RESULT "))
+    # the first round may still meet a one-off (a dict or a queue growing once)
+    assert out["feedback"][1:] == [0] * 11, out
+    assert out["outbox"][1:] == [0] * 11, out

@@ -18,9 +18,17 @@ from tests.firmware.conftest import Arrival, GatewayEnd, UnitFactory
 FLOOR_9600_MS = (57 * 10 * 1000 + 9600 - 1) // 9600 + 2
 
 
-def answer_after(gw: GatewayEnd, delay_s: float, mtypes: set[MsgType]) -> None:
-    """ACK every frame of ``mtypes`` once, ``delay_s`` after it arrives (a gateway that
-    takes that long to journal it); retransmitted copies are not answered again."""
+def answer_after(
+    gw: GatewayEnd,
+    delay_s: float,
+    mtypes: set[MsgType],
+    copy_delay_s: float | None = None,
+    lose_first_ack: bool = False,
+) -> None:
+    """ACK every frame of ``mtypes`` ``delay_s`` after it arrives (a gateway that takes
+    that long to journal it). ``copy_delay_s``: a retransmitted copy is ACKed again after
+    that long, as the real gateway does (None: copies are not answered).
+    ``lose_first_ack``: the first ACK of each ALARM is lost on the line (never sent)."""
     loop = asyncio.get_running_loop()
     answered: set[tuple[int, int]] = set()
     seen = 0
@@ -29,8 +37,14 @@ def answer_after(gw: GatewayEnd, delay_s: float, mtypes: set[MsgType]) -> None:
         nonlocal seen
         for a in gw.frames[seen:]:
             key = (a.frame.epoch, a.frame.seq)
-            if a.frame.type in mtypes and key not in answered:
-                answered.add(key)
+            if a.frame.type not in mtypes:
+                continue
+            if key in answered:
+                if copy_delay_s is not None:
+                    loop.call_later(copy_delay_s, gw.ack, a.frame)
+                continue
+            answered.add(key)
+            if not (lose_first_ack and a.frame.type is MsgType.ALARM):
                 loop.call_later(delay_s, gw.ack, a.frame)
         seen = len(gw.frames)
 
@@ -73,20 +87,62 @@ async def test_the_timeout_is_learnt_below_the_fixed_first_retry(make_unit: Unit
     rto, srtt, *_ = await _learnt(vu, at_least_ms=0)
     assert 0 < srtt <= rto < 2000
     slow, gw2 = await make_unit("home-zhao", retry_first_ms=200)
-    answer_after(gw2, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM})
+    answer_after(gw2, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM}, copy_delay_s=0.3)
     await gw2.next(MsgType.HEARTBEAT)
     rto, srtt, *_ = await _learnt(slow, at_least_ms=300)
     assert rto == 200
-    # so an ALARM goes twice there; the ACK of the first copy comes ~100 ms after the
-    # second, too soon to answer it (half a round trip): the unit counts that copy as
-    # needless, and times the first one (its timeout stays at the ceiling)
+    # so an ALARM goes twice there, and both copies are ACKed: the second ACK shows that
+    # the first copy had arrived, so the unit counts the copy as needless and times the
+    # first one (its timeout stays at the ceiling)
     start = len(gw2.frames)
     await slow.click()
     alarm = await gw2.next(MsgType.ALARM, after=start)
     await slow.wait_led("received")
+    await gw2.wait(lambda fs: len([a for a in fs if a.raw == alarm.raw]) >= 2)
+
+    async def counted() -> tuple[int, int, int, int]:
+        async with asyncio.timeout(10):
+            while (timing := await slow.link_timing())[3] == 0:
+                await asyncio.sleep(0)  # each question is a round trip on the control pty
+            return timing
+
+    rto, srtt, retries, needless = await counted()
     copies = [a for a in gw2.of(MsgType.ALARM) if a.raw == alarm.raw]
-    rto, srtt, retries, needless = await slow.link_timing()
     assert (len(copies), retries, needless, rto) == (2, 1, 1, 200), (copies, srtt)
+
+
+async def test_a_lost_ack_is_not_taken_for_a_late_one(make_unit: UnitFactory) -> None:
+    """Regression: a gateway that ACKs 40 ms after a frame arrives (its disk), but loses
+    the first ACK of every ALARM, and answers the copy at once (its disk was quick that
+    time). The unit cannot tell which copy that ACK answered: it must neither count the
+    copy as needless nor time the first copy. It did both (an ACK within half a round
+    trip of the copy was taken for the first copy's, late), so each lost ACK fed the
+    timeout itself back in as a round trip, and the timeout climbed towards the 200 ms
+    ceiling that every later lost frame then waited."""
+    vu, gw = await make_unit()
+    answer_after(
+        gw, 0.04, {MsgType.HEARTBEAT, MsgType.ALARM}, copy_delay_s=0.0, lose_first_ack=True
+    )
+    await gw.next(MsgType.HEARTBEAT)
+    rto0, *_ = await _learnt(vu, at_least_ms=30)
+    for k in range(1, 6):
+        start = len(gw.frames)
+        await vu.press()  # held until its ALARM is out: a starved unit misses no press
+        alarm = await gw.next(MsgType.ALARM, after=start)
+        await vu.release()
+        await gw.wait(lambda fs, raw=alarm.raw: len([a for a in fs if a.raw == raw]) >= 2)
+
+        async def answered(k: int = k) -> tuple[int, int, int, int]:
+            async with asyncio.timeout(10):
+                while (timing := await vu.link_timing())[2] < k:
+                    await asyncio.sleep(0)  # each question is a round trip on the control pty
+                return timing
+
+        await answered()
+    await vu.wait_led("received")
+    rto, srtt, retries, needless = await vu.link_timing()
+    assert (retries, needless) == (5, 0), (rto0, rto, srtt)
+    assert rto == rto0, (rto0, rto, srtt)
 
 
 async def test_retries_back_off_from_the_learnt_timeout_and_never_below_air_time(

@@ -57,13 +57,6 @@ def repl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     proc.wait(timeout=5)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open finding: after the first press and ~11 s of quiet (one incident window), "
-    "the console path (pty <-> socat <-> the unix port's REPL) stops carrying bytes both "
-    "ways while the MicroPython process idles in poll; the next press never arrives "
-    "(first scenario, cancel and police ack pass; duress and chatter do not)",
-)
 async def test_real_board_path_runs_every_scenario_to_the_end(
     repl: tuple[str, Path], tmp_path: Path
 ) -> None:
