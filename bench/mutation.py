@@ -10,7 +10,9 @@ Two mutators, one report:
   a copy of the tree.
 
 A survivor that cannot change behaviour is listed in ``bench/mutation_accepted.json`` with a
-one-line reason (keyed by mutant name); two rules accept the rest of that kind: a mutant
+one-line reason, keyed by what it changes (:func:`accept_key`: the function and the mutated
+source lines, not mutmut's number, which shifts whenever a function gains or loses a
+mutant); two rules accept the rest of that kind: a mutant
 that only changes the text of an exception it raises, and one that only changes the letter
 case of SQL (outside quoted values). Log calls are not mutated at all (pyproject). The
 score of an area counts only the others: ``(killed + timeout) / (mutants - accepted)``.
@@ -319,6 +321,39 @@ def sql_case_only(m: Mutant) -> bool:
     return old != new and old.lower() == new.lower() and same_values
 
 
+def accept_key(m: Mutant) -> str:
+    """The key of ``m`` in ``bench/mutation_accepted.json``: where it is and what it changes.
+
+    A mutmut mutant: its function (the name without ``__mutmut_<n>``) and its changed
+    lines; a constant mutant: its module-level name and the literal's old and new text.
+    Neither shifts when code elsewhere changes. Two mutants of one function with the same
+    change (the same line twice) are told apart by their order there (``#2``, ``#3``).
+    """
+    if "/" in m.name:  # a constant: "<module>:<owner>#<n>", "line <l>: a -> b"
+        return f"{m.name.rsplit('#', 1)[0]}: {m.change.split(': ', 1)[-1][:200]}"
+    return f"{m.name.rsplit('__mutmut_', 1)[0]}: {m.change}"
+
+
+def _mutant_no(name: str) -> int:
+    tail = name.rsplit("__mutmut_", 1)[-1].rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def accept_keys(mutants: list[Mutant]) -> dict[str, str]:
+    """Mutant name -> :func:`accept_key` for every survivor, repeats numbered in order."""
+    keys: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    survivors = sorted(
+        (m for m in mutants if m.status == "survived"),
+        key=lambda m: (m.name.rsplit("__mutmut_", 1)[0].rsplit("#", 1)[0], _mutant_no(m.name)),
+    )
+    for m in survivors:
+        key = accept_key(m)
+        seen[key] = seen.get(key, 0) + 1
+        keys[m.name] = key if seen[key] == 1 else f"{key} #{seen[key]}"
+    return keys
+
+
 def report(mutants: list[Mutant]) -> dict[str, Any]:
     """The JSON document of ``bench/mutation.json``."""
     accepted_reasons: dict[str, str] = json.loads(ACCEPTED.read_text()) if ACCEPTED.exists() else {}
@@ -327,6 +362,7 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
     survivors: list[dict[str, str]] = []
     accepted: list[dict[str, str]] = []
     not_checked: dict[str, int] = {}
+    keys = accept_keys(mutants)
     for m in mutants:
         if m.status == "not_checked":
             not_checked[m.module] = not_checked.get(m.module, 0) + 1
@@ -336,12 +372,12 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
         row[m.status] += 1
         a = m.module.split("/")[0]
         if m.status == "survived":
-            reason = accepted_reasons.get(m.name)
+            reason = accepted_reasons.get(keys[m.name])
             if reason is None and text_only(m):
                 reason = "text only: the message of an exception; reason and type are unchanged"
             if reason is None and sql_case_only(m):
                 reason = "equivalent: SQL keywords and names are case-insensitive"
-            entry = {"mutant": m.name, "module": m.module, "change": m.change}
+            entry = {"mutant": m.name, "module": m.module, "change": m.change, "key": keys[m.name]}
             if reason is not None:
                 accepted.append({**entry, "reason": reason})
                 continue
@@ -354,7 +390,7 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
         for k in accepted_reasons
         if k.startswith(tuple(mods)) or (":" in k and k.split(":")[0] in modules())
     }
-    stale = sorted(mine - {m.name for m in mutants if m.status == "survived"})
+    stale = sorted(mine - set(keys.values()))
     if ONLY:
         area = {a: v for a, v in area.items() if any(o.startswith(a) for o in ONLY)}
     doc: dict[str, Any] = {

@@ -413,7 +413,9 @@ class _Client:
     def __init__(self) -> None:
         self.published: list[tuple[str, str, int, bool]] = []
 
-    async def publish(self, topic: str, payload: str, *, qos: int, retain: bool) -> None:
+    async def publish(
+        self, topic: str, payload: str, *, qos: int, retain: bool, timeout: float | None = None
+    ) -> None:
         self.published.append((topic, payload, qos, retain))
 
 
@@ -488,3 +490,226 @@ def relay_signer_kid(site: Site) -> str:
 
 def relay_key(site: Site) -> Any:
     return gateway_signer(site).public_key()
+
+
+# -- who else publishes this gateway's status (its own status read back) -------------------
+
+
+def status_of(site: Site, *, at: float, state: str = "online") -> bytes:
+    """The status another run of this gateway (same id, same key) publishes."""
+    other = offline_relay_at(site, at)
+    return other._status_payload(state).encode()
+
+
+def offline_relay_at(site: Site, at: float) -> Relay:
+    return Relay(
+        Store(site.dir / f"other-{at}.db"),
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(at),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+    )
+
+
+async def test_own_status_read_back_is_no_alarm(store: Store, site: Site) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    relay._own_status(relay._status_payload("online").encode(), retained=True)
+    relay._own_status(relay._status_payload("offline").encode(), retained=False)
+    assert alerts == []
+
+
+async def test_a_second_gateway_with_this_id_and_key_stops_this_one(
+    store: Store, site: Site
+) -> None:
+    from gateway.core.errors import DuplicateGatewayError
+
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)  # started at T0
+    # an earlier run's statuses (its retained online after a power cut): no reason to stop
+    relay._own_status(status_of(site, at=T0 - 0.001), retained=True)
+    relay._own_status(status_of(site, at=T0 + 5, state="offline"), retained=False)
+    assert alerts == []
+    # another run online since this one started: two gateways answer as one
+    twin = status_of(site, at=T0)
+    with pytest.raises(DuplicateGatewayError, match=GATEWAY_ID):
+        relay._own_status(twin, retained=False)
+    ((kind, detail),) = alerts
+    assert kind == "duplicate_gateway"
+    assert detail["ours"] == relay.instance and detail["instance"] != relay.instance
+    assert detail["at"] == "2026-01-01T00:00:00.000Z"
+
+
+async def test_a_status_this_gateway_did_not_sign_is_a_forgery(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    from gateway.security.signkeys import write_pair
+
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    write_pair(tmp_path / "mallory", gateway_kid(GATEWAY_ID))
+    mallory = Signer.load(tmp_path / "mallory", gateway_kid(GATEWAY_ID))
+    body = {"gateway": GATEWAY_ID, "state": "online", "at": "2026-01-01T00:00:00.000Z"}
+    relay._own_status(mallory.seal_obj(STATUS, body).encode(), retained=True)
+    relay._forged_logged = relay._republished = -1e18
+    relay._own_status(b"", retained=True)  # the retained status cleared
+    assert [k for k, _ in alerts] == ["forged_status", "forged_status"]
+    assert alerts[1][1] == {"topic": STATUS, "problem": "cleared"}
+    assert alerts[0][1]["problem"] != "cleared"
+
+
+async def test_own_will_read_back_while_connected_puts_online_back(
+    store: Store, site: Site
+) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    client = _Client()
+    relay._client = client  # type: ignore[assignment]
+    will = relay._status_payload("offline").encode()
+    relay._own_status(will, retained=True)  # not connected: nothing to put back
+    relay.connected.set()
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._own_status(will, retained=True)  # a late will of this run: online again
+    ((topic, payload, qos, retain),) = client.published
+    assert (topic, qos, retain) == (STATUS, 1, True)
+    signer = gateway_signer(site)
+    opened = open_gateway(STATUS, payload.encode(), {signer.kid: signer.public_key()})
+    assert (opened["state"], opened["instance"]) == ("online", relay.instance)
+    await relay.say_offline()  # stopping: its own offline is no reason to come back
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._own_status(will, retained=True)
+    states = [
+        open_gateway(STATUS, p.encode(), {signer.kid: signer.public_key()})["state"]
+        for _, p, _, _ in client.published
+    ]
+    assert states == ["online", "offline"]
+    assert alerts == []
+
+
+# -- the publisher's working set, without a broker -----------------------------------------
+
+
+class _SlowClient:
+    """aiomqtt's publish through tasks: each waits for its PUBACK until ``release``."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self._pubacks: dict[int, asyncio.Future[None]] = {}
+
+    async def publish(self, topic: str, payload: str, *, qos: int, retain: bool) -> None:
+        n = int(topic.rsplit("n", 1)[-1])
+        self.sent.append(n)
+        self._pubacks[n] = asyncio.get_running_loop().create_future()
+        await self._pubacks[n]
+
+    def release(self, n: int) -> None:
+        self._pubacks.pop(n).set_result(None)
+
+
+def row(n: int) -> Any:
+    from gateway.journal.store import OutboxRow
+
+    return OutboxRow(n, f"campusguard/{SITE}/event/n{n}", "{}", 1, False, None)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_submitted_rows_go_out_in_memory_only_right_after_the_cursor(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    client = _SlowClient()
+    relay.submit([row(1)])  # not connected yet: the outbox is read on connecting
+    assert relay._backlog and not relay._queue
+    async with asyncio.TaskGroup() as tg:
+        relay._tg, relay._pub_client = tg, client  # type: ignore[assignment]
+        relay._live, relay._backlog, relay._cursor = True, False, 5
+        relay.submit([])
+        relay.submit([row(6), row(7)])
+        await settle()
+        assert client.sent == [6, 7] and relay._cursor == 7 and not relay._backlog
+        relay.submit([row(9)])  # 8 went elsewhere (another process): read the outbox
+        await settle()
+        assert client.sent == [6, 7] and relay._backlog and relay._cursor == 7
+        client.release(7)  # PUBACKs in any order; each recorded once
+        client.release(6)
+        await settle()
+    assert [r.id for r, _ in relay._acked] == [7, 6] and relay.published == 2
+    assert not relay._inflight and not relay._sent_at
+
+
+async def test_at_most_a_window_of_messages_is_in_flight(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    client = _SlowClient()
+    window = relay_module.WINDOW
+    assert window == 64
+    async with asyncio.TaskGroup() as tg:
+        relay._tg, relay._pub_client = tg, client  # type: ignore[assignment]
+        relay._live, relay._backlog, relay._cursor = True, False, 0
+        relay.submit([row(n) for n in range(1, window + 4)])
+        await settle()
+        assert client.sent == list(range(1, window + 1)) and len(relay._inflight) == window
+        client.release(2)  # room for one more, the next in order
+        await settle()
+        assert client.sent[window:] == [window + 1]
+        for n in [1, *range(3, window + 4)]:
+            await settle()
+            client.release(n)
+        await settle()
+    assert client.sent == list(range(1, window + 4)) and relay.published == window + 3
+
+
+async def test_a_late_puback_of_a_message_published_again_counts_once(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._on_puback(row(1))
+    relay._on_puback(row(1))  # its first copy's PUBACK, after the reconnect
+    assert relay.published == 1 and [r.id for r, _ in relay._acked] == [1]
+    assert relay._flush_marks()
+    assert not relay._acked and not relay._acked_ids
+    relay._on_puback(row(1))  # recorded by now: the journal takes the second mark too
+    assert relay.published == 2
+
+
+async def test_the_backlog_is_read_a_page_at_a_time_after_the_cursor(
+    store: Store, site: Site
+) -> None:
+    for n in range(BACKLOG_PAGE + 3):
+        enqueue(store, n)
+    relay = offline_relay(store, site, [])
+    relay._acked_ids.add(2)  # PUBACKed, not yet recorded: not published again
+    assert relay._read_backlog() and relay._backlog  # a full page: more may follow
+    assert relay._cursor == BACKLOG_PAGE and len(relay._queue) == BACKLOG_PAGE - 1
+    assert [r.id for r in list(relay._queue)[:3]] == [1, 3, 4]
+    assert relay._read_backlog() and not relay._backlog  # the rest: from now on, submit()
+    assert [r.id for r in relay._queue][-3:] == [BACKLOG_PAGE + n for n in (1, 2, 3)]
+    store.conn.execute("DROP TABLE outbox")
+    relay._backlog = True
+    assert relay._read_backlog() is False and relay._backlog  # tried again later
+
+
+async def test_a_disconnect_forgets_the_working_set_but_not_what_was_acked(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._live, relay._backlog, relay._cursor = True, False, 9
+    relay._queue.append(row(10))
+    relay._inflight[9] = row(9)
+    relay._sent_at[9] = 1.0
+    relay._on_puback(row(8))
+    relay.connected.set()
+    relay._disconnected()
+    assert (relay._live, relay._backlog, relay._cursor) == (False, True, 0)
+    assert not relay._queue and not relay._inflight and not relay._sent_at
+    assert not relay.connected.is_set()
+    assert [r.id for r, _ in relay._acked] == [8]
