@@ -24,6 +24,7 @@ deadlines). ``--only MODULE`` re-tests one module's mutants and keeps the others
 Writes ``bench/mutation.json``. Not part of ``make test``: minutes of CPU.
 
     python bench/mutation.py [--jobs 2] [--json bench/mutation.json] [--reuse] [--only PATH]
+        [--survivors]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +91,37 @@ class Mutant:
 # -- mutmut -------------------------------------------------------------------------------
 
 
-def run_mutmut(jobs: int, log_path: Path, *, fresh: bool = True) -> None:
+def not_killed(module: str) -> list[str] | None:
+    """The mutants of ``module`` the last run did not kill (survived, unchecked, no tests).
+
+    None when that run's mutants may not be the current code's (the module changed since),
+    or there was none: then every mutant of the module is tested again.
+    """
+    meta = ROOT / "mutants" / f"{module}.meta"
+    if not meta.exists() or (ROOT / module).stat().st_mtime > meta.stat().st_mtime:
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    from mutmut.stats import status_by_exit_code
+
+    return [k for k, c in codes.items() if status_by_exit_code[c] not in ("killed", "timeout")]
+
+
+def run_mutmut(
+    jobs: int, log_path: Path, *, fresh: bool = True, survivors_only: bool = False
+) -> None:
     """``mutmut run``, fresh by default (old results would hide a test that changed).
 
     With ``--only``, every mutant of those modules is tested again (mutmut re-runs the
-    mutants it is named) and the other modules' results are kept.
+    mutants it is named) and the other modules' results are kept. With ``survivors_only``
+    as well, only the mutants the last run did not kill (tests were added, none weakened:
+    a killed mutant stays killed).
     """
-    names = [m.removesuffix(".py").replace("/", ".") + ".*" for m in modules()] if ONLY else []
+    names: list[str] = []
+    for m in modules() if ONLY else []:
+        again = not_killed(m) if survivors_only else None
+        names += [m.removesuffix(".py").replace("/", ".") + ".*"] if again is None else again
+    if ONLY and not names:
+        return  # nothing left to kill
     if fresh and not ONLY:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
@@ -247,9 +272,17 @@ def _pytest(tree: Path, tests: list[str], timeout_s: float) -> str:
     return "survived" if r.returncode == 0 else "killed"
 
 
-def run_constants(jobs: int) -> list[Mutant]:
-    """Every constant mutant, ``jobs`` at a time, each worker in its own copy of the tree."""
+def run_constants(jobs: int, killed: Sequence[Mutant] = ()) -> list[Mutant]:
+    """Every constant mutant, ``jobs`` at a time, each worker in its own copy of the tree.
+
+    A mutant in ``killed`` (same name, same change) keeps that result untested.
+    """
+    done = {(m.name, m.change): m for m in killed}
     todo = [m for module in modules() for m in constant_mutants(module)]
+    kept = [done[k] for m in todo if (k := (m.name, _const_change(m))) in done]
+    todo = [m for m in todo if (m.name, _const_change(m)) not in done]
+    if not todo:
+        return kept
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         trees = [_copy_tree(Path(tmp) / f"w{i}") for i in range(jobs)]
         baseline: dict[str, float] = {}
@@ -276,10 +309,14 @@ def run_constants(jobs: int) -> list[Mutant]:
                     path.write_text(original)
             finally:
                 free.append(tree)
-            return Mutant(m.name, m.module, status, f"line {m.lineno}: {m.old} -> {m.new}")
+            return Mutant(m.name, m.module, status, _const_change(m))
 
         with ThreadPoolExecutor(jobs) as pool:
-            return list(pool.map(one, todo))
+            return kept + list(pool.map(one, todo))
+
+
+def _const_change(m: ConstantMutant) -> str:
+    return f"line {m.lineno}: {m.old} -> {m.new}"
 
 
 # -- report -------------------------------------------------------------------------------
@@ -306,7 +343,8 @@ def text_only(m: Mutant) -> bool:
 
 # SQLite reads keywords, names and PRAGMA values (WAL, NORMAL, PASSIVE, OFF) in any case
 _SQL = re.compile(
-    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM|PRAGMA|GROUP BY|ORDER BY)\b", re.IGNORECASE
+    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM|PRAGMA|GROUP BY|ORDER BY|IS (NOT )?NULL)\b",
+    re.IGNORECASE,
 )
 _QUOTED = re.compile(r"'[^']*'")
 
@@ -441,7 +479,14 @@ def main() -> int:
         help="keep mutmut's last results (an interrupted run counts as not checked)",
     )
     p.add_argument("--only", action="append", default=[], help="module path prefix (repeat)")
+    p.add_argument(
+        "--survivors",
+        action="store_true",
+        help="with --only: test again only what the last run did not kill (after adding tests)",
+    )
     args = p.parse_args()
+    if args.survivors and not args.only:
+        p.error("--survivors needs --only")
     ONLY[:] = args.only
     cache = ROOT / "mutants" / "constants.json"
     if args.reuse:
@@ -450,8 +495,17 @@ def main() -> int:
             return 2
     else:
         if not args.no_mutmut:
-            run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
-        consts = run_constants(args.jobs)
+            run_mutmut(
+                args.jobs,
+                ROOT / "mutants.log",
+                fresh=not args.resume,
+                survivors_only=args.survivors,
+            )
+        killed: list[Mutant] = []
+        if args.survivors and cache.exists():  # a killed constant stays killed
+            old = [Mutant(**d) for d in json.loads(cache.read_text())]
+            killed = [m for m in old if m.status in ("killed", "timeout")]
+        consts = run_constants(args.jobs, killed)
         if ONLY and cache.exists():  # keep the other modules' results
             done = {m.module for m in consts}
             kept = [d for d in json.loads(cache.read_text()) if d["module"] not in done]
