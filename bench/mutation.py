@@ -91,18 +91,21 @@ class Mutant:
 # -- mutmut -------------------------------------------------------------------------------
 
 
-def not_killed(module: str) -> list[str] | None:
+def not_killed(module: str, *, unchecked_only: bool = False) -> list[str] | None:
     """The mutants of ``module`` the last run did not kill (survived, unchecked, no tests).
 
-    None when that run's mutants may not be the current code's (the module changed since),
-    or there was none: then every mutant of the module is tested again.
+    None when there was no run: then every mutant of the module is tested. Mutants of a
+    function changed since that run are not named yet (mutmut makes them when it runs);
+    :func:`run_mutmut` tests them in a second pass, as the then unchecked ones.
     """
     meta = ROOT / "mutants" / f"{module}.meta"
-    if not meta.exists() or (ROOT / module).stat().st_mtime > meta.stat().st_mtime:
+    if not meta.exists():
         return None
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     from mutmut.stats import status_by_exit_code
 
+    if unchecked_only:
+        return [k for k, c in codes.items() if c is None]
     return [k for k, c in codes.items() if status_by_exit_code[c] not in ("killed", "timeout")]
 
 
@@ -114,26 +117,30 @@ def run_mutmut(
     With ``--only``, every mutant of those modules is tested again (mutmut re-runs the
     mutants it is named) and the other modules' results are kept. With ``survivors_only``
     as well, only the mutants the last run did not kill (tests were added, none weakened:
-    a killed mutant stays killed).
+    a killed mutant stays killed), then any mutants new since (changed functions).
     """
     names: list[str] = []
     for m in modules() if ONLY else []:
         again = not_killed(m) if survivors_only else None
         names += [m.removesuffix(".py").replace("/", ".") + ".*"] if again is None else again
-    if ONLY and not names:
-        return  # nothing left to kill
     if fresh and not ONLY:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
+    passes = 2 if survivors_only else 1
     with log_path.open("a" if not fresh or ONLY else "w") as log:  # git-ignored, like mutants/
-        rc = subprocess.call(
-            [str(mutmut), "run", "--max-children", str(jobs), *names],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-    if rc != 0:
-        raise SystemExit(f"mutmut run failed (exit {rc}); see {log_path}")
+        for n in range(passes):
+            if n:
+                names = [k for m in modules() for k in not_killed(m, unchecked_only=True) or []]
+            if ONLY and not names:
+                continue  # nothing (left) to test
+            rc = subprocess.call(
+                [str(mutmut), "run", "--max-children", str(jobs), *names],
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+            if rc != 0:
+                raise SystemExit(f"mutmut run failed (exit {rc}); see {log_path}")
 
 
 def one_line(diff: str) -> str:

@@ -538,7 +538,8 @@ def test_the_board_retains_the_latest_copy_until_the_close_clears_it(b: Book) ->
         (100_000, 97_250, 2.75, "unit_uptime"),
         (1_000, 0, 1.0, "unit_uptime"),  # pressed as it booted
         (0, 500, 0.0, "unit_uptime"),  # booted just now: ahead, clamped to now
-        (10_000, 11_999, 0.0, "unit_uptime"),  # ahead within PRESS_AHEAD_MS: now
+        (10_000, 12_000, 0.0, "unit_uptime"),  # up to 2 s ahead (PRESS_AHEAD_MS): now
+        (10_000, 12_001, 0.0, "received"),  # further ahead: not of this boot
         (10_000, 60_000, 0.0, "received"),  # 50 s ahead: the boot estimate cannot be right
         ((1 << 32) + 10_000, 5_000, 5.0, "unit_uptime"),  # uptime past the 2^32 ms wrap
         (3_000_000_000, 2_900_000_000, 100_000.0, "unit_uptime"),  # a press long ago
@@ -597,3 +598,15 @@ def test_a_publication_outside_a_transaction_queues_its_board_copy_at_once(b: Bo
         "SELECT created_at, topic FROM outbox WHERE topic LIKE '%/open/%'"
     ).fetchall()
     assert rows == [(T0 + 1, f"{PREFIX}/school/open/{iid}")]
+
+
+def test_the_documented_limits_in_seconds_and_presses(b: Book) -> None:
+    """At most one press update a second; ten presses in ten seconds are chatter."""
+    b.press(1, T0)
+    b.press(2, T0 + 0.999)  # waits for the tick
+    b.press(3, T0 + 1.0)  # a second after the last publication: at once
+    assert updates(b.store) == ["new", "presses"]
+    for n in range(4, 11):  # the tenth press, 9 s after the first
+        b.press(n, T0 + n - 1)
+    assert b.events.kinds() == ["button_chatter"]
+    assert b.events.events[0]["detail"]["window_s"] == 10.0
