@@ -518,9 +518,7 @@ def test_the_board_retains_the_latest_copy_until_the_close_clears_it(b: Book) ->
     with b.store.transaction():  # the pipeline flushes it before its commit
         b.book.flush_board(T0)
     board = [r for r in outbox(b.store) if "/open/" in r.topic]
-    assert [(r.topic, r.retain, r.qos) for r in board] == [
-        (f"{PREFIX}/school/open/{iid}", True, 1)
-    ]
+    assert [(r.topic, r.retain, r.qos) for r in board] == [(f"{PREFIX}/school/open/{iid}", True, 1)]
     assert json.loads(board[0].payload)["update"] == "new"
     b.police(iid, T0 + 1)
     with b.store.transaction():

@@ -713,3 +713,141 @@ async def test_a_disconnect_forgets_the_working_set_but_not_what_was_acked(
     assert not relay._queue and not relay._inflight and not relay._sent_at
     assert not relay.connected.is_set()
     assert [r.id for r, _ in relay._acked] == [8]
+
+
+async def test_a_missing_puback_drops_the_connection_sooner_with_more_nodes(
+    store: Store, site: Site
+) -> None:
+    import time
+
+    one = offline_relay(store, site, [])
+    one._sent_at[1] = time.monotonic() - 5.0  # 5 s without a PUBACK
+    one._check_overdue()
+    assert one._broken is None  # one broker: wait for PUBLISH_TIMEOUT_S (10 s)
+    one._sent_at[1] = time.monotonic() - 10.5
+    one._check_overdue()
+    assert one._broken == "no PUBACK within 10 s" and one._wake.is_set()
+    nodes = Relay(
+        store,
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        brokers=[BrokerSettings("127.0.0.1", 2)],
+    )
+    nodes._sent_at[1] = time.monotonic() - 2.5  # a cluster: the next node after 2 s
+    nodes._check_overdue()
+    assert nodes._broken == "no PUBACK within 2 s"
+    client = _SlowClient()
+    async with asyncio.TaskGroup() as tg:  # a broken connection takes no more rows
+        nodes._tg, nodes._pub_client = tg, client  # type: ignore[assignment]
+        nodes._live, nodes._backlog, nodes._cursor = True, False, 0
+        nodes.submit([row(1)])
+        await settle()
+    assert client.sent == [] and [r.id for r in nodes._queue] == [1]
+
+
+def test_the_reason_a_connection_ended_is_the_first_leaf() -> None:
+    inner = ValueError("publisher")
+    group = BaseExceptionGroup("serve", [BaseExceptionGroup("pub", [inner]), KeyError("x")])
+    assert relay_module._leaf(group) is inner
+    assert relay_module._leaf(ExceptionGroup("one", [inner])) is inner
+
+
+async def test_a_disconnect_exception_nobody_awaited_is_retrieved() -> None:
+    import aiomqtt
+
+    class Client:
+        _disconnected: asyncio.Future[None]
+
+    client = Client()
+    client._disconnected = asyncio.get_running_loop().create_future()
+    client._disconnected.set_exception(aiomqtt.MqttError("taken over"))
+    relay_module._retrieve_disconnect(client)  # type: ignore[arg-type]
+    assert client._disconnected._log_traceback is False  # no "never retrieved" later
+
+
+async def test_the_status_says_who_when_which_run_and_how_often(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    signer = gateway_signer(site)
+    for state in ("online", "offline"):
+        body = open_gateway(
+            STATUS, relay._status_payload(state).encode(), {signer.kid: signer.public_key()}
+        )
+        assert body == {
+            "gateway": GATEWAY_ID,
+            "state": state,
+            "at": "2026-01-01T00:00:00.000Z",
+            "instance": relay.instance,
+            "started_at": "2026-01-01T00:00:00.000Z",
+            "period_s": 60.0,
+        }
+    assert len(relay.instance) == 16 and relay.instance != offline_relay(store, site, []).instance
+
+
+class _Message:
+    def __init__(self, topic: str, payload: object, retain: bool = False) -> None:
+        self.topic, self.payload, self.retain = topic, payload, retain
+
+
+class _Feed:
+    """A client whose inbound messages are the given ones."""
+
+    def __init__(self, messages: list[_Message]) -> None:
+        self._messages = messages
+
+    @property
+    def messages(self) -> Any:
+        async def gen() -> Any:
+            for m in self._messages:
+                yield m
+
+        return gen()
+
+
+async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_do_not(
+    store: Store, site: Site
+) -> None:
+    from gateway.core.errors import DuplicateGatewayError
+    from gateway.security.envelope import MAX_PAYLOAD_BYTES
+
+    inbound = Inbound()
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = Relay(
+        store,
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=inbound,
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        alert=lambda kind, detail: alerts.append((kind, dict(detail))),
+    )
+    ack = f"campusguard/{SITE}/ack/inc-1"
+    feed = [
+        _Message(ack, b"x" * (MAX_PAYLOAD_BYTES + 1)),  # dropped unparsed
+        _Message(ack, b"x" * MAX_PAYLOAD_BYTES),  # the largest taken
+        _Message(ack, "as text"),
+        _Message(ack, None),
+        _Message(ack, b"boom"),  # the handler fails: the next one still arrives
+        _Message(ack, b"after"),
+        _Message(STATUS, relay._status_payload("online").encode(), retain=True),  # its own
+        _Message(STATUS, status_of(site, at=T0 + 1)),  # a twin: this gateway stops
+        _Message(ack, b"never"),
+    ]
+    with pytest.raises(DuplicateGatewayError):
+        await relay._inbound(_Feed(feed))  # type: ignore[arg-type]
+    assert inbound.messages == [
+        (ack, b"x" * MAX_PAYLOAD_BYTES),
+        (ack, b"as text"),
+        (ack, b""),
+        (ack, b"after"),
+    ]
+    assert relay.oversized == 1
+    assert [k for k, _ in alerts] == ["oversized_payload", "duplicate_gateway"]
