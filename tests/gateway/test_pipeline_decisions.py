@@ -963,3 +963,44 @@ async def test_patrol_states_are_retained_compactly(rig: Rig) -> None:
     (row,) = outbox(rig.store)
     assert (row.topic, row.retain) == (f"{PREFIX}/school/patrol/night/state", True)
     assert row.payload == '{"gateway":"gw-test","s":[1,2]}'
+
+
+async def test_a_second_station_acknowledging_differently_is_told_the_first_stands(
+    rig: Rig,
+) -> None:
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    iid = "gw-test-shop-1-1"
+    police_ack(rig, iid, by="desk 1", disposition="genuine")
+    rig.clock.advance(2)
+    police_ack(rig, iid, by="desk 2", disposition="genuine")  # agrees: nothing to say
+    assert [e["kind"] for e in rig.events()] == []
+    police_ack(rig, iid, by="desk 3", disposition="false_alarm")
+    (e,) = rig.events()
+    assert (e["kind"], e["site"], e["at"]) == ("ack_conflict", "school", iso(T0 + 2))
+    assert e["detail"] == {
+        "incident": iid,
+        "first": {"by": "desk 1", "disposition": "genuine"},
+        "second": {"by": "desk 3", "disposition": "false_alarm", "kid": rig.signer.kid},
+    }
+    assert rig.pipe.incidents.police_ack_of(iid) == ("desk 1", "genuine")
+
+
+async def test_event_hooks_hear_each_event_as_journalled_and_may_fail(rig: Rig) -> None:
+    from gateway.pipeline.ports import JournalledEvent
+
+    heard: list[JournalledEvent] = []
+
+    def broken(note: JournalledEvent) -> None:
+        raise RuntimeError("the SMS queue is broken")
+
+    rig.pipe.event_hooks += [broken, heard.append]
+    rig.pipe.event(
+        site="school", kind="k", at=T0 + 1, unit="shop", post="gate", qualifier=3, detail={"a": 1}
+    )
+    rig.pipe.event(site="school", kind="p", at=T0 + 2, topic="patrol", route="night")
+    (eid,) = rig.store.conn.execute("SELECT min(id) FROM events").fetchone()
+    assert heard == [
+        JournalledEvent(f"gw-test-{eid}", "school", "k", T0 + 1, "shop", "gate", 3, {"a": 1}),
+        JournalledEvent(f"gw-test-{eid + 1}", "school", "p", T0 + 2, None, None, None, {}, "night"),
+    ]
+    assert len(rig.events()) == 1 and len(outbox(rig.store)) == 2  # both went out
