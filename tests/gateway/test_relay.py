@@ -851,3 +851,39 @@ async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_
     ]
     assert relay.oversized == 1
     assert [k for k, _ in alerts] == ["oversized_payload", "duplicate_gateway"]
+
+
+async def test_an_unreachable_first_node_is_left_for_the_next(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    from dataclasses import replace
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = replace(broker.settings(GATEWAY_USER), port=s.getsockname()[1])
+    live = broker.settings(GATEWAY_USER)
+    relay = Relay(
+        store,
+        dead,
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        brokers=[live],
+    )
+    store.on_commit = relay.submit
+    enqueue(store, 0)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(scaled(15)):
+            await relay.connected.wait()
+        assert (relay.node, relay.failures, relay.connects) == (live, 1, 1)
+        await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+    finally:
+        relay.stop()
+        async with asyncio.timeout(scaled(15)):
+            await task
+        store.on_commit = None
