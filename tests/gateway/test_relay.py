@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -887,3 +889,42 @@ async def test_an_unreachable_first_node_is_left_for_the_next(
         async with asyncio.timeout(scaled(15)):
             await task
         store.on_commit = None
+
+
+async def test_status_goes_offline_at_a_stop_after_messages_took_the_fast_path(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The fast path lends paho's write hook out and back: aiomqtt's own publishes (the
+    status) still reach the socket afterwards."""
+    async with relaying(store, broker, site) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        for n in range(3):
+            enqueue(store, n)
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2])
+        await relay.say_offline()
+        await police.wait_for(lambda: states(police)[-1:] == ["offline"])
+
+
+async def test_reread_takes_rows_another_process_queued(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    relay._backlog = False
+    relay.reread()
+    assert relay._backlog and relay._wake.is_set()
+
+
+async def test_putting_the_status_back_while_the_connection_closes_is_no_error(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._client = _Client()  # type: ignore[assignment]
+    relay.connected.set()
+    async with asyncio.TaskGroup() as tg:
+        pass
+    relay._tg = tg  # its group has ended: no new task
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        relay._republish_status()  # nothing to do, nothing raised, no coroutine left unawaited
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert relay._client.published == []  # type: ignore[attr-defined]
