@@ -928,3 +928,27 @@ async def test_putting_the_status_back_while_the_connection_closes_is_no_error(
         gc.collect()
     assert [str(w.message) for w in caught] == []
     assert relay._client.published == []  # type: ignore[attr-defined]
+
+
+async def test_a_full_socket_is_written_when_writable_without_a_reconnect(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """A burst larger than the socket takes: what paho could not write at once goes out
+    as soon as the socket drains (the fast path hands aiomqtt the writer watch), not
+    after a missing PUBACK has dropped the connection."""
+    async with relaying(store, broker, site) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        client = relay._client
+        assert client is not None
+        sock = client._client.socket()
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[union-attr]
+        window = relay_module.WINDOW  # exactly: no row queued behind it to push the rest
+        with store.transaction():  # one commit: a window of messages in one callback
+            for n in range(window):
+                body = json.dumps({"gateway": GATEWAY_ID, "n": n, "pad": "x" * 6000})
+                store.enqueue(at=T0, topic=f"campusguard/{SITE}/event/n{n}", payload=body)
+        await police.wait_for(lambda: len(numbers(police)) == window, timeout=30)
+    assert numbers(police) == list(range(window))
+    assert (relay.connects, relay.failures) == (1, 0)
