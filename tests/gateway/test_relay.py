@@ -952,3 +952,15 @@ async def test_a_full_socket_is_written_when_writable_without_a_reconnect(
         await police.wait_for(lambda: len(numbers(police)) == window, timeout=30)
     assert numbers(police) == list(range(window))
     assert (relay.connects, relay.failures) == (1, 0)
+
+
+async def test_each_puback_keeps_its_publish_to_puback_time(store: Store, site: Site) -> None:
+    import time
+
+    relay = offline_relay(store, site, [])
+    start = time.monotonic()
+    relay._sent_at[1] = start
+    relay._on_puback(row(1))
+    relay._on_puback(row(2))  # sent before a reconnect: no time to take
+    (took,) = relay.puback_s
+    assert 0 <= took <= time.monotonic() - start
