@@ -964,3 +964,16 @@ async def test_each_puback_keeps_its_publish_to_puback_time(store: Store, site: 
     relay._on_puback(row(2))  # sent before a reconnect: no time to take
     (took,) = relay.puback_s
     assert 0 <= took <= time.monotonic() - start
+
+
+def test_a_message_the_client_refuses_is_not_taken_as_in_flight() -> None:
+    import types
+
+    import paho.mqtt.client as paho
+
+    unconnected = types.SimpleNamespace(
+        _client=paho.Client(paho.CallbackAPIVersion.VERSION2), _pending_publishes={}
+    )
+    direct = relay_module._Direct(unconnected)  # type: ignore[arg-type]
+    assert direct.publish(row(1), lambda: None) is False
+    assert unconnected._pending_publishes == {}
