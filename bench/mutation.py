@@ -284,10 +284,14 @@ def run_constants(jobs: int, killed: Sequence[Mutant] = ()) -> list[Mutant]:
 
     A mutant in ``killed`` (same name, same change) keeps that result untested.
     """
-    done = {(m.name, m.change): m for m in killed}
+
+    def same(name: str, change: str) -> tuple[str, str]:  # a line moved is the same mutant
+        return name, change.split(": ", 1)[-1]
+
+    done = {same(m.name, m.change): m for m in killed}
     todo = [m for module in modules() for m in constant_mutants(module)]
-    kept = [done[k] for m in todo if (k := (m.name, _const_change(m))) in done]
-    todo = [m for m in todo if (m.name, _const_change(m)) not in done]
+    kept = [done[k] for m in todo if (k := same(m.name, _const_change(m))) in done]
+    todo = [m for m in todo if same(m.name, _const_change(m)) not in done]
     if not todo:
         return kept
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
