@@ -977,3 +977,16 @@ def test_a_message_the_client_refuses_is_not_taken_as_in_flight() -> None:
     direct = relay_module._Direct(unconnected)  # type: ignore[arg-type]
     assert direct.publish(row(1), lambda: None) is False
     assert unconnected._pending_publishes == {}
+
+
+async def test_the_relay_connects_at_its_first_attempt_and_publishes(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
+    check that the relay connects, subscribes and publishes at all."""
+    async with relaying(store, broker, site) as relay:
+        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
+        assert (relay.failures, relay.connects) == (0, 1)
+        enqueue(store, 0)
+        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
+        assert relay.failures == 0 and relay.published == 1
