@@ -990,3 +990,27 @@ async def test_the_relay_connects_at_its_first_attempt_and_publishes(
         enqueue(store, 0)
         await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
         assert relay.failures == 0 and relay.published == 1
+
+
+async def test_marks_the_journal_refuses_stay_for_the_next_try(
+    store: Store, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    relay = offline_relay(store, site, [])
+    assert relay._flush_marks() is True  # nothing to write: nothing to retry
+    relay._on_puback(row(1))
+
+    def refuse(batch: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "mark_acked", refuse)
+    assert relay._flush_marks() is False  # the marker tries again in a second
+    assert [r.id for r, _ in relay._acked] == [1] and relay._acked_ids == {1}
+    monkeypatch.undo()
+    assert relay._flush_marks() is True
+    assert relay._acked == [] and not relay._acked_ids
+
+
+def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
+    relay_module._retrieve_disconnect(object())  # type: ignore[arg-type]
