@@ -853,6 +853,7 @@ async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_
     ]
     assert relay.oversized == 1
     assert [k for k, _ in alerts] == ["oversized_payload", "duplicate_gateway"]
+    assert alerts[0][1] == {"topic": ack, "bytes": MAX_PAYLOAD_BYTES + 1}
 
 
 async def test_an_unreachable_first_node_is_left_for_the_next(
