@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from protocol import Alarm, AlarmKind, Heartbeat, HeartbeatFlags  # noqa: E402
-from tests.gateway.conftest import SITE, Police, make_site  # noqa: E402
+from tests.gateway.conftest import SITE, Police, make_site, police_for  # noqa: E402
 from tests.support.camera import CameraServer, dead_url, write_login  # noqa: E402
 from tests.support.mosquitto import open_broker  # noqa: E402
 
@@ -114,13 +114,7 @@ async def drive(
                 seen[a["unit"]] = time.perf_counter()
         return len(seen) == n
 
-    async def observe() -> None:  # timestamps each alarm as the duty room verifies it
-        while True:
-            police._changed.clear()
-            note()
-            await police._changed.wait()
-
-    observer = asyncio.create_task(observe())
+    police.listen(lambda _: note())  # timestamps each alarm as the duty room verifies it
     for uid, _ in units:
         sent[uid] = time.perf_counter()
         sent_wall[uid] = time.time()
@@ -130,11 +124,10 @@ async def drive(
     if cameras:
         expected = n * 3
         await police.wait_for(
-            lambda: sum(1 for t, d in police.messages if "/snapshot/" in t
-                        and d.get("part", 1) == d.get("parts", 1)) >= expected,
+            lambda: sum(1 for m in police.messages if "/snapshot/" in m.topic
+                        and m.get("part", 1) == m.get("parts", 1)) >= expected,
             timeout=60,
         )  # fmt: skip
-    observer.cancel()
     return sent, sent_wall, seen, cpu_s(pid) - cpu0
 
 
@@ -157,7 +150,7 @@ async def run(tmp: Path, n: int, interval_s: float, cameras: bool) -> dict[str, 
                 u["cameras"] = ["cam-gate", "cam-hung", "cam-dead"]
             write_login(site.keydir, "gate")
         site.config_path.write_text(yaml.safe_dump(data))
-        police = Police(broker, site)
+        police = police_for(broker, site)
         await police.start()
         # the gateway as it runs on the Pi: a process of its own (`campusguard gateway`)
         proc = subprocess.Popen(

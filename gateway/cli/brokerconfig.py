@@ -82,9 +82,6 @@ def run(args: argparse.Namespace) -> int:
             viewers=_accounts(args.viewer, "--viewer", sites),
             prefix=args.prefix,
         )
-        unknown = set(args.rotate) - set(accounts.users())
-        if unknown:
-            raise GatewayError(f"--rotate: no such user {', '.join(sorted(unknown))}")
         files = write_broker_config(
             args.out,
             accounts,

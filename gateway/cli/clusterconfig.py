@@ -17,7 +17,12 @@ from pathlib import Path
 
 from gateway.core.city import load_city
 from gateway.core.errors import GatewayError
-from gateway.security.cluster import Node, accounts_of, write_cluster_config, write_trust
+from gateway.security.cluster import (
+    accounts_of,
+    cluster_nodes,
+    write_cluster_config,
+    write_trust,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,25 +48,14 @@ def run(args: argparse.Namespace) -> int:
     """Write every node's config and each client's files; 2 on a usage or config error."""
     try:
         city = load_city(args.city)
-        if len(city.nodes) < 3:
-            raise GatewayError(
-                f"{args.city}: nodes: {len(city.nodes)} given; a cluster that survives losing"
-                " a server needs 3 (JetStream keeps 3 copies and needs 2 to agree)"
-            )
+        nodes = cluster_nodes(
+            city,
+            args.city,
+            mqtt_port=args.mqtt_port,
+            cluster_port=args.cluster_port,
+            store_dir=args.store_dir,
+        )
         accounts = accounts_of(city)
-        unknown = set(args.rotate) - set(accounts.users())
-        if unknown:
-            raise GatewayError(f"--rotate: no such user {', '.join(sorted(unknown))}")
-        nodes = [
-            Node(
-                name=n.name,
-                host=n.host,
-                mqtt_port=args.mqtt_port,
-                cluster_port=args.cluster_port,
-                store_dir=args.store_dir,
-            )
-            for n in city.nodes
-        ]
         files = write_cluster_config(
             args.out, accounts, nodes, ca_dir=args.ca_dir, rotate=args.rotate
         )

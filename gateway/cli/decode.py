@@ -6,11 +6,10 @@ import argparse
 import json
 import string
 import sys
-from dataclasses import fields
 from typing import BinaryIO
 
 from gateway.core.errors import UsageError
-from protocol import Deframer, ProtocolError, decode
+from gateway.link.inspection import inspect_frames
 from protocol.keys import TEST_KEY, parse_key
 
 _HEX_TEXT = frozenset((string.hexdigits + string.whitespace).encode())
@@ -57,33 +56,11 @@ def run(args: argparse.Namespace) -> int:
         key = parse_key(args.key, "--key") if args.key else TEST_KEY
     except ValueError as exc:
         raise UsageError(f"{exc} (64 hex digits, as in keys/<unit>.key)") from None
-    data = read_input(args.hex, sys.stdin.buffer)
-    deframer = Deframer()
     status = 0
-    for raw in deframer.feed(data if data.endswith(b"\x00") else data + b"\x00"):
-        try:
-            frame = decode(raw, lambda _unit: key, uplink=not args.downlink)
-        except ProtocolError as exc:
-            print(json.dumps({"reject": exc.reason.value, "detail": exc.detail}))
+    for record in inspect_frames(
+        read_input(args.hex, sys.stdin.buffer), key, uplink=not args.downlink
+    ):
+        print(json.dumps(record))
+        if "reject" in record:
             status = 1
-            continue
-        body = {f.name: getattr(frame.body, f.name) for f in fields(frame.body)}  # type: ignore[arg-type]
-        body = {
-            k: (v.name.lower() if hasattr(v, "name") and v.name else int(v))
-            for k, v in body.items()
-        }
-        print(
-            json.dumps(
-                {
-                    "type": frame.type.name,
-                    "unit": frame.unit,
-                    "epoch": frame.epoch,
-                    "seq": frame.seq,
-                    **body,
-                }
-            )
-        )
-    for reason, count in deframer.rejects.items():
-        print(json.dumps({"reject": reason.value, "count": count}))
-        status = 1
     return status

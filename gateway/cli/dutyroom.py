@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.core.broker import add_broker_options, broker_settings
+from gateway.cli.brokeroptions import add_broker_options, broker_settings
 from gateway.core.errors import GatewayError, UsageError
-from gateway.dutyroom.console import dutyroom_signer, zone_of
+from gateway.dutyroom.console import dutyroom_signer, signer_file, zone_of
 from gateway.security.envelope import Signer
-from gateway.security.signkeys import read_private
 
 if TYPE_CHECKING:
     from gateway.dutyroom.web.server import Options
@@ -104,7 +101,7 @@ def _listen(text: str) -> tuple[str, int]:
 def options(args: argparse.Namespace) -> Options:
     """The server's options from the command line (UsageError names a bad one)."""
     try:
-        from gateway.dutyroom.web.server import Options, server_certificate
+        from gateway.dutyroom.web.server import Options, tls_files
     except ImportError as exc:  # the [dutyroom] extra is not installed
         raise UsageError(
             f"the web duty room needs aiohttp and argon2-cffi ({exc.name} is missing):"
@@ -112,16 +109,13 @@ def options(args: argparse.Namespace) -> Options:
         ) from None
     host, port = _listen(args.listen)
     db = args.db or default_db()
-    cert, key = args.tls_cert, args.tls_key
-    if cert is None:
-        if key is not None:
-            raise UsageError("--tls-key needs --tls-cert")
-        ca_dir = args.ca_dir or db.parent / "ca"
-        names = [*args.server_name, host, "localhost", "127.0.0.1"]
-        issued = server_certificate(ca_dir, db.parent, sorted(set(names)))
-        cert, key = issued.cert, issued.key
-    elif key is None:
-        raise UsageError("--tls-cert needs --tls-key")
+    cert, key = tls_files(
+        args.tls_cert,
+        args.tls_key,
+        ca_dir=args.ca_dir or db.parent / "ca",
+        out_dir=db.parent,
+        names=[*args.server_name, host, "localhost", "127.0.0.1"],
+    )
     return Options(
         brokers=broker_settings(args),
         db=db,
@@ -142,28 +136,7 @@ def _signer(args: argparse.Namespace) -> Signer | None:
     path: Path | None = args.signing_key
     if path is None:
         return dutyroom_signer(args.keydir, args.dutyroom)
-    if not path.name.startswith("dutyroom-") or path.suffix != ".pem":
-        raise UsageError(f"--signing-key {path}: a duty room's key is named dutyroom-<name>.pem")
-    return Signer(path.stem, read_private(path))
-
-
-async def _serve(opts: Options) -> int:
-    from gateway.dutyroom.web.server import DutyRoomServer
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    got: list[int] = []
-
-    def stopped(sig: signal.Signals) -> None:
-        got.append(sig)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopped, sig)
-    async with DutyRoomServer(opts) as server:
-        print(f"duty room: {server.url}", flush=True)
-        await stop.wait()
-    return 128 + got[0] if got else 0
+    return signer_file(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,29 +145,25 @@ def run(args: argparse.Namespace) -> int:
         opts = options(args)
         if args.add_account:
             return _add_account(opts, *args.add_account)
-        return asyncio.run(_serve(opts))
+        from gateway.dutyroom.web.server import serve
+
+        return asyncio.run(serve(opts, lambda url: print(f"duty room: {url}", flush=True)))
     except GatewayError as exc:
         print(f"campusguard dutyroom: {exc}", file=sys.stderr)
         return 2
 
 
 def _add_account(opts: Options, name: str, role: str, display: str) -> int:
-    from gateway.dutyroom.web.auth import Auth
-    from gateway.dutyroom.web.db import DutyDb
+    from gateway.dutyroom.web.server import add_account
 
     password = os.environ.get(PASSWORD_ENV)
     made = password is None
     password = password or secrets.token_urlsafe(12)
-    db = DutyDb(opts.db)
     try:
-        Auth(db, opts.now).add_account(name, display, role, password)
-        db.audit(opts.now(), "cli", "account", name, role)
+        add_account(opts, name, role, display, password)
     except ValueError as exc:
         print(f"campusguard dutyroom: {exc}", file=sys.stderr)
         return 2
-    finally:
-        with contextlib.suppress(Exception):
-            db.close()
     print(f"account {name} ({role}) saved in {opts.db}")
     if made:
         print(f"password: {password}")

@@ -12,16 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.arc.wiring import plan_arc
-from gateway.core.broker import add_broker_options, broker_settings
+from gateway.cli.brokeroptions import add_broker_options, broker_settings
 from gateway.core.clock import Clock, ScaledClock, SystemClock
-from gateway.core.config import Config, Link, load_config
+from gateway.core.config import Link, load_config
 from gateway.core.credentials import unit_keydir
 from gateway.core.errors import GatewayError, UsageError
 from gateway.journal.store import RETENTION_DAYS, default_db_path
-from gateway.service.assembly import Gateway, Settings
-from gateway.service.sms import attach_sms
-from gateway.service.snapshots import attach_video
-from gateway.service.watchers import build_watchers
+from gateway.service.assembly import Settings
+from gateway.service.serve import serve
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +126,6 @@ def _fsync(delay_ms: str | None) -> Callable[[int], None]:
     if not 0 <= lo <= hi:
         raise UsageError(f"--fsync-delay-ms {delay_ms}: give 0 <= LOW <= HIGH")
     return slow_fsync(lo, hi)
-
-
-async def serve(config: Config, settings: Settings) -> None:
-    """Build the gateway with its watchers and run it until SIGTERM/SIGINT."""
-    gw = Gateway(config, settings)
-    gw.attach(build_watchers(config, gw.outlet, gw.store, gw.clock))
-    attach_video(gw)
-    attach_sms(gw)
-    await gw.run(install_signals=True)
 
 
 def run(args: argparse.Namespace) -> int:

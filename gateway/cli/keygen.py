@@ -15,9 +15,7 @@ gateway/README.md for rotating the signing keys.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from pathlib import Path
 
 from gateway.core.config import load_config, unit_not_found
 from gateway.core.errors import GatewayError, UsageError
@@ -28,9 +26,7 @@ from gateway.security.signkeys import (
     public_path,
     write_pair,
 )
-from protocol.keys import key_path, write_new_key
-
-log = logging.getLogger(__name__)
+from gateway.security.unitkeys import new_unit_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,17 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace an existing key (re-deploy the unit)"
     )
-
-
-def keygen(unit_id: str, keydir: str | Path, force: bool = False) -> Path:
-    """Write a new random key for ``unit_id``; refuse to replace one unless ``force``."""
-    path = key_path(keydir, unit_id)
-    if path.exists():
-        if not force:
-            raise GatewayError(f"{path} exists (use --force to replace it, then re-deploy)")
-        path.unlink()
-        log.warning("replacing the key of %s: re-deploy the unit", unit_id)
-    return write_new_key(keydir, unit_id)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 " to every duty room"
             )
             return 0
-        path = keygen(args.unit, args.keydir, args.force)
+        path = new_unit_key(args.unit, args.keydir, args.force)
     except (GatewayError, OSError) as exc:
         print(f"campusguard keygen: {exc}", file=sys.stderr)
         return 1

@@ -25,9 +25,9 @@ DESCRIPTION = (
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli.gateway", "run the gateway service: serial links to the police"),
-    "console": ("gateway.dutyroom.console", "the police duty-room view: live alarms, acknowledge"),
+    "console": ("gateway.cli.console", "the police duty-room view: live alarms, acknowledge"),
     "dutyroom": ("gateway.cli.dutyroom", "the police duty room in a browser (HTTPS)"),
-    "deploy": ("gateway.flashing.deploy", "flash a unit with its config and key (mpremote)"),
+    "deploy": ("gateway.cli.deploy", "flash a unit with its config and key (mpremote)"),
     "keygen": (
         "gateway.cli.keygen",
         "make a unit's key, or a gateway's or duty room's signing key",
@@ -37,8 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "gateway.cli.clusterconfig",
         "the city's NATS cluster from city.yaml: nodes, TLS, accounts, keys",
     ),
-    "report": ("gateway.dutyroom.report", "monthly statistics and the daily duty log"),
-    "demo": ("gateway.sim.demo", "the whole path on this machine: units, gateway, broker, police"),
+    "report": ("gateway.cli.report", "monthly statistics and the daily duty log"),
+    "demo": ("gateway.cli.demo", "the whole path on this machine: units, gateway, broker, police"),
     "unit": ("gateway.cli.unit", "a virtual unit: the real firmware on MicroPython, on a pty"),
     "decode": ("gateway.cli.decode", "decode frames (hex or wire bytes) with the gateway codec"),
     "status": ("gateway.cli.status", "per unit and link: last heard, battery, retries, rejects"),

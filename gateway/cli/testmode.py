@@ -47,12 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    db = args.db or default_db_path()
-    if not Path(db).is_file():
-        raise ValueError(f"no journal at {db} (start the gateway once, or give --db PATH)")
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10.0)
+    conn = testmode.open_modes(args.db or default_db_path())
     try:
-        testmode.create(conn)
         now = time.time()
         if args.list:
             modes = testmode.active(conn, now)
@@ -63,13 +59,7 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if not args.target:
             raise ValueError("name a unit or a site (or --list)")
-        config = load_config(args.config)
-        if args.target in config.units:
-            scope = "unit"
-        elif args.target in config.sites:
-            scope = "site"
-        else:
-            raise ValueError(f"{args.target!r} is neither a unit nor a site in {args.config}")
+        scope = testmode.scope_of(load_config(args.config), args.target, args.config)
         if args.end:
             with conn:
                 ended = testmode.end_mode(conn, scope, args.target, at=now)
@@ -78,9 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.duration:
             raise ValueError("give --for DURATION (e.g. 2h), or --end, or --list")
         until = now + testmode.parse_duration(args.duration)
-        conn.execute("BEGIN IMMEDIATE")
-        testmode.set_mode(conn, scope, args.target, at=now, until=until, by=args.by)
-        conn.execute("COMMIT")
+        testmode.begin_mode(conn, scope, args.target, at=now, until=until, by=args.by)
         print(
             f"{scope} {args.target}: test mode until {_when(until)}; its alarms go to the police "
             "marked test: true, and the report counts them apart"

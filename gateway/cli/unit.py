@@ -17,39 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import pty
-import signal
 import sys
-import tty
-from datetime import datetime
 from pathlib import Path
 
-from gateway.core.config import Unit, load_config, unit_not_found
 from gateway.core.errors import GatewayError, UsageError, VirtualUnitError
-from gateway.flashing.unitfiles import CONFIG_FILE
-from gateway.sim.vboard import (
-    CRASH_EXIT,
-    DEFAULT_HEAPSIZE,
-    WATCHDOG_EXIT,
-    find_micropython,
-    prepare_unit_dir,
-)
-from protocol.keys import key_path, read_key
-
-# what the virtual board's control channel takes from a person (firmware/board/virtual.py)
-COMMANDS = {
-    "button": "0|1",
-    "checkin": "0|1",
-    "tamper": "0|1",
-    "mains": "0|1",
-    "battery": "MV",
-    "sounder": "0|1",
-    "test": "",
-    "mem": "",
-}
-RESTARTS_MAX = 5  # resets in a row before giving up (a crash loop)
+from gateway.flashing.unitfiles import unit_to_flash
+from gateway.sim.unitrunner import UnitRunner, prepare, say
+from gateway.sim.vboard import DEFAULT_HEAPSIZE, find_micropython
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,182 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_command(line: str) -> str | None:
-    """None if ``line`` is a control command a person may type, else what is wrong."""
-    words = line.split()
-    if not words:
-        return "empty"
-    arg = COMMANDS.get(words[0])
-    if arg is None:
-        return f"unknown command {words[0]!r}"
-    want = 1 if arg else 0
-    if len(words) - 1 != want:
-        return f"{words[0]} takes {arg or 'no argument'}"
-    if arg == "0|1" and words[1] not in ("0", "1"):
-        return f"{words[0]} takes 0 or 1"
-    if arg == "MV" and not (words[1].isdigit() and 0 < int(words[1]) < 20000):
-        return f"{words[0]} takes millivolts, e.g. 3700"
-    return None
-
-
-def _usage_line() -> str:
-    return "commands: " + ", ".join(f"{c} {a}".strip() for c, a in COMMANDS.items())
-
-
-def _say(text: str) -> None:
-    print(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {text}", flush=True)
-
-
-class UnitRunner:
-    """The firmware process, its control pty, stdin in and LED/buzzer changes out."""
-
-    def __init__(self, flash: Path, uart: str, heapsize: str) -> None:
-        """Nothing runs until :meth:`run`."""
-        self.flash = flash
-        self.uart = uart
-        self.heapsize = heapsize
-        self.exe = find_micropython()
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self.ctl_master, self.ctl_slave = master, slave
-        self.ctl_path = os.ttyname(slave)
-        self._buf = bytearray()
-        self._stop = asyncio.Event()
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def run(self) -> int:
-        """Run (restarting after a reset) until Ctrl-C/SIGTERM; the exit status."""
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.ctl_master, self._on_ctl)
-        with contextlib.suppress(ValueError, OSError, NotImplementedError):
-            loop.add_reader(sys.stdin.fileno(), self._on_stdin)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
-        resets = 0
-        try:
-            while True:
-                code = await self._run_once()
-                if self._stop.is_set():
-                    _say("stopped" + (" for maintenance" if code == 0 else f" ({code})"))
-                    return 0
-                if code in (WATCHDOG_EXIT, CRASH_EXIT) and resets < RESTARTS_MAX:
-                    resets += 1
-                    why = "watchdog" if code == WATCHDOG_EXIT else "crash"
-                    _say(f"reset ({why}, see {self.flash / 'console.log'}): booting again")
-                    continue
-                _say(f"firmware exited with {code} (see {self.flash / 'console.log'})")
-                return 1
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(sys.stdin.fileno())
-            loop.remove_reader(self.ctl_master)
-            os.close(self.ctl_master)
-            os.close(self.ctl_slave)
-
-    async def _run_once(self) -> int:
-        with open(self.flash / "console.log", "ab") as console:
-            self.proc = await asyncio.create_subprocess_exec(
-                self.exe,
-                "-X",
-                f"heapsize={self.heapsize}",
-                "main.py",
-                "--uart",
-                self.uart,
-                "--ctl",
-                self.ctl_path,
-                cwd=self.flash,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=console,
-                stderr=console,
-                start_new_session=True,  # Ctrl-C reaches it through us, once
-            )
-        exited = asyncio.ensure_future(self.proc.wait())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():
-            # as mpremote's Ctrl-C: the firmware stops for maintenance (exit status 0)
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                async with asyncio.timeout(5):
-                    await exited
-            except TimeoutError:
-                self.proc.kill()
-                await exited
-        stopping.cancel()
-        self._on_ctl()
-        return exited.result()
-
-    def _on_ctl(self) -> None:
-        while True:
-            try:
-                data = os.read(self.ctl_master, 4096)
-            except (BlockingIOError, OSError):
-                break
-            if not data:
-                break
-            self._buf += data
-        while b"\n" in self._buf:
-            line, _, rest = bytes(self._buf).partition(b"\n")
-            self._buf = bytearray(rest)
-            self._show(line.decode(errors="replace").strip())
-
-    def _show(self, line: str) -> None:
-        what, _, rest = line.partition(" ")
-        if what in ("led", "buzzer"):
-            _say(f"{what} {rest}")
-        elif what == "ready":
-            _say(f"ready (boot epoch {rest.split()[0]}); {_usage_line()}")
-        elif what in ("log", "mem", "test"):
-            _say(line)
-        elif what == "wdt":
-            _say("watchdog fired")
-
-    def _on_stdin(self) -> None:
-        line = sys.stdin.readline()
-        if not line:  # end of input: the unit goes on running, alone
-            asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
-            return
-        line = line.strip()
-        if not line:
-            return
-        problem = check_command(line)
-        if problem is not None:
-            _say(f"{problem}; {_usage_line()}")
-            return
-        os.write(self.ctl_master, (line + "\n").encode())
-
-
-def prepare(unit: Unit, key: bytes, flash: Path) -> bool:
-    """Write the firmware, config and key into ``flash``, keeping the unit's state.
-
-    A new flash also gets deploy's installation-test marker. True if it was new.
-    """
-    new = not (flash / CONFIG_FILE).exists()
-    prepare_unit_dir(
-        flash, unit, key, compiled=True, cache=flash.parent / ".fw-cache", install_test=new
-    )
-    return new
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the unit until Ctrl-C; exit 0, 2 on a usage or register error, 1 on failure."""
-    cfg = load_config(args.config)
-    unit = cfg.units.get(args.unit)
-    if unit is None:
-        raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
-    try:
-        key = read_key(args.keydir, unit.id)
-    except FileNotFoundError:
-        raise UsageError(
-            f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
-            f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
-        ) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    target = unit_to_flash(args.config, args.unit, args.keydir)
+    unit = target.unit
     if not os.path.exists(args.uart):
         raise UsageError(
             f"--uart {args.uart}: no such pty (make a pair first: socat -d -d "
@@ -252,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     flash: Path = args.flash or Path("units") / unit.id
     try:
         find_micropython()
-        new = prepare(unit, key, flash)
+        new = prepare(unit, target.key, flash)
     except VirtualUnitError as exc:
         print(f"campusguard unit: {exc}", file=sys.stderr)
         return 1
     except (GatewayError, OSError) as exc:
         print(f"campusguard unit: {flash}: {exc}", file=sys.stderr)
         return 1
-    _say(
+    say(
         f"unit {unit.id} (addr {unit.addr}, {unit.kind} {unit.role}) on {args.uart}; "
         f"flash {flash}" + (" (new: it sends its installation TEST)" if new else "")
     )

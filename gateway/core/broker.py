@@ -1,7 +1,7 @@
-"""Where the broker is and how to log in: settings, and the option group every client shares.
+"""Where the broker is and how to log in: the settings every client shares.
 
-``campusguard gateway``, ``console`` and ``demo`` (and any later client) declare their
-broker options with :func:`add_broker_options` and read them with :func:`broker_settings`:
+``campusguard gateway``, ``console``, ``dutyroom`` and ``demo`` (and any later client)
+declare the same broker options (gateway/cli/brokeroptions.py), read by :func:`brokers_from`:
 
     --broker URL       mqtt://host:port or mqtts://user@host:port; repeatable: the nodes
                        of one broker cluster, tried in order (failover)
@@ -15,10 +15,9 @@ the environment variable ``CAMPUSGUARD_BROKER_PASSWORD``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote, urlsplit
 
@@ -144,45 +143,29 @@ def _file_problem(option: str, path: str | None, exc: Exception) -> str:
     return f"{option} {path}: not a usable PEM file ({exc})"
 
 
-def add_broker_options(parser: argparse.ArgumentParser, default_text: str = DEFAULT_BROKER) -> None:
-    """Declare the shared broker options (one group, defaults in the help)."""
-    g = parser.add_argument_group(
-        "broker", f"the password comes from the URL or ${PASSWORD_ENV}, never an option"
-    )
-    g.add_argument(
-        "--broker",
-        action="append",
-        metavar="URL",
-        help="mqtt[s]://[user@]host:port; repeat for the nodes of ONE cluster, tried in"
-        " order, the next when one dies (separate brokers would split the persistent"
-        f" session) (default: {default_text})",
-    )
-    g.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the broker")
-    g.add_argument("--client-cert", metavar="PEM", help="client certificate (mqtts)")
-    g.add_argument("--client-key", metavar="PEM", help="key of the client certificate")
-    g.add_argument(
-        "--prefix",
-        default=DEFAULT_PREFIX,
-        help="MQTT topic prefix",
-    )
-
-
-def broker_settings(
-    args: argparse.Namespace, environ: dict[str, str] | None = None
+def brokers_from(
+    urls: Sequence[str] | None,
+    *,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> list[BrokerSettings]:
-    """The brokers named on the command line, in order; :class:`UsageError` names a bad one.
+    """The brokers at ``urls`` (default: :data:`DEFAULT_BROKER`), in order.
 
-    Files named by ``--ca-file``, ``--client-cert`` and ``--client-key`` must be usable
-    (checked here, so the error names the path rather than an SSL failure later).
+    :class:`UsageError` names a bad one. Files named by ``ca_file``, ``client_cert`` and
+    ``client_key`` must be usable (checked here, so the error names the path rather than
+    an SSL failure later). The password comes from a URL, else from ``environ``'s
+    :data:`PASSWORD_ENV`.
     """
     env = os.environ if environ is None else environ
-    if args.client_key and not args.client_cert:
+    if client_key and not client_cert:
         raise UsageError("--client-key needs --client-cert")
     password = env.get(PASSWORD_ENV) or None
     out = []
-    for url in args.broker or [DEFAULT_BROKER]:
+    for url in urls or [DEFAULT_BROKER]:
         s = BrokerSettings.from_url(
-            url, ca_file=args.ca_file, client_cert=args.client_cert, client_key=args.client_key
+            url, ca_file=ca_file, client_cert=client_cert, client_key=client_key
         )
         if s.password is None and password is not None:
             s = replace(s, password=password)

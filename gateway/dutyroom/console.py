@@ -1,4 +1,4 @@
-"""``campusguard console``: the police duty room's view of live alarms, and the ack.
+"""The police duty room's view of live alarms, and the ack (``campusguard console``).
 
 The board (:mod:`gateway.dutyroom.board`) on a terminal, redrawn on every message and every
 second: incidents waiting for the police first, missed check-ins with their rung, units
@@ -20,7 +20,6 @@ replayed ``online``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -30,6 +29,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -40,16 +40,15 @@ import aiomqtt
 from gateway.core.broker import (
     CLUSTER_KEEPALIVE_S,
     CLUSTER_TIMEOUT_S,
-    add_broker_options,
-    broker_settings,
+    BrokerSettings,
 )
 from gateway.core.cancelling import raise_if_cancelling
-from gateway.core.errors import EnvelopeError, GatewayError
+from gateway.core.errors import EnvelopeError, GatewayError, UsageError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
 from gateway.relay.mqttsocket import guard_write_watch
 from gateway.security.envelope import Signer, open_gateway
-from gateway.security.signkeys import dutyroom_kid, gateway_keys
+from gateway.security.signkeys import dutyroom_kid, gateway_keys, read_private
 
 log = logging.getLogger(__name__)
 
@@ -58,48 +57,38 @@ REDRAW_S = 1.0
 BOARD_TOPICS = ("alarm/+", "open/+", "event/+", "duty/+", "unit/+/state", "post/+/state")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the subcommand's options."""
-    add_broker_options(parser)
-    parser.add_argument(
-        "--keydir",
-        default="keys",
-        help="the duty room's keys: dutyroom-<name>.pem (signs acks), gateway-<id>.pub"
-        " (the gateways trusted)",
-    )
-    parser.add_argument(
-        "--dutyroom",
-        metavar="NAME",
-        help="whose key signs acks: dutyroom-NAME.pem (default: the only one in --keydir)",
-    )
-    parser.add_argument("--site", default="+", help="one site id (default: every site)")
-    parser.add_argument("--by", default="duty-room", help="who acknowledges (sent with the ack)")
-    parser.add_argument(
-        "--ack-after", type=int, metavar="MS", help="acknowledge every new incident after MS ms"
-    )
-    parser.add_argument(
-        "--tz", help="show times in this zone, e.g. Asia/Shanghai (default: the system's)"
-    )
-    parser.add_argument("--once", type=int, metavar="N", help="exit after N messages")
-    parser.add_argument("--json", action="store_true", help="one JSON line per message")
+@dataclass(frozen=True, slots=True)
+class ConsoleOptions:
+    """What the console is told (``campusguard console``'s options, gateway/cli/console.py)."""
+
+    brokers: list[BrokerSettings]  # one broker, or a cluster's nodes in order
+    keydir: str  # dutyroom-<name>.pem (signs acks) and gateway-<id>.pub (trusted)
+    dutyroom: str | None = None  # whose key signs; None: the only one in keydir
+    prefix: str = "campusguard"
+    site: str = "+"
+    by: str = "duty-room"  # who acknowledges
+    ack_after: int | None = None  # ms after which every new incident is acknowledged
+    tz: str | None = None  # an IANA zone; None: the system's
+    once: int | None = None  # exit after this many messages
+    json: bool = False  # one JSON line per message instead of the board
 
 
 class Console:
     """One broker connection: receive, show, acknowledge."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        """Options from the command line."""
-        self.args = args
-        self.tz = zone_of(getattr(args, "tz", None))
-        self.brokers = broker_settings(args)
+    def __init__(self, opts: ConsoleOptions) -> None:
+        """GatewayError (one line naming the option) if the keys or the zone will not do."""
+        self.opts = opts
+        self.tz = zone_of(opts.tz)
+        self.brokers = opts.brokers
         self.settings = self.brokers[0]
-        self.trusted = gateway_keys(args.keydir)
+        self.trusted = gateway_keys(opts.keydir)
         if not self.trusted:
             raise GatewayError(
-                f"--keydir {args.keydir}: no gateway public key (gateway-<id>.pub): nothing"
+                f"--keydir {opts.keydir}: no gateway public key (gateway-<id>.pub): nothing"
                 " could be shown"
             )
-        self.signer = dutyroom_signer(args.keydir, args.dutyroom)
+        self.signer = dutyroom_signer(opts.keydir, opts.dutyroom)
         self.board = Board()
         self._note = ""
         self._size: os.terminal_size | None = None
@@ -121,11 +110,11 @@ class Console:
         for sig in stops:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop, sig, connect)
-        interactive = not self.args.json and sys.stdin is not None and not sys.stdin.closed
+        interactive = not self.opts.json and sys.stdin is not None and not sys.stdin.closed
         if interactive:
             with contextlib.suppress(ValueError, OSError, NotImplementedError):
                 loop.add_reader(sys.stdin.fileno(), self._on_stdin)
-        redraw = asyncio.create_task(self._redraw_every_second()) if not self.args.json else None
+        redraw = asyncio.create_task(self._redraw_every_second()) if not self.opts.json else None
         try:
             await connect
         except asyncio.CancelledError:
@@ -179,11 +168,11 @@ class Console:
                     self._client = client
                     # the retained topics rebuild the board at once
                     self.board.reconnected()
-                    base = f"{self.args.prefix}/{self.args.site}"
+                    base = f"{self.opts.prefix}/{self.opts.site}"
                     for leaf in BOARD_TOPICS:
                         await client.subscribe(f"{base}/{leaf}", qos=1)
                     # gateway status is per gateway, not per site (retained: arrives at once)
-                    await client.subscribe(f"{self.args.prefix}/gateway/+/status", qos=1)
+                    await client.subscribe(f"{self.opts.prefix}/gateway/+/status", qos=1)
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())
@@ -214,7 +203,7 @@ class Console:
             except EnvelopeError as exc:
                 self.board.dropped += 1
                 log.info("dropped a message on %s: %s", topic, exc)
-                if self.args.json:
+                if self.opts.json:
                     self._emit(
                         {
                             "topic": topic,
@@ -226,25 +215,25 @@ class Console:
                 continue
             taken = self.board.take(topic, data, time.time())
             kind = taken.kind
-            if self.args.json:
+            if self.opts.json:
                 self._emit({"topic": topic, "kind": kind, "payload": data, "at": _now()})
             else:
                 self._redraw(bell=taken.alert)
             if (
                 kind == "alarm"
-                and self.args.ack_after is not None
+                and self.opts.ack_after is not None
                 and isinstance(data, dict)
                 and data.get("update") == "new"
             ):
-                task = asyncio.create_task(self._ack_later(data))
+                task = asyncio.create_task(self._ack_later(data, self.opts.ack_after))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             self.count += 1
-            if self.args.once is not None and self.count >= self.args.once:
+            if self.opts.once is not None and self.count >= self.opts.once:
                 self.done.set()
 
-    async def _ack_later(self, data: dict[str, Any]) -> None:
-        await asyncio.sleep(self.args.ack_after / 1000.0)
+    async def _ack_later(self, data: dict[str, Any], after_ms: int) -> None:
+        await asyncio.sleep(after_ms / 1000.0)
         await self.ack(str(data["incident"]), str(data.get("site")), "genuine")
 
     async def ack(self, incident: str, site: str, disposition: str, *, again: bool = False) -> None:
@@ -260,16 +249,16 @@ class Console:
             return
         topic, payload = make_ack(
             self.signer,
-            self.args.prefix,
+            self.opts.prefix,
             site,
             incident=incident,
-            by=self.args.by,
+            by=self.opts.by,
             disposition=disposition,
         )
         await client.publish(topic, payload, qos=1)
         self._acked.add(incident)
         self.board.acked(incident)
-        if self.args.json:
+        if self.opts.json:
             body = json.loads(json.loads(payload)["body"])
             self._emit({"topic": topic, "kind": "ack_sent", "payload": body, "at": _now()})
         else:
@@ -305,13 +294,13 @@ class Console:
         if self.signer is None:
             self._redraw(self._no_key)
             return
-        topic, payload = make_ack(self.signer, self.args.prefix, site, post=post, by=self.args.by)
+        topic, payload = make_ack(self.signer, self.opts.prefix, site, post=post, by=self.opts.by)
         await client.publish(topic, payload, qos=1)
         self._redraw(f"acknowledged the missed check-in at {post}")
 
     def _redraw(self, note: str = "", *, bell: bool = False, full: bool = False) -> None:
         """Draw the board above the prompt; ``full`` also clears and redraws the prompt."""
-        if self.args.json:
+        if self.opts.json:
             return
         if note:
             self._note = note
@@ -327,7 +316,7 @@ class Console:
     @property
     def _no_key(self) -> str:
         return (
-            f"cannot acknowledge: no duty-room key in {self.args.keydir}"
+            f"cannot acknowledge: no duty-room key in {self.opts.keydir}"
             " (campusguard keygen --dutyroom NAME)"
         )
 
@@ -359,21 +348,15 @@ def dutyroom_signer(keydir: str, name: str | None) -> Signer | None:
     return Signer.load(keydir, found[0].stem)
 
 
+def signer_file(path: Path) -> Signer:
+    """The duty room's signer from a key file elsewhere than the key directory.
+
+    UsageError unless it is named as a duty room's key is (``dutyroom-<name>.pem``).
+    """
+    if not path.name.startswith("dutyroom-") or path.suffix != ".pem":
+        raise UsageError(f"--signing-key {path}: a duty room's key is named dutyroom-<name>.pem")
+    return Signer(path.stem, read_private(path))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the console until interrupted (or ``--once`` messages)."""
-    try:
-        console = Console(args)
-    except GatewayError as exc:
-        print(f"campusguard console: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(console.run())
-    except KeyboardInterrupt:  # before the console's own handlers are installed
-        return 130
-    if console.stopped_by is not None:
-        return 128 + console.stopped_by  # the shell's convention: 130 SIGINT, 143 SIGTERM
-    return 0

@@ -1,4 +1,4 @@
-"""``campusguard report``: the monthly statistics per site and the daily duty log.
+"""The monthly statistics per site and the daily duty log (``campusguard report``).
 
 The figures come from the journal's shared tables (``incidents`` and ``events``, see
 gateway/journal/schema.py), so any gateway database can be reported on, also a copy taken off the
@@ -9,7 +9,6 @@ Raspberry Pi. Months and days are calendar months and days in the schools' local
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -18,7 +17,6 @@ import os
 import re
 import sqlite3
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -27,11 +25,10 @@ from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from gateway.core.config import Config, load_config
+from gateway.core.config import Config
 from gateway.core.contact_id import KINDS, NEW, RESTORE, describe
-from gateway.core.errors import GatewayError, ReportError
+from gateway.core.errors import ReportError
 from gateway.service.lifecycle import MAJOR_DOWN_S
-from gateway.watch.shifts import zone
 
 FORMATS = ("md", "csv", "json")
 ESCALATION_STEPS = ("prompt_guard", "security_lead", "police")
@@ -48,23 +45,25 @@ UNIT_EVENT_COLUMNS = (
 )
 
 
-# -- arguments --------------------------------------------------------------------------
+# -- what is asked for -------------------------------------------------------------------
 
 
-def _month(text: str) -> str:
+def check_month(text: str) -> str:
+    """``text`` if it is a month (YYYY-MM), else ValueError saying how to write one."""
     m = re.fullmatch(r"(\d{4})-(\d{2})", text)
     if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1970:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a month: use YYYY-MM, e.g. 2026-03")
+        raise ValueError(f"{text!r} is not a month: use YYYY-MM, e.g. 2026-03")
     return text
 
 
-def _day(text: str) -> str:
+def check_day(text: str) -> str:
+    """``text`` if it is a day (YYYY-MM-DD), else ValueError saying how to write one."""
     try:
         d = date.fromisoformat(text)
     except ValueError:
         d = None
     if d is None or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) or d.year < 1970:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD")
+        raise ValueError(f"{text!r} is not a day: use YYYY-MM-DD")
     return text
 
 
@@ -76,117 +75,37 @@ def default_db() -> Path:
     return Path("var") / "gateway.db"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``campusguard report``."""
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--month", type=_month, metavar="YYYY-MM", help="monthly statistics")
-    which.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="the daily duty log")
-    which.add_argument(
-        "--period",
-        nargs="?",
-        const="due",
-        metavar="YYYY-MM",
-        help="the report due on the 30th of YYYY-MM (February: its last day), covering the "
-        "30th of the month before to the 29th; alone: the latest one due",
-    )
-    parser.add_argument(
-        "--db",
-        metavar="PATH",
-        help="the gateway's journal (default $STATE_DIRECTORY/gateway.db, else var/gateway.db)",
-    )
-    parser.add_argument("--format", choices=FORMATS, default="md", help="output format (md)")
-    parser.add_argument(
-        "--config", metavar="PATH", help="boards.yaml, for site names and unit places"
-    )
-    parser.add_argument(
-        "--tz",
-        metavar="ZONE",
-        help="the schools' time zone, e.g. Asia/Shanghai (default: --config's gateway.timezone,"
-        " else local)",
-    )
-    parser.add_argument("--site", metavar="ID", help="only this site")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
-    parser.add_argument(
-        "--deliver",
-        metavar="DIR",
-        help="with --period and --config: write every format to DIR and queue the report, "
-        "retained, on <prefix>/<site>/report/<YYYY-MM> in the journal's outbox (the gateway "
-        "publishes it)",
-    )
-    parser.add_argument(
-        "--keydir",
-        type=Path,
-        help="with --deliver: the gateway's signing key (default: systemd's credentials, "
-        "else keys/)",
-    )
-    parser.add_argument("--prefix", default="campusguard", help="with --deliver: MQTT prefix")
+def report_period(text: str, tz: tzinfo, now: float) -> str:
+    """``--period``'s month: ``text`` (YYYY-MM), or the latest one due at ``now`` for "due"."""
+    return due_period(now, tz) if text == "due" else check_month(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Make the report asked for; 0 on success, 2 with a message for a usage problem."""
+def make_report(
+    db: Path,
+    tz: tzinfo,
+    *,
+    config: Config | None = None,
+    site: str | None = None,
+    month: str | None = None,
+    day: str | None = None,
+    period: str | None = None,
+) -> dict[str, Any]:
+    """The report asked for, from the journal at ``db`` (read-only).
+
+    One of ``period`` (the month whose report is due on its 30th), ``month`` (a calendar
+    month) or ``day`` (the duty log). ReportError when the journal will not do.
+    """
+    conn = open_journal(db)
     try:
-        config = load_config(args.config) if args.config else None
-        tz = zone(args.tz or (config.timezone if config else None))
-        db = Path(args.db) if args.db else default_db()
-        period = args.period
-        if period is not None:
-            period = due_period(time.time(), tz) if period == "due" else _month(period)
-        if args.deliver:
-            return _deliver(args, config, db, period, tz)
-        conn = open_journal(db)
-        try:
-            if period:
-                data = monthly(conn, period, tz, config=config, site=args.site, period=True)
-            elif args.month:
-                data = monthly(conn, args.month, tz, config=config, site=args.site)
-            else:
-                data = daily(conn, args.day, tz, config=config, site=args.site)
-        finally:
-            conn.close()
-    except (ReportError, GatewayError, ValueError, argparse.ArgumentTypeError) as exc:
-        print(f"campusguard report: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the delivery folder
-        print(f"campusguard report: {exc}", file=sys.stderr)
-        return 1
-    text = render(data, args.format)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def _deliver(
-    args: argparse.Namespace, config: Config | None, db: Path, period: str | None, tz: tzinfo
-) -> int:
-    """``--deliver``: the period's report to a folder and to MQTT (gateway/dutyroom/delivery)."""
-    from gateway.core.credentials import unit_keydir
-    from gateway.dutyroom.delivery import deliver
-
-    if period is None or config is None:
-        raise ReportError("--deliver needs --period and --config")
-    done = deliver(
-        db,
-        config,
-        period,
-        tz,
-        Path(args.deliver),
-        keydir=unit_keydir(args.keydir),
-        prefix=args.prefix,
-        now=time.time(),
-    )
-    for path in done.files:
-        print(f"wrote {path}")
-    for topic in done.topics:
-        print(f"queued {topic} (retained)")
-    for site in done.too_large:
-        print(
-            f"campusguard report: site {site}: the report is too large for the broker; "
-            f"it is only in {args.deliver}",
-            file=sys.stderr,
-        )
-    return 1 if done.too_large else 0
+        if period:
+            return monthly(conn, period, tz, config=config, site=site, period=True)
+        if month:
+            return monthly(conn, month, tz, config=config, site=site)
+        if day:
+            return daily(conn, day, tz, config=config, site=site)
+        raise ReportError("no report asked for: give a month, a day or a period")
+    finally:
+        conn.close()
 
 
 def open_journal(path: Path) -> sqlite3.Connection:
@@ -222,7 +141,7 @@ class Window:
 
 def month_window(month: str, tz: tzinfo) -> Window:
     """The local calendar month ``YYYY-MM``."""
-    y, m = (int(x) for x in _month(month).split("-"))
+    y, m = (int(x) for x in check_month(month).split("-"))
     start = datetime(y, m, 1, tzinfo=tz)
     end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz)
     return Window(month, start.timestamp(), end.timestamp(), tz)
@@ -245,7 +164,7 @@ def period_window(month: str, tz: tzinfo) -> Window:
     (00:00), so that every day falls in exactly one period: e.g. 2027-03 is 28 February
     to 29 March, 2027-02 is 30 January to 27 February.
     """
-    y, m = (int(x) for x in _month(month).split("-"))
+    y, m = (int(x) for x in check_month(month).split("-"))
     end = report_day(y, m)
     start = report_day(y - (m == 1), (m - 2) % 12 + 1)
     return Window(
@@ -267,7 +186,7 @@ def due_period(now: float, tz: tzinfo) -> str:
 
 def day_window(day: str, tz: tzinfo) -> Window:
     """The local calendar day ``YYYY-MM-DD``."""
-    d = date.fromisoformat(_day(day))
+    d = date.fromisoformat(check_day(day))
     start = datetime(d.year, d.month, d.day, tzinfo=tz)
     n = d + timedelta(days=1)
     return Window(

@@ -1,4 +1,4 @@
-"""``campusguard deploy UNIT --port PORT``: put the firmware, config and key on a unit.
+"""Put the firmware, config and key on a unit (``campusguard deploy``, gateway/cli/deploy.py).
 
 Steps: read the unit from boards.yaml and its key from the key directory; compile the
 firmware with mpy-cross (``main.py`` stays source); write ``unit.json`` (address, role,
@@ -26,62 +26,26 @@ does nothing: the harness restarts the unit's process (``VirtualUnit.restart()``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.core.config import Unit, load_config, unit_not_found
-from gateway.core.errors import DeployError, GatewayError, KeyMissingError, LinkError, UsageError
+from gateway.core.config import Unit
+from gateway.core.errors import DeployError, LinkError
 from gateway.flashing.unitfiles import (
     FIRMWARE_DIR,
-    ROMFS_IMAGE,
     SOURCE_ONLY,
     compiled_tree,
     firmware_files,
-    mpremote_exe,
     romfs_image,
     write_unit_files,
 )
-from protocol.keys import key_path, read_key
 
 log = logging.getLogger(__name__)
 
 MPREMOTE_TIMEOUT_S = 120.0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``campusguard deploy``."""
-    parser.add_argument("unit", help="unit id from boards.yaml")
-    parser.add_argument("--port", required=True, help="serial port of the unit (mpremote)")
-    parser.add_argument("--config", default="boards.yaml", help="the register (boards.yaml)")
-    parser.add_argument("--keydir", default="keys", help="directory of <unit>.key files")
-    parser.add_argument(
-        "--unix-port",
-        action="store_true",
-        help="the unit is the MicroPython unix port (virtual board): 'resume', no reset",
-    )
-    parser.add_argument(
-        "--mpremote", default=None, help="mpremote executable (default: next to python)"
-    )
-    parser.add_argument(
-        "--config-only",
-        action="store_true",
-        help="the firmware is frozen or on ROMFS: write main.py, config and key only",
-    )
-    parser.add_argument(
-        "--romfs",
-        action="store_true",
-        help="modules on the ROMFS partition (mpremote romfs deploy; a virtual board: "
-        f"the file {ROMFS_IMAGE}), then main.py, config and key",
-    )
-
-
-def _mpremote_exe(given: str | None) -> str:
-    return given or mpremote_exe()
 
 
 def stage(
@@ -228,37 +192,3 @@ def deploy(
     if not mp.unix_port:
         mp.run(["reset"])
     return expected
-
-
-def run(args: argparse.Namespace) -> int:
-    """Deploy one unit; exit status 0, 2 on a usage or register error, else 1 with one line."""
-    cfg = load_config(args.config)
-    unit = cfg.units.get(args.unit)
-    if unit is None:
-        raise UsageError(unit_not_found(args.unit, args.config, cfg.units))
-    try:
-        key = read_key(args.keydir, unit.id)
-    except FileNotFoundError:
-        raise KeyMissingError(
-            f"no key for {unit.id}: {key_path(args.keydir, unit.id)} is missing "
-            f"(run: campusguard keygen {unit.id} --keydir {args.keydir})"
-        ) from None
-    except ValueError as exc:
-        raise KeyMissingError(str(exc)) from None
-    try:
-        mp = Mpremote(_mpremote_exe(args.mpremote), args.port, args.unix_port)
-        files = deploy(
-            unit,
-            key,
-            mp,
-            code=not args.config_only,
-            romfs=args.romfs,
-            baud=cfg.links[unit.link].baud,
-        )
-    except GatewayError as exc:
-        print(f"campusguard deploy: {exc}", file=sys.stderr)
-        return 1
-    print(f"deployed {unit.id} (addr {unit.addr}) to {args.port}: {len(files)} files verified")
-    if args.unix_port:
-        print("virtual board: restart its process to run the new firmware")
-    return 0

@@ -18,11 +18,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.core.config import Unit
-from gateway.core.errors import FirmwareBuildError
+from gateway.core.config import Unit, load_config, unit_not_found
+from gateway.core.errors import FirmwareBuildError, KeyMissingError, UsageError
+from protocol.keys import key_path, read_key
 
 
 def _firmware_dir() -> Path:
@@ -48,6 +50,37 @@ HOST_ONLY = ("manifest.py", "manifest_virtual.py", "board/conform.py")
 of both boards against the board interface, ``board/iface.pyi``)."""
 KEY_MODE = 0o600
 """The key file's mode: readable by its owner only."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitToFlash:
+    """A unit as the register and the key directory give it: what its files are made of."""
+
+    unit: Unit
+    key: bytes
+    baud: int  # its link's, written into unit.json
+
+
+def unit_to_flash(config: str | Path, unit_id: str, keydir: str | Path) -> UnitToFlash:
+    """The unit ``unit_id`` of the register ``config`` and its key from ``keydir``.
+
+    A unit not in the register is a :class:`UsageError`, a missing or bad key a
+    :class:`KeyMissingError`, each naming what to do.
+    """
+    cfg = load_config(config)
+    unit = cfg.units.get(unit_id)
+    if unit is None:
+        raise UsageError(unit_not_found(unit_id, config, cfg.units))
+    try:
+        key = read_key(keydir, unit.id)
+    except FileNotFoundError:
+        raise KeyMissingError(
+            f"no key for {unit.id}: {key_path(keydir, unit.id)} is missing "
+            f"(run: campusguard keygen {unit.id} --keydir {keydir})"
+        ) from None
+    except ValueError as exc:
+        raise KeyMissingError(str(exc)) from None
+    return UnitToFlash(unit, key, cfg.links[unit.link].baud)
 
 
 def firmware_files(root: Path = FIRMWARE_DIR) -> list[Path]:

@@ -15,6 +15,7 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.core.config import Config, Unit
@@ -87,6 +88,40 @@ def end_mode(conn: sqlite3.Connection, scope: str, target: str, *, at: float) ->
         (at, scope, target, at),
     )
     return cur.rowcount > 0
+
+
+def open_modes(db: str | Path) -> sqlite3.Connection:
+    """The journal at ``db`` with its test-mode table, for a command beside the gateway.
+
+    ValueError when there is no journal yet.
+    """
+    if not Path(db).is_file():
+        raise ValueError(f"no journal at {db} (start the gateway once, or give --db PATH)")
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10.0)
+    try:
+        create(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def scope_of(config: Config, target: str, register: str | Path) -> str:
+    """What ``target`` is in the register: "unit" or "site" (ValueError: neither)."""
+    if target in config.units:
+        return "unit"
+    if target in config.sites:
+        return "site"
+    raise ValueError(f"{target!r} is neither a unit nor a site in {register}")
+
+
+def begin_mode(
+    conn: sqlite3.Connection, scope: str, target: str, *, at: float, until: float, by: str | None
+) -> None:
+    """:func:`set_mode` in a transaction of its own, taken before the gateway can write."""
+    conn.execute("BEGIN IMMEDIATE")
+    set_mode(conn, scope, target, at=at, until=until, by=by)
+    conn.execute("COMMIT")
 
 
 def active(conn: sqlite3.Connection, at: float) -> list[Mode]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.config import Config
+from gateway.core.errors import GatewayError
 from gateway.security.pki import Issued, ensure_ca, issue
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for $7$
@@ -78,6 +79,12 @@ class Accounts:
             dutyrooms={n: list(s) if s else sites for n, s in dutyrooms.items()},
             viewers={n: list(s) if s else sites for n, s in viewers.items()},
         )
+
+    def check_users(self, names: Iterable[str], what: str) -> None:
+        """GatewayError naming every one of ``names`` that is no broker user here."""
+        unknown = set(names) - set(self.users())
+        if unknown:
+            raise GatewayError(f"{what}: no such user {', '.join(sorted(unknown))}")
 
     def users(self) -> list[str]:
         """Every broker user name."""
@@ -143,8 +150,11 @@ def write_broker_config(
 
     ``ca_dir``: where the CA lives (default ``out``; tests share one per session).
     ``rotate``: users whose password and client certificate are made anew. ``extra``:
-    lines appended to mosquitto.conf (persistence, logging).
+    lines appended to mosquitto.conf (persistence, logging). GatewayError names a user to
+    rotate that has no account, before anything is written.
     """
+    rotate = list(rotate)
+    accounts.check_users(rotate, "--rotate")
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = ensure_ca(ca_dir or d)

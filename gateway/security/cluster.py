@@ -30,6 +30,7 @@ import bcrypt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.city import City
+from gateway.core.errors import GatewayError
 from gateway.security.brokerconfig import (
     GATEWAY_WRITES,
     MAX_PACKET_SIZE,
@@ -199,6 +200,8 @@ def write_cluster_config(
     ``ca_dir``: where the CA lives (default ``out``; the same CA as the Mosquitto broker's
     can sign both). ``rotate``: users whose password and client certificate are made anew.
     """
+    rotate = list(rotate)
+    accounts.check_users(rotate, "--rotate")
     if len({n.name for n in nodes}) != len(nodes) or not nodes:
         raise ValueError("the nodes need distinct names")
     d = Path(out)
@@ -222,6 +225,31 @@ def write_cluster_config(
         )
         write_private(files.confs[n.name], text)
     return files
+
+
+def cluster_nodes(
+    city: City, where: str | os.PathLike[str], *, mqtt_port: int, cluster_port: int, store_dir: str
+) -> list[Node]:
+    """The city's nodes (city.yaml at ``where``) as servers of one cluster.
+
+    GatewayError when there are fewer than three: JetStream keeps three copies and needs
+    two to agree, so a smaller cluster does not survive losing a server.
+    """
+    if len(city.nodes) < 3:
+        raise GatewayError(
+            f"{where}: nodes: {len(city.nodes)} given; a cluster that survives losing"
+            " a server needs 3 (JetStream keeps 3 copies and needs 2 to agree)"
+        )
+    return [
+        Node(
+            name=n.name,
+            host=n.host,
+            mqtt_port=mqtt_port,
+            cluster_port=cluster_port,
+            store_dir=store_dir,
+        )
+        for n in city.nodes
+    ]
 
 
 def accounts_of(city: City) -> Accounts:

@@ -11,7 +11,6 @@ received, and the latency from the press to each station, before and during fail
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
 import statistics
@@ -40,11 +39,11 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
-async def run_city(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
-    """Run the city demo; return the summary (``--json``'s object)."""
+async def run_city(keep: Path | None, out: TextIO) -> dict[str, Any]:
+    """Run the city demo (its folder kept in ``keep``); return the summary (``--json``'s)."""
     with contextlib.ExitStack() as stack:
-        if args.keep:
-            workdir = Path(args.keep)
+        if keep:
+            workdir = Path(keep)
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cg-city-")))

@@ -1,4 +1,4 @@
-"""``campusguard demo``: the whole path on this machine, as a police duty room would see it.
+"""The whole path on this machine, as a police duty room would see it (``campusguard demo``).
 
 A private Mosquitto (unless ``--broker`` names one), the gateway with its watchers, a
 virtual fleet (the real firmware on the MicroPython unix port, default 10 units on 2
@@ -19,12 +19,9 @@ deploy`` would put on the unit) instead of through mpremote, which takes ~4 s pe
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.core.broker import add_broker_options, broker_settings
+from gateway.core.broker import BrokerSettings
 from gateway.core.errors import GatewayError
 from gateway.core.timefmt import parse_iso
 from gateway.security.brokerconfig import Accounts
 from gateway.security.signkeys import provision_one_room
-from gateway.sim.citydemo import run_city
-from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, latency_stats
+from gateway.sim.fleet import DUTYROOM, Fleet, FleetPlan, FleetUnit, Provision, latency_stats
 from gateway.sim.linkrelay import Impairment
 from gateway.sim.localbroker import LocalBroker
 from gateway.sim.police import Police, Received
@@ -174,58 +170,23 @@ class Screen:
         print(line, file=self.out, flush=True)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the subcommand's options."""
-    parser.add_argument("--units", type=int, default=10, help="virtual units (default 10)")
-    parser.add_argument("--links", type=int, default=2, help="links they share (default 2)")
-    parser.add_argument("--presses", type=int, default=20, help="alarm presses (default 20)")
-    add_broker_options(parser, "a private Mosquitto")
-    parser.add_argument("--loss", type=float, default=0.0, help="frame loss on every link, 0..1")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the link impairment")
-    parser.add_argument(
-        "--provision",
-        choices=("fast", "mpremote"),
-        default="fast",
-        help="write unit folders directly (fast) or deploy each through mpremote",
-    )
-    parser.add_argument(
-        "--speed",
-        type=float,
-        default=SPEED,
-        help="the gateway's clock runs this many times faster than real time (default "
-        f"{SPEED:.0f}: a missed check-in walks its ladder in seconds); 1: real time, presses "
-        "only, with every timestamp checked",
-    )
-    parser.add_argument("--keep", type=Path, help="keep the fleet's folder here (journal, logs)")
-    parser.add_argument(
-        "--arc",
-        action="append",
-        default=[],
-        metavar="dc09+tcp://ACCOUNT@HOST:PORT",
-        help="also report to an alarm receiving centre over SIA DC-09 (repeatable, primary "
-        "first; timestamps from the real clock although the demo's runs faster)",
-    )
-    parser.add_argument(
-        "--arc-key-file", type=Path, metavar="FILE", help="the AES key for a single --arc"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object (progress to stderr)"
-    )
-    parser.add_argument(
-        "--serve",
-        action="store_true",
-        help="keep the school running with the web duty room (nobody acks but you) until"
-        " Ctrl-C; prints its address and a login for this run",
-    )
-    parser.add_argument(
-        "--listen", default="127.0.0.1:8443", metavar="HOST:PORT", help="with --serve"
-    )
-    parser.add_argument(
-        "--city",
-        action="store_true",
-        help="the city instead: three schools on a three-node NATS cluster, two police"
-        " stations, a node killed in the middle (cluster/README.md)",
-    )
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What the demo is told (``campusguard demo``'s options, gateway/cli/demo.py)."""
+
+    units: int = 10
+    links: int = 2
+    presses: int = 20
+    brokers: list[BrokerSettings] | None = None  # a cluster's nodes; None: a private Mosquitto
+    prefix: str = "campusguard"
+    loss: float = 0.0  # frame loss on every link, 0..1
+    seed: int = 1  # of the link impairment
+    provision: Provision = "fast"
+    speed: float = SPEED
+    keep: Path | None = None  # keep the fleet's folder here
+    arc: tuple[str, ...] = ()  # receiving centres' DC-09 URLs, primary first
+    arc_key_file: Path | None = None
+    listen: str = "127.0.0.1:8443"  # the web duty room's (serve)
 
 
 async def _ack_later(police: Police, m: Received, delay: float) -> None:
@@ -310,8 +271,8 @@ async def _script(fleet: Fleet, police: Police, book: PressBook, presses: int, o
     await asyncio.gather(*tasks)
 
 
-async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
-    """Build the school, run the script, return the summary (see :func:`run`)."""
+async def run_demo(args: DemoOptions, out: TextIO) -> dict[str, Any]:
+    """Build the school, run the script, return the summary (GatewayError: a bad option)."""
     if args.units < 1 or args.links < 1 or args.presses < 0:
         raise GatewayError("--units, --links must be at least 1 and --presses not negative")
     if not 1.0 <= args.speed <= 600.0:
@@ -324,7 +285,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cg-demo-")))
         speed = float(args.speed)
         plan = demo_plan(args.units, args.links, guard_post=speed != 1.0)
-        if args.broker is None:
+        if args.brokers is None:
             # locked down as broker-config writes it: TLS, a user per client, the ACL
             accounts = Accounts(
                 prefix=args.prefix,
@@ -337,7 +298,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
             print(f"broker: private Mosquitto at {local.url} (TLS, passwords, ACL)", file=out)
         else:
             # one account for both: the nodes of one cluster, in order (failover)
-            gateway_nodes = police_nodes = broker_settings(args)
+            gateway_nodes = police_nodes = args.brokers
             print(f"broker: {', '.join(n.url for n in gateway_nodes)}", file=out)
         t0 = time.monotonic()
         book = PressBook()
@@ -417,7 +378,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
 
 
 def _summary(
-    args: argparse.Namespace, book: PressBook, police: Police, screen: Screen, fleet: Fleet
+    args: DemoOptions, book: PressBook, police: Police, screen: Screen, fleet: Fleet
 ) -> dict[str, Any]:
     delivered = book.delivered(police)
     lat = book.latencies(police)
@@ -536,58 +497,34 @@ def _final_table(police: Police, out: TextIO, t0: float) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; with ``--json`` one JSON object on stdout. 0 if nothing was lost."""
-    out = sys.stderr if args.json else sys.stdout
-    if not getattr(args, "verbose", 0):
-        logging.getLogger("gateway").setLevel(logging.ERROR)  # the screen says it all
-    if args.serve:
-        from gateway.sim.demoserve import serve  # needs the [dutyroom] extra
-
-        try:
-            return asyncio.run(serve(args, out))
-        except GatewayError as exc:
-            print(f"campusguard demo: {exc}", file=sys.stderr)
-            return 2
-    if args.city:
-        try:
-            city = asyncio.run(run_city(args, out))
-        except GatewayError as exc:
-            print(f"campusguard demo: {exc}", file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps(city))
-        return 0 if city["lost"] == 0 else 1
-    try:
-        summary = asyncio.run(run_demo(args, out))
-    except GatewayError as exc:
-        print(f"campusguard demo: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        lat = summary["latency_ms"]
-        print(
-            f"\nsummary: {summary['presses']} presses, {summary['delivered']} delivered, "
-            f"{summary['lost']} lost; press to police p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-            f"max {lat['max']} ms\n"
-            f"         {summary['incidents']} incidents ({summary['police_acknowledged']} "
-            f"acknowledged by the police), duress {summary['duress']}, cancelled "
-            f"{summary['cancelled']}, missed check-ins {summary['missed_checkin']} "
-            f"(escalated to the police {summary['escalation_police']}), installation tests "
-            f"{summary['installation_tests']}/{summary['units']}"
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary of :func:`run_demo` for a person, a few lines."""
+    lat = summary["latency_ms"]
+    lines = [
+        f"\nsummary: {summary['presses']} presses, {summary['delivered']} delivered, "
+        f"{summary['lost']} lost; press to police p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+        f"max {lat['max']} ms\n"
+        f"         {summary['incidents']} incidents ({summary['police_acknowledged']} "
+        f"acknowledged by the police), duress {summary['duress']}, cancelled "
+        f"{summary['cancelled']}, missed check-ins {summary['missed_checkin']} "
+        f"(escalated to the police {summary['escalation_police']}), installation tests "
+        f"{summary['installation_tests']}/{summary['units']}"
+    ]
+    failed = failed_checks(summary)
+    if failed:
+        lines.append(f"         checks failed: {', '.join(failed)}")
+    cancel = summary["cancel"]
+    if cancel["scripted"] and not cancel["landed"]:
+        lines.append(f"         the scripted cancel did not land: {cancel['why_not']}")
+    if "arc" in summary:
+        arc = summary["arc"]
+        lines.append(
+            f"         receiving centre: {arc.get('acked', 0)} messages ACKed, "
+            f"{arc.get('waiting', 0)} still queued"
         )
-        failed = [k for k, v in summary["checks"].items() if v is False]
-        if failed:
-            print(f"         checks failed: {', '.join(failed)}")
-        cancel = summary["cancel"]
-        if cancel["scripted"] and not cancel["landed"]:
-            print(f"         the scripted cancel did not land: {cancel['why_not']}")
-        if "arc" in summary:
-            arc = summary["arc"]
-            print(
-                f"         receiving centre: {arc.get('acked', 0)} messages ACKed, "
-                f"{arc.get('waiting', 0)} still queued"
-            )
-    failed = [k for k, v in summary["checks"].items() if v is False]
-    return 0 if summary["lost"] == 0 and not failed else 1
+    return lines
+
+
+def failed_checks(summary: dict[str, Any]) -> list[str]:
+    """The names of the summary's checks that failed (None: not checked this run)."""
+    return [k for k, v in summary["checks"].items() if v is False]

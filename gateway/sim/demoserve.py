@@ -10,7 +10,6 @@ then runs until Ctrl-C. Nobody acknowledges automatically: that is the operator'
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import secrets
@@ -23,7 +22,7 @@ from gateway.dutyroom.web.server import DutyRoomServer, Options, server_certific
 from gateway.security.brokerconfig import Accounts
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import dutyroom_kid, provision_one_room
-from gateway.sim.demo import demo_firmware, demo_plan
+from gateway.sim.demo import DemoOptions, demo_firmware, demo_plan
 from gateway.sim.fleet import DUTYROOM, Fleet
 from gateway.sim.localbroker import LocalBroker
 
@@ -45,7 +44,7 @@ async def _press_now_and_then(fleet: Fleet, presses: int, out: TextIO) -> None:
             await unit.press()
 
 
-async def serve(args: argparse.Namespace, out: TextIO) -> int:
+async def serve(args: DemoOptions, out: TextIO) -> int:
     """Run the school and the duty room until SIGINT/SIGTERM; the exit status."""
     with contextlib.ExitStack() as stack:
         if args.keep:

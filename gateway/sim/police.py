@@ -17,6 +17,10 @@ Like a real duty room it keeps only what a gateway signed (``gateway-<id>.pub`` 
 ``dutyroom-<name>.pem`` from ``keydir``. ``clock`` dates the acks: a harness whose
 gateway runs on an accelerated clock passes that clock, as the acks must not be dated
 before the incidents they answer.
+
+The demo, the HIL harness, the benches and the gateway and cluster tests all use this one
+emulator; a test that plays an attacker publishes anything (:meth:`Police.publish`, as
+another broker account with ``logins``) on the same connection.
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ class Received:
         """A field of a JSON object payload (``default`` otherwise)."""
         return self.payload.get(key, default) if isinstance(self.payload, dict) else default
 
+    def __getitem__(self, key: str) -> Any:
+        """A field of the payload (``KeyError`` if it has none): ``alarm["incident"]``."""
+        return self.payload[key]
+
     @property
     def unit(self) -> str | None:
         """The unit the message is about (alarms and unit events)."""
@@ -114,7 +122,9 @@ class Police:
         identifier: str | None = None,
         by: str = "duty-room",
         clock: Callable[[], float] = time.time,
-        time_scale: float = 1.0,
+        time_scale: float | Callable[[], float] = 1.0,
+        home_site: str | None = None,
+        logins: Callable[[str], BrokerSettings] | None = None,
     ) -> None:
         """``identifier``: a persistent session (messages queued while away are delivered).
 
@@ -123,7 +133,11 @@ class Police:
         the next node when its node dies or stops answering (keepalive), and keeps its
         session there.
         ``time_scale``: every wait's timeout is multiplied by it (a test harness on a
-        busy machine; tests/support/timing.py).
+        busy machine; tests/support/timing.py), or by what it returns when the wait begins.
+        ``home_site``: where an ack goes for an incident this duty room never received
+        (a test replaying or forging acks by name); otherwise the incident's own site.
+        ``logins``: another broker account's settings by user name, for :meth:`publish`
+        as that account (a harness playing a second desk or an intruder).
         """
         if isinstance(url, str):
             self.brokers = [BrokerSettings.from_url(url)]
@@ -142,6 +156,8 @@ class Police:
         self.by = by
         self.clock = clock
         self.time_scale = time_scale
+        self.home_site = home_site
+        self.logins = logins
         self.messages: list[Received] = []
         self.dropped: list[tuple[str, str]] = []  # (topic, reason) of what did not verify
         self._trusted: dict[str, Ed25519PublicKey] = {}
@@ -155,9 +171,9 @@ class Police:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self, timeout: float = 5.0) -> None:
-        """Connect and subscribe (retrying); return once subscribed."""
+        """Connect and subscribe (retrying); return once subscribed (``timeout`` scaled)."""
         self._task = asyncio.create_task(self._run(), name="police")
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout * self._scale()):
             await self.subscribed.wait()
 
     async def stop(self) -> None:
@@ -230,6 +246,7 @@ class Police:
         except EnvelopeError as exc:
             self.dropped.append((topic, exc.reason))
             log.info("police: dropped a message on %s: %s", topic, exc)
+            self._wake()  # a waiter may be counting what was dropped
             return
         msg = Received(topic, _kind(topic), data, at, wall)
         self.messages.append(msg)
@@ -323,12 +340,21 @@ class Police:
 
     # ------------------------------------------------------------------ waiting
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``predicate()`` holds (checked at every message); raise on timeout.
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "awaited message"
+    ) -> None:
+        """Wait until ``predicate()`` holds (checked at every message, kept or dropped).
 
-        ``timeout`` is multiplied by :attr:`time_scale`.
+        ``timeout`` is multiplied by :attr:`time_scale`; :class:`ExpectationFailed` when it
+        passes first.
         """
-        timeout *= self.time_scale
+        await self._wait(predicate, timeout * self._scale(), what)
+
+    def _scale(self) -> float:
+        scale = self.time_scale
+        return scale() if callable(scale) else scale
+
+    async def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 while not predicate():
@@ -342,10 +368,10 @@ class Police:
         self, find: Callable[[], list[Received]], within: float, since: float, what: str
     ) -> Received:
         # the patience is scaled; the time already spent since ``since`` is not
-        limit = within * self.time_scale
+        limit = within * self._scale()
         remaining = since + limit - time.monotonic()
         try:
-            await self.wait_for(lambda: bool(find()), remaining / self.time_scale, what)
+            await self._wait(lambda: bool(find()), remaining, what)
         except ExpectationFailed:
             late = find()
             if late:  # pragma: no cover - arrived between timeout and check
@@ -436,12 +462,25 @@ class Police:
 
     # ------------------------------------------------------------------ answering
 
-    async def _publish(self, topic: str, payload: str) -> None:
+    async def publish(
+        self, topic: str, payload: str | bytes, *, retain: bool = False, user: str | None = None
+    ) -> None:
+        """Publish anything (an ack, a forgery, a replay), as this duty room or as ``user``.
+
+        The broker binds client ids to user names: as this duty room's own account, publish
+        on its connection when there is one (a second connection would take its session
+        over); as ``user``, on a connection of that account (:attr:`logins`).
+        """
         client = self._client
-        if client is not None:
-            await client.publish(topic, payload, qos=1)
-            return
-        s = self.settings
+        if user is None or user == self.settings.username:
+            s = self.settings
+            if client is not None:
+                await client.publish(topic, payload, qos=1, retain=retain)
+                return
+        elif self.logins is None:
+            raise ValueError(f"police: no logins to publish as {user}")
+        else:
+            s = self.logins(user)
         async with guard_write_watch(
             aiomqtt.Client(
                 s.host,
@@ -451,7 +490,7 @@ class Police:
                 tls_context=s.tls_context(),
             )
         ) as one_off:
-            await one_off.publish(topic, payload, qos=1)
+            await one_off.publish(topic, payload, qos=1, retain=retain)
 
     async def ack(
         self,
@@ -460,8 +499,13 @@ class Police:
         by: str | None = None,
         disposition: str = "genuine",
         site: str | None = None,
-    ) -> None:
-        """Acknowledge an incident (``<prefix>/<site>/ack/<incident>``), signed."""
+        at: float | None = None,
+    ) -> str:
+        """Acknowledge an incident (``<prefix>/<site>/ack/<incident>``), signed.
+
+        ``at``: the ack's date (default: :attr:`clock`). Returns the payload sent (a test
+        replays it).
+        """
         site = site or self._site_of(incident)
         topic, payload = make_ack(
             self._signer(),
@@ -470,9 +514,22 @@ class Police:
             incident=incident,
             by=by or self.by,
             disposition=disposition,
-            at=self.clock(),
+            at=self.clock() if at is None else at,
         )
-        await self._publish(topic, payload)
+        await self.publish(topic, payload)
+        return payload
+
+    async def ack_duty(self, post: str, *, by: str | None = None, site: str | None = None) -> str:
+        """Acknowledge a guard post's duty call (``<prefix>/<site>/duty/<post>/ack``), signed.
+
+        Returns the payload sent.
+        """
+        site = site or self._site_of_post(post)
+        topic, payload = make_ack(
+            self._signer(), self.prefix, site, post=post, by=by or self.by, at=self.clock()
+        )
+        await self.publish(topic, payload)
+        return payload
 
     def _signer(self) -> Signer:
         return Signer.load(self.keydir, self.dutyroom)
@@ -481,6 +538,8 @@ class Police:
         for m in self.alarms(incident=incident):
             if m.get("site"):
                 return str(m.get("site"))
+        if self.home_site is not None:
+            return self.home_site
         if self.site != "+":
             return self.site
         raise ValueError(f"unknown site of incident {incident}: pass site=")
@@ -488,6 +547,8 @@ class Police:
     def _site_of_post(self, post: str) -> str:
         for m in self.duty(post=post):
             return m.topic.split("/")[1]
+        if self.home_site is not None:
+            return self.home_site
         if self.site != "+":
             return self.site
         raise ValueError(f"unknown site of post {post}: pass site=")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.cancelling import cancel_and_wait
 from gateway.journal.store import Store
 from gateway.security.envelope import open_gateway
 from gateway.security.signkeys import gateway_keys
@@ -18,6 +19,7 @@ from gateway.service.assembly import Gateway, Settings
 from gateway.sim.natscluster import NatsCluster
 from gateway.sim.police import Police
 from tests.gateway.conftest import ACCOUNTS, GATEWAY_USER, Site, make_site
+from tests.support.timing import scaled
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +28,19 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ca")
 
 
+# bcrypt's lowest cost for the users' password hashes: the nodes check passwords the same
+# way, in well under a millisecond instead of ~0.2 s of CPU per user when a cluster's
+# config is written and per client connection (every failover reconnects them all). The
+# shipped cost is what `campusguard cluster-config` writes, checked in test_city.py.
+TEST_BCRYPT_COST = 4
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, ca_dir: Path) -> Iterator[NatsCluster]:
     """Three nodes, ready; killed at the end whatever the test did to them."""
-    with NatsCluster(tmp_path / "nats", ACCOUNTS, ca_dir=ca_dir) as c:
+    with NatsCluster(
+        tmp_path / "nats", ACCOUNTS, ca_dir=ca_dir, bcrypt_cost=TEST_BCRYPT_COST
+    ) as c:
         yield c
 
 
@@ -53,7 +64,7 @@ async def station(
         keydir=site.dutyroom_dir,
         identifier=f"station-{name}",
     )
-    await p.start(timeout=30)
+    await p.start(timeout=scaled(30))
     try:
         yield p
     finally:
@@ -74,14 +85,19 @@ async def gateway_on(
     )
     task = asyncio.create_task(gw.run(), name="gateway")
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(scaled(30)):
             await gw.ready.wait()
             await gw.relay.connected.wait()
         yield gw
     finally:
         gw.stop()
-        async with asyncio.timeout(15):
-            await task
+        try:
+            async with asyncio.timeout(scaled(15)):
+                await asyncio.shield(task)
+        except TimeoutError:
+            # a task left running would hang the event loop's teardown for ever
+            await cancel_and_wait(task)
+            raise AssertionError("the gateway did not stop within its time") from None
 
 
 def published_alarms(store: Store, site: Site) -> set[tuple[str, int]]:

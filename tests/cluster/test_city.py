@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import pytest
 
 from gateway.core.city import load_city, parse_city
 from gateway.core.errors import CityError
-from gateway.security.cluster import accounts_of, write_trust
+from gateway.security.cluster import BCRYPT_COST, accounts_of, write_trust
 from gateway.security.signkeys import public_path, write_pair
 from gateway.sim.natscluster import NatsCluster, find_nats_server
 from gateway.sim.police import Police
 from protocol import AckState, Alarm, AlarmKind
-from tests.cluster.conftest import gateway_on
+from tests.cluster.conftest import TEST_BCRYPT_COST, gateway_on
 from tests.gateway.conftest import GATEWAY_ID, SITE, Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +111,9 @@ def test_cluster_config_writes_nodes_nats_server_accepts(tmp_path: Path) -> None
         assert conf.stat().st_mode & 0o077 == 0  # password hashes: the owner's only
         text = conf.read_text()
         assert "verify: true" in text and "allowed_connection_types" in text
+        # the shipped cost of the password hashes (the tests' clusters use bcrypt's lowest)
+        hashes = re.findall(r"\$2[aby]\$(\d\d)\$", text)
+        assert hashes and set(hashes) == {f"{BCRYPT_COST:02d}"}, hashes
         check = subprocess.run(
             [find_nats_server(), "-t", "-c", str(conf)], capture_output=True, text=True
         )
@@ -184,7 +188,9 @@ async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_u
         target.mkdir(exist_ok=True)
         for f in folder.iterdir():
             shutil.copy(f, target / f.name)
-    with NatsCluster(tmp_path / "nats", accounts_of(city), ca_dir=ca_dir) as cluster:
+    with NatsCluster(
+        tmp_path / "nats", accounts_of(city), ca_dir=ca_dir, bcrypt_cost=TEST_BCRYPT_COST
+    ) as cluster:
 
         def client(user: str, keydir: Path, first: str) -> Police:
             return Police(

@@ -3,10 +3,12 @@ equal the simulation's own tally (bench/duty_sim.py)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -23,8 +25,21 @@ def duty_sim() -> ModuleType:
     return mod
 
 
-def test_a_simulated_month_reports_what_happened(duty_sim: ModuleType, tmp_path: Path) -> None:
-    sim, report = duty_sim.simulate(tmp_path / "month.db", "2026-01", "Asia/Shanghai", 7)
+@pytest.fixture(scope="module")
+def january(
+    duty_sim: ModuleType, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, dict[str, Any]]:
+    """One simulated month (seconds of CPU: 300,000 frames), shared by the tests below;
+    none of them changes it."""
+    return duty_sim.simulate(
+        tmp_path_factory.mktemp("duty_sim") / "month.db", "2026-01", "Asia/Shanghai", 7
+    )
+
+
+def test_a_simulated_month_reports_what_happened(
+    duty_sim: ModuleType, january: tuple[Any, dict[str, Any]]
+) -> None:
+    sim, report = january
     assert duty_sim.check(report, sim) == []
     site = report["sites"][0]
     gate = site["duty"][0]
@@ -38,11 +53,17 @@ def test_a_simulated_month_reports_what_happened(duty_sim: ModuleType, tmp_path:
     assert sim.frames > 200_000  # every heartbeat of the month went through the watchers
 
 
-def test_the_check_catches_a_wrong_figure(duty_sim: ModuleType, tmp_path: Path) -> None:
-    sim, report = duty_sim.simulate(tmp_path / "month.db", "2026-02", "Asia/Shanghai", 3)
+def test_the_check_catches_a_wrong_figure(
+    duty_sim: ModuleType, january: tuple[Any, dict[str, Any]]
+) -> None:
+    sim, report = january
     assert duty_sim.check(report, sim) == []
-    sim.truth.missed += 1
-    sim.truth.offline_s["shop-fruit"] += 1
-    bad = duty_sim.check(report, sim)
+    # the same month with a tally that disagrees (a copy: the shared month stays true)
+    wrong = copy.copy(sim)
+    wrong.truth = copy.deepcopy(sim.truth)
+    wrong.truth.missed += 1
+    wrong.truth.offline_s["shop-fruit"] += 1
+    bad = duty_sim.check(report, wrong)
     assert any(b.startswith("missed:") for b in bad)
     assert any(b.startswith("shop-fruit offline s") for b in bad)
+    assert duty_sim.check(report, sim) == []

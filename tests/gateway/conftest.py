@@ -1,5 +1,5 @@
 """Fixtures for gateway tests: a real Mosquitto, a register with keys, fake units on ptys,
-an MQTT listener (the police's view) and the gateway run in-process."""
+the police duty room (gateway/sim/police.py) and the gateway run in-process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
+from gateway.core.cancelling import cancel_and_wait
 from gateway.core.config import Config, load_config
-from gateway.core.errors import EnvelopeError
-from gateway.relay.acks import make_ack
 from gateway.security.brokerconfig import Accounts
-from gateway.security.envelope import Signer, open_gateway
+from gateway.security.envelope import Signer
 from gateway.security.signkeys import (
     dutyroom_kid,
     gateway_keys,
@@ -31,6 +29,7 @@ from gateway.security.signkeys import (
     write_pair,
 )
 from gateway.service.assembly import Gateway, Settings
+from gateway.sim.police import Police
 from tests.support import register
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
@@ -170,7 +169,7 @@ def persistent_broker(tmp_path: Path, ca_dir: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 async def duty_room(persistent_broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
     """The police on a persistent session: messages wait for it while it reconnects."""
-    p = Police(persistent_broker, site, identifier="duty-room")
+    p = police_for(persistent_broker, site, identifier="duty-room")
     await p.start()
     yield p
     await p.stop()
@@ -183,139 +182,27 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     s.port.close()
 
 
-class Police:
-    """An MQTT subscriber on ``campusguard/#``: what the duty room receives.
+def police_for(
+    broker: Mosquitto, site: Site, identifier: str | None = None, *, user: str = DUTYROOM_USER
+) -> Police:
+    """The site's police duty room on ``broker`` (gateway/sim/police.py), not yet started.
 
-    Only what the gateway signed is kept (``messages``); everything else is counted in
-    ``dropped``. Acks are signed with the site's duty-room key.
+    With ``identifier``: a persistent session (messages queued while away). ``user``: the
+    broker account; a second duty room needs its own, as the broker takes the user name for
+    the client id (a second connection would take the first's over). Acks are signed with
+    the site's duty-room key, by "Officer Liu", for this site when the incident is unknown;
+    every wait is scaled to the machine.
     """
-
-    def __init__(
-        self,
-        broker: Mosquitto,
-        site: Site,
-        identifier: str | None = None,
-        *,
-        user: str = DUTYROOM_USER,
-    ) -> None:
-        """With ``identifier``: a persistent session (messages queued while away).
-
-        ``user``: the broker account; a second duty room needs its own, as the broker takes
-        the user name for the client id (a second connection would take the first's over).
-        """
-        self.broker = broker
-        self.settings = broker.settings(user)
-        self.identifier = identifier
-        self.site = site
-        self.trusted = site.trusted
-        self.messages: list[tuple[str, Any]] = []
-        self.dropped: list[tuple[str, str]] = []  # (topic, reason)
-        self.client: aiomqtt.Client | None = None
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.subscribed = asyncio.Event()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with client_for(
-                    self.settings, identifier=self.identifier, clean_session=self.identifier is None
-                ) as client:
-                    await client.subscribe("campusguard/#", qos=1)
-                    self.client = client
-                    self.subscribed.set()
-                    async for m in client.messages:
-                        raw = m.payload if isinstance(m.payload, bytes) else b""
-                        topic = str(m.topic)
-                        if "/ack" in topic:
-                            continue  # acks are the duty room's own
-                        try:
-                            data = open_gateway(topic, raw, self.trusted)
-                        except EnvelopeError as exc:
-                            self.dropped.append((topic, exc.reason))
-                        else:
-                            self.messages.append((topic, data))
-                        self._changed.set()
-            except aiomqtt.MqttError as exc:
-                self.client = None
-                self.subscribed.clear()
-                raise_if_cancelling(exc)
-                await asyncio.sleep(0.05)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="police")
-        async with asyncio.timeout(scaled(5)):
-            await self.subscribed.wait()
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-
-    def alarms(self, incident: str | None = None) -> list[dict[str, Any]]:
-        return [
-            d
-            for t, d in self.messages
-            if "/alarm/" in t
-            and isinstance(d, dict)
-            and (incident is None or d["incident"] == incident)
-        ]
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return [
-            d
-            for t, d in self.messages
-            if "/event/" in t and isinstance(d, dict) and (kind is None or d["kind"] == kind)
-        ]
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds after some message (``timeout`` scaled)."""
-        async with asyncio.timeout(scaled(timeout)):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def ack(
-        self,
-        incident: str,
-        *,
-        by: str = "Officer Liu",
-        disposition: str = "genuine",
-        site: str = SITE,
-        at: float | None = None,
-    ) -> str:
-        """Publish a signed police ack; return its payload (to replay it)."""
-        topic, payload = make_ack(
-            self.site.signer,
-            "campusguard",
-            site,
-            incident=incident,
-            by=by,
-            disposition=disposition,
-            at=at,
-        )
-        await self.publish(topic, payload.encode())
-        return payload
-
-    async def ack_duty(self, post: str, *, by: str = "Officer Liu", site: str = SITE) -> str:
-        """Publish a signed duty ack; return its payload."""
-        topic, payload = make_ack(self.site.signer, "campusguard", site, post=post, by=by)
-        await self.publish(topic, payload.encode())
-        return payload
-
-    async def publish(
-        self, topic: str, payload: bytes, *, retain: bool = False, user: str = DUTYROOM_USER
-    ) -> None:
-        """Publish anything (a forgery, a replay), as ``user`` of the broker.
-
-        The broker binds client ids to user names: as this subscriber's own user, publish
-        on its connection (a second one would take its session over).
-        """
-        if user == self.settings.username and self.client is not None:
-            await self.client.publish(topic, payload, qos=1, retain=retain)
-            return
-        async with client_for(self.broker.settings(user)) as client:
-            await client.publish(topic, payload, qos=1, retain=retain)
+    return Police(
+        broker.settings(user),
+        keydir=site.dutyroom_dir,
+        dutyroom=DUTYROOM,
+        identifier=identifier,
+        by="Officer Liu",
+        home_site=SITE,
+        logins=broker.settings,
+        time_scale=lambda: scaled(1.0),  # the load's factor when a wait begins
+    )
 
 
 def client_for(s: BrokerSettings, **kw: Any) -> aiomqtt.Client:
@@ -332,7 +219,7 @@ def client_for(s: BrokerSettings, **kw: Any) -> aiomqtt.Client:
 
 @pytest.fixture
 async def police(broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
-    p = Police(broker, site)
+    p = police_for(broker, site)
     await p.start()
     yield p
     await p.stop()
@@ -340,22 +227,44 @@ async def police(broker: Mosquitto, site: Site) -> AsyncIterator[Police]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIterator[Gateway]:
-    """The gateway in-process, ready (links and journal up) when entered."""
+    """The gateway in-process, ready (links and journal up) when entered.
+
+    A gateway that fails on its own (it raises before it is asked to stop) ends the block
+    at once with its exception, as a TaskGroup would: a test never waits out a timeout
+    for a gateway that is already gone.
+    """
     settings = Settings(
         db_path=site.db, keydir=site.keydir, broker=broker.settings(GATEWAY_USER), **kw
     )
     gw = Gateway(site.config, settings)
+    body = asyncio.current_task()
+    inside = True
+    interrupted = False
+
+    def failed(t: asyncio.Task[None]) -> None:
+        nonlocal interrupted
+        # runs from the loop while the body waits: cancel that wait, not later code
+        if inside and body is not None and not t.cancelled() and t.exception() is not None:
+            interrupted = True
+            body.cancel()
+
     task = asyncio.create_task(gw.run(), name="gateway")
+    task.add_done_callback(failed)
     try:
         async with asyncio.timeout(scaled(5)):
             await gw.ready.wait()
         yield gw
     finally:
+        inside = False
+        if interrupted and body is not None:
+            body.uncancel()  # the gateway's exception replaces the cancellation below
         gw.stop()
         try:
             async with asyncio.timeout(scaled(5)):
-                await task
+                await asyncio.shield(task)
         except TimeoutError:
             for t in asyncio.all_tasks():
                 t.print_stack()
+            # a task left running would hang the event loop's teardown for ever
+            await cancel_and_wait(task)
             raise

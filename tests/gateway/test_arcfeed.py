@@ -20,10 +20,9 @@ from pysiaalarm.event import SIAEvent
 from gateway.arc.feed import Addressing, ArcFeed
 from gateway.arc.queue import ArcQueue
 from gateway.arc.wiring import plan_arc
-from gateway.cli.status import render
 from gateway.core.config import load_config, parse_config
 from gateway.journal.store import Store
-from gateway.service.status import read
+from gateway.service.status import read, render
 from protocol import Alarm, AlarmKind
 from tests.gateway.conftest import Police, Site, running_gateway
 from tests.support.mosquitto import Mosquitto

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 import ssl
 import subprocess
 import sys
@@ -12,6 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from gateway.core.broker import BrokerSettings
 from gateway.security.brokerconfig import password_hash
 from protocol import AckState, Alarm, AlarmKind
 from tests.gateway.conftest import (
@@ -22,6 +23,7 @@ from tests.gateway.conftest import (
     Police,
     Site,
     client_for,
+    police_for,
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
@@ -31,19 +33,38 @@ CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
 ALARMS = f"campusguard/{SITE}/alarm/+"
 
 
+# For each reader, someone who may write a topic it may read: after the probe, their
+# message is the sign that everything published before it has reached the reader.
+SENTINELS = {
+    DUTYROOM_USER: (GATEWAY_USER, f"campusguard/{SITE}/alarm/sentinel"),
+    "viewer-press": (GATEWAY_USER, f"campusguard/{SITE}/alarm/sentinel"),
+    GATEWAY_USER: (DUTYROOM_USER, f"campusguard/{SITE}/ack/sentinel"),
+}
+
+
 async def delivered(broker: Mosquitto, writer: str, topic: str, reader: str, sub: str) -> bool:
-    """Does a message ``writer`` publishes on ``topic`` reach ``reader`` subscribed to ``sub``?"""
+    """Does a message ``writer`` publishes on ``topic`` reach ``reader`` subscribed to ``sub``?
+
+    An absence is not waited out: once the probe's PUBACK is in (the broker has decided
+    on it), a message the reader may read is published after it; Mosquitto (one thread)
+    queues a subscriber's messages in the order it took them, so the probe, if it was
+    delivered, comes first.
+    """
+    sentinel_writer, sentinel = SENTINELS[reader]
     async with client_for(broker.settings(reader)) as r:
         await r.subscribe(sub, qos=1)
+        await r.subscribe(sentinel, qos=1)
         async with client_for(broker.settings(writer)) as w:
             await w.publish(topic, b"probe", qos=1)
-        with contextlib.suppress(TimeoutError):
-            # an absence has nothing to wait on but time; the same window proves a
-            # delivery, so it is patience too: scaled
-            async with asyncio.timeout(scaled(0.5)):
-                async for m in r.messages:
+        async with client_for(broker.settings(sentinel_writer)) as w:
+            await w.publish(sentinel, b"sentinel", qos=1)
+        async with asyncio.timeout(scaled(5)):
+            async for m in r.messages:
+                if m.payload == b"probe":
                     return str(m.topic) == topic
-    return False
+                if m.payload == b"sentinel":
+                    return False
+    raise AssertionError("unreachable: the messages of a connected client do not end")
 
 
 async def test_who_may_publish_and_read_what(broker: Mosquitto) -> None:
@@ -77,12 +98,41 @@ async def test_anonymous_and_unknown_clients_are_refused(broker: Mosquitto) -> N
                 s.host, s.port, username=user, password=password, tls_context=s.tls_context()
             ):
                 pass
-    with pytest.raises(aiomqtt.MqttError):  # the password without a client certificate
-        async with aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password,
-            tls_context=ssl.create_default_context(cafile=s.ca_file),
-        ):  # fmt: skip
-            pass
+    # the password without a client certificate: the TLS layer refuses it before MQTT
+    # (through aiomqtt this waited out its 10 s CONNACK timeout: it misses the TLS alert)
+    assert await asyncio.to_thread(mqtt_connect, s, certificate=False) == b""  # no CONNACK
+    # the same CONNECT with the certificate is accepted (CONNACK, code 0): the probe speaks MQTT
+    assert await asyncio.to_thread(mqtt_connect, s, certificate=True) == b"\x20\x02\x00\x00"
+
+
+def mqtt_connect(s: BrokerSettings, *, certificate: bool) -> bytes:
+    """Send an MQTT 3.1.1 CONNECT with ``s``'s user and password over TLS, with or without
+    the client certificate; the first 4 bytes back (a CONNACK), b"" if the broker closed
+    the connection instead (the TLS alert "certificate required", or an EOF when the alert
+    came before the CONNECT was written)."""
+
+    def field(b: bytes) -> bytes:
+        return len(b).to_bytes(2, "big") + b
+
+    assert s.username and s.password
+    body = (
+        field(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")  # user, password, clean
+        + field(b"probe") + field(s.username.encode()) + field(s.password.encode())
+    )  # fmt: skip
+    assert len(body) < 128  # one byte of remaining length
+    ctx = ssl.create_default_context(cafile=s.ca_file)
+    if certificate:
+        assert s.client_cert and s.client_key
+        ctx.load_cert_chain(s.client_cert, s.client_key)
+    try:
+        with (
+            socket.create_connection((s.host, s.port), timeout=scaled(5)) as raw,
+            ctx.wrap_socket(raw, server_hostname=s.host) as tls,
+        ):
+            tls.sendall(bytes([0x10, len(body)]) + body)
+            return tls.recv(4)
+    except ssl.SSLError:
+        return b""
 
 
 async def test_the_gateways_client_id_cannot_be_taken_over(
@@ -103,7 +153,7 @@ async def test_the_gateways_client_id_cannot_be_taken_over(
         ) as thief:  # fmt: skip
             await thief.subscribe(f"campusguard/{SITE}/ack/+", qos=1)
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
-            await police.wait_for(lambda: bool(police.alarms(iid)))
+            await police.wait_for(lambda: bool(police.alarms(incident=iid)))
             await police.ack(iid)
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
         assert gw.relay.connects == 1  # never kicked off
@@ -116,7 +166,7 @@ async def test_an_open_broker_lets_anyone_in_but_acks_still_need_a_key(
     with open_broker(tmp_path / "open") as open_mqtt:
         anyone = open_mqtt.settings()
         assert anyone.username is None and not anyone.tls
-        police = Police(open_mqtt, site)
+        police = police_for(open_mqtt, site)
         await police.start()
         try:
             async with running_gateway(site, open_mqtt) as gw:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.broker import PASSWORD_ENV, BrokerSettings, add_broker_options, broker_settings
+from gateway.cli.brokeroptions import add_broker_options, broker_settings
+from gateway.core.broker import PASSWORD_ENV, BrokerSettings
 from gateway.core.errors import GatewayError
 from gateway.security.envelope import Signer
 from gateway.security.pki import ensure_ca

@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     SITE,
     Police,
     Site,
+    police_for,
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto
@@ -35,18 +36,20 @@ async def test_status_topic_is_retained_online_then_offline(
 ) -> None:
     async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
-        await police.wait_for(lambda: any(t == STATUS for t, _ in police.messages))
-        assert [d["state"] for t, d in police.messages if t == STATUS] == ["online"]
+        await police.wait_for(lambda: any(m.topic == STATUS for m in police.messages))
+        assert [m.payload["state"] for m in police.messages if m.topic == STATUS] == ["online"]
     await police.wait_for(
-        lambda: [d["state"] for t, d in police.messages if t == STATUS][-1:] == ["offline"]
+        lambda: (
+            [m.payload["state"] for m in police.messages if m.topic == STATUS][-1:] == ["offline"]
+        )
     )
     # retained: a late subscriber learns the state at once
-    late = Police(broker, site)
+    late = police_for(broker, site)
     await late.start()
     try:
-        await late.wait_for(lambda: any(t == STATUS for t, _ in late.messages))
-        assert [d["state"] for t, d in late.messages if t == STATUS] == ["offline"]
-        assert not any("/gateway/" in t and t != STATUS for t, _ in late.messages)
+        await late.wait_for(lambda: any(m.topic == STATUS for m in late.messages))
+        assert [m.payload["state"] for m in late.messages if m.topic == STATUS] == ["offline"]
+        assert not any("/gateway/" in m.topic and m.topic != STATUS for m in late.messages)
     finally:
         await late.stop()
 
@@ -142,7 +145,7 @@ async def test_press_after_police_ack_is_acked_police_acknowledged(
     async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         first = unit.send(Alarm(AlarmKind.PANIC, 1, 50))
-        await police.wait_for(lambda: bool(police.alarms(iid)))
+        await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         await police.ack(iid, by="Sgt Ma")
         await site.port.wait_ack(first, AckState.POLICE_ACK)
         again = unit.send(Alarm(AlarmKind.PANIC, 2, 50))
@@ -167,10 +170,10 @@ async def test_cancel_that_overtakes_its_alarm(
     async with running_gateway(site, broker):  # kept across a restart, too
         site.port.write(unit.wire(alarm))
         await site.port.wait_ack(alarm)
-        await police.wait_for(lambda: len(police.alarms(iid)) == 2)
-        assert [m["update"] for m in police.alarms(iid)] == ["new", "cancelled"]
-        assert police.alarms(iid)[-1]["state"] == "cancelled"
-    assert SITE in police.alarms(iid)[0]["site"]
+        await police.wait_for(lambda: len(police.alarms(incident=iid)) == 2)
+        assert [m["update"] for m in police.alarms(incident=iid)] == ["new", "cancelled"]
+        assert police.alarms(incident=iid)[-1]["state"] == "cancelled"
+    assert SITE in police.alarms(incident=iid)[0]["site"]
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "fallback"])

@@ -48,7 +48,7 @@ async def test_press_is_acked_journalled_and_relayed(
         assert msg["received_at"].endswith("Z") and len(msg["received_at"]) == 24
         assert msg["first_press_at"] == msg["received_at"]  # no heartbeat: no uptime known
         assert msg["first_press_source"] == "received"
-        topics = [t for t, _ in police.messages if "/alarm/" in t]
+        topics = [m.topic for m in police.messages if "/alarm/" in m.topic]
         assert topics == [f"campusguard/{SITE}/alarm/shop-a"]
         await until(
             lambda: (
@@ -164,7 +164,7 @@ async def test_cancel_is_recorded_published_and_acked_state_3(
         iid = f"{GATEWAY_ID}-shop-b-11-0"
         await police.wait_for(lambda: any(m["update"] == "cancelled" for m in police.alarms()))
         await police.wait_for(lambda: bool(police.events("cancel")))
-        assert [m["update"] for m in police.alarms(iid)] == ["new", "cancelled"]
+        assert [m["update"] for m in police.alarms(incident=iid)] == ["new", "cancelled"]
         assert police.events("cancel")[0]["detail"]["incident"] == iid
         state = gw.store.conn.execute("SELECT state, cancelled_at FROM incidents").fetchone()
         assert state[0] == "cancelled" and state[1] is not None
@@ -184,7 +184,7 @@ async def test_police_ack_goes_back_to_the_unit(
         second = unit.send(Alarm(AlarmKind.PANIC, 2, 100))
         await site.port.wait_ack(second)
         iid = f"{GATEWAY_ID}-shop-a-21-0"
-        await police.wait_for(lambda: bool(police.alarms(iid)))
+        await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         await police.ack(iid, by="Officer Liu", disposition="genuine")
         # the unit reads ACK state 2 for the incident's latest ALARM off the pty
         await site.port.wait_ack(second, AckState.POLICE_ACK, timeout=3)
@@ -228,8 +228,10 @@ async def test_duress_checkin_opens_silent_incident_and_upgrades_panic(
         d = shop.send(Alarm(AlarmKind.DURESS, 1, 800))
         await site.port.wait_ack(d)
         iid = f"{GATEWAY_ID}-shop-a-6-0"
-        await police.wait_for(lambda: any(m["update"] == "kind" for m in police.alarms(iid)))
-        last = police.alarms(iid)[-1]
+        await police.wait_for(
+            lambda: any(m["update"] == "kind" for m in police.alarms(incident=iid))
+        )
+        last = police.alarms(incident=iid)[-1]
         assert last["kind"] == "duress" and last["contact_id"] == 121
         assert len({m["incident"] for m in police.alarms()}) == 2
 
@@ -284,7 +286,9 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
         await site.port.wait_ack(a)
         await site.port.wait_ack(b)
         acked, left = f"{GATEWAY_ID}-shop-a-30-0", f"{GATEWAY_ID}-shop-b-30-0"
-        await police.wait_for(lambda: bool(police.alarms(acked)) and bool(police.alarms(left)))
+        await police.wait_for(
+            lambda: bool(police.alarms(incident=acked)) and bool(police.alarms(incident=left))
+        )
         await police.ack(acked, disposition="false_alarm", at=clock.now())
         await site.port.wait_ack(a, AckState.POLICE_ACK, timeout=3)
         clock.advance(60)  # inside the 120 s window: still open, a press would fold in
@@ -301,7 +305,7 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
         # a press now opens a new incident
         later = acked_unit.send(Alarm(AlarmKind.PANIC, 1, 900))
         await site.port.wait_ack(later)
-        await police.wait_for(lambda: bool(police.alarms(f"{GATEWAY_ID}-shop-a-30-2")))
+        await police.wait_for(lambda: bool(police.alarms(incident=f"{GATEWAY_ID}-shop-a-30-2")))
     # after a restart the open incident is open again (a press folds into it), the
     # closed one stays closed
     async with running_gateway(site, broker, clock=clock) as gw:
@@ -309,7 +313,9 @@ async def test_acknowledged_incident_closes_when_quiet_unacknowledged_stays_open
         more = acked_unit.send(Alarm(AlarmKind.PANIC, 2, 900))
         await site.port.wait_ack(more)
         await police.wait_for(
-            lambda: any(m["presses"] == 2 for m in police.alarms(f"{GATEWAY_ID}-shop-a-30-2"))
+            lambda: any(
+                m["presses"] == 2 for m in police.alarms(incident=f"{GATEWAY_ID}-shop-a-30-2")
+            )
         )
         rows = dict(gw.store.conn.execute("SELECT id, state FROM incidents").fetchall())
         assert rows == {acked: "closed", left: "open", f"{GATEWAY_ID}-shop-a-30-2": "open"}

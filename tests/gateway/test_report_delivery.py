@@ -263,7 +263,7 @@ async def test_a_running_gateway_publishes_a_delivered_report(
         )
         (topic,) = done.topics
         # another process queued it: the gateway notices and publishes it, signed
-        await police.wait_for(lambda: any(t == topic for t, _ in police.messages), timeout=10)
-        body = next(d for t, d in police.messages if t == topic)
+        await police.wait_for(lambda: any(m.topic == topic for m in police.messages), timeout=10)
+        body = next(m.payload for m in police.messages if m.topic == topic)
         assert body["period"] == "2027-03" and body["gateway_life"]["starts"] == 0
         await until(lambda: gw.store.pending_count() == 0)  # PUBACKs are marked in batches

@@ -26,6 +26,7 @@ from tests.gateway.conftest import (
     Police,
     Site,
     locked_broker,
+    police_for,
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto
@@ -120,7 +121,7 @@ async def test_unreachable_broker_is_retried_while_alarms_wait(
     # the duty room's subscription exists (persistent session) before the broker goes away
     broker = locked_broker(tmp_path / "late-broker", ca_dir, persistent=True)
     broker.start()
-    police = Police(broker, site, identifier="duty-room")
+    police = police_for(broker, site, identifier="duty-room")
     await police.start()
     await police.stop()
     broker.stop()
@@ -240,7 +241,9 @@ async def test_sigkill_mid_burst_then_restart(
         }
         await police.wait_for(lambda: {m["incident"] for m in police.alarms()} >= expected, 10)
         await police.wait_for(
-            lambda: all(any(m["presses"] == 10 for m in police.alarms(i)) for i in expected),
+            lambda: all(
+                any(m["presses"] == 10 for m in police.alarms(incident=i)) for i in expected
+            ),
             timeout=10,
         )
         assert {m["incident"] for m in police.alarms()} == expected

@@ -78,8 +78,8 @@ async def test_a_reconnecting_duty_room_gets_every_open_incident_at_once(
 
         board = open_of(await retained(broker, site))
         assert set(board) == {ia, ib}
-        latest_a = max(police.alarms(ia), key=lambda m: m["update_no"])
-        assert board[ia] == latest_a  # the full payload, the latest update_no
+        latest_a = max(police.alarms(incident=ia), key=lambda m: m["update_no"])
+        assert board[ia] == latest_a.payload  # the full payload, the latest update_no
         assert board[ia]["presses"] == 2 and board[ia]["state"] == "open"
         assert board[ib]["state"] == "cancelled"
 
@@ -141,7 +141,9 @@ async def test_unit_and_post_states_are_retained(
         await police.wait_for(lambda: bool(police.events("tamper")))
         shop_state = f"campusguard/{SITE}/unit/shop-a/state"
         await police.wait_for(
-            lambda: any(t == shop_state and d["state"] == "online" for t, d in police.messages)
+            lambda: any(
+                m.topic == shop_state and m.payload["state"] == "online" for m in police.messages
+            )
         )
         await until(lambda: gw.store.pending_count() == 0)
         board = await retained(broker, site)

@@ -8,6 +8,7 @@ without the check it names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -35,13 +36,15 @@ from tests.gateway.conftest import (
     SITE,
     Police,
     Site,
+    client_for,
     locked_broker,
     make_site,
+    police_for,
     running_gateway,
 )
 from tests.support.fakeunit import FakePort, FakeUnit
 from tests.support.mosquitto import Mosquitto
-from tests.support.timing import until
+from tests.support.timing import scaled, until
 
 ACK = f"campusguard/{SITE}/ack/"
 STATUS = status_topic("campusguard", GATEWAY_ID)
@@ -64,7 +67,7 @@ async def test_forged_police_acks_change_nothing_and_raise_one_forgery_event(
         await gw.relay.connected.wait()
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 100))
         await site.port.wait_ack(frame)
-        await police.wait_for(lambda: bool(police.alarms(iid)))
+        await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         genuine = json.loads(await police.ack("other-incident", by="Officer Liu"))
         attacks: list[bytes] = [
             b"",  # was: an empty payload acked
@@ -97,7 +100,7 @@ async def test_forged_police_acks_change_nothing_and_raise_one_forgery_event(
         ).fetchone()
         assert row == ("open", None)
         assert not site.port.acks_for(frame, AckState.POLICE_ACK)
-        assert not [m for m in police.alarms(iid) if m["update"] != "new"]
+        assert not [m for m in police.alarms(incident=iid) if m["update"] != "new"]
         # one event at once, the rest counted into the next one (the window passed)
         await police.wait_for(lambda: len(forgeries(police)) == 2)
         counts: dict[str, int] = {}
@@ -121,7 +124,9 @@ async def test_replayed_and_predated_acks_are_refused(
     async with running_gateway(site, broker) as gw:
         await gw.relay.connected.wait()
         fa, fb = a.send(Alarm(AlarmKind.PANIC, 1, 1)), b.send(Alarm(AlarmKind.PANIC, 1, 1))
-        await police.wait_for(lambda: bool(police.alarms(ia)) and bool(police.alarms(ib)))
+        await police.wait_for(
+            lambda: bool(police.alarms(incident=ia)) and bool(police.alarms(incident=ib))
+        )
         # dated before the incident was first published: not an answer to it
         await police.ack(ib, at=time.time() - 3600)
         await police.wait_for(lambda: bool(forgeries(police)))
@@ -141,7 +146,7 @@ async def test_ack_sent_while_the_gateway_was_away_counts(
     site: Site, persistent_broker: Mosquitto
 ) -> None:
     """No wall-clock window: the persistent session delivers it, signed and fresh."""
-    police = Police(persistent_broker, site)
+    police = police_for(persistent_broker, site)
     await police.start()
     unit = site.unit("shop-a", epoch=42)
     iid = f"{GATEWAY_ID}-shop-a-42-0"
@@ -149,7 +154,7 @@ async def test_ack_sent_while_the_gateway_was_away_counts(
         async with running_gateway(site, persistent_broker) as gw:
             await gw.relay.connected.wait()
             frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
-            await police.wait_for(lambda: bool(police.alarms(iid)))
+            await police.wait_for(lambda: bool(police.alarms(incident=iid)))
         await police.ack(iid, by="Officer Liu")  # the gateway is down
         async with running_gateway(site, persistent_broker) as gw:
             await site.port.wait_ack(frame, AckState.POLICE_ACK, timeout=5)
@@ -196,6 +201,26 @@ async def test_forged_duty_ack_never_reaches_the_duty_watch(
         assert [(t, c["by"]) for t, c in log.commands] == [(topic, "Lead Li")]
 
 
+async def dropped_by_the_broker(broker: Mosquitto, topic: str, payload: bytes) -> None:
+    """Publish as another duty room; the broker must close that connection (no PUBACK).
+
+    Waits on the disconnection itself: aiomqtt's publish would only give up after its own
+    10 s timeout, as a PUBACK that never comes looks the same as a slow one.
+    """
+    async with client_for(broker.settings("dutyroom-desk2")) as sender:
+        publishing = asyncio.create_task(sender.publish(topic, payload, qos=1))
+        try:
+            with pytest.raises(aiomqtt.MqttError, match="Disconnected"):
+                async with asyncio.timeout(scaled(10)):
+                    async for _ in sender.messages:
+                        pass
+            assert not publishing.done() or publishing.exception() is not None  # no PUBACK
+        finally:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await publishing
+
+
 async def test_oversized_payload_is_dropped_unparsed_and_the_alarm_path_holds(
     site: Site, broker: Mosquitto, police: Police, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -206,8 +231,7 @@ async def test_oversized_payload_is_dropped_unparsed_and_the_alarm_path_holds(
         for _ in range(3):  # under the broker's packet limit, over the gateway's
             await police.publish(ACK + "x", b"{" + b" " * 12_000 + b"}")
         await until(lambda: gw.relay.oversized == 3)
-        with pytest.raises(aiomqtt.MqttError):  # 20 MB: the broker drops the sender
-            await police.publish(ACK + "y", b"x" * 20_000_000, user="dutyroom-desk2")
+        await dropped_by_the_broker(broker, ACK + "y", b"x" * 20_000_000)
         frame = unit.send(Alarm(AlarmKind.PANIC, 1, 1))
         await site.port.wait_ack(frame)
         await police.wait_for(lambda: bool(police.alarms()))
@@ -271,9 +295,15 @@ async def test_previous_runs_retained_online_does_not_block_a_restart(
         await gw.relay.connected.wait()
         mine = gw.relay.instance
         await police.wait_for(
-            lambda: any(t == STATUS and d.get("instance") == mine for t, d in police.messages)
+            lambda: any(
+                m.topic == STATUS and m.payload.get("instance") == mine for m in police.messages
+            )
         )
-        ok = [d for t, d in police.messages if t == STATUS and d["instance"] == mine]
+        ok = [
+            m.payload
+            for m in police.messages
+            if m.topic == STATUS and m.payload["instance"] == mine
+        ]
         assert ok[0]["state"] == "online" and ok[0]["gateway"] == GATEWAY_ID
         assert gw.healthy
 
@@ -295,7 +325,8 @@ async def test_a_second_instance_with_our_id_stops_the_gateway_loudly(
             await police.publish(
                 STATUS, signer.seal_obj(STATUS, rival).encode(), retain=True, user=GATEWAY_USER
             )
-            await asyncio.wait_for(asyncio.Event().wait(), 10)  # the gateway must stop first
+            # the gateway must stop first: running_gateway ends the wait when it fails
+            await asyncio.wait_for(asyncio.Event().wait(), scaled(10))
     assert info.group_contains(DuplicateGatewayError)
     db = sqlite3.connect(site.db)  # journalled: published at the next start
     kinds = [json.loads(d).get("reason") for (d,) in db.execute("SELECT detail FROM events")]
@@ -315,7 +346,7 @@ async def test_forged_status_on_our_topic_is_reported_and_corrected(
             lambda: any(e["detail"].get("forged_status") for e in forgeries(police))
         )
         # the gateway published its signed status again: a late subscriber sees the truth
-        await until(lambda: sum(1 for t, d in police.messages if t == STATUS) >= 2, timeout=5)
+        await until(lambda: sum(1 for m in police.messages if m.topic == STATUS) >= 2, timeout=5)
         assert ("campusguard/gateway/gw-test/status", "malformed") in police.dropped
 
 
@@ -428,7 +459,7 @@ async def test_status_is_signed_again_every_period(
         await gw.relay.connected.wait()
 
         def statuses() -> list[dict[str, Any]]:
-            return [d for t, d in police.messages if t == STATUS]
+            return [m.payload for m in police.messages if m.topic == STATUS]
 
         await police.wait_for(lambda: len(statuses()) == 1)
 

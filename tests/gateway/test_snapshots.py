@@ -175,7 +175,11 @@ async def gateway_with_video(site: Site, broker: Mosquitto) -> AsyncIterator[Gat
 
 
 def snapshots_of(police: Police, camera_id: str) -> list[dict[str, Any]]:
-    return [d for t, d in police.messages if "/snapshot/" in t and d["camera"] == camera_id]
+    return [
+        m.payload
+        for m in police.messages
+        if "/snapshot/" in m.topic and m.payload["camera"] == camera_id
+    ]
 
 
 async def test_alarm_goes_out_while_a_camera_hangs_then_the_snapshots_follow(

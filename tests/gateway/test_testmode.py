@@ -61,7 +61,7 @@ async def test_alarms_in_test_mode_go_out_marked_and_the_mode_ends_by_itself(
         clock.advance(20)
         await site.port.wait_ack(b.send(Alarm(AlarmKind.PANIC, 1, 900_000)))
         await police.wait_for(lambda: len({m["incident"] for m in police.alarms()}) == 4)
-        assert [m["test"] for m in police.alarms(f"{GATEWAY_ID}-shop-b-8-1")] == [True]
+        assert [m["test"] for m in police.alarms(incident=f"{GATEWAY_ID}-shop-b-8-1")] == [True]
         await until(lambda: gw.store.pending_count() == 0)
         rows = dict(gw.store.conn.execute("SELECT id, test FROM incidents").fetchall())
         assert sorted(rows.values()) == [0, 0, 1, 1]

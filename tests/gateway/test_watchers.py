@@ -44,11 +44,11 @@ posts:
 
 def duty_messages(police: Police, kind: str | None = None) -> list[dict[str, Any]]:
     return [
-        d
-        for t, d in police.messages
-        if t.startswith(f"campusguard/{SITE}/duty/gate")
-        and isinstance(d, dict)
-        and (kind is None or d.get("kind") == kind)
+        m.payload
+        for m in police.messages
+        if m.topic.startswith(f"campusguard/{SITE}/duty/gate")
+        and isinstance(m.payload, dict)
+        and (kind is None or m.payload.get("kind") == kind)
     ]
 
 

@@ -12,6 +12,7 @@ each failure (up to :data:`MAX_LOCK_S`), whatever the password.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -31,8 +32,16 @@ FREE_FAILURES = 5
 FAILURE_WINDOW_S = 15 * 60.0
 MAX_LOCK_S = 15 * 60.0
 
-# a hash to verify against when the user does not exist: the answer takes as long
-_DUMMY = PasswordHasher().hash("not a password anyone has")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist: the answer takes as long.
+
+    Made once per process when the first :class:`Auth` is (not at import: every
+    ``campusguard`` command that imports the web duty room would pay ~0.3 s of argon2),
+    so even the first unknown user's answer takes no longer than a known one's.
+    """
+    return PasswordHasher().hash("not a password anyone has")
 
 
 def may(role: str, action: str) -> bool:
@@ -66,6 +75,7 @@ class Auth:
         self.db = db
         self.now = now
         self.hasher = PasswordHasher()
+        _dummy_hash()
 
     def add_account(self, name: str, display: str, role: str, password: str) -> None:
         """Create or replace an account (ValueError on a bad name, role or password)."""
@@ -95,7 +105,7 @@ class Auth:
         account = self.db.account(name)
         ok = False
         try:
-            ok = self.hasher.verify(account.hash if account else _DUMMY, password)
+            ok = self.hasher.verify(account.hash if account else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or account is None or account.disabled:

@@ -4,14 +4,16 @@
         print(server.url)                              # https://127.0.0.1:PORT/
         server.add_account("li", "Officer Li", "operator", password)
 
-Used by ``campusguard dutyroom`` (until SIGINT/SIGTERM), ``campusguard demo --serve``,
-the browser tests and bench/dutyroom.py.
+Used by ``campusguard dutyroom`` (:func:`serve`, until SIGINT/SIGTERM), ``campusguard demo
+--serve``, the browser tests and bench/dutyroom.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
 import ssl
 import time
@@ -24,7 +26,7 @@ from types import TracebackType
 from aiohttp import web
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, UsageError
 from gateway.dutyroom.web.app import DutyRoomApp
 from gateway.dutyroom.web.auth import Auth
 from gateway.dutyroom.web.db import DutyDb
@@ -69,6 +71,59 @@ def server_certificate(ca_dir: Path, out_dir: Path, names: Sequence[str]) -> Iss
         "dutyroom-web",
         server_names=list(names),
     )
+
+
+def tls_files(
+    cert: Path | None, key: Path | None, *, ca_dir: Path, out_dir: Path, names: Sequence[str]
+) -> tuple[Path, Path]:
+    """The HTTPS certificate and key: those given, or issued by the private CA in ``ca_dir``.
+
+    Issued (made if missing) into ``out_dir`` for ``names``, when neither is given;
+    :class:`UsageError` when only one of the two is.
+    """
+    if cert is None:
+        if key is not None:
+            raise UsageError("--tls-key needs --tls-cert")
+        issued = server_certificate(ca_dir, out_dir, sorted(set(names)))
+        return issued.cert, issued.key
+    if key is None:
+        raise UsageError("--tls-cert needs --tls-key")
+    return cert, key
+
+
+def add_account(options: Options, name: str, role: str, display: str, password: str) -> None:
+    """Create or reset an account in the duty room's database, audited (ValueError if unusable).
+
+    The server need not run: an account is made before the first start.
+    """
+    db = DutyDb(options.db)
+    try:
+        Auth(db, options.now).add_account(name, display, role, password)
+        db.audit(options.now(), "cli", "account", name, role)
+    finally:
+        with contextlib.suppress(Exception):
+            db.close()
+
+
+async def serve(options: Options, announce: Callable[[str], None]) -> int:
+    """Serve until SIGINT/SIGTERM; ``announce`` the address once listening.
+
+    Returns the shell's status for the signal (130 SIGINT, 143 SIGTERM).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[int] = []
+
+    def stopped(sig: signal.Signals) -> None:
+        got.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped, sig)
+    async with DutyRoomServer(options) as server:
+        announce(server.url)
+        await stop.wait()
+    return 128 + got[0] if got else 0
 
 
 class DutyRoomServer:
