@@ -10,7 +10,9 @@ Two mutators, one report:
   a copy of the tree.
 
 A survivor that cannot change behaviour is listed in ``bench/mutation_accepted.json`` with a
-one-line reason (keyed by mutant name); two rules accept the rest of that kind: a mutant
+one-line reason, keyed by what it changes (:func:`accept_key`: the function and the mutated
+source lines, not mutmut's number, which shifts whenever a function gains or loses a
+mutant); two rules accept the rest of that kind: a mutant
 that only changes the text of an exception it raises, and one that only changes the letter
 case of SQL (outside quoted values). Log calls are not mutated at all (pyproject). The
 score of an area counts only the others: ``(killed + timeout) / (mutants - accepted)``.
@@ -22,6 +24,7 @@ deadlines). ``--only MODULE`` re-tests one module's mutants and keeps the others
 Writes ``bench/mutation.json``. Not part of ``make test``: minutes of CPU.
 
     python bench/mutation.py [--jobs 2] [--json bench/mutation.json] [--reuse] [--only PATH]
+        [--survivors]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,25 +91,56 @@ class Mutant:
 # -- mutmut -------------------------------------------------------------------------------
 
 
-def run_mutmut(jobs: int, log_path: Path, *, fresh: bool = True) -> None:
+def not_killed(module: str, *, unchecked_only: bool = False) -> list[str] | None:
+    """The mutants of ``module`` the last run did not kill (survived, unchecked, no tests).
+
+    None when there was no run: then every mutant of the module is tested. Mutants of a
+    function changed since that run are not named yet (mutmut makes them when it runs);
+    :func:`run_mutmut` tests them in a second pass, as the then unchecked ones.
+    """
+    meta = ROOT / "mutants" / f"{module}.meta"
+    if not meta.exists():
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    from mutmut.stats import status_by_exit_code
+
+    if unchecked_only:
+        return [k for k, c in codes.items() if c is None]
+    return [k for k, c in codes.items() if status_by_exit_code[c] not in ("killed", "timeout")]
+
+
+def run_mutmut(
+    jobs: int, log_path: Path, *, fresh: bool = True, survivors_only: bool = False
+) -> None:
     """``mutmut run``, fresh by default (old results would hide a test that changed).
 
     With ``--only``, every mutant of those modules is tested again (mutmut re-runs the
-    mutants it is named) and the other modules' results are kept.
+    mutants it is named) and the other modules' results are kept. With ``survivors_only``
+    as well, only the mutants the last run did not kill (tests were added, none weakened:
+    a killed mutant stays killed), then any mutants new since (changed functions).
     """
-    names = [m.removesuffix(".py").replace("/", ".") + ".*" for m in modules()] if ONLY else []
+    names: list[str] = []
+    for m in modules() if ONLY else []:
+        again = not_killed(m) if survivors_only else None
+        names += [m.removesuffix(".py").replace("/", ".") + ".*"] if again is None else again
     if fresh and not ONLY:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
+    passes = 2 if survivors_only else 1
     with log_path.open("a" if not fresh or ONLY else "w") as log:  # git-ignored, like mutants/
-        rc = subprocess.call(
-            [str(mutmut), "run", "--max-children", str(jobs), *names],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-    if rc != 0:
-        raise SystemExit(f"mutmut run failed (exit {rc}); see {log_path}")
+        for n in range(passes):
+            if n:
+                names = [k for m in modules() for k in not_killed(m, unchecked_only=True) or []]
+            if ONLY and not names:
+                continue  # nothing (left) to test
+            rc = subprocess.call(
+                [str(mutmut), "run", "--max-children", str(jobs), *names],
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+            if rc != 0:
+                raise SystemExit(f"mutmut run failed (exit {rc}); see {log_path}")
 
 
 def one_line(diff: str) -> str:
@@ -245,9 +279,21 @@ def _pytest(tree: Path, tests: list[str], timeout_s: float) -> str:
     return "survived" if r.returncode == 0 else "killed"
 
 
-def run_constants(jobs: int) -> list[Mutant]:
-    """Every constant mutant, ``jobs`` at a time, each worker in its own copy of the tree."""
+def run_constants(jobs: int, killed: Sequence[Mutant] = ()) -> list[Mutant]:
+    """Every constant mutant, ``jobs`` at a time, each worker in its own copy of the tree.
+
+    A mutant in ``killed`` (same name, same change) keeps that result untested.
+    """
+
+    def same(name: str, change: str) -> tuple[str, str]:  # a line moved is the same mutant
+        return name, change.split(": ", 1)[-1]
+
+    done = {same(m.name, m.change): m for m in killed}
     todo = [m for module in modules() for m in constant_mutants(module)]
+    kept = [done[k] for m in todo if (k := same(m.name, _const_change(m))) in done]
+    todo = [m for m in todo if same(m.name, _const_change(m)) not in done]
+    if not todo:
+        return kept
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         trees = [_copy_tree(Path(tmp) / f"w{i}") for i in range(jobs)]
         baseline: dict[str, float] = {}
@@ -274,10 +320,14 @@ def run_constants(jobs: int) -> list[Mutant]:
                     path.write_text(original)
             finally:
                 free.append(tree)
-            return Mutant(m.name, m.module, status, f"line {m.lineno}: {m.old} -> {m.new}")
+            return Mutant(m.name, m.module, status, _const_change(m))
 
         with ThreadPoolExecutor(jobs) as pool:
-            return list(pool.map(one, todo))
+            return kept + list(pool.map(one, todo))
+
+
+def _const_change(m: ConstantMutant) -> str:
+    return f"line {m.lineno}: {m.old} -> {m.new}"
 
 
 # -- report -------------------------------------------------------------------------------
@@ -304,7 +354,8 @@ def text_only(m: Mutant) -> bool:
 
 # SQLite reads keywords, names and PRAGMA values (WAL, NORMAL, PASSIVE, OFF) in any case
 _SQL = re.compile(
-    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM|PRAGMA|GROUP BY|ORDER BY)\b", re.IGNORECASE
+    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|FROM|PRAGMA|GROUP BY|ORDER BY|IS (NOT )?NULL)\b",
+    re.IGNORECASE,
 )
 _QUOTED = re.compile(r"'[^']*'")
 
@@ -319,6 +370,39 @@ def sql_case_only(m: Mutant) -> bool:
     return old != new and old.lower() == new.lower() and same_values
 
 
+def accept_key(m: Mutant) -> str:
+    """The key of ``m`` in ``bench/mutation_accepted.json``: where it is and what it changes.
+
+    A mutmut mutant: its function (the name without ``__mutmut_<n>``) and its changed
+    lines; a constant mutant: its module-level name and the literal's old and new text.
+    Neither shifts when code elsewhere changes. Two mutants of one function with the same
+    change (the same line twice) are told apart by their order there (``#2``, ``#3``).
+    """
+    if "/" in m.name:  # a constant: "<module>:<owner>#<n>", "line <l>: a -> b"
+        return f"{m.name.rsplit('#', 1)[0]}: {m.change.split(': ', 1)[-1][:200]}"
+    return f"{m.name.rsplit('__mutmut_', 1)[0]}: {m.change}"
+
+
+def _mutant_no(name: str) -> int:
+    tail = name.rsplit("__mutmut_", 1)[-1].rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def accept_keys(mutants: list[Mutant]) -> dict[str, str]:
+    """Mutant name -> :func:`accept_key` for every survivor, repeats numbered in order."""
+    keys: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    survivors = sorted(
+        (m for m in mutants if m.status == "survived"),
+        key=lambda m: (m.name.rsplit("__mutmut_", 1)[0].rsplit("#", 1)[0], _mutant_no(m.name)),
+    )
+    for m in survivors:
+        key = accept_key(m)
+        seen[key] = seen.get(key, 0) + 1
+        keys[m.name] = key if seen[key] == 1 else f"{key} #{seen[key]}"
+    return keys
+
+
 def report(mutants: list[Mutant]) -> dict[str, Any]:
     """The JSON document of ``bench/mutation.json``."""
     accepted_reasons: dict[str, str] = json.loads(ACCEPTED.read_text()) if ACCEPTED.exists() else {}
@@ -327,6 +411,7 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
     survivors: list[dict[str, str]] = []
     accepted: list[dict[str, str]] = []
     not_checked: dict[str, int] = {}
+    keys = accept_keys(mutants)
     for m in mutants:
         if m.status == "not_checked":
             not_checked[m.module] = not_checked.get(m.module, 0) + 1
@@ -336,12 +421,12 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
         row[m.status] += 1
         a = m.module.split("/")[0]
         if m.status == "survived":
-            reason = accepted_reasons.get(m.name)
+            reason = accepted_reasons.get(keys[m.name])
             if reason is None and text_only(m):
                 reason = "text only: the message of an exception; reason and type are unchanged"
             if reason is None and sql_case_only(m):
                 reason = "equivalent: SQL keywords and names are case-insensitive"
-            entry = {"mutant": m.name, "module": m.module, "change": m.change}
+            entry = {"mutant": m.name, "module": m.module, "change": m.change, "key": keys[m.name]}
             if reason is not None:
                 accepted.append({**entry, "reason": reason})
                 continue
@@ -354,7 +439,7 @@ def report(mutants: list[Mutant]) -> dict[str, Any]:
         for k in accepted_reasons
         if k.startswith(tuple(mods)) or (":" in k and k.split(":")[0] in modules())
     }
-    stale = sorted(mine - {m.name for m in mutants if m.status == "survived"})
+    stale = sorted(mine - set(keys.values()))
     if ONLY:
         area = {a: v for a, v in area.items() if any(o.startswith(a) for o in ONLY)}
     doc: dict[str, Any] = {
@@ -405,7 +490,14 @@ def main() -> int:
         help="keep mutmut's last results (an interrupted run counts as not checked)",
     )
     p.add_argument("--only", action="append", default=[], help="module path prefix (repeat)")
+    p.add_argument(
+        "--survivors",
+        action="store_true",
+        help="with --only: test again only what the last run did not kill (after adding tests)",
+    )
     args = p.parse_args()
+    if args.survivors and not args.only:
+        p.error("--survivors needs --only")
     ONLY[:] = args.only
     cache = ROOT / "mutants" / "constants.json"
     if args.reuse:
@@ -414,8 +506,17 @@ def main() -> int:
             return 2
     else:
         if not args.no_mutmut:
-            run_mutmut(args.jobs, ROOT / "mutants.log", fresh=not args.resume)
-        consts = run_constants(args.jobs)
+            run_mutmut(
+                args.jobs,
+                ROOT / "mutants.log",
+                fresh=not args.resume,
+                survivors_only=args.survivors,
+            )
+        killed: list[Mutant] = []
+        if args.survivors and cache.exists():  # a killed constant stays killed
+            old = [Mutant(**d) for d in json.loads(cache.read_text())]
+            killed = [m for m in old if m.status in ("killed", "timeout")]
+        consts = run_constants(args.jobs, killed)
         if ONLY and cache.exists():  # keep the other modules' results
             done = {m.module for m in consts}
             kept = [d for d in json.loads(cache.read_text()) if d["module"] not in done]

@@ -50,7 +50,6 @@ OPEN_STATES = ("open", "police_ack")
 BOARD_STATES = ("open", "police_ack", "cancelled")
 """States kept on the duty room's board (retained on ``open/<incident>``) until closed."""
 CACHE_CLOSED = 256  # closed/cancelled incidents kept in memory (for late acks, cancels)
-DISPOSITIONS = ("genuine", "false_alarm", "test")
 _U32 = 1 << 32
 PRESS_AHEAD_MS = 2000.0
 """How far a press may lie ahead of the boot estimate's uptime (its rounding and drift)."""

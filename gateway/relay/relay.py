@@ -666,8 +666,11 @@ class Relay:
         async def again() -> None:
             await client.publish(self._status, payload, qos=1, retain=True)
 
-        with contextlib.suppress(RuntimeError):  # the connection is being torn down
-            self._tg.create_task(again(), name="relay-status-again")
+        coro = again()
+        try:
+            self._tg.create_task(coro, name="relay-status-again")
+        except RuntimeError:  # the connection is being torn down
+            coro.close()  # never started: no "never awaited" warning
 
     def _status_payload(self, state: str) -> str:
         now = self._clock.now()

@@ -7,6 +7,7 @@ to its own tests (issue 11).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -453,7 +454,7 @@ def test_incident_of_a_unit_gone_from_the_register(b: Book) -> None:
     iid = b.press(1, T0, unit="home")
     units = {k: v for k, v in b.cfg.units.items() if k != "home"}
     gone = Book(b.store, replace(b.cfg, units=units))
-    gone.police(iid, T0 + 1)
+    gone.police(iid, T0 + 0.2)
     p = publications(b.store)[-1]
     assert (p["update"], p["owner"], p["role"], p["place"]) == (
         "police_ack",
@@ -461,7 +462,7 @@ def test_incident_of_a_unit_gone_from_the_register(b: Book) -> None:
         None,
         "Home by the wall",
     )
-    assert gone.book.tick(T0 + 1.5)  # no window to wait for: closed at once
+    assert gone.book.tick(T0 + 0.5)  # no window to wait for: closed at once
     assert gone.row(iid)["state"] == "closed"
 
 
@@ -485,3 +486,125 @@ def test_memory_keeps_open_incidents_however_many_are_closed(b: Book) -> None:
     first = "gw-test-shop-1-1"  # long evicted from memory, read back from the journal
     assert b.police(first, T0 + 262) == (AckTarget(b.shop.addr, 1, 1), False)
     assert b.row(first)["state"] == "closed"
+
+
+def test_a_test_mode_incident_stays_a_test_after_a_restart(b: Book) -> None:
+    from gateway.pipeline.testmode import set_mode
+
+    with b.store.transaction():
+        set_mode(b.store.conn, "unit", "shop", at=T0 - 1, until=T0 + 60, by="installer")
+    iid = b.press(1, T0)
+    assert publications(b.store)[0]["test"] is True
+    again = Book(b.store, b.cfg)  # read back from the journal
+    again.police(iid, T0 + 120)  # the test mode is over by now: the incident stays a test
+    assert publications(b.store)[-1]["test"] is True and b.row(iid)["test"] == 1
+    plain = b.press(1, T0 + 1, unit="home")
+    assert publications(b.store)[-1]["incident"] == plain
+    assert publications(b.store)[-1]["test"] is False
+
+
+def test_police_ack_of_says_who_acknowledged_and_how(b: Book) -> None:
+    iid = b.press(1, T0)
+    assert b.book.police_ack_of(iid) is None  # not acknowledged yet
+    assert b.book.police_ack_of("gw-test-shop-9-9") is None  # unknown
+    b.police(iid, T0 + 1, by="desk 2")
+    assert b.book.police_ack_of(iid) == ("desk 2", "genuine")
+    again = Book(b.store, b.cfg)
+    assert again.book.police_ack_of(iid) == ("desk 2", "genuine")
+
+
+def test_the_board_retains_the_latest_copy_until_the_close_clears_it(b: Book) -> None:
+    iid = b.press(1, T0)
+    with b.store.transaction():  # the pipeline flushes it before its commit
+        b.book.flush_board(T0)
+    board = [r for r in outbox(b.store) if "/open/" in r.topic]
+    assert [(r.topic, r.retain, r.qos) for r in board] == [(f"{PREFIX}/school/open/{iid}", True, 1)]
+    assert json.loads(board[0].payload)["update"] == "new"
+    b.police(iid, T0 + 1)
+    with b.store.transaction():
+        b.book.flush_board(T0 + 1)
+    b.book.tick(T0 + 2 + b.shop.incident_window_s)  # flushes its own
+    board = [r for r in outbox(b.store) if "/open/" in r.topic]
+    assert [r.retain for r in board] == [True, True, True]
+    assert json.loads(board[1].payload)["update"] == "police_ack"
+    assert board[2].payload == ""  # closed: the retained copy is cleared
+
+
+@pytest.mark.parametrize(
+    ("uptime_ms", "press_ms", "ago_s", "source"),
+    [
+        (100_000, 97_250, 2.75, "unit_uptime"),
+        (1_000, 0, 1.0, "unit_uptime"),  # pressed as it booted
+        (0, 500, 0.0, "unit_uptime"),  # booted just now: ahead, clamped to now
+        (10_000, 12_000, 0.0, "unit_uptime"),  # up to 2 s ahead (PRESS_AHEAD_MS): now
+        (10_000, 12_001, 0.0, "received"),  # further ahead: not of this boot
+        (10_000, 60_000, 0.0, "received"),  # 50 s ahead: the boot estimate cannot be right
+        ((1 << 32) + 10_000, 5_000, 5.0, "unit_uptime"),  # uptime past the 2^32 ms wrap
+        (3_000_000_000, 2_900_000_000, 100_000.0, "unit_uptime"),  # a press long ago
+        # 2.5 s short of the wrap, press_ms 0: more than PRESS_AHEAD_MS ahead of this
+        # cycle, so the press of this cycle's start, not of the next one
+        ((1 << 32) - 2_500, 0, ((1 << 32) - 2_500) / 1000.0, "unit_uptime"),
+    ],
+)
+def test_first_press_is_dated_exactly_by_the_unit_uptime(
+    b: Book, uptime_ms: int, press_ms: int, ago_s: float, source: str
+) -> None:
+    with b.store.transaction():
+        b.store.boot_set(b.shop.addr, 1, T0 - uptime_ms / 1000.0)
+    iid = b.press(1, T0, press_ms=press_ms)
+    (p,) = publications(b.store)
+    assert p["first_press_source"] == source
+    assert b.row(iid)["first_press_at"] == pytest.approx(T0 - ago_s, abs=1e-3)
+
+
+def test_a_boot_estimate_in_the_future_is_not_used(b: Book) -> None:
+    with b.store.transaction():
+        b.store.boot_set(b.shop.addr, 1, T0 + 0.001)
+    iid = b.press(1, T0, press_ms=0)
+    assert publications(b.store)[0]["first_press_source"] == "received"
+    assert b.row(iid)["first_press_at"] == T0
+
+
+def test_publications_name_the_cameras_that_see_the_place(b: Book) -> None:
+    from gateway.core.config import Camera
+
+    cam = Camera("gate-cam", "school", "Gate", rtsp="rtsp://10.0.0.9/1")
+    shop = replace(b.shop, cameras=("gate-cam",))
+    cfg = replace(b.cfg, cameras={"gate-cam": cam}, units={**b.cfg.units, "shop": shop})
+    book = Book(b.store, cfg)
+    book.press(1, T0)
+    (row,) = [r for r in outbox(b.store) if "/alarm/" in r.topic]
+    assert row.payload == json.dumps(json.loads(row.payload), separators=(",", ":"))
+    assert json.loads(row.payload)["cameras"] == [
+        {"id": "gate-cam", "name": "Gate", "rtsp": "rtsp://10.0.0.9/1", "snapshot": False}
+    ]
+
+
+def test_an_acknowledged_incident_loaded_at_start_closes_once_quiet(b: Book) -> None:
+    iid = b.press(1, T0)
+    b.police(iid, T0 + 1)
+    again = Book(b.store, b.cfg)
+    assert not again.book.tick(T0 + b.shop.incident_window_s)
+    assert again.book.tick(T0 + b.shop.incident_window_s + 1)
+    assert again.row(iid)["state"] == "closed"
+
+
+def test_a_publication_outside_a_transaction_queues_its_board_copy_at_once(b: Book) -> None:
+    iid = b.press(1, T0)
+    b.book.on_police_ack(iid, "desk 1", "genuine", T0 + 1)  # no transaction around it
+    rows = b.store.conn.execute(
+        "SELECT created_at, topic FROM outbox WHERE topic LIKE '%/open/%'"
+    ).fetchall()
+    assert rows == [(T0 + 1, f"{PREFIX}/school/open/{iid}")]
+
+
+def test_the_documented_limits_in_seconds_and_presses(b: Book) -> None:
+    """At most one press update a second; ten presses in ten seconds are chatter."""
+    b.press(1, T0)
+    b.press(2, T0 + 0.999)  # waits for the tick
+    b.press(3, T0 + 1.0)  # a second after the last publication: at once
+    assert updates(b.store) == ["new", "presses"]
+    for n in range(4, 11):  # the tenth press, 9 s after the first
+        b.press(n, T0 + n - 1)
+    assert b.events.kinds() == ["button_chatter"]
+    assert b.events.events[0]["detail"]["window_s"] == 10.0

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -817,3 +818,189 @@ async def test_without_duty_room_keys_every_ack_is_refused_and_counted(tmp_path:
     assert event["detail"]["no_keys"] == 1 and event["detail"]["topics"] == [topic]
     pipe.close()
     store.close()
+
+
+# Further cases the mutation run asked for (issue 19): re-ACK accounting in a batch,
+# patrol acks and events, where a rejected MQTT message is counted.
+
+
+async def test_suppressed_re_acks_are_counted_and_the_rest_of_the_batch_goes_on(
+    rig: Rig,
+) -> None:
+    shop, home = rig.unit("shop"), rig.unit("home")
+    a, _ = alarm(shop, 1)
+    rig.feed(a)
+    assert (rig.pipe.reacks_suppressed, rig.pipe.retries["shop"]) == (0, 0)
+    fresh, _ = alarm(home, 1)
+    rig.feed(a, a, a, fresh)  # the first copy is re-ACKed, the next two are too soon
+    assert (rig.pipe.reacks_suppressed, rig.pipe.retries["shop"]) == (2, 3)
+    assert rig.journalled()[-1] == (home.addr, 1, 1, "ALARM")  # after them in the batch
+    await rig.link.wait_for(3)
+    assert rig.link.acks() == [
+        (shop.addr, 1, 1, AckState.RECEIVED),
+        (shop.addr, 1, 1, AckState.RECEIVED),
+        (home.addr, 1, 1, AckState.RECEIVED),
+    ]
+    rig.clock.advance(0.5)
+    rig.feed(a)
+    assert (rig.pipe.reacks_suppressed, rig.pipe.retries["shop"]) == (2, 4)
+
+
+async def test_re_acks_are_limited_per_unit_and_counter_within_a_batch(rig: Rig) -> None:
+    """The limits key on the frame's own unit, epoch and counter."""
+    shop, home = rig.unit("shop"), rig.unit("home")
+    shop_frames = [alarm(shop, s)[0] for s in (1, 2, 3, 4, 5)]
+    home_frame = alarm(home, 1)[0]
+    other_epoch = Frame(shop.addr, 2, 1, shop_frames[0].body)
+    rig.feed(*shop_frames, home_frame, other_epoch)  # all fresh
+    await rig.link.wait_for(7)
+    rig.link.frames.clear()
+    # now all duplicates: shop has 4 re-ACKs a second, home its own 4
+    rig.clock.advance(1)
+    rig.feed(*shop_frames[:3], other_epoch, shop_frames[3], home_frame)
+    await rig.link.wait_for(5)
+    assert rig.link.acks() == [
+        (shop.addr, 1, 1, AckState.RECEIVED),
+        (shop.addr, 1, 2, AckState.RECEIVED),
+        (shop.addr, 1, 3, AckState.RECEIVED),
+        (shop.addr, 2, 1, AckState.RECEIVED),  # counter 1 of another epoch: not too soon
+        (home.addr, 1, 1, AckState.RECEIVED),  # shop's fifth is refused, home's first is not
+    ]
+    assert rig.pipe.reacks_suppressed == 1
+
+
+async def test_a_new_re_ack_second_has_the_full_budget_again(rig: Rig) -> None:
+    may = rig.pipe._may_reack
+    a = rig.unit("shop").addr
+    assert [may(a, 1, s, T0) for s in range(1, 6)] == [True] * 4 + [False]
+    assert [may(a, 1, s, T0 + 1) for s in range(11, 16)] == [True] * 4 + [False]
+
+
+async def test_batch_time_is_measured_from_the_batch_start(rig: Rig) -> None:
+    before = time.perf_counter()
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    await rig.link.wait_for(1)
+    (took,) = rig.pipe.batch_s
+    assert 0 <= took <= time.perf_counter() - before
+
+
+async def test_a_forged_frame_is_reported_at_its_units_site(rig: Rig) -> None:
+    annex = replace(rig.unit("shop"), id="annex", addr=40, site="annex")
+    cfg = rig.pipe._config
+    cfg2 = replace(cfg, units={**cfg.units, "annex": annex})
+    keys = {u.addr: TEST_KEY for u in cfg2.units.values()}
+    downlink = Downlink(Codec(keys, gateway=True), rig.store, {"bus": rig.link}, {})
+    pipe = Pipeline(cfg2, rig.store, ReplayGuard(), downlink, rig.clock, prefix=PREFIX)
+    pipe.on_security_reject("bus", Reason.FORGED, 40)
+    (row,) = [r for r in outbox(rig.store) if "/event/" in r.topic]
+    assert row.topic == f"{PREFIX}/annex/event/annex"
+    assert json.loads(row.payload)["site"] == "annex"
+    pipe.close()
+
+
+async def test_a_patrol_ack_reaches_the_watchers_as_one(rig: Rig) -> None:
+    now = rig.clock.now()
+    topic, payload = make_ack(rig.signer, PREFIX, "school", route="night", by="desk 1", at=now)
+    assert topic == f"{PREFIX}/school/patrol/night/ack"
+    rig.pipe.on_message(topic, payload.encode())
+    assert rig.watch.commands == [topic]
+    ((what, body, at),) = rig.watch.calls
+    assert what == "command"
+    signed = json.loads(parse(payload.encode()).body)
+    assert json.loads(body) == {
+        "by": "desk 1",
+        "at": signed["at"],
+        "nonce": signed["nonce"],
+        "kid": rig.signer.kid,
+    }
+    assert at == T0
+    assert rig.store.conn.execute("SELECT topic FROM ack_nonces").fetchall() == [(topic,)]
+    assert not rig.pipe.mqtt_rejects
+    # a duty ack's signature does not make a patrol ack, nor the other way round
+    duty = make_ack(rig.signer, PREFIX, "school", post="night", by="desk 1", at=now)
+    body = parse(duty[1].encode()).body
+    rig.pipe.on_message(topic, rig.signer.seal(topic, body).encode())
+    patrol_body = parse(payload.encode()).body
+    rig.pipe.on_message(duty[0], rig.signer.seal(duty[0], patrol_body).encode())
+    assert rig.watch.commands == [topic]
+    assert sum(rig.pipe.mqtt_rejects.values()) == 2
+    # patrol topics of other shapes are not acks
+    for bad in (f"{PREFIX}/school/patrol/night/x/ack", f"{PREFIX}/school/patrol/night/nack"):
+        rig.pipe.on_message(bad, payload.encode())
+    assert rig.watch.commands == [topic] and sum(rig.pipe.mqtt_rejects.values()) == 2
+
+
+async def test_an_ack_that_does_not_verify_is_counted_at_its_site_and_topic(rig: Rig) -> None:
+    topic, payload = make_ack(rig.signer, PREFIX, "school", post="gate", by="desk 1", at=T0)
+    rig.pipe.on_message(topic, payload.replace("desk 1", "desk 9").encode())
+    (event,) = rig.events()
+    assert (event["kind"], event["site"]) == ("forgery", "school")
+    assert event["detail"]["topics"] == [topic]
+    assert event["detail"]["bad_signature"] == 1
+
+
+async def test_patrol_events_go_to_their_route(rig: Rig) -> None:
+    rig.pipe.event(
+        site="school", kind="patrol_missed", at=T0, topic="patrol", route="night", detail={"a": 1}
+    )
+    (row,) = outbox(rig.store)
+    assert row.topic == f"{PREFIX}/school/patrol/night"
+    assert row.payload == json.dumps(json.loads(row.payload), separators=(",", ":"))
+    body = json.loads(row.payload)
+    assert (body["route"], body["kind"], body["detail"]) == ("night", "patrol_missed", {"a": 1})
+    route, detail = rig.store.conn.execute("SELECT route, detail FROM events").fetchone()
+    assert (route, detail) == ("night", '{"a":1}')
+    rig.pipe.event(site="school", kind="x", at=T0, unit="shop")
+    assert "route" not in json.loads(outbox(rig.store)[1].payload)  # only patrol events
+    for route_ in (None, ""):
+        with pytest.raises(ValueError, match="route"):
+            rig.pipe.event(site="school", kind="x", at=T0, topic="patrol", route=route_)
+    assert len(outbox(rig.store)) == 2
+
+
+async def test_patrol_states_are_retained_compactly(rig: Rig) -> None:
+    rig.pipe.retain(site="school", topic="patrol/night/state", payload={"s": [1, 2]}, at=T0)
+    (row,) = outbox(rig.store)
+    assert (row.topic, row.retain) == (f"{PREFIX}/school/patrol/night/state", True)
+    assert row.payload == '{"gateway":"gw-test","s":[1,2]}'
+
+
+async def test_a_second_station_acknowledging_differently_is_told_the_first_stands(
+    rig: Rig,
+) -> None:
+    rig.feed(alarm(rig.unit("shop"), 1)[0])
+    iid = "gw-test-shop-1-1"
+    police_ack(rig, iid, by="desk 1", disposition="genuine")
+    rig.clock.advance(2)
+    police_ack(rig, iid, by="desk 2", disposition="genuine")  # agrees: nothing to say
+    assert [e["kind"] for e in rig.events()] == []
+    police_ack(rig, iid, by="desk 3", disposition="false_alarm")
+    (e,) = rig.events()
+    assert (e["kind"], e["site"], e["at"]) == ("ack_conflict", "school", iso(T0 + 2))
+    assert e["detail"] == {
+        "incident": iid,
+        "first": {"by": "desk 1", "disposition": "genuine"},
+        "second": {"by": "desk 3", "disposition": "false_alarm", "kid": rig.signer.kid},
+    }
+    assert rig.pipe.incidents.police_ack_of(iid) == ("desk 1", "genuine")
+
+
+async def test_event_hooks_hear_each_event_as_journalled_and_may_fail(rig: Rig) -> None:
+    from gateway.pipeline.ports import JournalledEvent
+
+    heard: list[JournalledEvent] = []
+
+    def broken(note: JournalledEvent) -> None:
+        raise RuntimeError("the SMS queue is broken")
+
+    rig.pipe.event_hooks += [broken, heard.append]
+    rig.pipe.event(
+        site="school", kind="k", at=T0 + 1, unit="shop", post="gate", qualifier=3, detail={"a": 1}
+    )
+    rig.pipe.event(site="school", kind="p", at=T0 + 2, topic="patrol", route="night")
+    (eid,) = rig.store.conn.execute("SELECT min(id) FROM events").fetchone()
+    assert heard == [
+        JournalledEvent(f"gw-test-{eid}", "school", "k", T0 + 1, "shop", "gate", 3, {"a": 1}),
+        JournalledEvent(f"gw-test-{eid + 1}", "school", "p", T0 + 2, None, None, None, {}, "night"),
+    ]
+    assert len(rig.events()) == 1 and len(outbox(rig.store)) == 2  # both went out

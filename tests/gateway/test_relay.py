@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -423,7 +425,9 @@ class _Client:
     def __init__(self) -> None:
         self.published: list[tuple[str, str, int, bool]] = []
 
-    async def publish(self, topic: str, payload: str, *, qos: int, retain: bool) -> None:
+    async def publish(
+        self, topic: str, payload: str, *, qos: int, retain: bool, timeout: float | None = None
+    ) -> None:
         self.published.append((topic, payload, qos, retain))
 
 
@@ -498,3 +502,526 @@ def relay_signer_kid(site: Site) -> str:
 
 def relay_key(site: Site) -> Any:
     return gateway_signer(site).public_key()
+
+
+# -- who else publishes this gateway's status (its own status read back) -------------------
+
+
+def status_of(site: Site, *, at: float, state: str = "online") -> bytes:
+    """The status another run of this gateway (same id, same key) publishes."""
+    other = offline_relay_at(site, at)
+    return other._status_payload(state).encode()
+
+
+def offline_relay_at(site: Site, at: float) -> Relay:
+    return Relay(
+        Store(site.dir / f"other-{at}.db"),
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(at),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+    )
+
+
+async def test_own_status_read_back_is_no_alarm(store: Store, site: Site) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    relay._own_status(relay._status_payload("online").encode(), retained=True)
+    relay._own_status(relay._status_payload("offline").encode(), retained=False)
+    assert alerts == []
+
+
+async def test_a_second_gateway_with_this_id_and_key_stops_this_one(
+    store: Store, site: Site
+) -> None:
+    from gateway.core.errors import DuplicateGatewayError
+
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)  # started at T0
+    # an earlier run's statuses (its retained online after a power cut): no reason to stop
+    relay._own_status(status_of(site, at=T0 - 0.001), retained=True)
+    relay._own_status(status_of(site, at=T0 + 5, state="offline"), retained=False)
+    assert alerts == []
+    # another run online since this one started: two gateways answer as one
+    twin = status_of(site, at=T0)
+    with pytest.raises(DuplicateGatewayError, match=GATEWAY_ID):
+        relay._own_status(twin, retained=False)
+    ((kind, detail),) = alerts
+    assert kind == "duplicate_gateway"
+    assert detail["ours"] == relay.instance and detail["instance"] != relay.instance
+    assert detail["at"] == "2026-01-01T00:00:00.000Z"
+
+
+async def test_a_status_this_gateway_did_not_sign_is_a_forgery(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    from gateway.security.signkeys import write_pair
+
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    write_pair(tmp_path / "mallory", gateway_kid(GATEWAY_ID))
+    mallory = Signer.load(tmp_path / "mallory", gateway_kid(GATEWAY_ID))
+    body = {"gateway": GATEWAY_ID, "state": "online", "at": "2026-01-01T00:00:00.000Z"}
+    relay._own_status(mallory.seal_obj(STATUS, body).encode(), retained=True)
+    relay._forged_logged = relay._republished = -1e18
+    relay._own_status(b"", retained=True)  # the retained status cleared
+    assert [k for k, _ in alerts] == ["forged_status", "forged_status"]
+    assert alerts[1][1] == {"topic": STATUS, "problem": "cleared"}
+    assert alerts[0][1]["problem"] != "cleared"
+
+
+async def test_own_will_read_back_while_connected_puts_online_back(
+    store: Store, site: Site
+) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = offline_relay(store, site, alerts)
+    client = _Client()
+    relay._client = client  # type: ignore[assignment]
+    will = relay._status_payload("offline").encode()
+    relay._own_status(will, retained=True)  # not connected: nothing to put back
+    relay.connected.set()
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._own_status(will, retained=True)  # a late will of this run: online again
+    ((topic, payload, qos, retain),) = client.published
+    assert (topic, qos, retain) == (STATUS, 1, True)
+    signer = gateway_signer(site)
+    opened = open_gateway(STATUS, payload.encode(), {signer.kid: signer.public_key()})
+    assert (opened["state"], opened["instance"]) == ("online", relay.instance)
+    await relay.say_offline()  # stopping: its own offline is no reason to come back
+    async with asyncio.TaskGroup() as tg:
+        relay._tg = tg
+        relay._own_status(will, retained=True)
+    states = [
+        open_gateway(STATUS, p.encode(), {signer.kid: signer.public_key()})["state"]
+        for _, p, _, _ in client.published
+    ]
+    assert states == ["online", "offline"]
+    assert alerts == []
+
+
+# -- the publisher's working set, without a broker -----------------------------------------
+
+
+class _SlowClient:
+    """aiomqtt's publish through tasks: each waits for its PUBACK until ``release``."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self._pubacks: dict[int, asyncio.Future[None]] = {}
+
+    async def publish(self, topic: str, payload: str, *, qos: int, retain: bool) -> None:
+        n = int(topic.rsplit("n", 1)[-1])
+        self.sent.append(n)
+        self._pubacks[n] = asyncio.get_running_loop().create_future()
+        await self._pubacks[n]
+
+    def release(self, n: int) -> None:
+        self._pubacks.pop(n).set_result(None)
+
+
+def row(n: int) -> Any:
+    from gateway.journal.store import OutboxRow
+
+    return OutboxRow(n, f"campusguard/{SITE}/event/n{n}", "{}", 1, False, None)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_submitted_rows_go_out_in_memory_only_right_after_the_cursor(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    client = _SlowClient()
+    relay.submit([row(1)])  # not connected yet: the outbox is read on connecting
+    assert relay._backlog and not relay._queue
+    async with asyncio.TaskGroup() as tg:
+        relay._tg, relay._pub_client = tg, client  # type: ignore[assignment]
+        relay._live, relay._backlog, relay._cursor = True, False, 5
+        relay.submit([])
+        relay.submit([row(6), row(7)])
+        await settle()
+        assert client.sent == [6, 7] and relay._cursor == 7 and not relay._backlog
+        relay.submit([row(9)])  # 8 went elsewhere (another process): read the outbox
+        await settle()
+        assert client.sent == [6, 7] and relay._backlog and relay._cursor == 7
+        client.release(7)  # PUBACKs in any order; each recorded once
+        client.release(6)
+        await settle()
+    assert [r.id for r, _ in relay._acked] == [7, 6] and relay.published == 2
+    assert not relay._inflight and not relay._sent_at
+
+
+async def test_at_most_a_window_of_messages_is_in_flight(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    client = _SlowClient()
+    window = relay_module.WINDOW
+    assert window == 64
+    async with asyncio.TaskGroup() as tg:
+        relay._tg, relay._pub_client = tg, client  # type: ignore[assignment]
+        relay._live, relay._backlog, relay._cursor = True, False, 0
+        relay.submit([row(n) for n in range(1, window + 4)])
+        await settle()
+        assert client.sent == list(range(1, window + 1)) and len(relay._inflight) == window
+        client.release(2)  # room for one more, the next in order
+        await settle()
+        assert client.sent[window:] == [window + 1]
+        for n in [1, *range(3, window + 4)]:
+            await settle()
+            client.release(n)
+        await settle()
+    assert client.sent == list(range(1, window + 4)) and relay.published == window + 3
+
+
+async def test_a_late_puback_of_a_message_published_again_counts_once(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._on_puback(row(1))
+    relay._on_puback(row(1))  # its first copy's PUBACK, after the reconnect
+    assert relay.published == 1 and [r.id for r, _ in relay._acked] == [1]
+    assert relay._flush_marks()
+    assert not relay._acked and not relay._acked_ids
+    relay._on_puback(row(1))  # recorded by now: the journal takes the second mark too
+    assert relay.published == 2
+
+
+async def test_the_backlog_is_read_a_page_at_a_time_after_the_cursor(
+    store: Store, site: Site
+) -> None:
+    for n in range(BACKLOG_PAGE + 3):
+        enqueue(store, n)
+    relay = offline_relay(store, site, [])
+    relay._acked_ids.add(2)  # PUBACKed, not yet recorded: not published again
+    assert relay._read_backlog() and relay._backlog  # a full page: more may follow
+    assert relay._cursor == BACKLOG_PAGE and len(relay._queue) == BACKLOG_PAGE - 1
+    assert [r.id for r in list(relay._queue)[:3]] == [1, 3, 4]
+    assert relay._read_backlog() and not relay._backlog  # the rest: from now on, submit()
+    assert [r.id for r in relay._queue][-3:] == [BACKLOG_PAGE + n for n in (1, 2, 3)]
+    store.conn.execute("DROP TABLE outbox")
+    relay._backlog = True
+    assert relay._read_backlog() is False and relay._backlog  # tried again later
+
+
+async def test_a_disconnect_forgets_the_working_set_but_not_what_was_acked(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._live, relay._backlog, relay._cursor = True, False, 9
+    relay._queue.append(row(10))
+    relay._inflight[9] = row(9)
+    relay._sent_at[9] = 1.0
+    relay._on_puback(row(8))
+    relay.connected.set()
+    relay._disconnected()
+    assert (relay._live, relay._backlog, relay._cursor) == (False, True, 0)
+    assert not relay._queue and not relay._inflight and not relay._sent_at
+    assert not relay.connected.is_set()
+    assert [r.id for r, _ in relay._acked] == [8]
+
+
+async def test_a_missing_puback_drops_the_connection_sooner_with_more_nodes(
+    store: Store, site: Site
+) -> None:
+    import time
+
+    one = offline_relay(store, site, [])
+    one._sent_at[1] = time.monotonic() - 5.0  # 5 s without a PUBACK
+    one._check_overdue()
+    assert one._broken is None  # one broker: wait for PUBLISH_TIMEOUT_S (10 s)
+    one._sent_at[1] = time.monotonic() - 10.5
+    one._check_overdue()
+    assert one._broken == "no PUBACK within 10 s" and one._wake.is_set()
+    nodes = Relay(
+        store,
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        brokers=[BrokerSettings("127.0.0.1", 2)],
+    )
+    nodes._sent_at[1] = time.monotonic() - 2.5  # a cluster: the next node after 2 s
+    nodes._check_overdue()
+    assert nodes._broken == "no PUBACK within 2 s"
+    client = _SlowClient()
+    async with asyncio.TaskGroup() as tg:  # a broken connection takes no more rows
+        nodes._tg, nodes._pub_client = tg, client  # type: ignore[assignment]
+        nodes._live, nodes._backlog, nodes._cursor = True, False, 0
+        nodes.submit([row(1)])
+        await settle()
+    assert client.sent == [] and [r.id for r in nodes._queue] == [1]
+
+
+def test_the_reason_a_connection_ended_is_the_first_leaf() -> None:
+    inner = ValueError("publisher")
+    group = BaseExceptionGroup("serve", [BaseExceptionGroup("pub", [inner]), KeyError("x")])
+    assert relay_module._leaf(group) is inner
+    assert relay_module._leaf(ExceptionGroup("one", [inner])) is inner
+
+
+async def test_a_disconnect_exception_nobody_awaited_is_retrieved() -> None:
+    import aiomqtt
+
+    class Client:
+        _disconnected: asyncio.Future[None]
+
+    client = Client()
+    client._disconnected = asyncio.get_running_loop().create_future()
+    client._disconnected.set_exception(aiomqtt.MqttError("taken over"))
+    relay_module._retrieve_disconnect(client)  # type: ignore[arg-type]
+    assert client._disconnected._log_traceback is False  # no "never retrieved" later
+
+
+async def test_the_status_says_who_when_which_run_and_how_often(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    signer = gateway_signer(site)
+    for state in ("online", "offline"):
+        body = open_gateway(
+            STATUS, relay._status_payload(state).encode(), {signer.kid: signer.public_key()}
+        )
+        assert body == {
+            "gateway": GATEWAY_ID,
+            "state": state,
+            "at": "2026-01-01T00:00:00.000Z",
+            "instance": relay.instance,
+            "started_at": "2026-01-01T00:00:00.000Z",
+            "period_s": 60.0,
+        }
+    assert len(relay.instance) == 16 and relay.instance != offline_relay(store, site, []).instance
+
+
+class _Message:
+    def __init__(self, topic: str, payload: object, retain: bool = False) -> None:
+        self.topic, self.payload, self.retain = topic, payload, retain
+
+
+class _Feed:
+    """A client whose inbound messages are the given ones."""
+
+    def __init__(self, messages: list[_Message]) -> None:
+        self._messages = messages
+
+    @property
+    def messages(self) -> Any:
+        async def gen() -> Any:
+            for m in self._messages:
+                yield m
+
+        return gen()
+
+
+async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_do_not(
+    store: Store, site: Site
+) -> None:
+    from gateway.core.errors import DuplicateGatewayError
+    from gateway.security.envelope import MAX_PAYLOAD_BYTES
+
+    inbound = Inbound()
+    alerts: list[tuple[str, dict[str, object]]] = []
+    relay = Relay(
+        store,
+        BrokerSettings("127.0.0.1", 1),
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=inbound,
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        alert=lambda kind, detail: alerts.append((kind, dict(detail))),
+    )
+    ack = f"campusguard/{SITE}/ack/inc-1"
+    feed = [
+        _Message(ack, b"x" * (MAX_PAYLOAD_BYTES + 1)),  # dropped unparsed
+        _Message(ack, b"x" * MAX_PAYLOAD_BYTES),  # the largest taken
+        _Message(ack, "as text"),
+        _Message(ack, None),
+        _Message(ack, b"boom"),  # the handler fails: the next one still arrives
+        _Message(ack, b"after"),
+        _Message(STATUS, relay._status_payload("online").encode(), retain=True),  # its own
+        _Message(STATUS, status_of(site, at=T0 + 1)),  # a twin: this gateway stops
+        _Message(ack, b"never"),
+    ]
+    with pytest.raises(DuplicateGatewayError):
+        await relay._inbound(_Feed(feed))  # type: ignore[arg-type]
+    assert inbound.messages == [
+        (ack, b"x" * MAX_PAYLOAD_BYTES),
+        (ack, b"as text"),
+        (ack, b""),
+        (ack, b"after"),
+    ]
+    assert relay.oversized == 1
+    assert [k for k, _ in alerts] == ["oversized_payload", "duplicate_gateway"]
+    assert alerts[0][1] == {"topic": ack, "bytes": MAX_PAYLOAD_BYTES + 1}
+
+
+async def test_an_unreachable_first_node_is_left_for_the_next(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    from dataclasses import replace
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = replace(broker.settings(GATEWAY_USER), port=s.getsockname()[1])
+    live = broker.settings(GATEWAY_USER)
+    relay = Relay(
+        store,
+        dead,
+        ManualClock(T0),
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        brokers=[live],
+    )
+    store.on_commit = relay.submit
+    enqueue(store, 0)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(scaled(15)):
+            await relay.connected.wait()
+        assert (relay.node, relay.failures, relay.connects) == (live, 1, 1)
+        await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+    finally:
+        relay.stop()
+        async with asyncio.timeout(scaled(15)):
+            await task
+        store.on_commit = None
+
+
+async def test_status_goes_offline_at_a_stop_after_messages_took_the_fast_path(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The fast path lends paho's write hook out and back: aiomqtt's own publishes (the
+    status) still reach the socket afterwards."""
+    async with relaying(store, broker, site) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        for n in range(3):
+            enqueue(store, n)
+        await police.wait_for(lambda: numbers(police) == [0, 1, 2])
+        await relay.say_offline()
+        await police.wait_for(lambda: states(police)[-1:] == ["offline"])
+
+
+async def test_reread_takes_rows_another_process_queued(store: Store, site: Site) -> None:
+    relay = offline_relay(store, site, [])
+    relay._backlog = False
+    relay.reread()
+    assert relay._backlog and relay._wake.is_set()
+
+
+async def test_putting_the_status_back_while_the_connection_closes_is_no_error(
+    store: Store, site: Site
+) -> None:
+    relay = offline_relay(store, site, [])
+    relay._client = _Client()  # type: ignore[assignment]
+    relay.connected.set()
+    async with asyncio.TaskGroup() as tg:
+        pass
+    relay._tg = tg  # its group has ended: no new task
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        relay._republish_status()  # nothing to do, nothing raised, no coroutine left unawaited
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert relay._client.published == []  # type: ignore[attr-defined]
+
+
+async def test_a_full_socket_is_written_when_writable_without_a_reconnect(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """A burst larger than the socket takes: what paho could not write at once goes out
+    as soon as the socket drains (the fast path hands aiomqtt the writer watch), not
+    after a missing PUBACK has dropped the connection."""
+    async with relaying(store, broker, site) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        client = relay._client
+        assert client is not None
+        sock = client._client.socket()
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[union-attr]
+        window = relay_module.WINDOW  # exactly: no row queued behind it to push the rest
+        with store.transaction():  # one commit: a window of messages in one callback
+            for n in range(window):
+                body = json.dumps({"gateway": GATEWAY_ID, "n": n, "pad": "x" * 6000})
+                store.enqueue(at=T0, topic=f"campusguard/{SITE}/event/n{n}", payload=body)
+        await police.wait_for(lambda: len(numbers(police)) == window, timeout=30)
+    assert numbers(police) == list(range(window))
+    assert (relay.connects, relay.failures) == (1, 0)
+
+
+async def test_each_puback_keeps_its_publish_to_puback_time(store: Store, site: Site) -> None:
+    import time
+
+    relay = offline_relay(store, site, [])
+    start = time.monotonic()
+    relay._sent_at[1] = start
+    relay._on_puback(row(1))
+    relay._on_puback(row(2))  # sent before a reconnect: no time to take
+    (took,) = relay.puback_s
+    assert 0 <= took <= time.monotonic() - start
+
+
+def test_a_message_the_client_refuses_is_not_taken_as_in_flight() -> None:
+    import types
+
+    import paho.mqtt.client as paho
+
+    unconnected = types.SimpleNamespace(
+        _client=paho.Client(paho.CallbackAPIVersion.VERSION2), _pending_publishes={}
+    )
+    direct = relay_module._Direct(unconnected)  # type: ignore[arg-type]
+    assert direct.publish(row(1), lambda: None) is False
+    assert unconnected._pending_publishes == {}
+
+
+async def test_the_relay_connects_at_its_first_attempt_and_publishes(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
+    check that the relay connects, subscribes and publishes at all."""
+    async with relaying(store, broker, site) as relay:
+        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
+        assert (relay.failures, relay.connects) == (0, 1)
+        enqueue(store, 0)
+        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
+        assert relay.failures == 0 and relay.published == 1
+
+
+async def test_marks_the_journal_refuses_stay_for_the_next_try(
+    store: Store, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    relay = offline_relay(store, site, [])
+    assert relay._flush_marks() is True  # nothing to write: nothing to retry
+    relay._on_puback(row(1))
+
+    def refuse(batch: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "mark_acked", refuse)
+    assert relay._flush_marks() is False  # the marker tries again in a second
+    assert [r.id for r, _ in relay._acked] == [1] and relay._acked_ids == {1}
+    monkeypatch.undo()
+    assert relay._flush_marks() is True
+    assert relay._acked == [] and not relay._acked_ids
+
+
+def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
+    relay_module._retrieve_disconnect(object())  # type: ignore[arg-type]
