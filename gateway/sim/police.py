@@ -37,7 +37,7 @@ from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSe
 from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch, subscribe
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
@@ -207,7 +207,7 @@ class Police:
                         self.node_changes += 1
                     last = s
                     for site in self.sites:
-                        await client.subscribe(f"{self.prefix}/{site}/#", qos=1)
+                        await subscribe(client, f"{self.prefix}/{site}/#")
                     self._client = client
                     self.subscribed.set()
                     async for m in client.messages:
