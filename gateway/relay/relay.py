@@ -84,6 +84,7 @@ class _Direct:
         self._pending: dict[int, Any] = client._pending_publishes
         if not isinstance(self._paho, paho.Client) or not isinstance(self._pending, dict):
             raise AttributeError("aiomqtt internals changed")
+        self._in_callback = False
 
     def publish(self, row: OutboxRow, on_puback: Callable[[], None]) -> bool:
         """Queue and write one message; False if the client refused it (not connected)."""
@@ -96,17 +97,30 @@ class _Direct:
         p.on_socket_register_write = None
         try:
             info = p.publish(row.topic, row.payload, row.qos, row.retain)
-            if info.rc == paho.MQTT_ERR_SUCCESS and p.want_write():
-                p.loop_write()  # inside paho's own callback (a PUBACK) publish() only queues
+            # Never write from inside paho's PUBACK callback: paho holds its callback lock
+            # there, and a write that fails (the node killed mid-burst) closes the socket,
+            # which takes that lock again: the event loop hung for ever. paho's publish()
+            # only queues there; the writer watch below sends it on the loop's next turn.
+            if info.rc == paho.MQTT_ERR_SUCCESS and p.want_write() and not self._in_callback:
+                p.loop_write()
         finally:
             p.on_socket_register_write = watch
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return False
-        self._pending[info.mid] = _OnSet(on_puback)
+        self._pending[info.mid] = _OnSet(functools.partial(self._called_back, on_puback))
         sock = p.socket()
         if watch is not None and sock is not None and p.want_write():
-            watch(p, p.user_data_get(), sock)  # the socket is full: the rest when writable
+            # the socket is full, or this is paho's callback: the rest when writable
+            watch(p, p.user_data_get(), sock)
         return True
+
+    def _called_back(self, on_puback: Callable[[], None]) -> None:
+        """Run ``on_puback`` from paho's callback, where :meth:`publish` must not write."""
+        self._in_callback = True
+        try:
+            on_puback()
+        finally:
+            self._in_callback = False
 
 
 class _OnSet:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.cancelling import cancel_and_wait
 from gateway.journal.store import Store
 from gateway.security.envelope import open_gateway
 from gateway.security.signkeys import gateway_keys
@@ -18,6 +19,7 @@ from gateway.service.assembly import Gateway, Settings
 from gateway.sim.natscluster import NatsCluster
 from gateway.sim.police import Police
 from tests.gateway.conftest import ACCOUNTS, GATEWAY_USER, Site, make_site
+from tests.support.timing import scaled
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +55,7 @@ async def station(
         keydir=site.dutyroom_dir,
         identifier=f"station-{name}",
     )
-    await p.start(timeout=30)
+    await p.start(timeout=scaled(30))
     try:
         yield p
     finally:
@@ -74,14 +76,19 @@ async def gateway_on(
     )
     task = asyncio.create_task(gw.run(), name="gateway")
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(scaled(30)):
             await gw.ready.wait()
             await gw.relay.connected.wait()
         yield gw
     finally:
         gw.stop()
-        async with asyncio.timeout(15):
-            await task
+        try:
+            async with asyncio.timeout(scaled(15)):
+                await asyncio.shield(task)
+        except TimeoutError:
+            # a task left running would hang the event loop's teardown for ever
+            await cancel_and_wait(task)
+            raise AssertionError("the gateway did not stop within its time") from None
 
 
 def published_alarms(store: Store, site: Site) -> set[tuple[str, int]]:

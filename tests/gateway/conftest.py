@@ -354,8 +354,10 @@ async def running_gateway(site: Site, broker: Mosquitto, **kw: Any) -> AsyncIter
         gw.stop()
         try:
             async with asyncio.timeout(scaled(5)):
-                await task
+                await asyncio.shield(task)
         except TimeoutError:
             for t in asyncio.all_tasks():
                 t.print_stack()
+            # a task left running would hang the event loop's teardown for ever
+            await cancel_and_wait(task)
             raise

@@ -12,7 +12,8 @@ except the virtual watchdog's (a starved process must not be reset by it mid-tes
 ``CAMPUSGUARD_TIME_SCALE=4 make test`` sets the factor; without it the factor is read off
 the machine's load when the session starts: 1 + the 1-minute load average per core,
 between 1.5 and 10 (1.5 on an idle machine; two busy processes beside the suite on two
-cores give about 3).
+cores give about 3); each wait (:func:`scaled`) takes the load's factor at its start if
+that is larger.
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ TIME_SCALE, TIME_SCALE_SOURCE = _scale()
 
 
 def scaled(seconds: float) -> float:
-    """``seconds`` of patience on an idle machine, on this one."""
+    """``seconds`` of patience on an idle machine, on this one.
+
+    Without ``CAMPUSGUARD_TIME_SCALE``, the factor is the larger of the session's and the
+    load's now: work that starts beside the suite (CI machines are shared) lengthens the
+    waits that begin after it, not only those of a session that started busy.
+    """
+    if TIME_SCALE_SOURCE.startswith("from the load"):
+        return seconds * max(TIME_SCALE, _from_load())
     return seconds * TIME_SCALE
 
 
