@@ -124,22 +124,15 @@ class _Direct:
 
 
 class _OnSet:
-    """Looks like the asyncio.Event aiomqtt sets on PUBACK; calls back instead.
+    """Looks like the asyncio.Event aiomqtt sets on PUBACK; calls back instead."""
 
-    The call waits for the loop's next turn: paho calls ``set`` holding its callback lock
-    (a plain Lock), and the callback publishes the next message; if that write finds the
-    connection dead, paho closes the socket and asks for the same lock again: the gateway
-    froze for ever (seen as a hung test when a cluster node died in a burst).
-    """
-
-    __slots__ = ("_fn", "_loop")
+    __slots__ = ("_fn",)
 
     def __init__(self, fn: Callable[[], None]) -> None:
         self._fn = fn
-        self._loop = asyncio.get_running_loop()
 
     def set(self) -> None:
-        self._loop.call_soon(self._fn)
+        self._fn()
 
     def is_set(self) -> bool:
         return False

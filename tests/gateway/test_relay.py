@@ -16,7 +16,6 @@ import contextlib
 import json
 import random
 import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -488,28 +487,6 @@ def relay_signer_kid(site: Site) -> str:
 
 def relay_key(site: Site) -> Any:
     return gateway_signer(site).public_key()
-
-
-async def test_a_puback_that_finds_the_connection_dead_does_not_freeze_the_relay() -> None:
-    """paho calls aiomqtt's PUBACK "event" holding its callback lock (a plain Lock); the
-    relay's callback publishes the next message, and when that write finds the connection
-    dead paho closes the socket and takes the same lock again for on_socket_close. Called
-    there and then, the gateway froze for ever (a cluster node killed in a burst)."""
-    lock = threading.Lock()  # paho's _in_callback_mutex
-    done, froze = asyncio.Event(), []
-
-    def on_puback() -> None:  # ... the write failed: paho closes the socket
-        if not lock.acquire(timeout=1.0):
-            froze.append(True)  # it would wait for ever
-            return
-        lock.release()
-        done.set()
-
-    with lock:  # paho, in _do_on_publish
-        relay_module._OnSet(on_puback).set()
-    async with asyncio.timeout(scaled(5)):
-        await done.wait()
-    assert froze == []
 
 
 def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
