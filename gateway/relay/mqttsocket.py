@@ -19,6 +19,8 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway.core.errors import SubscriptionRefused
+
 
 def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
     """Replace aiomqtt's write-watch callback of ``client`` (before it connects); return it."""
@@ -60,10 +62,6 @@ def retrieve_disconnect(client: aiomqtt.Client) -> None:
     fut = getattr(client, "_disconnected", None)
     if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
         fut.exception()
-
-
-class SubscriptionRefused(aiomqtt.MqttError):
-    """The broker answered a SUBSCRIBE with a failure (0x80): nothing would arrive there."""
 
 
 async def subscribe(client: aiomqtt.Client, topic: str, qos: int = 1) -> None:

@@ -13,8 +13,8 @@ import aiomqtt
 import pytest
 
 from gateway.core.city import load_city, parse_city
-from gateway.core.errors import CityError
-from gateway.relay.mqttsocket import SubscriptionRefused, guard_write_watch, subscribe
+from gateway.core.errors import CityError, SubscriptionRefused
+from gateway.relay.mqttsocket import guard_write_watch, subscribe
 from gateway.security.brokerconfig import Accounts
 from gateway.security.cluster import accounts_of, max_ack_pending, write_trust
 from gateway.security.signkeys import public_path, write_pair
