@@ -13,6 +13,8 @@ of the gateway).
 
 from __future__ import annotations
 
+import aiomqtt
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -174,3 +176,11 @@ class Frozen32BuildError(Exception):
 
 class ExpectationFailed(AssertionError):
     """What the duty room expected did not arrive in time."""
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker answered a SUBSCRIBE with a failure (0x80): nothing would arrive there.
+
+    An MqttError, so that it ends the connection as any broker failure does, in every
+    client's retry loop (``gateway.relay.mqttsocket.subscribe``).
+    """

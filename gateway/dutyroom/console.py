@@ -46,7 +46,7 @@ from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, GatewayError, UsageError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys, read_private
 
@@ -145,34 +145,35 @@ class Console:
         node = 0
         while not self.done.is_set():
             s = self.settings = self.brokers[node]  # the nodes of one cluster, in turn
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    tls_context=s.tls_context(),
+                    # a desk's own persistent session (the broker account's name, as
+                    # Mosquitto binds it): on another node of the cluster its
+                    # subscriptions and what was queued for it are there already
+                    identifier=s.username,
+                    clean_session=s.username is None,
+                    # with several nodes a frozen one is left after ~2 keepalives
+                    keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
+                    if len(self.brokers) > 1
+                    else s.keepalive_s,
+                    timeout=CLUSTER_TIMEOUT_S if len(self.brokers) > 1 else 10.0,
+                )
+            )
             try:
-                async with guard_write_watch(
-                    aiomqtt.Client(
-                        s.host,
-                        s.port,
-                        username=s.username,
-                        password=s.password,
-                        tls_context=s.tls_context(),
-                        # a desk's own persistent session (the broker account's name, as
-                        # Mosquitto binds it): on another node of the cluster its
-                        # subscriptions and what was queued for it are there already
-                        identifier=s.username,
-                        clean_session=s.username is None,
-                        # with several nodes a frozen one is left after ~2 keepalives
-                        keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
-                        if len(self.brokers) > 1
-                        else s.keepalive_s,
-                        timeout=CLUSTER_TIMEOUT_S if len(self.brokers) > 1 else 10.0,
-                    )
-                ) as client:
+                async with client:
                     self._client = client
                     # the retained topics rebuild the board at once
                     self.board.reconnected()
                     base = f"{self.opts.prefix}/{self.opts.site}"
                     for leaf in BOARD_TOPICS:
-                        await client.subscribe(f"{base}/{leaf}", qos=1)
+                        await subscribe(client, f"{base}/{leaf}")
                     # gateway status is per gateway, not per site (retained: arrives at once)
-                    await client.subscribe(f"{self.opts.prefix}/gateway/+/status", qos=1)
+                    await subscribe(client, f"{self.opts.prefix}/gateway/+/status")
                     self._redraw()
                     reader = asyncio.create_task(self._read(client))
                     stopper = asyncio.create_task(self.done.wait())
@@ -192,6 +193,10 @@ class Console:
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
                 node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(1.0)
+            finally:
+                # a disconnect while no one read the messages (a keepalive that expired
+                # during a subscribe): else asyncio logs its exception when freed
+                retrieve_disconnect(client)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for m in client.messages:

@@ -19,6 +19,8 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway.core.errors import SubscriptionRefused
+
 
 def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
     """Replace aiomqtt's write-watch callback of ``client`` (before it connects); return it."""
@@ -45,3 +47,35 @@ def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
 
     inner.on_socket_register_write = register_write
     return client
+
+
+def retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Read the exception aiomqtt 2.5 (pinned) leaves in its ``_disconnected`` future.
+
+    Call it when a connection has ended (``finally``). Nothing awaits that future when the
+    connection drops while no one reads the messages: the broker drops a leaving client
+    (a second gateway took the client id over), or the keepalive expires while the client
+    waits for a SUBACK or a PUBACK (a frozen node). asyncio then logs "Future exception
+    was never retrieved" with a traceback when the client is freed, after the client's own
+    one line about the disconnect.
+    """
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
+
+
+async def subscribe(client: aiomqtt.Client, topic: str, qos: int = 1) -> None:
+    """Subscribe to ``topic`` and check the SUBACK; raise :class:`SubscriptionRefused` if refused.
+
+    aiomqtt returns the broker's answer without judging it: a refused subscription (an ACL,
+    or NATS's per-session limit of un-PUBACKed messages) would otherwise look like a quiet
+    site. Raised as an MqttError, it ends the connection like any broker failure: the
+    client's retry loop logs it and tries again.
+    """
+    granted = await client.subscribe(topic, qos=qos)
+    for code in granted:
+        value = code if isinstance(code, int) else code.value
+        if value >= 0x80:
+            raise SubscriptionRefused(
+                f"the broker refused the subscription to {topic} (SUBACK 0x{value:02x})"
+            )

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import secrets
 import sqlite3
 import time
@@ -47,7 +48,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import DuplicateGatewayError, EnvelopeError
 from gateway.core.timefmt import iso, parse_iso
 from gateway.journal.store import OutboxRow, Store
-from gateway.relay.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -137,17 +138,18 @@ class _OnSet:
         return False
 
 
-def _retrieve_disconnect(client: aiomqtt.Client) -> None:
-    """Read the exception aiomqtt 2.5 (pinned) leaves in its ``_disconnected`` future.
+def reconnect_pause(delay: float, rng: random.Random) -> float:
+    """The pause before the next connection attempt: uniform in [0, ``delay``].
 
-    When the broker drops the connection while the client is leaving (a second gateway
-    took the client id over, say), nothing awaits that future, and asyncio logs "Future
-    exception was never retrieved" with a traceback after the gateway's one line (seen on
-    Python 3.13). The relay has already handled the disconnect by then.
+    ``delay`` doubles with each failure in a row (:data:`BACKOFF_MIN_S` up to
+    :data:`BACKOFF_MAX_S`). The draw ("full jitter") spreads a city's gateways that lost
+    the broker together (a cluster restart, a power cut): without it they all retry at
+    the same instants, and every attempt of a herd costs each node a TLS handshake, a
+    bcrypt check and a session; with it they arrive at a rate the nodes can serve
+    (cluster/SCALE.md, bench/city.py ``--storm``). The first retry of a failover stays
+    within 100 ms.
     """
-    fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
-        fut.exception()
+    return rng.uniform(0.0, delay)
 
 
 def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -191,6 +193,7 @@ class Relay:
         gateway_id: str,
         alert: Alert | None = None,
         brokers: Sequence[BrokerSettings] = (),
+        rng: random.Random | None = None,
     ) -> None:
         """``on_message(topic, payload)`` gets every inbound message on ``subscriptions``.
 
@@ -198,7 +201,9 @@ class Relay:
         :attr:`gateway.journal.store.Store.seal`); ``alert(kind, detail)`` raises a security
         event (a forged status, a connection taken over). ``brokers``: further nodes of
         the same cluster, tried in order after ``settings`` when it is unreachable.
+        ``rng``: draws the reconnect pauses (:func:`reconnect_pause`).
         """
+        self._rng = rng or random.Random()
         self._store = store
         self._settings = settings
         self._brokers = [settings, *brokers]
@@ -354,9 +359,9 @@ class Relay:
                 if len(self._brokers) > 1:
                     node = (node + 1) % len(self._brokers)
             finally:
-                _retrieve_disconnect(client)
+                retrieve_disconnect(client)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(reconnect_pause(delay, self._rng)):
                     await self._stopping.wait()
             delay = min(BACKOFF_MAX_S, delay * 2)
 
@@ -423,7 +428,7 @@ class Relay:
         # the publisher's wait loop would then go round for ever while its connection is
         # torn down (a gateway that did not stop, tests/gateway/test_integrity.py)
         for topic in (*self._subs, self._status):  # its own status: see _own_status
-            await client.subscribe(topic, qos=1)
+            await subscribe(client, topic)
             raise_if_cancelling()
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
         raise_if_cancelling()

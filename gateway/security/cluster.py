@@ -12,7 +12,11 @@ listener, the cluster routes, and the same accounts as :mod:`gateway.security.br
 - what each user may publish and subscribe to is the Mosquitto ACL, written as NATS
   subjects: ``/`` becomes ``.``, ``+`` becomes ``*``, and ``P/<site>/#`` becomes both
   ``P.<site>`` and ``P.<site>.>`` (an MQTT ``#`` also matches its parent level);
-- packets over :data:`gateway.security.brokerconfig.MAX_PACKET_SIZE` are refused (``max_payload``).
+- packets over :data:`gateway.security.brokerconfig.MAX_PACKET_SIZE` are refused (``max_payload``);
+- each subscription may hold :func:`max_ack_pending` QoS 1 messages un-PUBACKed, sized so that
+  the account with the most subscriptions can make them all: NATS refuses (SUBACK 0x80) a
+  subscription that would bring its session's total over 65,535, and a ``#`` filter counts
+  twice. At NATS's default of 1,024 a station could subscribe 31 sites and no more.
 
 NATS speaks MQTT 3.1.1 only and has no ``use_username_as_clientid``: a client id is not
 bound to its user. A gateway notices another holder of its session by reading its own
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.core.city import City
 from gateway.core.errors import GatewayError
 from gateway.security.brokerconfig import (
+    ACK_LEAVES,
     GATEWAY_WRITES,
     MAX_PACKET_SIZE,
     Accounts,
@@ -44,6 +49,10 @@ from gateway.security.signkeys import dutyroom_kid, gateway_kid, public_pem
 ACCOUNT = "CITY"  # every MQTT user: one account, so one set of MQTT streams
 BCRYPT_COST = 11
 MQTT_ACK_WAIT = "5s"  # a QoS 1 message not PUBACKed by a subscriber is sent again after this
+SESSION_ACK_PENDING = 65535  # NATS: the most un-PUBACKed messages of all a session's subscriptions
+ACK_PENDING_MAX = 1024  # NATS's default per subscription: more than any client needs in flight
+ACK_PENDING_MIN = 8  # below this a subscriber on a slow link would stall its own deliveries
+SITE_WEIGHT = 9  # a reader's cost per site: the web duty room's 8 leaves, register/# twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +110,39 @@ def permissions(accounts: Accounts) -> dict[str, tuple[list[str], list[str]]]:
     for gid, sites in accounts.gateways.items():
         status = f"{p}/gateway/{gid}/status"
         pub = [f"{p}/{s}/{leaf}" for s in sites for leaf in GATEWAY_WRITES] + [status]
-        sub = [t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")] + [status]
+        sub = [f"{p}/{s}/{leaf}" for s in sites for leaf in ACK_LEAVES] + [status]
         out[f"gateway-{gid}"] = (pub, sub)
     for name, sites in accounts.dutyrooms.items():
-        pub = [t for s in sites for t in (f"{p}/{s}/ack/+", f"{p}/{s}/duty/+/ack")]
+        pub = [f"{p}/{s}/{leaf}" for s in sites for leaf in ACK_LEAVES]
         sub = [f"{p}/{s}/#" for s in sites] + [f"{p}/gateway/+/status"]
         out[f"dutyroom-{name}"] = (pub, sub)
     for name, sites in accounts.viewers.items():
         out[f"viewer-{name}"] = ([], [f"{p}/{s}/#" for s in sites] + [f"{p}/gateway/+/status"])
     return {user: (_subjects_of(pub), _subjects_of(sub)) for user, (pub, sub) in out.items()}
+
+
+def max_ack_pending(accounts: Accounts) -> int:
+    """Un-PUBACKed QoS 1 messages per subscription, so every client can subscribe all it may.
+
+    A user's weight is what its subscriptions cost in NATS's per-session budget of
+    :data:`SESSION_ACK_PENDING`: a gateway one per ack filter of each site; a station or a
+    viewer :data:`SITE_WEIGHT` per site (the web duty room subscribes eight leaves of a
+    site, and a filter ending in ``#`` counts twice); 8 more for the status filters. Raises
+    ValueError when even :data:`ACK_PENDING_MIN` does not fit: a district too big for one
+    station's session (about 900 sites).
+    """
+    weights = [len(sites) * len(ACK_LEAVES) + 8 for sites in accounts.gateways.values()]
+    readers = (*accounts.dutyrooms.values(), *accounts.viewers.values())
+    weights += [len(sites) * SITE_WEIGHT + 8 for sites in readers]
+    weight = max(weights, default=8)
+    per_subscription = min(ACK_PENDING_MAX, SESSION_ACK_PENDING // weight)
+    if per_subscription < ACK_PENDING_MIN:
+        raise ValueError(
+            f"a station or viewer of {(weight - 8) // SITE_WEIGHT} sites is more than one MQTT"
+            f" session of NATS can subscribe at {ACK_PENDING_MIN} messages in flight each:"
+            " split its district"
+        )
+    return per_subscription
 
 
 def _subjects_of(filters: Iterable[str]) -> list[str]:
@@ -139,8 +172,12 @@ def node_config(
     *,
     cluster_name: str = "campusguard",
     mqtt_ack_wait: str = MQTT_ACK_WAIT,
+    ack_pending: int = ACK_PENDING_MAX,
 ) -> str:
-    """One node's nats-server config (``users``: the accounts' user blocks, shared)."""
+    """One node's nats-server config (``users``: the accounts' user blocks, shared).
+
+    ``ack_pending``: :func:`max_ack_pending` of the accounts.
+    """
     cert = files.node_cert(node.name)
     tls = (
         f'tls {{ cert_file: "{cert.cert}", key_file: "{cert.key}", ca_file: "{files.ca.cert}",'
@@ -166,6 +203,9 @@ cluster {{
 mqtt {{
   listen: "{node.bind}:{node.mqtt_port}"
   ack_wait: "{mqtt_ack_wait}"
+  # per subscription, sized for the account with the most subscriptions: NATS refuses one
+  # that brings its session over 65,535 in all (a station of many sites)
+  max_ack_pending: {ack_pending}
   # sessions, retained and QoS 1 messages on every node (up to 3; each subscriber's
   # consumer follows its stream): any node can die and another serves the client
   stream_replicas: {replicas}
@@ -219,9 +259,16 @@ def write_cluster_config(
         hashed = bcrypt.hashpw(files.password(user).encode(), bcrypt.gensalt(bcrypt_cost))
         blocks.append(_user_block(user, hashed.decode(), pub, sub))
     users = "\n".join(blocks)
+    ack_pending = max_ack_pending(accounts)
     for n in nodes:
         text = node_config(
-            n, nodes, files, users, cluster_name=cluster_name, mqtt_ack_wait=mqtt_ack_wait
+            n,
+            nodes,
+            files,
+            users,
+            cluster_name=cluster_name,
+            mqtt_ack_wait=mqtt_ack_wait,
+            ack_pending=ack_pending,
         )
         write_private(files.confs[n.name], text)
     return files

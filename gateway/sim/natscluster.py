@@ -294,6 +294,27 @@ class NatsCluster:
                 return out
         return {}
 
+    def consumer_leaders(self, asking: Sequence[str] = ()) -> dict[str, int]:
+        """Node -> how many of the MQTT layer's consumers it leads.
+
+        One consumer per QoS 1 subscription of a session, each a Raft group: its leader's
+        death costs that subscription an election, whatever node leads the streams.
+        """
+        for name in asking or [n.name for n in self.nodes]:
+            if not self.running(name) or name in self.paused:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                data = self._http(name, f"/jsz?acc={ACCOUNT}&consumers=true")
+                out: dict[str, int] = {}
+                for acc in data.get("account_details") or []:
+                    for st in acc.get("stream_detail") or []:
+                        for c in st.get("consumer_detail") or []:
+                            leader = (c.get("cluster") or {}).get("leader")
+                            if leader:
+                                out[leader] = out.get(leader, 0) + 1
+                return out
+        return {}
+
     def rss_mb(self, name: str) -> float:
         """The node's resident memory, MB (from /proc)."""
         for line in Path(f"/proc/{self.pid(name)}/status").read_text().splitlines():

@@ -41,7 +41,7 @@ from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSe
 from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
@@ -201,29 +201,28 @@ class Police:
         cluster = len(self.brokers) > 1
         while True:
             s = self.settings = self.brokers[node]
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    tls_context=s.tls_context(),
+                    identifier=self.identifier,
+                    clean_session=self.identifier is None,
+                    # a frozen node is noticed by the keepalive (a subscriber sends
+                    # nothing else): within ~2 periods
+                    keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S) if cluster else s.keepalive_s,
+                    timeout=CLUSTER_TIMEOUT_S if cluster else 10.0,
+                )
+            )
             try:
-                async with guard_write_watch(
-                    aiomqtt.Client(
-                        s.host,
-                        s.port,
-                        username=s.username,
-                        password=s.password,
-                        tls_context=s.tls_context(),
-                        identifier=self.identifier,
-                        clean_session=self.identifier is None,
-                        # a frozen node is noticed by the keepalive (a subscriber sends
-                        # nothing else): within ~2 periods
-                        keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
-                        if cluster
-                        else s.keepalive_s,
-                        timeout=CLUSTER_TIMEOUT_S if cluster else 10.0,
-                    )
-                ) as client:
+                async with client:
                     if last is not None and last != s:
                         self.node_changes += 1
                     last = s
                     for site in self.sites:
-                        await client.subscribe(f"{self.prefix}/{site}/#", qos=1)
+                        await subscribe(client, f"{self.prefix}/{site}/#")
                     self._client = client
                     self.subscribed.set()
                     async for m in client.messages:
@@ -235,6 +234,8 @@ class Police:
                 log.debug("police: broker %s:%d: %s; retrying", s.host, s.port, exc)
                 node = (node + 1) % len(self.brokers)
                 await asyncio.sleep(0.05)
+            finally:
+                retrieve_disconnect(client)  # a keepalive that expired: else logged when freed
 
     def _take(self, topic: str, raw_payload: Any) -> None:
         at, wall = time.monotonic(), time.time()

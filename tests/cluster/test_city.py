@@ -7,13 +7,17 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from gateway.core.city import load_city, parse_city
-from gateway.core.errors import CityError
-from gateway.security.cluster import BCRYPT_COST, accounts_of, write_trust
+from gateway.core.errors import CityError, SubscriptionRefused
+from gateway.relay.mqttsocket import guard_write_watch, subscribe
+from gateway.security.brokerconfig import Accounts
+from gateway.security.cluster import BCRYPT_COST, accounts_of, max_ack_pending, write_trust
 from gateway.security.signkeys import public_path, write_pair
 from gateway.sim.natscluster import NatsCluster, find_nats_server
 from gateway.sim.police import Police
@@ -156,10 +160,17 @@ def test_the_node_unit_verifies_without_any_warning(tmp_path: Path) -> None:
 async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_unit(
     tmp_path: Path, site: Site, ca_dir: Path
 ) -> None:
-    """The accounts and keys come from city.yaml; the cluster enforces the districts."""
+    """The accounts and keys come from city.yaml; the cluster enforces the districts.
+
+    The north district has 33 sites: its station subscribes them all, and NATS refuses a
+    session more than 31 ``#`` subscriptions at its default of un-PUBACKed messages (a
+    station that heard nothing from its 32nd school on): the config sizes that limit.
+    """
     stations = {name: tmp_path / name for name in ("north-hq", "south-hq")}
     for name, keydir in stations.items():
         write_pair(keydir, f"dutyroom-{name}")
+    more = [f"school-{i}" for i in range(32)]
+    write_pair(tmp_path / "more", "gateway-gw-more")
     city = parse_city(
         {
             "version": 1,
@@ -179,6 +190,12 @@ async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_u
                     "sites": [SITE],
                     "key": pub_body(public_path(site.keydir, f"gateway-{GATEWAY_ID}")),
                 },
+                {
+                    "id": "gw-more",
+                    "district": "north",
+                    "sites": more,
+                    "key": pub_body(public_path(tmp_path / "more", "gateway-gw-more")),
+                },
             ],
             "viewers": [{"id": "city-view"}],
         }
@@ -192,19 +209,44 @@ async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_u
         tmp_path / "nats", accounts_of(city), ca_dir=ca_dir, bcrypt_cost=TEST_BCRYPT_COST
     ) as cluster:
 
-        def client(user: str, keydir: Path, first: str) -> Police:
+        def client(user: str, keydir: Path, first: str, sites: Sequence[str] = ()) -> Police:
             return Police(
                 cluster.settings(user, first=first),
                 keydir=keydir,
                 dutyroom=user.split("-", 1)[1],
                 site=SITE,
+                sites=sites,
                 identifier=user,
             )
 
-        north = client("dutyroom-north-hq", stations["north-hq"], "n2")
-        south = client("dutyroom-south-hq", stations["south-hq"], "n3")  # not its district
+        # the school of this test subscribed last, after the 32 others of its district
+        north = client("dutyroom-north-hq", stations["north-hq"], "n2", [*more, SITE])
         view = client("viewer-city-view", tmp_path / "city-view", "n1")
-        for p in (north, south, view):
+
+        def connect(user: str, first: str) -> aiomqtt.Client:
+            s = cluster.settings(user, first=first)[0]
+            return guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    tls_context=s.tls_context(),
+                    identifier=f"{user}-check",
+                    clean_session=False,
+                )
+            )
+
+        # on one connection the north station subscribes its 33 sites, every one granted
+        # (Police would retry a refusal on another connection, where NATS lets it pass)
+        async with connect("dutyroom-north-hq", "n2") as c:
+            for school in [*more, SITE]:
+                await subscribe(c, f"campusguard/{school}/#")
+        # the south station may not read the north's site: the broker refuses it
+        with pytest.raises(SubscriptionRefused):
+            async with connect("dutyroom-south-hq", "n3") as south:
+                await subscribe(south, f"campusguard/{SITE}/#")
+        for p in (north, view):
             await p.start(timeout=30)
         try:
             async with gateway_on(cluster, site, "n1") as gw:
@@ -219,8 +261,22 @@ async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_u
                 assert gw.store.conn.execute("SELECT police_ack_by FROM incidents").fetchone() == (
                     "North desk",
                 )
-            # the south station was refused the north's site: it got nothing of it
-            assert south.alarms() == [] and south.messages == []
         finally:
-            for p in (north, south, view):
+            for p in (north, view):
                 await p.stop()
+
+
+def test_a_district_too_big_for_one_stations_session_is_refused() -> None:
+    def accounts(sites: int) -> Accounts:
+        return Accounts(
+            prefix="campusguard",
+            gateways={"g": ["s"]},
+            dutyrooms={"d": [f"s{i}" for i in range(sites)]},
+        )
+
+    # NATS allows 65,535 un-PUBACKed messages per session: 1,024 per subscription (its
+    # default) for a few sites, fewer for a big district, refused below 8
+    assert max_ack_pending(accounts(1)) == 1024
+    assert max_ack_pending(accounts(300)) * 300 * 9 <= 65535
+    with pytest.raises(ValueError, match="split its district"):
+        max_ack_pending(accounts(1000))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import fcntl
+import gc
 import json
+import logging
 import os
 import pty
 import re
@@ -15,6 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import pytest
+
+import gateway.dutyroom.console as console_module
 from gateway.core.timefmt import iso
 from gateway.dutyroom.board import Board
 from gateway.security.envelope import Signer
@@ -30,7 +37,7 @@ from tests.gateway.conftest import (
     client_for,
     running_gateway,
 )
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, open_broker
 from tests.support.timing import scaled, until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -357,3 +364,100 @@ def test_a_gateway_whose_signed_status_stops_is_stale_and_a_replay_does_not_revi
     b.take(status, online(t0 + 180), t0 + 180)  # the next period's status
     assert b.gateway_state("gw1", t0 + 200) == "online"
     assert "gw1 stale" in b.render(now=t0 + 1000)
+
+
+class FreezeAtSubscribe:
+    """A TCP relay to a broker that goes silent (both ways) at a connection's first SUBSCRIBE:
+    a node that froze between accepting a client and answering it. Later connections pass."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.frozen = 0
+        self.passed = asyncio.Event()  # a later connection's SUBSCRIBE went through
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._held:
+            w.close()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
+        self._held += [cw, bw]
+        freeze = self.frozen == 0  # the first connection only
+        stop = asyncio.Event()
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, up: bool) -> None:
+            while not stop.is_set() and (data := await r.read(65536)):
+                if up and data[0] == 0x82 and freeze:  # SUBSCRIBE: from now on, nothing
+                    self.frozen += 1
+                    stop.set()
+                    return
+                if up and data[0] == 0x82:
+                    self.passed.set()
+                w.write(data)
+                await w.drain()
+
+        await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
+
+
+async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_future(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keepalive expires while the console waits for its SUBACK: aiomqtt stores the
+    disconnect in a future nobody awaits (the subscribe ends by its own timeout), and
+    asyncio logs "Future exception was never retrieved" with a traceback when the client
+    is freed, unless the console reads it."""
+    retrying, unretrieved = asyncio.Event(), []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+            if "never retrieved" in record.getMessage():
+                unretrieved.append(record.getMessage())
+
+    # the SUBACK's wait outlasts the keepalive (2 s with two nodes: ping, then give up), so
+    # the keepalive is what ends the connection, as on a loaded machine
+    monkeypatch.setattr(console_module, "CLUSTER_TIMEOUT_S", 8.0)
+    watch = Watch()
+    for name in ("gateway.dutyroom.console", "asyncio"):
+        logging.getLogger(name).addHandler(watch)
+    with open_broker(tmp_path / "broker") as broker:
+        proxy = FreezeAtSubscribe(broker.port)
+        async with proxy as port:
+            parser = argparse.ArgumentParser()
+            console_module.add_arguments(parser)
+            # two --broker: a cluster's keepalive (2 s), so the freeze is noticed quickly
+            url = f"mqtt://127.0.0.1:{port}"
+            args = parser.parse_args(
+                ["--broker", url, "--broker", url, "--keydir", str(site.dutyroom_dir), "--json"]
+            )
+            console = console_module.Console(args)
+            task = asyncio.create_task(console.run())
+            try:
+                async with asyncio.timeout(scaled(30)):
+                    await retrying.wait()
+                    await proxy.passed.wait()  # the console has let the first client go
+                # what asyncio would log when the client is freed (whenever the
+                # collector gets to it): a disconnect future whose exception nobody read
+                unread = [
+                    c._disconnected
+                    for c in gc.get_objects()
+                    if isinstance(c, aiomqtt.Client)
+                    and c._disconnected.done()
+                    and c._disconnected._log_traceback  # type: ignore[attr-defined]
+                ]
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                for name in ("gateway.dutyroom.console", "asyncio"):
+                    logging.getLogger(name).removeHandler(watch)
+    assert proxy.frozen == 1
+    assert unread == [] and unretrieved == []

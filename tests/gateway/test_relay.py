@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import random
 import socket
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -1025,3 +1026,8 @@ async def test_marks_the_journal_refuses_stay_for_the_next_try(
 
 def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
     relay_module._retrieve_disconnect(object())  # type: ignore[arg-type]
+
+def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
+    pauses = [relay_module.reconnect_pause(2.0, random.Random(seed)) for seed in range(50)]
+    assert all(0.0 <= p <= 2.0 for p in pauses)
+    assert max(pauses) - min(pauses) > 1.0  # not one instant for every gateway

@@ -32,7 +32,7 @@ from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.plans import plan_for
 from gateway.relay.acks import DISPOSITIONS, make_ack
-from gateway.relay.mqttsocket import guard_write_watch
+from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -119,16 +119,17 @@ class Room:
         node = 0
         while True:
             s = self.brokers[node]
+            client = guard_write_watch(
+                aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username,
+                    password=s.password,
+                    tls_context=s.tls_context(),
+                )
+            )
             try:
-                async with guard_write_watch(
-                    aiomqtt.Client(
-                        s.host,
-                        s.port,
-                        username=s.username,
-                        password=s.password,
-                        tls_context=s.tls_context(),
-                    )
-                ) as client:
+                async with client:
                     self._client = client
                     self.board.reconnected()  # the retained topics tell it all again
                     # ... except what closed lately, which the board still shows a while
@@ -137,8 +138,8 @@ class Room:
                         self.board.take(topic, data, now)
                     for site in self.sites:
                         for leaf in SITE_TOPICS:
-                            await client.subscribe(f"{self.prefix}/{site}/{leaf}", qos=1)
-                    await client.subscribe(f"{self.prefix}/gateway/+/status", qos=1)
+                            await subscribe(client, f"{self.prefix}/{site}/{leaf}")
+                    await subscribe(client, f"{self.prefix}/gateway/+/status")
                     self.connected.set()
                     self.on_change({"all"}, {"kind": "broker", "connected": True})
                     async for m in client.messages:
@@ -148,6 +149,7 @@ class Room:
                 raise_if_cancelling(exc)  # else `dutyroom`/`demo --serve` ignore Ctrl-C
                 log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
             finally:
+                retrieve_disconnect(client)  # else asyncio may log it, when freed
                 if self._client is not None:
                     self._client = None
                     self.connected.clear()
