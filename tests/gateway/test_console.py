@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+import gateway.cli.console as console_cli
 import gateway.dutyroom.console as console_module
 from gateway.core.timefmt import iso
 from gateway.dutyroom.board import Board
@@ -433,13 +434,13 @@ async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_
         proxy = FreezeAtSubscribe(broker.port)
         async with proxy as port:
             parser = argparse.ArgumentParser()
-            console_module.add_arguments(parser)
+            console_cli.add_arguments(parser)
             # two --broker: a cluster's keepalive (2 s), so the freeze is noticed quickly
             url = f"mqtt://127.0.0.1:{port}"
             args = parser.parse_args(
                 ["--broker", url, "--broker", url, "--keydir", str(site.dutyroom_dir), "--json"]
             )
-            console = console_module.Console(args)
+            console = console_module.Console(console_cli.options(args))
             task = asyncio.create_task(console.run())
             try:
                 async with asyncio.timeout(scaled(30)):
