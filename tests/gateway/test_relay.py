@@ -29,6 +29,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.errors import UsageError
 from gateway.journal.store import Store
 from gateway.relay import relay as relay_module
+from gateway.relay.mqttsocket import retrieve_disconnect
 from gateway.relay.relay import BACKLOG_PAGE, Relay
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
@@ -780,7 +781,7 @@ async def test_a_disconnect_exception_nobody_awaited_is_retrieved() -> None:
     client = Client()
     client._disconnected = asyncio.get_running_loop().create_future()
     client._disconnected.set_exception(aiomqtt.MqttError("taken over"))
-    relay_module._retrieve_disconnect(client)  # type: ignore[arg-type]
+    retrieve_disconnect(client)  # type: ignore[arg-type]
     assert client._disconnected._log_traceback is False  # no "never retrieved" later
 
 
@@ -1025,7 +1026,7 @@ async def test_marks_the_journal_refuses_stay_for_the_next_try(
 
 
 def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
-    relay_module._retrieve_disconnect(object())  # type: ignore[arg-type]
+    retrieve_disconnect(object())  # type: ignore[arg-type]
 
 def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
     pauses = [relay_module.reconnect_pause(2.0, random.Random(seed)) for seed in range(50)]
