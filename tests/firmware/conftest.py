@@ -107,11 +107,15 @@ class GatewayEnd:
     async def next(
         self,
         mtype: MsgType | None = None,
-        timeout: float = 3.0,
+        timeout: float = 6.0,
         after: int | None = None,
         pred: Callable[[Frame], bool] | None = None,
     ) -> Arrival:
-        """The first frame (of ``mtype``, matching ``pred``) at index >= ``after``."""
+        """The first frame (of ``mtype``, matching ``pred``) at index >= ``after``.
+
+        ``timeout`` is patience, not a bound the firmware must meet: a unit's first frame
+        after its process starts took over 5 s on a machine running three suites at once.
+        """
         start = len(self.frames) if after is None else after
 
         def found(frames: list[Arrival]) -> bool:
