@@ -63,6 +63,7 @@ async def station(
         cluster.settings(user, first=first),
         keydir=site.dutyroom_dir,
         identifier=f"station-{name}",
+        time_scale=lambda: scaled(1.0),  # the load's factor when a wait begins
     )
     await p.start(timeout=scaled(30))
     try:
