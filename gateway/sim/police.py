@@ -482,15 +482,17 @@ class Police:
             raise ValueError(f"police: no logins to publish as {user}")
         else:
             s = self.logins(user)
-        one_off = aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password,
-            tls_context=s.tls_context(),
+        one_off = guard_write_watch(
+            aiomqtt.Client(
+                s.host,
+                s.port,
+                username=s.username,
+                password=s.password,
+                tls_context=s.tls_context(),
+            )
         )
         try:
-            async with guard_write_watch(one_off):
+            async with one_off:
                 await one_off.publish(topic, payload, qos=1, retain=retain)
         finally:
             retrieve_disconnect(one_off)  # taken over (its id is a user name): no stray log
