@@ -244,13 +244,16 @@ def deploy_virtual(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    held = -1
     try:
         deadline = time.monotonic() + 5.0
         while not repl.exists():  # polling a condition (socat made the pty) with a deadline
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise FleetError(f"{unit_id}: socat did not make the REPL pty")
             time.sleep(0.01)
-        _wait_for_prompt(unit_id, repl, time.monotonic() + PROMPT_TIMEOUT_S)
+        # held open until the deploy ends: the pty's last reader closing would hang it up,
+        # and socat ends on the hangup before mpremote opens it
+        held = _wait_for_prompt(unit_id, repl, time.monotonic() + PROMPT_TIMEOUT_S)
         cmd = [
             sys.executable,
             "-m",
@@ -270,6 +273,8 @@ def deploy_virtual(
             raise FleetError(f"deploy {unit_id}: {res.stderr.strip() or res.stdout.strip()}")
         log.debug("%s: %s", unit_id, res.stdout.strip().splitlines()[0])
     finally:
+        if held >= 0:
+            os.close(held)
         proc.terminate()
         try:
             proc.wait(5)
@@ -280,8 +285,8 @@ def deploy_virtual(
             repl.unlink()
 
 
-def _wait_for_prompt(unit_id: str, repl: Path, deadline: float) -> None:
-    """Return once the unix port's REPL printed its prompt on ``repl``.
+def _wait_for_prompt(unit_id: str, repl: Path, deadline: float) -> int:
+    """Return once the unix port's REPL printed its prompt on ``repl``: the open pty's fd.
 
     socat makes the pty before MicroPython runs behind it: bytes mpremote sends earlier
     meet a terminal not yet set up (on a loaded machine, 1 deploy in 10 then failed with
@@ -299,8 +304,10 @@ def _wait_for_prompt(unit_id: str, repl: Path, deadline: float) -> None:
                 seen = (seen + os.read(fd, 512))[-16:]
             except OSError as exc:  # EIO: MicroPython ended behind socat
                 raise FleetError(f"{unit_id}: MicroPython ended before its prompt: {exc}") from None
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def image_key(unit: Unit, key: bytes) -> str:
