@@ -100,7 +100,7 @@ class Cfg:
     addr: int
     role: str
     kind: int
-    pins: dict
+    mains: bool  # a mains-sense pin in unit.json's pins (the board reads the pins)
     baud: int
     heartbeat_ms: int
     long_press_ms: int
@@ -528,7 +528,7 @@ class App:
             self.start(self.checkin.button.run())
         board.start(self)
         board.ready(self.counter.epoch, reloaded)
-        mains = None if safe or "mains" not in cfg.pins else board.input("mains")
+        mains = None if safe or not cfg.mains else board.input("mains")
         battery_left = cfg.battery_poll_ms
         test_left = cfg.test_interval_ms  # counted down: 168 h in ticks would overflow
         healthy_stored = False

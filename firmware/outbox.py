@@ -8,18 +8,21 @@
 # line that never falls quiet must not hold an alarm back).
 #
 # Retransmission timeout: learnt from the ACK round trip as TCP does (RFC 6298: smoothed
-# RTT plus four times its variation; Karn: only a frame sent once is timed, since an ACK
-# after a retransmission may answer either copy). The round trip is the frame and its ACK
-# on the wire, the gateway's journal fsync (1-20 ms on a Pi's SD card) and both loops;
-# frames sent once and ACKed (heartbeats, alarms) are the samples, and a frame sent twice
-# whose copy was needless: the gateway ACKs both copies, so a second ACK shows that the
-# first had arrived (RFC 3708), and the first ACK timed it. Before the first sample,
-# and at most, retry_first_ms (200, the fixed timer this replaced); never below the frame
-# and its ACK on the wire at the link's baud rate. The first two retries wait the
-# timeout; each further one twice the last, capped at retry_cap_ms (30 s), for ever.
-# Jitter only lengthens (an early copy is a needless one): up to an eighth more plus two
-# frame air times, so units that lost the line together (a collision on a shared bus)
-# spread out.
+# RTT and its mean deviation; Karn: only a frame sent once is timed, since an ACK after a
+# retransmission may answer either copy), but as smoothed RTT plus two deviations, never
+# below the largest recent round trip: this link's round trips are bounded (the frame
+# and its ACK on the wire, the gateway's journal fsync, 1-20 ms on a Pi's SD card, and
+# both loops), and RFC 6298's four deviations came to twice the round trip, which put
+# the third copy of an alarm lost twice past 100 ms. Frames sent once and ACKed
+# (heartbeats, alarms) are the samples, and a frame sent twice whose copy was needless:
+# the gateway ACKs both copies, so a second ACK shows that the first had arrived (RFC
+# 3708), and the first ACK timed it; the timeout then covers that round trip at once.
+# Before the first sample, and at most, retry_first_ms (200, the fixed timer this
+# replaced); never below the frame and its ACK on the wire at the link's baud rate. The
+# first two retries wait the timeout; each further one twice the last, capped at
+# retry_cap_ms (30 s), for ever. Jitter only lengthens (an early copy is a needless
+# one): up to an eighth more plus two frame air times, so units that lost the line
+# together (a collision on a shared bus) spread out.
 import random
 import struct
 import time
@@ -98,6 +101,7 @@ class Outbox:
         self.rto_ms = self._ceil_ms  # until the first round trip
         self._srtt8 = 0  # smoothed round trip, x8 (0: none measured yet; virtual.py reads it)
         self._var8 = 0  # its mean deviation (RFC 6298's RTTVAR), x8
+        self._top_ms = 0  # the largest recent round trip (decays towards srtt)
         self.retries = 0  # frames sent again
         self.needless = 0  # ... of which a second ACK showed that the first had arrived
         self.buf = bytearray(_SLOTS * _W)  # slot i at i * 28 (sent with write(buf, off, n))
@@ -177,8 +181,10 @@ class Outbox:
         return m[_M_RTYPE + i]
 
     def _sample(self, rtt):
-        """One measured round trip (ms) into the timeout (RFC 6298 in integers: srtt
-        and the deviation both kept x8, so that the shifts lose nothing that matters)."""
+        """One measured round trip (ms) into the timeout: smoothed RTT plus two
+        deviations (RFC 6298's estimators in integers, srtt and the deviation both kept
+        x8 so that the shifts lose nothing that matters), never below the largest recent
+        round trip (see the top of this file)."""
         cap = self._cap_ms
         if rtt > cap:
             rtt = cap
@@ -187,13 +193,22 @@ class Outbox:
         if self._srtt8 == 0:
             self._srtt8 = rtt << 3
             self._var8 = rtt << 2  # RTTVAR = R/2
+            top = rtt
         else:
             d = rtt - (self._srtt8 >> 3)
             self._srtt8 += d  # SRTT += (R - SRTT)/8
             if d < 0:
                 d = -d
             self._var8 += (d << 1) - (self._var8 >> 2)  # RTTVAR += (|R - SRTT| - RTTVAR)/4
-        rto = (self._srtt8 >> 3) + (self._var8 >> 1)  # SRTT + 4 RTTVAR
+            # the largest recent round trip, an eighth of the way back to srtt a sample
+            top = self._top_ms
+            top -= (top - (self._srtt8 >> 3)) >> 3
+            if rtt > top:
+                top = rtt
+        self._top_ms = top
+        rto = (self._srtt8 >> 3) + (self._var8 >> 2)  # SRTT + 2 RTTVAR
+        if rto < top:
+            rto = top
         if rto > self._ceil_ms:
             rto = self._ceil_ms
         if rto < self._floor_ms:

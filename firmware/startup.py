@@ -71,7 +71,10 @@ def load(root):
     if kind not in _KINDS:
         raise ValueError("unknown kind " + kind)
     c.kind = _KINDS[kind]
-    c.pins = d.get("pins", {})
+    # only whether there is a mains sense: the board reads the pins itself, and the dict
+    # (with its non-qstr names) would stay on the heap for the unit's life
+    pins = d.get("pins", {})
+    c.mains = isinstance(pins, dict) and "mains" in pins
     for name, default in _INTS:
         setattr(c, name, int(d.get(name, default)))
     for name, unit_name, factor, default in _TIMES:

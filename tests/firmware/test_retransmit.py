@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import subprocess
 
-from gateway.sim.vboard import VirtualUnit
+from gateway.flashing.unitfiles import FIRMWARE_DIR
+from gateway.sim.vboard import VirtualUnit, find_micropython
 from protocol import AckState, MsgType
 from tests.firmware.conftest import Arrival, GatewayEnd, UnitFactory
 
@@ -181,3 +184,50 @@ async def _learnt(vu: VirtualUnit, at_least_ms: int) -> tuple[int, int, int, int
             timing = await vu.link_timing()
             if timing[1] > 0 and timing[1] >= at_least_ms:
                 return timing
+
+
+ESTIMATOR_JOB = """
+import json, sys
+sys.path.insert(0, FIRMWARE)
+import outbox
+
+class Line:  # the link as the outbox sees it
+    def busy(self):
+        return False
+    def send(self, buf, n, off=0):
+        pass
+
+ob = outbox.Outbox(Line(), None, 200, 30000, 115200)
+out = {}
+for k in range(200):  # a bounded link: round trips 8..28 ms, evenly spread
+    ob._sample(8 + (k * 5) % 21)
+out["bounded"] = ob.rto_ms
+ob._sample(80)  # a slow spell (a needless copy's first round trip comes in so)
+out["spell"] = ob.rto_ms
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_the_timeout_fits_a_bounded_round_trip() -> None:
+    """Round trips spread evenly over 8-28 ms (air time, a 1-20 ms fsync): the timeout
+    covers the largest of them but is no longer RFC 6298's srtt + 4 deviations (40 ms
+    here), which put the second copy of a twice-lost alarm two such timeouts, past
+    100 ms, after the press; one slow round trip raises it to that at once."""
+    res = subprocess.run(
+        [
+            find_micropython(),
+            "-X",
+            "heapsize=64K",
+            "-c",
+            ESTIMATOR_JOB.replace("FIRMWARE", repr(str(FIRMWARE_DIR))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    out = json.loads(line.removeprefix("RESULT "))
+    assert 28 <= out["bounded"] < 35, out
+    assert out["spell"] >= 80, out
