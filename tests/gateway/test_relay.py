@@ -994,6 +994,35 @@ def test_a_message_the_client_refuses_is_not_taken_as_in_flight() -> None:
     assert unconnected._pending_publishes == {}
 
 
+async def test_a_row_published_from_the_puback_callback_goes_out_on_the_loops_next_turn(
+    broker: Mosquitto,
+) -> None:
+    """The direct publisher writes a packet in the call itself, except from inside paho's
+    PUBACK callback: paho holds its callback lock there, and a write that failed there
+    closed the socket under that lock and hung the event loop (main 5fc0718). There the
+    row is only queued and the writer watch sends it on the loop's next turn."""
+    async with client_for(broker.settings(GATEWAY_USER)) as client:
+        direct = relay_module._Direct(client)
+        paho_client = direct._paho
+        queued_in_callback: list[bool] = []
+        second = asyncio.Event()
+
+        def first_acked() -> None:
+            assert direct.publish(row(2), second.set)
+            queued_in_callback.append(paho_client.want_write())
+
+        assert direct.publish(row(1), first_acked)
+        assert not paho_client.want_write()  # written in the call
+        async with asyncio.timeout(scaled(10)):
+            await second.wait()
+        assert queued_in_callback == [True]  # not written inside the callback...
+        third = asyncio.Event()
+        assert direct.publish(row(3), third.set)
+        assert not paho_client.want_write()  # ...and outside it, written at once again
+        async with asyncio.timeout(scaled(10)):
+            await third.wait()
+
+
 async def test_the_relay_connects_at_its_first_attempt_and_publishes(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:

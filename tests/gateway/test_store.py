@@ -433,6 +433,28 @@ def test_journal_is_created_private(tmp_path: Path, loose_umask: None) -> None:
     assert _mode(db) == 0o600
 
 
+def test_another_connections_commit_is_news_once_its_own_never(tmp_path: Path) -> None:
+    """changed_elsewhere() tells the gateway to read the outbox again after another process
+    (``campusguard report --deliver``) queued a row, once per such commit."""
+    db = tmp_path / "gw.db"
+    store = Store(db)
+    try:
+        assert store.changed_elsewhere() is False
+        enqueue(store, 1)
+        assert store.changed_elsewhere() is False  # its own commit
+        other = sqlite3.connect(db)
+        other.execute(
+            "INSERT INTO outbox(created_at, topic, payload, qos, retain)"
+            " VALUES (2, 't', '{}', 1, 1)"
+        )
+        other.commit()
+        other.close()
+        assert store.changed_elsewhere() is True
+        assert store.changed_elsewhere() is False  # the same commit is news once
+    finally:
+        store.close()
+
+
 def test_retention_and_pruning_batch_defaults(store: Store) -> None:
     assert RETENTION_DAYS == 90  # what README and --retention-days promise
     with store.transaction():
