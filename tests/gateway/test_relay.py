@@ -138,6 +138,20 @@ def store(tmp_path: Path, site: Site) -> Iterator[Store]:
     s.close()
 
 
+async def test_the_relay_connects_at_its_first_attempt_and_publishes(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
+    check that the relay connects, subscribes and publishes at all (first in this file:
+    pytest -x stops a relay that cannot connect here, not in a slower test's timeout)."""
+    async with relaying(store, broker, site) as relay:
+        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
+        assert (relay.failures, relay.connects) == (0, 1)
+        enqueue(store, 0)
+        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
+        assert relay.failures == 0 and relay.published == 1
+
+
 async def test_backlog_of_several_pages_then_live_rows_in_order(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
@@ -1023,19 +1037,6 @@ async def test_a_row_published_from_the_puback_callback_goes_out_on_the_loops_ne
             await third.wait()
 
 
-async def test_the_relay_connects_at_its_first_attempt_and_publishes(
-    store: Store, site: Site, broker: Mosquitto, police: Police
-) -> None:
-    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
-    check that the relay connects, subscribes and publishes at all."""
-    async with relaying(store, broker, site) as relay:
-        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
-        assert (relay.failures, relay.connects) == (0, 1)
-        enqueue(store, 0)
-        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
-        assert relay.failures == 0 and relay.published == 1
-
-
 async def test_marks_the_journal_refuses_stay_for_the_next_try(
     store: Store, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1058,6 +1059,7 @@ async def test_marks_the_journal_refuses_stay_for_the_next_try(
 
 def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
     retrieve_disconnect(object())  # type: ignore[arg-type]
+
 
 def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
     pauses = [relay_module.reconnect_pause(2.0, random.Random(seed)) for seed in range(50)]

@@ -3,6 +3,7 @@ orphan cancels, unit boots, epochs (issue 19)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -11,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import StoreError
-from gateway.journal.store import PRUNE_BATCH, RETENTION_DAYS, OutboxRow, Store, default_db_path
+from gateway.journal.store import (
+    PRUNE_BATCH,
+    RETENTION_DAYS,
+    OutboxRow,
+    Store,
+    default_db_path,
+    insert_event,
+)
 
 from .helpers import T0
 
@@ -249,12 +257,23 @@ def test_meta_and_events(store: Store) -> None:
     assert store.meta_get("alive_at") == repr(T0)
 
 
+def test_an_event_written_without_a_detail_has_an_empty_json_one(store: Store) -> None:
+    """insert_event is how benches and tests fill a journal without a gateway: what the
+    reports read back as JSON must be JSON there too."""
+    eid = insert_event(store.conn, at=T0, site="s", kind="k")
+    (detail,) = store.conn.execute("SELECT detail FROM events WHERE id = ?", (eid,)).fetchone()
+    assert json.loads(detail) == {}
+
+
 def test_commit_counters(store: Store) -> None:
-    commits, unchecked = store.commits, store.unchecked
+    commits, unchecked, timed = store.commits, store.unchecked, len(store.commit_s)
     with store.transaction():
         enqueue(store, 1)
     assert (store.commits, store.unchecked) == (commits + 1, unchecked + 1)
     assert store.wal.pending >= 0 and store.last_commit > 0
+    assert len(store.commit_s) == timed + 1 and store.commit_s[-1] >= 0
+    # the commit times behind the status's percentiles stay bounded over months of commits
+    assert store.commit_s.maxlen == 4096
 
 
 def test_an_unopenable_journal_is_a_store_error(tmp_path: Path) -> None:
