@@ -138,6 +138,28 @@ def store(tmp_path: Path, site: Site) -> Iterator[Store]:
     s.close()
 
 
+# what gateway/README.md and the cluster's clients promise about the relay's pace
+PROMISED = {
+    "WINDOW": 64,  # "up to 64 in flight" (= aiomqtt's max_inflight_messages)
+    "BACKLOG_PAGE": 256,  # outbox rows read per page after a (re)connect
+    "MARK_DELAY_S": 0.02,  # PUBACKs "written in batches every ~20 ms"
+    "PUBLISH_TIMEOUT_S": 10.0,  # one broker: a PUBACK missing this long drops the connection
+    "FAILOVER_PUBACK_S": 2.0,  # "when a PUBACK is missing for 2 s" (several nodes)
+    "BACKOFF_MIN_S": 0.1,  # "a bound that doubles from 0.1 s ...
+    "BACKOFF_MAX_S": 5.0,  # ... to 5 s"
+    "STATUS_PERIOD_S": 60.0,  # "re-signed and re-published every 60 s" (stale after 3)
+    "FAILURE_LOG_WINDOW_S": 60.0,  # one warning per minute of a broker outage
+    "OVERSIZE_LOG_WINDOW_S": 60.0,  # one warning per minute of oversized payloads
+    "FORGED_STATUS_LOG_WINDOW_S": 60.0,  # one error per minute of forged statuses
+}
+
+
+def test_the_relays_pace_is_what_the_readme_promises() -> None:
+    """Pinned in one table (first in this file: a changed value fails at once under -x)."""
+    assert {name: getattr(relay_module, name) for name in PROMISED} == PROMISED
+    assert relay_module._OnSet.__slots__ == ("_fn",)  # one small object per message in flight
+
+
 async def test_the_relay_connects_at_its_first_attempt_and_publishes(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
