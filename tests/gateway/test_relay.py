@@ -138,6 +138,42 @@ def store(tmp_path: Path, site: Site) -> Iterator[Store]:
     s.close()
 
 
+# what gateway/README.md and the cluster's clients promise about the relay's pace
+PROMISED = {
+    "WINDOW": 64,  # "up to 64 in flight" (= aiomqtt's max_inflight_messages)
+    "BACKLOG_PAGE": 256,  # outbox rows read per page after a (re)connect
+    "MARK_DELAY_S": 0.02,  # PUBACKs "written in batches every ~20 ms"
+    "PUBLISH_TIMEOUT_S": 10.0,  # one broker: a PUBACK missing this long drops the connection
+    "FAILOVER_PUBACK_S": 2.0,  # "when a PUBACK is missing for 2 s" (several nodes)
+    "BACKOFF_MIN_S": 0.1,  # "a bound that doubles from 0.1 s ...
+    "BACKOFF_MAX_S": 5.0,  # ... to 5 s"
+    "STATUS_PERIOD_S": 60.0,  # "re-signed and re-published every 60 s" (stale after 3)
+    "FAILURE_LOG_WINDOW_S": 60.0,  # one warning per minute of a broker outage
+    "OVERSIZE_LOG_WINDOW_S": 60.0,  # one warning per minute of oversized payloads
+    "FORGED_STATUS_LOG_WINDOW_S": 60.0,  # one error per minute of forged statuses
+}
+
+
+def test_the_relays_pace_is_what_the_readme_promises() -> None:
+    """Pinned in one table (first in this file: a changed value fails at once under -x)."""
+    assert {name: getattr(relay_module, name) for name in PROMISED} == PROMISED
+    assert relay_module._OnSet.__slots__ == ("_fn",)  # one small object per message in flight
+
+
+async def test_the_relay_connects_at_its_first_attempt_and_publishes(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
+    check that the relay connects, subscribes and publishes at all (first in this file:
+    pytest -x stops a relay that cannot connect here, not in a slower test's timeout)."""
+    async with relaying(store, broker, site) as relay:
+        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
+        assert (relay.failures, relay.connects) == (0, 1)
+        enqueue(store, 0)
+        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
+        assert relay.failures == 0 and relay.published == 1
+
+
 async def test_backlog_of_several_pages_then_live_rows_in_order(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
@@ -994,17 +1030,33 @@ def test_a_message_the_client_refuses_is_not_taken_as_in_flight() -> None:
     assert unconnected._pending_publishes == {}
 
 
-async def test_the_relay_connects_at_its_first_attempt_and_publishes(
-    store: Store, site: Site, broker: Mosquitto, police: Police
+async def test_a_row_published_from_the_puback_callback_goes_out_on_the_loops_next_turn(
+    broker: Mosquitto,
 ) -> None:
-    """Fails at the first failed attempt, not after a timeout: the mutation run's quick
-    check that the relay connects, subscribes and publishes at all."""
-    async with relaying(store, broker, site) as relay:
-        await until(lambda: relay.connected.is_set() or relay.failures > 0, timeout=10)
-        assert (relay.failures, relay.connects) == (0, 1)
-        enqueue(store, 0)
-        await until(lambda: store.pending_count() == 0 or relay.failures > 0, timeout=10)
-        assert relay.failures == 0 and relay.published == 1
+    """The direct publisher writes a packet in the call itself, except from inside paho's
+    PUBACK callback: paho holds its callback lock there, and a write that failed there
+    closed the socket under that lock and hung the event loop (main 5fc0718). There the
+    row is only queued and the writer watch sends it on the loop's next turn."""
+    async with client_for(broker.settings(GATEWAY_USER)) as client:
+        direct = relay_module._Direct(client)
+        paho_client = direct._paho
+        queued_in_callback: list[bool] = []
+        second = asyncio.Event()
+
+        def first_acked() -> None:
+            assert direct.publish(row(2), second.set)
+            queued_in_callback.append(paho_client.want_write())
+
+        assert direct.publish(row(1), first_acked)
+        assert not paho_client.want_write()  # written in the call
+        async with asyncio.timeout(scaled(10)):
+            await second.wait()
+        assert queued_in_callback == [True]  # not written inside the callback...
+        third = asyncio.Event()
+        assert direct.publish(row(3), third.set)
+        assert not paho_client.want_write()  # ...and outside it, written at once again
+        async with asyncio.timeout(scaled(10)):
+            await third.wait()
 
 
 async def test_marks_the_journal_refuses_stay_for_the_next_try(
@@ -1029,6 +1081,7 @@ async def test_marks_the_journal_refuses_stay_for_the_next_try(
 
 def test_a_client_without_the_disconnect_future_is_left_alone() -> None:
     retrieve_disconnect(object())  # type: ignore[arg-type]
+
 
 def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
     pauses = [relay_module.reconnect_pause(2.0, random.Random(seed)) for seed in range(50)]

@@ -3,6 +3,7 @@ orphan cancels, unit boots, epochs (issue 19)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -11,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import StoreError
-from gateway.journal.store import PRUNE_BATCH, RETENTION_DAYS, OutboxRow, Store, default_db_path
+from gateway.journal.store import (
+    PRUNE_BATCH,
+    RETENTION_DAYS,
+    OutboxRow,
+    Store,
+    default_db_path,
+    insert_event,
+)
 
 from .helpers import T0
 
@@ -249,12 +257,23 @@ def test_meta_and_events(store: Store) -> None:
     assert store.meta_get("alive_at") == repr(T0)
 
 
+def test_an_event_written_without_a_detail_has_an_empty_json_one(store: Store) -> None:
+    """insert_event is how benches and tests fill a journal without a gateway: what the
+    reports read back as JSON must be JSON there too."""
+    eid = insert_event(store.conn, at=T0, site="s", kind="k")
+    (detail,) = store.conn.execute("SELECT detail FROM events WHERE id = ?", (eid,)).fetchone()
+    assert json.loads(detail) == {}
+
+
 def test_commit_counters(store: Store) -> None:
-    commits, unchecked = store.commits, store.unchecked
+    commits, unchecked, timed = store.commits, store.unchecked, len(store.commit_s)
     with store.transaction():
         enqueue(store, 1)
     assert (store.commits, store.unchecked) == (commits + 1, unchecked + 1)
     assert store.wal.pending >= 0 and store.last_commit > 0
+    assert len(store.commit_s) == timed + 1 and store.commit_s[-1] >= 0
+    # the commit times behind the status's percentiles stay bounded over months of commits
+    assert store.commit_s.maxlen == 4096
 
 
 def test_an_unopenable_journal_is_a_store_error(tmp_path: Path) -> None:
@@ -431,6 +450,28 @@ def test_journal_is_created_private(tmp_path: Path, loose_umask: None) -> None:
     db.chmod(0o644)
     Store(db).close()
     assert _mode(db) == 0o600
+
+
+def test_another_connections_commit_is_news_once_its_own_never(tmp_path: Path) -> None:
+    """changed_elsewhere() tells the gateway to read the outbox again after another process
+    (``campusguard report --deliver``) queued a row, once per such commit."""
+    db = tmp_path / "gw.db"
+    store = Store(db)
+    try:
+        assert store.changed_elsewhere() is False
+        enqueue(store, 1)
+        assert store.changed_elsewhere() is False  # its own commit
+        other = sqlite3.connect(db)
+        other.execute(
+            "INSERT INTO outbox(created_at, topic, payload, qos, retain)"
+            " VALUES (2, 't', '{}', 1, 1)"
+        )
+        other.commit()
+        other.close()
+        assert store.changed_elsewhere() is True
+        assert store.changed_elsewhere() is False  # the same commit is news once
+    finally:
+        store.close()
 
 
 def test_retention_and_pruning_batch_defaults(store: Store) -> None:
