@@ -40,8 +40,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.cancelling import raise_if_cancelling
-from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
+from gateway.relay.mqttsocket import NodeLoop
 from gateway.relay.relay import BACKOFF_MAX_S, BACKOFF_MIN_S, reconnect_pause
 from gateway.security.brokerconfig import Accounts
 from gateway.security.envelope import Signer
@@ -95,8 +94,16 @@ class SimGateway:
         self.pending: list[tuple[str, str]] = []  # published, not PUBACKed: again on reconnect
         self.n = 0
         self.connected = asyncio.Event()
-        self.failovers = 0  # connections that failed or ended
-        self.attempts = 0  # connections made (CONNACK)
+        self.link = NodeLoop(
+            nodes,
+            identifier=f"campusguard-{gid}",
+            will=lambda: aiomqtt.Will(
+                f"{PREFIX}/gateway/{gid}/status", self.status("offline"), 1, True
+            ),
+            pause=self._pause,
+            keepalive_s=15,
+            timeout_s=5.0,
+        )
         self.jitter = jitter
         self.rng = random.Random(gid)
 
@@ -144,58 +151,36 @@ class SimGateway:
             },
         )
 
+    def _pause(self, failures: int) -> float:
+        # the relay's reconnect policy (gateway/relay/relay.py)
+        delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** (failures - 1))
+        return reconnect_pause(delay, self.rng) if self.jitter else delay
+
+    @property
+    def failovers(self) -> int:
+        """Connections that failed or ended."""
+        return self.link.failures
+
+    @property
+    def attempts(self) -> int:
+        """Connections made (CONNACK)."""
+        return self.link.connects
+
     async def run(self) -> None:
-        node = 0
-        delay = BACKOFF_MIN_S
         status_topic = f"{PREFIX}/gateway/{self.gid}/status"
-        while True:
-            s = self.nodes[node]
-            client = guard_write_watch(
-                aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                    identifier=f"campusguard-{self.gid}",
-                    clean_session=False,
-                    keepalive=15,
-                    timeout=5.0,
-                    will=aiomqtt.Will(status_topic, self.status("offline"), 1, True),
-                )
-            )
-            try:
-                async with client as c:
-                    self.attempts += 1
-                    delay = BACKOFF_MIN_S
-                    await subscribe(c, f"{PREFIX}/{self.site}/ack/+")
-                    await c.publish(status_topic, self.status("online"), qos=1, retain=True)
-                    self.connected.set()
-                    # as the relay: the message iterator notices a lost connection at once
-                    # (a publish waiting for its PUBACK would wait for its timeout)
-                    reader = asyncio.create_task(_drain(c))
-                    writer = asyncio.create_task(self._publish(c, status_topic))
-                    try:
-                        done, _ = await asyncio.wait(
-                            {reader, writer}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                    finally:
-                        for t in (reader, writer):
-                            t.cancel()
-                        await asyncio.gather(reader, writer, return_exceptions=True)
-                    for t in done:
-                        if not t.cancelled() and t.exception() is not None:
-                            raise t.exception()  # type: ignore[misc]
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                raise_if_cancelling(exc)
-                self.failovers += 1
-                node = (node + 1) % len(self.nodes)
-            finally:
-                retrieve_disconnect(client)
-            # the relay's reconnect policy (gateway/relay/relay.py)
-            await asyncio.sleep(reconnect_pause(delay, self.rng) if self.jitter else delay)
-            delay = min(BACKOFF_MAX_S, delay * 2)
+
+        async def online(c: aiomqtt.Client) -> None:
+            await c.publish(status_topic, self.status("online"), qos=1, retain=True)
+            self.connected.set()
+
+        # acks for the site: a real gateway acts on them
+        await self.link.run(
+            lambda: [f"{PREFIX}/{self.site}/ack/+"],
+            lambda topic, payload: None,
+            on_up=online,
+            serve=lambda c: self._publish(c, status_topic),
+            on_down=self.connected.clear,
+        )
 
     async def _publish(self, c: aiomqtt.Client, status_topic: str) -> None:
         last_status = time.monotonic()
@@ -223,11 +208,6 @@ class SimGateway:
             self.pending.append(item)  # no await in between: a cancellation loses nothing
             await c.publish(item[0], item[1], qos=1, timeout=PUBACK_FAILOVER_S)
             self.pending.remove(item)
-
-
-async def _drain(c: aiomqtt.Client) -> None:
-    async for _ in c.messages:  # acks for the site: a real gateway acts on them
-        pass
 
 
 def _progress(text: str) -> None:

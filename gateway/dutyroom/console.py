@@ -37,16 +37,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiomqtt
 
-from gateway.core.broker import (
-    CLUSTER_KEEPALIVE_S,
-    CLUSTER_TIMEOUT_S,
-    BrokerSettings,
-)
+from gateway.core.broker import BrokerSettings
 from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, GatewayError, UsageError
 from gateway.dutyroom.board import DISPOSITION_WORDS, Board, paint
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
+from gateway.relay.mqttsocket import NodeLoop
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys, read_private
 
@@ -54,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DISPOSITIONS = DISPOSITION_WORDS
 REDRAW_S = 1.0
+ACK_RETRY_S = 0.5  # --ack-after: an ack the broker did not take is sent again after this
 BOARD_TOPICS = ("alarm/+", "open/+", "event/+", "duty/+", "unit/+/state", "post/+/state")
 
 
@@ -81,7 +78,17 @@ class Console:
         self.opts = opts
         self.tz = zone_of(opts.tz)
         self.brokers = opts.brokers
-        self.settings = self.brokers[0]
+        first = self.brokers[0]
+        # a desk's own persistent session (the broker account's name, as Mosquitto binds
+        # it): on another node of the cluster its subscriptions and what was queued for it
+        # are there already
+        self.link = NodeLoop(
+            self.brokers,
+            identifier=first.username,
+            log_failure=lambda s, exc: log.warning(
+                "broker %s:%d: %s; retrying", s.host, s.port, exc
+            ),
+        )
         self.trusted = gateway_keys(opts.keydir)
         if not self.trusted:
             raise GatewayError(
@@ -94,9 +101,9 @@ class Console:
         self._size: os.terminal_size | None = None
         self.count = 0
         self.done = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
         self._acked: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._auto_acking: set[str] = set()  # --ack-after: incidents waiting for their ack
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped_by: signal.Signals | None = None
 
     async def run(self) -> None:
@@ -142,116 +149,103 @@ class Console:
             self._redraw()
 
     async def _connect_loop(self) -> None:
-        node = 0
-        while not self.done.is_set():
-            s = self.settings = self.brokers[node]  # the nodes of one cluster, in turn
-            client = guard_write_watch(
-                aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                    # a desk's own persistent session (the broker account's name, as
-                    # Mosquitto binds it): on another node of the cluster its
-                    # subscriptions and what was queued for it are there already
-                    identifier=s.username,
-                    clean_session=s.username is None,
-                    # with several nodes a frozen one is left after ~2 keepalives
-                    keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S)
-                    if len(self.brokers) > 1
-                    else s.keepalive_s,
-                    timeout=CLUSTER_TIMEOUT_S if len(self.brokers) > 1 else 10.0,
-                )
-            )
-            try:
-                async with client:
-                    self._client = client
-                    # the retained topics rebuild the board at once
-                    self.board.reconnected()
-                    base = f"{self.opts.prefix}/{self.opts.site}"
-                    for leaf in BOARD_TOPICS:
-                        await subscribe(client, f"{base}/{leaf}")
-                    # gateway status is per gateway, not per site (retained: arrives at once)
-                    await subscribe(client, f"{self.opts.prefix}/gateway/+/status")
-                    self._redraw()
-                    reader = asyncio.create_task(self._read(client))
-                    stopper = asyncio.create_task(self.done.wait())
-                    try:
-                        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        # also on Ctrl-C (this task cancelled): the reader must not outlive
-                        # the connection and die unobserved of its disconnect
-                        for t in (reader, stopper):
-                            t.cancel()
-                        await asyncio.gather(reader, stopper, return_exceptions=True)
-                    if reader.done() and not reader.cancelled() and reader.exception():
-                        raise reader.exception()  # type: ignore[misc]
-            except aiomqtt.MqttError as exc:
-                self._client = None
-                raise_if_cancelling(exc)
-                log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
-                node = (node + 1) % len(self.brokers)
-                await asyncio.sleep(1.0)
-            finally:
-                # a disconnect while no one read the messages (a keepalive that expired
-                # during a subscribe): else asyncio logs its exception when freed
-                retrieve_disconnect(client)
+        base = f"{self.opts.prefix}/{self.opts.site}"
+        # gateway status is per gateway, not per site (retained: arrives at once)
+        topics = [
+            *(f"{base}/{leaf}" for leaf in BOARD_TOPICS),
+            f"{self.opts.prefix}/gateway/+/status",
+        ]
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for m in client.messages:
-            raw = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
-            topic = str(m.topic)
-            try:
-                # an empty payload clears a retained topic: nothing to verify (None)
-                data: Any = open_gateway(topic, raw, self.trusted) if raw else None
-            except EnvelopeError as exc:
-                self.board.dropped += 1
-                log.info("dropped a message on %s: %s", topic, exc)
-                if self.opts.json:
-                    self._emit(
-                        {
-                            "topic": topic,
-                            "kind": "dropped",
-                            "payload": {"reason": exc.reason},
-                            "at": _now(),
-                        }
-                    )
-                continue
-            taken = self.board.take(topic, data, time.time())
-            kind = taken.kind
+        async def subscribed(_client: aiomqtt.Client) -> None:
+            self._redraw()
+
+        async def until_done(_client: aiomqtt.Client) -> None:
+            await self.done.wait()
+
+        await self.link.run(
+            lambda: topics,
+            self._take,
+            # the retained topics rebuild the board at once
+            on_connect=lambda _client: self.board.reconnected(),
+            on_up=subscribed,
+            serve=until_done,
+        )
+
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        return self.link.client
+
+    @property
+    def settings(self) -> BrokerSettings:
+        """The broker (cluster node) in use, or last tried."""
+        return self.link.node or self.brokers[0]
+
+    def _take(self, topic: str, raw: bytes) -> None:
+        """One message from the broker: verify, show, maybe acknowledge."""
+        try:
+            # an empty payload clears a retained topic: nothing to verify (None)
+            data: Any = open_gateway(topic, raw, self.trusted) if raw else None
+        except EnvelopeError as exc:
+            self.board.dropped += 1
+            log.info("dropped a message on %s: %s", topic, exc)
             if self.opts.json:
-                self._emit({"topic": topic, "kind": kind, "payload": data, "at": _now()})
-            else:
-                self._redraw(bell=taken.alert)
-            if (
-                kind == "alarm"
-                and self.opts.ack_after is not None
-                and isinstance(data, dict)
-                and data.get("update") == "new"
-            ):
-                task = asyncio.create_task(self._ack_later(data, self.opts.ack_after))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            self.count += 1
-            if self.opts.once is not None and self.count >= self.opts.once:
-                self.done.set()
+                self._emit(
+                    {
+                        "topic": topic,
+                        "kind": "dropped",
+                        "payload": {"reason": exc.reason},
+                        "at": _now(),
+                    }
+                )
+            return
+        taken = self.board.take(topic, data, time.time())
+        kind = taken.kind
+        if self.opts.json:
+            self._emit({"topic": topic, "kind": kind, "payload": data, "at": _now()})
+        else:
+            self._redraw(bell=taken.alert)
+        if (
+            kind == "alarm"
+            and self.opts.ack_after is not None
+            and isinstance(data, dict)
+            and data.get("update") == "new"
+            and str(data.get("incident")) not in self._acked | self._auto_acking
+        ):
+            # (a message the broker sends again, after a failover, is acknowledged once)
+            self._auto_acking.add(str(data.get("incident")))
+            task = asyncio.create_task(self._ack_later(data, self.opts.ack_after))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.count += 1
+        if self.opts.once is not None and self.count >= self.opts.once:
+            self.done.set()
 
     async def _ack_later(self, data: dict[str, Any], after_ms: int) -> None:
-        await asyncio.sleep(after_ms / 1000.0)
-        await self.ack(str(data["incident"]), str(data.get("site")), "genuine")
+        incident = str(data["incident"])
+        try:
+            await asyncio.sleep(after_ms / 1000.0)
+            while not await self.ack(incident, str(data.get("site")), "genuine"):
+                # the broker was lost meanwhile: again once subscribed to the next node
+                await asyncio.sleep(ACK_RETRY_S)
+                await self.link.up.wait()
+        finally:
+            self._auto_acking.discard(incident)
 
-    async def ack(self, incident: str, site: str, disposition: str, *, again: bool = False) -> None:
-        """Publish the acknowledgement of ``incident`` (once, unless ``again``)."""
+    async def ack(self, incident: str, site: str, disposition: str, *, again: bool = False) -> bool:
+        """Publish the acknowledgement of ``incident`` (once, unless ``again``).
+
+        False if it could not be sent (no connection, or the broker lost meanwhile): the
+        board says so, and the operator can type it again.
+        """
         client = self._client
         if client is None:
             self._redraw(f"not connected: {incident} not acknowledged")
-            return
+            return False
         if incident in self._acked and not again:
-            return
+            return True
         if self.signer is None:
             self._redraw(self._no_key)
-            return
+            return True
         topic, payload = make_ack(
             self.signer,
             self.opts.prefix,
@@ -260,7 +254,12 @@ class Console:
             by=self.opts.by,
             disposition=disposition,
         )
-        await client.publish(topic, payload, qos=1)
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise_if_cancelling(exc)
+            self._redraw(f"the broker did not take it ({exc}): {incident} not acknowledged")
+            return False
         self._acked.add(incident)
         self.board.acked(incident)
         if self.opts.json:
@@ -268,6 +267,7 @@ class Console:
             self._emit({"topic": topic, "kind": "ack_sent", "payload": body, "at": _now()})
         else:
             self._redraw(f"acknowledged {incident}")
+        return True
 
     def _on_stdin(self) -> None:
         line = sys.stdin.readline()
@@ -283,6 +283,7 @@ class Console:
         if target is None or disposition is None:
             self._redraw(f"nothing on the board is {words[0]!r} (or unknown disposition)")
             return
+        task: asyncio.Task[Any]
         if target.kind == "post":
             task = asyncio.create_task(self.ack_post(target.id, target.site))
         else:
@@ -300,7 +301,12 @@ class Console:
             self._redraw(self._no_key)
             return
         topic, payload = make_ack(self.signer, self.opts.prefix, site, post=post, by=self.opts.by)
-        await client.publish(topic, payload, qos=1)
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise_if_cancelling(exc)
+            self._redraw(f"the broker did not take it ({exc}): {post} not acknowledged")
+            return
         self._redraw(f"acknowledged the missed check-in at {post}")
 
     def _redraw(self, note: str = "", *, bell: bool = False, full: bool = False) -> None:

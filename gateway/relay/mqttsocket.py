@@ -1,25 +1,265 @@
-"""aiomqtt 2.5's socket write watch, made safe against a socket paho has already closed.
+"""Our MQTT clients on aiomqtt 2.5 (pinned): one broker or a cluster's nodes, nothing lost.
 
-aiomqtt asks for a writer watch (``loop.add_writer(fd)``) whenever paho has a packet to
-send, but it does so through ``call_soon_threadsafe`` with the descriptor number taken at
-once. When paho closes the socket before that callback runs (a QoS 1 message read, its
-PUBACK queued, then the broker's end of file read in the same ``loop_read``), the
-callback registers a closed descriptor: ``OSError: [Errno 9] Bad file descriptor`` from
-the event loop's exception handler (seen at the end of demo runs when the broker went
-away), or, had the number been reused meanwhile, a watch on someone else's descriptor.
-:func:`guard_write_watch` installs a watch that checks, when it runs, that paho still
-holds that socket.
+:class:`NodeLoop` is the loop every subscriber runs (the console, the web duty room, the
+police emulator, the benches' simulated gateways): connect to a node, subscribe (SUBACK
+checked), receive, and on any broker failure move to the next node after a (jittered)
+pause, keeping the persistent session. It PUBACKs a QoS 1 message only once the
+client's handler has taken it. paho PUBACKs on receipt by default, before the
+application has read the message from aiomqtt's queue: a connection that failed
+(a SUBSCRIBE that timed out on a node whose cluster was still electing leaders) took
+the messages already in that queue with it, PUBACKed, so the broker never sent them
+again. A duty-room console lost an alarm so (issue 14). Now what was received is
+handled even when the connection fails meanwhile, and what was not handled is not
+PUBACKed: the broker delivers it again, on this node or the next.
+
+The rest mends aiomqtt where it fails us:
+
+- :func:`guard_write_watch`: aiomqtt asks for a writer watch (``loop.add_writer(fd)``)
+  whenever paho has a packet to send, but through ``call_soon_threadsafe`` with the
+  descriptor number taken at once. When paho closes the socket before that callback
+  runs (a QoS 1 message read, its PUBACK queued, then the broker's end of file read in
+  the same ``loop_read``), the callback registers a closed descriptor: ``OSError: [Errno
+  9] Bad file descriptor`` from the event loop's exception handler, or, had the number
+  been reused meanwhile, a watch on someone else's descriptor. The guard checks, when
+  the watch runs, that paho still holds that socket.
+- :func:`retrieve_disconnect`: the exception aiomqtt leaves unread when a connection ends.
+- :func:`subscribe`: a refused subscription raises instead of looking like a quiet site.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
+from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import SubscriptionRefused
+
+# NATS answers a SUBSCRIBE only after loading the retained messages it matches, and waits
+# up to 5 s for that when the retained stream has lost its leader (a node killed): a
+# client that gave up at 5 s left a node just as its SUBACK came, for the next node, which
+# was no readier. A node that is frozen is left by the keepalive long before this.
+SUBSCRIBE_TIMEOUT_S = 8.0
+# filters per SUBSCRIBE packet: one packet (one retained lookup on NATS) for a client's
+# usual topics, and a bounded packet for a station of many sites
+FILTERS_PER_SUBSCRIBE = 16
+BACKOFF_MIN_S = 0.1  # as the gateway's relay (gateway/relay/relay.py)
+BACKOFF_MAX_S = 5.0
+
+Pause = Callable[[int], float]
+"""The pause before the next attempt, given the failures in a row so far (1, 2, ...)."""
+
+
+def jittered_backoff(
+    rng: random.Random | None = None, low_s: float = BACKOFF_MIN_S, high_s: float = BACKOFF_MAX_S
+) -> Pause:
+    """Uniform in [0, d], d doubling per failure in a row from ``low_s`` up to ``high_s``.
+
+    The relay's policy ("full jitter", :func:`gateway.relay.relay.reconnect_pause`): the
+    first retry after a node's death within ``low_s``, and clients that lost a node
+    together (every console of a city on it) spread out instead of retrying in step.
+    """
+    draw = rng or random.Random()
+
+    def pause(failures: int) -> float:
+        return draw.uniform(0.0, min(high_s, low_s * 2 ** max(0, failures - 1)))
+
+    return pause
+
+
+def fixed_pause(seconds: float) -> Pause:
+    """The same pause after every failure."""
+    return lambda _failures: seconds
+
+
+class NodeLoop:
+    """One MQTT client of a broker, or of the nodes of one cluster, kept connected.
+
+    ``nodes``: one broker, or a cluster's nodes in order (every one a node of the same
+    cluster: the persistent session lives in its replicated streams). ``identifier``: a
+    persistent session (``clean_session=False``) under that client id; None: a clean
+    session. ``will()``: the last will of each connection (dated when it connects).
+    With several nodes the keepalive is at most
+    :data:`~gateway.core.broker.CLUSTER_KEEPALIVE_S` (a frozen node is left within ~2
+    periods) and CONNECT waits :data:`~gateway.core.broker.CLUSTER_TIMEOUT_S`;
+    ``keepalive_s``/``timeout_s`` say otherwise. ``log_failure(node, exc)`` hears every
+    failed connection (default: nothing).
+
+    :attr:`client` is the connected client (None between connections), :attr:`node` the
+    node in use, :attr:`up` is set while subscribed.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[BrokerSettings],
+        *,
+        identifier: str | None = None,
+        will: Callable[[], aiomqtt.Will] | None = None,
+        pause: Pause | None = None,
+        keepalive_s: int | None = None,
+        timeout_s: float | None = None,
+        log_failure: Callable[[BrokerSettings, aiomqtt.MqttError], None] | None = None,
+    ) -> None:
+        """Nothing connects before :meth:`run` (which needs at least one node)."""
+        self.nodes = list(nodes)
+        self.node: BrokerSettings | None = self.nodes[0] if self.nodes else None
+        self.identifier = identifier
+        self.will = will
+        self.pause = pause or jittered_backoff()
+        self._keepalive_s = keepalive_s
+        self._timeout_s = timeout_s
+        self._log_failure = log_failure or (lambda node, exc: None)
+        self.client: aiomqtt.Client | None = None
+        self.up = asyncio.Event()
+        self.connects = 0
+        self.failures = 0  # connections that failed, in all
+        self.node_changes = 0  # connections made to another node than the last one
+
+    def _make_client(self, s: BrokerSettings) -> aiomqtt.Client:
+        cluster = len(self.nodes) > 1
+        keepalive = self._keepalive_s or (
+            min(s.keepalive_s, CLUSTER_KEEPALIVE_S) if cluster else s.keepalive_s
+        )
+        client = guard_write_watch(
+            aiomqtt.Client(
+                s.host,
+                s.port,
+                username=s.username,
+                password=s.password,
+                tls_context=s.tls_context(),
+                identifier=self.identifier,
+                clean_session=self.identifier is None,
+                keepalive=keepalive,
+                timeout=self._timeout_s or (CLUSTER_TIMEOUT_S if cluster else 10.0),
+                will=self.will() if self.will is not None else None,
+            )
+        )
+        inner: paho.Client = client._client  # pinned aiomqtt 2.5
+        inner.manual_ack_set(True)  # PUBACK once handled: see the module's docstring
+        return client
+
+    async def run(
+        self,
+        topics: Callable[[], Iterable[str]],
+        on_message: Callable[[str, bytes], None],
+        *,
+        on_connect: Callable[[aiomqtt.Client], None] | None = None,
+        on_up: Callable[[aiomqtt.Client], Awaitable[None]] | None = None,
+        serve: Callable[[aiomqtt.Client], Awaitable[None]] | None = None,
+        on_down: Callable[[], None] | None = None,
+    ) -> None:
+        """Stay connected and subscribed to ``topics()`` (asked at every connection).
+
+        ``on_message(topic, payload)`` gets every message, from the moment the connection
+        is made (a persistent session's queued messages come before any SUBACK), and also
+        those received on a connection that then failed (they were not PUBACKed: the
+        broker sends them again, so a receiver folds duplicates, as on ``incident`` and
+        ``update_no``). ``on_connect(client)``: connected, before anything is received;
+        ``on_up(client)``: subscribed; ``serve(client)``: runs beside the receiving once
+        subscribed, and its return ends :meth:`run` (without it, only a cancellation
+        does); ``on_down()``: a connection that was made has ended.
+
+        A broker failure (``aiomqtt.MqttError``, a refused subscription among them), in
+        any of these or in receiving, ends the connection: the next node is tried after
+        :attr:`pause`. A cancellation is never taken for one (``raise_if_cancelling``).
+        """
+        if not self.nodes:
+            raise ValueError("no broker to connect to")
+        index = 0
+        last: BrokerSettings | None = None
+        in_row = 0  # failures since the client was last subscribed
+        while True:
+            s = self.node = self.nodes[index]
+            client = self._make_client(s)
+            queue: asyncio.Queue[aiomqtt.Message] = client._queue  # pinned aiomqtt 2.5
+            try:
+                async with client:
+                    self.connects += 1
+                    if last is not None and last != s:
+                        self.node_changes += 1
+                    last = s
+                    self.client = client
+                    try:
+                        if on_connect is not None:
+                            on_connect(client)
+                        await self._connected(client, topics, on_message, on_up, serve)
+                        return  # serve returned
+                    finally:
+                        if self.up.is_set():
+                            in_row = 0
+                        self.client = None
+                        self.up.clear()
+                        if on_down is not None:
+                            on_down()
+            except aiomqtt.MqttError as exc:
+                raise_if_cancelling(exc)
+                self._log_failure(s, exc)
+                self.failures += 1
+                in_row += 1
+                # received, not handled, not PUBACKed: shown now, and sent again anyway
+                while not queue.empty():
+                    _handle(queue.get_nowait(), on_message)
+            finally:
+                retrieve_disconnect(client)
+            index = (index + 1) % len(self.nodes)
+            await asyncio.sleep(self.pause(in_row))
+
+    async def _connected(
+        self,
+        client: aiomqtt.Client,
+        topics: Callable[[], Iterable[str]],
+        on_message: Callable[[str, bytes], None],
+        on_up: Callable[[aiomqtt.Client], Awaitable[None]] | None,
+        serve: Callable[[aiomqtt.Client], Awaitable[None]] | None,
+    ) -> None:
+        """One connection, until ``serve`` returns; raises its broker failure."""
+
+        async def work() -> None:
+            await subscribe_all(client, topics())
+            self.up.set()
+            if on_up is not None:
+                await on_up(client)
+                raise_if_cancelling()
+            if serve is not None:
+                await serve(client)
+                raise_if_cancelling()
+            else:
+                await asyncio.Future()  # until the connection fails or we are cancelled
+
+        # the receiver runs from the start: it notices a lost connection at once (a
+        # subscribe or publish waits for its timeout), and takes what comes meanwhile
+        receiver = asyncio.create_task(_receive(client, on_message), name="mqtt-receive")
+        worker = asyncio.create_task(work(), name="mqtt-work")
+        try:
+            done, _ = await asyncio.wait({receiver, worker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # also when this task is cancelled: neither may outlive the connection
+            for t in (receiver, worker):
+                t.cancel()
+            await asyncio.gather(receiver, worker, return_exceptions=True)
+        for t in (worker, receiver):  # the worker's failure first: it says why
+            if t in done and not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        if worker not in done:
+            raise aiomqtt.MqttError("the broker's message stream ended")
+
+
+async def _receive(client: aiomqtt.Client, on_message: Callable[[str, bytes], None]) -> None:
+    inner: paho.Client = client._client  # pinned aiomqtt 2.5
+    async for m in client.messages:
+        _handle(m, on_message)
+        if m.qos > 0:
+            inner.ack(m.mid, m.qos)  # in the order received, as MQTT asks
+
+
+def _handle(m: aiomqtt.Message, on_message: Callable[[str, bytes], None]) -> None:
+    raw = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
+    on_message(str(m.topic), raw)
 
 
 def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
@@ -72,10 +312,21 @@ async def subscribe(client: aiomqtt.Client, topic: str, qos: int = 1) -> None:
     site. Raised as an MqttError, it ends the connection like any broker failure: the
     client's retry loop logs it and tries again.
     """
-    granted = await client.subscribe(topic, qos=qos)
-    for code in granted:
-        value = code if isinstance(code, int) else code.value
-        if value >= 0x80:
-            raise SubscriptionRefused(
-                f"the broker refused the subscription to {topic} (SUBACK 0x{value:02x})"
-            )
+    await subscribe_all(client, [topic], qos)
+
+
+async def subscribe_all(client: aiomqtt.Client, topics: Iterable[str], qos: int = 1) -> None:
+    """:func:`subscribe` to every topic, :data:`FILTERS_PER_SUBSCRIBE` to a SUBSCRIBE packet."""
+    wanted = list(dict.fromkeys(topics))
+    for i in range(0, len(wanted), FILTERS_PER_SUBSCRIBE):
+        batch = wanted[i : i + FILTERS_PER_SUBSCRIBE]
+        granted = await client.subscribe(
+            [(t, qos) for t in batch], timeout=max(SUBSCRIBE_TIMEOUT_S, client.timeout)
+        )
+        raise_if_cancelling()  # Python 3.11's wait_for inside may have lost one
+        codes = [code if isinstance(code, int) else code.value for code in granted]
+        for topic, value in zip(batch, codes, strict=False):
+            if value >= 0x80:
+                raise SubscriptionRefused(
+                    f"the broker refused the subscription to {topic} (SUBACK 0x{value:02x})"
+                )

@@ -37,11 +37,11 @@ from typing import Any, Protocol
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
-from gateway.core.cancelling import cancel_and_wait, raise_if_cancelling
+from gateway.core.broker import BrokerSettings
+from gateway.core.cancelling import cancel_and_wait
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
+from gateway.relay.mqttsocket import NodeLoop, fixed_pause, guard_write_watch, retrieve_disconnect
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
@@ -145,8 +145,15 @@ class Police:
             self.brokers = [url]
         else:
             self.brokers = list(url)
-        self.settings = self.brokers[0]
-        self.node_changes = 0  # connections made to another node than the last one
+        # a frozen node is noticed by the keepalive (a subscriber sends nothing else)
+        self.link = NodeLoop(
+            self.brokers,
+            identifier=identifier,
+            pause=fixed_pause(0.05),
+            log_failure=lambda s, exc: log.debug(
+                "police: broker %s:%d: %s; retrying", s.host, s.port, exc
+            ),
+        )
         self.keydir = Path(keydir)
         self.dutyroom = dutyroom_kid(dutyroom)
         self.prefix = prefix
@@ -162,9 +169,8 @@ class Police:
         self.dropped: list[tuple[str, str]] = []  # (topic, reason) of what did not verify
         self._trusted: dict[str, Ed25519PublicKey] = {}
         self._trust_read = -1e18
-        self.subscribed = asyncio.Event()
+        self.subscribed = self.link.up  # set while subscribed
         self._changed: asyncio.Future[None] | None = None
-        self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[Received], None]] = []
 
@@ -196,46 +202,21 @@ class Police:
         self._listeners.append(callback)
 
     async def _run(self) -> None:
-        node = 0
-        last: BrokerSettings | None = None
-        cluster = len(self.brokers) > 1
-        while True:
-            s = self.settings = self.brokers[node]
-            client = guard_write_watch(
-                aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                    identifier=self.identifier,
-                    clean_session=self.identifier is None,
-                    # a frozen node is noticed by the keepalive (a subscriber sends
-                    # nothing else): within ~2 periods
-                    keepalive=min(s.keepalive_s, CLUSTER_KEEPALIVE_S) if cluster else s.keepalive_s,
-                    timeout=CLUSTER_TIMEOUT_S if cluster else 10.0,
-                )
-            )
-            try:
-                async with client:
-                    if last is not None and last != s:
-                        self.node_changes += 1
-                    last = s
-                    for site in self.sites:
-                        await subscribe(client, f"{self.prefix}/{site}/#")
-                    self._client = client
-                    self.subscribed.set()
-                    async for m in client.messages:
-                        self._take(str(m.topic), m.payload)
-            except aiomqtt.MqttError as exc:
-                self._client = None
-                self.subscribed.clear()
-                raise_if_cancelling(exc)  # else stop() waits for ever on a slow goodbye
-                log.debug("police: broker %s:%d: %s; retrying", s.host, s.port, exc)
-                node = (node + 1) % len(self.brokers)
-                await asyncio.sleep(0.05)
-            finally:
-                retrieve_disconnect(client)  # a keepalive that expired: else logged when freed
+        await self.link.run(lambda: [f"{self.prefix}/{site}/#" for site in self.sites], self._take)
+
+    @property
+    def settings(self) -> BrokerSettings:
+        """The broker (cluster node) in use, or last tried."""
+        return self.link.node or self.brokers[0]
+
+    @property
+    def node_changes(self) -> int:
+        """Connections made to another node than the last one."""
+        return self.link.node_changes
+
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        return self.link.client
 
     def _take(self, topic: str, raw_payload: Any) -> None:
         at, wall = time.monotonic(), time.time()

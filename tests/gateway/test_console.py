@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 
 import gateway.cli.console as console_cli
 import gateway.dutyroom.console as console_module
@@ -409,7 +408,7 @@ class FreezeAtSubscribe:
 
 
 async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_future(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: Site
 ) -> None:
     """The keepalive expires while the console waits for its SUBACK: aiomqtt stores the
     disconnect in a future nobody awaits (the subscribe ends by its own timeout), and
@@ -424,9 +423,9 @@ async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_
             if "never retrieved" in record.getMessage():
                 unretrieved.append(record.getMessage())
 
-    # the SUBACK's wait outlasts the keepalive (2 s with two nodes: ping, then give up), so
-    # the keepalive is what ends the connection, as on a loaded machine
-    monkeypatch.setattr(console_module, "CLUSTER_TIMEOUT_S", 8.0)
+    # the SUBACK's wait (gateway.relay.mqttsocket.SUBSCRIBE_TIMEOUT_S) outlasts the
+    # keepalive (2 s with two nodes: ping, then give up), so the keepalive is what ends
+    # the connection, as on a loaded machine
     watch = Watch()
     for name in ("gateway.dutyroom.console", "asyncio"):
         logging.getLogger(name).addHandler(watch)
@@ -462,3 +461,113 @@ async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_
                     logging.getLogger(name).removeHandler(watch)
     assert proxy.frozen == 1
     assert unread == [] and unretrieved == []
+
+
+class DropFirstSubacks:
+    """A TCP relay to a broker that drops every SUBACK of its first connection: a node that
+    took the console's session over, and sent it what was queued for it, but answered its
+    SUBSCRIBE too late (NATS electing its retained stream's leader after a node's death).
+    Later connections pass."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connections = 0
+        self.dropped = 0
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._held:
+            w.close()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
+        self._held += [cw, bw]
+        self.connections += 1
+        first = self.connections == 1
+
+        async def up() -> None:
+            while data := await cr.read(65536):
+                bw.write(data)
+                await bw.drain()
+
+        async def down() -> None:
+            buf = b""
+            while data := await br.read(65536):
+                buf += data
+                while (packet := _mqtt_packet(buf)) is not None:
+                    buf = buf[len(packet) :]
+                    if first and packet[0] >> 4 == 9:  # SUBACK
+                        self.dropped += 1
+                        continue
+                    cw.write(packet)
+                await cw.drain()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+
+def _mqtt_packet(buf: bytes) -> bytes | None:
+    """The first whole MQTT packet in ``buf`` (fixed header, remaining length), or None."""
+    length, shift = 0, 0
+    for i in range(1, min(len(buf), 5)):
+        length |= (buf[i] & 0x7F) << shift
+        shift += 7
+        if not buf[i] & 0x80:
+            end = i + 1 + length
+            return buf[:end] if len(buf) >= end else None
+    return None
+
+
+async def test_console_shows_what_came_before_a_suback_that_never_came(
+    tmp_path: Path, site: Site
+) -> None:
+    """Regression (issue 14): a console failed over to a node that sent it the alarms queued
+    for its session at once but its SUBACK too late. paho had PUBACKed them on receipt; the
+    console dropped them with the connection that its SUBSCRIBE's timeout ended, and the
+    broker, PUBACKed, never sent them again: alarms never shown. Now the console shows
+    what it receives from the moment it connects, and PUBACKs only what it has shown."""
+    signer = Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
+    alarm_topic = f"campusguard/{SITE}/alarm/shop-a"
+    with open_broker(tmp_path / "broker") as broker:
+        url = f"mqtt://desk2@127.0.0.1:{broker.port}"
+        # the desk's persistent session, subscribed, away while three alarms come
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, username="desk2", identifier="desk2", clean_session=False
+        ) as desk:
+            await desk.subscribe(f"campusguard/{SITE}/alarm/+", qos=1)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as gw:
+            for n in range(3):
+                body = {"incident": f"{GATEWAY_ID}-shop-a-1-{n}", "update": "new", "update_no": 1}
+                body |= {"gateway": GATEWAY_ID, "site": SITE, "unit": "shop-a", "kind": "panic"}
+                await gw.publish(alarm_topic, signer.seal_obj(alarm_topic, body), qos=1)
+        proxy = DropFirstSubacks(broker.port)
+        async with proxy as port:
+            url = f"mqtt://desk2@127.0.0.1:{port}"
+            parser = argparse.ArgumentParser()
+            console_cli.add_arguments(parser)
+            args = parser.parse_args(
+                ["--broker", url, "--broker", url, "--keydir", str(site.dutyroom_dir), "--json"]
+            )
+            console = console_module.Console(console_cli.options(args))
+            shown: list[dict[str, Any]] = []
+            console._emit = shown.append  # type: ignore[method-assign]
+            task = asyncio.create_task(console.run())
+            try:
+                await until(
+                    lambda: (
+                        len({x["payload"]["incident"] for x in shown if x["kind"] == "alarm"}) == 3
+                    ),
+                    20,
+                    what="the three alarms queued for the desk shown",
+                )
+                on_first = proxy.connections  # shown as they came, before any SUBACK
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    assert on_first == 1

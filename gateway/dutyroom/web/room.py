@@ -25,14 +25,13 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import EnvelopeError, RoomError
 from gateway.dutyroom.board import CLOSED_KEEP_S, Board
 from gateway.dutyroom.web.auth import Who
 from gateway.dutyroom.web.db import DutyDb
 from gateway.dutyroom.web.plans import plan_for
 from gateway.relay.acks import DISPOSITIONS, make_ack
-from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
+from gateway.relay.mqttsocket import NodeLoop
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ SITE_TOPICS = (
     "alarm/+", "open/+", "event/+", "duty/+", "unit/+/state", "post/+/state",
     "register/#", "report/+",
 )  # fmt: skip
-RETRY_S = 1.0
 PROBLEMS_LEAF = "problems"  # the database's own record of a gateway's conditions
 REPORT_MAX_BYTES = 16384  # the broker's max_packet_size (campusguard broker-config)
 
@@ -96,7 +94,12 @@ class Room:
         self.gateway_problems: dict[str, dict[str, str]] = {}
         self.connected = asyncio.Event()
         self.on_change: Callable[[set[str], dict[str, Any] | None], None] = lambda s, n: None
-        self._client: aiomqtt.Client | None = None
+        self.link = NodeLoop(
+            self.brokers,
+            log_failure=lambda s, exc: log.warning(
+                "broker %s:%d: %s; retrying", s.host, s.port, exc
+            ),
+        )
         self._first_seen: dict[str, float] = {}
         self._restore()
 
@@ -116,46 +119,36 @@ class Room:
 
     async def run(self) -> None:
         """Connect (retrying, node after node) until cancelled."""
-        node = 0
-        while True:
-            s = self.brokers[node]
-            client = guard_write_watch(
-                aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls_context(),
-                )
-            )
-            try:
-                async with client:
-                    self._client = client
-                    self.board.reconnected()  # the retained topics tell it all again
-                    # ... except what closed lately, which the board still shows a while
-                    now = self.now()
-                    for topic, data in self.db.incidents_shown(now - CLOSED_KEEP_S, True):
-                        self.board.take(topic, data, now)
-                    for site in self.sites:
-                        for leaf in SITE_TOPICS:
-                            await subscribe(client, f"{self.prefix}/{site}/{leaf}")
-                    await subscribe(client, f"{self.prefix}/gateway/+/status")
-                    self.connected.set()
-                    self.on_change({"all"}, {"kind": "broker", "connected": True})
-                    async for m in client.messages:
-                        raw = m.payload if isinstance(m.payload, bytes) else b""
-                        self.take(str(m.topic), raw)
-            except aiomqtt.MqttError as exc:
-                raise_if_cancelling(exc)  # else `dutyroom`/`demo --serve` ignore Ctrl-C
-                log.warning("broker %s:%d: %s; retrying", s.host, s.port, exc)
-            finally:
-                retrieve_disconnect(client)  # else asyncio may log it, when freed
-                if self._client is not None:
-                    self._client = None
-                    self.connected.clear()
-                    self.on_change({"status"}, {"kind": "broker", "connected": False})
-            node = (node + 1) % len(self.brokers)
-            await asyncio.sleep(RETRY_S)
+
+        def connected(_client: aiomqtt.Client) -> None:
+            self.board.reconnected()  # the retained topics tell it all again
+            # ... except what closed lately, which the board still shows a while
+            now = self.now()
+            for topic, data in self.db.incidents_shown(now - CLOSED_KEEP_S, True):
+                self.board.take(topic, data, now)
+
+        async def subscribed(_client: aiomqtt.Client) -> None:
+            self.connected.set()
+            self.on_change({"all"}, {"kind": "broker", "connected": True})
+
+        def lost() -> None:
+            self.connected.clear()
+            self.on_change({"status"}, {"kind": "broker", "connected": False})
+
+        await self.link.run(
+            lambda: [
+                *(f"{self.prefix}/{site}/{leaf}" for site in self.sites for leaf in SITE_TOPICS),
+                f"{self.prefix}/gateway/+/status",
+            ],
+            self.take,
+            on_connect=connected,
+            on_up=subscribed,
+            on_down=lost,
+        )
+
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        return self.link.client
 
     def take(self, topic: str, raw: bytes) -> None:
         """One message from the broker: verify, fold in, keep, tell the browsers."""
