@@ -21,7 +21,9 @@ the part it is working on in memory:
   incident id and ``update_no`` (at least once; receivers de-duplicate).
 
 The session is persistent (``clean_session=False``, a fixed client id), so police
-acknowledgements published while the gateway was away are delivered on return.
+acknowledgements published while the gateway was away are delivered on return. An inbound
+message is PUBACKed once handled, not when paho reads it: one still in aiomqtt's queue when
+the connection ends is sent again by the broker, not lost.
 """
 
 from __future__ import annotations
@@ -310,6 +312,7 @@ class Relay:
                     max_inflight_messages=WINDOW,
                 )
             )
+            client._client.manual_ack_set(True)  # PUBACK once handled (:meth:`_inbound`)
             try:
                 async with client:
                     self.connects += 1
@@ -561,28 +564,37 @@ class Relay:
         return True
 
     async def _inbound(self, client: aiomqtt.Client) -> None:
+        inner = client._client  # pinned aiomqtt 2.5
         async for message in client.messages:
-            payload = message.payload
-            data = (
-                payload
-                if isinstance(payload, bytes)
-                else str(payload).encode()
-                if payload is not None
-                else b""
-            )
-            topic = str(message.topic)
-            if len(data) > MAX_PAYLOAD_BYTES:
-                self._oversize(topic, len(data))
-                continue
             try:
-                if topic == self._status:
-                    self._own_status(data, bool(message.retain))
-                else:
-                    self._on_message(topic, data)
-            except DuplicateGatewayError:
-                raise
-            except Exception:
-                log.exception("handling %s failed", topic)
+                self._take(message)
+            finally:  # handled, dropped or failed: it is not to come again
+                if message.qos > 0:
+                    inner.ack(message.mid, message.qos)
+
+    def _take(self, message: aiomqtt.Message) -> None:
+        """Hand one inbound message on (the gateway's own status is read here)."""
+        payload = message.payload
+        data = (
+            payload
+            if isinstance(payload, bytes)
+            else str(payload).encode()
+            if payload is not None
+            else b""
+        )
+        topic = str(message.topic)
+        if len(data) > MAX_PAYLOAD_BYTES:
+            self._oversize(topic, len(data))
+            return
+        try:
+            if topic == self._status:
+                self._own_status(data, bool(message.retain))
+            else:
+                self._on_message(topic, data)
+        except DuplicateGatewayError:
+            raise
+        except Exception:
+            log.exception("handling %s failed", topic)
 
     def _oversize(self, topic: str, size: int) -> None:
         """Count a payload dropped unparsed; one warning per window."""

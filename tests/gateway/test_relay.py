@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from gateway.core.broker import BrokerSettings
@@ -254,6 +255,40 @@ async def test_inbound_messages_reach_the_pipeline_and_a_failure_is_survived(
             await inbound.arrived.wait()
     # as received: verifying the ack is the pipeline's work, not the relay's
     assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-2", ack.encode())]
+
+
+async def test_an_inbound_message_is_pubacked_only_once_handled(
+    store: Store, site: Site, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A police ack still in aiomqtt's queue when the connection ends must come again, so
+    the relay PUBACKs it after the pipeline took it (or failed on it), never on arrival."""
+    order: list[tuple[str, object]] = []
+    real_ack = paho.Client.ack
+    relay_id = f"campusguard-{GATEWAY_ID}".encode()
+
+    def ack(self: paho.Client, mid: int, qos: int) -> Any:
+        if self._client_id == relay_id:
+            order.append(("puback", mid))
+        return real_ack(self, mid, qos)
+
+    monkeypatch.setattr(paho.Client, "ack", ack)
+
+    class Recording(Inbound):
+        def __call__(self, topic: str, payload: bytes) -> None:
+            order.append(("handled", payload))
+            super().__call__(topic, payload)
+
+    async with relaying(store, broker, site, Recording()) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        await police.publish(f"campusguard/{SITE}/ack/inc-1", b"boom")  # the handler fails
+        ack_body = await police.ack("inc-2")
+        await until(lambda: sum(k == "handled" for k, _ in order) == 2, 10, "both handled")
+        await until(lambda: order[-1][0] == "puback", 10, "the last one PUBACKed")
+    handled = [i for i, (k, _) in enumerate(order) if k == "handled"]
+    assert [order[i][1] for i in handled] == [b"boom", ack_body.encode()]
+    # each PUBACKed right after its handler returned (or raised), not before it ran
+    assert all(order[i + 1][0] == "puback" for i in handled), order
 
 
 async def test_status_is_online_while_connected_and_offline_after(
@@ -842,6 +877,20 @@ async def test_the_status_says_who_when_which_run_and_how_often(store: Store, si
 class _Message:
     def __init__(self, topic: str, payload: object, retain: bool = False) -> None:
         self.topic, self.payload, self.retain = topic, payload, retain
+        self.mid, self.qos = next(_mids), 1
+
+
+_mids = iter(range(1, 1 << 16))
+
+
+class _Paho:
+    """paho's manual PUBACK, recorded."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked.append(mid)
 
 
 class _Feed:
@@ -849,6 +898,7 @@ class _Feed:
 
     def __init__(self, messages: list[_Message]) -> None:
         self._messages = messages
+        self._client = _Paho()
 
     @property
     def messages(self) -> Any:
@@ -891,8 +941,11 @@ async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_
         _Message(STATUS, status_of(site, at=T0 + 1)),  # a twin: this gateway stops
         _Message(ack, b"never"),
     ]
+    client = _Feed(feed)
     with pytest.raises(DuplicateGatewayError):
-        await relay._inbound(_Feed(feed))  # type: ignore[arg-type]
+        await relay._inbound(client)  # type: ignore[arg-type]
+    # every one taken, dropped or failed is PUBACKed (none to come again), up to the twin
+    assert client._client.acked == [m.mid for m in feed[:-1]]
     assert inbound.messages == [
         (ack, b"x" * MAX_PAYLOAD_BYTES),
         (ack, b"as text"),
