@@ -255,8 +255,11 @@ class Board:
                     out += " %s=%s" % (name, getattr(m, "__file__", "-"))
                 self.log(out, "")
             elif cmd == "hang":
-                # test hook: the main loop stops here for good; only the watchdog ends it
+                # test hook: the main loop stops here for good; only the watchdog ends it.
+                # Blocked, not spinning: a spinning thread keeps MicroPython's GIL (it
+                # lets go and takes it back at once), and on a loaded host the watchdog
+                # thread then waited > 20 s for it; the ESP32's hardware WDT needs no GIL
                 while True:
-                    pass
+                    time.sleep(1)
             else:
                 self.log("unknown command " + " ".join(words))

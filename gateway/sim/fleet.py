@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -67,6 +68,7 @@ Provision = Literal["fast", "mpremote"]
 GatewayMode = Literal["inprocess", "process"]
 
 DEPLOY_TIMEOUT_S = 120.0
+PROMPT_TIMEOUT_S = 60.0  # a MicroPython start on a loaded machine; seconds idle
 _ROLES = ("shop", "home", "campus")
 _PLACES = {
     "shop": "Shop at No. {n} Hexi Road, opposite the east gate",
@@ -248,6 +250,7 @@ def deploy_virtual(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise FleetError(f"{unit_id}: socat did not make the REPL pty")
             time.sleep(0.01)
+        _wait_for_prompt(unit_id, repl, time.monotonic() + PROMPT_TIMEOUT_S)
         cmd = [
             sys.executable,
             "-m",
@@ -275,6 +278,29 @@ def deploy_virtual(
             proc.wait()
         with contextlib.suppress(FileNotFoundError):
             repl.unlink()
+
+
+def _wait_for_prompt(unit_id: str, repl: Path, deadline: float) -> None:
+    """Return once the unix port's REPL printed its prompt on ``repl``.
+
+    socat makes the pty before MicroPython runs behind it: bytes mpremote sends earlier
+    meet a terminal not yet set up (on a loaded machine, 1 deploy in 10 then failed with
+    EIO, "could not enter raw repl" or no answer at all).
+    """
+    fd = os.open(repl, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        seen = b""
+        while b">>> " not in seen:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            if not ready:
+                raise FleetError(f"{unit_id}: no MicroPython prompt on {repl}")
+            try:
+                seen = (seen + os.read(fd, 512))[-16:]
+            except OSError as exc:  # EIO: MicroPython ended behind socat
+                raise FleetError(f"{unit_id}: MicroPython ended before its prompt: {exc}") from None
+    finally:
+        os.close(fd)
 
 
 def image_key(unit: Unit, key: bytes) -> str:
