@@ -6,12 +6,21 @@ driver); its board is ``board.esp32`` on the ``machine`` stand-in, whose UART is
 that a link relay gives the gateway as the register's bus-a port. The harness must run
 every scenario a real board can play to its end, record the LED and buzzer checks as
 not checked, and say so in its summary.
+
+Two units on the bus, each its own REPL (``--port A|B``): the harness hands the scenarios
+to them in turn, so each board's wait for its last incident window to end (11 s of real
+time before a fresh incident) overlaps the other's scenario, and the multi-board path runs
+too. Each board still plays scenarios one after another: shop-fruit the press, the chatter
+and the police acknowledgement, shop-stationery the duress hold and then the cancel (a
+hold's duress update is sent while the button is down: a quiet counted from the press
+would fold the cancel's press into the duress incident).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -25,19 +34,17 @@ import yaml
 from gateway.cli.main import main as cli
 from gateway.sim.linkrelay import LinkRelay
 from gateway.sim.vboard import find_micropython
+from tests.support.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIT = "shop-fruit"  # on bus-a
+UNITS = ("shop-fruit", "shop-stationery")  # both on bus-a, in take() order
 
 
-@pytest.fixture
-def repl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def _repl(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A MicroPython unix port with its REPL on a pty (as an ESP32's USB port)."""
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed (apt-get install socat)")
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    link = tmp_path / "usb"
+    flash = workdir / "flash"
+    flash.mkdir(parents=True)
+    link = workdir / "usb"
     proc = subprocess.Popen(
         [
             "socat",
@@ -52,22 +59,50 @@ def repl(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
             pytest.fail("socat did not make the pty")
         time.sleep(0.02)  # polling a condition (socat made the pty) with a deadline
-    yield str(link), flash
-    proc.terminate()
-    proc.wait(timeout=5)
+    # Its REPL's prompt before anyone talks to it: a raw-REPL request that comes before
+    # the REPL reads would leave mpremote's Ctrl-D to the friendly REPL, which exits on it.
+    fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+    try:
+        seen, limit = b"", time.monotonic() + scaled(10)
+        os.write(fd, b"\r")
+        while b">>> " not in seen:
+            ready, _, _ = select.select([fd], [], [], max(0.0, limit - time.monotonic()))
+            if not ready:
+                proc.kill()
+                pytest.fail(f"no REPL prompt on {link}: {seen[-200:]!r}")
+            seen += os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return proc, str(link)
+
+
+@pytest.fixture
+def repls(tmp_path: Path) -> Iterator[list[str]]:
+    """One REPL pty per unit of :data:`UNITS`."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (apt-get install socat)")
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for unit in UNITS:
+            started.append(_repl(tmp_path / unit))
+        yield [link for _, link in started]
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+            proc.wait(timeout=5)
 
 
 async def test_real_board_path_runs_every_scenario_to_the_end(
-    repl: tuple[str, Path], tmp_path: Path
+    repls: list[str], tmp_path: Path
 ) -> None:
-    usb, _flash = repl
     keys = tmp_path / "keys"
-    assert cli(["keygen", UNIT, "--keydir", str(keys), "--config", str(ROOT / "boards.yaml")]) == 0
-    # the board's UART: a pty whose far end the relay hands the gateway as bus-a's port
-    master, slave = os.openpty()
+    for unit in UNITS:
+        keygen = ["keygen", unit, "--keydir", str(keys), "--config", str(ROOT / "boards.yaml")]
+        assert cli(keygen) == 0
+    # each board's UART: a pty whose far end the relay puts on bus-a, the register's port
+    uarts = [os.openpty() for _ in UNITS]
     spare_master, spare_slave = os.openpty()  # radio-b: a line nobody talks on
-    uart = os.ttyname(slave)
-    relay = LinkRelay({UNIT: master})
+    relay = LinkRelay({unit: master for unit, (master, _) in zip(UNITS, uarts, strict=True)})
     try:
         bus = await relay.start()
         register = yaml.safe_load((ROOT / "boards.yaml").read_text())
@@ -78,14 +113,15 @@ async def test_real_board_path_runs_every_scenario_to_the_end(
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pytest", "hil_tests/test_alarm.py", "-q",
             "-p", "no:cacheprovider",
-            "--port", usb, "--unit", UNIT, "--hil-config", str(config),
-            "--hil-keydir", str(keys), "--hil-unix-uart", uart,
+            "--port", "|".join(repls), "--unit", "|".join(UNITS), "--hil-config", str(config),
+            "--hil-keydir", str(keys),
+            "--hil-unix-uart", "|".join(os.ttyname(slave) for _, slave in uarts),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(), 600)
     finally:
         await relay.stop()
-        for fd in (master, slave, spare_master, spare_slave):
+        for fd in (*(fd for pair in uarts for fd in pair), spare_master, spare_slave):
             os.close(fd)
     text = out.decode(errors="replace")
     (tmp_path / "hil-output.txt").write_text(text)
@@ -99,6 +135,6 @@ async def test_real_board_path_runs_every_scenario_to_the_end(
     assert "CHECKED BUT  test_police_acknowledgement_is_shown_on_the_unit" in summary
     assert "not checked: shop-fruit: LED 'police_ack'" in summary
     assert "not checked: shop-fruit: buzzer 'police_ack'" in summary
-    assert "not checked: shop-fruit: LED and buzzer stayed silent" in summary  # duress
+    assert "not checked: shop-stationery: LED and buzzer stayed silent" in summary  # duress
     assert "CHECKED      test_chatter_gives_one_incident_and_one_fault" in summary
     assert "NOT RUN      test_link_unplugged_and_back_loses_nothing: needs virtual" in summary
