@@ -43,7 +43,7 @@ import sys
 import time
 import tty
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -227,33 +227,9 @@ def deploy_virtual(
     The target is the MicroPython unix port with its REPL on a socat pty and its
     filesystem in ``flash`` (blocking; run it in a thread). Raises :class:`FleetError`.
     """
-    socat = shutil.which("socat")
-    if socat is None:
-        raise FleetError("socat is not installed (sudo apt-get install socat)")
     flash.mkdir(parents=True, exist_ok=True)
     repl = flash.parent / f".{flash.name}.repl"
-    exe = micropython or find_micropython()
-    proc = subprocess.Popen(
-        [
-            socat,
-            f"pty,raw,echo=0,link={repl}",
-            f"EXEC:{exe} -X heapsize=2M,pty,raw,echo=0,stderr,setsid,ctty",
-        ],
-        cwd=flash,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    held = -1
-    try:
-        deadline = time.monotonic() + 5.0
-        while not repl.exists():  # polling a condition (socat made the pty) with a deadline
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise FleetError(f"{unit_id}: socat did not make the REPL pty")
-            time.sleep(0.01)
-        # held open until the deploy ends: the pty's last reader closing would hang it up,
-        # and socat ends on the hangup before mpremote opens it
-        held = _wait_for_prompt(unit_id, repl, time.monotonic() + PROMPT_TIMEOUT_S)
+    with repl_pty(flash, repl, unit_id, micropython):
         cmd = [
             sys.executable,
             "-m",
@@ -272,6 +248,40 @@ def deploy_virtual(
         if res.returncode != 0:
             raise FleetError(f"deploy {unit_id}: {res.stderr.strip() or res.stdout.strip()}")
         log.debug("%s: %s", unit_id, res.stdout.strip().splitlines()[0])
+
+
+@contextlib.contextmanager
+def repl_pty(cwd: Path, link: Path, name: str, micropython: str | None = None) -> Iterator[None]:
+    """The MicroPython unix port in ``cwd``, its REPL on a pty at ``link``, prompt printed.
+
+    As an ESP32's USB port; stopped on exit. Raises :class:`FleetError` (``name``: whose).
+    """
+    socat = shutil.which("socat")
+    if socat is None:
+        raise FleetError("socat is not installed (sudo apt-get install socat)")
+    exe = micropython or find_micropython()
+    proc = subprocess.Popen(
+        [
+            socat,
+            f"pty,raw,echo=0,link={link}",
+            f"EXEC:{exe} -X heapsize=2M,pty,raw,echo=0,stderr,setsid,ctty",
+        ],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    held = -1
+    try:
+        deadline = time.monotonic() + 5.0
+        while not link.exists():  # polling a condition (socat made the pty) with a deadline
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise FleetError(f"{name}: socat did not make the REPL pty")
+            time.sleep(0.01)
+        # held open until the end: the pty's last reader closing would hang it up, and
+        # socat ends on the hangup before the next one (mpremote) opens it
+        held = _wait_for_prompt(name, link, time.monotonic() + PROMPT_TIMEOUT_S)
+        yield
     finally:
         if held >= 0:
             os.close(held)
@@ -282,7 +292,7 @@ def deploy_virtual(
             proc.kill()
             proc.wait()
         with contextlib.suppress(FileNotFoundError):
-            repl.unlink()
+            link.unlink()
 
 
 def _wait_for_prompt(unit_id: str, repl: Path, deadline: float) -> int:

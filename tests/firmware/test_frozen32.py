@@ -5,8 +5,6 @@ and 2^32 ms, where a 32-bit MicroPython's small ints (31 bits) end."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from protocol import MsgType
 from tests.firmware.conftest import GatewayEnd, UnitFactory
+from tests.support.mpjob import job_result
 
 pytestmark = pytest.mark.frozen32_only
 
@@ -174,16 +173,7 @@ def test_stamp_allocates_nothing_past_2_30_2_31_2_32(tmp_path: Path, frozen32_bi
         cases += [(s, ms, 0), (s, ms, 1), (s, ms + 1, 0), (s + 1, 0, 0), (s + 86400, 123, 7)]
     script = tmp_path / "stamp.py"
     script.write_text(textwrap.dedent(STAMP_JOB).replace("CASES", repr(cases)))
-    res = subprocess.run(
-        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-    out: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    out: dict[str, Any] = job_result([str(frozen32_binary), "-X", "heapsize=64K", str(script)])
     assert out["maxsize"] == 2**31 - 1  # a 32-bit build: small ints end at 2^30
     for (s, ms, back), (ok, hi, lo, old_ok, late) in zip(cases, out["cases"], strict=True):
         want = (s * 1000 + ms - back) % 2**32
@@ -250,16 +240,7 @@ def test_allocates_nothing_claims_hold(tmp_path: Path, frozen32_binary: Path) ->
     32-bit build; a frame allocates exactly what its MAC does (hashlib), as it says."""
     script = tmp_path / "alloc.py"
     script.write_text(ALLOC_JOB)
-    res = subprocess.run(
-        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-    out = json.loads(line.removeprefix("RESULT "))
+    out = job_result([str(frozen32_binary), "-X", "heapsize=64K", str(script)])
     assert out["crc16"] and out["encode_into"] and out["decode_inplace"], out
     assert out["frame"] == out["mac"] > 0, out
 
@@ -311,16 +292,7 @@ def test_retransmission_timing_allocates_nothing(tmp_path: Path, frozen32_binary
     micropython.heap_lock()."""
     script = tmp_path / "outbox_job.py"
     script.write_text(textwrap.dedent(OUTBOX_JOB))
-    res = subprocess.run(
-        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-    out: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    out: dict[str, Any] = job_result([str(frozen32_binary), "-X", "heapsize=64K", str(script)])
     for step in ("sample", "heartbeat_ack", "ack", "resend", "resent_ack", "second_ack"):
         assert out[step], f"{step} allocated: {out}"
     # learnt below the 200 ms ceiling, never below 9600 baud's frame + ACK air time
@@ -385,16 +357,9 @@ def test_a_wake_up_from_idle_allocates_nothing(tmp_path: Path, frozen32_binary: 
     sleeper.py's timer task and the CancelledError of an early wake cost 208 bytes each."""
     script = tmp_path / "wake_job.py"
     script.write_text(textwrap.dedent(WAKE_JOB))
-    res = subprocess.run(
-        [str(frozen32_binary), "-X", "heapsize=64K", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    out: dict[str, list[int]] = job_result(
+        [str(frozen32_binary), "-X", "heapsize=64K", str(script)], timeout=60
     )
-    assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-    out: dict[str, list[int]] = json.loads(line.removeprefix("RESULT "))
     # the first round may still meet a one-off (a dict or a queue growing once)
     assert out["feedback"][1:] == [0] * 11, out
     assert out["outbox"][1:] == [0] * 11, out

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import subprocess
 
 from gateway.flashing.unitfiles import FIRMWARE_DIR
 from gateway.sim.vboard import VirtualUnit, find_micropython
 from protocol import AckState, MsgType
 from tests.firmware.conftest import Arrival, GatewayEnd, UnitFactory
+from tests.support.mpjob import job_result
 
 # what a frame and its ACK take on the wire (28 + 29 bytes, 10 bits each), plus 2 ms
 FLOOR_9600_MS = (57 * 10 * 1000 + 9600 - 1) // 9600 + 2
@@ -213,21 +212,14 @@ def test_the_timeout_fits_a_bounded_round_trip() -> None:
     covers the largest of them but is no longer RFC 6298's srtt + 4 deviations (40 ms
     here), which put the second copy of a twice-lost alarm two such timeouts, past
     100 ms, after the press; one slow round trip raises it to that at once."""
-    res = subprocess.run(
+    out = job_result(
         [
             find_micropython(),
             "-X",
             "heapsize=64K",
             "-c",
             ESTIMATOR_JOB.replace("FIRMWARE", repr(str(FIRMWARE_DIR))),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        ]
     )
-    assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-    out = json.loads(line.removeprefix("RESULT "))
     assert 28 <= out["bounded"] < 35, out
     assert out["spell"] >= 80, out

@@ -366,16 +366,12 @@ def test_a_gateway_whose_signed_status_stops_is_stale_and_a_replay_does_not_revi
     assert "gw1 stale" in b.render(now=t0 + 1000)
 
 
-class FreezeAtSubscribe:
-    """A TCP relay to a broker that goes silent (both ways) at a connection's first SUBSCRIBE:
-    a node that froze between accepting a client and answering it. Later connections pass."""
+class _Relay:
+    """A TCP relay to the broker on ``port``: entered, it listens and gives its own port;
+    left, it closes every connection it held. ``_serve`` says what passes."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.frozen = 0
-        self.passed = asyncio.Event()  # a later connection's SUBSCRIBE went through
-        self._server: asyncio.Server | None = None
-        self._held: list[asyncio.StreamWriter] = []
+    _held: list[asyncio.StreamWriter]
+    _server: asyncio.Server | None = None
 
     async def __aenter__(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -386,6 +382,20 @@ class FreezeAtSubscribe:
         self._server.close()
         for w in self._held:
             w.close()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FreezeAtSubscribe(_Relay):
+    """A TCP relay to a broker that goes silent (both ways) at a connection's first SUBSCRIBE:
+    a node that froze between accepting a client and answering it. Later connections pass."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.frozen = 0
+        self.passed = asyncio.Event()  # a later connection's SUBSCRIBE went through
+        self._held: list[asyncio.StreamWriter] = []
 
     async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         br, bw = await asyncio.open_connection("127.0.0.1", self.port)
@@ -463,7 +473,7 @@ async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_
     assert unread == [] and unretrieved == []
 
 
-class DropFirstSubacks:
+class DropFirstSubacks(_Relay):
     """A TCP relay to a broker that drops every SUBACK of its first connection: a node that
     took the console's session over, and sent it what was queued for it, but answered its
     SUBSCRIBE too late (NATS electing its retained stream's leader after a node's death).
@@ -473,18 +483,7 @@ class DropFirstSubacks:
         self.port = port
         self.connections = 0
         self.dropped = 0
-        self._server: asyncio.Server | None = None
         self._held: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in self._held:
-            w.close()
 
     async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         br, bw = await asyncio.open_connection("127.0.0.1", self.port)

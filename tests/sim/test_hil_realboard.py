@@ -19,12 +19,10 @@ would fold the cancel's press into the duress incident).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import select
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,64 +30,26 @@ import pytest
 import yaml
 
 from gateway.cli.main import main as cli
+from gateway.sim.fleet import repl_pty
 from gateway.sim.linkrelay import LinkRelay
-from gateway.sim.vboard import find_micropython
-from tests.support.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ("shop-fruit", "shop-stationery")  # both on bus-a, in take() order
 
 
-def _repl(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A MicroPython unix port with its REPL on a pty (as an ESP32's USB port)."""
-    flash = workdir / "flash"
-    flash.mkdir(parents=True)
-    link = workdir / "usb"
-    proc = subprocess.Popen(
-        [
-            "socat",
-            f"pty,raw,echo=0,link={link}",
-            f"EXEC:{find_micropython()} -X heapsize=2M,pty,raw,echo=0,stderr,setsid,ctty",
-        ],
-        cwd=flash,
-    )
-    deadline = time.monotonic() + 5
-    while not link.exists():
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("socat did not make the pty")
-        time.sleep(0.02)  # polling a condition (socat made the pty) with a deadline
-    # Its REPL's prompt before anyone talks to it: a raw-REPL request that comes before
-    # the REPL reads would leave mpremote's Ctrl-D to the friendly REPL, which exits on it.
-    fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-    try:
-        seen, limit = b"", time.monotonic() + scaled(10)
-        os.write(fd, b"\r")
-        while b">>> " not in seen:
-            ready, _, _ = select.select([fd], [], [], max(0.0, limit - time.monotonic()))
-            if not ready:
-                proc.kill()
-                pytest.fail(f"no REPL prompt on {link}: {seen[-200:]!r}")
-            seen += os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return proc, str(link)
-
-
 @pytest.fixture
 def repls(tmp_path: Path) -> Iterator[list[str]]:
-    """One REPL pty per unit of :data:`UNITS`."""
+    """One REPL pty per unit of :data:`UNITS` (the unix port, as an ESP32's USB port)."""
     if shutil.which("socat") is None:
         pytest.skip("socat is not installed (apt-get install socat)")
-    started: list[tuple[subprocess.Popen[bytes], str]] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        links = []
         for unit in UNITS:
-            started.append(_repl(tmp_path / unit))
-        yield [link for _, link in started]
-    finally:
-        for proc, _ in started:
-            proc.terminate()
-            proc.wait(timeout=5)
+            flash = tmp_path / unit / "flash"
+            flash.mkdir(parents=True)
+            links.append(tmp_path / unit / "usb")
+            stack.enter_context(repl_pty(flash, links[-1], unit))
+        yield [str(link) for link in links]
 
 
 async def test_real_board_path_runs_every_scenario_to_the_end(
