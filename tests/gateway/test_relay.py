@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import json
 import random
 import socket
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 
@@ -35,7 +38,7 @@ from gateway.relay.relay import BACKLOG_PAGE, Relay
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, open_broker
 from tests.support.timing import scaled, until
 
 from .conftest import (
@@ -960,8 +963,6 @@ async def test_inbound_payloads_of_every_type_reach_the_pipeline_oversized_ones_
 async def test_an_unreachable_first_node_is_left_for_the_next(
     store: Store, site: Site, broker: Mosquitto, police: Police
 ) -> None:
-    from dataclasses import replace
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = replace(broker.settings(GATEWAY_USER), port=s.getsockname()[1])
@@ -1140,3 +1141,207 @@ def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
     pauses = [relay_module.reconnect_pause(2.0, random.Random(seed)) for seed in range(50)]
     assert all(0.0 <= p <= 2.0 for p in pauses)
     assert max(pauses) - min(pauses) > 1.0  # not one instant for every gateway
+
+
+# -- a cluster node that freezes ----------------------------------------------------------
+
+
+class FreezableNode:
+    """A TCP relay in front of the broker: a cluster node the test freezes as a SIGSTOPped
+    process freezes. Frozen, it passes nothing either way and closes nothing (what it reads
+    is held, an end of either side is not passed on), so a client learns of it only by its
+    own clocks: no answer to CONNECT, no PINGRESP. ``left`` is set when a client closes its
+    end (the relay gave the node up)."""
+
+    def __init__(self, port: int, *, frozen: bool = False) -> None:
+        self.port = port
+        self.accepted = 0
+        self.left = asyncio.Event()
+        self._running = asyncio.Event()
+        if not frozen:
+            self._running.set()
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    def freeze(self) -> None:
+        self._running.clear()
+
+    def thaw(self) -> None:
+        self._running.set()
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._running.set()  # the pipes end on the closed sockets
+        for w in self._held:
+            w.close()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
+        self._held += [cw, bw]
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, client: bool) -> None:
+            held: asyncio.Queue[bytes] = asyncio.Queue()
+
+            async def take() -> None:  # read on while frozen: an end is seen, not passed
+                with contextlib.suppress(OSError):
+                    while data := await r.read(65536):
+                        held.put_nowait(data)
+                if client:
+                    self.left.set()
+                held.put_nowait(b"")
+
+            reader = asyncio.create_task(take())
+            try:
+                while True:
+                    data = await held.get()
+                    await self._running.wait()  # frozen: held
+                    if not data:
+                        w.close()
+                        return
+                    w.write(data)
+                    await w.drain()
+            finally:
+                reader.cancel()
+
+        await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def relaying_on(
+    store: Store, site: Site, first: BrokerSettings, *more: BrokerSettings
+) -> AsyncIterator[Relay]:
+    """The relay given the nodes ``first``, ``*more`` of one cluster."""
+    relay = Relay(
+        store,
+        first,
+        ManualClock(T0),  # the status period never comes: the relay publishes nothing idle
+        client_id=f"campusguard-{GATEWAY_ID}",
+        subscriptions=[ACKS],
+        status_topic=STATUS,
+        on_message=Inbound(),
+        signer=gateway_signer(site),
+        gateway_id=GATEWAY_ID,
+        brokers=more,
+    )
+    store.on_commit = relay.submit
+    task = asyncio.create_task(relay.run(), name="relay")
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        async with asyncio.timeout(scaled(15)):
+            await task
+        store.on_commit = None
+
+
+def _aiomqtt_default(name: str) -> float:
+    """What aiomqtt uses when the relay does not pass ``name`` (keepalive 60 s, timeout 10 s)."""
+    if name == "timeout":  # None in the signature, made 10 s in the constructor
+        return float(aiomqtt.Client("127.0.0.1").timeout)
+    return float(inspect.signature(aiomqtt.Client).parameters[name].default)
+
+
+async def test_an_idle_relay_leaves_a_frozen_node_by_its_keepalive_and_delivers_on_the_next(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """A node that freezes while the relay has nothing to publish (no PUBACK to miss) is
+    noticed only by the keepalive: paho pings after one period of silence and gives up
+    after a second, checked once a second. So the relay is on the next node within a few
+    periods (1 s here), and the next alarm goes out there; with aiomqtt's default keepalive
+    (60 s) it would sit on the frozen node, deaf to police acks, for two minutes.
+
+    The window is half of that default, not scaled: the relay's clocks and the window
+    both run on this event loop, so a slow machine stretches them alike, and a scaled one
+    could outlast what it must tell apart."""
+    keepalive = 1
+    window = _aiomqtt_default("keepalive") / 2
+    assert window > 10 * keepalive  # room for a busy machine, and still telling
+    node = FreezableNode(broker.port)
+    async with node as port:
+        live = replace(broker.settings(GATEWAY_USER), keepalive_s=keepalive)
+        frozen = replace(live, port=port)
+        async with relaying_on(store, site, frozen, live) as relay:
+            async with asyncio.timeout(scaled(10)):
+                await relay.connected.wait()
+            assert (relay.node, relay.connects) == (frozen, 1)
+            enqueue(store, 0)
+            await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+            await until(lambda: relay.published == 1 and not relay._sent_at)
+            node.freeze()
+            try:
+                async with asyncio.timeout(window):
+                    await node.left.wait()  # the relay gave the frozen node up...
+                    await until(lambda: relay.connects == 2 and relay.connected.is_set())
+            except TimeoutError:
+                raise AssertionError(
+                    f"still on the frozen node after {window:.0f} s (keepalive {keepalive} s)"
+                ) from None
+            assert (relay.node, relay.failures) == (live, 1)  # ...for the next one
+            enqueue(store, 1)
+            await police.wait_for(lambda: numbers(police) == [0, 1], timeout=10)
+
+
+async def test_a_node_that_never_answers_connect_is_left_after_the_cluster_timeout(
+    store: Store, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen between accepting the TCP connection and answering CONNECT: with several
+    nodes the relay waits :data:`~gateway.core.broker.CLUSTER_TIMEOUT_S` for the CONNACK
+    and takes the next node; the alarm waiting in the outbox goes out there. The timeout
+    is shortened to 1 s for the test; aiomqtt's default, or the relay's one-broker wait
+    (10 s), would keep it on the frozen node twice as long as the window (half of that).
+    Not scaled, as in the keepalive test above: one loop's timers on both sides. Plain
+    MQTT: over TLS the node would freeze in the handshake, which paho's own connect
+    timeout ends, before the CONNECT that this is about."""
+    wait = 1.0
+    monkeypatch.setattr(relay_module, "CLUSTER_TIMEOUT_S", wait)
+    window = min(_aiomqtt_default("timeout"), relay_module.PUBLISH_TIMEOUT_S) / 2
+    assert window > 4 * wait
+    enqueue(store, 0)
+    with open_broker(tmp_path / "open") as broker:
+        node = FreezableNode(broker.port, frozen=True)
+        async with node as port:
+            live = broker.settings()
+            frozen = replace(live, port=port)
+            async with relaying_on(store, site, frozen, live) as relay:
+                try:
+                    async with asyncio.timeout(window):
+                        await relay.connected.wait()
+                except TimeoutError:
+                    raise AssertionError(f"no node connected within {window:.0f} s") from None
+                assert (relay.node, relay.failures, relay.connects) == (live, 1, 1)
+                assert node.accepted == 1  # one attempt there, then the next node
+                await until(lambda: store.pending_count() == 0)  # PUBACKed there
+
+
+async def test_one_slow_broker_is_waited_for_not_left(
+    store: Store, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one broker there is no next node: a CONNACK that comes late (a broker busy
+    after a restart) is waited for up to PUBLISH_TIMEOUT_S, not given up after the
+    cluster's short wait only to start the same connection again. The broker here answers
+    3 s late, three times the cluster wait (shortened to 1 s) and a third of the other.
+    Plain MQTT, as in the test above."""
+    wait = 1.0
+    monkeypatch.setattr(relay_module, "CLUSTER_TIMEOUT_S", wait)
+    late_by = 3.0
+    assert wait < late_by < relay_module.PUBLISH_TIMEOUT_S / 2
+    enqueue(store, 0)
+    with open_broker(tmp_path / "open") as broker:
+        node = FreezableNode(broker.port, frozen=True)
+        async with node as port:
+            slow = replace(broker.settings(), port=port)
+            async with relaying_on(store, site, slow) as relay:
+                await until(lambda: node.accepted == 1)
+                await asyncio.sleep(late_by)  # the broker's delay (not a synchronisation)
+                node.thaw()
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                assert (relay.node, relay.failures, relay.connects) == (slow, 0, 1)
+                assert node.accepted == 1 and not node.left.is_set()
+                await until(lambda: store.pending_count() == 0)  # PUBACKed there
