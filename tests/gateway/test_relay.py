@@ -100,6 +100,37 @@ def gateway_signer(site: Site) -> Signer:
 
 
 @contextlib.asynccontextmanager
+async def running(relay: Relay) -> AsyncIterator[None]:
+    """``relay.run()`` for the body, stopped after it. A relay that ends by itself (it
+    raised, or returned before :meth:`Relay.stop`) fails the body at once with its reason,
+    instead of leaving it to wait out a timeout for something that cannot come."""
+    body = asyncio.current_task()
+    assert body is not None
+    leaving = False
+
+    def ended(_: asyncio.Task[None]) -> None:
+        if not leaving:
+            body.cancel()
+
+    task = asyncio.create_task(relay.run(), name="relay")
+    task.add_done_callback(ended)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not task.done() or leaving:
+            raise
+        body.uncancel()
+        reason = None if task.cancelled() else task.exception()
+        raise AssertionError(f"the relay ended by itself ({reason!r})") from reason
+    finally:
+        leaving = True
+        relay.stop()
+        if not task.done():
+            async with asyncio.timeout(scaled(15)):
+                await task
+
+
+@contextlib.asynccontextmanager
 async def relaying(
     store: Store,
     broker: Mosquitto,
@@ -123,13 +154,10 @@ async def relaying(
         gateway_id=GATEWAY_ID,
     )
     store.on_commit = relay.submit
-    task = asyncio.create_task(relay.run(), name="relay")
     try:
-        yield relay
+        async with running(relay):
+            yield relay
     finally:
-        relay.stop()
-        async with asyncio.timeout(scaled(15)):
-            await task
         store.on_commit = None
 
 
@@ -1230,13 +1258,10 @@ async def relaying_on(
         brokers=more,
     )
     store.on_commit = relay.submit
-    task = asyncio.create_task(relay.run(), name="relay")
     try:
-        yield relay
+        async with running(relay):
+            yield relay
     finally:
-        relay.stop()
-        async with asyncio.timeout(scaled(15)):
-            await task
         store.on_commit = None
 
 
