@@ -314,8 +314,8 @@ async def test_an_inbound_message_is_pubacked_only_once_handled(
             await relay.connected.wait()
         await police.publish(f"campusguard/{SITE}/ack/inc-1", b"boom")  # the handler fails
         ack_body = await police.ack("inc-2")
-        await until(lambda: sum(k == "handled" for k, _ in order) == 2, 10, "both handled")
-        await until(lambda: order[-1][0] == "puback", 10, "the last one PUBACKed")
+        await until(lambda: sum(k == "handled" for k, _ in order) == 2, 10, what="both handled")
+        await until(lambda: order[-1][0] == "puback", 10, what="the last one PUBACKed")
     handled = [i for i, (k, _) in enumerate(order) if k == "handled"]
     assert [order[i][1] for i in handled] == [b"boom", ack_body.encode()]
     # each PUBACKed right after its handler returned (or raised), not before it ran
