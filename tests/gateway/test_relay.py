@@ -294,15 +294,15 @@ async def test_an_inbound_message_is_pubacked_only_once_handled(
     """A police ack still in aiomqtt's queue when the connection ends must come again, so
     the relay PUBACKs it after the pipeline took it (or failed on it), never on arrival."""
     order: list[tuple[str, object]] = []
-    real_ack = paho.Client.ack
+    real_send = paho.Client._send_puback
     relay_id = f"campusguard-{GATEWAY_ID}".encode()
 
-    def ack(self: paho.Client, mid: int, qos: int) -> Any:
+    def send_puback(self: paho.Client, mid: int) -> Any:  # the PUBACK onto the wire
         if self._client_id == relay_id:
             order.append(("puback", mid))
-        return real_ack(self, mid, qos)
+        return real_send(self, mid)
 
-    monkeypatch.setattr(paho.Client, "ack", ack)
+    monkeypatch.setattr(paho.Client, "_send_puback", send_puback)
 
     class Recording(Inbound):
         def __call__(self, topic: str, payload: bytes) -> None:
@@ -1197,6 +1197,14 @@ class FreezableNode:
     def thaw(self) -> None:
         self._running.set()
 
+    def cut(self) -> None:
+        """The node is gone: every connection ends without a word, and none is accepted."""
+        assert self._server is not None
+        self._server.close()
+        self._running.set()
+        for w in self._held:
+            w.transport.abort()
+
     async def __aenter__(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return int(self._server.sockets[0].getsockname()[1])
@@ -1370,3 +1378,43 @@ async def test_one_slow_broker_is_waited_for_not_left(
                 assert (relay.node, relay.failures, relay.connects) == (slow, 0, 1)
                 assert node.accepted == 1 and not node.left.is_set()
                 await until(lambda: store.pending_count() == 0)  # PUBACKed there
+
+
+async def test_a_gateway_that_vanished_is_offline_for_a_desk_that_connects_later(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The gateway's connection ends without a DISCONNECT and it cannot come back (power
+    cut, cable): the broker publishes its will, ``offline``, retained at QoS 1, so a duty
+    desk that connects afterwards sees the gateway gone, not its last ``online``."""
+    node = FreezableNode(broker.port)
+    async with node as port:
+        via = replace(broker.settings(GATEWAY_USER), port=port)
+        async with relaying_on(store, site, via) as relay:
+            async with asyncio.timeout(scaled(10)):
+                await relay.connected.wait()
+            await police.wait_for(lambda: states(police) == ["online"])
+            node.cut()
+            await police.wait_for(lambda: states(police) == ["online", "offline"], timeout=10)
+            late = police_for(broker, site, user=DESK2)
+            await late.start()
+            try:
+                await late.wait_for(lambda: states(late) == ["offline"], timeout=10)
+            finally:
+                await late.stop()
+            assert relay.connects == 1 and not relay.connected.is_set()
+
+
+async def test_the_nodes_are_tried_in_the_order_given(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """After an unreachable first node comes the second, not the last (the order is the
+    operator's: nearest first)."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = replace(broker.settings(GATEWAY_USER), port=s.getsockname()[1])
+    second = broker.settings(GATEWAY_USER)
+    third = replace(second, keepalive_s=second.keepalive_s + 1)  # the same broker, told apart
+    async with relaying_on(store, site, dead, second, third) as relay:
+        async with asyncio.timeout(scaled(15)):
+            await relay.connected.wait()
+        assert (relay.node, relay.failures, relay.connects) == (second, 1, 1)
