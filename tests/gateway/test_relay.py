@@ -1418,3 +1418,33 @@ async def test_the_nodes_are_tried_in_the_order_given(
         async with asyncio.timeout(scaled(15)):
             await relay.connected.wait()
         assert (relay.node, relay.failures, relay.connects) == (second, 1, 1)
+
+
+async def test_the_status_is_signed_again_and_published_every_period(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """A dead gateway must look stale even when someone replays its retained ``online``:
+    every STATUS_PERIOD_S the relay signs a fresh one (a newer ``at``), retained."""
+    clock = ManualClock(T0)
+    async with relaying(store, broker, site, clock=clock) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        await police.wait_for(lambda: states(police) == ["online"])
+        for n in (2, 3):
+            await until(lambda: bool(clock._sleepers), what="the status loop waiting")
+            clock.advance(relay_module.STATUS_PERIOD_S)
+            await police.wait_for(lambda n=n: len(states(police)) == n, timeout=10)
+        assert states(police) == ["online"] * 3
+        late = police_for(broker, site, user=DESK2)  # retained: the latest, for a new desk
+        await late.start()
+        try:
+            await late.wait_for(lambda: states(late) == ["online"], timeout=10)
+        finally:
+            await late.stop()
+    ats = [m.payload["at"] for m in police.messages if m.topic == STATUS]
+    assert ats == [
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:01:00.000Z",
+        "2026-01-01T00:02:00.000Z",
+    ]
+    assert [m.payload["at"] for m in late.messages if m.topic == STATUS] == [ats[-1]]
