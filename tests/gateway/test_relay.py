@@ -1448,3 +1448,66 @@ async def test_the_status_is_signed_again_and_published_every_period(
         "2026-01-01T00:02:00.000Z",
     ]
     assert [m.payload["at"] for m in late.messages if m.topic == STATUS] == [ats[-1]]
+
+
+async def test_publish_to_puback_times_keep_only_the_recent(store: Store, site: Site) -> None:
+    """One float per message for as long as the gateway runs would grow without end."""
+    import time
+
+    relay = offline_relay(store, site, [])
+    for n in range(1, 1101):
+        relay._sent_at[n] = time.monotonic()
+        relay._on_puback(row(n))
+    assert len(relay.puback_s) == 1024 and relay.published == 1100
+
+
+async def test_an_outbox_that_cannot_be_read_is_read_again_a_second_later(
+    store: Store, site: Site, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal that refuses a read (locked, an I/O error) costs a second, not the
+    connection nor the relay: the alarm goes out on the next try."""
+    import sqlite3
+
+    enqueue(store, 0)
+    real = store.pending
+    calls: list[int] = []
+
+    def pending(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store, "pending", pending)
+    async with relaying(store, broker, site) as relay:
+        await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+    assert len(calls) >= 2 and (relay.connects, relay.failures) == (1, 0)
+
+
+async def test_a_node_that_freezes_with_an_alarm_in_flight_is_left_for_the_next(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The alarm's PUBACK does not come: after FAILOVER_PUBACK_S (2 s) the relay leaves
+    the node and publishes the alarm again on the next one. The keepalive is 60 s here,
+    so only the publisher's own check (it looks once a second, woken or not) can leave
+    within the window, half of that; unscaled, as in the keepalive test."""
+    keepalive = 60
+    window = keepalive / 2
+    assert window > 10 * relay_module.FAILOVER_PUBACK_S
+    node = FreezableNode(broker.port)
+    async with node as port:
+        live = replace(broker.settings(GATEWAY_USER), keepalive_s=keepalive)
+        frozen = replace(live, port=port)
+        async with relaying_on(store, site, frozen, live) as relay:
+            async with asyncio.timeout(scaled(10)):
+                await relay.connected.wait()
+            node.freeze()
+            enqueue(store, 0)
+            try:
+                async with asyncio.timeout(window):
+                    while not (relay.connects == 2 and relay.connected.is_set()):
+                        await asyncio.sleep(0.05)
+            except TimeoutError:
+                raise AssertionError(f"still on the frozen node after {window:.0f} s") from None
+            assert relay.node == live
+            await police.wait_for(lambda: numbers(police) == [0], timeout=10)
