@@ -91,7 +91,9 @@ class NodeLoop:
     failed connection (default: nothing).
 
     :attr:`client` is the connected client (None between connections), :attr:`node` the
-    node in use, :attr:`up` is set while subscribed.
+    node in use, :attr:`up` is set while subscribed, :attr:`session_present` what the
+    last CONNACK said: True when the broker kept this client's persistent session (what
+    was published meanwhile is queued for it), False when the session is new.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class NodeLoop:
         self._log_failure = log_failure or (lambda node, exc: None)
         self.client: aiomqtt.Client | None = None
         self.up = asyncio.Event()
+        self.session_present = False
         self.connects = 0
         self.failures = 0  # connections that failed, in all
         self.node_changes = 0  # connections made to another node than the last one
@@ -141,6 +144,14 @@ class NodeLoop:
         )
         inner: paho.Client = client._client  # pinned aiomqtt 2.5
         inner.manual_ack_set(True)  # PUBACK once handled: see the module's docstring
+        # aiomqtt drops the CONNACK's flags: read the session-present bit on the way
+        on_connack = client._on_connect  # pinned aiomqtt 2.5
+
+        def connack(c: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
+            self.session_present = bool(getattr(flags, "session_present", False))
+            on_connack(c, userdata, flags, *rest)
+
+        inner.on_connect = connack
         return client
 
     async def run(
