@@ -154,10 +154,13 @@ class Room:
 
     async def run(self) -> None:
         """Connect (retrying, node after node) until cancelled."""
+        session_lost = False  # since the last subscription (a gap may span connections)
 
         def connected(_client: aiomqtt.Client) -> None:
+            nonlocal session_lost
             if self.link.session_present:
                 return  # what was published meanwhile was queued for us: it comes now
+            session_lost = True
             # a new session (the first, or the broker lost ours): nothing was queued, the
             # retained topics tell the open incidents again
             self.board.reconnected()
@@ -167,12 +170,14 @@ class Room:
                 self.board.take(topic, data, now)
 
         async def subscribed(_client: aiomqtt.Client) -> None:
+            nonlocal session_lost
             self.connected.set()
             notice: dict[str, Any] = {"kind": "broker", "connected": True}
             if self.down_since is not None:
-                self._gap_ended(self.down_since, self.link.session_present)
+                self._gap_ended(self.down_since, not session_lost)
                 notice["gap"] = self.last_gap.text() if self.last_gap else ""
             self.down_since = None
+            session_lost = False
             self.on_change({"all"}, notice)
 
         def lost() -> None:
