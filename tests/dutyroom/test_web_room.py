@@ -177,6 +177,23 @@ def test_each_update_is_shown_once_and_a_late_one_never_replaces_a_newer(
     assert sum(f"incident:{iid}" in c for c in changes) == 3
 
 
+def test_a_close_seen_first_as_the_cleared_retained_copy_shows_once(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Regression: on a cluster's failover the cleared ``open/`` copy came before the
+    ``closed`` update on ``alarm/``: the timeline said "closed" twice."""
+    clock = Clock()
+    room = make_room(tmp_path, keys, clock)
+    signer = Signer.load(keys, gateway_kid(GW))
+    iid = f"{GW}-shop-02-1-1"
+    send(room, signer, f"{P}/{SITE}/alarm/shop-02", alarm(1))
+    room.take(f"{P}/{SITE}/open/{iid}", b"")  # the retained copy cleared: closed
+    closed = alarm(1, "closed", update_no=2, state="closed")
+    send(room, signer, f"{P}/{SITE}/alarm/shop-02", closed)
+    assert [what for _, what, _, _ in room.db.timeline(iid)] == ["new", "closed"]
+    assert room.db.incident(iid) == closed
+
+
 def test_register_topics_draw_the_site_plan_with_alarms_lit(tmp_path: Path, keys: Path) -> None:
     config = parse_config(yaml.safe_load(register_yaml(FleetPlan(units=4, links=1))))
     topics = register_topics(config)

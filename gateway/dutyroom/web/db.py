@@ -274,7 +274,7 @@ class DutyDb:
             )
             if cur.rowcount == 0:
                 return "seen"
-        row = self._one("SELECT data FROM incidents WHERE id = ?", iid)
+        row = self._one("SELECT data, closed FROM incidents WHERE id = ?", iid)
         closed = int(data.get("state") == "closed")
         text = json.dumps(data, ensure_ascii=False)
         by = str(data.get("police_ack_by") or "")
@@ -297,6 +297,9 @@ class DutyDb:
                 "UPDATE incidents SET updated_at = ?, closed = ?, data = ? WHERE id = ?",
                 (at, closed, text, iid),
             )
+            if row[1] and closed:
+                # its retained copy's clearing came first (another topic) and said so
+                return "applied"
         self.add_timeline(iid, at, what, by, "")
         return "applied"
 
