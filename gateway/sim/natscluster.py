@@ -275,6 +275,10 @@ class NatsCluster:
         except urllib.error.HTTPError as exc:  # /healthz answers 503 with a reason
             return json.loads(exc.read() or b"{}")
 
+    def varz(self, name: str) -> Any:
+        """The node's ``/varz``: its configuration and limits as it runs them."""
+        return self._http(name, "/varz")
+
     def stream_leaders(self, asking: Sequence[str] = ()) -> dict[str, str]:
         """Stream name -> the node leading it, for the MQTT layer's streams.
 
