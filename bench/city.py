@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -417,17 +418,24 @@ async def phase(
     t0 = time.monotonic()
     n = 0
     killed = None
+    meta: str | None = None
     fault_at = None
     consumers_led = 0
     cpu0 = {nd.name: _cpu(city.cluster.pid(nd.name)) for nd in city.cluster.nodes}
+    lags: list[tuple[float, float]] = []  # (when, how late): this process's own delay
+    watch = asyncio.create_task(_loop_lag(lags))
     while time.monotonic() - t0 < seconds:
         if fault and fault_at is None and time.monotonic() - t0 > seconds / 3:
             leaders = city.cluster.stream_leaders()
             lead = set(leaders.values())
+            meta = city.cluster.meta_leader()
             if fault == "leader":
                 killed = leaders.get("$MQTT_msgs", "n1")
             else:
+                # a node leading no MQTT stream, and if one is, not the meta group either
+                # (every session and consumer change waits for that group's election)
                 free = [nd.name for nd in city.cluster.nodes if nd.name not in lead]
+                free.sort(key=lambda name: name == meta)
                 killed = free[0] if free else "n1"
             consumers_led = city.cluster.consumer_leaders().get(killed, 0)
             fault_at = city.fault_at = time.monotonic()
@@ -439,6 +447,7 @@ async def phase(
         else:
             sims[who - REAL].message(book, "alarm" if n % 3 == 0 else "event")
         await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+    watch.cancel()
     cpu1 = {
         nd.name: _cpu(city.cluster.pid(nd.name))
         for nd in city.cluster.nodes
@@ -457,13 +466,17 @@ async def phase(
         await asyncio.sleep(0.1)
     lat, lost, gaps = [], 0, []
     missing: list[str] = []
+    longest: tuple[float, str, float, float] = (0.0, "", 0.0, 0.0)  # ms, station, from, to
     for d, keys in expected.items():
         got = book.got.get(d, {})
         lost += len(keys - got.keys())
         missing += [f"{d}:{k[0]}" for k in sorted(keys - got.keys())][:5]
         lat += [(got[k] - book.sent[k]) * 1000 for k in keys if k in got]
         times = sorted(got[k] for k in keys if k in got)
-        gaps += [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+        for a, b in itertools.pairwise(times):
+            gaps.append((b - a) * 1000)
+            if gaps[-1] > longest[0]:
+                longest = (gaps[-1], d, a, b)
     out: dict[str, Any] = {
         "gateways": len(sims) + REAL,
         "messages": len(book.sent),
@@ -487,11 +500,65 @@ async def phase(
         out["killed"] = {
             "node": killed,
             "leader": fault == "leader",
+            "meta_leader": killed == meta,
             "consumers_led": consumers_led,
         }
         out["max_gap_ms"] = round(max(gaps, default=0.0), 1)
         out["p99_ms"] = out["latency_ms"]["p99"]
+        out["gap"] = _explain_gap(city, longest, fault_at or t0, killed or "")
+        # the stations and the simulated gateways share this process: time their receipts
+        # lose to a busy event loop (TLS handshakes of the gateways moving) is the bench's
+        out["gap"]["bench_loop_lag_ms"] = round(
+            1000 * max((lag for t, lag in lags if longest[2] <= t <= longest[3]), default=0.0),
+            1,
+        )
     return out
+
+
+async def _loop_lag(lags: list[tuple[float, float]], tick: float = 0.02) -> None:
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(tick)
+        lags.append((t, time.monotonic() - t - tick))
+
+
+def _explain_gap(
+    city: City, longest: tuple[float, str, float, float], fault_at: float, killed: str
+) -> dict[str, Any]:
+    """Where the longest gap was: its station, its ends (s after the kill), and what the
+    station's connection and the simulated gateways did meanwhile (NodeLoop.trail)."""
+    ms, station, a, b = longest
+
+    def rel(t: float) -> float:
+        return round(t - fault_at, 3)
+
+    def nodes_of(trail: Any) -> list[list[Any]]:
+        return [
+            [rel(t), what, city.cluster.node_of(int(where.rsplit(":", 1)[1]))]
+            for t, what, where in trail
+            if fault_at - 0.5 <= t <= b + 0.5
+        ]
+
+    moved = [g for g in city.sims if any(fault_at <= t <= b for t, _, _ in g.link.trail)]
+    back = sorted(
+        t - fault_at
+        for g in moved
+        for t, what, _ in g.link.trail
+        if what == "subscribed" and t >= fault_at
+    )
+    return {
+        "station": station,
+        "from_s": rel(a),
+        "to_s": rel(b),
+        "ms": round(ms, 1),
+        "killed": killed,
+        "station_trail": {d: nodes_of(p.link.trail) for d, p in city.stations.items()},
+        "sims_moved": len(moved),
+        "sims_subscribed_again_s": {
+            "p50": round(percentile(back, 0.5), 3),
+            "max": round(max(back, default=0.0), 3),
+        },
+    }
 
 
 def _cpu(pid: int) -> float:
@@ -501,7 +568,8 @@ def _cpu(pid: int) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="cg-city-") as tmp:
+    keep = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with keep or tempfile.TemporaryDirectory(prefix="cg-city-") as tmp:
         city = City(
             Path(tmp),
             args.gateways - REAL,
@@ -522,6 +590,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cluster_restart": await city.restart_all(),
                 }
             rate = 1.0 / args.period
+            if args.failover_only:
+                for fault in ("other", "leader"):
+                    r = await phase(city, args.gateways, rate, args.seconds, fault=fault)
+                    result[f"failover_{fault}"] = r
+                    city.cluster.start_node(r["killed"]["node"])
+                return {"gateways": args.gateways, **result}
             result["city_rate"] = await phase(city, args.gateways, rate, args.seconds)
             result["rate_10x"] = await phase(city, args.gateways, rate * 10, args.seconds)
             # the most gateways at p99 < 50 ms at 10x: measured in the steady state, before
@@ -608,6 +682,16 @@ def main() -> None:
         action="store_true",
         help="only connect the city (all gateways at once), then kill and restart every node:"
         " how long each took",
+    )
+    p.add_argument(
+        "--workdir",
+        help="an empty folder for the run, kept afterwards (the nodes' logs: n1.log ...)",
+    )
+    p.add_argument(
+        "--failover-only",
+        action="store_true",
+        help="only the two failover phases (a node leading no stream killed, then the"
+        " leader), with where each one's longest gap went",
     )
     p.add_argument(
         "--no-jitter",
