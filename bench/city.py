@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -226,19 +227,110 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def station_listener(book: Book, name: str) -> Any:
-    got = book.got.setdefault(name, {})
+def receipt_key(m: Any) -> tuple[str, int] | None:
+    """What a station's receipt counts as: (incident, update_no) or (event_id, 1)."""
+    if m.kind == "alarm":
+        return (str(m.get("incident")), int(m.get("update_no") or 0))
+    if m.kind == "event":
+        return (str(m.get("event_id")), 1)
+    return None
+
+
+class Station:
+    """A police station in its own process, as in a city (bench/city.py --station).
+
+    In this process it would share the event loop and aiomqtt's connect threads with the
+    simulated gateways: after a node's death ~100 of them reconnect at once (TLS
+    handshakes), and the station's own reconnection waited behind them (~1.3 s of its
+    failover). Receipts come back as JSON lines timed with the station's own
+    ``time.monotonic()`` (one clock for every process on the machine).
+    """
+
+    def __init__(self, name: str, nodes: list[BrokerSettings], keydir: Path, book: Book) -> None:
+        self.name, self.nodes, self.keydir = name, nodes, keydir
+        self.got = book.got.setdefault(name, {})
+        self.sites: list[str] = []
+        self.dropped = 0
+        self.trail: list[tuple[float, str, str]] = []
+        self.up = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--station",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        spec = {
+            "nodes": [dataclasses.asdict(n) for n in self.nodes],
+            "keydir": str(self.keydir),
+            "identifier": f"station-{self.name}",
+            "sites": self.sites,
+        }
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        await self.proc.stdin.drain()
+        self.reader = asyncio.create_task(self._read(), name=f"station-{self.name}")
+        await asyncio.wait_for(self.up.wait(), timeout)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            m = json.loads(line)
+            if "r" in m:
+                incident, update_no, at = m["r"]
+                self.got.setdefault((incident, update_no), at)
+            elif "t" in m:
+                t, what, where = m["t"]
+                self.trail.append((float(t), str(what), str(where)))
+            elif "dropped" in m:
+                self.dropped = m["dropped"]
+            elif "up" in m:
+                self.up.set()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def station_main() -> None:
+    """The station process: a spec line on stdin, receipts and trail as lines on stdout."""
+    spec = json.loads(sys.stdin.readline())
+    p = Police(
+        [BrokerSettings(**n) for n in spec["nodes"]],
+        keydir=spec["keydir"],
+        identifier=spec["identifier"],
+        site="+",
+        sites=spec["sites"],
+    )
+
+    def say(obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
     def on(m: Any) -> None:
-        if m.kind == "alarm":
-            key = (str(m.get("incident")), int(m.get("update_no") or 0))
-        elif m.kind == "event":
-            key = (str(m.get("event_id")), 1)
-        else:
-            return
-        got.setdefault(key, m.at)
+        key = receipt_key(m)
+        if key is not None:
+            say({"r": [key[0], key[1], m.at]})
 
-    return on
+    p.listen(on)
+    await p.start(timeout=600)
+    say({"up": True})
+    seen = 0.0
+    while True:  # the connection's moments and the drops, as they come
+        for t, what, where in list(p.link.trail):
+            if t > seen:
+                say({"t": [t, what, where]})
+                seen = t
+        say({"dropped": len(p.dropped)})
+        await asyncio.sleep(0.1)
 
 
 class City:
@@ -277,7 +369,7 @@ class City:
         self.book = Book()
         self.sims: list[SimGateway] = []
         self.real: list[tuple[GatewayProcess, FakePort, list[FakeUnit]]] = []
-        self.stations: dict[str, Police] = {}
+        self.stations: dict[str, Station] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.pressed = [0] * REAL
         self.fault_at: float | None = None
@@ -285,13 +377,9 @@ class City:
     async def start(self) -> None:
         await asyncio.to_thread(self.cluster.start)
         for d, first in (("north", "n2"), ("south", "n3")):
-            p = Police(
-                self.cluster.settings(f"dutyroom-{d}", first=first),
-                keydir=self.keydir,
-                identifier=f"station-{d}",
-                site="+",
+            self.stations[d] = Station(
+                d, self.cluster.settings(f"dutyroom-{d}", first=first), self.keydir, self.book
             )
-            self.stations[d] = p
         # stations subscribe per site of their district (their account allows no more)
         for i, gid in enumerate(self.sims_ids):
             nodes = self.cluster.settings(f"gateway-{gid}", first=f"n{1 + i % 3}")
@@ -303,7 +391,6 @@ class City:
         for gid in self.real_ids:
             await self._real_gateway(gid)
         for d, p in self.stations.items():
-            p.listen(station_listener(self.book, d))
             await self._subscribe_district(p, d)
         # every simulated gateway at once, as after a cluster restart or a power cut: each
         # new session costs the nodes a TLS handshake, a bcrypt check, a write to the
@@ -328,10 +415,10 @@ class City:
             "bcrypt_cost": self.bcrypt_cost,
         }
 
-    async def _subscribe_district(self, p: Police, d: str) -> None:
+    async def _subscribe_district(self, p: Station, d: str) -> None:
         # one subscription per site of the district: its account allows no wildcard site
         p.sites = [self.site[g] for g in self.district if self.district[g] == d]
-        await p.start(timeout=120)
+        await p.start(timeout=300)
 
     async def _real_gateway(self, gid: str) -> None:
         d = self.work / gid
@@ -483,7 +570,7 @@ async def phase(
         "rate_per_s": round(len(book.sent) / elapsed, 1),
         "lost": lost,
         "missing": missing,
-        "dropped": {d: len(p.dropped) for d, p in city.stations.items()},
+        "dropped": {d: p.dropped for d, p in city.stations.items()},
         "latency_ms": {
             "p50": round(percentile(lat, 0.5), 1),
             "p99": round(percentile(lat, 0.99), 1),
@@ -552,7 +639,7 @@ def _explain_gap(
         "to_s": rel(b),
         "ms": round(ms, 1),
         "killed": killed,
-        "station_trail": {d: nodes_of(p.link.trail) for d, p in city.stations.items()},
+        "station_trail": {d: nodes_of(p.trail) for d, p in city.stations.items()},
         "sims_moved": len(moved),
         "sims_subscribed_again_s": {
             "p50": round(percentile(back, 0.5), 3),
@@ -698,7 +785,12 @@ def main() -> None:
         action="store_true",
         help="reconnect pauses without the relay's jitter (the herd it prevents)",
     )
+    p.add_argument("--station", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.station:  # one police station, started by the bench itself
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(station_main())
+        return
     out = asyncio.run(run(args))
     if args.json:
         print(json.dumps(out))
