@@ -103,6 +103,7 @@ class SimGateway:
                 f"{PREFIX}/gateway/{gid}/status", self.status("offline"), 1, True
             ),
             pause=self._pause,
+            # resume off: the relay subscribes again on every connection
             keepalive_s=15,
             timeout_s=5.0,
         )

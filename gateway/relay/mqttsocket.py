@@ -101,7 +101,8 @@ class NodeLoop:
     :attr:`client` is the connected client (None between connections), :attr:`node` the
     node in use, :attr:`up` is set while subscribed. :attr:`trail` keeps the last
     :data:`TRAIL` moments of the connection's life, ``(clock(), what, "host:port")`` with
-    ``what`` one of "connected" (CONNACK), "subscribed" (every SUBACK), "failed", "down":
+    ``what`` one of "connected" (CONNACK), "subscribed" (up: every SUBACK, or a session
+    resumed), "failed", "down":
     where a failover's seconds went (bench/city.py).
     """
 
@@ -116,8 +117,13 @@ class NodeLoop:
         timeout_s: float | None = None,
         log_failure: Callable[[BrokerSettings, aiomqtt.MqttError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resume: bool = False,
     ) -> None:
-        """Nothing connects before :meth:`run` (which needs at least one node)."""
+        """Nothing connects before :meth:`run` (which needs at least one node).
+
+        ``resume``: when the broker says the session is present (CONNACK) and holds the
+        topics this loop subscribed before, do not subscribe again (see :meth:`run`).
+        """
         self.nodes = list(nodes)
         self.node: BrokerSettings | None = self.nodes[0] if self.nodes else None
         self.identifier = identifier
@@ -132,10 +138,16 @@ class NodeLoop:
         self.failures = 0  # connections that failed, in all
         self.node_changes = 0  # connections made to another node than the last one
         self.clock = clock
+        self.resume = resume
         self._session_present = False  # the last CONNACK's flag
         self._subscribed: list[str] | None = None  # what this loop's session holds
         self.subscriptions = 0  # connections on which the topics were subscribed (SUBACKed)
         self.trail: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=TRAIL)
+
+    @property
+    def session_present(self) -> bool:
+        """The last CONNACK said the broker kept this client's session."""
+        return self._session_present
 
     def _mark(self, what: str) -> None:
         s = self.node
@@ -194,6 +206,10 @@ class NodeLoop:
         ``on_up(client)``: subscribed; ``serve(client)``: runs beside the receiving once
         subscribed, and its return ends :meth:`run` (without it, only a cancellation
         does); ``on_down()``: a connection that was made has ended.
+
+        With :attr:`resume`, a connection whose CONNACK says the session is present, for
+        the topics subscribed before, is up at once: no SUBSCRIBE, so no retained
+        messages again either. :attr:`session_present` is the last CONNACK's flag.
 
         A broker failure (``aiomqtt.MqttError``, a refused subscription among them), in
         any of these or in receiving, ends the connection: the next node is tried after
@@ -255,7 +271,7 @@ class NodeLoop:
 
         async def work() -> None:
             wanted = list(dict.fromkeys(topics()))
-            if not (self._session_present and wanted == self._subscribed):
+            if not (self.resume and self._session_present and wanted == self._subscribed):
                 # a new session (or other topics): subscribe, and wait for every SUBACK
                 self._subscribed = None
                 await subscribe_all(client, wanted)
@@ -264,7 +280,9 @@ class NodeLoop:
             # else the broker kept this session's subscriptions (CONNACK's session present,
             # MQTT 3.1.1 3.2.2.2), which this loop made and saw granted: subscribing again
             # would cost NATS a consumer update and a retained-message lookup per filter
-            # before it delivers anything (a station of 150 sites: 1.2 s of its failover)
+            # before it delivers anything (a station of 150 sites: 1.2 s of its failover).
+            # The retained messages are then not sent again: a client that rebuilds its
+            # state from them on every connection (the console's board) leaves resume off
             self._mark("subscribed")
             self.up.set()
             if on_up is not None:
