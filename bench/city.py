@@ -507,6 +507,7 @@ async def phase(
     n = 0
     killed = None
     meta: str | None = None
+    leaders: dict[str, str] = {}
     fault_at = None
     consumers_led = 0
     cpu0 = {nd.name: _cpu(city.cluster.pid(nd.name)) for nd in city.cluster.nodes}
@@ -515,7 +516,12 @@ async def phase(
     while time.monotonic() - t0 < seconds:
         if fault and fault_at is None and time.monotonic() - t0 > seconds / 3:
             leaders = city.cluster.stream_leaders()
-            lead = set(leaders.values())
+            for _ in range(20):  # every MQTT stream's leader known, or no node is "free"
+                if leaders:
+                    break
+                await asyncio.sleep(0.1)
+                leaders = city.cluster.stream_leaders()
+            lead = set(leaders.values()) or {nd.name for nd in city.cluster.nodes}
             meta = city.cluster.meta_leader()
             if fault == "leader":
                 killed = leaders.get("$MQTT_msgs", "n1")
@@ -589,6 +595,7 @@ async def phase(
             "node": killed,
             "leader": fault == "leader",
             "meta_leader": killed == meta,
+            "stream_leaders": leaders,
             "consumers_led": consumers_led,
         }
         out["max_gap_ms"] = round(max(gaps, default=0.0), 1)

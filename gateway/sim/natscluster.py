@@ -310,7 +310,10 @@ class NatsCluster:
                         leader = (st.get("cluster") or {}).get("leader")
                         if st.get("name") in MQTT_STREAMS and leader:
                             out[st["name"]] = leader
-                return out
+                if len(out) == len(MQTT_STREAMS):
+                    return out
+                # a node that does not know every leader (a busy one, one that just
+                # joined): another may; a partial answer made a leader look free
         return {}
 
     def consumer_leaders(self, asking: Sequence[str] = ()) -> dict[str, int]:
