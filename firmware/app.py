@@ -82,7 +82,7 @@ _IDLE_SUPERVISE_MS = const(500)  # ... and with nothing going on
 _GC_EVERY_MS = const(5000)
 _CANCELLED_SHOW_MS = const(5000)
 _LBT_WAIT_MAX_MS = const(100)
-_INSTALL_TEST = "install.test"  # written by deploy; removed once the TEST is ACKed
+_INSTALL_TEST = const("install.test")  # written by deploy; removed once the TEST is ACKed
 
 _app = None  # the running App (for request_test())
 

@@ -15,11 +15,11 @@ from sleeper import Sleeper
 _UNIT_MS = const(10)
 _HURRY_MS = const(50)  # a show() during a timed step is seen within this (sleeper.py)
 
-_LED_NAMES = (
+_LED_NAMES = const((
     "off", "idle", "sending", "received", "police_ack", "cancelled", "checkin",
     "checkin_ok", "prompt", "locate", "escalated", "no_link", "fault",
-)
-_LED = (
+))
+_LED = const(
     b"\x00"  # off
     b"\x04\x04\x94\x00\x94"  # idle: 40 on, 2960 off (1480 + 0 on + 1480: a byte holds 2550)
     b"\x02\x0a\x0a"  # sending: fast blink, the gateway has not confirmed it yet
@@ -34,11 +34,11 @@ _LED = (
     b"\x02\x64\x64"  # no_link: 1 s on/off, no ACK from the gateway for a while
     b"\x02\x14\xb4"  # fault: 200 ms every 2 s (tamper, low battery or stuck button)
 )
-_BUZZER_NAMES = (
+_BUZZER_NAMES = const((
     "off", "chirp", "received", "police_ack", "cancelled", "checkin_ok", "prompt",
     "locate", "escalated",
-)
-_BUZZER = (
+))
+_BUZZER = const(
     b"\x00"  # off
     b"\x01\x06"  # chirp: one short beep, press taken
     b"\x03\x08\x0c\x08"  # received: two beeps

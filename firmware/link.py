@@ -23,7 +23,7 @@ _MAX_ENCODED = const(80)  # proto.py: the longest frame, COBS-encoded
 _R_OVERSIZE = const(0)  # proto.REASONS indexes
 _R_CORRUPT = const(1)
 _QUIET_MS = const(5)  # the line counts as busy this long after the last byte in
-_DELIM = b"\x00"
+_DELIM = const(b"\x00")
 
 
 class Link:
@@ -44,6 +44,7 @@ class Link:
         self._piece_mv = memoryview(self._piece)
         self._n = 0
         self._discarding = False
+        self._polled = False  # poll() took bytes the reader task was woken for
 
     def send(self, buf, n, off=0):
         """Write buf[off:off+n] to the line now."""
@@ -72,6 +73,17 @@ class Link:
         return time.ticks_diff(time.ticks_ms(), self._last_rx) < _QUIET_MS
 
     # ---- receive ----
+
+    def poll(self):
+        """Take the bytes already waiting on the line now, before a retry: after a stall
+        (the loop busy, or the host's scheduler) the ACK may be waiting while the retry is
+        due too, and asyncio runs the task whose deadline passed first, not the reader
+        (the copy it sent was needless). Allocates nothing."""
+        n = self._uart.readinto(self._rx)
+        if n:
+            self._polled = True
+            self._last_rx = time.ticks_ms()
+            self.feed(self._rx, n)
 
     def feed(self, data, count):
         """Take count line bytes from data; hand each complete frame to on_frame."""
@@ -113,6 +125,8 @@ class Link:
             if n:
                 self._last_rx = time.ticks_ms()
                 self.feed(rx, n)
+            elif self._polled:
+                self._polled = False  # poll() read what woke this task
             else:
                 # nothing after a readable poll: the far end hung up (pty) or a UART
                 # returned None; do not spin

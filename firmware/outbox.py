@@ -35,7 +35,7 @@ from sleeper import Sleeper
 _SLOTS = const(16)
 _W = const(28)  # bytes per slot: the longest retried frame (ALARM, CANCEL) is 28 on the wire
 _RECENT = const(16)
-_FILE = "outbox.bin"
+_FILE = const("outbox.bin")
 _LBT_TRIES = const(10)
 _TICK_MS = const(2)  # at least this between two passes (ticks_ms's resolution: no spin)
 _BITS_PER_BYTE = const(10)  # 8N1
@@ -368,6 +368,15 @@ class Outbox:
         the ms until the next one is due, -1 if nothing is pending."""
         m = self._m
         now = time.ticks_ms()
+        for i in range(_SLOTS):
+            if (
+                m[_M_PRIO + i] != _FREE
+                and m[_M_ATTEMPTS + i]
+                and time.ticks_diff(self._t[i], now) <= 0
+            ):
+                # a retry is due: first the ACKs already on the line (Link.poll)
+                self._link.poll()
+                break
         for prio in (_PRIO_KEEP, _PRIO_FOLD, _PRIO_INFO):
             for i in range(_SLOTS):
                 if m[_M_PRIO + i] == prio and time.ticks_diff(self._t[i], now) <= 0:

@@ -52,7 +52,7 @@ _R_FORGED = const(7)
 _R_REPLAYED = const(8)
 _REASONS = const(9)
 
-_HEADER = ">BBHIH"
+_HEADER = const(">BBHIH")
 # the body's struct format by type: ALARM..FAULT (0x01-0x06) at 0..5, ACK and SIGNAL
 # (0x81, 0x82) at 6 and 7 (type - _DOWN_AT); its length is struct.calcsize(), its number of
 # fields len - 1. press_ms (ALARM, CHECKIN) goes as its 16-bit halves: a 32-bit port
@@ -124,7 +124,7 @@ def decode_inplace(buf, n):
 # 256 entries are two bytes literals, high and low bytes (tests/firmware/test_consts.py
 # recomputes them): a literal in an .mpy on ROMFS or frozen stays in flash, where an
 # array built at import took ~450 bytes of heap.
-_CRC_HI = (
+_CRC_HI = const(
     b"\x00\x10\x20\x30\x40\x50\x60\x70\x81\x91\xa1\xb1\xc1\xd1\xe1\xf1"
     b"\x12\x02\x32\x22\x52\x42\x72\x62\x93\x83\xb3\xa3\xd3\xc3\xf3\xe3"
     b"\x24\x34\x04\x14\x64\x74\x44\x54\xa5\xb5\x85\x95\xe5\xf5\xc5\xd5"
@@ -142,7 +142,7 @@ _CRC_HI = (
     b"\xfd\xed\xdd\xcd\xbd\xad\x9d\x8d\x7c\x6c\x5c\x4c\x3c\x2c\x1c\x0c"
     b"\xef\xff\xcf\xdf\xaf\xbf\x8f\x9f\x6e\x7e\x4e\x5e\x2e\x3e\x0e\x1e"
 )
-_CRC_LO = (
+_CRC_LO = const(
     b"\x00\x21\x42\x63\x84\xa5\xc6\xe7\x08\x29\x4a\x6b\x8c\xad\xce\xef"
     b"\x31\x10\x73\x52\xb5\x94\xf7\xd6\x39\x18\x7b\x5a\xbd\x9c\xff\xde"
     b"\x62\x43\x20\x01\xe6\xc7\xa4\x85\x6a\x4b\x28\x09\xee\xcf\xac\x8d"

@@ -22,7 +22,7 @@ _STORAGE_RETRY_MAX_MS = const(10000)
 
 # unit.json: name -> default, in ms where a name ends in _ms ("*_s"/"*_h" in
 # boards.yaml units are read too: heartbeat_s, cancel_window_s, ...)
-_INTS = (
+_INTS = const((
     ("baud", 115200), ("long_press_ms", 3000), ("debounce_ms", 5), ("stuck_ms", 30000),
     ("cancel_presses", 5), ("cancel_gap_ms", 700), ("retry_first_ms", 200),
     ("retry_cap_ms", 30000), ("wdt_ms", 8000), ("low_battery_mv", 3400),
@@ -36,15 +36,15 @@ _INTS = (
     ("test_crash_ms", 0),
     # test hook: the uptime the unit starts from, in s (press_ms past 2^30, 2^31, 2^32)
     ("test_uptime_s", 0),
-)
+))
 # name_ms, or name_s / name_h (unit, factor), default in that unit
-_TIMES = (
+_TIMES = const((
     ("heartbeat_ms", "heartbeat_s", 1000, 60),
     ("cancel_window_ms", "cancel_window_s", 1000, 30),
     ("incident_window_ms", "incident_window_s", 1000, 120),
     ("test_interval_ms", "test_interval_h", 3600000, 24),
     ("healthy_ms", "healthy_s", 1000, 60),
-)
+))
 _KINDS = {"panic": 0, "silent": 2, "medical": 3, "fire": 4, "other": 5}
 
 

@@ -25,8 +25,7 @@ from micropython import const
 
 _VMIN = const(6)  # Linux c_cc indexes (MicroPython's termios has no names for them)
 _VTIME = const(5)
-_CAUSE_FILE = "reset.cause"
-_WDT_POLL_S = 0.2  # the watchdog thread's poll (time.sleep: one pselect; sleep_ms spins)
+_CAUSE_FILE = const("reset.cause")
 
 
 def _open_raw(path):
@@ -160,7 +159,8 @@ class Board:
         ended = self._wdt_ended
         while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
             try:
-                time.sleep(_WDT_POLL_S)
+                # the poll, 200 ms (time.sleep: one pselect; sleep_ms spins in a thread)
+                time.sleep(0.2)
             except KeyboardInterrupt:
                 # SIGINT may land in this thread: it would end it (no watchdog any more)
                 # and the unit would run on; the next feed raises it in the main thread

@@ -118,7 +118,8 @@ def unit_config(unit: Unit, overrides: Mapping[str, Any] | None = None) -> dict[
 def mpy_cross(source: Path, target: Path, name: str) -> None:
     """Compile one firmware module to ``.mpy`` (plain bytecode: loads on ESP32 and host).
 
-    ``name`` is the file name tracebacks show (its path on the unit).
+    ``name`` is the file name tracebacks show: the module's name (``board.virtual``), a
+    qstr the unit has anyway; its path (``board/virtual.py``) was one more per module.
     """
     exe = Path(sys.executable).parent / "mpy-cross"
     cmd = [str(exe) if exe.exists() else "mpy-cross", "-s", name, "-o", str(target), str(source)]
@@ -132,7 +133,7 @@ def compiled_tree(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
 
     Cached in ``cache`` under a hash of the sources, so a fleet compiles once.
     """
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"-s module name")  # how mpy-cross is called: part of the result
     for rel in firmware_files(root):
         h.update(str(rel).encode())
         h.update((root / rel).read_bytes())
@@ -147,7 +148,7 @@ def compiled_tree(cache: Path, root: Path = FIRMWARE_DIR) -> Path:
         if rel.name in SOURCE_ONLY or rel.name == "__init__.py":
             shutil.copyfile(root / rel, dst)
         else:
-            mpy_cross(root / rel, dst.with_suffix(".mpy"), str(rel))
+            mpy_cross(root / rel, dst.with_suffix(".mpy"), ".".join(rel.with_suffix("").parts))
     with contextlib.suppress(OSError):
         tmp.rename(out)  # another process may have won the race: theirs is the same
     shutil.rmtree(tmp, ignore_errors=True)

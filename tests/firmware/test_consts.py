@@ -52,7 +52,10 @@ def test_crc_tables_are_crc16_ccitt_false() -> None:
     flash), is the CRC-16/CCITT-FALSE table."""
     tree = ast.parse((FIRMWARE_DIR / "proto.py").read_text())
     tables = {
-        node.targets[0].id: ast.literal_eval(node.value)
+        # `_CRC_HI = const(b"...")`: the literal inside const()
+        node.targets[0].id: ast.literal_eval(
+            node.value.args[0] if isinstance(node.value, ast.Call) else node.value
+        )
         for node in tree.body
         if isinstance(node, ast.Assign)
         and isinstance(node.targets[0], ast.Name)

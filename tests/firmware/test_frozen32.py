@@ -249,10 +249,12 @@ OUTBOX_JOB = """
 import json, micropython, time
 import outbox
 
-class Line:  # the link as the outbox sees it: busy() and send()
+class Line:  # the link as the outbox sees it: busy(), send() and poll()
     def busy(self):
         return False
     def send(self, buf, n, off=0):
+        pass
+    def poll(self):
         pass
 
 ob = outbox.Outbox(Line(), None, 200, 30000, 9600)
@@ -317,6 +319,8 @@ class Line:  # the link as the outbox sees it
     def busy(self):
         return False
     def send(self, buf, n, off=0):
+        pass
+    def poll(self):
         pass
 
 fb = Feedback(B())

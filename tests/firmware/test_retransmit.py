@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 
 from gateway.flashing.unitfiles import FIRMWARE_DIR
 from gateway.sim.vboard import VirtualUnit, find_micropython
@@ -174,6 +176,37 @@ async def test_retries_back_off_from_the_learnt_timeout_and_never_below_air_time
     await vu.wait_led("received")
 
 
+async def test_an_ack_waiting_on_the_line_after_a_stall_is_read_before_a_retry(
+    make_unit: UnitFactory,
+) -> None:
+    """Regression: a unit stalled past its retry deadline (its loop busy, or the host's
+    scheduler) while the ALARM's ACK arrived. On waking, asyncio ran the outbox task
+    (its deadline long past) before the link's reader, and a needless copy went out
+    with the ACK already in the UART's buffer. Now a due retry reads the line first.
+    The boot heartbeat's ACK comes 0.8 s late, so that the unit's timeout leaves this
+    end the time to stop it before a first retry; the watchdog is not what is tested
+    (the virtual board's watchdog thread would end a stall this long)."""
+    vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000, wdt_ms=60000)
+    answer_after(gw, 0.8, {MsgType.HEARTBEAT})
+    await gw.next(MsgType.HEARTBEAT)
+    rto, *_ = await _learnt(vu, at_least_ms=800)
+    start = len(gw.frames)
+    await vu.click()
+    alarm = await gw.next(MsgType.ALARM, after=start)
+    # released first: a stall with the button down would make the press a (silent) hold
+    await vu.wait_led("sending")
+    assert vu.pid is not None
+    os.kill(vu.pid, signal.SIGSTOP)  # the stall
+    try:
+        gw.ack(alarm.frame, AckState.RECEIVED)  # waits in the unit's UART buffer
+        await asyncio.sleep(2 * rto / 1000)  # the stall outlasts the timeout
+    finally:
+        os.kill(vu.pid, signal.SIGCONT)
+    await vu.wait_led("received")
+    assert (await vu.link_timing())[2] == 0  # nothing was sent twice
+    assert [a for a in gw.frames if a.raw == alarm.raw] == [alarm]
+
+
 async def _learnt(vu: VirtualUnit, at_least_ms: int) -> tuple[int, int, int, int]:
     """The unit's (timeout, smoothed round trip, retries) once it has measured a round
     trip of at least ``at_least_ms`` (its boot heartbeat's ACK may still be on its way):
@@ -194,6 +227,8 @@ class Line:  # the link as the outbox sees it
     def busy(self):
         return False
     def send(self, buf, n, off=0):
+        pass
+    def poll(self):
         pass
 
 ob = outbox.Outbox(Line(), None, 200, 30000, 115200)
