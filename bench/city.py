@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -101,6 +103,7 @@ class SimGateway:
                 f"{PREFIX}/gateway/{gid}/status", self.status("offline"), 1, True
             ),
             pause=self._pause,
+            # resume off: the relay subscribes again on every connection
             keepalive_s=15,
             timeout_s=5.0,
         )
@@ -225,19 +228,110 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def station_listener(book: Book, name: str) -> Any:
-    got = book.got.setdefault(name, {})
+def receipt_key(m: Any) -> tuple[str, int] | None:
+    """What a station's receipt counts as: (incident, update_no) or (event_id, 1)."""
+    if m.kind == "alarm":
+        return (str(m.get("incident")), int(m.get("update_no") or 0))
+    if m.kind == "event":
+        return (str(m.get("event_id")), 1)
+    return None
+
+
+class Station:
+    """A police station in its own process, as in a city (bench/city.py --station).
+
+    In this process it would share the event loop and aiomqtt's connect threads with the
+    simulated gateways: after a node's death ~100 of them reconnect at once (TLS
+    handshakes), and the station's own reconnection waited behind them (~1.3 s of its
+    failover). Receipts come back as JSON lines timed with the station's own
+    ``time.monotonic()`` (one clock for every process on the machine).
+    """
+
+    def __init__(self, name: str, nodes: list[BrokerSettings], keydir: Path, book: Book) -> None:
+        self.name, self.nodes, self.keydir = name, nodes, keydir
+        self.got = book.got.setdefault(name, {})
+        self.sites: list[str] = []
+        self.dropped = 0
+        self.trail: list[tuple[float, str, str]] = []
+        self.up = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--station",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        spec = {
+            "nodes": [dataclasses.asdict(n) for n in self.nodes],
+            "keydir": str(self.keydir),
+            "identifier": f"station-{self.name}",
+            "sites": self.sites,
+        }
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        await self.proc.stdin.drain()
+        self.reader = asyncio.create_task(self._read(), name=f"station-{self.name}")
+        await asyncio.wait_for(self.up.wait(), timeout)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            m = json.loads(line)
+            if "r" in m:
+                incident, update_no, at = m["r"]
+                self.got.setdefault((incident, update_no), at)
+            elif "t" in m:
+                t, what, where = m["t"]
+                self.trail.append((float(t), str(what), str(where)))
+            elif "dropped" in m:
+                self.dropped = m["dropped"]
+            elif "up" in m:
+                self.up.set()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def station_main() -> None:
+    """The station process: a spec line on stdin, receipts and trail as lines on stdout."""
+    spec = json.loads(sys.stdin.readline())
+    p = Police(
+        [BrokerSettings(**n) for n in spec["nodes"]],
+        keydir=spec["keydir"],
+        identifier=spec["identifier"],
+        site="+",
+        sites=spec["sites"],
+    )
+
+    def say(obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
     def on(m: Any) -> None:
-        if m.kind == "alarm":
-            key = (str(m.get("incident")), int(m.get("update_no") or 0))
-        elif m.kind == "event":
-            key = (str(m.get("event_id")), 1)
-        else:
-            return
-        got.setdefault(key, m.at)
+        key = receipt_key(m)
+        if key is not None:
+            say({"r": [key[0], key[1], m.at]})
 
-    return on
+    p.listen(on)
+    await p.start(timeout=600)
+    say({"up": True})
+    seen = 0.0
+    while True:  # the connection's moments and the drops, as they come
+        for t, what, where in list(p.link.trail):
+            if t > seen:
+                say({"t": [t, what, where]})
+                seen = t
+        say({"dropped": len(p.dropped)})
+        await asyncio.sleep(0.1)
 
 
 class City:
@@ -276,7 +370,7 @@ class City:
         self.book = Book()
         self.sims: list[SimGateway] = []
         self.real: list[tuple[GatewayProcess, FakePort, list[FakeUnit]]] = []
-        self.stations: dict[str, Police] = {}
+        self.stations: dict[str, Station] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.pressed = [0] * REAL
         self.fault_at: float | None = None
@@ -284,13 +378,9 @@ class City:
     async def start(self) -> None:
         await asyncio.to_thread(self.cluster.start)
         for d, first in (("north", "n2"), ("south", "n3")):
-            p = Police(
-                self.cluster.settings(f"dutyroom-{d}", first=first),
-                keydir=self.keydir,
-                identifier=f"station-{d}",
-                site="+",
+            self.stations[d] = Station(
+                d, self.cluster.settings(f"dutyroom-{d}", first=first), self.keydir, self.book
             )
-            self.stations[d] = p
         # stations subscribe per site of their district (their account allows no more)
         for i, gid in enumerate(self.sims_ids):
             nodes = self.cluster.settings(f"gateway-{gid}", first=f"n{1 + i % 3}")
@@ -302,7 +392,6 @@ class City:
         for gid in self.real_ids:
             await self._real_gateway(gid)
         for d, p in self.stations.items():
-            p.listen(station_listener(self.book, d))
             await self._subscribe_district(p, d)
         # every simulated gateway at once, as after a cluster restart or a power cut: each
         # new session costs the nodes a TLS handshake, a bcrypt check, a write to the
@@ -327,10 +416,10 @@ class City:
             "bcrypt_cost": self.bcrypt_cost,
         }
 
-    async def _subscribe_district(self, p: Police, d: str) -> None:
+    async def _subscribe_district(self, p: Station, d: str) -> None:
         # one subscription per site of the district: its account allows no wildcard site
         p.sites = [self.site[g] for g in self.district if self.district[g] == d]
-        await p.start(timeout=120)
+        await p.start(timeout=300)
 
     async def _real_gateway(self, gid: str) -> None:
         d = self.work / gid
@@ -417,17 +506,30 @@ async def phase(
     t0 = time.monotonic()
     n = 0
     killed = None
+    meta: str | None = None
+    leaders: dict[str, str] = {}
     fault_at = None
     consumers_led = 0
     cpu0 = {nd.name: _cpu(city.cluster.pid(nd.name)) for nd in city.cluster.nodes}
+    lags: list[tuple[float, float]] = []  # (when, how late): this process's own delay
+    watch = asyncio.create_task(_loop_lag(lags))
     while time.monotonic() - t0 < seconds:
         if fault and fault_at is None and time.monotonic() - t0 > seconds / 3:
             leaders = city.cluster.stream_leaders()
-            lead = set(leaders.values())
+            for _ in range(20):  # every MQTT stream's leader known, or no node is "free"
+                if leaders:
+                    break
+                await asyncio.sleep(0.1)
+                leaders = city.cluster.stream_leaders()
+            lead = set(leaders.values()) or {nd.name for nd in city.cluster.nodes}
+            meta = city.cluster.meta_leader()
             if fault == "leader":
                 killed = leaders.get("$MQTT_msgs", "n1")
             else:
+                # a node leading no MQTT stream, and if one is, not the meta group either
+                # (every session and consumer change waits for that group's election)
                 free = [nd.name for nd in city.cluster.nodes if nd.name not in lead]
+                free.sort(key=lambda name: name == meta)
                 killed = free[0] if free else "n1"
             consumers_led = city.cluster.consumer_leaders().get(killed, 0)
             fault_at = city.fault_at = time.monotonic()
@@ -439,6 +541,7 @@ async def phase(
         else:
             sims[who - REAL].message(book, "alarm" if n % 3 == 0 else "event")
         await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+    watch.cancel()
     cpu1 = {
         nd.name: _cpu(city.cluster.pid(nd.name))
         for nd in city.cluster.nodes
@@ -457,20 +560,24 @@ async def phase(
         await asyncio.sleep(0.1)
     lat, lost, gaps = [], 0, []
     missing: list[str] = []
+    longest: tuple[float, str, float, float] = (0.0, "", 0.0, 0.0)  # ms, station, from, to
     for d, keys in expected.items():
         got = book.got.get(d, {})
         lost += len(keys - got.keys())
         missing += [f"{d}:{k[0]}" for k in sorted(keys - got.keys())][:5]
         lat += [(got[k] - book.sent[k]) * 1000 for k in keys if k in got]
         times = sorted(got[k] for k in keys if k in got)
-        gaps += [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+        for a, b in itertools.pairwise(times):
+            gaps.append((b - a) * 1000)
+            if gaps[-1] > longest[0]:
+                longest = (gaps[-1], d, a, b)
     out: dict[str, Any] = {
         "gateways": len(sims) + REAL,
         "messages": len(book.sent),
         "rate_per_s": round(len(book.sent) / elapsed, 1),
         "lost": lost,
         "missing": missing,
-        "dropped": {d: len(p.dropped) for d, p in city.stations.items()},
+        "dropped": {d: p.dropped for d, p in city.stations.items()},
         "latency_ms": {
             "p50": round(percentile(lat, 0.5), 1),
             "p99": round(percentile(lat, 0.99), 1),
@@ -487,11 +594,66 @@ async def phase(
         out["killed"] = {
             "node": killed,
             "leader": fault == "leader",
+            "meta_leader": killed == meta,
+            "stream_leaders": leaders,
             "consumers_led": consumers_led,
         }
         out["max_gap_ms"] = round(max(gaps, default=0.0), 1)
         out["p99_ms"] = out["latency_ms"]["p99"]
+        out["gap"] = _explain_gap(city, longest, fault_at or t0, killed or "")
+        # the stations and the simulated gateways share this process: time their receipts
+        # lose to a busy event loop (TLS handshakes of the gateways moving) is the bench's
+        out["gap"]["bench_loop_lag_ms"] = round(
+            1000 * max((lag for t, lag in lags if longest[2] <= t <= longest[3]), default=0.0),
+            1,
+        )
     return out
+
+
+async def _loop_lag(lags: list[tuple[float, float]], tick: float = 0.02) -> None:
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(tick)
+        lags.append((t, time.monotonic() - t - tick))
+
+
+def _explain_gap(
+    city: City, longest: tuple[float, str, float, float], fault_at: float, killed: str
+) -> dict[str, Any]:
+    """Where the longest gap was: its station, its ends (s after the kill), and what the
+    station's connection and the simulated gateways did meanwhile (NodeLoop.trail)."""
+    ms, station, a, b = longest
+
+    def rel(t: float) -> float:
+        return round(t - fault_at, 3)
+
+    def nodes_of(trail: Any) -> list[list[Any]]:
+        return [
+            [rel(t), what, city.cluster.node_of(int(where.rsplit(":", 1)[1]))]
+            for t, what, where in trail
+            if fault_at - 0.5 <= t <= b + 0.5
+        ]
+
+    moved = [g for g in city.sims if any(fault_at <= t <= b for t, _, _ in g.link.trail)]
+    back = sorted(
+        t - fault_at
+        for g in moved
+        for t, what, _ in g.link.trail
+        if what == "subscribed" and t >= fault_at
+    )
+    return {
+        "station": station,
+        "from_s": rel(a),
+        "to_s": rel(b),
+        "ms": round(ms, 1),
+        "killed": killed,
+        "station_trail": {d: nodes_of(p.trail) for d, p in city.stations.items()},
+        "sims_moved": len(moved),
+        "sims_subscribed_again_s": {
+            "p50": round(percentile(back, 0.5), 3),
+            "max": round(max(back, default=0.0), 3),
+        },
+    }
 
 
 def _cpu(pid: int) -> float:
@@ -501,7 +663,8 @@ def _cpu(pid: int) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="cg-city-") as tmp:
+    keep = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with keep or tempfile.TemporaryDirectory(prefix="cg-city-") as tmp:
         city = City(
             Path(tmp),
             args.gateways - REAL,
@@ -522,6 +685,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cluster_restart": await city.restart_all(),
                 }
             rate = 1.0 / args.period
+            if args.failover_only:
+                for fault in ("other", "leader"):
+                    r = await phase(city, args.gateways, rate, args.seconds, fault=fault)
+                    result[f"failover_{fault}"] = r
+                    if fault == "other":
+                        city.cluster.start_node(r["killed"]["node"])
+                return {"gateways": args.gateways, **result}
             result["city_rate"] = await phase(city, args.gateways, rate, args.seconds)
             result["rate_10x"] = await phase(city, args.gateways, rate * 10, args.seconds)
             # the most gateways at p99 < 50 ms at 10x: measured in the steady state, before
@@ -542,7 +712,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["failover_leader"] = await phase(
                 city, args.gateways, rate, args.seconds, fault="leader"
             )
-            city.cluster.start_node(result["failover_leader"]["killed"]["node"])
+            # the leader's node stays dead: nothing follows (a node started again may find
+            # its port taken meanwhile on a shared machine, and end the run with no result)
             result["sim_failovers"] = sum(g.failovers for g in city.sims)
         finally:
             await city.close()
@@ -610,11 +781,26 @@ def main() -> None:
         " how long each took",
     )
     p.add_argument(
+        "--workdir",
+        help="an empty folder for the run, kept afterwards (the nodes' logs: n1.log ...)",
+    )
+    p.add_argument(
+        "--failover-only",
+        action="store_true",
+        help="only the two failover phases (a node leading no stream killed, then the"
+        " leader), with where each one's longest gap went",
+    )
+    p.add_argument(
         "--no-jitter",
         action="store_true",
         help="reconnect pauses without the relay's jitter (the herd it prevents)",
     )
+    p.add_argument("--station", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.station:  # one police station, started by the bench itself
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(station_main())
+        return
     out = asyncio.run(run(args))
     if args.json:
         print(json.dumps(out))

@@ -29,7 +29,9 @@ The rest mends aiomqtt where it fails us:
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -46,10 +48,16 @@ from gateway.core.errors import SubscriptionRefused
 # was no readier. A node that is frozen is left by the keepalive long before this.
 SUBSCRIBE_TIMEOUT_S = 8.0
 # filters per SUBSCRIBE packet: one packet (one retained lookup on NATS) for a client's
-# usual topics, and a bounded packet for a station of many sites
-FILTERS_PER_SUBSCRIBE = 16
+# usual topics, and short packets for a station of many sites. NATS answers nothing on a
+# connection while it handles a SUBSCRIBE (not even PINGREQ), and makes a replicated
+# consumer per filter (two for a filter ending in #), ~0.1-0.25 s each on a loaded
+# cluster: 16 filters of a station took 4 s, two keepalive periods, so the client left
+# the node before the SUBACK, again on every node, and never finished subscribing.
+FILTERS_PER_SUBSCRIBE = 4
 BACKOFF_MIN_S = 0.1  # as the gateway's relay (gateway/relay/relay.py)
 BACKOFF_MAX_S = 5.0
+
+TRAIL = 64  # moments kept in NodeLoop.trail
 
 Pause = Callable[[int], float]
 """The pause before the next attempt, given the failures in a row so far (1, 2, ...)."""
@@ -91,7 +99,13 @@ class NodeLoop:
     failed connection (default: nothing).
 
     :attr:`client` is the connected client (None between connections), :attr:`node` the
-    node in use, :attr:`up` is set while subscribed.
+    node in use, :attr:`up` is set while subscribed. :attr:`trail` keeps the last
+    :data:`TRAIL` moments of the connection's life, ``(clock(), what, "host:port")`` with
+    ``what`` one of "connected" (CONNACK), "subscribed" (up: every SUBACK, or a session
+    resumed), "failed", "down":
+    where a failover's seconds went (bench/city.py). :attr:`session_present` is what the
+    last CONNACK said: True when the broker kept this client's persistent session (what
+    was published meanwhile is queued for it), False when the session is new.
     """
 
     def __init__(
@@ -104,8 +118,14 @@ class NodeLoop:
         keepalive_s: int | None = None,
         timeout_s: float | None = None,
         log_failure: Callable[[BrokerSettings, aiomqtt.MqttError], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        resume: bool = False,
     ) -> None:
-        """Nothing connects before :meth:`run` (which needs at least one node)."""
+        """Nothing connects before :meth:`run` (which needs at least one node).
+
+        ``resume``: when the broker says the session is present (CONNACK) and holds the
+        topics this loop subscribed before, do not subscribe again (see :meth:`run`).
+        """
         self.nodes = list(nodes)
         self.node: BrokerSettings | None = self.nodes[0] if self.nodes else None
         self.identifier = identifier
@@ -119,6 +139,21 @@ class NodeLoop:
         self.connects = 0
         self.failures = 0  # connections that failed, in all
         self.node_changes = 0  # connections made to another node than the last one
+        self.clock = clock
+        self.resume = resume
+        self._session_present = False  # the last CONNACK's flag
+        self._subscribed: list[str] | None = None  # what this loop's session holds
+        self.subscriptions = 0  # connections on which the topics were subscribed (SUBACKed)
+        self.trail: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=TRAIL)
+
+    @property
+    def session_present(self) -> bool:
+        """The last CONNACK said the broker kept this client's session."""
+        return self._session_present
+
+    def _mark(self, what: str) -> None:
+        s = self.node
+        self.trail.append((self.clock(), what, f"{s.host}:{s.port}" if s else "?"))
 
     def _make_client(self, s: BrokerSettings) -> aiomqtt.Client:
         cluster = len(self.nodes) > 1
@@ -141,6 +176,16 @@ class NodeLoop:
         )
         inner: paho.Client = client._client  # pinned aiomqtt 2.5
         inner.manual_ack_set(True)  # PUBACK once handled: see the module's docstring
+        connack = inner.on_connect  # aiomqtt's
+        if connack is None:  # not aiomqtt 2.5: no flag read, the topics subscribed each time
+            return client
+
+        def on_connect(c: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
+            # paho's thread or the loop: a plain attribute, read once CONNACK is awaited
+            self._session_present = bool(getattr(flags, "session_present", False))
+            connack(c, userdata, flags, *rest)
+
+        inner.on_connect = on_connect
         return client
 
     async def run(
@@ -164,6 +209,10 @@ class NodeLoop:
         subscribed, and its return ends :meth:`run` (without it, only a cancellation
         does); ``on_down()``: a connection that was made has ended.
 
+        With :attr:`resume`, a connection whose CONNACK says the session is present, for
+        the topics subscribed before, is up at once: no SUBSCRIBE, so no retained
+        messages again either. :attr:`session_present` is the last CONNACK's flag.
+
         A broker failure (``aiomqtt.MqttError``, a refused subscription among them), in
         any of these or in receiving, ends the connection: the next node is tried after
         :attr:`pause`. A cancellation is never taken for one (``raise_if_cancelling``).
@@ -179,6 +228,7 @@ class NodeLoop:
             queue: asyncio.Queue[aiomqtt.Message] = client._queue  # pinned aiomqtt 2.5
             try:
                 async with client:
+                    self._mark("connected")
                     self.connects += 1
                     if last is not None and last != s:
                         self.node_changes += 1
@@ -190,6 +240,7 @@ class NodeLoop:
                         await self._connected(client, topics, on_message, on_up, serve)
                         return  # serve returned
                     finally:
+                        self._mark("down")
                         if self.up.is_set():
                             in_row = 0
                         self.client = None
@@ -198,6 +249,7 @@ class NodeLoop:
                             on_down()
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
+                self._mark("failed")
                 self._log_failure(s, exc)
                 self.failures += 1
                 in_row += 1
@@ -220,7 +272,20 @@ class NodeLoop:
         """One connection, until ``serve`` returns; raises its broker failure."""
 
         async def work() -> None:
-            await subscribe_all(client, topics())
+            wanted = list(dict.fromkeys(topics()))
+            if not (self.resume and self._session_present and wanted == self._subscribed):
+                # a new session (or other topics): subscribe, and wait for every SUBACK
+                self._subscribed = None
+                await subscribe_all(client, wanted)
+                self._subscribed = wanted
+                self.subscriptions += 1
+            # else the broker kept this session's subscriptions (CONNACK's session present,
+            # MQTT 3.1.1 3.2.2.2), which this loop made and saw granted: subscribing again
+            # would cost NATS a consumer update and a retained-message lookup per filter
+            # before it delivers anything (a station of 150 sites: 1.2 s of its failover).
+            # The retained messages are then not sent again: a client that rebuilds its
+            # state from them on every connection (the console's board) leaves resume off
+            self._mark("subscribed")
             self.up.set()
             if on_up is not None:
                 await on_up(client)

@@ -16,7 +16,13 @@ listener, the cluster routes, and the same accounts as :mod:`gateway.security.br
 - each subscription may hold :func:`max_ack_pending` QoS 1 messages un-PUBACKed, sized so that
   the account with the most subscriptions can make them all: NATS refuses (SUBACK 0x80) a
   subscription that would bring its session's total over 65,535, and a ``#`` filter counts
-  twice. At NATS's default of 1,024 a station could subscribe 31 sites and no more.
+  twice. At NATS's default of 1,024 a station could subscribe 31 sites and no more;
+- the stream of QoS 1 messages may have :func:`max_consumers` consumers: the MQTT layer
+  makes one (a replicated Raft group) per QoS 1 subscription of every session, all on
+  that one stream, and nats-server 2.15's default of 1,000 per stream
+  (``jetstream.limits.default_max_consumers``) is less than 300 gateways and two
+  stations need: the 301st subscription was refused with "maximum consumers limit
+  reached (10026)", and a client retrying it made more.
 
 NATS speaks MQTT 3.1.1 only and has no ``use_username_as_clientid``: a client id is not
 bound to its user. A gateway notices another holder of its session by reading its own
@@ -53,6 +59,7 @@ SESSION_ACK_PENDING = 65535  # NATS: the most un-PUBACKed messages of all a sess
 ACK_PENDING_MAX = 1024  # NATS's default per subscription: more than any client needs in flight
 ACK_PENDING_MIN = 8  # below this a subscriber on a slow link would stall its own deliveries
 SITE_WEIGHT = 9  # a reader's cost per site: the web duty room's 8 leaves, register/# twice
+NATS_DEFAULT_MAX_CONSUMERS = 1000  # nats-server 2.15's per-stream default: never set lower
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +138,7 @@ def max_ack_pending(accounts: Accounts) -> int:
     ValueError when even :data:`ACK_PENDING_MIN` does not fit: a district too big for one
     station's session (about 900 sites).
     """
-    weights = [len(sites) * len(ACK_LEAVES) + 8 for sites in accounts.gateways.values()]
-    readers = (*accounts.dutyrooms.values(), *accounts.viewers.values())
-    weights += [len(sites) * SITE_WEIGHT + 8 for sites in readers]
-    weight = max(weights, default=8)
+    weight = max(_weights(accounts), default=8)
     per_subscription = min(ACK_PENDING_MAX, SESSION_ACK_PENDING // weight)
     if per_subscription < ACK_PENDING_MIN:
         raise ValueError(
@@ -143,6 +147,28 @@ def max_ack_pending(accounts: Accounts) -> int:
             " split its district"
         )
     return per_subscription
+
+
+def _weights(accounts: Accounts) -> list[int]:
+    # a user's subscriptions, a filter ending in # counted twice (two NATS subjects, two
+    # consumers): what its session costs in consumers and in NATS's ack-pending budget
+    weights = [len(sites) * len(ACK_LEAVES) + 8 for sites in accounts.gateways.values()]
+    readers = (*accounts.dutyrooms.values(), *accounts.viewers.values())
+    return weights + [len(sites) * SITE_WEIGHT + 8 for sites in readers]
+
+
+def max_consumers(accounts: Accounts) -> int:
+    """Consumers the MQTT layer may make on its stream of QoS 1 messages, for this city.
+
+    One per QoS 1 subscription of every persistent session: twice what every user's
+    clients subscribe at most (:func:`_weights`), for a second client of a user (a
+    station's console beside its web duty room) and for the consumers a subscription cut
+    short leaves behind until its session subscribes again; never below NATS's own default.
+    A limit still, not none: a client that subscribes in a loop cannot make a node hold
+    Raft groups without end. Grows with the city: run cluster-config again when gateways
+    or stations are added (the nodes reload it, ``nats-server --signal reload``).
+    """
+    return max(NATS_DEFAULT_MAX_CONSUMERS, 2 * sum(_weights(accounts)))
 
 
 def _subjects_of(filters: Iterable[str]) -> list[str]:
@@ -173,10 +199,12 @@ def node_config(
     cluster_name: str = "campusguard",
     mqtt_ack_wait: str = MQTT_ACK_WAIT,
     ack_pending: int = ACK_PENDING_MAX,
+    consumers: int = NATS_DEFAULT_MAX_CONSUMERS,
 ) -> str:
     """One node's nats-server config (``users``: the accounts' user blocks, shared).
 
-    ``ack_pending``: :func:`max_ack_pending` of the accounts.
+    ``ack_pending``: :func:`max_ack_pending` of the accounts; ``consumers``: their
+    :func:`max_consumers`.
     """
     cert = files.node_cert(node.name)
     tls = (
@@ -193,6 +221,9 @@ http: "127.0.0.1:{node.http_port}"
 max_payload: {MAX_PACKET_SIZE}
 jetstream {{
   store_dir: "{node.store_dir}"
+  # per stream: the MQTT layer's stream of QoS 1 messages holds one consumer per QoS 1
+  # subscription of every session in the city (NATS's default: 1,000)
+  limits {{ default_max_consumers: {consumers} }}
 }}
 cluster {{
   name: "{cluster_name}"
@@ -269,6 +300,7 @@ def write_cluster_config(
             cluster_name=cluster_name,
             mqtt_ack_wait=mqtt_ack_wait,
             ack_pending=ack_pending,
+            consumers=max_consumers(accounts),
         )
         write_private(files.confs[n.name], text)
     return files

@@ -25,13 +25,13 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.core.broker import BrokerSettings
-from gateway.core.errors import GatewayError
+from gateway.core.errors import ExpectationFailed, GatewayError
 from gateway.core.timefmt import parse_iso
 from gateway.security.brokerconfig import Accounts
 from gateway.security.signkeys import provision_one_room
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 SPEED = 60.0
 """The demo gateway's clock runs this many times faster than real time."""
 PRESS_SPACING_S = 2.5
+DELIVER_WITHIN_S = 30.0
+"""After the script, how long a press may still be on its way to the police (scaled by the
+police's ``time_scale``): the wait ends when the police have every press, or names each
+press still missing when this passes."""
 """Real seconds between two presses of one unit (past its scaled incident window)."""
 
 
@@ -97,11 +101,22 @@ class PressBook:
 
     def delivered(self, police: Police) -> int:
         """Scripted presses the police have (counted by the incidents' ``presses``)."""
-        n = 0
+        return sum(self._have(uid, police) for uid in self.presses)
+
+    def _have(self, uid: str, police: Police) -> int:
+        reported = sum(int(d.get("presses", 0)) for d in police.incidents(uid).values())
+        return max(0, min(len(self.presses[uid]), reported - self.gesture[uid]))
+
+    def missing(self, police: Police) -> list[tuple[str, int, float]]:
+        """(unit, press number from 1, monotonic time pressed) of each press the police lack.
+
+        The police count a unit's presses, not which: the ones missing are its latest.
+        """
+        out = []
         for uid, times in self.presses.items():
-            reported = sum(int(d.get("presses", 0)) for d in police.incidents(uid).values())
-            n += max(0, min(len(times), reported - self.gesture[uid]))
-        return n
+            have = self._have(uid, police)
+            out += [(uid, i + 1, times[i]) for i in range(have, len(times))]
+        return out
 
     def latencies(self, police: Police) -> list[float]:
         """Press-to-police seconds of every press that opened an incident.
@@ -187,6 +202,7 @@ class DemoOptions:
     arc: tuple[str, ...] = ()  # receiving centres' DC-09 URLs, primary first
     arc_key_file: Path | None = None
     listen: str = "127.0.0.1:8443"  # the web duty room's (serve)
+    deliver_within_s: float = DELIVER_WITHIN_S
 
 
 async def _ack_later(police: Police, m: Received, delay: float) -> None:
@@ -351,9 +367,24 @@ async def run_demo(args: DemoOptions, out: TextIO) -> dict[str, Any]:
                     file=out,
                 )
                 await _script(fleet, police, book, args.presses, out)
-                with contextlib.suppress(AssertionError):
-                    await police.wait_for(
-                        lambda: book.delivered(police) >= book.total, 30.0, "every press"
+                within = args.deliver_within_s
+                missing = where_missing(
+                    await wait_delivered(police, book, within),
+                    book,
+                    heard=lambda uid: sum(1 for _, f in fleet.heard(uid) if f.type.name == "ALARM"),
+                    outbox=fleet.gateway.store.pending_count(),
+                    t0=t0,
+                    within_s=within,
+                )
+                for m in missing:
+                    print(f"MISSING  {m['text']}", file=out, flush=True)
+                unacked = await wait_acknowledged(police, acks, args.deliver_within_s)
+                for iid in unacked:
+                    print(
+                        f"NOT ACKNOWLEDGED  {iid}: the duty room's ack has not come back from"
+                        f" the gateway within {args.deliver_within_s:g} s",
+                        file=out,
+                        flush=True,
                     )
                 arc = fleet.gateway.arc
                 if arc is not None:  # what the police have, the receiving centre has too
@@ -365,6 +396,8 @@ async def run_demo(args: DemoOptions, out: TextIO) -> dict[str, Any]:
                     t.cancel()
                 await asyncio.gather(*acks, return_exceptions=True)
                 summary = _summary(args, book, police, screen, fleet)
+                summary["missing"] = missing
+                summary["not_acknowledged"] = unacked
                 _final_table(police, out, t0)
         if args.keep:
             print(
@@ -375,6 +408,86 @@ async def run_demo(args: DemoOptions, out: TextIO) -> dict[str, Any]:
             )
             summary["journal"] = str(fleet.db)
     return summary
+
+
+async def wait_delivered(
+    police: Police, book: PressBook, within_s: float
+) -> list[tuple[str, int, float]]:
+    """The presses still missing (:meth:`PressBook.missing`) once the police have all.
+
+    Waits until the police have every scripted press, or ``within_s`` passed (scaled by
+    the police's ``time_scale``). Checked at every message the police receive: the wait
+    ends the moment the last press arrives, not after a fixed time.
+    """
+    with contextlib.suppress(ExpectationFailed):
+        await police.wait_for(lambda: not book.missing(police), within_s, "every press")
+    return book.missing(police)
+
+
+def where_missing(
+    missing: list[tuple[str, int, float]],
+    book: PressBook,
+    *,
+    heard: Callable[[str], int],
+    outbox: int,
+    t0: float,
+    within_s: float,
+) -> list[dict[str, Any]]:
+    """Each missing press and where it stands, for a person and for ``--json``.
+
+    ``unit``, ``press`` (its number), ``of``, ``pressed_s`` (since ``t0``, monotonic),
+    ``heard`` (``heard(unit)``: ALARM frames the links carried from the unit), ``outbox``
+    (messages the gateway has not handed to the broker yet) and ``text``.
+    """
+    out = []
+    for uid, n, at in missing:
+        of = len(book.presses[uid])
+        frames = heard(uid)
+        if not frames:
+            where = "the gateway heard no ALARM frame from it (the unit or its link)"
+        elif outbox:
+            where = (
+                f"the gateway heard {frames} ALARM frame(s) from it; {outbox} message(s)"
+                " still wait in its outbox (the broker?)"
+            )
+        else:
+            where = (
+                f"the gateway heard {frames} ALARM frame(s) from it and its outbox is empty"
+                " (folded into an incident, or a press the unit took as part of a gesture)"
+            )
+        text = (
+            f"unit {uid}: press {n} of {of} (at +{at - t0:.2f} s) has not reached the"
+            f" police within {within_s:g} s: {where}"
+        )
+        out.append(
+            {"unit": uid, "press": n, "of": of, "pressed_s": round(at - t0, 3),
+             "heard": frames, "outbox": outbox, "text": text}
+        )  # fmt: skip
+    return out
+
+
+async def wait_acknowledged(
+    police: Police, acks: list[asyncio.Task[None]], within_s: float
+) -> list[str]:
+    """The open incidents whose police ack has not come back, once every ack is back.
+
+    Waits until the duty room's acks (``acks``, sent 1.5 s after each new alarm) are out
+    and the gateway has published each incident as acknowledged, or ``within_s`` passed.
+    Closed incidents need none (a cancelled one may close before its ack).
+    """
+
+    def unacked() -> list[str]:
+        return sorted(
+            iid
+            for iid, d in police.incidents().items()
+            if not d.get("police_ack_at") and d.get("state") != "closed"
+        )
+
+    with contextlib.suppress(TimeoutError, ExpectationFailed):
+        async with asyncio.timeout(within_s):
+            await asyncio.gather(*acks, return_exceptions=True)
+            await police.wait_for(lambda: not unacked(), within_s, "every ack")
+    return unacked()
 
 
 def _summary(

@@ -275,6 +275,25 @@ class NatsCluster:
         except urllib.error.HTTPError as exc:  # /healthz answers 503 with a reason
             return json.loads(exc.read() or b"{}")
 
+    def meta_leader(self, asking: Sequence[str] = ()) -> str | None:
+        """The node leading JetStream's meta group, or None when none answers.
+
+        Every consumer and session change goes through it. Asks the first running, not
+        paused node of ``asking`` (default: all).
+        """
+        for name in asking or [n.name for n in self.nodes]:
+            if not self.running(name) or name in self.paused:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                leader = (self._http(name, "/jsz").get("meta_cluster") or {}).get("leader")
+                if leader:
+                    return str(leader)
+        return None
+
+    def varz(self, name: str) -> Any:
+        """The node's ``/varz``: its configuration and limits as it runs them."""
+        return self._http(name, "/varz")
+
     def stream_leaders(self, asking: Sequence[str] = ()) -> dict[str, str]:
         """Stream name -> the node leading it, for the MQTT layer's streams.
 
@@ -291,7 +310,10 @@ class NatsCluster:
                         leader = (st.get("cluster") or {}).get("leader")
                         if st.get("name") in MQTT_STREAMS and leader:
                             out[st["name"]] = leader
-                return out
+                if len(out) == len(MQTT_STREAMS):
+                    return out
+                # a node that does not know every leader (a busy one, one that just
+                # joined): another may; a partial answer made a leader look free
         return {}
 
     def consumer_leaders(self, asking: Sequence[str] = ()) -> dict[str, int]:

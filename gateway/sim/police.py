@@ -150,6 +150,8 @@ class Police:
             self.brokers,
             identifier=identifier,
             pause=fixed_pause(0.05),
+            # keeps what it received: needs no retained messages again on a kept session
+            resume=True,
             log_failure=lambda s, exc: log.debug(
                 "police: broker %s:%d: %s; retrying", s.host, s.port, exc
             ),

@@ -17,7 +17,13 @@ from gateway.core.city import load_city, parse_city
 from gateway.core.errors import CityError, SubscriptionRefused
 from gateway.relay.mqttsocket import guard_write_watch, subscribe
 from gateway.security.brokerconfig import Accounts
-from gateway.security.cluster import BCRYPT_COST, accounts_of, max_ack_pending, write_trust
+from gateway.security.cluster import (
+    BCRYPT_COST,
+    accounts_of,
+    max_ack_pending,
+    max_consumers,
+    write_trust,
+)
 from gateway.security.signkeys import public_path, write_pair
 from gateway.sim.natscluster import NatsCluster, find_nats_server
 from gateway.sim.police import Police
@@ -280,3 +286,27 @@ def test_a_district_too_big_for_one_stations_session_is_refused() -> None:
     assert max_ack_pending(accounts(300)) * 300 * 9 <= 65535
     with pytest.raises(ValueError, match="split its district"):
         max_ack_pending(accounts(1000))
+
+
+def test_the_nodes_allow_a_citys_consumers_on_the_mqtt_message_stream(
+    tmp_path: Path, ca_dir: Path
+) -> None:
+    # 300 gateways (3 ack filters each) and two stations of 150 sites (P/<site>/# is two
+    # consumers): ~1,500 consumers on $MQTT_msgs, one per QoS 1 subscription. nats-server
+    # 2.15 allows 1,000 per stream by default: the 301-gateway connect storm stalled on
+    # "maximum consumers limit reached (10026)"
+    gateways = {f"g{i}": [f"s{i}"] for i in range(300)}
+    accounts = Accounts(
+        prefix="campusguard",
+        gateways=gateways,
+        dutyrooms={
+            d: [f"s{i}" for i in range(300) if i % 2 == k] for k, d in enumerate(("n", "s"))
+        },
+    )
+    made = 300 * 3 + 2 * (150 * 2 + 1)
+    assert max_consumers(accounts) >= 2 * made
+    with NatsCluster(
+        tmp_path / "nats", accounts, ca_dir=ca_dir, bcrypt_cost=TEST_BCRYPT_COST
+    ) as cluster:
+        limits = cluster.varz("n1")["jetstream"]["limits"]
+    assert limits["default_max_consumers"] == max_consumers(accounts)

@@ -104,6 +104,9 @@ async def test_kill_of_a_stations_node(cluster: NatsCluster, site: Site) -> None
 
     _, (north, _south) = await burst_with_fault(cluster, site, kill)
     assert north.node_changes >= 1 and cluster.node_of(north.settings.port) != killed[0]
+    # the next node said the session was present and delivered on its subscriptions: the
+    # station did not subscribe again (NATS would first update every consumer of it)
+    assert north.link.subscriptions == 1
 
 
 async def test_a_frozen_node_sigstop_then_sigcont(

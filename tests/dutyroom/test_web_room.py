@@ -139,6 +139,61 @@ def test_the_board_comes_back_from_the_database_after_a_restart(tmp_path: Path, 
     assert again.board.units["shop-02"]["state"] == "offline"
 
 
+def test_each_update_is_shown_once_and_a_late_one_never_replaces_a_newer(
+    tmp_path: Path, keys: Path
+) -> None:
+    """At least once, a retained copy and a persistent session's queue bring an update
+    again; another topic or node may bring an older one after a newer: each
+    (incident, update_no) once, and the newest stays what the room shows."""
+    clock = Clock()
+    room = make_room(tmp_path, keys, clock)
+    signer = Signer.load(keys, gateway_kid(GW))
+    changes: list[set[str]] = []
+    room.on_change = lambda sections, notice: changes.append(sections)
+    iid = f"{GW}-shop-02-1-1"
+    alarm_topic, open_topic = f"{P}/{SITE}/alarm/shop-02", f"{P}/{SITE}/open/{iid}"
+    acked = {"police_ack_at": "2027-01-15T08:00:05.000Z", "police_ack_by": "Station B"}
+    first = alarm(1)
+    third = alarm(1, "cancelled", update_no=3, state="cancelled", **acked)
+    second = alarm(1, "police_ack", update_no=2, **acked)
+    for topic, body in (
+        (alarm_topic, first),
+        (open_topic, first),  # its retained copy
+        (open_topic, third),  # the newest came first on the other topic
+        (alarm_topic, second),  # late
+        (alarm_topic, third),
+        (alarm_topic, second),  # re-sent
+        (open_topic, {**second, "presses": 5}),  # a replayed number with other content
+    ):
+        send(room, signer, topic, body)
+    rows = room.db.timeline(iid)
+    assert [(what, detail) for _, what, _, detail in rows] == [
+        ("new", ""),
+        ("cancelled", ""),
+        ("police_ack", "update 2 arrived after update 3: not applied"),
+    ]
+    assert room.db.incident(iid) == third
+    assert room.board.incidents[iid].data == third
+    assert sum(f"incident:{iid}" in c for c in changes) == 3
+
+
+def test_a_close_seen_first_as_the_cleared_retained_copy_shows_once(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Regression: on a cluster's failover the cleared ``open/`` copy came before the
+    ``closed`` update on ``alarm/``: the timeline said "closed" twice."""
+    clock = Clock()
+    room = make_room(tmp_path, keys, clock)
+    signer = Signer.load(keys, gateway_kid(GW))
+    iid = f"{GW}-shop-02-1-1"
+    send(room, signer, f"{P}/{SITE}/alarm/shop-02", alarm(1))
+    room.take(f"{P}/{SITE}/open/{iid}", b"")  # the retained copy cleared: closed
+    closed = alarm(1, "closed", update_no=2, state="closed")
+    send(room, signer, f"{P}/{SITE}/alarm/shop-02", closed)
+    assert [what for _, what, _, _ in room.db.timeline(iid)] == ["new", "closed"]
+    assert room.db.incident(iid) == closed
+
+
 def test_register_topics_draw_the_site_plan_with_alarms_lit(tmp_path: Path, keys: Path) -> None:
     config = parse_config(yaml.safe_load(register_yaml(FleetPlan(units=4, links=1))))
     topics = register_topics(config)

@@ -125,6 +125,15 @@ def test_fast_demo_keeps_its_journal_with_no_time_in_the_future(fast_demo: FastD
     assert rc == 0, err
 
 
+def test_fast_demo_ends_with_every_press_in_and_every_ack_back(fast_demo: FastDemo) -> None:
+    """The demo used to stop at the last press, cancelling the duty room's acks still to
+    come: its table showed the last alarms open and its summary fewer acknowledged."""
+    summary = fast_demo.summary
+    assert summary["missing"] == [] and summary["not_acknowledged"] == []
+    assert summary["police_acknowledged"] == summary["incidents"]
+    assert "MISSING" not in fast_demo.err and "NOT ACKNOWLEDGED" not in fast_demo.err
+
+
 def test_demo_reports_to_an_arc(fast_demo: FastDemo) -> None:
     """--arc: the demo's alarms also reach a receiving centre, with DC-09 timestamps from
     the real clock although the demo's clock runs 60x faster."""

@@ -105,6 +105,16 @@ CREATE TABLE IF NOT EXISTS reports (
     at    REAL NOT NULL,
     text  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS updates (
+    incident  TEXT NOT NULL,        -- each gateway update once: (incident, update_no)
+    update_no INTEGER NOT NULL,
+    at        REAL NOT NULL,
+    PRIMARY KEY (incident, update_no)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,         -- mqtt_client_id: this duty room's persistent session
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS feed (
     seq  INTEGER PRIMARY KEY,       -- the SSE event id: a browser resumes after it
     at   REAL NOT NULL,
@@ -247,11 +257,27 @@ class DutyDb:
 
     def put_incident(
         self, iid: str, site: str, topic: str, data: dict[str, Any], at: float, what: str
-    ) -> bool:
-        """Keep the latest update of ``iid`` and add it to its timeline; False if stale."""
-        row = self._one("SELECT data FROM incidents WHERE id = ?", iid)
+    ) -> str:
+        """Keep an update of ``iid``: ``applied``, ``late`` or ``seen``.
+
+        Each (incident, update_no) is taken once: its retained copy, a re-sent message
+        (at least once) and the queue of a persistent session all carry it again
+        (``seen``: nothing changes). An update older than the one shown (it arrived after
+        a newer one, on another topic or node) goes into the timeline, marked, but never
+        replaces the newer state (``late``). Anything else becomes the incident's state.
+        """
+        number = _int(data.get("update_no"))
+        if number > 0:
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO updates(incident, update_no, at) VALUES (?,?,?)",
+                (iid, number, at),
+            )
+            if cur.rowcount == 0:
+                return "seen"
+        row = self._one("SELECT data, closed FROM incidents WHERE id = ?", iid)
         closed = int(data.get("state") == "closed")
         text = json.dumps(data, ensure_ascii=False)
+        by = str(data.get("police_ack_by") or "")
         if row is None:
             self.conn.execute(
                 "INSERT INTO incidents(id, site, topic, first_seen, updated_at, closed, data)"
@@ -260,16 +286,22 @@ class DutyDb:
             )
         else:
             old = json.loads(row[0])
-            if _int(data.get("update_no")) <= _int(old.get("update_no")) and old == data:
-                return False  # the same update again (retained copy, at-least-once)
-            if _int(data.get("update_no")) < _int(old.get("update_no")):
-                return False
+            shown = _int(old.get("update_no"))
+            if number == shown and (number > 0 or old == data):
+                return "seen"  # a database older than the updates table, or unnumbered
+            if number < shown:
+                detail = f"update {number} arrived after update {shown}: not applied"
+                self.add_timeline(iid, at, what, by, detail)
+                return "late"
             self.conn.execute(
                 "UPDATE incidents SET updated_at = ?, closed = ?, data = ? WHERE id = ?",
                 (at, closed, text, iid),
             )
-        self.add_timeline(iid, at, what, str(data.get("police_ack_by") or ""), "")
-        return True
+            if row[1] and closed:
+                # its retained copy's clearing came first (another topic) and said so
+                return "applied"
+        self.add_timeline(iid, at, what, by, "")
+        return "applied"
 
     def close_incident(self, iid: str, at: float) -> None:
         """Its retained copy was cleared: the gateway closed it."""
@@ -436,6 +468,13 @@ class DutyDb:
         """A report's text."""
         row = self._one("SELECT text FROM reports WHERE topic = ?", topic)
         return None if row is None else str(row[0])
+
+    def client_id(self, make: str) -> str:
+        """The duty room's MQTT client id: ``make`` the first time, the same ever after."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('mqtt_client_id', ?)", (make,)
+        )
+        return str(self._one("SELECT value FROM meta WHERE key = 'mqtt_client_id'")[0])
 
     # -- the live feed -------------------------------------------------------------------------
 

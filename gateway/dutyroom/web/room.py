@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,35 @@ class Register:
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A time the duty room was not connected to the broker."""
+
+    since: float
+    back: float
+    kept: bool  # the broker kept our session: what came meanwhile was queued and delivered
+
+    def text(self) -> str:
+        """One line for the audit log and the page."""
+        said = (
+            "session kept: everything published meanwhile delivered"
+            if self.kept
+            else "session NOT kept by the broker: updates published meanwhile may be"
+            " missing (open alarms restored from the retained copies)"
+        )
+        return f"broker connection lost for {self.back - self.since:.0f} s; {said}"
+
+
+def client_id(db: DutyDb, brokers: Sequence[BrokerSettings]) -> str:
+    """The client id of this duty room's persistent session.
+
+    The broker account's name, as the console's (Mosquitto binds the client id to it),
+    else one made for this database at its first start and kept in it.
+    """
+    user = brokers[0].username if brokers else None
+    return user or db.client_id(f"campusguard-dutyroom-{secrets.token_hex(4)}")
+
+
 class Room:
     """The duty room: broker connection, board, database, operators' actions."""
 
@@ -94,8 +124,13 @@ class Room:
         self.gateway_problems: dict[str, dict[str, str]] = {}
         self.connected = asyncio.Event()
         self.on_change: Callable[[set[str], dict[str, Any] | None], None] = lambda s, n: None
+        # the broker connection's gaps: since when it is down (None: up, or never was),
+        # and the last one that ended (shown on every page)
+        self.down_since: float | None = None
+        self.last_gap: Gap | None = None
         self.link = NodeLoop(
             self.brokers,
+            identifier=client_id(db, self.brokers),
             log_failure=lambda s, exc: log.warning(
                 "broker %s:%d: %s; retrying", s.host, s.port, exc
             ),
@@ -119,20 +154,36 @@ class Room:
 
     async def run(self) -> None:
         """Connect (retrying, node after node) until cancelled."""
+        session_lost = False  # since the last subscription (a gap may span connections)
 
         def connected(_client: aiomqtt.Client) -> None:
-            self.board.reconnected()  # the retained topics tell it all again
+            nonlocal session_lost
+            if self.link.session_present:
+                return  # what was published meanwhile was queued for us: it comes now
+            session_lost = True
+            # a new session (the first, or the broker lost ours): nothing was queued, the
+            # retained topics tell the open incidents again
+            self.board.reconnected()
             # ... except what closed lately, which the board still shows a while
             now = self.now()
             for topic, data in self.db.incidents_shown(now - CLOSED_KEEP_S, True):
                 self.board.take(topic, data, now)
 
         async def subscribed(_client: aiomqtt.Client) -> None:
+            nonlocal session_lost
             self.connected.set()
-            self.on_change({"all"}, {"kind": "broker", "connected": True})
+            notice: dict[str, Any] = {"kind": "broker", "connected": True}
+            if self.down_since is not None:
+                self._gap_ended(self.down_since, not session_lost)
+                notice["gap"] = self.last_gap.text() if self.last_gap else ""
+            self.down_since = None
+            session_lost = False
+            self.on_change({"all"}, notice)
 
         def lost() -> None:
             self.connected.clear()
+            if self.down_since is None:
+                self.down_since = self.now()
             self.on_change({"status"}, {"kind": "broker", "connected": False})
 
         await self.link.run(
@@ -145,6 +196,14 @@ class Room:
             on_up=subscribed,
             on_down=lost,
         )
+
+    def _gap_ended(self, since: float, kept: bool) -> None:
+        gap = self.last_gap = Gap(since, self.now(), kept)
+        self.db.audit(gap.back, "system", "broker_gap", "", gap.text())
+        if kept:
+            log.info("broker connection back: %s", gap.text())
+        else:
+            log.warning("broker connection back: %s", gap.text())
 
     @property
     def _client(self) -> aiomqtt.Client | None:
@@ -182,9 +241,11 @@ class Room:
         site = str(data.get("site", ""))
         what = str(data.get("update") or ("retained" if parts[-2] == "open" else "update"))
         open_topic = f"{self.prefix}/{site}/open/{iid}"
-        fresh = self.db.put_incident(iid, site, open_topic, data, now, what)
+        kept = self.db.put_incident(iid, site, open_topic, data, now, what)
         self._first_seen.setdefault(iid, now)
-        if not fresh:
+        if kept == "late":  # only its timeline changed
+            self.on_change({f"incident:{iid}"}, None)
+        if kept != "applied":
             return
         notice = None
         if taken.alert:
@@ -408,5 +469,10 @@ class Room:
             await asyncio.sleep(period_s)
 
     def status(self) -> dict[str, Any]:
-        """The broker connection and what was dropped, for the page's header."""
-        return {"connected": self._client is not None, "dropped": self.board.dropped}
+        """The broker connection, its gaps and what was dropped, for the page's header."""
+        return {
+            "connected": self._client is not None,
+            "down_since": self.down_since,
+            "last_gap": self.last_gap,
+            "dropped": self.board.dropped,
+        }

@@ -137,14 +137,26 @@ def login_page(token: str, message: str = "") -> str:
 # -- sections --------------------------------------------------------------------------------
 
 
-def status_html(room: Room, now: float) -> str:
-    """Broker connection, gateways, dropped messages."""
+def status_html(room: Room, now: float, tz: tzinfo | None = None) -> str:
+    """Broker connection and its last gap, gateways, dropped messages."""
     st = room.status()
-    parts = [
-        "<span class='ok'>broker connected</span>"
-        if st["connected"]
-        else "<span class='bad'>BROKER NOT CONNECTED 未连接</span>"
-    ]
+    if st["connected"]:
+        parts = ["<span class='ok'>broker connected</span>"]
+    elif st["down_since"] is not None:
+        since = st["down_since"]
+        parts = [
+            "<span class='bad'>BROKER NOT CONNECTED 未连接 since"
+            f" {clock(since, tz)} ({age(now - since)})</span>"
+        ]
+    else:
+        parts = ["<span class='bad'>BROKER NOT CONNECTED 未连接</span>"]
+    gap = st["last_gap"]
+    if gap is not None:
+        cls = "ok" if gap.kept else "bad"
+        parts.append(
+            f"<span class='{cls} gap'>connection gap 中断 {clock(gap.since, tz)}–"
+            f"{clock(gap.back, tz)}: {e(gap.text())}</span>"
+        )
     for gid in sorted(room.board.gateways):
         state = room.board.gateway_state(gid, now)
         cls = "ok" if state == "online" else "bad"
@@ -531,7 +543,7 @@ def fragment(
     """The HTML of section ``name`` (None if there is no such section)."""
     now = time.time() if now is None else now
     if name == "status":
-        return status_html(room, now)
+        return status_html(room, now, tz)
     if name == "queue":
         return queue_html(room, who, now, tz)
     if name == "incident":
