@@ -1470,10 +1470,10 @@ async def test_an_outbox_that_cannot_be_read_is_read_again_a_second_later(
 
     enqueue(store, 0)
     real = store.pending
-    calls: list[int] = []
+    calls: list[float] = []
 
     def pending(*args: Any, **kw: Any) -> Any:
-        calls.append(1)
+        calls.append(asyncio.get_running_loop().time())
         if len(calls) == 1:
             raise sqlite3.OperationalError("disk I/O error")
         return real(*args, **kw)
@@ -1482,6 +1482,9 @@ async def test_an_outbox_that_cannot_be_read_is_read_again_a_second_later(
     async with relaying(store, broker, site) as relay:
         await police.wait_for(lambda: numbers(police) == [0], timeout=10)
     assert len(calls) >= 2 and (relay.connects, relay.failures) == (1, 0)
+    # a pause before the next try (not at once: a journal that keeps refusing would spin
+    # the event loop); a read that worked is followed by publishing, not by that pause
+    assert calls[1] - calls[0] >= 0.9
 
 
 async def test_a_node_that_freezes_with_an_alarm_in_flight_is_left_for_the_next(
@@ -1511,3 +1514,153 @@ async def test_a_node_that_freezes_with_an_alarm_in_flight_is_left_for_the_next(
                 raise AssertionError(f"still on the frozen node after {window:.0f} s") from None
             assert relay.node == live
             await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+
+
+# -- what the last mutation run left (issue 19) --------------------------------------------
+
+
+async def test_the_status_goes_out_at_qos_1_at_connect_and_every_period(
+    store: Store, site: Site, broker: Mosquitto
+) -> None:
+    """QoS 1 like every message of the gateway: at QoS 0 an ``online`` lost with a dropped
+    connection is not sent again, and QoS 2 is not what the cluster's nodes take. A desk
+    that subscribes at QoS 2 gets each status at the QoS it was published with."""
+    clock = ManualClock(T0)
+    got: list[tuple[str, int]] = []
+    async with client_for(broker.settings(DUTYROOM_USER)) as desk:
+        await desk.subscribe(STATUS, qos=2)
+        messages = aiter(desk.messages)
+        async with relaying(store, broker, site, clock=clock):
+            async with asyncio.timeout(scaled(10)):
+                m = await anext(messages)  # published on connecting
+            got.append((str(m.topic), m.qos))
+            await until(lambda: bool(clock._sleepers), what="the status loop waiting")
+            clock.advance(relay_module.STATUS_PERIOD_S)
+            async with asyncio.timeout(scaled(10)):
+                m = await anext(messages)  # re-signed a period later
+            got.append((str(m.topic), m.qos))
+    assert got == [(STATUS, 1), (STATUS, 1)]
+
+
+class _Connection:
+    """Just enough of an aiomqtt client for :meth:`Relay._publisher` on its own: every
+    subscription granted, the status PUBACKed at once; an outbox row is PUBACKed at once,
+    or never with ``hold``. Without paho inside, the publisher takes the task path."""
+
+    timeout = 10.0
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.sent: list[int] = []  # the ``n`` of each outbox row published, in order
+        self._hold = hold
+
+    async def subscribe(self, topics: list[tuple[str, int]], timeout: float) -> list[int]:
+        return [qos for _, qos in topics]
+
+    async def publish(self, topic: str, payload: str, *, qos: int = 0, retain: bool) -> None:
+        if "/event/n" not in topic:
+            return  # the status
+        self.sent.append(int(topic.rsplit("n", 1)[-1]))
+        if self._hold:
+            await asyncio.get_running_loop().create_future()  # no PUBACK comes
+
+
+async def test_the_backlog_in_memory_stays_within_two_pages_while_pubacks_are_slow(
+    store: Store, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large outbox behind a broker that is slow to PUBACK: the publisher reads the next
+    page only when less than a page is queued, not one more page at each turn of its
+    loop (the whole outbox in memory)."""
+    for n in range(4 * BACKLOG_PAGE):
+        enqueue(store, n)
+    relay = offline_relay(store, site, [])
+    reads: list[int] = []
+    real = store.pending
+
+    def pending(*args: Any, **kw: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store, "pending", pending)
+    turns = [0]  # the publisher's loop calls this once at the end of each turn
+
+    def count_turn() -> None:
+        turns[0] += 1
+
+    relay._check_overdue = count_turn  # type: ignore[method-assign]
+    client = _Connection(hold=True)
+    task = asyncio.create_task(relay._publisher(client))  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(client.sent) == relay_module.WINDOW or task.done())
+        for _ in range(4):  # the loop goes round once per wake-up
+            seen = turns[0]
+            relay.wake()
+            await until(lambda s=seen: turns[0] > s or task.done(), what="a turn of the loop")
+        assert not task.done()
+        assert client.sent == list(range(relay_module.WINDOW))  # a window waits for PUBACKs
+        assert len(reads) == 2 and relay._cursor == 2 * BACKLOG_PAGE
+        assert len(relay._queue) == 2 * BACKLOG_PAGE - relay_module.WINDOW
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_page_already_pubacked_is_skipped_and_the_next_page_published(
+    store: Store, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a reconnect whose marks the journal refused, a whole page of the outbox can be
+    PUBACKed already (kept in memory, not yet recorded): the publisher skips it and
+    publishes the next page, instead of stopping. When its connection ends, a row
+    committed after that waits for the next connection's read of the outbox."""
+    import sqlite3
+
+    for n in range(BACKLOG_PAGE + 3):
+        enqueue(store, n)
+    relay = offline_relay(store, site, [])
+    for r in store.pending(BACKLOG_PAGE):  # PUBACKed on the connection before
+        relay._on_puback(r)
+
+    def refuse(batch: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "mark_acked", refuse)
+    client = _Connection()
+    task = asyncio.create_task(relay._publisher(client))  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(client.sent) == 3 or task.done(), what="the second page")
+        assert not task.done(), "the publisher stopped"
+    finally:
+        task.cancel()  # the connection ends
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert client.sent == [BACKLOG_PAGE, BACKLOG_PAGE + 1, BACKLOG_PAGE + 2]
+    last = relay._cursor
+    assert last == BACKLOG_PAGE + 3 and not relay._backlog
+    relay.submit([row(last + 1)])  # committed after the connection ended
+    assert not relay._queue and relay._backlog  # read from the outbox on the next one
+
+
+async def test_a_mark_the_journal_refused_is_written_again_without_another_puback(
+    store: Store, site: Site, broker: Mosquitto, police: Police, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker tries a refused write again by itself (a second later): an idle gateway
+    whose last alarm's mark failed does not leave it unrecorded until the next PUBACK."""
+    import sqlite3
+
+    real = store.mark_acked
+    tries: list[int] = []
+
+    def mark_acked(batch: Any) -> None:
+        tries.append(len(batch))
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(batch)
+
+    monkeypatch.setattr(store, "mark_acked", mark_acked)
+    async with relaying(store, broker, site) as relay:
+        async with asyncio.timeout(scaled(10)):
+            await relay.connected.wait()
+        enqueue(store, 0)
+        await police.wait_for(lambda: numbers(police) == [0], timeout=10)
+        await until(lambda: store.pending_count() == 0, timeout=10, what="the mark retried")
+        assert tries == [1, 1] and relay.published == 1
