@@ -134,6 +134,17 @@ class BrokerSettings:
         return ctx
 
 
+def keepalive_for(node: BrokerSettings, nodes: int) -> int:
+    """The keepalive of a connection to ``node``, one of ``nodes`` nodes given to a client.
+
+    One broker: its own (:attr:`BrokerSettings.keepalive_s`). Several nodes of a cluster:
+    at most :data:`CLUSTER_KEEPALIVE_S`, for a client that has nothing to send (an idle
+    gateway, a console) notices a frozen node only by its keepalive (no PINGRESP within a
+    period after its PINGREQ): with 15 s it would sit there, deaf, for 30-45 s.
+    """
+    return min(node.keepalive_s, CLUSTER_KEEPALIVE_S) if nodes > 1 else node.keepalive_s
+
+
 _TLS_FILES = {"ca_file": "--ca-file", "client_cert": "--client-cert", "client_key": "--client-key"}
 
 

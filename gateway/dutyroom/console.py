@@ -81,10 +81,11 @@ class Console:
         first = self.brokers[0]
         # a desk's own persistent session (the broker account's name, as Mosquitto binds
         # it): on another node of the cluster its subscriptions and what was queued for it
-        # are there already
+        # are there already, so a kept session is not subscribed again (resume)
         self.link = NodeLoop(
             self.brokers,
             identifier=first.username,
+            resume=True,
             log_failure=lambda s, exc: log.warning(
                 "broker %s:%d: %s; retrying", s.host, s.port, exc
             ),
@@ -162,11 +163,18 @@ class Console:
         async def until_done(_client: aiomqtt.Client) -> None:
             await self.done.wait()
 
+        def connected(_client: aiomqtt.Client) -> None:
+            # A kept session delivers what was published while the desk was away (an
+            # incident closed meanwhile too: its cleared retained copy), and no retained
+            # message again: the board stays. A new one is subscribed again, and the
+            # retained topics rebuild the board at once.
+            if not self.link.resumed:
+                self.board.reconnected()
+
         await self.link.run(
             lambda: topics,
             self._take,
-            # the retained topics rebuild the board at once
-            on_connect=lambda _client: self.board.reconnected(),
+            on_connect=connected,
             on_up=subscribed,
             serve=until_done,
         )

@@ -24,6 +24,9 @@ The rest mends aiomqtt where it fails us:
   the watch runs, that paho still holds that socket.
 - :func:`retrieve_disconnect`: the exception aiomqtt leaves unread when a connection ends.
 - :func:`subscribe`: a refused subscription raises instead of looking like a quiet site.
+- :func:`send_subscriptions`: the SUBSCRIBEs on the wire at once, their SUBACKs awaited
+  later (the gateway's relay publishes its outbox meanwhile).
+- :func:`session_flag`: the CONNACK's session-present flag, which aiomqtt does not keep.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 
-from gateway.core.broker import CLUSTER_KEEPALIVE_S, CLUSTER_TIMEOUT_S, BrokerSettings
+from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings, keepalive_for
 from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import SubscriptionRefused
 
@@ -142,6 +145,8 @@ class NodeLoop:
         self.clock = clock
         self.resume = resume
         self._session_present = False  # the last CONNACK's flag
+        self._connack: Callable[[], bool] = lambda: False
+        self.resumed = False  # this connection kept the session subscribed before: no SUBSCRIBE
         self._subscribed: list[str] | None = None  # what this loop's session holds
         self.subscriptions = 0  # connections on which the topics were subscribed (SUBACKed)
         self.trail: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=TRAIL)
@@ -157,9 +162,7 @@ class NodeLoop:
 
     def _make_client(self, s: BrokerSettings) -> aiomqtt.Client:
         cluster = len(self.nodes) > 1
-        keepalive = self._keepalive_s or (
-            min(s.keepalive_s, CLUSTER_KEEPALIVE_S) if cluster else s.keepalive_s
-        )
+        keepalive = self._keepalive_s or keepalive_for(s, len(self.nodes))
         client = guard_write_watch(
             aiomqtt.Client(
                 s.host,
@@ -176,16 +179,7 @@ class NodeLoop:
         )
         inner: paho.Client = client._client  # pinned aiomqtt 2.5
         inner.manual_ack_set(True)  # PUBACK once handled: see the module's docstring
-        connack = inner.on_connect  # aiomqtt's
-        if connack is None:  # not aiomqtt 2.5: no flag read, the topics subscribed each time
-            return client
-
-        def on_connect(c: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
-            # paho's thread or the loop: a plain attribute, read once CONNACK is awaited
-            self._session_present = bool(getattr(flags, "session_present", False))
-            connack(c, userdata, flags, *rest)
-
-        inner.on_connect = on_connect
+        self._connack = session_flag(client)
         return client
 
     async def run(
@@ -211,7 +205,9 @@ class NodeLoop:
 
         With :attr:`resume`, a connection whose CONNACK says the session is present, for
         the topics subscribed before, is up at once: no SUBSCRIBE, so no retained
-        messages again either. :attr:`session_present` is the last CONNACK's flag.
+        messages again either (:attr:`resumed`, set before ``on_connect``: what was
+        published meanwhile comes from the kept session instead). :attr:`session_present`
+        is the last CONNACK's flag.
 
         A broker failure (``aiomqtt.MqttError``, a refused subscription among them), in
         any of these or in receiving, ends the connection: the next node is tried after
@@ -234,10 +230,15 @@ class NodeLoop:
                         self.node_changes += 1
                     last = s
                     self.client = client
+                    self._session_present = self._connack()
+                    wanted = list(dict.fromkeys(topics()))
+                    self.resumed = (
+                        self.resume and self._session_present and wanted == self._subscribed
+                    )
                     try:
                         if on_connect is not None:
                             on_connect(client)
-                        await self._connected(client, topics, on_message, on_up, serve)
+                        await self._connected(client, wanted, on_message, on_up, serve)
                         return  # serve returned
                     finally:
                         self._mark("down")
@@ -264,7 +265,7 @@ class NodeLoop:
     async def _connected(
         self,
         client: aiomqtt.Client,
-        topics: Callable[[], Iterable[str]],
+        wanted: list[str],
         on_message: Callable[[str, bytes], None],
         on_up: Callable[[aiomqtt.Client], Awaitable[None]] | None,
         serve: Callable[[aiomqtt.Client], Awaitable[None]] | None,
@@ -272,8 +273,7 @@ class NodeLoop:
         """One connection, until ``serve`` returns; raises its broker failure."""
 
         async def work() -> None:
-            wanted = list(dict.fromkeys(topics()))
-            if not (self.resume and self._session_present and wanted == self._subscribed):
+            if not self.resumed:
                 # a new session (or other topics): subscribe, and wait for every SUBACK
                 self._subscribed = None
                 await subscribe_all(client, wanted)
@@ -284,7 +284,8 @@ class NodeLoop:
             # would cost NATS a consumer update and a retained-message lookup per filter
             # before it delivers anything (a station of 150 sites: 1.2 s of its failover).
             # The retained messages are then not sent again: a client that rebuilds its
-            # state from them on every connection (the console's board) leaves resume off
+            # state from them keeps that state when :attr:`resumed` (the console's board):
+            # what it missed is queued in the kept session
             self._mark("subscribed")
             self.up.set()
             if on_up is not None:
@@ -325,6 +326,28 @@ async def _receive(client: aiomqtt.Client, on_message: Callable[[str, bytes], No
 def _handle(m: aiomqtt.Message, on_message: Callable[[str, bytes], None]) -> None:
     raw = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
     on_message(str(m.topic), raw)
+
+
+def session_flag(client: aiomqtt.Client) -> Callable[[], bool]:
+    """Keep the session-present flag of ``client``'s CONNACKs (hook it before it connects).
+
+    Returns the reader: True when the last CONNACK said the broker kept this client's
+    persistent session, with its subscriptions (MQTT 3.1.1 3.2.2.2). Without aiomqtt 2.5's
+    (pinned) connect callback it stays False: the caller subscribes every time.
+    """
+    inner: paho.Client = client._client  # pinned aiomqtt 2.5
+    connack = inner.on_connect  # aiomqtt's
+    present = [False]
+    if connack is None:
+        return lambda: False
+
+    def on_connect(c: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
+        # paho's thread or the loop: a plain value, read once CONNACK is awaited
+        present[0] = bool(getattr(flags, "session_present", False))
+        connack(c, userdata, flags, *rest)
+
+    inner.on_connect = on_connect
+    return lambda: present[0]
 
 
 def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
@@ -389,9 +412,58 @@ async def subscribe_all(client: aiomqtt.Client, topics: Iterable[str], qos: int 
             [(t, qos) for t in batch], timeout=max(SUBSCRIBE_TIMEOUT_S, client.timeout)
         )
         raise_if_cancelling()  # Python 3.11's wait_for inside may have lost one
-        codes = [code if isinstance(code, int) else code.value for code in granted]
-        for topic, value in zip(batch, codes, strict=False):
-            if value >= 0x80:
-                raise SubscriptionRefused(
-                    f"the broker refused the subscription to {topic} (SUBACK 0x{value:02x})"
-                )
+        _check_granted(batch, granted)
+
+
+async def send_subscriptions(
+    client: aiomqtt.Client, topics: Iterable[str], qos: int = 1
+) -> Coroutine[Any, Any, None]:
+    """Queue the SUBSCRIBE packets for ``topics`` now; return the wait for their SUBACKs.
+
+    :data:`FILTERS_PER_SUBSCRIBE` filters to a packet, every packet queued before this
+    returns, without suspending (pinned aiomqtt 2.5's paho client and its table of
+    pending SUBACKs), so what the caller publishes afterwards goes on the wire behind
+    them. The returned coroutine (await it) raises :class:`SubscriptionRefused` for a
+    refused filter and an MqttError when the SUBACKs take longer than
+    :data:`SUBSCRIBE_TIMEOUT_S` (or the client's timeout). A client without those
+    internals is subscribed here by :func:`subscribe_all`, every SUBACK awaited before
+    this returns: the same order on the wire, only slower.
+    """
+    inner = getattr(client, "_client", None)  # pinned aiomqtt 2.5
+    pending = getattr(client, "_pending_subscribes", None)
+    if not isinstance(inner, paho.Client) or not isinstance(pending, dict):
+        await subscribe_all(client, topics, qos)
+        return _nothing()
+    loop = asyncio.get_running_loop()
+    wanted = list(dict.fromkeys(topics))
+    sent: list[tuple[list[str], asyncio.Future[Any]]] = []
+    for i in range(0, len(wanted), FILTERS_PER_SUBSCRIBE):
+        batch = wanted[i : i + FILTERS_PER_SUBSCRIBE]
+        rc, mid = inner.subscribe([(t, qos) for t in batch])
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            raise aiomqtt.MqttCodeError(rc, "Could not subscribe to topic")
+        pending[mid] = fut = loop.create_future()  # aiomqtt's SUBACK callback resolves it
+        sent.append((batch, fut))
+    return _subacks(sent, max(SUBSCRIBE_TIMEOUT_S, client.timeout))
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _subacks(sent: list[tuple[list[str], asyncio.Future[Any]]], timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            for batch, fut in sent:
+                _check_granted(batch, await fut)
+    except TimeoutError:
+        raise aiomqtt.MqttError(f"no SUBACK within {timeout_s:.0f} s") from None
+
+
+def _check_granted(batch: Sequence[str], granted: Iterable[Any]) -> None:
+    codes = [code if isinstance(code, int) else code.value for code in granted]
+    for topic, value in zip(batch, codes, strict=False):
+        if value >= 0x80:
+            raise SubscriptionRefused(
+                f"the broker refused the subscription to {topic} (SUBACK 0x{value:02x})"
+            )

@@ -21,7 +21,12 @@ the part it is working on in memory:
   incident id and ``update_no`` (at least once; receivers de-duplicate).
 
 The session is persistent (``clean_session=False``, a fixed client id), so police
-acknowledgements published while the gateway was away are delivered on return. An inbound
+acknowledgements published while the gateway was away are delivered on return. When the
+CONNACK says the broker kept the session this run subscribed, nothing is subscribed again;
+otherwise the outbox goes out right behind the SUBSCRIBE, not after its SUBACK
+(:meth:`Relay._publisher` says why no ack is missed so). With several nodes the keepalive
+is the cluster's (:func:`~gateway.core.broker.keepalive_for`): an idle gateway on a frozen
+node hears no acks until it leaves it. An inbound
 message is PUBACKed once handled, not when paho reads it: one still in aiomqtt's queue when
 the connection ends is sent again by the broker, not lost.
 """
@@ -38,19 +43,24 @@ import secrets
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 
-from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings
+from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings, keepalive_for
 from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.clock import Clock
 from gateway.core.errors import DuplicateGatewayError, EnvelopeError
 from gateway.core.timefmt import iso, parse_iso
 from gateway.journal.store import OutboxRow, Store
-from gateway.relay.mqttsocket import guard_write_watch, retrieve_disconnect, subscribe
+from gateway.relay.mqttsocket import (
+    guard_write_watch,
+    retrieve_disconnect,
+    send_subscriptions,
+    session_flag,
+)
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -235,6 +245,8 @@ class Relay:
         self.connects = 0
         self.failures = 0
         self._client: aiomqtt.Client | None = None
+        self._session_present: Callable[[], bool] = lambda: False  # the last CONNACK's flag
+        self._subscribed = False  # the broker's session holds this run's subscriptions
         # the working set: rows to publish, in flight, PUBACKed but not yet recorded
         self._queue: deque[OutboxRow] = deque()
         self._inflight: dict[int, OutboxRow] = {}
@@ -305,7 +317,7 @@ class Relay:
                     password=s.password,
                     identifier=self._client_id,
                     clean_session=False,
-                    keepalive=s.keepalive_s,
+                    keepalive=keepalive_for(s, len(self._brokers)),
                     timeout=CLUSTER_TIMEOUT_S if len(self._brokers) > 1 else PUBLISH_TIMEOUT_S,
                     tls_context=s.tls_context(),
                     will=aiomqtt.Will(self._status, self._status_payload("offline"), 1, True),
@@ -313,6 +325,7 @@ class Relay:
                 )
             )
             client._client.manual_ack_set(True)  # PUBACK once handled (:meth:`_inbound`)
+            self._session_present = session_flag(client)
             try:
                 async with client:
                     self.connects += 1
@@ -426,15 +439,21 @@ class Relay:
         self._sent_at.clear()
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        # aiomqtt's subscribe and publish wait in asyncio.wait_for, which on Python 3.11
-        # returns the result when a cancellation races with it and loses the cancellation:
-        # the publisher's wait loop would then go round for ever while its connection is
-        # torn down (a gateway that did not stop, tests/gateway/test_integrity.py)
-        for topic in (*self._subs, self._status):  # its own status: see _own_status
-            await subscribe(client, topic)
+        subacks = None
+        if not (self._subscribed and self._session_present()):
+            # A new session: nothing subscribed. The SUBSCRIBE goes on the wire now and the
+            # outbox right behind it, without waiting for the SUBACK: the broker takes one
+            # connection's packets in order, so the subscriptions exist before an alarm
+            # published behind them reaches anyone, and the ack to it is delivered on them.
+            # An ack published before (while the gateway was away) was kept by no session:
+            # waiting for the SUBACK would not bring it back either.
+            self._subscribed = False
+            # its own status too: see _own_status
+            subacks = await send_subscriptions(client, [*self._subs, self._status])
             raise_if_cancelling()
-        await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
-        raise_if_cancelling()
+        # else the broker kept this run's session and its subscriptions (CONNACK's session
+        # present): NATS restores them at CONNECT, and subscribing again would cost it a
+        # consumer update and a retained lookup per filter (~1.2 s) while it delivers nothing
         self._flush_marks()  # so that the backlog does not include what is PUBACKed
         self._backlog, self._cursor, self._broken = True, 0, None
         try:
@@ -442,8 +461,8 @@ class Relay:
         except AttributeError:
             log.warning("aiomqtt internals not found: publishing through tasks (slower)")
             self._direct = None
-        self.connected.set()
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._up(client, subacks), name="relay-up")
             self._tg, self._pub_client, self._live = tg, client, True
             try:
                 while True:
@@ -464,6 +483,21 @@ class Relay:
                     self._check_overdue()
             finally:
                 self._tg, self._pub_client, self._live, self._direct = None, None, False, None
+
+    async def _up(self, client: aiomqtt.Client, subacks: Awaitable[None] | None) -> None:
+        """Every SUBACK in (or the session kept), then the status ``online``: connected.
+
+        aiomqtt's subscribe and publish wait in asyncio.wait_for, which on Python 3.11
+        returns the result when a cancellation races with it and loses the cancellation:
+        hence the checks after each (a gateway that did not stop, test_integrity.py).
+        """
+        if subacks is not None:
+            await subacks
+            raise_if_cancelling()
+            self._subscribed = True
+        await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
+        raise_if_cancelling()
+        self.connected.set()
 
     def _check_overdue(self) -> None:
         """A PUBACK missing too long: the connection is broken, drop it (next node).

@@ -570,3 +570,59 @@ async def test_console_shows_what_came_before_a_suback_that_never_came(
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
     assert on_first == 1
+
+
+async def test_console_keeps_its_board_on_a_session_the_broker_kept(
+    tmp_path: Path, site: Site
+) -> None:
+    """A desk that moves to another node of its cluster finds its persistent session kept
+    (CONNACK's session present): it does not subscribe again and keeps its board, and the
+    kept session brings what came meanwhile (here the incident closed: its retained copy
+    cleared, which only a desk that still shows the incident can show). Before, every
+    reconnect cleared the board and subscribed again: the retained topics brought back the
+    open incidents, but an alarm seen only as it came was gone, and NATS spent ~1.2 s on
+    the SUBSCRIBE while it delivered nothing."""
+    from tests.gateway.test_relay import FreezableNode
+
+    signer = Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
+    iid = f"{GATEWAY_ID}-shop-a-1-1"
+    alarm_topic, open_topic = (f"campusguard/{SITE}/{k}/{iid}" for k in ("alarm", "open"))
+    body = {"incident": iid, "update": "new", "update_no": 1, "gateway": GATEWAY_ID}
+    body |= {"site": SITE, "unit": "shop-a", "kind": "panic", "state": "open"}
+    with open_broker(tmp_path / "broker") as broker:
+        node = FreezableNode(broker.port)
+        async with node as port:
+            parser = argparse.ArgumentParser()
+            console_cli.add_arguments(parser)
+            first, second = (f"mqtt://desk2@127.0.0.1:{p}" for p in (port, broker.port))
+            keydir = str(site.dutyroom_dir)
+            args = parser.parse_args(
+                ["--broker", first, "--broker", second, "--keydir", keydir, "--json"]
+            )
+            console = console_module.Console(console_cli.options(args))
+            console._emit = lambda obj: None  # type: ignore[method-assign]
+            task = asyncio.create_task(console.run())
+            try:
+                async with asyncio.timeout(scaled(10)):
+                    await console.link.up.wait()
+                async with aiomqtt.Client("127.0.0.1", broker.port) as gw:
+                    # the alarm as it comes; nothing retained says it (not yet opened)
+                    await gw.publish(alarm_topic, signer.seal_obj(alarm_topic, body), qos=1)
+                    await until(lambda: iid in console.board.incidents, what="the alarm shown")
+                    node.cut()  # the desk's node is gone: it moves to the next
+                    await gw.publish(open_topic, b"", qos=1, retain=True)  # closed
+                await until(
+                    lambda: console.link.connects == 2 and console.link.up.is_set(),
+                    what="the desk on the next node",
+                )
+                await until(
+                    lambda: (
+                        iid in console.board.incidents
+                        and console.board.incidents[iid].closed_seen_at is not None
+                    ),
+                    what="the incident closed meanwhile shown closed",
+                )
+                assert console.link.resumed and console.link.subscriptions == 1
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

@@ -28,7 +28,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.core.broker import BrokerSettings
+from gateway.core.broker import CLUSTER_KEEPALIVE_S, BrokerSettings
 from gateway.core.clock import ManualClock
 from gateway.core.errors import UsageError
 from gateway.journal.store import Store
@@ -1250,7 +1250,11 @@ class FreezableNode:
 
 @contextlib.asynccontextmanager
 async def relaying_on(
-    store: Store, site: Site, first: BrokerSettings, *more: BrokerSettings
+    store: Store,
+    site: Site,
+    first: BrokerSettings,
+    *more: BrokerSettings,
+    inbound: Inbound | None = None,
 ) -> AsyncIterator[Relay]:
     """The relay given the nodes ``first``, ``*more`` of one cluster."""
     relay = Relay(
@@ -1260,7 +1264,7 @@ async def relaying_on(
         client_id=f"campusguard-{GATEWAY_ID}",
         subscriptions=[ACKS],
         status_topic=STATUS,
-        on_message=Inbound(),
+        on_message=inbound if inbound is not None else Inbound(),
         signer=gateway_signer(site),
         gateway_id=GATEWAY_ID,
         brokers=more,
@@ -1664,3 +1668,195 @@ async def test_a_mark_the_journal_refused_is_written_again_without_another_pubac
         await police.wait_for(lambda: numbers(police) == [0], timeout=10)
         await until(lambda: store.pending_count() == 0, timeout=10, what="the mark retried")
         assert tries == [1, 1] and relay.published == 1
+
+
+# -- the cluster's keepalive, and the session the broker kept (issue 14) ------------------
+
+
+async def test_an_idle_relay_given_several_nodes_hears_an_ack_soon_after_its_node_froze(
+    store: Store, site: Site, broker: Mosquitto, police: Police
+) -> None:
+    """The nodes as ``--broker`` gives them (keepalive 15 s each): with several, the relay
+    uses the cluster's keepalive (2 s), so an idle gateway whose node froze is on the next
+    one within a few seconds and hears the police ack published meanwhile. With each
+    node's own 15 s it would ping only after 15 s of silence and give up 15 s later: deaf
+    for at least 30 s. The window is that first 15 s, not scaled (one loop's clocks)."""
+    node = FreezableNode(broker.port)
+    inbound = Inbound()
+    async with node as port:
+        live = broker.settings(GATEWAY_USER)
+        window = live.keepalive_s
+        assert window >= 5 * CLUSTER_KEEPALIVE_S
+        frozen = replace(live, port=port)
+        async with relaying_on(store, site, frozen, live, inbound=inbound) as relay:
+            async with asyncio.timeout(scaled(10)):
+                await relay.connected.wait()
+            assert relay.node == frozen
+            node.freeze()
+            ack = await police.ack("inc-9")
+            try:
+                async with asyncio.timeout(window):
+                    await inbound.arrived.wait()
+            except TimeoutError:
+                raise AssertionError(f"no ack within {window} s of the node's freeze") from None
+            assert relay.node == live
+            assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-9", ack.encode())]
+
+
+def test_one_broker_keeps_its_own_keepalive_several_take_the_clusters() -> None:
+    from gateway.core.broker import keepalive_for
+
+    s = BrokerSettings("127.0.0.1", 1883)
+    assert keepalive_for(s, 1) == s.keepalive_s == 15
+    assert keepalive_for(s, 2) == CLUSTER_KEEPALIVE_S
+    assert keepalive_for(replace(s, keepalive_s=1), 3) == 1  # shorter still: kept
+
+
+class PacketTap:
+    """A TCP relay to the broker that reads the MQTT packets passing through: it counts
+    what clients send, by packet type; with ``hold_subacks`` a SUBACK and all the broker
+    sends after it wait for :meth:`release` (a broker slow to answer SUBSCRIBE, as NATS
+    is while it loads retained messages); :meth:`drop` ends every connection at once."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sent: dict[int, int] = {}  # MQTT packet type -> how many clients sent
+        self.hold_subacks = False
+        self.held = 0  # SUBACKs held
+        self._released = asyncio.Event()
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def subscribes(self) -> int:
+        return self.sent.get(8, 0)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def drop(self) -> None:
+        for w in self._held:
+            w.transport.abort()
+        self._held = []
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._released.set()
+        self.drop()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            br, bw = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:  # the broker is away: the client sees its connection end
+            cw.close()
+            return
+        self._held += [cw, bw]
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, up: bool) -> None:
+            buf = b""
+            with contextlib.suppress(OSError):
+                while data := await r.read(65536):
+                    buf += data
+                    while (packet := _mqtt_packet(buf)) is not None:
+                        buf = buf[len(packet) :]
+                        kind = packet[0] >> 4
+                        if up:
+                            self.sent[kind] = self.sent.get(kind, 0) + 1
+                        elif kind == 9 and self.hold_subacks:
+                            self.held += 1
+                            await self._released.wait()
+                        w.write(packet)
+                    await w.drain()
+            w.close()
+
+        await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
+
+
+def _mqtt_packet(buf: bytes) -> bytes | None:
+    """The first whole MQTT packet in ``buf`` (fixed header, remaining length), or None."""
+    length, shift = 0, 0
+    for i in range(1, min(len(buf), 5)):
+        length |= (buf[i] & 0x7F) << shift
+        shift += 7
+        if not buf[i] & 0x80:
+            end = i + 1 + length
+            return buf[:end] if len(buf) >= end else None
+    return None
+
+
+async def test_a_session_the_broker_kept_is_not_subscribed_again(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """After a reconnect whose CONNACK says the broker kept the session this run subscribed,
+    the relay sends no SUBSCRIBE (NATS would spend ~1.2 s on it, delivering nothing): the
+    kept subscriptions still bring the police ack, and the outbox goes out."""
+    inbound = Inbound()
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        async with tap as port:
+            async with relaying_on(
+                store, site, replace(broker.settings(), port=port), inbound=inbound
+            ) as relay:
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                first = tap.subscribes
+                assert first >= 1
+                tap.drop()
+                await until(lambda: relay.connects == 2 and relay.connected.is_set())
+                assert tap.subscribes == first  # none on the kept session
+                async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
+                    await desk.publish(f"campusguard/{SITE}/ack/inc-3", b"ack", qos=1)
+                async with asyncio.timeout(scaled(10)):
+                    await inbound.arrived.wait()
+                assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-3", b"ack")]
+                enqueue(store, 0)
+                await until(lambda: store.pending_count() == 0)
+            assert tap.subscribes == first
+
+
+async def test_a_new_session_subscribes_and_the_outbox_goes_out_before_the_suback(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """A session the broker did not keep (its restart lost it) is subscribed again, and the
+    alarm waiting in the outbox is published right behind the SUBSCRIBE, not after its
+    SUBACK (held here: a node slow to answer). The broker takes the connection's packets
+    in order, so the subscriptions exist before the alarm reaches the police: their ack,
+    published at once, reaches the gateway."""
+    inbound = Inbound()
+    alarm = f"campusguard/{SITE}/event/n0"
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        async with tap as port:
+            async with relaying_on(
+                store, site, replace(broker.settings(), port=port), inbound=inbound
+            ) as relay:
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                first = tap.subscribes
+                broker.stop()  # its sessions are gone with it (no persistence)
+                enqueue(store, 0)
+                tap.hold_subacks = True
+                broker.start()
+                async with aiomqtt.Client("127.0.0.1", broker.port) as police:
+                    await police.subscribe(alarm, qos=1)
+                    try:
+                        async with asyncio.timeout(scaled(15)):
+                            async for m in police.messages:  # while the SUBACK is held
+                                assert str(m.topic) == alarm
+                                break
+                    except TimeoutError:
+                        raise AssertionError("the alarm waited for the SUBACK") from None
+                    await police.publish(f"campusguard/{SITE}/ack/inc-0", b"ack", qos=1)
+                assert relay.connects == 2 and not relay.connected.is_set()
+                assert tap.held == 1 and tap.subscribes == 2 * first  # subscribed again
+                tap.release()
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                    await inbound.arrived.wait()
+                assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-0", b"ack")]
+                await until(lambda: store.pending_count() == 0)
