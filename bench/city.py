@@ -103,8 +103,10 @@ class SimGateway:
                 f"{PREFIX}/gateway/{gid}/status", self.status("offline"), 1, True
             ),
             pause=self._pause,
-            # resume off: the relay subscribes again on every connection
-            keepalive_s=15,
+            # as the relay: no SUBSCRIBE on a session the node kept, and the cluster's
+            # keepalive (2 s with several nodes, gateway.core.broker.keepalive_for). Unlike
+            # the relay, a new session's first publish still waits for the SUBACK here
+            resume=True,
             timeout_s=5.0,
         )
         self.jitter = jitter
