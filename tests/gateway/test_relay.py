@@ -1255,14 +1255,16 @@ async def relaying_on(
     first: BrokerSettings,
     *more: BrokerSettings,
     inbound: Inbound | None = None,
+    subscriptions: tuple[str, ...] = (ACKS,),
+    at: float = T0,
 ) -> AsyncIterator[Relay]:
-    """The relay given the nodes ``first``, ``*more`` of one cluster."""
+    """The relay given the nodes ``first``, ``*more`` of one cluster, started at ``at``."""
     relay = Relay(
         store,
         first,
-        ManualClock(T0),  # the status period never comes: the relay publishes nothing idle
+        ManualClock(at),  # the status period never comes: the relay publishes nothing idle
         client_id=f"campusguard-{GATEWAY_ID}",
-        subscriptions=[ACKS],
+        subscriptions=subscriptions,
         status_topic=STATUS,
         on_message=inbound if inbound is not None else Inbound(),
         signer=gateway_signer(site),
@@ -1714,15 +1716,18 @@ def test_one_broker_keeps_its_own_keepalive_several_take_the_clusters() -> None:
 
 class PacketTap:
     """A TCP relay to the broker that reads the MQTT packets passing through: it counts
-    what clients send, by packet type; with ``hold_subacks`` a SUBACK and all the broker
-    sends after it wait for :meth:`release` (a broker slow to answer SUBSCRIBE, as NATS
-    is while it loads retained messages); :meth:`drop` ends every connection at once."""
+    what clients send, by packet type; with ``swallow_subscribes`` a SUBSCRIBE does not
+    reach the broker (a node that died before it handled one); with ``hold_subacks`` a
+    SUBACK and all the broker sends after it wait for :meth:`release` (a broker slow to
+    answer SUBSCRIBE, as NATS is while it loads retained messages); :meth:`drop` ends
+    every connection at once."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.sent: dict[int, int] = {}  # MQTT packet type -> how many clients sent
         self.hold_subacks = False
         self.held = 0  # SUBACKs held
+        self.swallow_subscribes = False  # SUBSCRIBEs counted but not passed on
         self._released = asyncio.Event()
         self._held: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
@@ -1767,6 +1772,8 @@ class PacketTap:
                         kind = packet[0] >> 4
                         if up:
                             self.sent[kind] = self.sent.get(kind, 0) + 1
+                            if kind == 8 and self.swallow_subscribes:
+                                continue
                         elif kind == 9 and self.hold_subacks:
                             self.held += 1
                             await self._released.wait()
@@ -1860,3 +1867,52 @@ async def test_a_new_session_subscribes_and_the_outbox_goes_out_before_the_subac
                     await inbound.arrived.wait()
                 assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-0", b"ack")]
                 await until(lambda: store.pending_count() == 0)
+
+
+async def test_a_subscribe_that_got_no_suback_is_sent_again_on_the_kept_session(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """The node died with the relay's SUBSCRIBE unanswered: the session it made at CONNECT
+    is kept, but without those subscriptions. The next connection's CONNACK says "session
+    present", and the relay subscribes all the same: only a SUBACK tells it the broker
+    has them. Then the police ack reaches it."""
+    inbound = Inbound()
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        tap.swallow_subscribes = True
+        async with tap as port:
+            via = replace(broker.settings(), port=port)
+            async with relaying_on(store, site, via, inbound=inbound) as relay:
+                await until(lambda: tap.subscribes == 1, what="the SUBSCRIBE sent")
+                tap.swallow_subscribes = False
+                tap.drop()
+                async with asyncio.timeout(scaled(15)):
+                    await relay.connected.wait()
+                assert relay.connects == 2 and relay._session_present()
+                assert tap.subscribes == 2
+                async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
+                    await desk.publish(f"campusguard/{SITE}/ack/inc-5", b"ack", qos=1)
+                async with asyncio.timeout(scaled(10)):
+                    await inbound.arrived.wait()
+
+
+async def test_a_new_run_subscribes_though_the_broker_kept_the_last_runs_session(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """The gateway restarted with other sites in boards.yaml: the broker kept the last
+    run's session and says so, but with that run's subscriptions. The new run subscribes
+    its own (it trusts only what it subscribed itself), and hears the acks of its site."""
+    inbound = Inbound()
+    with open_broker(tmp_path / "open") as broker:
+        s = broker.settings()
+        async with relaying_on(store, site, s, subscriptions=("campusguard/other/ack/+",)) as r:
+            async with asyncio.timeout(scaled(10)):
+                await r.connected.wait()
+        async with relaying_on(store, site, s, inbound=inbound, at=T0 + 60) as relay:
+            async with asyncio.timeout(scaled(10)):
+                await relay.connected.wait()
+            assert relay._session_present()  # the last run's session
+            async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
+                await desk.publish(f"campusguard/{SITE}/ack/inc-6", b"ack", qos=1)
+            async with asyncio.timeout(scaled(10)):
+                await inbound.arrived.wait()
