@@ -585,6 +585,13 @@ async def phase(
             "p99": round(percentile(lat, 0.99), 1),
             "max": round(max(lat, default=0.0), 1),
         },
+        # this process's own event-loop lag over the phase (the simulated gateways stamp
+        # a message when they queue it and publish it on this loop): latency it explains
+        # is the bench's, not the cluster's
+        "bench_loop_lag_ms": {
+            "p99": round(1000 * percentile([lag for _, lag in lags], 0.99), 1),
+            "max": round(1000 * max((lag for _, lag in lags), default=0.0), 1),
+        },
         "node_cpu_pct": {k: round(100 * (cpu1[k] - cpu0[k]) / elapsed, 1) for k in cpu1},
         "node_rss_mb": {
             nd.name: round(city.cluster.rss_mb(nd.name), 1)
