@@ -1719,8 +1719,10 @@ class PacketTap:
     what clients send, by packet type; with ``swallow_subscribes`` a SUBSCRIBE does not
     reach the broker (a node that died before it handled one); with ``hold_subacks`` a
     SUBACK and all the broker sends after it wait for :meth:`release` (a broker slow to
-    answer SUBSCRIBE, as NATS is while it loads retained messages); :meth:`drop` ends
-    every connection at once."""
+    answer SUBSCRIBE, as NATS is while it loads retained messages); with ``drop_pubacks_of``
+    the PUBACKs of those topics do not reach the client, though PINGRESPs do (a node
+    whose stream stalled);
+    :meth:`drop` ends every connection at once."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -1728,6 +1730,8 @@ class PacketTap:
         self.hold_subacks = False
         self.held = 0  # SUBACKs held
         self.swallow_subscribes = False  # SUBSCRIBEs counted but not passed on
+        self.drop_pubacks_of: str | None = None  # PUBACKs of topics with this in them: lost
+        self._ids: set[bytes] = set()  # their packet ids
         self._released = asyncio.Event()
         self._held: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
@@ -1772,16 +1776,32 @@ class PacketTap:
                         kind = packet[0] >> 4
                         if up:
                             self.sent[kind] = self.sent.get(kind, 0) + 1
+                            if kind == 3 and self.drop_pubacks_of is not None:
+                                topic, packet_id = _publish_of(packet)
+                                if self.drop_pubacks_of in topic:
+                                    self._ids.add(packet_id)
                             if kind == 8 and self.swallow_subscribes:
                                 continue
                         elif kind == 9 and self.hold_subacks:
                             self.held += 1
                             await self._released.wait()
+                        elif kind == 4 and packet[-2:] in self._ids:
+                            continue
                         w.write(packet)
                     await w.drain()
             w.close()
 
         await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
+
+
+def _publish_of(packet: bytes) -> tuple[str, bytes]:
+    """The topic and packet id of a QoS 1 PUBLISH packet."""
+    at = 1
+    while packet[at] & 0x80:  # the remaining length's bytes
+        at += 1
+    size = int.from_bytes(packet[at + 1 : at + 3], "big")
+    topic = packet[at + 3 : at + 3 + size]
+    return topic.decode(), packet[at + 3 + size : at + 5 + size]
 
 
 def _mqtt_packet(buf: bytes) -> bytes | None:
@@ -1916,3 +1936,25 @@ async def test_a_new_run_subscribes_though_the_broker_kept_the_last_runs_session
                 await desk.publish(f"campusguard/{SITE}/ack/inc-6", b"ack", qos=1)
             async with asyncio.timeout(scaled(10)):
                 await inbound.arrived.wait()
+
+
+async def test_a_node_that_answers_pings_but_no_puback_is_left_for_the_next(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """The keepalive cannot tell a node whose stream stalled (it answers PINGREQ, it does
+    not PUBACK): the missing PUBACK does, after FAILOVER_PUBACK_S, and the alarm goes
+    out again on the next node."""
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        tap.drop_pubacks_of = "/event/"
+        async with tap as port:
+            live = broker.settings()
+            stalled = replace(live, port=port)
+            async with relaying_on(store, site, stalled, live) as relay:
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                assert relay.node == stalled
+                enqueue(store, 0)
+                await until(lambda: len(tap._ids) == 1, what="the alarm sent")
+                await until(lambda: relay.node == live and store.pending_count() == 0, 30)
+                assert relay.failures == 1
