@@ -33,7 +33,7 @@ async def test_romfs_heap_at_most_40k_after_boot_and_flat_over_alarms(
     assert after_boot <= HEAP_AFTER_BOOT_MAX, (after_boot, code)
     acker = asyncio.create_task(ack_every_alarm(gw))
     try:
-        for _ in range(20):
+        for _ in range(10):
             start = len(gw.frames)
             await vu.press()
             await gw.next(MsgType.ALARM, after=start)
