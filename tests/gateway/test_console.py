@@ -38,7 +38,7 @@ from tests.gateway.conftest import (
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
-from tests.support.tcprelay import DropFirstSubacks, FreezeAtSubscribe
+from tests.support.tcprelay import DropFirstSubacks, FreezableNode, FreezeAtSubscribe
 from tests.support.timing import scaled, until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -482,8 +482,6 @@ async def test_console_keeps_its_board_on_a_session_the_broker_kept(
     reconnect cleared the board and subscribed again: the retained topics brought back the
     open incidents, but an alarm seen only as it came was gone, and NATS spent ~1.2 s on
     the SUBSCRIBE while it delivered nothing."""
-    from tests.gateway.test_relay import FreezableNode
-
     signer = Signer.load(site.keydir, gateway_kid(GATEWAY_ID))
     iid = f"{GATEWAY_ID}-shop-a-1-1"
     alarm_topic, open_topic = (f"campusguard/{SITE}/{k}/{iid}" for k in ("alarm", "open"))

@@ -39,7 +39,7 @@ from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto, open_broker
-from tests.support.tcprelay import FreezableNode
+from tests.support.tcprelay import FreezableNode, TcpRelay, mqtt_packet
 from tests.support.timing import scaled, until
 
 from .conftest import (
@@ -1641,18 +1641,17 @@ def test_one_broker_keeps_its_own_keepalive_several_take_the_clusters() -> None:
     assert keepalive_for(replace(s, keepalive_s=1), 3) == 1  # shorter still: kept
 
 
-class PacketTap:
+class PacketTap(TcpRelay):
     """A TCP relay to the broker that reads the MQTT packets passing through: it counts
     what clients send, by packet type; with ``swallow_subscribes`` a SUBSCRIBE does not
     reach the broker (a node that died before it handled one); with ``hold_subacks`` a
     SUBACK and all the broker sends after it wait for :meth:`release` (a broker slow to
     answer SUBSCRIBE, as NATS is while it loads retained messages); with ``drop_pubacks_of``
     the PUBACKs of those topics do not reach the client, though PINGRESPs do (a node
-    whose stream stalled);
-    :meth:`drop` ends every connection at once."""
+    whose stream stalled); :meth:`drop` ends every connection at once."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
+        super().__init__(port)
         self.sent: dict[int, int] = {}  # MQTT packet type -> how many clients sent
         self.hold_subacks = False
         self.held = 0  # SUBACKs held
@@ -1660,8 +1659,6 @@ class PacketTap:
         self.drop_pubacks_of: str | None = None  # PUBACKs of topics with this in them: lost
         self._ids: set[bytes] = set()  # their packet ids
         self._released = asyncio.Event()
-        self._held: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
 
     @property
     def subscribes(self) -> int:
@@ -1675,30 +1672,24 @@ class PacketTap:
             w.transport.abort()
         self._held = []
 
-    async def __aenter__(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
+    def close(self) -> None:
         self._released.set()
         self.drop()
+        super().close()
 
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        try:
-            br, bw = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:  # the broker is away: the client sees its connection end
-            cw.close()
-            return
-        self._held += [cw, bw]
-
+    async def relay(
+        self,
+        cr: asyncio.StreamReader,
+        cw: asyncio.StreamWriter,
+        br: asyncio.StreamReader,
+        bw: asyncio.StreamWriter,
+    ) -> None:
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, up: bool) -> None:
             buf = b""
             with contextlib.suppress(OSError):
                 while data := await r.read(65536):
                     buf += data
-                    while (packet := _mqtt_packet(buf)) is not None:
+                    while (packet := mqtt_packet(buf)) is not None:
                         buf = buf[len(packet) :]
                         kind = packet[0] >> 4
                         if up:
@@ -1729,18 +1720,6 @@ def _publish_of(packet: bytes) -> tuple[str, bytes]:
     size = int.from_bytes(packet[at + 1 : at + 3], "big")
     topic = packet[at + 3 : at + 3 + size]
     return topic.decode(), packet[at + 3 + size : at + 5 + size]
-
-
-def _mqtt_packet(buf: bytes) -> bytes | None:
-    """The first whole MQTT packet in ``buf`` (fixed header, remaining length), or None."""
-    length, shift = 0, 0
-    for i in range(1, min(len(buf), 5)):
-        length |= (buf[i] & 0x7F) << shift
-        shift += 7
-        if not buf[i] & 0x80:
-            end = i + 1 + length
-            return buf[:end] if len(buf) >= end else None
-    return None
 
 
 async def test_a_session_the_broker_kept_is_not_subscribed_again(
