@@ -22,9 +22,9 @@ the part it is working on in memory:
 
 The session is persistent (``clean_session=False``, a fixed client id), so police
 acknowledgements published while the gateway was away are delivered on return. When the
-CONNACK says the broker kept the session this run subscribed, nothing is subscribed again;
-otherwise the outbox goes out right behind the SUBSCRIBE, not after its SUBACK
-(:meth:`Relay._publisher` says why no ack is missed so). With several nodes the keepalive
+CONNACK says the broker kept the session this run subscribed, only the gateway's own
+status is subscribed again (for its retained copy); the outbox goes out after the SUBACKs
+and the status (:meth:`Relay._publisher`). With several nodes the keepalive
 is the cluster's (:func:`~gateway.core.broker.keepalive_for`): an idle gateway on a frozen
 node hears no acks until it leaves it. An inbound
 message is PUBACKed once handled, not when paho reads it: one still in aiomqtt's queue when
@@ -441,19 +441,19 @@ class Relay:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         subacks = None
         if not (self._subscribed and self._session_present()):
-            # A new session: nothing subscribed. The SUBSCRIBE goes on the wire now and the
-            # outbox right behind it, without waiting for the SUBACK: the broker takes one
-            # connection's packets in order, so the subscriptions exist before an alarm
-            # published behind them reaches anyone, and the ack to it is delivered on them.
-            # An ack published before (while the gateway was away) was kept by no session:
-            # waiting for the SUBACK would not bring it back either.
+            # A new session: nothing subscribed (or not by this run: its topics may differ)
             self._subscribed = False
             # its own status too: see _own_status
             subacks = await send_subscriptions(client, [*self._subs, self._status])
-            raise_if_cancelling()
-        # else the broker kept this run's session and its subscriptions (CONNACK's session
-        # present): NATS restores them at CONNECT, and subscribing again would cost it a
-        # consumer update and a retained lookup per filter (~1.2 s) while it delivers nothing
+        else:
+            # The broker kept this run's session and its subscriptions (CONNACK's session
+            # present): NATS restores them at CONNECT, and subscribing again would cost it
+            # a consumer update and a retained lookup per filter while it delivers nothing.
+            # Only its own status is subscribed again, for its retained copy: whoever took
+            # this client id over meanwhile (a second gateway, a stolen account) received
+            # what was published in that time, its own status among them (_own_status).
+            subacks = await send_subscriptions(client, [self._status])
+        raise_if_cancelling()
         self._flush_marks()  # so that the backlog does not include what is PUBACKed
         self._backlog, self._cursor, self._broken = True, 0, None
         try:
@@ -461,8 +461,12 @@ class Relay:
         except AttributeError:
             log.warning("aiomqtt internals not found: publishing through tasks (slower)")
             self._direct = None
+        # Every SUBACK, then the status, before the outbox: run beside the publisher's loop
+        # (the outbox right behind the SUBSCRIBE), this lost the retained status on a
+        # session another client had taken over (tests/gateway/test_security.py), for a
+        # reason not found yet (issue 14)
+        await self._up(client, subacks)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._up(client, subacks), name="relay-up")
             self._tg, self._pub_client, self._live = tg, client, True
             try:
                 while True:
