@@ -138,7 +138,10 @@ class Board:
         self._fed = time.ticks_ms()
         self._wdt_ended = _thread.allocate_lock()
         self._wdt_ended.acquire()
-        _thread.start_new_thread(self._wdt_thread, ())
+        # the lock goes in as an argument: on a loaded host the thread may run its first
+        # line only once the main thread waits in _end_wdt (a Ctrl-C right after boot),
+        # and then read _wdt_ended already cleared and took the clean exit for a bite
+        _thread.start_new_thread(self._wdt_thread, (self._wdt_ended,))
 
     def _end_wdt(self):
         # The unix port can crash (SIGSEGV) tearing itself down under a thread that still
@@ -155,17 +158,20 @@ class Board:
             raise KeyboardInterrupt
         self._fed = time.ticks_ms()
 
-    def _wdt_thread(self):
-        ended = self._wdt_ended
-        while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
+    def _wdt_thread(self, ended):
+        while True:
             try:
-                # the poll, 200 ms (time.sleep: one pselect; sleep_ms spins in a thread)
-                time.sleep(0.2)
+                while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
+                    # the poll, 200 ms (time.sleep: one pselect; sleep_ms spins in a thread)
+                    time.sleep(0.2)
+                break
             except KeyboardInterrupt:
-                # SIGINT may land in this thread: it would end it (no watchdog any more)
-                # and the unit would run on; the next feed raises it in the main thread
+                # SIGINT may land in this thread (the unix port raises it from the signal
+                # handler in whichever thread runs, also in this one's first lines when it
+                # starts late): it would end it (no watchdog any more) and the unit would
+                # run on; the next feed raises it in the main thread
                 self._interrupted = True
-        if self._wdt_ms < 0 and ended is not None:  # ended for a clean exit (_end_wdt)
+        if self._wdt_ms < 0:  # ended for a clean exit (_end_wdt)
             ended.release()
             return
         # bitten: record the cause, then end the process as abruptly as a reset
