@@ -99,7 +99,7 @@ async def test_ctrl_c_on_an_esp32_board_stops_for_maintenance(
     drv = Driver(proc)
     try:
         await drv.line("campusguard: ready")
-        await gw.next(MsgType.HEARTBEAT, timeout=5.0)
+        await gw.next(MsgType.HEARTBEAT, after=0, timeout=5.0)
         start = len(gw.frames)
         drv.send(f"pin {unit.pins['button']} 0")
         await gw.next(MsgType.ALARM, after=start, timeout=2.0)
