@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.core.clock import ManualClock
 from gateway.core.config import Config, Unit, load_config
 from gateway.dutyroom.report import month_window, monthly, per_site, render
-from gateway.journal.schema import create_shared
-from gateway.journal.store import insert_event
 from gateway.watch.duty import DutyWatch
 from gateway.watch.shifts import zone
 from gateway.watch.supervision import Supervisor
@@ -54,65 +52,15 @@ from protocol.messages import (
     Heartbeat,
     HeartbeatFlags,
     Message,
-    SignalPattern,
     Test,
     TestKind,
 )
+from tests.support.outlet import JournalOutlet, open_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 60.0
 H = 3600.0
 D = 86400.0
-
-
-class JournalOutlet:
-    """The Outlet port, minimal: one ``events`` row per event (as the store's add_event)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.signals: list[tuple[float, str, SignalPattern]] = []
-        self.now = 0.0
-        self.count = 0
-
-    def event(
-        self,
-        *,
-        site: str,
-        kind: str,
-        at: float,
-        unit: str | None = None,
-        post: str | None = None,
-        code: int | None = None,
-        qualifier: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        topic: str = "event",
-    ) -> None:
-        insert_event(
-            self.conn,
-            at=at,
-            site=site,
-            unit=unit,
-            post=post,
-            kind=kind,
-            code=code,
-            qualifier=qualifier,
-            detail=json.dumps(dict(detail or {})),
-        )
-        self.count += 1
-
-    def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
-        self.signals.append((self.now, unit, pattern))
-
-    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
-        """Retained states are for duty-room clients: the month's report does not read them."""
-
-
-def open_journal(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    create_shared(conn)
-    return conn
 
 
 @dataclass
@@ -213,12 +161,10 @@ class MonthSim:
         self.seq[unit.addr] = n
         frame = Frame(unit.addr, 1, n, body)
         self.frames += 1
-        self.outlet.now = t
         self.sup.on_frame(unit, frame, t)
         self.duty.on_frame(unit, frame, t)
 
     def tick(self, t: float) -> None:
-        self.outlet.now = t
         self.sup.tick(t)
         self.duty.tick(t)
 
@@ -317,7 +263,6 @@ class MonthSim:
                 self.truth.acked_by_duty += 1
 
                 def duty_ack(t: float) -> None:
-                    self.outlet.now = t
                     topic = f"campusguard/{self.post.site}/duty/{self.post.id}/ack"
                     self.duty.on_command(topic, b'{"by": "Zhang Wei (security lead)"}', t)
                     self.guard(t)
@@ -542,7 +487,7 @@ def main() -> int:
             "month": args.month,
             "simulated_days": round((sim.end - sim.start) / D, 2),
             "frames": sim.frames,
-            "events": sim.outlet.count,
+            "events": len(sim.outlet.events),
             "checkins_due": report["sites"][0]["duty"][0]["due"],
             "missed": report["sites"][0]["duty"][0]["missed"],
             "wall_s": round(elapsed, 2),

@@ -80,7 +80,7 @@ _ENCODE = """
 import sys, time
 sys.path.insert(0, %r)
 import proto
-enc = proto.Encoder(257, bytes(range(32)))
+enc = proto.Codec(257, bytes(range(32)))
 out = []
 for b in range(21):
     t0 = time.ticks_us()

@@ -36,60 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.core.clock import ManualClock
 from gateway.core.config import Config, Patrol, load_config
 from gateway.dutyroom.report import monthly, per_site, render
-from gateway.journal.schema import create_shared
-from gateway.journal.store import insert_event
 from gateway.watch.calendar import SchoolCalendar, slots
 from gateway.watch.patrol import PatrolWatch
 from gateway.watch.shifts import zone
-from protocol.messages import Checkin, Frame, SignalPattern
+from protocol.messages import Checkin, Frame
+from tests.support.outlet import JournalOutlet, open_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 60.0
 BEHAVIOURS = ("in_order", "out_of_order", "late_start", "stalled", "just_late", "none")
 WEIGHTS = (70, 8, 7, 5, 4, 6)
-
-
-class JournalOutlet:
-    """Journals events as the pipeline does (table ``events``, with ``route``)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.events: list[dict[str, Any]] = []
-
-    def event(
-        self,
-        *,
-        site: str,
-        kind: str,
-        at: float,
-        unit: str | None = None,
-        post: str | None = None,
-        code: int | None = None,
-        qualifier: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        topic: str = "event",
-        route: str | None = None,
-    ) -> None:
-        d = dict(detail or {})
-        self.events.append({"kind": kind, "at": at, "detail": d, "code": code})
-        insert_event(
-            self.conn,
-            at=at,
-            site=site,
-            unit=unit,
-            post=post,
-            route=route,
-            kind=kind,
-            code=code,
-            qualifier=qualifier,
-            detail=json.dumps(d),
-        )
-
-    def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
-        pass  # checkpoints are never signalled
-
-    def retain(self, *, site: str, topic: str, payload: Mapping[str, Any], at: float) -> None:
-        pass
 
 
 @dataclass
@@ -133,9 +89,7 @@ def simulate(db: Path, first: date, last: date, seed: int) -> Sim:
     tz = zone(config.timezone)
     cal = SchoolCalendar(config.calendar)
     rnd = random.Random(seed)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    create_shared(conn)
+    conn = open_journal(db)
     outlet = JournalOutlet(conn)
     start = slots(route, cal, tz, first)
     first_slot = next(start)

@@ -84,6 +84,38 @@ _CANCELLED_SHOW_MS = const(5000)
 _LBT_WAIT_MAX_MS = const(100)
 _INSTALL_TEST = const("install.test")  # written by deploy; removed once the TEST is ACKed
 
+# unit.json's settings: one array("i") that startup.load() fills, indexed by these (its
+# tables' order; tests/firmware/test_consts.py checks the two files agree). An attribute
+# per setting cost a qstr (never freed) and a map entry each.
+_C_BAUD = const(0)
+_C_LONG_PRESS_MS = const(1)
+_C_DEBOUNCE_MS = const(2)
+_C_STUCK_MS = const(3)
+_C_CANCEL_PRESSES = const(4)
+_C_CANCEL_GAP_MS = const(5)
+_C_RETRY_FIRST_MS = const(6)
+_C_RETRY_CAP_MS = const(7)
+_C_LOW_BATTERY_MV = const(9)
+_C_BATTERY_OK_MV = const(10)
+_C_BATTERY_POLL_MS = const(11)
+_C_TAMPER_DEBOUNCE_MS = const(12)
+_C_MAINS_DEBOUNCE_MS = const(13)
+_C_BOOT_SPREAD_MS = const(14)
+_C_TEST_CRASH_MS = const(16)
+_C_TEST_UPTIME_S = const(17)
+_C_HEARTBEAT_MS = const(18)
+_C_CANCEL_WINDOW_MS = const(19)
+_C_INCIDENT_WINDOW_MS = const(20)
+_C_TEST_INTERVAL_MS = const(21)
+_C_HEALTHY_MS = const(22)
+_C_LINK_LOST_MS = const(23)
+_C_ADDR = const(24)
+_C_KIND = const(25)
+_C_ROLE = const(26)  # 0, or one of:
+_ROLE_GUARD_POST = const(1)
+_ROLE_CHECKPOINT = const(2)
+_C_MAINS = const(27)  # 1: unit.json's pins has a mains sense (the board reads the pins)
+
 _app = None  # the running App (for request_test())
 
 
@@ -92,68 +124,34 @@ def _rand(n):
     return (n * random.getrandbits(8)) >> 8
 
 
-class Cfg:
-    """unit.json's values (startup.py sets them; the loader is dropped after boot).
-    MicroPython ignores bare annotations: they are for mypy, and cost no RAM."""
-
-    key: bytes
-    addr: int
-    role: str
-    kind: int
-    mains: bool  # a mains-sense pin in unit.json's pins (the board reads the pins)
-    baud: int
-    heartbeat_ms: int
-    long_press_ms: int
-    cancel_window_ms: int
-    incident_window_ms: int
-    test_interval_ms: int
-    debounce_ms: int
-    stuck_ms: int
-    cancel_presses: int
-    cancel_gap_ms: int
-    retry_first_ms: int
-    retry_cap_ms: int
-    wdt_ms: int
-    low_battery_mv: int
-    battery_ok_mv: int
-    battery_poll_ms: int
-    link_lost_ms: int
-    tamper_debounce_ms: int
-    mains_debounce_ms: int
-    boot_spread_ms: int
-    healthy_ms: int
-    safe_after: int
-    test_crash_ms: int
-    test_uptime_s: int
-
-
 class App:
-    def __init__(self, board, cfg):
+    def __init__(self, board, cfg, key):
         self.board = board
         self.cfg = cfg
         self.store = Store(board.root)
         self.counter = Counter(self.store)
-        self.codec = proto.Codec(cfg.addr, cfg.key)  # one key setup for both directions
-        self.link = Link(board.uart(cfg.baud), self.codec, self.on_frame, board.rs485_de())
+        self.codec = proto.Codec(cfg[_C_ADDR], key)  # one key setup for both directions
+        self.link = Link(board.uart(cfg[_C_BAUD]), self.codec, self.on_frame, board.rs485_de())
         self.outbox = Outbox(
-            self.link, self.store, cfg.retry_first_ms, cfg.retry_cap_ms, cfg.baud
+            self.link, self.store, cfg[_C_RETRY_FIRST_MS], cfg[_C_RETRY_CAP_MS], cfg[_C_BAUD]
         )
         self.feedback = Feedback(board)
         self.button = Button(
-            board.input("button"), self, cfg.debounce_ms, cfg.long_press_ms, cfg.stuck_ms
+            board.input("button"), self,
+            cfg[_C_DEBOUNCE_MS], cfg[_C_LONG_PRESS_MS], cfg[_C_STUCK_MS],
         )
         self.checkin = None  # checkin.Checkin on a guard post (not in safe mode), a checkpoint
         self.tasks = []
         self.safe = False
         # uptime beyond the 2^30 ms wrap of ticks_ms (folded every supervisor tick)
         self._up_last = time.ticks_ms()
-        self._up_s = cfg.test_uptime_s  # test hook (unit.json): boot as if up that long
+        self._up_s = cfg[_C_TEST_UPTIME_S]  # test hook (unit.json): boot as if up that long
         self._up_ms = 0
         self.up_hi = 0  # stamp(): press_ms in 16-bit halves
         self.up_lo = 0
         # the open alarm series
         self._open = False
-        self._kind = cfg.kind
+        self._kind = cfg[_C_KIND]
         self._quiet = False
         self._presses = 0
         self._first_hi = 0  # the series' press_ms, in 16-bit halves (stamp())
@@ -166,10 +164,8 @@ class App:
         self._ack_state = 0
         self._alarm_owed = False
         # conditions
-        self.tamper_open = False
-        self.low_battery = False
-        self.button_stuck = False
-        self.mains_lost = False
+        # tamper open, low battery, mains lost, button stuck: as the heartbeat's flag bits
+        self.flags = 0
         self.battery_mv = 0
         self.storage_fault = False
         self._last_ack = self._up_last
@@ -177,12 +173,9 @@ class App:
         self._signal = False
         self._dl_epoch = 0
         self._dl_seq = 0
-        self._dl_any = False
         # the manual TEST awaiting its ACK (-1: none)
         self._mtest_epoch = 0
         self._mtest_seq = -1
-        self.last_epoch = 0
-        self.last_seq = 0
 
     # ---------------------------------------------------------------- uptime
 
@@ -198,14 +191,14 @@ class App:
             ms -= q * 1000
         self._up_ms = ms
 
-    def stamp(self, back_ms=0):
-        """Uptime minus back_ms, in ms modulo 2^32 (the wire's press_ms), into up_hi and
+    def stamp(self, ms=0):
+        """Uptime minus ms, in ms modulo 2^32 (the wire's press_ms), into up_hi and
         up_lo, its 16-bit halves. On a 32-bit port small ints end at 2^30 (12.4 days of
         uptime in ms): every value here stays below that ((s & 0xFFFF) * 1000 < 2^26), so
         this makes no big int and allocates nothing."""
         self.uptime()
         s = self._up_s
-        lo = (s & 0xFFFF) * 1000 + self._up_ms - back_ms
+        lo = (s & 0xFFFF) * 1000 + self._up_ms - ms
         # s * 1000 = (s >> 16) * 1000 * 2^16 + (s & 0xFFFF) * 1000; a negative lo
         # borrows from hi (>> floors), and & 0xFFFF wraps both modulo 2^16
         self.up_hi = ((s >> 16) * 1000 + (lo >> 16)) & 0xFFFF
@@ -215,67 +208,68 @@ class App:
 
     def send(self, mtype, a=0, b=0, c=0, d=0, prio=_PRIO_INFO, persist=False, reliable=True):
         """Sign and send one frame now; reliable frames go through the outbox (retried
-        until ACKed, alarm-class ones stored first). False if no counter was available."""
+        until ACKed, alarm-class ones stored first). Returns its seq (its epoch is
+        counter.epoch), or -1 if no counter was available."""
         seq = self.counter.next()
         if seq < 0:
             self.storage_fault = True
-            return False
+            return -1
         epoch = self.counter.epoch
         enc = self.codec
         n = enc.frame(mtype, epoch, seq, a, b, c, d)
-        self.last_epoch = epoch
-        self.last_seq = seq
         if reliable:
             if not self.outbox.add(mtype, epoch, seq, enc.wire, n, prio, persist):
                 self.storage_fault = True
         else:
             self.link.send(enc.wire, n)
             self.outbox.remember(mtype, epoch, seq, True)  # sent once: its ACK is timed
-        return True
+        return seq
 
-    def fault(self, code, active, detail=0):
-        self.send(_FAULT, code, 1 if active else 0, detail & 0xFFFF)
+    def fault(self, code, value, arg=0):
+        """FAULT `code` begins (value true) or ends; arg: its detail field."""
+        self.send(_FAULT, code, 1 if value else 0, arg & 0xFFFF)
 
     # ---------------------------------------------------------------- the alarm button
 
     def _send_alarm(self, prio):
-        ok = self.send(
+        seq = self.send(
             _ALARM, self._kind, self._presses, self._first_hi, self._first_lo,
             prio=prio, persist=True,
         )
-        self._alarm_owed = not ok
-        return ok
+        self._alarm_owed = seq < 0
+        return seq
 
-    def on_press(self, t0):
+    def on_press(self, t):
         now = time.ticks_ms()
         self.stop_signal()
         if not self._open:
             self._open = True
-            self._kind = self.cfg.kind
+            self._kind = self.cfg[_C_KIND]
             self._quiet = self._kind == _KIND_SILENT
             self._presses = 1
             # press_ms: uptime at the first edge, not after the debounce
-            self.stamp(time.ticks_diff(now, t0))
+            self.stamp(time.ticks_diff(now, t))
             self._first_hi = self.up_hi
             self._first_lo = self.up_lo
-            self._opened = t0
+            self._opened = t
             self._burst = -1  # presses run together with the opening one never cancel
             self._ack_state = 0
-            if self._send_alarm(_PRIO_KEEP):
-                self._first_epoch = self.last_epoch
-                self._first_seq = self.last_seq
+            seq = self._send_alarm(_PRIO_KEEP)
+            if seq >= 0:
+                self._first_epoch = self.counter.epoch
+                self._first_seq = seq
         else:
             if self._presses < 255:
                 self._presses += 1
-            if time.ticks_diff(t0, self._last_press) > self.cfg.cancel_gap_ms:
+            if time.ticks_diff(t, self._last_press) > self.cfg[_C_CANCEL_GAP_MS]:
                 self._burst = 1
             elif self._burst > 0:
                 self._burst += 1
             self._send_alarm(_PRIO_FOLD)
-        self._last_press = t0
+        self._last_press = t
         # nothing is shown yet: this press may become a silent duress hold
 
-    def on_long(self, t0):
+    def on_long(self, t):
         self._burst = -1
         if self._open and self._kind != _KIND_DURESS:
             # the panic went out on the leading edge; the hold upgrades it: a separate
@@ -285,16 +279,16 @@ class App:
             self._send_alarm(_PRIO_KEEP)
             self.feedback.show(led=self._base_led(), buzzer="off")
 
-    def on_release(self, t0, held_ms, was_long):
+    def on_release(self, t, held_ms, was_long):
         if was_long or self._quiet or not self._open:
             return
         self.feedback.show(led=self._series_led(), buzzer="chirp")
 
-    def stuck(self, active):
+    def stuck(self, value):
         """The button (alarm or check-in) is held for stuck_ms (True) / released (False)."""
-        if active != self.button_stuck:
-            self.button_stuck = active
-            self.fault(_F_BUTTON_STUCK, active)
+        if value != bool(self.flags & _HB_BUTTON_STUCK):
+            self.flags ^= _HB_BUTTON_STUCK
+            self.fault(_F_BUTTON_STUCK, value)
             self.show_base()
 
     def _series_led(self):
@@ -307,13 +301,13 @@ class App:
         cfg = self.cfg
         if self._burst <= 0 or self.button.pressed:
             return
-        if time.ticks_diff(now, self._last_press) <= cfg.cancel_gap_ms:
+        if time.ticks_diff(now, self._last_press) <= cfg[_C_CANCEL_GAP_MS]:
             return
         burst = self._burst
         self._burst = 0
-        if burst != cfg.cancel_presses:
+        if burst != cfg[_C_CANCEL_PRESSES]:
             return
-        if time.ticks_diff(self._last_press, self._opened) > cfg.cancel_window_ms:
+        if time.ticks_diff(self._last_press, self._opened) > cfg[_C_CANCEL_WINDOW_MS]:
             return
         if self._kind == _KIND_DURESS:
             # a coerced cancel is what an attacker would demand: never sent for duress
@@ -328,20 +322,20 @@ class App:
 
     # ---------------------------------------------------------------- downlink
 
-    def on_frame(self, dec):
+    def on_frame(self, codec):
         """A good downlink frame (ACK or SIGNAL) from the link."""
-        if dec.mtype == _SIGNAL:
+        if codec.mtype == _SIGNAL:
             if self.safe:
                 return
-            if self._dl_any and not proto.counter_above(
-                dec.epoch, dec.seq, self._dl_epoch, self._dl_seq
-            ):
-                dec.rejects[_R_REPLAYED] += 1
+            # a counter at or below the last SIGNAL's is a replay (the gateway's
+            # epochs start at 1: the first SIGNAL is above (0, 0))
+            e = codec.epoch
+            if e < self._dl_epoch or (e == self._dl_epoch and codec.seq <= self._dl_seq):
+                codec.rejects[_R_REPLAYED] += 1
                 return
-            self._dl_any = True
-            self._dl_epoch = dec.epoch
-            self._dl_seq = dec.seq
-            pattern = dec.pattern
+            self._dl_epoch = e
+            self._dl_seq = codec.seq
+            pattern = codec.pattern
             if pattern == _SIG_STOP:
                 self.stop_signal()
                 return
@@ -356,17 +350,17 @@ class App:
             if name is None:
                 return
             self._signal = True
-            self.feedback.show(led=name, buzzer=name, duration_ms=dec.duration_s * 1000,
+            self.feedback.show(led=name, buzzer=name, duration_ms=codec.duration_s * 1000,
                                led_then=self._base_led())
             return
-        if dec.mtype != _ACK:
+        if codec.mtype != _ACK:
             return
-        epoch = dec.ref_epoch
-        seq = dec.ref_seq
-        state = dec.state
+        epoch = codec.ref_epoch
+        seq = codec.ref_seq
+        state = codec.state
         mtype = self.outbox.ack(epoch, seq)
         if mtype == 0:
-            mtype = self.outbox.recent_type(epoch, seq, state == _ACK_POLICE)
+            mtype = self.outbox.recent_type(epoch, seq, state)
             if mtype == 0:
                 return  # not a counter we sent (lately): ignored
         now = time.ticks_ms()
@@ -375,8 +369,9 @@ class App:
             self.fault(_F_LINK_LOST, False, time.ticks_diff(now, self._last_ack) // 1000)
             self.show_base()
         self._last_ack = now
-        if mtype == _ALARM and self._open and not proto.counter_above(
-            self._first_epoch, self._first_seq, epoch, seq
+        first = self._first_epoch
+        if mtype == _ALARM and self._open and (
+            epoch > first or (epoch == first and seq >= self._first_seq)
         ):
             if state > self._ack_state:
                 self._ack_state = state
@@ -406,7 +401,7 @@ class App:
     def _base_led(self):
         if self._link_lost:
             return "no_link"
-        if self.tamper_open or self.low_battery or self.button_stuck or self.mains_lost:
+        if self.flags:
             return "fault"
         return "idle"
 
@@ -420,11 +415,11 @@ class App:
         """TEST `result`: 0 = all passed; bit 0 battery low, 1 button stuck, 2 storage
         (a record cannot be written and read back), 3 sounder (board check)."""
         r = 0
-        if self.low_battery:
+        if self.flags & _HB_LOW_BATTERY:
             r |= _T_BATTERY
-        if self.button_stuck:
+        if self.flags & _HB_BUTTON_STUCK:
             r |= _T_BUTTON
-        mark = bytes((self.counter.epoch & 0xFF, self.last_seq & 0xFF))
+        mark = bytes((self.counter.epoch & 0xFF, self.counter.seq & 0xFF))
         store = self.store
         if (
             self.storage_fault
@@ -440,9 +435,10 @@ class App:
         """Send TEST kind 1 (Contact ID 601, the installer's test) now. Not in safe mode."""
         if self.safe or not self.counter.ready:
             return False
-        if self.send(_TEST, _TEST_MANUAL, self.self_test(), self.battery_mv):
-            self._mtest_epoch = self.last_epoch
-            self._mtest_seq = self.last_seq
+        seq = self.send(_TEST, _TEST_MANUAL, self.self_test(), self.battery_mv)
+        if seq >= 0:
+            self._mtest_epoch = self.counter.epoch
+            self._mtest_seq = seq
             return True
         return False
 
@@ -453,13 +449,13 @@ class App:
         inp = self.board.input("tamper")
         while True:
             await inp.flag.wait()
-            await asyncio.sleep_ms(self.cfg.tamper_debounce_ms)
+            await asyncio.sleep_ms(self.cfg[_C_TAMPER_DEBOUNCE_MS])
             self.check_tamper()
 
     def check_tamper(self):
         v = bool(self.board.input("tamper").value())
-        if v != self.tamper_open:
-            self.tamper_open = v
+        if v != bool(self.flags & _HB_TAMPER):
+            self.flags ^= _HB_TAMPER
             self.fault(_F_TAMPER, v)
             self.show_base()
 
@@ -467,19 +463,20 @@ class App:
         mv = self.board.battery_mv()
         self.battery_mv = mv
         cfg = self.cfg
-        if mv and not self.low_battery and mv < cfg.low_battery_mv:
-            self.low_battery = True
+        low = self.flags & _HB_LOW_BATTERY
+        if mv and not low and mv < cfg[_C_LOW_BATTERY_MV]:
+            self.flags |= _HB_LOW_BATTERY
             self.fault(_F_LOW_BATTERY, True, mv)
             self.show_base()
-        elif self.low_battery and (mv == 0 or mv >= cfg.battery_ok_mv):
-            self.low_battery = False
+        elif low and (mv == 0 or mv >= cfg[_C_BATTERY_OK_MV]):
+            self.flags &= ~_HB_LOW_BATTERY
             self.fault(_F_LOW_BATTERY, False, mv)
             self.show_base()
 
     async def heartbeat(self):
         # units on one bus or radio channel powered up together must not send their
         # heartbeats together for ever: a random offset at boot, then +-10 % each time
-        spread = self.cfg.boot_spread_ms
+        spread = self.cfg[_C_BOOT_SPREAD_MS]
         if spread > 0:
             await asyncio.sleep_ms(_rand(spread))
         while True:
@@ -488,20 +485,14 @@ class App:
                 d = 2 + _rand(8)  # listen before talk: someone else is sending
                 await asyncio.sleep_ms(d)
                 waited += d
-            f = _HB_ALARM_PENDING if self.outbox.pending(_ALARM) else 0
-            if self.tamper_open:
-                f |= _HB_TAMPER
-            if self.low_battery:
-                f |= _HB_LOW_BATTERY
-            if self.mains_lost:
-                f |= _HB_MAINS_LOST
-            if self.button_stuck:
-                f |= _HB_BUTTON_STUCK
+            f = self.flags
+            if self.outbox.pending(_ALARM):
+                f |= _HB_ALARM_PENDING
             if self.safe:
                 f |= _HB_SAFE_MODE
             self.uptime()
             self.send(_HEARTBEAT, self.battery_mv, self._up_s, _FW, f, reliable=False)
-            hb = self.cfg.heartbeat_ms
+            hb = self.cfg[_C_HEARTBEAT_MS]
             await asyncio.sleep_ms(hb - hb // 10 + _rand(hb // 5))
 
     async def run(self, boot):
@@ -518,8 +509,8 @@ class App:
         safe = self.safe
         # a checkpoint's check-in is its only button (its duress is its alarm): it runs
         # in safe mode too; a guard post's is optional, off in safe mode
-        role = cfg.role
-        if (role == "checkpoint" or (not safe and role == "guard_post")) and board.input(
+        role = cfg[_C_ROLE]
+        if (role == _ROLE_CHECKPOINT or (not safe and role == _ROLE_GUARD_POST)) and board.input(
             "checkin"
         ) is not None:
             from checkin import Checkin
@@ -528,11 +519,11 @@ class App:
             self.start(self.checkin.button.run())
         board.start(self)
         board.ready(self.counter.epoch, reloaded)
-        mains = None if safe or not cfg.mains else board.input("mains")
-        battery_left = cfg.battery_poll_ms
-        test_left = cfg.test_interval_ms  # counted down: 168 h in ticks would overflow
+        mains = None if safe or not cfg[_C_MAINS] else board.input("mains")
+        battery_left = cfg[_C_BATTERY_POLL_MS]
+        test_left = cfg[_C_TEST_INTERVAL_MS]  # counted down: 168 h in ticks would overflow
         healthy_stored = False
-        mains_changed = False  # mains sense differs from mains_lost, first seen at:
+        mains_changed = False  # mains sense differs from the flag, first seen at:
         booted = last = last_gc = mains_since = time.ticks_ms()
         ms = _SUPERVISE_MS
         while True:
@@ -550,39 +541,40 @@ class App:
                 self._open
                 and not self.button.pressed
                 and self.outbox.pending(_ALARM) == 0
-                and time.ticks_diff(now, self._last_press) > cfg.incident_window_ms
+                and time.ticks_diff(now, self._last_press) > cfg[_C_INCIDENT_WINDOW_MS]
             ):
                 self._open = False
                 self.feedback.show(led=self._base_led(), buzzer="off")
-            if not self._link_lost and time.ticks_diff(now, self._last_ack) > cfg.link_lost_ms:
+            lost_ms = cfg[_C_LINK_LOST_MS]
+            if not self._link_lost and time.ticks_diff(now, self._last_ack) > lost_ms:
                 self._link_lost = True
                 self.fault(_F_LINK_LOST, True, time.ticks_diff(now, self._last_ack) // 1000)
                 self.show_base()
             if not safe:
                 battery_left -= dt
                 if battery_left <= 0:
-                    battery_left = cfg.battery_poll_ms
+                    battery_left = cfg[_C_BATTERY_POLL_MS]
                     self.check_battery()
                 if mains is not None:
                     # mains sense (high while present): a change counts once the new
                     # level has held for mains_debounce_ms since it was first seen (a
                     # flicker is not a mains loss)
                     lost = not mains.value()
-                    if lost == self.mains_lost:
+                    if lost == bool(self.flags & _HB_MAINS_LOST):
                         mains_changed = False
                     elif not mains_changed:
                         mains_changed = True
                         mains_since = now
-                    elif time.ticks_diff(now, mains_since) >= cfg.mains_debounce_ms:
+                    elif time.ticks_diff(now, mains_since) >= cfg[_C_MAINS_DEBOUNCE_MS]:
                         mains_changed = False
-                        self.mains_lost = lost
+                        self.flags ^= _HB_MAINS_LOST
                         self.fault(_F_MAINS_LOST, lost)
                         self.show_base()
                 test_left -= dt
                 if test_left <= 0:
-                    test_left += cfg.test_interval_ms
+                    test_left += cfg[_C_TEST_INTERVAL_MS]
                     if test_left <= 0:
-                        test_left = cfg.test_interval_ms
+                        test_left = cfg[_C_TEST_INTERVAL_MS]
                     self.send(_TEST, _TEST_PERIODIC, self.self_test(), self.battery_mv)
             # healthy: every task of every layer still running (else: no feed, and the
             # watchdog resets the unit)
@@ -592,11 +584,12 @@ class App:
                     ok = False
             if ok:
                 board.wdt_feed()
-                if not healthy_stored and time.ticks_diff(now, booted) >= cfg.healthy_ms:
+                if not healthy_stored and time.ticks_diff(now, booted) >= cfg[_C_HEALTHY_MS]:
                     # the crash-loop count starts again; the next boot is a normal one
                     healthy_stored = self.counter.healthy()
                     board.log("healthy: crash-loop count cleared")
-            if cfg.test_crash_ms and not safe and time.ticks_diff(now, booted) >= cfg.test_crash_ms:
+            crash_ms = cfg[_C_TEST_CRASH_MS]
+            if crash_ms and not safe and time.ticks_diff(now, booted) >= crash_ms:
                 raise RuntimeError("test_crash_ms")  # test hook (unit.json): a crash loop
             if time.ticks_diff(now, last_gc) > _GC_EVERY_MS:
                 last_gc = now
@@ -616,11 +609,11 @@ class App:
                 if not safe:
                     ms = min(ms, test_left, battery_left)
                 if not self._link_lost:
-                    ms = min(ms, cfg.link_lost_ms - time.ticks_diff(now, self._last_ack))
+                    ms = min(ms, cfg[_C_LINK_LOST_MS] - time.ticks_diff(now, self._last_ack))
                 if not healthy_stored:
-                    ms = min(ms, cfg.healthy_ms - time.ticks_diff(now, booted))
-                if cfg.test_crash_ms and not safe:
-                    ms = min(ms, cfg.test_crash_ms - time.ticks_diff(now, booted))
+                    ms = min(ms, cfg[_C_HEALTHY_MS] - time.ticks_diff(now, booted))
+                if cfg[_C_TEST_CRASH_MS] and not safe:
+                    ms = min(ms, cfg[_C_TEST_CRASH_MS] - time.ticks_diff(now, booted))
                 if ms < _SUPERVISE_MS:
                     ms = _SUPERVISE_MS
 

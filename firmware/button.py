@@ -22,8 +22,8 @@ _STUCK_POLL_MS = const(100)
 
 class Button:
     def __init__(self, inp, handler, debounce_ms=5, long_ms=3000, stuck_ms=30000):
-        self._inp = inp
-        self._h = handler
+        self.inp = inp
+        self.handler = handler
         self.debounce_ms = debounce_ms
         self.long_ms = long_ms
         self.stuck_ms = stuck_ms
@@ -32,8 +32,8 @@ class Button:
 
     async def run(self):
         """The layer's task (App starts it, watches it and cancels it)."""
-        inp = self._inp
-        h = self._h
+        inp = self.inp
+        h = self.handler
         first = True
         while True:
             # a button already held at start counts as a press (someone holding the

@@ -12,13 +12,19 @@ _PRIO_KEEP = const(0)
 _PRIO_FOLD = const(1)
 _SHOW_MS = const(300)
 _OK_MS = const(3000)
+# app.py's settings indexes (tests/firmware/test_consts.py)
+_C_LONG_PRESS_MS = const(1)
+_C_DEBOUNCE_MS = const(2)
+_C_STUCK_MS = const(3)
 
 
 class Checkin:
     def __init__(self, app, inp):
         cfg = app.cfg
         self._app = app
-        self.button = Button(inp, self, cfg.debounce_ms, cfg.long_press_ms, cfg.stuck_ms)
+        self.button = Button(
+            inp, self, cfg[_C_DEBOUNCE_MS], cfg[_C_LONG_PRESS_MS], cfg[_C_STUCK_MS]
+        )
         self._pending = False
         self._held = False
         self._acked = False
@@ -37,17 +43,17 @@ class Checkin:
 
     # ---- the button's callbacks ----
 
-    def on_press(self, t0):
+    def on_press(self, t):
         self._app.stop_signal()
 
     def busy(self):
         """Something for supervise() to do soon (the supervisor keeps its 100 ms tick)."""
         return self._pending or self._acked or self.button.pressed
 
-    def on_long(self, t0):
+    def on_long(self, t):
         self.send(True)
 
-    def on_release(self, t0, held_ms, was_long):
+    def on_release(self, t, held_ms, was_long):
         if not was_long:
             self.send(False)
         self._held = False
@@ -55,8 +61,8 @@ class Checkin:
         if self._pending or self._acked:
             self._app.feedback.show(led="checkin")
 
-    def stuck(self, active):
-        self._app.stuck(active)
+    def stuck(self, value):
+        self._app.stuck(value)
 
     # ---- from the app ----
 

@@ -62,13 +62,13 @@ class Feedback:
         self._drive = (board.led, board.buzzer)
         self._indicate = board.indicate
         now = time.ticks_ms()
-        self._name = ["", ""]
+        self.name = ["", ""]
         self._then = ["off", "off"]
         self._at = [0, 0]  # table offset of the pattern's length byte
         self._start = [now, now]
         self._until = [now, now]  # when a timed pattern ends
         self._timed = bytearray(2)
-        self._level = bytearray(b"\xff\xff")
+        self.level = bytearray(b"\xff\xff")
         self._sleep = Sleeper()  # the run task sleeps on it (show() wakes it)
 
     def show(self, led=None, buzzer=None, duration_ms=0, led_then="idle"):
@@ -81,47 +81,47 @@ class Feedback:
         # the task sleeps until the old pattern's next step: recompute
         self._sleep.wake()
 
-    def _set(self, o, name, duration_ms=0, then="off"):
-        """Start pattern `name` on output o; returns _update's ms to the next change."""
-        if name == self._name[o] and duration_ms == 0:
-            return self._update(o, time.ticks_ms())
-        table = _BUZZER if o else _LED
+    def _set(self, i, name, duration_ms=0, then="off"):
+        """Start pattern `name` on output i; returns _update's ms to the next change."""
+        if name == self.name[i] and duration_ms == 0:
+            return self._update(i, time.ticks_ms())
+        table = _BUZZER if i else _LED
         at = 0
-        for n in _BUZZER_NAMES if o else _LED_NAMES:
+        for n in _BUZZER_NAMES if i else _LED_NAMES:
             if n == name:
                 break
             at += table[at] + 1
         now = time.ticks_ms()
-        self._name[o] = name
-        self._then[o] = then
-        self._at[o] = at
-        self._start[o] = now
-        self._until[o] = time.ticks_add(now, duration_ms)
-        self._timed[o] = 1 if duration_ms > 0 else 0
-        self._indicate("buzzer" if o else "led", name)
-        return self._update(o, now)
+        self.name[i] = name
+        self._then[i] = then
+        self._at[i] = at
+        self._start[i] = now
+        self._until[i] = time.ticks_add(now, duration_ms)
+        self._timed[i] = 1 if duration_ms > 0 else 0
+        self._indicate("buzzer" if i else "led", name)
+        return self._update(i, now)
 
-    def _update(self, o, now):
-        """Drive output o's level for `now`; returns the ms until it next changes (the
+    def _update(self, i, now):
+        """Drive output i's level for `now`; returns the ms until it next changes (the
         next step of the pattern or the end of a timed one), -1 if it never does."""
-        if self._timed[o] and time.ticks_diff(now, self._until[o]) >= 0:
-            self._timed[o] = 0
-            return self._set(o, self._then[o])
-        table = _BUZZER if o else _LED
-        at = self._at[o]
+        if self._timed[i] and time.ticks_diff(now, self._until[i]) >= 0:
+            self._timed[i] = 0
+            return self._set(i, self._then[i])
+        table = _BUZZER if i else _LED
+        at = self._at[i]
         n = table[at]
         level = 0
         wait = -1
-        if n == 1 and not o:
+        if n == 1 and not i:
             level = 1  # steady LED
         elif n:
             total = 0
             for k in range(at + 1, at + 1 + n):
                 total += table[k]
-            t = time.ticks_diff(now, self._start[o])  # ms into the pattern
+            t = time.ticks_diff(now, self._start[i])  # ms into the pattern
             if t >= total * _UNIT_MS:
-                if o and at < _BUZZER_REPEAT_AT:
-                    return self._set(o, "off")
+                if i and at < _BUZZER_REPEAT_AT:
+                    return self._set(i, "off")
                 t %= total * _UNIT_MS
             k = at + 1
             end = table[k] * _UNIT_MS  # where the k-th duration ends
@@ -130,11 +130,11 @@ class Feedback:
                 end += table[k] * _UNIT_MS
             level = (k - at) & 1  # the 1st, 3rd ... durations are "on"
             wait = end - t
-        if level != self._level[o]:
-            self._level[o] = level
-            self._drive[o](level)
-        if self._timed[o]:
-            left = time.ticks_diff(self._until[o], now)
+        if level != self.level[i]:
+            self.level[i] = level
+            self._drive[i](level)
+        if self._timed[i]:
+            left = time.ticks_diff(self._until[i], now)
             if wait < 0 or left < wait:
                 wait = left
         return wait

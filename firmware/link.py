@@ -4,7 +4,7 @@
 # same call that saw it). A single 0x00 goes first after boot or after more than a second
 # of silence (SPEC.md 1.1), so the receiver drops any noise it holds at once.
 # RX: bytes -> 0x00-delimited pieces in a bounded buffer -> COBS-decoded in place ->
-# proto.Decoder -> on_frame(decoder). Never raises on line bytes; resyncs at a delimiter.
+# proto.Codec.decode() -> on_frame(codec). Never raises on line bytes; resyncs at a delimiter.
 # Listen before talk (a shared RS-485 bus or radio channel): busy() is True while bytes
 # are arriving (UART.any() where the UART has it, else bytes read in the last 5 ms);
 # the outbox and the heartbeat hold a frame back a few random ms while it is.
@@ -27,36 +27,35 @@ _DELIM = const(b"\x00")
 
 
 class Link:
-    def __init__(self, uart, decoder, on_frame, de=None):
-        self._uart = uart
+    def __init__(self, uart, codec, on_frame, de=None):
+        self.uart = uart
         # asyncio's stream: the public way to wait until the UART has bytes (its
         # readinto() parks the task on asyncio's poller; a generator per call)
-        self._rx_stream = asyncio.StreamReader(uart)
-        self._de = de
-        self._dec = decoder
-        self._on_frame = on_frame
-        self._last_tx = time.ticks_ms()
-        self._last_rx = time.ticks_add(self._last_tx, -_QUIET_MS)
-        self._any = getattr(uart, "any", None)  # machine.UART: bytes waiting (no alloc)
-        self._fresh = True
+        self.stream = asyncio.StreamReader(uart)
+        self.de = de
+        self.codec = codec
+        self.on_frame = on_frame
+        now = time.ticks_ms()
+        # as if the line had been silent: the first frame goes after a lone 0x00
+        self._last_tx = time.ticks_add(now, -2 * _SILENCE_MS)
+        self._last_rx = time.ticks_add(now, -_QUIET_MS)
+        self.any = getattr(uart, "any", None)  # machine.UART: bytes waiting (no alloc)
         self._rx = bytearray(64)
         self._piece = bytearray(_MAX_ENCODED)
         self._piece_mv = memoryview(self._piece)
-        self._n = 0
-        self._discarding = False
+        self._n = 0  # bytes of the piece so far; -1: an oversize piece, dropped to its end
         self._polled = False  # poll() took bytes the reader task was woken for
 
     def send(self, buf, n, off=0):
         """Write buf[off:off+n] to the line now."""
         now = time.ticks_ms()
-        uart = self._uart
-        de = self._de
+        uart = self.uart
+        de = self.de
         if de is not None:
             de.value(1)
         try:
-            if self._fresh or time.ticks_diff(now, self._last_tx) > _SILENCE_MS:
+            if time.ticks_diff(now, self._last_tx) > _SILENCE_MS:
                 uart.write(_DELIM)
-                self._fresh = False
             # stream write(buf, off, max_len): no slice, no allocation (UART and files alike)
             uart.write(buf, off, n)
             if de is not None:
@@ -68,7 +67,7 @@ class Link:
 
     def busy(self):
         """True while somebody else is sending (listen before talk)."""
-        if self._any is not None and self._any():
+        if self.any is not None and self.any():
             return True
         return time.ticks_diff(time.ticks_ms(), self._last_rx) < _QUIET_MS
 
@@ -79,7 +78,7 @@ class Link:
         (the loop busy, or the host's scheduler) the ACK may be waiting while the retry is
         due too, and asyncio runs the task whose deadline passed first, not the reader
         (the copy it sent was needless). Allocates nothing."""
-        n = self._uart.readinto(self._rx)
+        n = self.uart.readinto(self._rx)
         if n:
             self._polled = True
             self._last_rx = time.ticks_ms()
@@ -93,32 +92,28 @@ class Link:
             if b == 0:
                 n = self._n
                 self._n = 0
-                if self._discarding:
-                    self._discarding = False
-                    continue
-                if n == 0:
+                if n <= 0:  # empty, or the end of an oversize piece
                     continue
                 m = proto.decode_inplace(piece, n)
                 if m < 0:
-                    self._dec.rejects[_R_CORRUPT] += 1
+                    self.codec.rejects[_R_CORRUPT] += 1
                     continue
-                t = self._dec.decode(piece, m, self._piece_mv)
+                t = self.codec.decode(piece, m, self._piece_mv)
                 if t > 0:
-                    self._on_frame(self._dec)
+                    self.on_frame(self.codec)
                 continue
-            if self._discarding:
+            if self._n < 0:
                 continue
             if self._n >= _MAX_ENCODED:
-                self._discarding = True
-                self._n = 0
-                self._dec.rejects[_R_OVERSIZE] += 1
+                self._n = -1
+                self.codec.rejects[_R_OVERSIZE] += 1
                 continue
             piece[self._n] = b
             self._n += 1
 
     async def run(self):
         """The layer's task (App starts it, watches it and cancels it)."""
-        stream = self._rx_stream
+        stream = self.stream
         rx = self._rx
         while True:
             n = await stream.readinto(rx)

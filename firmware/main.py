@@ -9,7 +9,7 @@ import gc
 import sys
 
 gc.collect()
-_before = gc.mem_alloc()
+_code = gc.mem_alloc()
 if sys.platform == "esp32":
     from board.esp32 import Board
 
@@ -26,7 +26,7 @@ else:
     gc.collect()
     # the firmware's code as loaded into the heap (on an ESP32 with the modules frozen or
     # on ROMFS, only their function and class objects): bench/firmware.py reports it
-    _code = gc.mem_alloc() - _before
+    _code = gc.mem_alloc() - _code
     _board = Board(*_args)
     _board.code_bytes = _code
     import asyncio

@@ -47,6 +47,7 @@ _PRIO_KEEP = const(0)  # opening ALARM, duress ALARM, CANCEL, duress CHECKIN
 _PRIO_FOLD = const(1)  # a further press of an open series (a later one supersedes it)
 _PRIO_INFO = const(2)  # FAULT, TEST: RAM only
 _FREE = const(255)
+_ACK_POLICE = const(2)  # ACK state (SPEC.md 2.7)
 
 # what a (further) ACK of a recently sent counter tells
 _R_NONE = const(0)
@@ -82,7 +83,7 @@ class Outbox:
     (counted in `dropped`). Priorities: 0 keep, 1 fold (further press), 2 info."""
 
     def __init__(self, link, store, retry_first_ms=200, retry_cap_ms=30000, baud=115200):
-        self._link = link
+        self.link = link
         self._store = store
         self._cap_ms = retry_cap_ms
         if baud <= 0:
@@ -158,10 +159,10 @@ class Outbox:
                 return i
         return -1
 
-    def recent_type(self, epoch, seq, police=False):
-        """The type of a recently sent frame with this counter, or 0. `police`: the ACK
-        says the police have the incident (sent when they act, not as an answer to a
-        copy: it proves nothing about the copies)."""
+    def recent_type(self, epoch, seq, state=0):
+        """The type of a recently sent frame with this counter, or 0. `state`: the ACK's;
+        one that says the police have the incident is sent when they act, not as an
+        answer to a copy: it proves nothing about the copies."""
         i = self._recent(epoch, seq)
         if i < 0:
             return 0
@@ -170,7 +171,7 @@ class Outbox:
         if how == _R_TIMED:
             m[_M_RTIMED + i] = _R_NONE  # a second ACK of it is no round trip
             self._sample(time.ticks_diff(time.ticks_ms(), self._t[_RSENT + i]))
-        elif how == _R_TWICE and not police:
+        elif how == _R_TWICE and state != _ACK_POLICE:
             # a second ACK of a frame sent twice: both copies reached the gateway, so
             # the first was only late and the copy was needless (RFC 3708: a duplicate
             # ACK shows a spurious retransmission). The first ACK answered the first
@@ -180,22 +181,22 @@ class Outbox:
             self._sample(self._t[_RSENT + i])
         return m[_M_RTYPE + i]
 
-    def _sample(self, rtt):
+    def _sample(self, ms):
         """One measured round trip (ms) into the timeout: smoothed RTT plus two
         deviations (RFC 6298's estimators in integers, srtt and the deviation both kept
         x8 so that the shifts lose nothing that matters), never below the largest recent
         round trip (see the top of this file)."""
         cap = self._cap_ms
-        if rtt > cap:
-            rtt = cap
-        if rtt < 1:
-            rtt = 1
+        if ms > cap:
+            ms = cap
+        if ms < 1:
+            ms = 1
         if self._srtt8 == 0:
-            self._srtt8 = rtt << 3
-            self._var8 = rtt << 2  # RTTVAR = R/2
-            top = rtt
+            self._srtt8 = ms << 3
+            self._var8 = ms << 2  # RTTVAR = R/2
+            top = ms
         else:
-            d = rtt - (self._srtt8 >> 3)
+            d = ms - (self._srtt8 >> 3)
             self._srtt8 += d  # SRTT += (R - SRTT)/8
             if d < 0:
                 d = -d
@@ -203,8 +204,8 @@ class Outbox:
             # the largest recent round trip, an eighth of the way back to srtt a sample
             top = self._top_ms
             top -= (top - (self._srtt8 >> 3)) >> 3
-            if rtt > top:
-                top = rtt
+            if ms > top:
+                top = ms
         self._top_ms = top
         rto = (self._srtt8 >> 3) + (self._var8 >> 2)  # SRTT + 2 RTTVAR
         if rto < top:
@@ -254,13 +255,13 @@ class Outbox:
 
     def _send(self, i, now):
         m = self._m
-        if self._link.busy() and m[_M_WAITS + i] < _LBT_TRIES:
+        if self.link.busy() and m[_M_WAITS + i] < _LBT_TRIES:
             # listen before talk: somebody else is on the line; try again in 2-9 ms
             m[_M_WAITS + i] += 1
             self._t[i] = time.ticks_add(now, 2 + random.getrandbits(3))
             return
         m[_M_WAITS + i] = 0
-        self._link.send(self.buf, m[_M_N + i], i * _W)
+        self.link.send(self.buf, m[_M_N + i], i * _W)
         self._t[_SENT + i] = now
         self.remember(m[_M_TYPE + i], self._epoch[i], self._seq[i])
         a = m[_M_ATTEMPTS + i]
@@ -375,7 +376,7 @@ class Outbox:
                 and time.ticks_diff(self._t[i], now) <= 0
             ):
                 # a retry is due: first the ACKs already on the line (Link.poll)
-                self._link.poll()
+                self.link.poll()
                 break
         for prio in (_PRIO_KEEP, _PRIO_FOLD, _PRIO_INFO):
             for i in range(_SLOTS):

@@ -38,7 +38,7 @@ _UPLINK_MAX = const(0x7F)
 
 # ALARM kinds, FAULT codes, HEARTBEAT flags, ACK states and SIGNAL patterns: app.py
 
-# reject reasons, in the order of SPEC.md 3 (index into Decoder.rejects; their names are
+# reject reasons, in the order of SPEC.md 3 (index into Codec.rejects; their names are
 # in tests/firmware/mp_codec.py, a tuple of names here would cost RAM on every unit);
 # OTHER_UNIT is a frame for another unit on a shared bus: not an error, just not ours
 _R_OVERSIZE = const(0)
@@ -64,10 +64,10 @@ _DOWN_AT = const(0x81 - 6)
 
 
 # ---- COBS, into caller-owned buffers
-def encode_into(src, n, dst):
-    """COBS-encode src[0:n] into dst and append the 0x00 delimiter.
+def encode_into(src, n, dest):
+    """COBS-encode src[0:n] into dest and append the 0x00 delimiter.
 
-    Returns the number of bytes written (n + 2 for frames under 254 bytes). dst must hold
+    Returns the number of bytes written (n + 2 for frames under 254 bytes). dest must hold
     n + n // 254 + 2 bytes. Allocates nothing.
     """
     code_pos = 0
@@ -76,21 +76,21 @@ def encode_into(src, n, dst):
     for i in range(n):
         b = src[i]
         if b == 0:
-            dst[code_pos] = code
+            dest[code_pos] = code
             code_pos = o
             o += 1
             code = 1
         else:
-            dst[o] = b
+            dest[o] = b
             o += 1
             code += 1
             if code == 0xFF and i + 1 < n:
-                dst[code_pos] = code
+                dest[code_pos] = code
                 code_pos = o
                 o += 1
                 code = 1
-    dst[code_pos] = code
-    dst[o] = 0
+    dest[code_pos] = code
+    dest[o] = 0
     return o + 1
 
 
@@ -191,25 +191,25 @@ class Hmac8:
         self._ipad = bytes(ipad)
         self._opad = bytes(opad)
 
-    def _digest(self, msg):
+    def _digest(self, data):
         h = hashlib.sha256(self._ipad)
-        h.update(msg)
+        h.update(data)
         o = hashlib.sha256(self._opad)
         o.update(h.digest())
         return o.digest()
 
-    def sign_into(self, msg, out, off):
-        """Write the 8-byte tag of msg (a memoryview) to out[off:off+8]."""
-        d = self._digest(msg)
+    def sign_into(self, data, buf, off):
+        """Write the 8-byte tag of data (a memoryview) to buf[off:off+8]."""
+        d = self._digest(data)
         for i in range(_MAC_LEN):
-            out[off + i] = d[i]
+            buf[off + i] = d[i]
 
-    def check(self, msg, tag_buf, off):
-        """True if tag_buf[off:off+8] is msg's tag; compares in constant time."""
-        d = self._digest(msg)
+    def check(self, data, buf, off):
+        """True if buf[off:off+8] is data's tag; compares in constant time."""
+        d = self._digest(data)
         diff = 0
         for i in range(_MAC_LEN):
-            diff |= d[i] ^ tag_buf[off + i]
+            diff |= d[i] ^ buf[off + i]
         return diff == 0
 
 
@@ -304,11 +304,3 @@ class Codec:
         self.reason = -1
         return t
 
-
-Encoder = Codec  # the names the tests and benches use for each direction
-Decoder = Codec
-
-
-def counter_above(e1, s1, e2, s2):
-    """True if counter (e1, s1) is above (e2, s2) (48-bit compare without big ints)."""
-    return e1 > e2 or (e1 == e2 and s1 > s2)

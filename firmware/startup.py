@@ -10,9 +10,10 @@ import asyncio
 import gc
 import json
 import os
+from array import array
 from micropython import const
 
-from app import App, Cfg
+from app import App
 
 _FAULT = const(0x06)
 _F_WATCHDOG_RESET = const(5)
@@ -20,8 +21,13 @@ _F_SAFE_MODE = const(6)
 _F_STORAGE = const(7)
 _STORAGE_RETRY_MAX_MS = const(10000)
 
-# unit.json: name -> default, in ms where a name ends in _ms ("*_s"/"*_h" in
-# boards.yaml units are read too: heartbeat_s, cancel_window_s, ...)
+# unit.json -> the settings array App reads (app.py's _C_* indexes, in this order:
+# _INTS, then _TIMES, then link_lost_ms, addr, kind, role, mains;
+# tests/firmware/test_consts.py checks that the two files agree). The names stay in
+# these const tables, which go with this module after boot: an attribute per setting
+# cost a qstr for its name (never freed) and a map entry each for the unit's life.
+# Ms where a name ends in _ms ("*_s"/"*_h" in boards.yaml units are read too:
+# heartbeat_s, cancel_window_s, ...).
 _INTS = const((
     ("baud", 115200), ("long_press_ms", 3000), ("debounce_ms", 5), ("stuck_ms", 30000),
     ("cancel_presses", 5), ("cancel_gap_ms", 700), ("retry_first_ms", 200),
@@ -45,13 +51,23 @@ _TIMES = const((
     ("test_interval_ms", "test_interval_h", 3600000, 24),
     ("healthy_ms", "healthy_s", 1000, 60),
 ))
-_KINDS = {"panic": 0, "silent": 2, "medical": 3, "fire": 4, "other": 5}
+_C_WDT_MS = const(8)
+_C_SAFE_AFTER = const(15)
+_C_HEARTBEAT_MS = const(18)
+_C_ROLE = const(26)
+_SMALL_MAX = const(0x3FFFFFFF)  # a 32-bit port's largest small int, 2^30 - 1
+_ROLE_CHECKPOINT = const(2)
+# ALARM kinds by unit.json's name (index = wire kind; 1, duress, is a gesture) and the
+# roles app.py tells apart (0: any other)
+_KINDS = const(("panic", "", "silent", "medical", "fire", "other"))
+_ROLES = const(("", "guard_post", "checkpoint"))
 
 
 def load(root):
-    """Read unit.json and unit.key from the unit's root folder into an app.Cfg;
-    ValueError/OSError/KeyError/TypeError if either is missing or wrong (TypeError:
-    valid JSON of the wrong shape, a list or a null where a number belongs)."""
+    """Read unit.json and unit.key from the unit's root folder: (settings, key), the
+    settings an array in app.py's _C_* order. ValueError/OSError/KeyError/TypeError if
+    either is missing or wrong (TypeError: valid JSON of the wrong shape, a list or a
+    null where a number belongs; ValueError: a number at or beyond 2^30)."""
     with open(root + "unit.json") as f:
         d = json.load(f)
     with open(root + "unit.key") as f:
@@ -61,38 +77,44 @@ def load(root):
     key = bytearray(32)
     for i in range(32):
         key[i] = int(text[2 * i : 2 * i + 2], 16)
-    c = Cfg()
-    c.key = bytes(key)
-    c.addr = int(d["addr"])
-    if not 1 <= c.addr <= 65534:
+    addr = int(d["addr"])
+    if not 1 <= addr <= 65534:
         raise ValueError("addr out of range")
-    c.role = d.get("role", "shop")
-    kind = d.get("kind", "panic")
-    if kind not in _KINDS:
+    kind = d.get("kind", _KINDS[0])
+    if not kind or kind not in _KINDS:
         raise ValueError("unknown kind " + kind)
-    c.kind = _KINDS[kind]
+    role = d.get("role")  # shop, home, campus: 0
     # only whether there is a mains sense: the board reads the pins itself, and the dict
     # (with its non-qstr names) would stay on the heap for the unit's life
     pins = d.get("pins", {})
-    c.mains = isinstance(pins, dict) and "mains" in pins
-    for name, default in _INTS:
-        setattr(c, name, int(d.get(name, default)))
+    names = [row[0] for row in _INTS + _TIMES]
+    v = [int(d.get(name, default)) for name, default in _INTS]
     for name, unit_name, factor, default in _TIMES:
-        setattr(c, name, int(d[name]) if name in d else int(d.get(unit_name, default)) * factor)
-    c.link_lost_ms = int(d.get("link_lost_ms", 3 * c.heartbeat_ms))
-    return c
+        v.append(int(d[name]) if name in d else int(d.get(unit_name, default)) * factor)
+    v.append(int(d.get("link_lost_ms", 3 * v[_C_HEARTBEAT_MS])))
+    names.append("link_lost_ms")
+    for i in range(len(v)):
+        # small ints on a 32-bit port (no big int in the periodic work), and an
+        # array("i") would wrap anything beyond 32 bits without a word
+        if not -_SMALL_MAX <= v[i] <= _SMALL_MAX:
+            raise ValueError(names[i] + " out of range")
+    v.append(addr)
+    v.append(_KINDS.index(kind))
+    v.append(_ROLES.index(role) if role in _ROLES else 0)
+    v.append(1 if isinstance(pins, dict) and "mains" in pins else 0)
+    return array("i", v), bytes(key)
 
 
 def build(board):
     """The App for this board's unit.json, or None (the board is told) if unconfigured."""
     root = board.root if board.root.endswith("/") else board.root + "/"
     try:
-        cfg = load(root)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        cfg, key = load(root)
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:
         board.unconfigured(repr(e))
         return None
     gc.collect()  # unit.json's parsed dict (fw_files: long strings) is garbage now: the boot peak
-    return App(board, cfg)
+    return App(board, cfg, key)
 
 
 async def boot(app):
@@ -101,12 +123,12 @@ async def boot(app):
     frames reloaded from flash."""
     board = app.board
     cfg = app.cfg
-    board.wdt_start(cfg.wdt_ms)
+    board.wdt_start(cfg[_C_WDT_MS])
     app.start(app.feedback.run())
     app.feedback.show(led="idle", buzzer="off")
     crashed = board.reset_cause() != "power"
     delay = 100
-    while not app.counter.begin(crashed, cfg.safe_after):
+    while not app.counter.begin(crashed, cfg[_C_SAFE_AFTER]):
         app.storage_fault = True
         board.log("storage: cannot store the epoch; nothing is sent until it is")
         board.wdt_feed()
@@ -140,7 +162,7 @@ async def boot(app):
             app.manual_test()  # first boot after a deploy: the installation test
         except OSError:
             pass
-    if cfg.role != "checkpoint":
+    if cfg[_C_ROLE] != _ROLE_CHECKPOINT:
         # a patrol checkpoint has no alarm button: nothing it does may send ALARM
         app.start(app.button.run())
     app.start(app.heartbeat())

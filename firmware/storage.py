@@ -24,8 +24,8 @@ class Store:
             return None
         return data[: n - 2]
 
-    def write(self, name, payload):
-        """Write payload (+CRC) to a temporary file, then rename it over the record.
+    def write(self, name, data):
+        """Write data (+CRC) to a temporary file, then rename it over the record.
 
         Returns True once the record is stored; False if the
         filesystem refused. littlefs and POSIX rename replace the target atomically, so
@@ -34,10 +34,10 @@ class Store:
         path = self._root + name
         tmp = path + ".new"
         crc = bytearray(2)
-        struct.pack_into(">H", crc, 0, crc16(payload, len(payload)))
+        struct.pack_into(">H", crc, 0, crc16(data, len(data)))
         try:
             with open(tmp, "wb") as f:
-                f.write(payload)
+                f.write(data)
                 f.write(crc)
             try:
                 os.rename(tmp, path)

@@ -140,14 +140,14 @@ class Board:
     def log(self, text):
         print(text)
 
-    def ready(self, epoch, reloaded):
-        print("campusguard: ready, epoch", epoch, "reloaded", reloaded, "code", self.code_bytes)
+    def ready(self, epoch, count):
+        print("campusguard: ready, epoch", epoch, "reloaded", count, "code", self.code_bytes)
 
     def reset_cause(self):
         return self._cause
 
-    def wdt_start(self, timeout_ms):
-        self._wdt = WDT(timeout=timeout_ms)
+    def wdt_start(self, timeout):
+        self._wdt = WDT(timeout=timeout)
 
     def wdt_feed(self):
         if self._wdt is not None:
@@ -163,9 +163,9 @@ class Board:
         sys.print_exception(exc)
         machine.reset()
 
-    def unconfigured(self, why):
+    def unconfigured(self, reason):
         # no key or config: nothing can be sent. Stay at the REPL for `campusguard deploy`
-        print("campusguard: unconfigured:", why)
+        print("campusguard: unconfigured:", reason)
         self.led(1)
 
     def maintenance(self):

@@ -34,12 +34,16 @@ class Board(Protocol):
 
     def battery_mv(self) -> int: ...
     def sounder_ok(self) -> bool: ...
-    def wdt_start(self, timeout_ms: int) -> None: ...
+    def wdt_start(self, timeout: int) -> None:
+        """timeout in ms (machine.WDT's)."""
+
     def wdt_feed(self) -> None: ...
     def reset_cause(self) -> str:
         """"wdt", "crash" or "power"."""
 
-    def ready(self, epoch: int, reloaded: int) -> None: ...
+    def ready(self, epoch: int, count: int) -> None:
+        """Running: this boot's epoch, `count` frames reloaded from flash."""
+
     def log(self, text: str) -> None: ...
     def start(self, app: Any) -> None:
         """Start the tasks the board owns (the virtual board's control channel)."""
@@ -48,6 +52,6 @@ class Board(Protocol):
     def crashed(self, exc: BaseException) -> None:
         """Log and reset (count it as a crash)."""
 
-    def unconfigured(self, why: str) -> None: ...
+    def unconfigured(self, reason: str) -> None: ...
     def maintenance(self) -> None:
         """After Ctrl-C: stretch or stop the watchdog for a deploy."""

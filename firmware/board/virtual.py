@@ -80,9 +80,7 @@ class Board:
         self._sounder = True
         self._app = None
         self.code_bytes = 0  # heap taken by importing the firmware (main.py measures it)
-        self.led_level = 0
-        self.buzzer_level = 0
-        self._task = None
+        self.task = None
         self._wdt_ms = 0
         self._fed = time.ticks_ms()
         self._interrupted = False  # a Ctrl-C the watchdog thread caught, for the main one
@@ -107,10 +105,10 @@ class Board:
         return self._inputs.get(name)
 
     def led(self, level):
-        self.led_level = level
+        pass  # the host sees the pattern's name (indicate()), not the pin's level
 
     def buzzer(self, level):
-        self.buzzer_level = level
+        pass
 
     def indicate(self, what, name):
         self.log(what + " " + name, "")
@@ -125,16 +123,16 @@ class Board:
         """A line on the control channel (`log TEXT`, or `what` + TEXT)."""
         self._ctl.write((what + text + "\n").encode())
 
-    def ready(self, epoch, reloaded):
-        self.log("%d %d" % (epoch, reloaded), "ready ")
+    def ready(self, epoch, count):
+        self.log("ready %d %d" % (epoch, count), "")
 
     # ---- reset and watchdog ----
 
     def reset_cause(self):
         return self._cause
 
-    def wdt_start(self, timeout_ms):
-        self._wdt_ms = timeout_ms
+    def wdt_start(self, timeout):
+        self._wdt_ms = timeout
         self._fed = time.ticks_ms()
         self._wdt_ended = _thread.allocate_lock()
         self._wdt_ended.acquire()
@@ -175,8 +173,8 @@ class Board:
             ended.release()
             return
         # bitten: record the cause, then end the process as abruptly as a reset
-        with open(_CAUSE_FILE, "w") as f:
-            f.write("wdt\n")
+        with open(_CAUSE_FILE, "wb") as f:
+            f.write(b"wdt\n")
         try:
             self._ctl.write(b"wdt\n")
         except OSError:
@@ -190,13 +188,13 @@ class Board:
         sys.print_exception(exc)
         self.log("crash: " + repr(exc))
         # what a crash's reset leaves behind (the ESP32 reads machine.reset_cause())
-        with open(_CAUSE_FILE, "w") as f:
-            f.write("crash\n")
+        with open(_CAUSE_FILE, "wb") as f:
+            f.write(b"crash\n")
         self._end_wdt()
         sys.exit(4)
 
-    def unconfigured(self, why):
-        self.log("unconfigured: " + why)
+    def unconfigured(self, reason):
+        self.log("unconfigured: " + reason)
         self._end_wdt()
         sys.exit(2)
 
@@ -208,16 +206,16 @@ class Board:
 
     def start(self, app):
         self._app = app
-        self._task = asyncio.create_task(self._control())
+        self.task = asyncio.create_task(self._control())
 
     def stop(self):
         self._app = None
-        if self._task is not None:
+        if self.task is not None:
             try:
-                self._task.cancel()
+                self.task.cancel()
             except RuntimeError:  # the task a Ctrl-C interrupted (see App.stop)
                 pass
-            self._task = None
+            self.task = None
 
     async def _control(self):
         ctl = asyncio.StreamReader(self._ctl)
@@ -246,14 +244,14 @@ class Board:
                 # the installer's TEST (kind 1); on a real unit: app.request_test() at the REPL
                 app = self._app
                 sent = app is not None and app.manual_test()
-                self.log("test " + ("sent" if sent else "refused"))
+                self.log("test sent" if sent else "test refused")
             elif cmd == "mem":
                 gc.collect()
-                self.log("%d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "mem ")
+                self.log("mem %d %d %d" % (gc.mem_alloc(), gc.mem_free(), self.code_bytes), "")
             elif cmd == "link" and self._app is not None:
                 ob = self._app.outbox
                 self.log(
-                    "%d %d %d %d" % (ob.rto_ms, ob._srtt8 >> 3, ob.retries, ob.needless), "link "
+                    "link %d %d %d %d" % (ob.rto_ms, ob._srtt8 >> 3, ob.retries, ob.needless), ""
                 )
             elif cmd == "files":
                 out = "files"

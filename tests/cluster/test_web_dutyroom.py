@@ -17,33 +17,21 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.dutyroom.web.server import DutyRoomServer, Options, server_certificate
+from gateway.dutyroom.web.server import DutyRoomServer
 from gateway.relay.mqttsocket import NodeLoop, fixed_pause
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid
 from gateway.sim.natscluster import NatsCluster
-from tests.dutyroom.test_web_session import Cable
 from tests.gateway.conftest import GATEWAY_ID, GATEWAY_USER, SITE, Site
+from tests.support.dutyroom import incident_update, published, room_options
+from tests.support.tcprelay import Cable
 from tests.support.timing import until
 
-P = "campusguard"
 A, B, C = (f"{GATEWAY_ID}-u{n}-1-1" for n in (1, 2, 3))
 
 
 def update(unit: str, no: int, what: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "incident": f"{GATEWAY_ID}-{unit}-1-1",
-        "update": what,
-        "update_no": no,
-        "gateway": GATEWAY_ID,
-        "site": SITE,
-        "unit": unit,
-        "kind": "panic",
-        "state": "open",
-        "presses": 1,
-        "police_ack_by": None,
-        **kw,
-    }
+    return incident_update(GATEWAY_ID, SITE, unit, no, what, **kw)
 
 
 async def publish(
@@ -51,13 +39,7 @@ async def publish(
 ) -> None:
     """As the gateway publishes (``alarm/<unit>``, then the retained ``open/<id>``): on
     ``first`` or the next node that answers, again after a failure (at least once)."""
-    todo: list[tuple[str, bytes | str, bool]] = []
-    for body in bodies:
-        alarm = f"{P}/{SITE}/alarm/{body['unit']}"
-        todo.append((alarm, signer.seal_obj(alarm, body), False))
-        opened = f"{P}/{SITE}/open/{body['incident']}"
-        closed = body["state"] == "closed"
-        todo.append((opened, b"" if closed else signer.seal_obj(opened, body), True))
+    todo = [message for body in bodies for message in published(signer, body)]
 
     async def serve(client: aiomqtt.Client) -> None:
         while todo:
@@ -77,24 +59,12 @@ def signer(site: Site) -> Iterator[Signer]:
 async def test_the_room_on_a_killed_node_shows_every_update_of_the_gap_once_in_order(
     cluster: NatsCluster, site: Site, signer: Signer, tmp_path: Path
 ) -> None:
-    cert = server_certificate(tmp_path / "ca", tmp_path, ["127.0.0.1"])
     n1, n2, _ = cluster.settings("dutyroom-police", first="n1")
     cables = [Cable(n1.port), Cable(n2.port)]
     for cable in cables:
         await cable.plug()
-    options = Options(
-        brokers=[
-            dataclasses.replace(n, port=c.port) for n, c in zip((n1, n2), cables, strict=True)
-        ],
-        db=tmp_path / "room.db",
-        keydir=site.dutyroom_dir,
-        signer=None,
-        tls_cert=cert.cert,
-        tls_key=cert.key,
-        port=0,
-        sites=[SITE],
-        realert_s=1e9,
-    )
+    nodes = [dataclasses.replace(n, port=c.port) for n, c in zip((n1, n2), cables, strict=True)]
+    options = room_options(tmp_path, nodes, site.dutyroom_dir, sites=[SITE], realert_s=1e9)
     async with DutyRoomServer(options) as server:
         room = server.room
         await until(lambda: room.connected.is_set(), 30, what="the room subscribed on n1")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from gateway.core.config import Config, Unit, parse_config
-from gateway.journal.schema import create_shared
-from gateway.journal.store import insert_event
 from protocol.messages import Frame, Message, SignalPattern
 from tests.support import register as registers
+from tests.support.outlet import JournalOutlet, open_journal
 
 # 2026-01-05 00:00 Asia/Shanghai (a Monday) = 2026-01-04 16:00 UTC
 MONDAY = 1_767_542_400.0
@@ -84,69 +81,27 @@ def post(shifts: list[dict[str, str]], **kw: Any) -> dict[str, Any]:
     }
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    """Open the journal the way the gateway store does: autocommit, WAL, synchronous
-    NORMAL (no fsync per commit: the store's WalSync does that), shared tables."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    create_shared(conn)
-    return conn
+open_db = open_journal  # the duty tests' name for it
 
 
-class RecordingOutlet:
+class RecordingOutlet(JournalOutlet):
     """Records every call, and journals events into ``events`` like the pipeline does."""
 
+    # a duty event's record, as the duty tests compare it whole: without a patrol's route
+    kept = tuple(name for name in JournalOutlet.kept if name != "route")
+
     def __init__(self, conn: sqlite3.Connection | None = None) -> None:
-        self.conn = conn
-        self.events: list[dict[str, Any]] = []
+        super().__init__(conn)
         self.signals: list[tuple[str, SignalPattern, int]] = []
         self.retained: dict[str, dict[str, Any]] = {}  # topic -> the latest retained state
         self.retained_log: list[tuple[str, dict[str, Any]]] = []
         self.retained_by: list[tuple[str, str, float]] = []  # (site, topic, at) of each
         self.fail = False
 
-    def event(
-        self,
-        *,
-        site: str,
-        kind: str,
-        at: float,
-        unit: str | None = None,
-        post: str | None = None,
-        code: int | None = None,
-        qualifier: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        topic: str = "event",
-    ) -> None:
+    def event(self, **kw: Any) -> None:
         if self.fail:
             raise sqlite3.OperationalError("disk I/O error (test)")
-        d = dict(detail or {})
-        self.events.append(
-            {
-                "site": site,
-                "kind": kind,
-                "at": at,
-                "unit": unit,
-                "post": post,
-                "code": code,
-                "qualifier": qualifier,
-                "detail": d,
-                "topic": topic,
-            }
-        )
-        if self.conn is not None:
-            insert_event(
-                self.conn,
-                at=at,
-                site=site,
-                unit=unit,
-                post=post,
-                kind=kind,
-                code=code,
-                qualifier=qualifier,
-                detail=json.dumps(d, sort_keys=True),
-            )
+        super().event(**kw)
 
     def signal(self, unit: str, pattern: SignalPattern, duration_s: int) -> None:
         self.signals.append((unit, pattern, duration_s))

@@ -314,24 +314,24 @@ def test_off_duty_time_raises_nothing_and_checkins_there_change_nothing(tmp_path
 def test_shift_end_owes_only_deadlines_before_it(tmp_path: Path) -> None:
     shifts = [{"days": "mon-fri", "start": "08:00", "end": "18:00"}]
     r = Rig(tmp_path / "g.db", register([post(shifts)]), start=local(0, 7))
+
+    def checkins(day: int, before_h: int, last: float) -> None:
+        """Every 50 minutes from 08:00 while one more is before ``before_h``, then ``last``."""
+        c = local(day, 8)
+        while c + 50 * M < local(day, before_h):
+            c += 50 * M
+            r.run_to(c - 1, step=10)
+            r.checkin(c)
+        r.checkin(last)
+
     # Monday: last check-in at 17:57 -> due 18:57 is after the end: not owed
-    c = local(0, 8)
-    while c + 50 * M < local(0, 18):
-        c += 50 * M
-        r.run_to(c - 1, step=10)
-        r.checkin(c)
-    r.checkin(local(0, 17) + 57 * M)
+    checkins(0, 18, local(0, 17) + 57 * M)
     r.run_to(local(1, 7), step=10)
     assert r.kinds()[-1] == "shift_end"
     assert r.outlet.of("missed_checkin") == []
     # Tuesday: last check-in at 16:57 -> due 17:57 is owed, missed at 18:02 after the end
     r.run_to(local(1, 8), step=10)
-    c = local(1, 8)
-    while c + 50 * M < local(1, 17):
-        c += 50 * M
-        r.run_to(c - 1, step=10)
-        r.checkin(c)
-    r.checkin(local(1, 16) + 57 * M)
+    checkins(1, 17, local(1, 16) + 57 * M)
     r.run_to(local(1, 19), step=1)
     tail = r.duty()[-5:]
     assert tail[0] == ("shift_end", local(1, 18))

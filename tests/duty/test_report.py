@@ -84,6 +84,35 @@ def event(
     )
 
 
+def answered(
+    conn: sqlite3.Connection,
+    missed: float,
+    rungs: int,
+    acked: float,
+    via: str,
+    by: str,
+    overdue_min: float,
+    **detail: object,
+) -> None:
+    """A missed check-in at the gate at ``missed`` (``detail``: its own), the first
+    ``rungs`` steps of its ladder five minutes apart from then, and its acknowledgement at
+    ``acked`` (``via``, ``by``, ``overdue_min`` minutes after the check-in was due)."""
+    event(conn, "missed_checkin", missed, post_id="gate", q=1, code=102, **detail)
+    for i, step in enumerate(("prompt_guard", "security_lead", "police")[:rungs]):
+        event(conn, "escalation", missed + 5 * 60 * i, post_id="gate", step=step)
+    event(
+        conn,
+        "acknowledged",
+        acked,
+        post_id="gate",
+        q=3,
+        code=102,
+        via=via,
+        by=by,
+        minutes_overdue=overdue_min,
+    )
+
+
 @pytest.fixture
 def history(db_path: Path) -> Path:
     """February 2026 at a school, by hand; the expected figures are in the tests."""
@@ -121,34 +150,8 @@ def history(db_path: Path) -> Path:
     event(conn, "checkin", t(5, 6, 2), post_id="gate", status="late", minutes_late=2.0)
     event(conn, "checkin", t(6, 6, 2), post_id="gate", status="late", minutes_late=2.0)
     event(conn, "checkin", t(7, 12), post_id="gate", status="off_duty")
-    event(conn, "missed_checkin", t(5, 7, 5), post_id="gate", q=1, code=102, minutes_overdue=5.0)
-    for i, step in enumerate(("prompt_guard", "security_lead")):
-        event(conn, "escalation", t(5, 7, 5 + 5 * i), post_id="gate", step=step)
-    event(
-        conn,
-        "acknowledged",
-        t(5, 7, 12),
-        post_id="gate",
-        q=3,
-        code=102,
-        via="checkin",
-        by="guard",
-        minutes_overdue=12.0,
-    )
-    event(conn, "missed_checkin", t(9, 3, 5), post_id="gate", q=1, code=102)
-    for i, step in enumerate(("prompt_guard", "security_lead", "police")):
-        event(conn, "escalation", t(9, 3, 5 + 5 * i), post_id="gate", step=step)
-    event(
-        conn,
-        "acknowledged",
-        t(9, 3, 17),
-        post_id="gate",
-        q=3,
-        code=102,
-        via="duty_ack",
-        by="Lead Li",
-        minutes_overdue=17.0,
-    )
+    answered(conn, t(5, 7, 5), 2, t(5, 7, 12), "checkin", "guard", 12.0, minutes_overdue=5.0)
+    answered(conn, t(9, 3, 5), 3, t(9, 3, 17), "duty_ack", "Lead Li", 17.0)
     event(conn, "missed_checkin", t(31, 23, mo=1), post_id="gate", q=1, code=102)  # January
     conn.close()
     return db_path
@@ -274,19 +277,8 @@ def test_csv_and_json_month(history: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_daily_duty_log(history: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_file = tmp_path / "day.md"
-    rc = main(
-        [
-            "report",
-            "--day",
-            "2026-02-05",
-            "--db",
-            str(history),
-            "--tz",
-            "Asia/Shanghai",
-            "-o",
-            str(out_file),
-        ]
-    )
+    base = ["report", "--day", "2026-02-05", "--db", str(history), "--tz", "Asia/Shanghai"]
+    rc = main([*base, "-o", str(out_file)])
     assert rc == 0 and capsys.readouterr().out == ""
     text = out_file.read_text()
     assert "### Post gate: 7 check-ins due, 5 on time, 1 late, 1 missed, 2 escalations" in text
@@ -296,42 +288,12 @@ def test_daily_duty_log(history: Path, capsys: pytest.CaptureFixture[str], tmp_p
     assert "| 07:12:00 | acknowledged | by guard via checkin, 12.0 min overdue |" in text
     assert "| 10:00:00 | shop | unit silent: supervision lost | E381 |" in text
     assert "| 11:30:00 | shop | unit heard again: supervision restored | R381 |" in text
-    assert (
-        main(
-            [
-                "report",
-                "--day",
-                "2026-02-05",
-                "--db",
-                str(history),
-                "--tz",
-                "Asia/Shanghai",
-                "--format",
-                "csv",
-            ]
-        )
-        == 0
-    )
+    assert main([*base, "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
     assert sum(1 for r in rows if r["kind"] == "checkin") == 6
     # the daily log lists the other site too, with its alarm
-    assert (
-        main(
-            [
-                "report",
-                "--day",
-                "2026-02-05",
-                "--db",
-                str(history),
-                "--tz",
-                "Asia/Shanghai",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
+    assert main([*base, "--format", "json"]) == 0
     day = json.loads(capsys.readouterr().out)
     assert per_site(day)["other"]["alarms"][0]["kind"] == "fire"
     assert per_site(day)["other"]["alarms"][0]["police_ack_s"] == 10.0

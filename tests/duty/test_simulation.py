@@ -4,25 +4,17 @@ equal the simulation's own tally (bench/duty_sim.py)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SIM = Path(__file__).resolve().parents[2] / "bench" / "duty_sim.py"
+from tests.support.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def duty_sim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("duty_sim", SIM)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["duty_sim"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("duty_sim")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ from gateway.dutyroom.web.auth import (
     may,
 )
 from gateway.dutyroom.web.db import DutyDb
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support.dutyroom import Clock
 
 
 @pytest.fixture

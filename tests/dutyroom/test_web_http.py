@@ -8,86 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.dutyroom.web.auth import FREE_FAILURES, IDLE_S
-from gateway.dutyroom.web.server import DutyRoomServer, Options, server_certificate
+from gateway.dutyroom.web.server import DutyRoomServer
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid, write_pair
+from tests.support.dutyroom import PASSWORD, Client, Clock, room_options, trusting
 
 GW, SITE, P = "gw1", "s1", "campusguard"
-PASSWORD = "a long test password"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Client:
-    """One browser-like HTTPS client with its own cookie jar."""
-
-    def __init__(self, server: DutyRoomServer, ctx: ssl.SSLContext) -> None:
-        self.url = server.url.rstrip("/")
-        self.ctx = ctx
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    async def get(self, path: str, **kw: Any) -> tuple[int, str]:
-        async with self.http.get(self.url + path, ssl=self.ctx, **kw) as r:
-            return r.status, await r.text()
-
-    async def post(self, path: str, data: dict[str, str], **kw: Any) -> tuple[int, str]:
-        async with self.http.post(
-            self.url + path, data=data, ssl=self.ctx, allow_redirects=False, **kw
-        ) as r:
-            return r.status, await r.text()
-
-    async def login(self, name: str, password: str = PASSWORD) -> int:
-        _, page = await self.get("/login")
-        token = re.search(r"name='csrf' value='([^']+)'", page)
-        assert token
-        status, _ = await self.post(
-            "/login", {"csrf": token.group(1), "name": name, "password": password}
-        )
-        if status == 303:
-            _, page = await self.get("/")
-            m = re.search(r"name='csrf' content='([^']+)'", page)
-            assert m
-            self.csrf = m.group(1)
-        return status
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[DutyRoomServer, ssl.SSLContext, Clock]]:
     write_pair(tmp_path / "keys", gateway_kid(GW))
-    cert = server_certificate(tmp_path / "ca", tmp_path, ["127.0.0.1"])
     clock = Clock()
-    server = DutyRoomServer(
-        Options(
-            brokers=[],
-            db=tmp_path / "d.db",
-            keydir=tmp_path / "keys",
-            signer=None,
-            tls_cert=cert.cert,
-            tls_key=cert.key,
-            port=0,
-            now=clock,
-        )
-    )
+    server = DutyRoomServer(room_options(tmp_path, [], tmp_path / "keys", now=clock))
     for name, role in (("li", "operator"), ("wang", "viewer"), ("chen", "supervisor")):
         server.add_account(name, name.title(), role, PASSWORD)
-    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+    ctx = trusting(tmp_path)
     async with server:
         yield server, ctx, clock
 

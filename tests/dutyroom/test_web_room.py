@@ -17,18 +17,11 @@ from gateway.dutyroom.web.views import health_html, plan_html, queue_html, repor
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_keys, gateway_kid, write_pair
 from gateway.sim.fleet import FleetPlan, register_yaml
+from tests.support.dutyroom import Clock
 
 P = "campusguard"
 SITE = "hexi-primary"
 GW = "demo-gw"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

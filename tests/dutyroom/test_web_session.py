@@ -9,8 +9,6 @@ once each, in order, and the gap itself.
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,75 +17,28 @@ import aiomqtt
 import pytest
 
 from gateway.core.broker import BrokerSettings
-from gateway.dutyroom.web.server import DutyRoomServer, Options, server_certificate
+from gateway.dutyroom.web.server import DutyRoomServer, Options
 from gateway.dutyroom.web.views import status_html
 from gateway.security.envelope import Signer
 from gateway.security.signkeys import gateway_kid, write_pair
-from tests.dutyroom.test_web_http import PASSWORD, Client
+from tests.support.dutyroom import (
+    PASSWORD,
+    Client,
+    incident_update,
+    published,
+    room_options,
+    trusting,
+)
 from tests.support.mosquitto import Mosquitto, open_broker
+from tests.support.tcprelay import Cable
 from tests.support.timing import until
 
-GW, SITE, P = "gw1", "s1", "campusguard"
+GW, SITE = "gw1", "s1"
 A, B, C = (f"{GW}-u{n}-1-1" for n in (1, 2, 3))
 
 
-class Cable:
-    """A TCP cable from the duty room to the broker, on its own port: pulled, every
-    connection through it ends and nothing connects; plugged in again, all passes."""
-
-    def __init__(self, broker_port: int) -> None:
-        self.broker_port = broker_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._held: list[asyncio.StreamWriter] = []
-
-    async def plug(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def pull(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in self._held:
-            w.close()
-        self._held = []
-        await self._server.wait_closed()
-
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        try:
-            br, bw = await asyncio.open_connection("127.0.0.1", self.broker_port)
-        except OSError:
-            cw.close()
-            return
-        self._held += [cw, bw]
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(cr, bw), pipe(br, cw), return_exceptions=True)
-
-
 def update(unit: str, no: int, what: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "incident": f"{GW}-{unit}-1-1",
-        "update": what,
-        "update_no": no,
-        "gateway": GW,
-        "site": SITE,
-        "unit": unit,
-        "place": f"Gate {unit} 门口",
-        "kind": "panic",
-        "state": "open",
-        "presses": 1,
-        "police_ack_at": None,
-        "police_ack_by": None,
-        **kw,
-    }
+    return incident_update(GW, SITE, unit, no, what, **kw)
 
 
 class Gateway:
@@ -98,15 +49,8 @@ class Gateway:
         self.signer = signer
 
     async def send(self, body: dict[str, Any]) -> None:
-        alarm = f"{P}/{SITE}/alarm/{body['unit']}"
-        await self.client.publish(alarm, self.signer.seal_obj(alarm, body), qos=1)
-        opened = f"{P}/{SITE}/open/{body['incident']}"
-        if body["state"] == "closed":
-            await self.client.publish(opened, b"", qos=1, retain=True)
-        else:
-            await self.client.publish(
-                opened, self.signer.seal_obj(opened, body), qos=1, retain=True
-            )
+        for topic, payload, retain in published(self.signer, body):
+            await self.client.publish(topic, payload, qos=1, retain=retain)
 
 
 @pytest.fixture
@@ -115,20 +59,11 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
         yield b
 
 
-def room_options(tmp: Path, port: int) -> Options:
+def room_on(tmp: Path, port: int) -> Options:
+    """The room's options, on the broker at ``port``."""
     if not (tmp / "keys").exists():
         write_pair(tmp / "keys", gateway_kid(GW))
-    cert = server_certificate(tmp / "ca", tmp, ["127.0.0.1"])
-    return Options(
-        brokers=[BrokerSettings("127.0.0.1", port)],
-        db=tmp / "room.db",
-        keydir=tmp / "keys",
-        signer=None,
-        tls_cert=cert.cert,
-        tls_key=cert.key,
-        port=0,
-        realert_s=1e9,
-    )
+    return room_options(tmp, [BrokerSettings("127.0.0.1", port)], tmp / "keys", realert_s=1e9)
 
 
 async def timeline(c: Client, iid: str) -> list[str]:
@@ -149,9 +84,9 @@ async def test_updates_published_while_the_room_was_away_are_all_shown_once_in_o
     stayed open on the room's pages for good."""
     cable = Cable(broker.port)
     await cable.plug()
-    server = DutyRoomServer(room_options(tmp_path, cable.port))
+    server = DutyRoomServer(room_on(tmp_path, cable.port))
     server.add_account("li", "Li", "operator", PASSWORD)
-    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+    ctx = trusting(tmp_path)
     signer = Signer.load(tmp_path / "keys", gateway_kid(GW))
     async with server:
         room = server.room
@@ -209,7 +144,7 @@ async def test_a_room_restarted_meanwhile_shows_what_came_while_it_was_down(
 ) -> None:
     """The duty room's server stopped (an update, a reboot) while an ack from another
     station and a new alarm came: started again on its database, it shows both, once."""
-    options = room_options(tmp_path, broker.port)
+    options = room_on(tmp_path, broker.port)
     signer = Signer.load(tmp_path / "keys", gateway_kid(GW))
     async with DutyRoomServer(options) as server:
         await server.room.connected.wait()
@@ -240,7 +175,7 @@ async def test_a_broker_that_lost_the_session_is_shown_as_a_gap_that_may_miss_up
     """A broker restarted without its store has no session of ours: nothing was queued,
     and the page says that what came meanwhile may be missing."""
     with open_broker(tmp_path / "mqtt") as broker:
-        async with DutyRoomServer(room_options(tmp_path, broker.port)) as server:
+        async with DutyRoomServer(room_on(tmp_path, broker.port)) as server:
             room = server.room
             await room.connected.wait()
             broker.stop()

@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import proto
 
-# proto.Decoder.reason indexes (SPEC.md 3); proto.py keeps only the numbers
+# proto.Codec.reason indexes (SPEC.md 3); proto.py keeps only the numbers
 REASONS = (
     "oversize",
     "corrupt",
@@ -37,7 +37,7 @@ def tohex(b):
 
 encoded = []
 for key, mtype, unit, epoch, seq, fields in job.get("encode", []):
-    enc = proto.Encoder(unit, unhex(key))
+    enc = proto.Codec(unit, unhex(key))
     if mtype in (0x01, 0x03):  # ALARM, CHECKIN: the firmware passes press_ms in halves
         fields = fields[:-1] + [fields[-1] >> 16, fields[-1] & 0xFFFF]
     n = enc.frame(mtype, epoch, seq, *fields)
@@ -45,7 +45,7 @@ for key, mtype, unit, epoch, seq, fields in job.get("encode", []):
 
 decoded = []
 for key, unit, wire in job.get("decode", []):
-    dec = proto.Decoder(unit, unhex(key))
+    dec = proto.Codec(unit, unhex(key))
     buf = bytearray(unhex(wire))
     if buf and buf[-1] == 0:
         buf = buf[:-1]

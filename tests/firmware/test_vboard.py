@@ -66,6 +66,9 @@ async def test_pyserial_round_trip(tmp_path: Path, register: Config, fw_cache: P
         '{"addr": 257, "pins": {}, "heartbeat_s": "often"}',
         '{"pins": {}}',  # no addr
         '{"addr": 70000}',
+        # beyond a 32-bit port's small ints: the settings array would wrap it silently
+        '{"addr": 257, "pins": {}, "heartbeat_s": 10000000}',
+        '{"addr": 257, "pins": {}, "kind": ""}',  # not a kind (duress is a gesture)
     ],
 )
 async def test_a_broken_unit_json_is_unconfigured_not_a_crash(

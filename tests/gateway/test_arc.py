@@ -87,6 +87,13 @@ async def until(tx: Transmitter, predicate: Callable[[], bool]) -> None:
         await tx.wait_until(predicate)
 
 
+async def sent(tx: Transmitter, q: ArcQueue) -> None:
+    """Run ``tx`` until nothing waits in ``q`` (each alarm delivered or given up)."""
+    async with running(tx):
+        tx.wake()
+        await until(tx, lambda: q.waiting("arc") == 0)
+
+
 # -- pysiaalarm: an independent receiver ------------------------------------------------
 
 
@@ -112,9 +119,7 @@ async def test_pysiaalarm_gets_every_alarm_encrypted_in_order(store: Store) -> N
     async with pysia_server(got) as port:
         ids = queue_alarms(q, 20)
         tx = Transmitter(settings(port), q)
-        async with running(tx):
-            tx.wake()
-            await until(tx, lambda: q.waiting("arc") == 0)
+        await sent(tx, q)
     events = [got.get_nowait() for _ in range(got.qsize())]
     assert [(e.code, e.ri, e.partition, e.encrypted) for e in events] == [
         ("PA", f"{z:03d}", "01", True) for z in range(1, 21)
@@ -150,9 +155,7 @@ async def test_sia_dcs_receiver_gets_sia_codes(store: Store) -> None:
         q.add(arc="arc", at=0.0, account="1234", qualifier=1, code=121, grp=3, zone=7)
         q.add(arc="arc", at=0.0, account="1234", qualifier=3, code=302, grp=3, zone=7)
         tx = Transmitter(settings(port, token=Token.SIA_DCS), q)
-        async with running(tx):
-            tx.wake()
-            await until(tx, lambda: q.waiting("arc") == 0)
+        await sent(tx, q)
     events = [got.get_nowait() for _ in range(got.qsize())]
     assert [(e.message_type.value, e.code, e.ri, e.message) for e in events] == [
         ("SIA-DCS", "HA", "3", "007"),
@@ -178,9 +181,7 @@ async def test_nak_from_pysiaalarm_corrects_our_clock_for_that_receiver(store: S
         queue_alarms(q, 2)
         # our "real" clock is 5 minutes slow: pysiaalarm NAKs (window 40 s early, 20 s late)
         tx = Transmitter(settings(port), q, wall=lambda: time.time() - 300)
-        async with running(tx):
-            tx.wake()
-            await until(tx, lambda: q.waiting("arc") == 0)
+        await sent(tx, q)
     assert tx.counts["nak"] == 1  # the second message already carried the corrected time
     assert abs(tx.paths[0].offset - 300) < 5
     assert got.qsize() == 2
@@ -267,20 +268,27 @@ async def always_ack(f: Frame, n: int) -> bytes:
     return ack(f)
 
 
+async def scripted(
+    store: Store, reply: Reply, alarms: int, **kw: Any
+) -> tuple[Receiver, Transmitter]:
+    """``alarms`` alarms sent (``kw``: settings) to a receiver that answers as ``reply``
+    says, until none waits; the receiver, stopped, and the transmitter."""
+    rx = Receiver(reply)
+    q = ArcQueue(store)
+    tx = Transmitter(settings(await rx.start(), **kw), q)
+    queue_alarms(q, alarms)
+    await sent(tx, q)
+    await rx.stop()
+    return rx, tx
+
+
 async def test_nak_without_timestamp_then_ack(store: Store) -> None:
     async def reply(f: Frame, n: int) -> bytes:
         if n == 1:
             return Frame(Token.NAK, 0, None, timestamp=None).encode()
         return ack(f)
 
-    rx = Receiver(reply)
-    q = ArcQueue(store)
-    tx = Transmitter(settings(await rx.start()), q)
-    queue_alarms(q, 1)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
-    await rx.stop()
+    rx, _ = await scripted(store, reply, 1)
     assert [f.seq for f in rx.messages()] == [1, 1]  # a repeat keeps its sequence number
 
 
@@ -296,9 +304,7 @@ async def test_duh_is_given_up_and_reported_and_does_not_block_the_queue(store: 
     tx = Transmitter(settings(await rx.start(), duh_limit=3), q, outlet=events, site="s")
     bad = queue_alarms(q, 1, code=999)[0]
     good = queue_alarms(q, 1)[0]
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
+    await sent(tx, q)
     await rx.stop()
     assert [f.data for f in rx.messages()] == ["#1234|1999 01 001"] * 3 + ["#1234|1120 01 001"]
     row = store.conn.execute("SELECT failure, acked_at FROM arc_queue WHERE id = ?", (bad,))
@@ -314,14 +320,7 @@ async def test_a_replayed_old_ack_is_not_a_delivery(store: Store) -> None:
         # the ACK an attacker recorded a week ago for the same sequence number
         return ack(f, age_s=7 * 86400) if n == 1 else ack(f)
 
-    rx = Receiver(reply)
-    q = ArcQueue(store)
-    tx = Transmitter(settings(await rx.start(), ack_timeout_s=0.3), q)
-    queue_alarms(q, 1)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
-    await rx.stop()
+    rx, tx = await scripted(store, reply, 1, ack_timeout_s=0.3)
     assert [f.seq for f in rx.messages()] == [1, 1]
     assert tx.counts["ack_stale"] == 1
 
@@ -333,9 +332,7 @@ async def test_a_message_that_cannot_be_framed_is_given_up_not_a_crash(store: St
     tx = Transmitter(settings(await rx.start()), q, outlet=events, site="s")
     bad = q.add(arc="arc", at=0.0, account="1234", qualifier=1, code=1000, grp=1, zone=1)
     queue_alarms(q, 1)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
+    await sent(tx, q)
     await rx.stop()
     assert [f.data for f in rx.messages()] == ["#1234|1120 01 001"]
     failure = store.conn.execute("SELECT failure FROM arc_queue WHERE id = ?", (bad,)).fetchone()
@@ -354,14 +351,7 @@ async def test_an_ack_that_does_not_match_is_not_a_delivery(store: Store, wrong:
             return ack(f, None)  # not encrypted: anyone could have sent it
         return ack(f)
 
-    rx = Receiver(reply)
-    q = ArcQueue(store)
-    tx = Transmitter(settings(await rx.start(), ack_timeout_s=0.3), q)
-    queue_alarms(q, 1)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
-    await rx.stop()
+    rx, tx = await scripted(store, reply, 1, ack_timeout_s=0.3)
     assert [f.seq for f in rx.messages()] == [1, 1]
     assert tx.counts["ack_mismatch"] == 1
 
@@ -370,14 +360,7 @@ async def test_lost_ack_repeats_with_the_same_sequence(store: Store) -> None:
     async def reply(f: Frame, n: int) -> bytes | None:
         return None if n == 1 else ack(f)
 
-    rx = Receiver(reply)
-    q = ArcQueue(store)
-    tx = Transmitter(settings(await rx.start(), ack_timeout_s=0.3), q)
-    queue_alarms(q, 2)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
-    await rx.stop()
+    rx, _ = await scripted(store, reply, 2, ack_timeout_s=0.3)
     assert [(f.seq, f.data) for f in rx.messages()] == [
         (1, "#1234|1120 01 001"),
         (1, "#1234|1120 01 001"),
@@ -394,14 +377,7 @@ async def test_a_garbage_reply_neither_crashes_nor_blocks(store: Store, garbage:
     async def reply(f: Frame, n: int) -> bytes:
         return garbage if n == 1 else ack(f)
 
-    rx = Receiver(reply)
-    q = ArcQueue(store)
-    tx = Transmitter(settings(await rx.start(), ack_timeout_s=0.3), q)
-    queue_alarms(q, 2)
-    async with running(tx):
-        tx.wake()
-        await until(tx, lambda: q.waiting("arc") == 0)
-    await rx.stop()
+    rx, tx = await scripted(store, reply, 2, ack_timeout_s=0.3)
     assert [f.seq for f in rx.messages()] == [1, 1, 2]
     assert tx.counts["garbage"] + tx.counts["timeout"] >= 1
 

@@ -38,6 +38,7 @@ from tests.gateway.conftest import (
     running_gateway,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
+from tests.support.tcprelay import DropFirstSubacks, FreezeAtSubscribe
 from tests.support.timing import scaled, until
 
 CAMPUSGUARD = str(Path(sys.executable).with_name("campusguard"))
@@ -366,57 +367,6 @@ def test_a_gateway_whose_signed_status_stops_is_stale_and_a_replay_does_not_revi
     assert "gw1 stale" in b.render(now=t0 + 1000)
 
 
-class _Relay:
-    """A TCP relay to the broker on ``port``: entered, it listens and gives its own port;
-    left, it closes every connection it held. ``_serve`` says what passes."""
-
-    _held: list[asyncio.StreamWriter]
-    _server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in self._held:
-            w.close()
-
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
-
-
-class FreezeAtSubscribe(_Relay):
-    """A TCP relay to a broker that goes silent (both ways) at a connection's first SUBSCRIBE:
-    a node that froze between accepting a client and answering it. Later connections pass."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.frozen = 0
-        self.passed = asyncio.Event()  # a later connection's SUBSCRIBE went through
-        self._held: list[asyncio.StreamWriter] = []
-
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
-        self._held += [cw, bw]
-        freeze = self.frozen == 0  # the first connection only
-        stop = asyncio.Event()
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, up: bool) -> None:
-            while not stop.is_set() and (data := await r.read(65536)):
-                if up and data[0] == 0x82 and freeze:  # SUBSCRIBE: from now on, nothing
-                    self.frozen += 1
-                    stop.set()
-                    return
-                if up and data[0] == 0x82:
-                    self.passed.set()
-                w.write(data)
-                await w.drain()
-
-        await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
-
-
 async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_future(
     tmp_path: Path, site: Site
 ) -> None:
@@ -471,56 +421,6 @@ async def test_console_on_a_node_frozen_while_subscribing_leaves_no_unretrieved_
                     logging.getLogger(name).removeHandler(watch)
     assert proxy.frozen == 1
     assert unread == [] and unretrieved == []
-
-
-class DropFirstSubacks(_Relay):
-    """A TCP relay to a broker that drops every SUBACK of its first connection: a node that
-    took the console's session over, and sent it what was queued for it, but answered its
-    SUBSCRIBE too late (NATS electing its retained stream's leader after a node's death).
-    Later connections pass."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.connections = 0
-        self.dropped = 0
-        self._held: list[asyncio.StreamWriter] = []
-
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
-        self._held += [cw, bw]
-        self.connections += 1
-        first = self.connections == 1
-
-        async def up() -> None:
-            while data := await cr.read(65536):
-                bw.write(data)
-                await bw.drain()
-
-        async def down() -> None:
-            buf = b""
-            while data := await br.read(65536):
-                buf += data
-                while (packet := _mqtt_packet(buf)) is not None:
-                    buf = buf[len(packet) :]
-                    if first and packet[0] >> 4 == 9:  # SUBACK
-                        self.dropped += 1
-                        continue
-                    cw.write(packet)
-                await cw.drain()
-
-        await asyncio.gather(up(), down(), return_exceptions=True)
-
-
-def _mqtt_packet(buf: bytes) -> bytes | None:
-    """The first whole MQTT packet in ``buf`` (fixed header, remaining length), or None."""
-    length, shift = 0, 0
-    for i in range(1, min(len(buf), 5)):
-        length |= (buf[i] & 0x7F) << shift
-        shift += 7
-        if not buf[i] & 0x80:
-            end = i + 1 + length
-            return buf[:end] if len(buf) >= end else None
-    return None
 
 
 async def test_console_shows_what_came_before_a_suback_that_never_came(

@@ -39,6 +39,7 @@ from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import gateway_kid
 from gateway.service.assembly import status_topic
 from tests.support.mosquitto import Mosquitto, open_broker
+from tests.support.tcprelay import FreezableNode
 from tests.support.timing import scaled, until
 
 from .conftest import (
@@ -1172,80 +1173,6 @@ def test_reconnect_pauses_spread_a_herd_below_the_doubling_bound() -> None:
 
 
 # -- a cluster node that freezes ----------------------------------------------------------
-
-
-class FreezableNode:
-    """A TCP relay in front of the broker: a cluster node the test freezes as a SIGSTOPped
-    process freezes. Frozen, it passes nothing either way and closes nothing (what it reads
-    is held, an end of either side is not passed on), so a client learns of it only by its
-    own clocks: no answer to CONNECT, no PINGRESP. ``left`` is set when a client closes its
-    end (the relay gave the node up)."""
-
-    def __init__(self, port: int, *, frozen: bool = False) -> None:
-        self.port = port
-        self.accepted = 0
-        self.left = asyncio.Event()
-        self._running = asyncio.Event()
-        if not frozen:
-            self._running.set()
-        self._held: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    def freeze(self) -> None:
-        self._running.clear()
-
-    def thaw(self) -> None:
-        self._running.set()
-
-    def cut(self) -> None:
-        """The node is gone: every connection ends without a word, and none is accepted."""
-        assert self._server is not None
-        self._server.close()
-        self._running.set()
-        for w in self._held:
-            w.transport.abort()
-
-    async def __aenter__(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self._running.set()  # the pipes end on the closed sockets
-        for w in self._held:
-            w.close()
-
-    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        br, bw = await asyncio.open_connection("127.0.0.1", self.port)
-        self._held += [cw, bw]
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, client: bool) -> None:
-            held: asyncio.Queue[bytes] = asyncio.Queue()
-
-            async def take() -> None:  # read on while frozen: an end is seen, not passed
-                with contextlib.suppress(OSError):
-                    while data := await r.read(65536):
-                        held.put_nowait(data)
-                if client:
-                    self.left.set()
-                held.put_nowait(b"")
-
-            reader = asyncio.create_task(take())
-            try:
-                while True:
-                    data = await held.get()
-                    await self._running.wait()  # frozen: held
-                    if not data:
-                        w.close()
-                        return
-                    w.write(data)
-                    await w.drain()
-            finally:
-                reader.cancel()
-
-        await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

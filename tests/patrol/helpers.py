@@ -3,14 +3,12 @@ a recording Outlet that journals patrol events as the pipeline does."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.config import Config, parse_config
-from gateway.journal.store import insert_event
 from tests.duty.helpers import RecordingOutlet
+from tests.support.outlet import JournalOutlet
+from tests.support.outlet import open_journal as open_journal  # the patrol tests use it
 from tests.support.register import CHECKPOINT_PINS, PINS
 
 # 2026-09-07 00:00 Asia/Shanghai, a Monday of the autumn term = 2026-09-06 16:00 UTC
@@ -98,52 +96,6 @@ def register(
 
 
 class PatrolOutlet(RecordingOutlet):
-    """The duty tests' recording Outlet, which also takes patrol events (``route``)."""
+    """The duty tests' recording Outlet, whose records keep a patrol event's ``route``."""
 
-    def event(  # type: ignore[override]
-        self,
-        *,
-        site: str,
-        kind: str,
-        at: float,
-        unit: str | None = None,
-        post: str | None = None,
-        code: int | None = None,
-        qualifier: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        topic: str = "event",
-        route: str | None = None,
-    ) -> None:
-        d = dict(detail or {})
-        self.events.append(
-            {
-                "site": site,
-                "kind": kind,
-                "at": at,
-                "unit": unit,
-                "route": route,
-                "code": code,
-                "qualifier": qualifier,
-                "detail": d,
-                "topic": topic,
-            }
-        )
-        if self.conn is not None:
-            insert_event(
-                self.conn,
-                at=at,
-                site=site,
-                unit=unit,
-                post=post,
-                route=route,
-                kind=kind,
-                code=code,
-                qualifier=qualifier,
-                detail=json.dumps(d),
-            )
-
-
-def open_journal(path: Any) -> sqlite3.Connection:
-    from tests.duty.helpers import open_db
-
-    return open_db(path)
+    kept = JournalOutlet.kept

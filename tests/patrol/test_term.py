@@ -4,8 +4,6 @@ daily patrol log read from that journal."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import date
 from pathlib import Path
 from types import ModuleType
@@ -14,18 +12,12 @@ import pytest
 
 from gateway.dutyroom.report import daily, monthly, per_site, render
 from gateway.watch.shifts import zone
-
-SIM = Path(__file__).resolve().parents[2] / "bench" / "patrol_sim.py"
+from tests.support.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def patrol_sim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("patrol_sim", SIM)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["patrol_sim"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("patrol_sim")
 
 
 def test_two_months_of_term_with_a_holiday_and_makeup_days(
