@@ -136,17 +136,16 @@ class Board:
         self._fed = time.ticks_ms()
         self._wdt_ended = _thread.allocate_lock()
         self._wdt_ended.acquire()
-        # the lock goes in as an argument: on a loaded host the thread may run its first
-        # line only once the main thread waits in _end_wdt (a Ctrl-C right after boot),
-        # and then read _wdt_ended already cleared and took the clean exit for a bite
-        _thread.start_new_thread(self._wdt_thread, (self._wdt_ended,))
+        _thread.start_new_thread(self._wdt_thread, ())
 
     def _end_wdt(self):
         # The unix port can crash (SIGSEGV) tearing itself down under a thread that still
-        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing)
+        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing).
+        # _wdt_ended stays set: on a loaded host the thread may run its first line only
+        # once this waits (a Ctrl-C right after boot); it read the lock cleared then, and
+        # took the clean exit for a bite (exit 3)
         done = self._wdt_ended
-        if done is not None:
-            self._wdt_ended = None
+        if done is not None and self._wdt_ms >= 0:
             self._wdt_ms = -1
             done.acquire()
 
@@ -156,7 +155,7 @@ class Board:
             raise KeyboardInterrupt
         self._fed = time.ticks_ms()
 
-    def _wdt_thread(self, ended):
+    def _wdt_thread(self):
         while True:
             try:
                 while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
@@ -170,7 +169,7 @@ class Board:
                 # run on; the next feed raises it in the main thread
                 self._interrupted = True
         if self._wdt_ms < 0:  # ended for a clean exit (_end_wdt)
-            ended.release()
+            self._wdt_ended.release()
             return
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "wb") as f:
