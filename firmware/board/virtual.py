@@ -168,8 +168,9 @@ class Board:
                 # starts late): it would end it (no watchdog any more) and the unit would
                 # run on; the next feed raises it in the main thread
                 self._interrupted = True
-        if self._wdt_ms < 0:  # ended for a clean exit (_end_wdt)
-            self._wdt_ended.release()
+        done = self._wdt_ended  # set before this thread started, never cleared
+        if self._wdt_ms < 0 and done is not None:  # ended for a clean exit (_end_wdt)
+            done.release()
             return
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "wb") as f:
