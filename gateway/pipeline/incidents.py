@@ -514,10 +514,9 @@ class IncidentBook:
             return None
         if at - inc.last_alarm_at <= unit.incident_window_s:
             return inc
-        same_series = (
-            inc.series_presses > 0 and inc.series_press_ms == press_ms and inc.last_epoch == epoch
-        )
-        return inc if same_series else None
+        # series_press_ms is None for an incident a duress CHECKIN opened: no series
+        same_series = inc.series_press_ms == press_ms and inc.last_epoch == epoch
+        return inc if press_ms is not None and same_series else None
 
     def _first_press_at(self, addr: int, epoch: int, press_ms: int, at: float) -> tuple[float, str]:
         """When the first press was, from the unit's uptime (``press_ms``, mod 2^32).
