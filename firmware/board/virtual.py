@@ -140,10 +140,12 @@ class Board:
 
     def _end_wdt(self):
         # The unix port can crash (SIGSEGV) tearing itself down under a thread that still
-        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing)
+        # runs: a clean exit ends the watchdog thread first (the ESP32's WDT needs nothing).
+        # _wdt_ended stays set: on a loaded host the thread may run its first line only
+        # once this waits (a Ctrl-C right after boot); it read the lock cleared then, and
+        # took the clean exit for a bite (exit 3)
         done = self._wdt_ended
-        if done is not None:
-            self._wdt_ended = None
+        if done is not None and self._wdt_ms >= 0:
             self._wdt_ms = -1
             done.acquire()
 
@@ -154,17 +156,21 @@ class Board:
         self._fed = time.ticks_ms()
 
     def _wdt_thread(self):
-        ended = self._wdt_ended
-        while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
+        while True:
             try:
-                # the poll, 200 ms (time.sleep: one pselect; sleep_ms spins in a thread)
-                time.sleep(0.2)
+                while time.ticks_diff(time.ticks_ms(), self._fed) <= self._wdt_ms:
+                    # the poll, 200 ms (time.sleep: one pselect; sleep_ms spins in a thread)
+                    time.sleep(0.2)
+                break
             except KeyboardInterrupt:
-                # SIGINT may land in this thread: it would end it (no watchdog any more)
-                # and the unit would run on; the next feed raises it in the main thread
+                # SIGINT may land in this thread (the unix port raises it from the signal
+                # handler in whichever thread runs, also in this one's first lines when it
+                # starts late): it would end it (no watchdog any more) and the unit would
+                # run on; the next feed raises it in the main thread
                 self._interrupted = True
-        if self._wdt_ms < 0 and ended is not None:  # ended for a clean exit (_end_wdt)
-            ended.release()
+        done = self._wdt_ended  # set before this thread started, never cleared
+        if self._wdt_ms < 0 and done is not None:  # ended for a clean exit (_end_wdt)
+            done.release()
             return
         # bitten: record the cause, then end the process as abruptly as a reset
         with open(_CAUSE_FILE, "wb") as f:

@@ -6,7 +6,8 @@ are committed together or not at all. Rules (gateway/README.md has the long form
 
 - An ALARM opens an incident ``<gateway>-<unit>-<epoch>-<seq>`` unless the unit has one
   that is open (or police-acknowledged) and had an ALARM within the unit's
-  ``incident_window_s``: then the press folds into it (``presses`` grows).
+  ``incident_window_s``: then the press folds into it (``presses`` grows). A later ALARM
+  of the series it holds (same epoch and ``press_ms``) folds in however late it comes.
 - A duress ALARM or duress CHECKIN upgrades a folded-into panic/silent/other incident to
   ``duress``; a duress CHECKIN with nothing open opens a silent duress incident.
 - Press updates are coalesced: at most one ``presses`` publication per incident every
@@ -232,7 +233,7 @@ class IncidentBook:
     def on_alarm(self, unit: Unit, frame: Frame, alarm: Alarm, at: float, link: str) -> str:
         """Fold or open; return the incident id."""
         kind = alarm.kind.name.lower()
-        inc = self._open_for(unit, at)
+        inc = self._open_for(unit, at, frame.epoch, alarm.press_ms)
         if inc is None:
             return self._open(unit, frame, kind, alarm.presses, alarm.press_ms, at, link).id
         if inc.series_press_ms == alarm.press_ms:
@@ -498,11 +499,24 @@ class IncidentBook:
                 self._press_times.pop(k, None)
                 self._last_pub.pop(k, None)
 
-    def _open_for(self, unit: Unit, at: float) -> Incident | None:
+    def _open_for(
+        self, unit: Unit, at: float, epoch: int | None = None, press_ms: int | None = None
+    ) -> Incident | None:
+        """The unit's open incident a press at ``at`` folds into, if any.
+
+        An ALARM of the series the incident holds (``epoch`` and ``press_ms``) folds into
+        it however late it comes: the unit kept that series open (its ALARM was not yet
+        ACKed) and counts its presses from the series' first, so a new incident would
+        count the earlier presses twice.
+        """
         inc = self._open_of.get(unit.id)
-        if inc is None or not inc.is_open or at - inc.last_alarm_at > unit.incident_window_s:
+        if inc is None or not inc.is_open:
             return None
-        return inc
+        if at - inc.last_alarm_at <= unit.incident_window_s:
+            return inc
+        # series_press_ms is None for an incident a duress CHECKIN opened: no series
+        same_series = inc.series_press_ms == press_ms and inc.last_epoch == epoch
+        return inc if press_ms is not None and same_series else None
 
     def _first_press_at(self, addr: int, epoch: int, press_ms: int, at: float) -> tuple[float, str]:
         """When the first press was, from the unit's uptime (``press_ms``, mod 2^32).

@@ -101,7 +101,11 @@ class PressBook:
 
     def delivered(self, police: Police) -> int:
         """Scripted presses the police have (counted by the incidents' ``presses``)."""
-        return sum(self._have(uid, police) for uid in self.presses)
+        return sum(self.delivered_by_unit(police).values())
+
+    def delivered_by_unit(self, police: Police) -> dict[str, int]:
+        """Unit -> its scripted presses the police have (as :meth:`delivered`, per unit)."""
+        return {uid: self._have(uid, police) for uid in self.presses}
 
     def _have(self, uid: str, police: Police) -> int:
         reported = sum(int(d.get("presses", 0)) for d in police.incidents(uid).values())

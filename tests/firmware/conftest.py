@@ -115,6 +115,11 @@ class GatewayEnd:
 
         ``timeout`` is patience, not a bound the firmware must meet: a unit's first frame
         after its process starts took over 5 s on a machine running three suites at once.
+
+        Without ``after``, only frames that arrive from this call on count. A frame the
+        unit sends at boot (the first heartbeat, boot_spread_ms after "ready", maybe 0 ms)
+        can arrive before make_unit() has returned (~1 in 40 starts on a loaded host): wait
+        for it with ``after=0``, or the wait ends only at the next one (60 s with FAST).
         """
         start = len(self.frames) if after is None else after
 

@@ -16,7 +16,7 @@ GAP_MS = 400
 
 async def test_panic_goes_out_on_the_leading_edge(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit()
-    await gw.next(MsgType.HEARTBEAT)  # the boot heartbeat
+    await gw.next(MsgType.HEARTBEAT, after=0)  # the boot heartbeat
     start = len(gw.frames)
     await vu.press()  # and keep it pressed: nothing waits for the release
     alarm = await gw.next(MsgType.ALARM, after=start, timeout=1.0)
@@ -35,7 +35,7 @@ async def test_retransmits_same_bytes_until_acked(make_unit: UnitFactory) -> Non
     # quiet window after the press): FAST's 3 s incident window would close it before,
     # and the unit would ignore that ACK
     vu, gw = await make_unit(incident_window_ms=8000)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.click()
     first = await gw.next(MsgType.ALARM)
     await gw.wait(lambda fs: len([a for a in fs if a.frame.type == MsgType.ALARM]) >= 4)
@@ -57,7 +57,7 @@ async def test_retransmits_same_bytes_until_acked(make_unit: UnitFactory) -> Non
 
 async def test_forged_ack_does_not_stop_retransmission(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit()
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.click()
     alarm = await gw.next(MsgType.ALARM)
     forger = Codec({gw.addr: bytes(32)}, gateway=True)  # not the unit's key
@@ -78,7 +78,7 @@ async def test_forged_ack_does_not_stop_retransmission(make_unit: UnitFactory) -
 
 async def test_long_press_is_a_silent_duress(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit()
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.press()
     panic = await gw.next(MsgType.ALARM, timeout=1.0)
     duress = await gw.next(
@@ -103,7 +103,7 @@ async def test_long_press_is_a_silent_duress(make_unit: UnitFactory) -> None:
 
 async def test_further_presses_count_up(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(cancel_gap_ms=GAP_MS)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.click()
     first = await gw.next(MsgType.ALARM)
     gw.ack(first.frame)
@@ -117,7 +117,7 @@ async def test_further_presses_count_up(make_unit: UnitFactory) -> None:
 
 async def test_cancel_gesture_sends_cancel_of_the_alarm(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(cancel_gap_ms=GAP_MS)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.click()
     first = await gw.next(MsgType.ALARM)
     gw.ack(first.frame)
@@ -140,7 +140,7 @@ async def test_hammering_does_not_cancel(make_unit: UnitFactory) -> None:
     # unit's between two of the quick presses must not split the burst into a press, a
     # pause and a cancel gesture
     vu, gw = await make_unit(cancel_gap_ms=2000)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.click(times=6)  # panicked hammering, straight from the first press
     await gw.next(MsgType.ALARM, pred=lambda f: f.body.presses == 6)
     # the burst's end (the 2 s pause) passes: still no CANCEL

@@ -643,7 +643,7 @@ async def test_firmware_on_esp32_board_sends_alarm(
     try:
         ready = await drv.line("campusguard: ready")
         epoch = int(ready.split()[3])
-        await gw.next(MsgType.HEARTBEAT, timeout=5.0)  # the boot heartbeat
+        await gw.next(MsgType.HEARTBEAT, after=0, timeout=5.0)  # the boot heartbeat
         start = len(gw.frames)
         drv.send(f"pin {unit.pins['button']} 0")  # pressed: the button pulls it to GND
         alarm = await gw.next(MsgType.ALARM, after=start, timeout=2.0)

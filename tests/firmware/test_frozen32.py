@@ -57,7 +57,7 @@ async def test_heap_under_20k_after_boot_and_flat_over_100_alarms(make_unit: Uni
     # each press is let go once its ALARM is ACKed: however slow that is under load, not
     # a duress hold nor a stuck button
     vu, gw = await make_unit(incident_window_ms=200, long_press_ms=60000, stuck_ms=90000)
-    await gw.next(MsgType.HEARTBEAT)  # the boot's frames are out
+    await gw.next(MsgType.HEARTBEAT, after=0)  # the boot's frames are out
     after_boot, _, code = await vu.mem()
     assert after_boot < HEAP_AFTER_BOOT_MAX, (after_boot, code)
     seen: set[int] = set()

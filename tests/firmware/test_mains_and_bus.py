@@ -20,7 +20,7 @@ async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> N
     vu, gw = await make_unit(
         pins=MAINS_PINS, mains_debounce_ms=600, heartbeat_ms=300, link_lost_ms=60000
     )
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     # a flicker shorter than the debounce is not a mains loss: no FAULT while mains is
     # gone for 200 ms (a third of mains_debounce_ms), nor after it is back
     await vu.set_mains(False)
@@ -46,7 +46,7 @@ async def test_mains_lost_is_debounced_and_restored(make_unit: UnitFactory) -> N
 
 async def test_unit_without_mains_pin_ignores_the_input(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(mains_debounce_ms=100, heartbeat_ms=300, link_lost_ms=60000)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.set_mains(False)
     hb = await gw.next(MsgType.HEARTBEAT)
     hb = await gw.next(MsgType.HEARTBEAT)
@@ -75,7 +75,7 @@ async def test_listen_before_talk_holds_a_frame_while_the_line_is_busy(
     make_unit: UnitFactory,
 ) -> None:
     vu, gw = await make_unit()
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     # another unit (addr 999) talking on the shared line, back to back
     other = Codec({999: TEST_KEY}, gateway=False)
     chatter = other.encode(Frame(999, 1, 1, Heartbeat(3700, 1, 0x0100, HeartbeatFlags(0))))
@@ -85,7 +85,13 @@ async def test_listen_before_talk_holds_a_frame_while_the_line_is_busy(
     async def talk() -> None:
         n = 0
         while not stop.is_set():
-            os.write(gw.fd, chatter)
+            try:
+                os.write(gw.fd, chatter)
+            except BlockingIOError:
+                # the pty is full: on a loaded host the relay thread copies the line into
+                # the unit's UART slower than this writes (busy all the same), and the
+                # error ended this task with the test still waiting for the ALARM
+                pass
             n += 1
             if n == 20:
                 talking.set()  # the line has been busy for a while

@@ -10,7 +10,7 @@ async def test_pending_alarm_resent_after_kill_with_original_counter(
     make_unit: UnitFactory,
 ) -> None:
     vu, gw = await make_unit(heartbeat_ms=300)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.press()
     alarm = await gw.next(MsgType.ALARM, timeout=1.0)
     await vu.kill()  # kill -9 while the alarm is pending (never ACKed)

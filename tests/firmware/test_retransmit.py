@@ -69,7 +69,7 @@ async def test_a_slow_gateway_gets_each_alarm_once(make_unit: UnitFactory) -> No
     timeout is four deviations above the mean, not the mean)."""
     vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
     answer_after(gw, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM})
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     rto, srtt, *_ = await _learnt(vu, at_least_ms=300)
     assert srtt >= 300 and rto >= srtt
     start = len(gw.frames)
@@ -87,12 +87,12 @@ async def test_the_timeout_is_learnt_below_the_fixed_first_retry(make_unit: Unit
     never above (a slow spell measured once must not hold alarms back for seconds)."""
     vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000)
     answer_after(gw, 0.0, {MsgType.HEARTBEAT})
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     rto, srtt, *_ = await _learnt(vu, at_least_ms=0)
     assert 0 < srtt <= rto < 2000
     slow, gw2 = await make_unit("home-zhao", retry_first_ms=200)
     answer_after(gw2, 0.3, {MsgType.HEARTBEAT, MsgType.ALARM}, copy_delay_s=0.3)
-    await gw2.next(MsgType.HEARTBEAT)
+    await gw2.next(MsgType.HEARTBEAT, after=0)
     rto, srtt, *_ = await _learnt(slow, at_least_ms=300)
     assert rto == 200
     # so an ALARM goes twice there, and both copies are ACKed: the second ACK shows that
@@ -127,7 +127,7 @@ async def test_a_lost_ack_is_not_taken_for_a_late_one(make_unit: UnitFactory) ->
     answer_after(
         gw, 0.04, {MsgType.HEARTBEAT, MsgType.ALARM}, copy_delay_s=0.0, lose_first_ack=True
     )
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     rto0, *_ = await _learnt(vu, at_least_ms=30)
     for k in range(1, 6):
         start = len(gw.frames)
@@ -157,7 +157,7 @@ async def test_retries_back_off_from_the_learnt_timeout_and_never_below_air_time
     ACKed is resent after the timeout, after it again, then after twice it, and so on."""
     vu, gw = await make_unit(baud=9600)
     answer_after(gw, 0.0, {MsgType.HEARTBEAT})
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     rto, srtt, *_ = await _learnt(vu, at_least_ms=0)
     assert rto >= FLOOR_9600_MS
     await vu.click()
@@ -188,7 +188,7 @@ async def test_an_ack_waiting_on_the_line_after_a_stall_is_read_before_a_retry(
     (the virtual board's watchdog thread would end a stall this long)."""
     vu, gw = await make_unit(retry_first_ms=2000, retry_cap_ms=8000, wdt_ms=60000)
     answer_after(gw, 0.8, {MsgType.HEARTBEAT})
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     rto, *_ = await _learnt(vu, at_least_ms=800)
     start = len(gw.frames)
     await vu.click()

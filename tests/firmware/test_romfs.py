@@ -24,7 +24,7 @@ async def test_unit_booted_from_romfs_sends_an_alarm(make_unit: UnitFactory) -> 
     # main.py is the only firmware file on the filesystem (the rest is in the image)
     code = sorted(p.name for p in vu.unit_dir.rglob("*") if p.suffix in (".py", ".mpy"))
     assert code == ["main.py"] and (vu.unit_dir / ROMFS_IMAGE).exists()
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     start = len(gw.frames)
     await vu.press()
     alarm = await gw.next(MsgType.ALARM, after=start, timeout=1.0)
@@ -46,7 +46,7 @@ async def test_romfs_code_is_not_on_the_heap(make_unit: UnitFactory) -> None:
     heap: dict[bool, int] = {}
     for romfs in (False, True):
         vu, gw = await make_unit(unit_id="shop-fruit" if romfs else "shop-stationery", romfs=romfs)
-        await gw.next(MsgType.HEARTBEAT)
+        await gw.next(MsgType.HEARTBEAT, after=0)
         _, _, heap[romfs] = await vu.mem()
     assert heap[True] < heap[False] - 10_000
 

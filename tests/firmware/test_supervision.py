@@ -24,7 +24,7 @@ async def test_heartbeat_cadence(make_unit: UnitFactory) -> None:
 
 async def test_tamper_reported_at_once_and_restored(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(heartbeat_ms=400)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.set_tamper(True)
     f = await gw.next(MsgType.FAULT, timeout=0.5)
     assert (f.frame.body.code, f.frame.body.active) == (FaultCode.TAMPER, 1)
@@ -39,7 +39,7 @@ async def test_tamper_reported_at_once_and_restored(make_unit: UnitFactory) -> N
 
 async def test_stuck_button(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(stuck_ms=1500, long_press_ms=1000)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.press()
     f = await gw.next(MsgType.FAULT, timeout=3)
     assert (f.frame.body.code, f.frame.body.active) == (FaultCode.BUTTON_STUCK, 1)
@@ -51,7 +51,7 @@ async def test_stuck_button(make_unit: UnitFactory) -> None:
 
 async def test_low_battery(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(heartbeat_ms=300)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.set_battery(3300)
     f = await gw.next(MsgType.FAULT, timeout=1)
     assert (f.frame.body.code, f.frame.body.active, f.frame.body.detail) == (
@@ -68,7 +68,7 @@ async def test_low_battery(make_unit: UnitFactory) -> None:
 
 async def test_signal_prompt_and_replay(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit("guard-north")
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     wire = gw.send_frame(Signal(SignalPattern.PROMPT_CHECKIN, 0), epoch=5, seq=10)
     await vu.wait_led("prompt")
     await vu.wait_buzzer("prompt")
@@ -90,7 +90,7 @@ async def test_signal_prompt_and_replay(make_unit: UnitFactory) -> None:
 
 async def test_checkin_and_duress_checkin_look_the_same(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit("guard-north")
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.checkin()
     ci = await gw.next(MsgType.CHECKIN)
     assert ci.frame.body.flags == 0

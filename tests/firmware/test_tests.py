@@ -36,7 +36,7 @@ async def test_installation_test_after_deploy_until_acked(make_unit: UnitFactory
 
 async def test_installer_requests_a_test(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit(heartbeat_ms=300)
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.set_battery(3300)  # low: bit 0
     await gw.next(MsgType.FAULT)
     await vu.set_sounder(False)  # bit 3

@@ -9,7 +9,7 @@ from tests.firmware.conftest import UnitFactory
 
 async def test_hung_loop_is_reset_by_the_watchdog(make_unit: UnitFactory) -> None:
     vu, gw = await make_unit()
-    await gw.next(MsgType.HEARTBEAT)
+    await gw.next(MsgType.HEARTBEAT, after=0)
     await vu.hang()
     assert await vu.wait_exit(timeout=5) == WATCHDOG_EXIT
     before = len(gw.frames)

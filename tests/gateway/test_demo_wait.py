@@ -77,6 +77,7 @@ async def test_the_wait_ends_when_the_last_press_arrives(rig: Any) -> None:
     await publish(gw, signer, alarm(2, 2))
     assert await waiting == []  # long before its 600 s: at the message that completed it
     assert book.delivered(police) == 2
+    assert book.delivered_by_unit(police) == {"u1": 2}  # what bench/e2e.py counts per unit
 
 
 async def test_a_press_missing_at_the_deadline_is_named_with_where_it_stands(rig: Any) -> None:
@@ -86,6 +87,7 @@ async def test_a_press_missing_at_the_deadline_is_named_with_where_it_stands(rig
     await police.wait_for(lambda: bool(police.incidents("u1")), 10, "the first press")
     missing = await wait_delivered(police, book, 0.2)
     assert missing == [("u1", 2, t0 + 2.5)]  # the second press: the police counted one
+    assert book.delivered_by_unit(police) == {"u1": 1}
     said = where_missing(missing, book, heard=lambda uid: 2, outbox=3, t0=t0, within_s=0.2)
     assert said[0]["text"] == (
         "unit u1: press 2 of 2 (at +2.50 s) has not reached the police within 0.2 s: the"

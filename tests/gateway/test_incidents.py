@@ -170,6 +170,24 @@ def test_retransmitted_press_series_counts_once(b: Book) -> None:
     assert b.row(iid)["presses"] == 5
 
 
+def test_a_late_alarm_of_the_series_folds_in_instead_of_counting_its_presses_twice(
+    b: Book,
+) -> None:
+    """Regression (bench/e2e.py under load, lost -27): a unit keeps its series open while
+    its ALARM is not ACKed, so a second press may come after the gateway's window and
+    carry the series' count (2); it opened a new incident with presses 2, and the police
+    were told of 3 presses for 2. Another series after the window still opens anew."""
+    window = b.shop.incident_window_s
+    iid = b.press(1, T0, presses=1, press_ms=500)
+    assert b.press(2, T0 + window + 30, presses=2, press_ms=500) == iid
+    assert b.row(iid)["presses"] == 2
+    assert publications(b.store)[-1]["presses"] == 2
+    other = b.press(3, T0 + 3 * window, presses=1, press_ms=90_000)
+    assert other != iid and b.row(other)["presses"] == 1
+    # after a reboot (a new epoch) an equal press_ms is another series
+    assert b.press(1, T0 + 5 * window, presses=2, press_ms=90_000, epoch=2) != other
+
+
 def test_a_press_that_adds_nothing_publishes_nothing(b: Book) -> None:
     b.press(1, T0, presses=2, press_ms=500)
     b.press(2, T0 + 5, presses=2, press_ms=500)
