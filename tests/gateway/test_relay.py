@@ -1715,6 +1715,14 @@ class PacketTap(TcpRelay):
         await asyncio.gather(pipe(cr, bw, True), pipe(br, cw, False), return_exceptions=True)
 
 
+async def _desk_acks(port: int, incident: str, inbound: Inbound) -> None:
+    """A duty desk on the broker at ``port`` acks ``incident``; wait until the relay hears it."""
+    async with aiomqtt.Client("127.0.0.1", port) as desk:
+        await desk.publish(f"campusguard/{SITE}/ack/{incident}", b"ack", qos=1)
+    async with asyncio.timeout(scaled(10)):
+        await inbound.arrived.wait()
+
+
 def _filters_of(packet: bytes) -> list[str]:
     """The topic filters of a SUBSCRIBE packet."""
     at = 1
@@ -1761,10 +1769,7 @@ async def test_a_session_the_broker_kept_is_not_subscribed_again(
                 await until(lambda: relay.connects == 2 and relay.connected.is_set())
                 # on the kept session only its own status again (for its retained copy)
                 assert tap.filters[first:] == [[STATUS]]
-                async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
-                    await desk.publish(f"campusguard/{SITE}/ack/inc-3", b"ack", qos=1)
-                async with asyncio.timeout(scaled(10)):
-                    await inbound.arrived.wait()
+                await _desk_acks(broker.port, "inc-3", inbound)
                 assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-3", b"ack")]
                 enqueue(store, 0)
                 await until(lambda: store.pending_count() == 0)
@@ -1792,10 +1797,7 @@ async def test_a_subscribe_that_got_no_suback_is_sent_again_on_the_kept_session(
                     await relay.connected.wait()
                 assert relay.connects == 2 and relay._session_present()
                 assert tap.subscribes == 2
-                async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
-                    await desk.publish(f"campusguard/{SITE}/ack/inc-5", b"ack", qos=1)
-                async with asyncio.timeout(scaled(10)):
-                    await inbound.arrived.wait()
+                await _desk_acks(broker.port, "inc-5", inbound)
 
 
 async def test_a_new_run_subscribes_though_the_broker_kept_the_last_runs_session(
@@ -1814,10 +1816,7 @@ async def test_a_new_run_subscribes_though_the_broker_kept_the_last_runs_session
             async with asyncio.timeout(scaled(10)):
                 await relay.connected.wait()
             assert relay._session_present()  # the last run's session
-            async with aiomqtt.Client("127.0.0.1", broker.port) as desk:
-                await desk.publish(f"campusguard/{SITE}/ack/inc-6", b"ack", qos=1)
-            async with asyncio.timeout(scaled(10)):
-                await inbound.arrived.wait()
+            await _desk_acks(broker.port, "inc-6", inbound)
 
 
 async def test_a_node_that_answers_pings_but_no_puback_is_left_for_the_next(
