@@ -10,7 +10,8 @@ is the real path, through mpremote). It gives the unit two ptys:
   Both ptys live as long as the :class:`VirtualUnit`, so the gateway's port stays open
   across ``restart()``, ``kill()`` and watchdog resets, as a real wire would. Bytes the
   gateway side does not read are buffered by the pty and dropped when it is full,
-  never blocking the unit.
+  never blocking the unit. Once the process has ended (:attr:`VirtualUnit.exit_code`
+  set), everything it wrote is in the gateway's pty, as on a wire, which holds nothing.
 * the control channel (text lines, see ``firmware/README.md``): inputs in (button,
   check-in button, tamper switch, mains sense, battery voltage, the sounder's self-test
   outcome, the installer's TEST request, a hang hook), LED and buzzer states out.
@@ -29,6 +30,7 @@ A watchdog reset ends the process; :attr:`VirtualUnit.exit_code` is then
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -148,6 +150,8 @@ class _Relay(threading.Thread):
         self._b = gateway_side
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
+        self._lock = threading.Lock()
+        self._flushes: list[concurrent.futures.Future[None]] = []
         self.dropped = 0
 
     def stop(self) -> None:
@@ -157,20 +161,44 @@ class _Relay(threading.Thread):
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _copy(self, src: int, dst: int) -> None:
+    def flush(self) -> concurrent.futures.Future[None]:
+        """Done once everything the unit has written so far is on the gateway side.
+
+        A wire holds nothing: once the firmware process has died, this makes what it
+        wrote before reach the gateway's pty before anybody is told it died (a frame of
+        the dead boot counted after a later mark looks like one of the next boot's).
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._flushes.append(done)
+        os.write(self._wake_w, b"f")
+        return done
+
+    def _copy(self, src: int, dst: int) -> bool:
+        """Copy one chunk; False if there was none."""
         try:
             data = os.read(src, _RELAY_CHUNK)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""  # EIO: no process has the slave open right now
         if not data:
             time.sleep(0.005)
-            return
+            return False
         try:
             os.write(dst, data)
         except (BlockingIOError, OSError):
             self.dropped += len(data)  # nobody reads that side: the bytes are lost
+        return True
+
+    def _flush(self) -> None:
+        with self._lock:
+            flushes, self._flushes = self._flushes, []
+        # until a read finds nothing: n_tty runs the pty's pending buffer work before EAGAIN
+        while self._copy(self._a, self._b):
+            pass
+        for done in flushes:
+            done.set_result(None)
 
     def run(self) -> None:
         poller = select.poll()
@@ -182,6 +210,9 @@ class _Relay(threading.Thread):
                     self._copy(self._a, self._b)
                 elif fd == self._b:
                     self._copy(self._b, self._a)
+                elif fd == self._wake_r and not self._stopping:
+                    os.read(self._wake_r, 64)
+                    self._flush()
 
 
 class VirtualUnit:
@@ -326,6 +357,14 @@ class VirtualUnit:
         if proc is None:
             return
         code = await proc.wait()
+        try:
+            # what it sent before it died is on the gateway side before anyone hears it died
+            async with asyncio.timeout(10 * self.time_scale):
+                await asyncio.wrap_future(self._relay.flush())
+        except TimeoutError:
+            log.warning(
+                "%s: the UART relay did not flush within %.0f s", self.name, 10 * self.time_scale
+            )
         self._drain_ctl()
         wdt = self._wdt or (self.unit_dir / "reset.cause").exists()
         if code == -signal.SIGKILL and not self._killing and wdt:

@@ -67,10 +67,13 @@ class GatewayEnd:
         self._dl_seq = 0
 
     def _readable(self) -> None:
+        self._read()
+
+    def _read(self) -> bool:
         try:
             data = os.read(self.fd, 4096)
         except (BlockingIOError, OSError):
-            return
+            return False
         now = time.monotonic()
         if data and self.first_byte_at is None:
             self.first_byte_at = now
@@ -83,6 +86,18 @@ class GatewayEnd:
                 continue
             self.frames.append(Arrival(frame, raw, now))
         self._event.set()
+        return bool(data)
+
+    def mark(self) -> int:
+        """The index of the next frame, once every byte in the pty now has been read.
+
+        With the unit's process ended (the harness has then passed on all it wrote), the
+        frames from the mark on are the next boot's: ``len(frames)`` alone may be taken
+        before the last frames of the ended boot are read.
+        """
+        while self._read():
+            pass
+        return len(self.frames)
 
     def close(self) -> None:
         self._loop.remove_reader(self.fd)
