@@ -155,11 +155,15 @@ class _Relay(threading.Thread):
         self.dropped = 0
 
     def stop(self) -> None:
-        self._stopping = True
-        os.write(self._wake_w, b"x")
+        with self._lock:  # no flush() writes to the wake pipe once it may be closed
+            self._stopping = True
+            flushes, self._flushes = self._flushes, []
+            os.write(self._wake_w, b"x")
         self.join(timeout=2)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        for done in flushes:  # nothing relays any more: nobody waits for it
+            done.set_result(None)
 
     def flush(self) -> concurrent.futures.Future[None]:
         """Done once everything the unit has written so far is on the gateway side.
@@ -170,8 +174,11 @@ class _Relay(threading.Thread):
         """
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._lock:
-            self._flushes.append(done)
-        os.write(self._wake_w, b"f")
+            if self._stopping:
+                done.set_result(None)
+            else:
+                self._flushes.append(done)
+                os.write(self._wake_w, b"f")
         return done
 
     def _copy(self, src: int, dst: int) -> bool:
