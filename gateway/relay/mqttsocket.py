@@ -14,14 +14,6 @@ PUBACKed: the broker delivers it again, on this node or the next.
 
 The rest mends aiomqtt where it fails us:
 
-- :func:`guard_write_watch`: aiomqtt asks for a writer watch (``loop.add_writer(fd)``)
-  whenever paho has a packet to send, but through ``call_soon_threadsafe`` with the
-  descriptor number taken at once. When paho closes the socket before that callback
-  runs (a QoS 1 message read, its PUBACK queued, then the broker's end of file read in
-  the same ``loop_read``), the callback registers a closed descriptor: ``OSError: [Errno
-  9] Bad file descriptor`` from the event loop's exception handler, or, had the number
-  been reused meanwhile, a watch on someone else's descriptor. The guard checks, when
-  the watch runs, that paho still holds that socket.
 - :func:`retrieve_disconnect`: the exception aiomqtt leaves unread when a connection ends.
 - :func:`subscribe`: a refused subscription raises instead of looking like a quiet site.
 - :func:`send_subscriptions`: the SUBSCRIBEs on the wire at once, their SUBACKs awaited
@@ -44,6 +36,7 @@ import paho.mqtt.client as paho
 from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings, keepalive_for
 from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import SubscriptionRefused
+from gateway.relay.socketloop import loop_watched
 
 # NATS answers a SUBSCRIBE only after loading the retained messages it matches, and waits
 # up to 5 s for that when the retained stream has lost its leader (a node killed): a
@@ -163,7 +156,7 @@ class NodeLoop:
     def _make_client(self, s: BrokerSettings) -> aiomqtt.Client:
         cluster = len(self.nodes) > 1
         keepalive = self._keepalive_s or keepalive_for(s, len(self.nodes))
-        client = guard_write_watch(
+        client = loop_watched(
             aiomqtt.Client(
                 s.host,
                 s.port,
@@ -348,33 +341,6 @@ def session_flag(client: aiomqtt.Client) -> Callable[[], bool]:
 
     inner.on_connect = on_connect
     return lambda: present[0]
-
-
-def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Replace aiomqtt's write-watch callback of ``client`` (before it connects); return it."""
-    loop = asyncio.get_running_loop()
-    inner: paho.Client = client._client  # pinned aiomqtt 2.5
-
-    def writable() -> None:
-        # as aiomqtt's own callback: a failed write is the connection's end
-        try:
-            inner.loop_write()
-        except Exception as exc:
-            disconnected: asyncio.Future[None] = client._disconnected
-            if not disconnected.done():
-                disconnected.set_exception(exc)
-
-    def register_write(_paho: paho.Client, _userdata: Any, sock: Any) -> None:
-        def watch() -> None:
-            current = inner.socket()
-            if current is not None and current is sock:  # else paho closed it meanwhile
-                loop.add_writer(current.fileno(), writable)
-
-        # paho may call this from aiomqtt's connect thread: hop onto the loop
-        loop.call_soon_threadsafe(watch)
-
-    inner.on_socket_register_write = register_write
-    return client
 
 
 def retrieve_disconnect(client: aiomqtt.Client) -> None:

@@ -56,11 +56,11 @@ from gateway.core.errors import DuplicateGatewayError, EnvelopeError
 from gateway.core.timefmt import iso, parse_iso
 from gateway.journal.store import OutboxRow, Store
 from gateway.relay.mqttsocket import (
-    guard_write_watch,
     retrieve_disconnect,
     send_subscriptions,
     session_flag,
 )
+from gateway.relay.socketloop import loop_watched
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class Relay:
         outage = 0  # failures in a row
         while not self._stopping.is_set():
             s = self._brokers[node]
-            client = guard_write_watch(
+            client = loop_watched(
                 aiomqtt.Client(
                     s.host,
                     s.port,

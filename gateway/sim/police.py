@@ -41,7 +41,8 @@ from gateway.core.broker import BrokerSettings
 from gateway.core.cancelling import cancel_and_wait
 from gateway.core.errors import EnvelopeError, ExpectationFailed
 from gateway.relay.acks import make_ack
-from gateway.relay.mqttsocket import NodeLoop, fixed_pause, guard_write_watch, retrieve_disconnect
+from gateway.relay.mqttsocket import NodeLoop, fixed_pause, retrieve_disconnect
+from gateway.relay.socketloop import loop_watched
 from gateway.security.envelope import Signer, open_gateway
 from gateway.security.signkeys import dutyroom_kid, gateway_keys
 
@@ -465,7 +466,7 @@ class Police:
             raise ValueError(f"police: no logins to publish as {user}")
         else:
             s = self.logins(user)
-        one_off = guard_write_watch(
+        one_off = loop_watched(
             aiomqtt.Client(
                 s.host,
                 s.port,

@@ -15,7 +15,8 @@ import pytest
 
 from gateway.core.city import load_city, parse_city
 from gateway.core.errors import CityError, SubscriptionRefused
-from gateway.relay.mqttsocket import guard_write_watch, subscribe
+from gateway.relay.mqttsocket import subscribe
+from gateway.relay.socketloop import loop_watched
 from gateway.security.brokerconfig import Accounts
 from gateway.security.cluster import (
     BCRYPT_COST,
@@ -231,7 +232,7 @@ async def test_each_station_receives_its_district_only_and_its_ack_reaches_the_u
 
         def connect(user: str, first: str) -> aiomqtt.Client:
             s = cluster.settings(user, first=first)[0]
-            return guard_write_watch(
+            return loop_watched(
                 aiomqtt.Client(
                     s.host,
                     s.port,
