@@ -9,11 +9,13 @@ SUBSCRIBE) schedules a writer watch; the relay's direct publish writes that pack
 same loop turn, so paho clears its "watch asked" flag and asks for a removal that finds
 nothing yet; then the scheduled watch registers anyway. paho no longer knows of it: it
 never asks to remove it, and its callback runs on every turn of the loop (the socket is
-writable) until the next queued packet. When the connection dies meanwhile, paho closes
+writable) until paho asks for a watch again. When the connection dies meanwhile, paho closes
 the socket, the kernel's epoll set forgets the descriptor, the loop's selector still maps
 it, and the next connection's socket gets the same number: its reader watch fails
 (``add_reader`` -> ``FileNotFoundError`` from epoll's modify, a traceback in the log), so
 it never reads its CONNACK and times out: a lost connect attempt in a cluster failover.
+A deferred watch that runs after paho closed the socket registers a closed descriptor
+(``OSError: [Errno 9] Bad file descriptor`` when a broker hangs up with a PUBACK queued).
 
 :func:`loop_watched` replaces the four callbacks: the loop's thread decides every watch
 from paho's state at that moment (its open socket; whether it has bytes to send), and

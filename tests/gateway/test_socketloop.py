@@ -93,11 +93,12 @@ async def _until_disconnected(client: aiomqtt.Client) -> None:
             pass
 
 
-async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, int]:
+async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, int, int, int]:
     """A packet queued through the writer hook, then one that paho writes at once in the
     same loop turn (as the relay's _Direct.publish does), then the broker hangs up and
-    the client connects again. Returns the events still watched on the first socket's
-    descriptor after it closed, and the second socket's descriptor."""
+    the client connects again. Returns the first socket's descriptor, the events watched
+    on it with nothing left to send, and after it closed, and the second socket's
+    descriptor."""
     wrap = loop_watched if watched else (lambda c: c)
     timeout = CONNECT_TIMEOUT_S if watched else LOST_ATTEMPT_S
     async with _Broker() as broker:
@@ -115,6 +116,7 @@ async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, in
             finally:
                 p.on_socket_register_write = hook
             await _next_turns()
+            idle = _watched(fd)  # a writer watch here runs on every turn of the loop
             broker.hang_up()
             await _until_disconnected(first)
         left = _watched(fd)
@@ -122,13 +124,15 @@ async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, in
         async with second:  # aiomqtt.MqttError "Operation timed out": the attempt lost
             again = second._client.socket()
             assert isinstance(again, socket.socket)
-            return left, again.fileno()
+            return fd, idle, left, again.fileno()
 
 
 async def test_a_failover_after_a_direct_write_connects_at_once() -> None:
     problems = _problems()
-    left, _fd = await _direct_write_after_a_queued_packet(watched=True)
+    fd, idle, left, again = await _direct_write_after_a_queued_packet(watched=True)
+    assert idle == selectors.EVENT_READ
     assert left == 0
+    assert again == fd  # the number came back: the case under test
     assert problems == []
 
 
