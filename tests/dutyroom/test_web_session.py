@@ -82,7 +82,8 @@ class Node(Cable):
                     buf += data
                     while (packet := mqtt_packet(buf)) is not None:
                         buf = buf[len(packet) :]
-                        self.subscribes += packet[0] >> 4 == 8
+                        if packet[0] >> 4 == 8:  # SUBSCRIBE
+                            self.subscribes += 1
                     bw.write(data)
                     await bw.drain()
             finally:
