@@ -260,9 +260,11 @@ class Board:
                 self.log(out, "")
             elif cmd == "hang":
                 # test hook: the main loop stops here for good; only the watchdog ends it.
-                # Blocked, not spinning: a spinning thread keeps MicroPython's GIL (it
-                # lets go and takes it back at once), and on a loaded host the watchdog
-                # thread then waited > 20 s for it; the ESP32's hardware WDT needs no GIL
+                # Blocked, not spinning. The unix port has no GIL to hold the watchdog
+                # thread back (ports/unix/mpconfigport.mk: MICROPY_PY_THREAD_GIL = 0), but
+                # a spinning thread keeps a whole core busy, and on a loaded host the
+                # watchdog thread's 200 ms poll then came > 20 s late; the ESP32's
+                # hardware WDT needs no CPU time of ours
                 while True:
                     time.sleep(1)
             else:

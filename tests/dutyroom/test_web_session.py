@@ -5,10 +5,17 @@ broker restarts on its store, the gateway publishes an ack from another station,
 a new alarm, a close, and re-sends one update (at least once). When the cable is back the
 room's pages (over HTTPS, as an operator's browser fetches them) show every one of them,
 once each, in order, and the gap itself.
+
+With two nodes in front of the same broker (cables that count the room's SUBSCRIBE
+packets): a session the broker kept is resumed on the next node without subscribing again
+and the board kept; a new session, or a kept one met after a new one in the same gap, is
+subscribed again and the board rebuilt from the retained copies, the gap told as one that
+may miss updates.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,11 @@ from tests.support.dutyroom import (
     trusting,
 )
 from tests.support.mosquitto import Mosquitto, open_broker
-from tests.support.tcprelay import Cable
+from tests.support.tcprelay import Cable, FreezeAtSubscribe, Reader, Writer, mqtt_packet, pipe
 from tests.support.timing import until
 
 GW, SITE = "gw1", "s1"
-A, B, C = (f"{GW}-u{n}-1-1" for n in (1, 2, 3))
+A, B, C, D = (f"{GW}-u{n}-1-1" for n in (1, 2, 3, 4))
 
 
 def update(unit: str, no: int, what: str, **kw: Any) -> dict[str, Any]:
@@ -59,11 +66,45 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
         yield b
 
 
-def room_on(tmp: Path, port: int) -> Options:
-    """The room's options, on the broker at ``port``."""
+class Node(Cable):
+    """A cable to the broker, as a cluster's node: it counts the SUBSCRIBE packets the
+    clients send through it (what a NATS node spends ~1.2 s of a failover on)."""
+
+    def __init__(self, broker_port: int) -> None:
+        super().__init__(broker_port)
+        self.subscribes = 0
+
+    async def relay(self, cr: Reader, cw: Writer, br: Reader, bw: Writer) -> None:
+        async def up() -> None:
+            buf = b""
+            try:
+                while data := await cr.read(65536):
+                    buf += data
+                    while (packet := mqtt_packet(buf)) is not None:
+                        buf = buf[len(packet) :]
+                        if packet[0] >> 4 == 8:  # SUBSCRIBE
+                            self.subscribes += 1
+                    bw.write(data)
+                    await bw.drain()
+            finally:
+                bw.close()
+
+        await asyncio.gather(up(), pipe(br, cw), return_exceptions=True)
+
+
+def room_on(tmp: Path, *ports: int) -> Options:
+    """The room's options, on the broker (or the cluster's nodes) at ``ports``."""
     if not (tmp / "keys").exists():
         write_pair(tmp / "keys", gateway_kid(GW))
-    return room_options(tmp, [BrokerSettings("127.0.0.1", port)], tmp / "keys", realert_s=1e9)
+    brokers = [BrokerSettings("127.0.0.1", port) for port in ports]
+    return room_options(tmp, brokers, tmp / "keys", realert_s=1e9)
+
+
+def gap_notices(server: DutyRoomServer) -> list[str]:
+    """The broker notices the browsers got (their live feed) that tell a gap."""
+    feed = server.room.db.feed_after(0)
+    notices = [body.get("notice") or {} for _, _, body in feed]
+    return [str(n["gap"]) for n in notices if n.get("kind") == "broker" and "gap" in n]
 
 
 async def timeline(c: Client, iid: str) -> list[str]:
@@ -187,3 +228,143 @@ async def test_a_broker_that_lost_the_session_is_shown_as_a_gap_that_may_miss_up
             shown = status_html(room, room.now())
             assert "session NOT kept" in shown and "may be missing" in shown
             assert any(a[2] == "broker_gap" for a in room.db.audit_rows())
+
+
+async def test_a_room_on_a_session_the_broker_kept_resumes_it_without_subscribing_again(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Issue 14: the room's node dies; on the next one the broker says the session is
+    present. The room does not subscribe again (on NATS that cost ~1.2 s of the failover,
+    cluster/SCALE.md), so no retained copy comes again: its board keeps every open
+    incident, an untouched one too, and the kept session brings what came meanwhile (an
+    ack by another station, a new alarm, a close). Before, it subscribed again on every
+    connection."""
+    first, second = Node(broker.port), Node(broker.port)
+    await first.plug()
+    await second.plug()
+    server = DutyRoomServer(room_on(tmp_path, first.port, second.port))
+    signer = Signer.load(tmp_path / "keys", gateway_kid(GW))
+    async with server:
+        room = server.room
+        await until(lambda: room.connected.is_set(), 10, what="the room on the first node")
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            gw = Gateway(client, signer)
+            for unit in ("u1", "u3", "u4"):
+                await gw.send(update(unit, 1, "new"))
+            await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
+            await second.pull()
+            await first.pull()  # the room's node is gone, and the next one is away too
+            await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
+            acked = {"police_ack_at": "2027-01-15T08:00:05Z", "police_ack_by": "Station B"}
+            await gw.send(update("u1", 2, "police_ack", **acked))
+            await gw.send(update("u2", 1, "new"))
+            await gw.send(update("u3", 2, "closed", state="closed"))
+        await second.plug()
+
+        await until(
+            lambda: [len(room.db.timeline(i)) for i in (A, B, C, D)] == [2, 1, 2, 1],
+            30,
+            what="every update published while away",
+        )
+        await until(lambda: room.last_gap is not None, 10, what="the room back")
+        assert first.subscribes > 0 and second.subscribes == 0  # (4 filters a packet)
+        assert room.link.session_present and room.link.resumed
+        shown = room.board.incidents
+        assert [i in shown for i in (A, B, C, D)] == [True] * 4
+        assert shown[A].data["police_ack_by"] == "Station B"
+        assert shown[C].closed_seen_at is not None
+        assert [shown[i].closed_seen_at for i in (A, B, D)] == [None] * 3
+        assert room.last_gap is not None and room.last_gap.kept
+        gaps = gap_notices(server)
+        assert len(gaps) == 1 and "session kept" in gaps[0]
+
+
+async def test_a_new_session_after_a_gap_rebuilds_the_board_from_the_retained_copies(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The broker lost the room's session during a gap (here: discarded by a clean
+    session under its client id): nothing was queued. The room subscribes again, and
+    its board is what the retained ``open/`` copies tell: the open incidents, a new one
+    among them, and not the one that closed meanwhile (its close was never seen); the
+    browsers are told that updates may be missing."""
+    cable = Node(broker.port)
+    await cable.plug()
+    server = DutyRoomServer(room_on(tmp_path, cable.port))
+    signer = Signer.load(tmp_path / "keys", gateway_kid(GW))
+    async with server:
+        room = server.room
+        await until(lambda: room.connected.is_set(), 10, what="the room subscribed")
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            gw = Gateway(client, signer)
+            for unit in ("u1", "u4"):
+                await gw.send(update(unit, 1, "new"))
+            await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
+            subscribes = cable.subscribes
+            await cable.pull()
+            await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier=room.link.identifier, clean_session=True
+            ):
+                pass  # the room's session is gone
+            await gw.send(update("u1", 2, "closed", state="closed"))
+            await gw.send(update("u2", 1, "new"))
+        await cable.plug()
+
+        await until(
+            lambda: room.last_gap is not None and B in room.board.incidents,
+            30,
+            what="the room back, its board rebuilt",
+        )
+        assert not room.link.session_present and not room.link.resumed
+        assert cable.subscribes == 2 * subscribes  # as many packets as the first time
+        assert sorted(room.board.incidents) == [B, D]
+        assert room.last_gap is not None and not room.last_gap.kept
+        gaps = gap_notices(server)
+        assert len(gaps) == 1 and "session NOT kept" in gaps[0]
+
+
+async def test_a_session_kept_after_a_new_one_in_the_same_gap_still_tells_that_updates_may_miss(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """In one gap the room met a new session (the broker had lost its own) on a node that
+    froze at its SUBSCRIBE, then, on the next try, that session kept but not subscribed:
+    the room subscribes again there (a session present is resumed only for topics seen
+    granted), the retained copies rebuild the board, and the gap still says that updates
+    published before the new session may be missing: the kept session holds only what
+    came after it was made."""
+    cable = Node(broker.port)
+    await cable.plug()
+    freezer = FreezeAtSubscribe(broker.port)
+    await freezer.start()
+    freezer.close()  # the second node: away for now
+    server = DutyRoomServer(room_on(tmp_path, cable.port, freezer.port))
+    signer = Signer.load(tmp_path / "keys", gateway_kid(GW))
+    async with server:
+        room = server.room
+        await until(lambda: room.connected.is_set(), 10, what="the room subscribed")
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            gw = Gateway(client, signer)
+            for unit in ("u1", "u4"):
+                await gw.send(update(unit, 1, "new"))
+            await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
+            await cable.pull()
+            await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier=room.link.identifier, clean_session=True
+            ):
+                pass  # the room's session is gone
+            await gw.send(update("u1", 2, "closed", state="closed"))
+            await gw.send(update("u2", 1, "new"))
+        await freezer.start()
+
+        await until(
+            lambda: room.last_gap is not None and B in room.board.incidents,
+            30,
+            what="the room back, its board rebuilt",
+        )
+        assert freezer.frozen == 1 and freezer.passed.is_set()
+        assert room.link.session_present and not room.link.resumed
+        assert sorted(room.board.incidents) == [B, D]
+        assert room.last_gap is not None and not room.last_gap.kept
+        gaps = gap_notices(server)
+        assert len(gaps) == 1 and "session NOT kept" in gaps[0]

@@ -1,7 +1,8 @@
 """The web duty room's state and its MQTT side: intake, acknowledgements, re-alerts.
 
 :class:`Room` connects to the broker (the nodes of a cluster in turn, as the console
-does), subscribes to its sites' topics and the gateways' statuses, and folds every
+does), subscribes to its sites' topics and the gateways' statuses (a session the broker
+kept holds them: it is resumed without subscribing again), and folds every
 message that a trusted gateway signed into the console's :class:`~gateway.dutyroom.board.Board`
 and into its own database; anything else is dropped and counted. Each change is told to
 :attr:`Room.on_change` with the screens (sections) it touches, so browsers refresh them.
@@ -128,9 +129,13 @@ class Room:
         # and the last one that ended (shown on every page)
         self.down_since: float | None = None
         self.last_gap: Gap | None = None
+        # a kept session (another node of the cluster, the broker restarted on its store)
+        # holds our subscriptions and what was queued for us: not subscribed again
+        # (resume), which on NATS cost ~1.2 s of a station's failover (cluster/SCALE.md)
         self.link = NodeLoop(
             self.brokers,
             identifier=client_id(db, self.brokers),
+            resume=True,
             log_failure=lambda s, exc: log.warning(
                 "broker %s:%d: %s; retrying", s.host, s.port, exc
             ),
@@ -159,7 +164,15 @@ class Room:
         def connected(_client: aiomqtt.Client) -> None:
             nonlocal session_lost
             if self.link.session_present:
-                return  # what was published meanwhile was queued for us: it comes now
+                # The broker kept our session: what was published meanwhile was queued
+                # for it and comes now, an incident closed meanwhile too (its cleared
+                # retained copy). The board stays. Resumed (``self.link.resumed``: no
+                # SUBSCRIBE), no retained message comes again; subscribed again (this
+                # server just started, or the last SUBSCRIBE did not finish) the
+                # retained copies come again and change nothing already shown. A new
+                # session met earlier in this gap keeps ``session_lost``: it is not
+                # undone by a session that was kept since.
+                return
             session_lost = True
             # a new session (the first, or the broker lost ours): nothing was queued, the
             # retained topics tell the open incidents again
