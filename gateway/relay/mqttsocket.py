@@ -21,7 +21,13 @@ The rest mends aiomqtt where it fails us:
   the same ``loop_read``), the callback registers a closed descriptor: ``OSError: [Errno
   9] Bad file descriptor`` from the event loop's exception handler, or, had the number
   been reused meanwhile, a watch on someone else's descriptor. The guard checks, when
-  the watch runs, that paho still holds that socket.
+  the watch runs, that paho still holds that socket, and that it still has something to
+  write: a publish that wrote the packet itself meanwhile (the relay's fast path, from
+  the same loop turn) has made paho forget the watch it asked for, and a watch paho does
+  not know of is never removed: the writer callback ran on every turn of the loop, and
+  outlived the socket in the selector, so the next descriptor of that number could not
+  be watched (``FileNotFoundError`` in ``add_reader``): the gateway's serial link, or the
+  next connection's socket, whose CONNACK was then never read.
 - :func:`retrieve_disconnect`: the exception aiomqtt leaves unread when a connection ends.
 - :func:`subscribe`: a refused subscription raises instead of looking like a quiet site.
 - :func:`send_subscriptions`: the SUBSCRIBEs on the wire at once, their SUBACKs awaited
@@ -367,7 +373,8 @@ def guard_write_watch(client: aiomqtt.Client) -> aiomqtt.Client:
     def register_write(_paho: paho.Client, _userdata: Any, sock: Any) -> None:
         def watch() -> None:
             current = inner.socket()
-            if current is not None and current is sock:  # else paho closed it meanwhile
+            # paho closed that socket meanwhile, or wrote everything itself
+            if current is not None and current is sock and inner.want_write():
                 loop.add_writer(current.fileno(), writable)
 
         # paho may call this from aiomqtt's connect thread: hop onto the loop

@@ -1,6 +1,7 @@
 """aiomqtt's deferred writer watch must not register a socket paho has closed meanwhile
 (the ``OSError: [Errno 9] Bad file descriptor`` from ``add_writer`` at the end of demo
-runs, when the broker went away)."""
+runs, when the broker went away), nor a watch paho has forgotten (the relay's fast path
+wrote the packet itself meanwhile)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,51 @@ def test_every_broker_client_in_the_gateway_is_guarded() -> None:
         made = len(re.findall(r"aiomqtt\.Client\(", text))
         guarded = len(re.findall(r"guard_write_watch\(\s*aiomqtt\.Client\(", text))
         assert made == guarded, f"{path.name}: {made - guarded} aiomqtt.Client without the guard"
+
+
+async def _quiet_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """CONNACK, then read whatever comes until the client leaves."""
+    await reader.read(1024)  # CONNECT
+    writer.write(b"\x20\x02\x00\x00")
+    await writer.drain()
+    while await reader.read(1024):
+        pass
+    writer.close()
+
+
+async def _watch_left_after_paho_wrote_itself(guarded: bool) -> bool:
+    """A publish through aiomqtt asks for a writer watch (on the loop's next turn); before
+    that turn, paho writes the packet itself (as the relay's fast path does for the next
+    alarm). Was a writer watch left on the socket? paho no longer knows of it, so it never
+    removes it: its callback runs on every turn of the loop, and it outlives the socket."""
+    loop = asyncio.get_running_loop()
+    server = await asyncio.start_server(_quiet_broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aiomqtt.Client("127.0.0.1", port)
+    if guarded:
+        guard_write_watch(client)
+    try:
+        async with client:
+            inner = client._client
+            sock = inner.socket()
+            assert sock is not None
+            fd = sock.fileno()
+            inner.publish("t/status", b"online", qos=0)  # the watch asked for
+            inner.loop_write()  # written now: paho forgets the watch it asked for
+            assert not inner.want_write()
+            turn = loop.create_future()
+            loop.call_soon(loop.call_soon, turn.set_result, None)
+            await turn  # the watch's callback has run
+            return loop.remove_writer(fd)  # True: a watch was registered
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_unguarded_aiomqtt_leaves_a_watch_paho_forgot() -> None:
+    # the bug itself, so that this test notices when aiomqtt fixes it
+    assert await _watch_left_after_paho_wrote_itself(guarded=False)
+
+
+async def test_guarded_client_leaves_no_watch_paho_forgot() -> None:
+    assert not await _watch_left_after_paho_wrote_itself(guarded=True)
