@@ -197,7 +197,9 @@ class NodeLoop:
         does); ``on_down()``: a connection that was made has ended.
 
         With :attr:`resume`, a connection whose CONNACK says the session is present, for
-        the topics subscribed before, is up at once: no SUBSCRIBE, so no retained
+        the topics subscribed before (and no attempt since failed before its CONNACK: the
+        broker may have made a new, empty session then), is up at once: no SUBSCRIBE, so
+        no retained
         messages again either (:attr:`resumed`, set before ``on_connect``: what was
         published meanwhile comes from the kept session instead). :attr:`session_present`
         is the last CONNACK's flag.
@@ -215,8 +217,10 @@ class NodeLoop:
             s = self.node = self.nodes[index]
             client = self._make_client(s)
             queue: asyncio.Queue[aiomqtt.Message] = client._queue  # pinned aiomqtt 2.5
+            entered = False
             try:
                 async with client:
+                    entered = True
                     self._mark("connected")
                     self.connects += 1
                     if last is not None and last != s:
@@ -243,6 +247,11 @@ class NodeLoop:
                             on_down()
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
+                if not entered:
+                    # the broker may have taken this CONNECT, its CONNACK lost: had the
+                    # session been wiped before (a clean session took the id over), it made
+                    # a new, empty one, which the next CONNACK calls present
+                    self._subscribed = None
                 self._mark("failed")
                 self._log_failure(s, exc)
                 self.failures += 1

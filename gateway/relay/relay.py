@@ -23,8 +23,9 @@ the part it is working on in memory:
 The session is persistent (``clean_session=False``, a fixed client id), so police
 acknowledgements published while the gateway was away are delivered on return. When the
 CONNACK says the broker kept the session this run subscribed, only the gateway's own
-status is subscribed again (for its retained copy); the outbox goes out after the SUBACKs
-and the status (:meth:`Relay._publisher`). With several nodes the keepalive
+status is subscribed again (for its retained copy); the outbox goes out right behind the
+SUBSCRIBE, while the SUBACKs and then the status ``online`` are awaited beside it
+(:meth:`Relay._publisher`). With several nodes the keepalive
 is the cluster's (:func:`~gateway.core.broker.keepalive_for`): an idle gateway on a frozen
 node hears no acks until it leaves it. An inbound
 message is PUBACKed once handled, not when paho reads it: one still in aiomqtt's queue when
@@ -326,8 +327,10 @@ class Relay:
             )
             client._client.manual_ack_set(True)  # PUBACK once handled (:meth:`_inbound`)
             self._session_present = session_flag(client)
+            entered = False
             try:
                 async with client:
+                    entered = True
                     self.connects += 1
                     self.node = s
                     delay = BACKOFF_MIN_S
@@ -350,6 +353,13 @@ class Relay:
                 pass  # the loop ends: _stopping is set
             except* aiomqtt.MqttError as group:
                 raise_if_cancelling(group)
+                if not entered:
+                    # This CONNECT may have reached the broker without its CONNACK reaching
+                    # us: had the session this run subscribed been wiped before (a client
+                    # with a clean session took the id over, a broker restarted without
+                    # its store), the broker made a new, empty one then. The next CONNACK's
+                    # "session present" may be that one: subscribe everything again.
+                    self._subscribed = False
                 self.failures += 1
                 outage += 1
                 now = time.monotonic()
@@ -439,9 +449,14 @@ class Relay:
         self._sent_at.clear()
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        subacks = None
         if not (self._subscribed and self._session_present()):
-            # A new session: nothing subscribed (or not by this run: its topics may differ)
+            # A new session: nothing subscribed (or not by this run: its topics may differ).
+            # The SUBSCRIBEs go on the wire now and the outbox right behind them, without
+            # waiting for the SUBACKs (_up waits for them beside the outbox): the broker
+            # takes one connection's packets in order, so the subscriptions exist before an
+            # alarm published behind them reaches anyone, and the ack to it is delivered on
+            # them. An ack published before (while the gateway was away) was kept by no
+            # session: waiting for the SUBACKs would not bring it back either.
             self._subscribed = False
             # its own status too: see _own_status
             subacks = await send_subscriptions(client, [*self._subs, self._status])
@@ -461,12 +476,12 @@ class Relay:
         except AttributeError:
             log.warning("aiomqtt internals not found: publishing through tasks (slower)")
             self._direct = None
-        # Every SUBACK, then the status, before the outbox: run beside the publisher's loop
-        # (the outbox right behind the SUBSCRIBE), this lost the retained status on a
-        # session another client had taken over (tests/gateway/test_security.py), for a
-        # reason not found yet (issue 14)
-        await self._up(client, subacks)
         async with asyncio.TaskGroup() as tg:
+            # the status goes out through aiomqtt while the outbox writes on the same socket
+            # itself: loop_watched keeps the loop's writer watch in step with paho (a watch
+            # paho had forgotten outlived the socket: what lost the retained status here
+            # before, issue 14)
+            tg.create_task(self._up(client, subacks), name="relay-up")
             self._tg, self._pub_client, self._live = tg, client, True
             try:
                 while True:
@@ -488,17 +503,16 @@ class Relay:
             finally:
                 self._tg, self._pub_client, self._live, self._direct = None, None, False, None
 
-    async def _up(self, client: aiomqtt.Client, subacks: Awaitable[None] | None) -> None:
-        """Every SUBACK in (or the session kept), then the status ``online``: connected.
+    async def _up(self, client: aiomqtt.Client, subacks: Awaitable[None]) -> None:
+        """Every SUBACK in, then the status ``online``: connected (beside the outbox).
 
         aiomqtt's subscribe and publish wait in asyncio.wait_for, which on Python 3.11
         returns the result when a cancellation races with it and loses the cancellation:
         hence the checks after each (a gateway that did not stop, test_integrity.py).
         """
-        if subacks is not None:
-            await subacks
-            raise_if_cancelling()
-            self._subscribed = True
+        await subacks
+        raise_if_cancelling()
+        self._subscribed = True
         await client.publish(self._status, self._status_payload("online"), qos=1, retain=True)
         raise_if_cancelling()
         self.connected.set()

@@ -1648,7 +1648,9 @@ class PacketTap(TcpRelay):
     SUBACK and all the broker sends after it wait for :meth:`release` (a broker slow to
     answer SUBSCRIBE, as NATS is while it loads retained messages); with ``drop_pubacks_of``
     the PUBACKs of those topics do not reach the client, though PINGRESPs do (a node
-    whose stream stalled); :meth:`drop` ends every connection at once."""
+    whose stream stalled); with ``drop_connacks`` a CONNACK does not reach the client (the
+    broker took its CONNECT, the client never hears so); :meth:`drop` ends every connection
+    at once."""
 
     def __init__(self, port: int) -> None:
         super().__init__(port)
@@ -1658,6 +1660,8 @@ class PacketTap(TcpRelay):
         self.held = 0  # SUBACKs held
         self.swallow_subscribes = False  # SUBSCRIBEs counted but not passed on
         self.drop_pubacks_of: str | None = None  # PUBACKs of topics with this in them: lost
+        self.drop_connacks = False
+        self.connacks_dropped = 0
         self._ids: set[bytes] = set()  # their packet ids
         self._released = asyncio.Event()
 
@@ -1707,6 +1711,9 @@ class PacketTap(TcpRelay):
                             self.held += 1
                             await self._released.wait()
                         elif kind == 4 and packet[-2:] in self._ids:
+                            continue
+                        elif kind == 2 and self.drop_connacks:
+                            self.connacks_dropped += 1
                             continue
                         w.write(packet)
                     await w.drain()
@@ -1798,6 +1805,39 @@ async def test_a_subscribe_that_got_no_suback_is_sent_again_on_the_kept_session(
                 assert relay.connects == 2 and relay._session_present()
                 assert tap.subscribes == 2
                 await _desk_acks(broker.port, "inc-5", inbound)
+
+
+async def test_a_session_made_by_a_connect_whose_connack_was_lost_is_subscribed_again(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """A client with a clean session took the relay's client id over: the session this run
+    subscribed is gone. The broker took the relay's next CONNECT and made a new, empty
+    session, but its CONNACK never came (the attempt timed out). The connection after
+    says "session present", of that empty session: the relay subscribes everything again
+    and hears the police ack. (Seen in test_security: a stale writer watch kept aiomqtt
+    from reading a CONNACK, and the relay, subscribing only its status on the "kept"
+    session, heard no ack again.)"""
+    inbound = Inbound()
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        async with tap as port:
+            via = replace(broker.settings(), port=port)
+            # the same node twice: a CONNECT unanswered is left after the cluster's timeout
+            async with relaying_on(store, site, via, via, inbound=inbound) as relay:
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                tap.drop_connacks = True
+                with contextlib.suppress(aiomqtt.MqttError):  # the relay may take it back
+                    async with aiomqtt.Client(
+                        "127.0.0.1", broker.port, identifier=f"campusguard-{GATEWAY_ID}"
+                    ):
+                        pass
+                await until(lambda: tap.connacks_dropped == 1, what="a CONNACK lost")
+                tap.drop_connacks = False
+                await until(lambda: relay.connected.is_set(), timeout=20, what="connected")
+                assert relay.failures >= 2 and relay._session_present()
+                assert ACKS in tap.filters[-1]  # not the status alone
+                await _desk_acks(broker.port, "inc-7", inbound)
 
 
 async def test_a_new_run_subscribes_though_the_broker_kept_the_last_runs_session(

@@ -13,10 +13,13 @@ Real sockets on loopback, a few lines of broker: the orders of events are exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import re
 import selectors
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,20 @@ async def _until_disconnected(client: aiomqtt.Client) -> None:
             pass
 
 
+@contextlib.contextmanager
+def _numbers_in_order() -> Iterator[None]:
+    """These tests need the next socket to take the number just freed. A socket an earlier
+    test left to the garbage collector, closed meanwhile, would free a lower number for the
+    client to take instead (and the broker's side, accepted next, would take the freed one
+    and never read the CONNECT): collect them first, and none during the test."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, int, int, int]:
     """A packet queued through the writer hook, then one that paho writes at once in the
     same loop turn (as the relay's _Direct.publish does), then the broker hangs up and
@@ -101,6 +118,13 @@ async def _direct_write_after_a_queued_packet(*, watched: bool) -> tuple[int, in
     descriptor."""
     wrap = loop_watched if watched else (lambda c: c)
     timeout = CONNECT_TIMEOUT_S if watched else LOST_ATTEMPT_S
+    with _numbers_in_order():
+        return await _direct_write_and_again(wrap, timeout)
+
+
+async def _direct_write_and_again(
+    wrap: Callable[[aiomqtt.Client], aiomqtt.Client], timeout: float
+) -> tuple[int, int, int, int]:
     async with _Broker() as broker:
         first = wrap(aiomqtt.Client("127.0.0.1", broker.port, timeout=CONNECT_TIMEOUT_S))
         async with first:
@@ -148,6 +172,15 @@ async def test_a_watch_left_by_another_client_is_dropped_with_one_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     problems = _problems()
+    with _numbers_in_order():
+        fd = await _connect_over_an_orphan_watch(caplog)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event loop still watched descriptor {fd} of a closed socket"
+    ]
+    assert problems == []
+
+
+async def _connect_over_an_orphan_watch(caplog: pytest.LogCaptureFixture) -> int:
     loop = asyncio.get_running_loop()
     async with _Broker() as broker:
         # a writer watch whose owner closed its socket without removing it
@@ -161,10 +194,7 @@ async def test_a_watch_left_by_another_client_is_dropped_with_one_line(
                 got = client._client.socket()
                 assert isinstance(got, socket.socket)
                 assert got.fileno() == fd  # the number came back: the case under test
-    assert [r.getMessage() for r in caplog.records] == [
-        f"event loop still watched descriptor {fd} of a closed socket"
-    ]
-    assert problems == []
+    return fd
 
 
 async def _broker_that_hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

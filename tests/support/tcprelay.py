@@ -211,6 +211,35 @@ class DropFirstSubacks(TcpRelay):
         await asyncio.gather(up(), down(), return_exceptions=True)
 
 
+class LoseConnacks(TcpRelay):
+    """A TCP relay to a broker that, while ``losing`` is set, keeps the CONNACKs from the
+    client: the broker took its CONNECT (and made its session), the client never hears so
+    and gives the attempt up after its timeout. ``lost`` counts them."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.losing = False
+        self.lost = 0
+
+    async def relay(self, cr: Reader, cw: Writer, br: Reader, bw: Writer) -> None:
+        async def down() -> None:
+            buf = b""
+            try:
+                while data := await br.read(65536):
+                    buf += data
+                    while (packet := mqtt_packet(buf)) is not None:
+                        buf = buf[len(packet) :]
+                        if packet[0] >> 4 == 2 and self.losing:  # CONNACK
+                            self.lost += 1
+                            continue
+                        cw.write(packet)
+                    await cw.drain()
+            finally:
+                cw.close()
+
+        await asyncio.gather(pipe(cr, bw), down(), return_exceptions=True)
+
+
 def mqtt_packet(buf: bytes) -> bytes | None:
     """The first whole MQTT packet in ``buf`` (fixed header, remaining length), or None."""
     length, shift = 0, 0
