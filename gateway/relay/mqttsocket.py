@@ -36,7 +36,7 @@ import paho.mqtt.client as paho
 from gateway.core.broker import CLUSTER_TIMEOUT_S, BrokerSettings, keepalive_for
 from gateway.core.cancelling import raise_if_cancelling
 from gateway.core.errors import SubscriptionRefused
-from gateway.relay.socketloop import loop_watched
+from gateway.relay.socketloop import connect_sent, loop_watched
 
 # NATS answers a SUBSCRIBE only after loading the retained messages it matches, and waits
 # up to 5 s for that when the retained stream has lost its leader (a node killed): a
@@ -247,10 +247,11 @@ class NodeLoop:
                             on_down()
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
-                if not entered:
+                if not entered and connect_sent(client):
                     # the broker may have taken this CONNECT, its CONNACK lost: had the
                     # session been wiped before (a clean session took the id over), it made
-                    # a new, empty one, which the next CONNACK calls present
+                    # a new, empty one, which the next CONNACK calls present (a refused
+                    # connection, a dead node's, sent nothing: the session stands)
                     self._subscribed = None
                 self._mark("failed")
                 self._log_failure(s, exc)

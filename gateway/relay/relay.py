@@ -61,7 +61,7 @@ from gateway.relay.mqttsocket import (
     send_subscriptions,
     session_flag,
 )
-from gateway.relay.socketloop import loop_watched
+from gateway.relay.socketloop import connect_sent, loop_watched
 from gateway.security.envelope import MAX_PAYLOAD_BYTES, Signer, open_gateway
 
 log = logging.getLogger(__name__)
@@ -353,12 +353,13 @@ class Relay:
                 pass  # the loop ends: _stopping is set
             except* aiomqtt.MqttError as group:
                 raise_if_cancelling(group)
-                if not entered:
+                if not entered and connect_sent(client):
                     # This CONNECT may have reached the broker without its CONNACK reaching
                     # us: had the session this run subscribed been wiped before (a client
                     # with a clean session took the id over, a broker restarted without
                     # its store), the broker made a new, empty one then. The next CONNACK's
-                    # "session present" may be that one: subscribe everything again.
+                    # "session present" may be that one: subscribe everything again. (A
+                    # refused connection, a dead node's, sent nothing: the session stands.)
                     self._subscribed = False
                 self.failures += 1
                 outage += 1

@@ -19,7 +19,9 @@ A deferred watch that runs after paho closed the socket registers a closed descr
 
 :func:`loop_watched` replaces the four callbacks: the loop's thread decides every watch
 from paho's state at that moment (its open socket; whether it has bytes to send), and
-drops the watches of a socket before paho closes it.
+drops the watches of a socket before paho closes it. :func:`connect_sent` says whether a
+connection attempt that failed got as far as an open socket (its CONNECT may have reached
+the broker) or not (refused, unreachable: the broker saw nothing).
 """
 
 from __future__ import annotations
@@ -27,12 +29,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 
 log = logging.getLogger(__name__)
+
+
+# paho clients that loop_watched watches, and those of them that opened a socket
+_WATCHED: weakref.WeakSet[paho.Client] = weakref.WeakSet()
+_OPENED: weakref.WeakSet[paho.Client] = weakref.WeakSet()
+
+
+def connect_sent(client: aiomqtt.Client) -> bool:
+    """Whether ``client`` opened a socket to the broker: its CONNECT may have reached it.
+
+    The broker may then have made a session whose CONNACK never came. False only for a
+    :func:`loop_watched` client whose connection was refused or never made; True for a
+    client this module does not watch (nothing known).
+    """
+    inner = client._client  # pinned aiomqtt 2.5
+    return inner in _OPENED or inner not in _WATCHED
 
 
 def loop_watched(client: aiomqtt.Client) -> aiomqtt.Client:
@@ -56,10 +75,15 @@ class _Watches:
         self._fd = -1
         self._writing = False
         p = self._paho
-        p.on_socket_open = self._changed
+        _WATCHED.add(p)
+        p.on_socket_open = self._opened
         p.on_socket_register_write = self._changed
         p.on_socket_unregister_write = self._changed
         p.on_socket_close = self._closing
+
+    def _opened(self, _paho: paho.Client, _userdata: Any, _sock: Any) -> None:
+        _OPENED.add(self._paho)  # paho sends its CONNECT next
+        self._changed(_paho, _userdata, _sock)
 
     def _changed(self, _paho: paho.Client, _userdata: Any, _sock: Any) -> None:
         if threading.get_ident() == self._thread:

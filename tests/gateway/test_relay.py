@@ -1783,6 +1783,34 @@ async def test_a_session_the_broker_kept_is_not_subscribed_again(
             assert tap.filters[first:] == [[STATUS]]
 
 
+async def test_a_kept_session_is_not_subscribed_again_after_a_dead_nodes_refusal(
+    store: Store, site: Site, tmp_path: Path
+) -> None:
+    """The node the relay used died, and the next one refused the connection (it was down
+    too): that attempt sent no CONNECT, so no broker made a new session meanwhile, and the
+    session present at the next CONNACK is the kept one: its own status only, as after any
+    kept session (subscribing everything again costs NATS ~1.2 s in a station's failover)."""
+    inbound = Inbound()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    with open_broker(tmp_path / "open") as broker:
+        tap = PacketTap(broker.port)
+        async with tap as port:
+            via = replace(broker.settings(), port=port)
+            dead = replace(broker.settings(), port=dead_port)
+            async with relaying_on(store, site, via, dead, inbound=inbound) as relay:
+                async with asyncio.timeout(scaled(10)):
+                    await relay.connected.wait()
+                first = tap.subscribes
+                tap.drop()
+                await until(lambda: relay.connects == 2 and relay.connected.is_set(), 20)
+                assert relay.failures >= 1  # the dead node was tried between
+                assert tap.filters[first:] == [[STATUS]]
+                await _desk_acks(broker.port, "inc-4", inbound)
+                assert inbound.messages == [(f"campusguard/{SITE}/ack/inc-4", b"ack")]
+
+
 async def test_a_subscribe_that_got_no_suback_is_sent_again_on_the_kept_session(
     store: Store, site: Site, tmp_path: Path
 ) -> None:

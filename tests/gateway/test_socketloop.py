@@ -27,7 +27,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.relay.socketloop import loop_watched
+from gateway.relay.socketloop import connect_sent, loop_watched
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNACK = b"\x20\x02\x00\x00"
@@ -259,3 +259,33 @@ def test_every_broker_client_in_the_gateway_is_watched_from_the_loop() -> None:
         made = len(re.findall(r"aiomqtt\.Client\(", text))
         watched = len(re.findall(r"loop_watched\(\s*aiomqtt\.Client\(", text))
         assert made == watched, f"{path.name}: {made - watched} aiomqtt.Client not loop_watched"
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the CONNECT, never answer it (a CONNACK lost on the way)."""
+    while await reader.read(1024):
+        pass
+    writer.close()
+
+
+async def test_connect_sent_tells_a_refused_connection_from_a_connack_that_never_came() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    refused = loop_watched(aiomqtt.Client("127.0.0.1", dead, timeout=CONNECT_TIMEOUT_S))
+    with pytest.raises(aiomqtt.MqttError):
+        async with refused:
+            pass
+    assert not connect_sent(refused)  # no broker saw a CONNECT: no session made
+    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        unanswered = loop_watched(aiomqtt.Client("127.0.0.1", port, timeout=0.5))
+        with pytest.raises(aiomqtt.MqttError):
+            async with unanswered:
+                pass
+        assert connect_sent(unanswered)  # the CONNECT went out: a session may exist
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert connect_sent(aiomqtt.Client("127.0.0.1", dead))  # not watched: nothing known
