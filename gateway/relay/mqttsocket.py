@@ -197,12 +197,11 @@ class NodeLoop:
         does); ``on_down()``: a connection that was made has ended.
 
         With :attr:`resume`, a connection whose CONNACK says the session is present, for
-        the topics subscribed before (and no attempt since failed before its CONNACK: the
-        broker may have made a new, empty session then), is up at once: no SUBSCRIBE, so
-        no retained
-        messages again either (:attr:`resumed`, set before ``on_connect``: what was
-        published meanwhile comes from the kept session instead). :attr:`session_present`
-        is the last CONNACK's flag.
+        the topics subscribed before (and no attempt since sent its CONNECT and got no
+        CONNACK: the broker may have made a new, empty session then), is up at once: no
+        SUBSCRIBE, so no retained messages again either (:attr:`resumed`, set before
+        ``on_connect``: what was published meanwhile comes from the kept session instead).
+        :attr:`session_present` is the last CONNACK's flag.
 
         A broker failure (``aiomqtt.MqttError``, a refused subscription among them), in
         any of these or in receiving, ends the connection: the next node is tried after
