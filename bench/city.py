@@ -531,6 +531,11 @@ async def phase(
                 # a node leading no MQTT stream, and if one is, not the meta group either
                 # (every session and consumer change waits for that group's election)
                 free = [nd.name for nd in city.cluster.nodes if nd.name not in lead]
+                if not free:
+                    # each node leads a stream: at least not the messages' (that is the
+                    # "leader" phase), so the least-bad node (`stream_leaders` says which)
+                    msgs = leaders.get("$MQTT_msgs")
+                    free = [nd.name for nd in city.cluster.nodes if nd.name != msgs]
                 free.sort(key=lambda name: name == meta)
                 killed = free[0] if free else "n1"
             consumers_led = city.cluster.consumer_leaders().get(killed, 0)
