@@ -24,6 +24,7 @@ import aiomqtt
 import pytest
 
 from gateway.core.broker import BrokerSettings
+from gateway.dutyroom.web.room import Room
 from gateway.dutyroom.web.server import DutyRoomServer, Options
 from gateway.dutyroom.web.views import status_html
 from gateway.security.envelope import Signer
@@ -279,6 +280,26 @@ async def test_a_room_on_a_session_the_broker_kept_resumes_it_without_subscribin
         assert len(gaps) == 1 and "session kept" in gaps[0]
 
 
+async def _a_gap_that_loses_the_session(
+    room: Room, broker: Mosquitto, signer: Signer, cable: Node
+) -> None:
+    """Alarms of u1 and u4 shown; the room's node cut; its session wiped by a client with a
+    clean session under its id; then u1's incident closed and a new alarm of u2."""
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        gw = Gateway(client, signer)
+        for unit in ("u1", "u4"):
+            await gw.send(update(unit, 1, "new"))
+        await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
+        await cable.pull()
+        await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier=room.link.identifier, clean_session=True
+        ):
+            pass  # the room's session is gone
+        await gw.send(update("u1", 2, "closed", state="closed"))
+        await gw.send(update("u2", 1, "new"))
+
+
 async def test_a_new_session_after_a_gap_rebuilds_the_board_from_the_retained_copies(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
@@ -294,20 +315,8 @@ async def test_a_new_session_after_a_gap_rebuilds_the_board_from_the_retained_co
     async with server:
         room = server.room
         await until(lambda: room.connected.is_set(), 10, what="the room subscribed")
-        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-            gw = Gateway(client, signer)
-            for unit in ("u1", "u4"):
-                await gw.send(update(unit, 1, "new"))
-            await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
-            subscribes = cable.subscribes
-            await cable.pull()
-            await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
-            async with aiomqtt.Client(
-                "127.0.0.1", broker.port, identifier=room.link.identifier, clean_session=True
-            ):
-                pass  # the room's session is gone
-            await gw.send(update("u1", 2, "closed", state="closed"))
-            await gw.send(update("u2", 1, "new"))
+        subscribes = cable.subscribes
+        await _a_gap_that_loses_the_session(room, broker, signer, cable)
         await cable.plug()
 
         await until(
@@ -342,19 +351,7 @@ async def test_a_session_kept_after_a_new_one_in_the_same_gap_still_tells_that_u
     async with server:
         room = server.room
         await until(lambda: room.connected.is_set(), 10, what="the room subscribed")
-        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-            gw = Gateway(client, signer)
-            for unit in ("u1", "u4"):
-                await gw.send(update(unit, 1, "new"))
-            await until(lambda: room.db.incident(D) is not None, 10, what="alarms before")
-            await cable.pull()
-            await until(lambda: not room.connected.is_set(), 10, what="the room cut off")
-            async with aiomqtt.Client(
-                "127.0.0.1", broker.port, identifier=room.link.identifier, clean_session=True
-            ):
-                pass  # the room's session is gone
-            await gw.send(update("u1", 2, "closed", state="closed"))
-            await gw.send(update("u2", 1, "new"))
+        await _a_gap_that_loses_the_session(room, broker, signer, cable)
         await freezer.start()
 
         await until(
