@@ -252,7 +252,9 @@ class NodeLoop:
                     # a new, empty one, which the next CONNACK calls present (a refused
                     # connection, a dead node's, sent nothing: the session stands)
                     self._subscribed = None
-                self._mark("failed")
+                    self._mark("no connack")
+                else:
+                    self._mark("failed")
                 self._log_failure(s, exc)
                 self.failures += 1
                 in_row += 1

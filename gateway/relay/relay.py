@@ -44,7 +44,7 @@ import secrets
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiomqtt
@@ -245,6 +245,7 @@ class Relay:
         self.published = 0
         self.connects = 0
         self.failures = 0
+        self.connacks_missed = 0  # attempts whose CONNECT went out and no CONNACK came
         self._client: aiomqtt.Client | None = None
         self._session_present: Callable[[], bool] = lambda: False  # the last CONNACK's flag
         self._subscribed = False  # the broker's session holds this run's subscriptions
@@ -361,6 +362,7 @@ class Relay:
                     # "session present" may be that one: subscribe everything again. (A
                     # refused connection, a dead node's, sent nothing: the session stands.)
                     self._subscribed = False
+                    self.connacks_missed += 1
                 self.failures += 1
                 outage += 1
                 now = time.monotonic()
@@ -469,6 +471,16 @@ class Relay:
             # this client id over meanwhile (a second gateway, a stolen account) received
             # what was published in that time, its own status among them (_own_status).
             subacks = await send_subscriptions(client, [self._status])
+        try:
+            await self._publish_outbox(client, subacks)
+        finally:
+            # the SUBACK wait was never started when the connection ended first (no
+            # "coroutine was never awaited" at exit); else it has ended with _up's task
+            subacks.close()
+
+    async def _publish_outbox(
+        self, client: aiomqtt.Client, subacks: Coroutine[Any, Any, None]
+    ) -> None:
         raise_if_cancelling()
         self._flush_marks()  # so that the backlog does not include what is PUBACKed
         self._backlog, self._cursor, self._broken = True, 0, None
