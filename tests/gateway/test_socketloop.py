@@ -261,11 +261,17 @@ def test_every_broker_client_in_the_gateway_is_watched_from_the_loop() -> None:
         assert made == watched, f"{path.name}: {made - watched} aiomqtt.Client not loop_watched"
 
 
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read the CONNECT, never answer it (a CONNACK lost on the way)."""
-    while await reader.read(1024):
-        pass
-    writer.close()
+class _Silent:
+    """Reads the CONNECT, never answers it (a CONNACK lost on the way)."""
+
+    def __init__(self) -> None:
+        self.connections: list[asyncio.StreamWriter] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(writer)
+        while await reader.read(1024):
+            pass
+        writer.close()
 
 
 async def test_connect_sent_tells_a_refused_connection_from_a_connack_that_never_came() -> None:
@@ -277,7 +283,8 @@ async def test_connect_sent_tells_a_refused_connection_from_a_connack_that_never
         async with refused:
             pass
     assert not connect_sent(refused)  # no broker saw a CONNECT: no session made
-    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
+    silent = _Silent()
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
         unanswered = loop_watched(aiomqtt.Client("127.0.0.1", port, timeout=0.5))
@@ -286,6 +293,10 @@ async def test_connect_sent_tells_a_refused_connection_from_a_connack_that_never
                 pass
         assert connect_sent(unanswered)  # the CONNECT went out: a session may exist
     finally:
+        # aiomqtt leaves the given-up socket to paho's keepalive (60 s here), and since
+        # Python 3.12 wait_closed() waits for every connection: end them here
+        for writer in silent.connections:
+            writer.close()
         server.close()
         await server.wait_closed()
     assert connect_sent(aiomqtt.Client("127.0.0.1", dead))  # not watched: nothing known
